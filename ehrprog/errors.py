@@ -1,0 +1,26 @@
+"""Errors raised on bad input: each names the file, the column and the rule broken."""
+
+from __future__ import annotations
+
+
+class InputError(ValueError):
+    """Input data breaks a rule of the schema.
+
+    Attributes:
+        file: the file or table the problem was found in (``None`` if not tied to one).
+        column: the offending column (``None`` if the problem is the whole file).
+        rule: a short statement of the rule that was broken.
+    """
+
+    def __init__(self, rule: str, *, file: str | None = None, column: str | None = None) -> None:
+        self.file = file
+        self.column = column
+        self.rule = rule
+        where = ", ".join(
+            part for part in (f"file {file!r}" if file else "", f"column {column!r}" if column else "") if part
+        )
+        super().__init__(f"{where}: {rule}" if where else rule)
+
+
+class EmptyCohortError(InputError):
+    """A task produced no prediction points from the data it was given."""

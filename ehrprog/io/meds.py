@@ -1,0 +1,213 @@
+"""Read and write MEDS v0.4 datasets.
+
+A MEDS dataset is a folder with ``data/**/*.parquet`` shards (any depth), and optionally
+``metadata/codes.parquet``, ``metadata/subject_splits.parquet`` and ``metadata/dataset.json``.
+ehrprog's extension columns (``visit_id``, ``visit_type``, ``unit``, ``source``) are written as
+extra data columns, which MEDS allows, so OMOP -> MEDS -> ehrprog is lossless.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from ehrprog.errors import InputError
+from ehrprog.events import EventFrame, empty_codes, mark_event_drops
+from ehrprog.io import tabular
+from ehrprog.accounting import DROP
+from ehrprog.schema import EVENT_SCHEMA, EVENT_SORT, MEDS_CORE_COLUMNS
+
+MEDS_VERSION = "0.4.1"
+
+
+def _shards(root: Path) -> list[Path]:
+    if root.is_file():
+        return [root]
+    data = root / "data"
+    base = data if data.is_dir() else root
+    shards = sorted(p for p in base.rglob("*.parquet") if "metadata" not in p.relative_to(base).parts)
+    if not shards:
+        raise InputError("a MEDS dataset needs parquet shards under data/ (data/**/*.parquet)", file=str(root))
+    return shards
+
+
+def _read_shard(path: Path, root: Path, visit_id_column: str | None, notes: list[str]) -> pl.LazyFrame:
+    frame = pl.scan_parquet(path)
+    schema = dict(frame.collect_schema())
+    file = str(path)
+    if "subject_id" not in schema and "patient_id" in schema:
+        frame = frame.rename({"patient_id": "subject_id"})
+        schema["subject_id"] = schema.pop("patient_id")
+        notes.append(f"{path.relative_to(root) if path != root else path.name}: pre-0.3 MEDS column "
+                     "'patient_id' read as subject_id")
+    for column in ("subject_id", "time", "code"):
+        if column not in schema:
+            raise InputError("required MEDS data column is missing", file=file, column=column)
+    if visit_id_column is not None:
+        if visit_id_column not in schema:
+            raise InputError(f"visit_id_column={visit_id_column!r} is not a column of this shard; it has "
+                             f"{sorted(schema)}", file=file, column=visit_id_column)
+    if not (schema["code"] == pl.String or schema["code"] == pl.Categorical or schema["code"] == pl.Enum):
+        raise InputError(f"MEDS codes must be strings, got {schema['code']}", file=file, column="code")
+
+    def opt(column: str | None, parse, dtype: pl.DataType) -> pl.Expr:
+        if column is None or column not in schema:
+            return pl.lit(None, dtype)
+        return parse(column, schema[column]).cast(dtype)
+
+    def keep_str(column: str, dtype: pl.DataType) -> pl.Expr:
+        return pl.col(column).cast(pl.String)
+
+    time_present = pl.col("time").is_not_null()
+    relative = str(path.relative_to(root)) if path != root else path.name
+    source = (
+        pl.coalesce(pl.col("source").cast(pl.String), pl.lit(f"meds/{relative}"))
+        if "source" in schema
+        else pl.lit(f"meds/{relative}")
+    )
+    visit = visit_id_column or ("visit_id" if "visit_id" in schema else None)
+    typed = frame.select(
+        tabular.parse_int("subject_id", schema["subject_id"]).alias("subject_id"),
+        tabular.parse_datetime("time", schema["time"]).alias("time"),
+        pl.col("code").cast(pl.String).alias("code"),
+        opt("numeric_value", tabular.parse_float, pl.Float32),
+        opt("text_value", keep_str, pl.String).alias("text_value"),
+        opt(visit, tabular.parse_int, pl.Int64).alias("visit_id"),
+        opt("visit_type", keep_str, pl.String).alias("visit_type"),
+        opt("unit", keep_str, pl.String).alias("unit"),
+        source.alias("source"),
+        time_present.alias("_has_raw_time"),
+        pl.col("subject_id").is_not_null().alias("_has_raw_subject"),
+    )
+    drop = (
+        pl.when(pl.col("subject_id").is_null() & pl.col("_has_raw_subject"))
+        .then(pl.lit("subject_id: not an integer"))
+        .when(pl.col("subject_id").is_null())
+        .then(pl.lit("subject_id: null"))
+        .when(pl.col("code").is_null())
+        .then(pl.lit("code: null"))
+        .when(pl.col("time").is_null() & pl.col("_has_raw_time"))
+        .then(pl.lit("time: unparseable"))
+        .otherwise(None)
+    )
+    return typed.with_columns(drop.alias(DROP)).select(*EVENT_SCHEMA, DROP)
+
+
+def read_meds(
+    path: str | Path,
+    *,
+    visit_id_column: str | None = None,
+    strict: bool = False,
+    materialize: bool = True,
+) -> EventFrame:
+    """Read a MEDS dataset (or a single MEDS parquet file) into an :class:`~ehrprog.events.EventFrame`.
+
+    Args:
+        path: the dataset root (with ``data/`` and ``metadata/``) or one parquet file.
+        visit_id_column: an extra data column to use as the visit id (e.g. ``"hadm_id"``).
+        strict: raise instead of dropping rows.
+        materialize: read now (default) or stay lazy for streaming.
+
+    Static rows (null ``time``) are kept. Codes metadata, subject splits and dataset metadata are
+    attached to the result (``.codes``, ``.splits``, ``.metadata``).
+    """
+    root = Path(path)
+    if not root.exists():
+        raise InputError("MEDS dataset not found", file=str(root))
+    notes: list[str] = []
+    parts = [_read_shard(shard, root, visit_id_column, notes) for shard in _shards(root)]
+    checked = mark_event_drops(pl.concat(parts, how="vertical_relaxed"))
+    if materialize:
+        checked = checked.sort(EVENT_SORT, nulls_last=False).collect()
+    meta_dir = root / "metadata" if root.is_dir() else root.parent / "metadata"
+    codes, splits, metadata = _read_metadata(meta_dir, notes)
+    events = EventFrame(checked, notes=notes, codes=codes, splits=splits, metadata=metadata)
+    if strict:
+        events.report.raise_on_drops()
+    return events
+
+
+def _read_metadata(meta_dir: Path, notes: list[str]) -> tuple[pl.DataFrame, pl.DataFrame | None, dict[str, Any]]:
+    codes = empty_codes()
+    codes_path = meta_dir / "codes.parquet"
+    if codes_path.is_file():
+        raw = pl.read_parquet(codes_path)
+        if "code" not in raw.columns:
+            raise InputError("codes metadata needs a 'code' column", file=str(codes_path), column="code")
+        codes = raw.select(
+            pl.col("code").cast(pl.String),
+            (pl.col("description") if "description" in raw.columns else pl.lit(None)).cast(pl.String),
+            (pl.col("parent_codes") if "parent_codes" in raw.columns else pl.lit(None)).cast(pl.List(pl.String)),
+        )
+    splits = None
+    splits_path = meta_dir / "subject_splits.parquet"
+    if splits_path.is_file():
+        raw = pl.read_parquet(splits_path)
+        if "patient_id" in raw.columns and "subject_id" not in raw.columns:
+            raw = raw.rename({"patient_id": "subject_id"})
+        for column in ("subject_id", "split"):
+            if column not in raw.columns:
+                raise InputError("subject splits need this column", file=str(splits_path), column=column)
+        splits = raw.select(pl.col("subject_id").cast(pl.Int64), pl.col("split").cast(pl.String))
+    metadata: dict[str, Any] = {}
+    for name in ("dataset.json", "metadata.json"):
+        candidate = meta_dir / name
+        if candidate.is_file():
+            try:
+                metadata = json.loads(candidate.read_text())
+            except json.JSONDecodeError as error:
+                raise InputError(f"dataset metadata is not valid JSON ({error})", file=str(candidate)) from error
+            if name == "metadata.json":
+                notes.append("pre-0.3 MEDS metadata.json read as dataset metadata")
+            break
+    return codes, splits, metadata
+
+
+def write_meds(events: EventFrame, path: str | Path, *, dataset_name: str | None = None) -> Path:
+    """Write events as a MEDS v0.4 dataset, streaming (the events need not fit in memory).
+
+    Layout: ``data/<split>/0.parquet`` per split when the events carry subject splits, else
+    ``data/0.parquet``; ``metadata/codes.parquet``, ``metadata/dataset.json`` and, with splits,
+    ``metadata/subject_splits.parquet``. Shards are sorted by subject and time, as MEDS requires.
+
+    Returns:
+        The dataset root.
+    """
+    root = Path(path)
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    (root / "metadata").mkdir(parents=True, exist_ok=True)
+    ordered = events.lazy.sort(EVENT_SORT, nulls_last=False)
+    if events.splits is not None:
+        split_of = events.splits.lazy().select("subject_id", "split")
+        tagged = ordered.join(split_of, on="subject_id", how="left").with_columns(pl.col("split").fill_null("train"))
+        for split in sorted(set(events.splits["split"].to_list()) | {"train"}):
+            part = tagged.filter(pl.col("split") == split).drop("split")
+            (root / "data" / split).mkdir(exist_ok=True)
+            part.sink_parquet(root / "data" / split / "0.parquet")
+        events.splits.write_parquet(root / "metadata" / "subject_splits.parquet")
+    else:
+        ordered.sink_parquet(root / "data" / "0.parquet")
+    events.codes.write_parquet(root / "metadata" / "codes.parquet")
+    metadata = {
+        "dataset_name": dataset_name or events.metadata.get("dataset_name", root.name),
+        "dataset_version": str(events.metadata.get("dataset_version", "1")),
+        "etl_name": "ehrprog",
+        "etl_version": _version(),
+        "meds_version": MEDS_VERSION,
+        "created_at": datetime.now(UTC).isoformat(),
+    }
+    (root / "metadata" / "dataset.json").write_text(json.dumps(metadata, indent=2))
+    return root
+
+
+def _version() -> str:
+    from ehrprog import __version__
+
+    return __version__
+
+
+__all__ = ["MEDS_CORE_COLUMNS", "read_meds", "write_meds"]

@@ -1,0 +1,400 @@
+"""Read an OMOP CDM 5.3/5.4 extract (a folder of CSV or Parquet tables) into an ``EventFrame``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal
+
+import polars as pl
+
+from ehrprog.errors import InputError
+from ehrprog.events import EventFrame, empty_codes, mark_event_drops
+from ehrprog.io import tabular
+from ehrprog.io.omop_tables import DDL, DEFAULT_TABLES, EVENT_TABLES, KNOWN_CONCEPTS, EventTable
+from ehrprog.accounting import DROP
+from ehrprog.schema import BIRTH_CODE, DEATH_CODE, EVENT_SCHEMA, EVENT_SORT
+
+log = logging.getLogger(__name__)
+
+CodeMode = Literal["standard", "source"]
+
+
+class _Folder:
+    """An OMOP folder: finds, sniffs and scans its tables, recording what it saw as notes."""
+
+    def __init__(self, root: Path, cdm_version: str | None) -> None:
+        self.root = root
+        self.cdm_version = cdm_version
+        self.notes: list[str] = []
+
+    def scan(self, name: str) -> tuple[pl.LazyFrame, dict[str, pl.DataType], str] | None:
+        path = tabular.find_table(self.root, name)
+        if path is None:
+            return None
+        columns = {c for version in DDL[name].values() for c in version}
+        table = tabular.sniff(path, columns)
+        if table.fmt == "csv" and not table.has_header:
+            self.notes.append(f"{path.name}: no header row; columns named from the CDM DDL")
+        frame = tabular.scan_table(table, DDL[name], self.cdm_version)
+        return frame, dict(frame.collect_schema()), str(path)
+
+
+def _require(schema: dict[str, pl.DataType], columns: list[str], file: str, table: str) -> None:
+    for column in columns:
+        if column not in schema:
+            raise InputError(f"required column of OMOP table {table} is missing", file=file, column=column)
+
+
+def _concepts(folder: _Folder) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``(concept_id, code)`` for every known concept, and code metadata (``code``, ``description``).
+
+    Codes are ``{vocabulary_id}/{concept_code}`` from the CONCEPT table where present, with a few
+    built-in concepts (sex, visit types) known without one.
+    """
+    known = pl.DataFrame(
+        {
+            "concept_id": list(KNOWN_CONCEPTS),
+            "code": [f"{v}/{c}" for v, c, _ in KNOWN_CONCEPTS.values()],
+            "description": [n for _, _, n in KNOWN_CONCEPTS.values()],
+        },
+        schema={"concept_id": pl.Int64, "code": pl.String, "description": pl.String},
+    )
+    scanned = folder.scan("concept")
+    if scanned is None:
+        folder.notes.append("no CONCEPT table: concepts are coded OMOP/<concept_id>")
+        names = folder.scan("source_to_standard_vocab_map")
+        if names is not None:
+            frame, schema, file = names
+            _require(schema, ["target_concept_id", "target_concept_name"], file, "source_to_standard_vocab_map")
+            described = (
+                frame.select(
+                    tabular.parse_int("target_concept_id", schema["target_concept_id"]).alias("concept_id"),
+                    tabular.clean_string("target_concept_name", schema["target_concept_name"]).alias("description"),
+                )
+                .drop_nulls()
+                .unique("concept_id", keep="first")
+                .select(pl.format("OMOP/{}", "concept_id").alias("code"), "description")
+                .collect()
+            )
+            folder.notes.append(f"concept names for {described.height:,} concepts from source_to_standard_vocab_map")
+            return known.select("concept_id", "code"), pl.concat([known.select("code", "description"), described])
+        return known.select("concept_id", "code"), known.select("code", "description")
+    frame, schema, file = scanned
+    _require(schema, ["concept_id", "vocabulary_id", "concept_code"], file, "concept")
+    name = (
+        tabular.clean_string("concept_name", schema["concept_name"])
+        if "concept_name" in schema
+        else pl.lit(None, pl.String)
+    )
+    table = (
+        frame.select(
+            tabular.parse_int("concept_id", schema["concept_id"]).alias("concept_id"),
+            pl.format(
+                "{}/{}",
+                tabular.clean_string("vocabulary_id", schema["vocabulary_id"]),
+                tabular.clean_string("concept_code", schema["concept_code"]),
+            ).alias("code"),
+            name.alias("description"),
+        )
+        .drop_nulls(["concept_id", "code"])
+        .collect()
+    )
+    table = pl.concat([table, known.filter(~pl.col("concept_id").is_in(table["concept_id"].implode()))])
+    table = table.unique("concept_id", keep="first")
+    return table.select("concept_id", "code"), table.select("code", "description").unique("code", keep="first")
+
+
+def _code_expr(concept: str, source_concept: str | None, source_value: str | None, mode: CodeMode) -> pl.Expr:
+    """The event code from the joined concept columns (``_std_code``, ``_src_code``) and ids."""
+    std_id = pl.col(concept)
+    std = pl.when(std_id.is_not_null() & (std_id != 0)).then(
+        pl.coalesce(pl.col("_std_code"), pl.format("OMOP/{}", std_id))
+    )
+    src_value = (
+        pl.format("SOURCE/{}", pl.col(source_value)) if source_value is not None else pl.lit(None, pl.String)
+    )
+    src_concept = pl.col("_src_code") if source_concept is not None else pl.lit(None, pl.String)
+    if mode == "source":
+        return pl.coalesce(src_concept, src_value, std.otherwise(None))
+    return pl.coalesce(std.otherwise(None), src_concept, src_value)
+
+
+def _events_from(
+    folder: _Folder, spec: EventTable, concepts: pl.DataFrame, visit_types: pl.LazyFrame | None, mode: CodeMode
+) -> pl.LazyFrame | None:
+    scanned = folder.scan(spec.name)
+    if scanned is None:
+        return None
+    frame, schema, file = scanned
+    times = [c for c in spec.times if c in schema]
+    if not times:
+        raise InputError(f"OMOP table {spec.name} needs one of the time columns {list(spec.times)}", file=file,
+                         column=spec.times[-1])
+    _require(schema, ["person_id", spec.concept], file, spec.name)
+
+    def opt(column: str | None, parse) -> pl.Expr:
+        if column is None or column not in schema:
+            return pl.lit(None)
+        return parse(column, schema[column])
+
+    source_value = spec.source_value if spec.source_value in schema else None
+    source_concept = spec.source_concept if spec.source_concept in schema else None
+    time_exprs = [tabular.parse_datetime(c, schema[c]) for c in times]
+    if len(time_exprs) == 2:
+        # Exports often fill *_datetime with a sentinel (1900-01-01) or a shifted value: trust
+        # the datetime only where it falls on the row's date.
+        precise, day = time_exprs
+        time_exprs = [pl.when(day.is_null() | (precise.dt.date() == day.dt.date())).then(precise), day]
+    raw_time_present = pl.any_horizontal([tabular.clean_string(c, schema[c]).is_not_null() for c in times])
+    visit_id = opt(spec.visit, tabular.parse_int)
+    if spec.name == "visit_occurrence":
+        visit_id = opt("visit_occurrence_id", tabular.parse_int)
+    elif spec.name == "visit_detail":
+        visit_id = opt("visit_occurrence_id", tabular.parse_int)
+
+    typed = frame.select(
+        tabular.parse_int("person_id", schema["person_id"]).alias("subject_id"),
+        pl.coalesce(time_exprs).alias("time"),
+        raw_time_present.alias("_has_raw_time"),
+        tabular.parse_int(spec.concept, schema[spec.concept]).alias(spec.concept),
+        opt(source_concept, tabular.parse_int).cast(pl.Int64).alias("_src_id"),
+        opt(source_value, tabular.clean_string).cast(pl.String).alias("_src_value"),
+        opt(spec.numeric, tabular.parse_float).cast(pl.Float32).alias("numeric_value"),
+        opt(spec.text, tabular.clean_string).cast(pl.String).alias("text_value"),
+        visit_id.cast(pl.Int64).alias("visit_id"),
+        opt(spec.unit, tabular.clean_string).cast(pl.String).alias("_unit"),
+        opt(spec.unit_concept, tabular.parse_int).cast(pl.Int64).alias("_unit_id"),
+        tabular.clean_string("person_id", schema["person_id"]).is_not_null().alias("_has_raw_person"),
+    )
+    std_codes = concepts.lazy().rename({"concept_id": spec.concept, "code": "_std_code"})
+    src_codes = concepts.lazy().rename({"concept_id": "_src_id", "code": "_src_code"})
+    unit_codes = concepts.lazy().with_columns(pl.col("code").str.extract(r"/(.*)$", 1)).rename(
+        {"concept_id": "_unit_id", "code": "_unit_code"}
+    )
+    joined = (
+        typed.join(std_codes, on=spec.concept, how="left")
+        .join(src_codes.filter(pl.col("_src_id") != 0), on="_src_id", how="left")
+        .join(unit_codes.filter(pl.col("_unit_id") != 0), on="_unit_id", how="left")
+    )
+    code = _code_expr(spec.concept, "_src_id" if source_concept else None, "_src_value" if source_value else None, mode)
+    if spec.name == "visit_occurrence":
+        visit_type = pl.col("_std_code")
+    elif visit_types is not None:
+        joined = joined.join(visit_types, on="visit_id", how="left")
+        visit_type = pl.col("_visit_type")
+    else:
+        visit_type = pl.lit(None, pl.String)
+    drop = (
+        pl.when(pl.col("subject_id").is_null())
+        .then(pl.lit("person_id: null or not an integer"))
+        .when(pl.col("time").is_null() & pl.col("_has_raw_time"))
+        .then(pl.lit(f"{times[-1]}: unparseable date"))
+        .when(pl.col("time").is_null())
+        .then(pl.lit(f"{times[-1]}: null date"))
+        .when(pl.col("code").is_null())
+        .then(pl.lit(f"{spec.concept}: no concept and no source value"))
+        .otherwise(None)
+    )
+    return joined.with_columns(
+        code.alias("code"),
+        pl.coalesce("_unit", "_unit_code").alias("unit"),
+        visit_type.alias("visit_type"),
+        pl.lit(f"omop/{spec.name}").alias("source"),
+    ).with_columns(drop.alias(DROP)).select(*EVENT_SCHEMA, DROP)
+
+
+def _person_events(folder: _Folder, concepts: pl.DataFrame) -> pl.LazyFrame:
+    scanned = folder.scan("person")
+    if scanned is None:
+        raise InputError("an OMOP extract must hold a person table (person.csv or person.parquet)",
+                         file=str(folder.root))
+    frame, schema, file = scanned
+    _require(schema, ["person_id", "year_of_birth"], file, "person")
+
+    def opt_int(column: str) -> pl.Expr:
+        return tabular.parse_int(column, schema[column]) if column in schema else pl.lit(None, pl.Int64)
+
+    year, month, day = opt_int("year_of_birth"), opt_int("month_of_birth"), opt_int("day_of_birth")
+    from_parts = pl.datetime(year, month.fill_null(1).clip(1, 12), day.fill_null(1).clip(1, 28))
+    birth = (
+        pl.coalesce(tabular.parse_datetime("birth_datetime", schema["birth_datetime"]), from_parts)
+        if "birth_datetime" in schema
+        else from_parts
+    )
+    person = frame.select(
+        tabular.parse_int("person_id", schema["person_id"]).alias("subject_id"),
+        birth.alias("_birth"),
+        year.alias("_year"),
+        opt_int("gender_concept_id").alias("_gender"),
+        opt_int("race_concept_id").alias("_race"),
+        opt_int("ethnicity_concept_id").alias("_ethnicity"),
+    )
+    codes = concepts.lazy()
+    rows = []
+    for column, time in (("_birth", pl.col("_birth")), ("_gender", None), ("_race", None), ("_ethnicity", None)):
+        if column == "_birth":
+            part = person.select("subject_id", pl.lit(BIRTH_CODE).alias("code"), time.alias("time"),
+                                 pl.col("_year").is_null().alias("_missing"))
+        else:
+            part = (
+                person.filter(pl.col(column).is_not_null() & (pl.col(column) != 0))
+                .join(codes.rename({"concept_id": column}), on=column, how="left")
+                .select("subject_id", pl.coalesce("code", pl.format("OMOP/{}", column)).alias("code"),
+                        pl.lit(None, pl.Datetime("us")).alias("time"), pl.lit(False).alias("_missing"))
+            )
+        rows.append(part)
+    events = pl.concat(rows, how="vertical_relaxed")
+    drop = (
+        pl.when(pl.col("subject_id").is_null())
+        .then(pl.lit("person_id: null or not an integer"))
+        .when(pl.col("_missing"))
+        .then(pl.lit("year_of_birth: null or not an integer"))
+        .when((pl.col("code") == BIRTH_CODE) & pl.col("time").is_null())
+        .then(pl.lit("birth_datetime: unparseable date"))
+        .otherwise(None)
+    )
+    return events.with_columns(drop.alias(DROP), pl.lit("omop/person").alias("source")).select(
+        *[pl.col(c) if c in ("subject_id", "time", "code", "source") else pl.lit(None).cast(t).alias(c)
+          for c, t in EVENT_SCHEMA.items()],
+        DROP,
+    ).with_columns([pl.col(c).cast(t) for c, t in EVENT_SCHEMA.items()])
+
+
+def _death_events(folder: _Folder) -> pl.LazyFrame | None:
+    scanned = folder.scan("death")
+    if scanned is None:
+        return None
+    frame, schema, file = scanned
+    _require(schema, ["person_id", "death_date"], file, "death")
+    times = [c for c in ("death_datetime", "death_date") if c in schema]
+    death = frame.select(
+        tabular.parse_int("person_id", schema["person_id"]).alias("subject_id"),
+        pl.coalesce([tabular.parse_datetime(c, schema[c]) for c in times]).alias("time"),
+    )
+    drop = (
+        pl.when(pl.col("subject_id").is_null())
+        .then(pl.lit("person_id: null or not an integer"))
+        .when(pl.col("time").is_null())
+        .then(pl.lit("death_date: null or unparseable date"))
+        .when(pl.int_range(pl.len()).over("subject_id") > 0)
+        .then(pl.lit("death: more than one death record for the person (earliest kept)"))
+        .otherwise(None)
+    )
+    return (
+        death.sort("subject_id", "time", nulls_last=True)
+        .with_columns(drop.alias(DROP), pl.lit(DEATH_CODE).alias("code"), pl.lit("omop/death").alias("source"))
+        .select(*[(pl.col(c) if c in ("subject_id", "time", "code", "source") else pl.lit(None)).cast(t).alias(c)
+                  for c, t in EVENT_SCHEMA.items()], DROP)
+    )
+
+
+def read_omop(
+    source: str | Path,
+    *,
+    tables: tuple[str, ...] | list[str] | None = None,
+    codes: CodeMode = "standard",
+    cdm_version: str | None = None,
+    condition_era: bool | None = None,
+    strict: bool = False,
+    materialize: bool = True,
+) -> EventFrame:
+    """Read an OMOP CDM extract into an :class:`~ehrprog.events.EventFrame`.
+
+    Args:
+        source: a folder holding one file per table (``person.csv``, ``MEASUREMENT.parquet``,
+            headerless TSV ...). Table names are matched case-insensitively.
+        tables: the clinical tables to read; default :data:`~ehrprog.io.omop_tables.DEFAULT_TABLES`.
+        codes: ``"standard"`` codes events by their standard concept (``SNOMED/433144002``, or
+            ``OMOP/<concept_id>`` with no CONCEPT table), falling back to the source concept and
+            then the source value (``SOURCE/<value>``) when the concept id is 0 or null;
+            ``"source"`` prefers the source concept and source value.
+        cdm_version: ``"5.3"`` or ``"5.4"``, used to name the columns of headerless files whose
+            column count fits both; by default 5.4 is preferred.
+        condition_era: read ``condition_era`` as condition events. ``None`` (default) reads it only
+            when the extract has no condition_occurrence table, with a note in the report.
+        strict: raise :class:`~ehrprog.errors.InputError` instead of dropping any row.
+        materialize: read everything now (fast repeated access); ``False`` keeps the frame lazy so
+            that it can be streamed to disk (``write_meds``) without fitting in memory.
+
+    Returns:
+        The events, ordered by subject and time when materialized, with ``.report`` counting rows
+        read, kept and dropped per table and reason. Person rows become ``MEDS_BIRTH`` events and
+        static sex/race/ethnicity codes; death rows become ``MEDS_DEATH``.
+
+    Raises:
+        InputError: the folder or its person table is missing, or a table lacks a required column.
+    """
+    root = Path(source)
+    if not root.is_dir():
+        raise InputError("an OMOP source must be a folder of table files", file=str(root))
+    if codes not in ("standard", "source"):
+        raise InputError(f"codes must be 'standard' or 'source', got {codes!r}")
+    folder = _Folder(root, cdm_version)
+    concepts, descriptions = _concepts(folder)
+    wanted = list(tables) if tables is not None else list(DEFAULT_TABLES)
+    unknown = [t for t in wanted if t not in EVENT_TABLES]
+    if unknown:
+        raise InputError(f"unknown OMOP event tables {unknown}; known: {sorted(EVENT_TABLES)}")
+    has_occurrences = tabular.find_table(root, "condition_occurrence") is not None
+    if condition_era or (condition_era is None and not has_occurrences and "condition_era" not in wanted):
+        if tabular.find_table(root, "condition_era") is not None:
+            wanted.append("condition_era")
+            if condition_era is None:
+                folder.notes.append("no condition_occurrence table: conditions read from condition_era")
+
+    parts = [_person_events(folder, concepts)]
+    death = _death_events(folder)
+    if death is not None:
+        parts.append(death)
+    visit_types = None
+    if "visit_occurrence" in wanted and tabular.find_table(root, "visit_occurrence") is not None:
+        visits = _events_from(folder, EVENT_TABLES["visit_occurrence"], concepts, None, codes)
+        if visits is not None:
+            visit_types = (
+                visits.filter(pl.col(DROP).is_null() & pl.col("visit_id").is_not_null())
+                .select("visit_id", pl.col("visit_type").alias("_visit_type"))
+                .unique("visit_id", keep="first")
+            )
+            if materialize:
+                visit_types = visit_types.collect().lazy()
+            parts.append(visits)
+    for name in wanted:
+        if name == "visit_occurrence":
+            continue
+        part = _events_from(folder, EVENT_TABLES[name], concepts, visit_types, codes)
+        if part is None:
+            folder.notes.append(f"table {name} absent")
+            continue
+        parts.append(part)
+    checked = mark_event_drops(_mark_unknown_subjects(pl.concat(parts, how="vertical_relaxed")))
+    if materialize:
+        checked = checked.sort(EVENT_SORT, nulls_last=False, maintain_order=False).collect()
+    events = EventFrame(checked, notes=folder.notes, codes=_code_metadata(descriptions),
+                        metadata={"dataset_name": root.name, "source_format": "omop"})
+    if strict:
+        events.report.raise_on_drops()
+    return events
+
+
+def _mark_unknown_subjects(checked: pl.LazyFrame) -> pl.LazyFrame:
+    people = checked.filter((pl.col("source") == "omop/person") & pl.col(DROP).is_null()).select("subject_id").unique()
+    people = people.with_columns(pl.lit(True).alias("_known"))
+    return (
+        checked.join(people, on="subject_id", how="left")
+        .with_columns(
+            pl.when(pl.col(DROP).is_null() & pl.col("_known").is_null())
+            .then(pl.lit("person_id: not in the person table"))
+            .otherwise(pl.col(DROP))
+            .alias(DROP)
+        )
+        .drop("_known")
+    )
+
+
+def _code_metadata(descriptions: pl.DataFrame) -> pl.DataFrame:
+    if descriptions.height == 0:
+        return empty_codes()
+    return descriptions.select(
+        pl.col("code"), pl.col("description"), pl.lit(None, pl.List(pl.String)).alias("parent_codes")
+    )

@@ -1,0 +1,158 @@
+"""Finding and scanning the files of a table, whatever shape a real export gives them.
+
+Real OMOP exports come as CSV or Parquet, with or without a header row, comma or tab separated,
+with upper- or lower-case file names, dates as ISO strings or ``YYYYMMDD`` integers and values
+padded with spaces. This module hides that: :func:`scan_table` returns a lazy frame with
+lower-case column names, and the ``parse_*`` helpers turn a column of any of those shapes into a
+typed expression whose nulls can be told apart from the source's own nulls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from ehrprog.errors import InputError
+
+_SUFFIXES = (".parquet", ".csv", ".tsv", ".txt", ".csv.gz", ".tsv.gz")
+_DATETIME_FORMATS = ("%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%d", "%Y%m%d")
+
+
+@dataclass(frozen=True)
+class TableFile:
+    """One located table: its path, format and, for text files, how to read it."""
+
+    path: Path
+    fmt: str  # "parquet" or "csv"
+    separator: str = ","
+    has_header: bool = True
+
+
+def find_table(folder: Path, name: str) -> Path | None:
+    """Return the file holding table ``name`` in ``folder`` (case-insensitive), or ``None``.
+
+    Parquet is preferred over text when both exist. A sub-folder named for the table holding
+    Parquet parts (``measurement/part-0.parquet``) also counts.
+    """
+    candidates: dict[str, Path] = {}
+    for entry in folder.iterdir():
+        lower = entry.name.lower()
+        if entry.is_dir() and lower == name and any(entry.glob("*.parquet")):
+            candidates[".parquet"] = entry
+            continue
+        for suffix in _SUFFIXES:
+            if lower == name + suffix:
+                candidates[suffix] = entry
+    for suffix in _SUFFIXES:
+        if suffix in candidates:
+            return candidates[suffix]
+    return None
+
+
+def sniff(path: Path, known_columns: Sequence[str]) -> TableFile:
+    """Work out the format, separator and header presence of a table file.
+
+    A first line is a header when it contains one of ``known_columns`` (the table's DDL column
+    names); the separator is whichever of tab, comma, pipe and semicolon the first line holds most.
+    """
+    if path.is_dir() or path.name.lower().endswith(".parquet"):
+        return TableFile(path, "parquet")
+    opener = _open_text(path)
+    with opener as handle:
+        first = handle.readline()
+    if not first.strip():
+        return TableFile(path, "csv", ",", True)
+    separator = max(["\t", ",", "|", ";"], key=first.count)
+    fields = {f.strip().strip('"').strip().lower() for f in first.rstrip("\r\n").split(separator)}
+    has_header = bool(fields & set(known_columns))
+    return TableFile(path, "csv", separator, has_header)
+
+
+def _open_text(path: Path):
+    if path.name.lower().endswith(".gz"):
+        import gzip
+
+        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
+    return open(path, encoding="utf-8", errors="replace")
+
+
+def scan_table(table: TableFile, ddl_versions: dict[str, Sequence[str]], cdm_version: str | None) -> pl.LazyFrame:
+    """Scan a table lazily with lower-case column names; text columns are read as strings.
+
+    Args:
+        table: the located file (see :func:`sniff`).
+        ddl_versions: DDL column order per CDM version (``{"5.4": [...], "5.3": [...]}``), used to
+            name the columns of a file without a header row.
+        cdm_version: the CDM version to prefer for headerless files, when known.
+
+    Raises:
+        InputError: a headerless file whose column count matches no known CDM version.
+    """
+    if table.fmt == "parquet":
+        source = str(table.path / "*.parquet") if table.path.is_dir() else str(table.path)
+        frame = pl.scan_parquet(source)
+        return frame.rename({c: c.lower() for c in frame.collect_schema().names()})
+    new_columns = None
+    if not table.has_header:
+        with _open_text(table.path) as handle:
+            n_fields = handle.readline().rstrip("\r\n").count(table.separator) + 1
+        versions = sorted(ddl_versions, key=lambda v: v != cdm_version)
+        matches = [v for v in versions if len(ddl_versions[v]) == n_fields]
+        if not matches:
+            expected = ", ".join(f"{len(ddl_versions[v])} (CDM {v})" for v in ddl_versions)
+            raise InputError(
+                f"file has no header row and {n_fields} columns; a headerless OMOP table must have "
+                f"its DDL's column count: {expected}",
+                file=str(table.path),
+            )
+        new_columns = list(ddl_versions[matches[0]])
+    frame = pl.scan_csv(
+        table.path,
+        separator=table.separator,
+        has_header=table.has_header,
+        new_columns=new_columns,
+        infer_schema=False,
+        quote_char='"',
+        truncate_ragged_lines=True,
+        encoding="utf8-lossy",
+    )
+    if table.has_header:
+        frame = frame.rename({c: c.strip().strip('"').lower() for c in frame.collect_schema().names()})
+    return frame
+
+
+def clean_string(column: str, dtype: pl.DataType) -> pl.Expr:
+    """A column as a trimmed string, with empty strings as null."""
+    expr = pl.col(column).cast(pl.String).str.strip_chars()
+    return pl.when(expr.str.len_bytes() > 0).then(expr).otherwise(None)
+
+
+def parse_int(column: str, dtype: pl.DataType) -> pl.Expr:
+    """A column as Int64; text that is no integer (``"1.0"`` is accepted) becomes null."""
+    if dtype.is_integer():
+        return pl.col(column).cast(pl.Int64)
+    if dtype.is_float():
+        return pl.col(column).cast(pl.Int64, strict=False)
+    text = clean_string(column, dtype)
+    as_int = text.cast(pl.Int64, strict=False)
+    return pl.coalesce(as_int, text.cast(pl.Float64, strict=False).cast(pl.Int64, strict=False))
+
+
+def parse_float(column: str, dtype: pl.DataType) -> pl.Expr:
+    """A column as Float64; unparseable text becomes null."""
+    if dtype.is_numeric():
+        return pl.col(column).cast(pl.Float64)
+    return clean_string(column, dtype).cast(pl.Float64, strict=False)
+
+
+def parse_datetime(column: str, dtype: pl.DataType) -> pl.Expr:
+    """A column as ``Datetime("us")`` from a date, a datetime, ISO text or ``YYYYMMDD`` (int or text)."""
+    if isinstance(dtype, pl.Datetime):
+        return pl.col(column).dt.replace_time_zone(None).cast(pl.Datetime("us"))
+    if isinstance(dtype, pl.Date):
+        return pl.col(column).cast(pl.Datetime("us"))
+    text = clean_string(column, dtype)
+    return pl.coalesce([text.str.strptime(pl.Datetime("us"), fmt, strict=False) for fmt in _DATETIME_FORMATS])

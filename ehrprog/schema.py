@@ -1,0 +1,72 @@
+"""Table schemas shared by every layer: events (MEDS v0.4 + extensions), visits and labels.
+
+These are the single source of truth for column names and dtypes. Configuration objects are
+pydantic models elsewhere; tables are described here as polars schemas.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+#: MEDS code for a subject's birth, and for death.
+BIRTH_CODE = "MEDS_BIRTH"
+DEATH_CODE = "MEDS_DEATH"
+
+#: The event table: MEDS v0.4 data schema followed by ehrprog's optional extension columns.
+EVENT_SCHEMA: dict[str, pl.DataType] = {
+    "subject_id": pl.Int64(),
+    "time": pl.Datetime("us"),
+    "code": pl.String(),
+    "numeric_value": pl.Float32(),
+    "text_value": pl.String(),
+    "visit_id": pl.Int64(),
+    "visit_type": pl.String(),
+    "unit": pl.String(),
+    "source": pl.String(),
+}
+MEDS_CORE_COLUMNS = ("subject_id", "time", "code", "numeric_value", "text_value")
+EXTENSION_COLUMNS = ("visit_id", "visit_type", "unit", "source")
+
+#: Sort order that makes an event table canonical (independent of input row order).
+EVENT_SORT = ["subject_id", "time", "code", "numeric_value", "text_value", "visit_id", "unit", "source"]
+
+#: One visit, as a struct inside ``VisitFrame.frame["visits"]``.
+VISIT_STRUCT = pl.Struct(
+    {
+        "visit_index": pl.Int32(),
+        "visit_id": pl.Int64(),
+        "start": pl.Datetime("us"),
+        "end": pl.Datetime("us"),
+        "visit_type": pl.String(),
+        "codes": pl.List(pl.String()),
+        "numeric_values": pl.List(pl.Float32()),
+        "days_since_first": pl.Float32(),
+        "days_since_prev": pl.Float32(),
+        "age_days": pl.Float32(),
+    }
+)
+
+#: MEDS label schema plus the survival pair used by progression tasks.
+LABEL_SCHEMA: dict[str, pl.DataType] = {
+    "subject_id": pl.Int64(),
+    "prediction_time": pl.Datetime("us"),
+    "boolean_value": pl.Boolean(),
+    "integer_value": pl.Int64(),
+    "float_value": pl.Float64(),
+    "categorical_value": pl.String(),
+    "event": pl.Boolean(),
+    "time_to_event_days": pl.Float64(),
+}
+
+
+def conform_events(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """Add missing optional event columns as nulls, cast to ``EVENT_SCHEMA`` and order columns.
+
+    Extra columns are dropped; the required MEDS columns must already exist.
+    """
+    present = set(frame.collect_schema().names())
+    exprs = [
+        (pl.col(name) if name in present else pl.lit(None)).cast(dtype).alias(name)
+        for name, dtype in EVENT_SCHEMA.items()
+    ]
+    return frame.select(exprs)
