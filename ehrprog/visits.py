@@ -1,0 +1,215 @@
+"""Group events into visits: ``group_visits(events, strategy)`` -> ``VisitFrame``.
+
+Strategies:
+
+* ``"same_day"``: all events of a subject on one calendar day form a visit.
+* ``Gap(hours=H)``: a new visit starts when an event is more than ``H`` hours after the previous
+  event of the same subject; so consecutive events inside a visit are at most ``H`` apart and
+  consecutive visits are more than ``H`` apart.
+* ``"visit_id"``: events sharing a ``visit_id`` form a visit (OMOP visit_occurrence, MEDS
+  ``hadm_id``-style ids). An event without an id joins the visit whose time span encloses it,
+  else the nearest visit in time (ties go to the earlier one); a subject with no visit ids at all
+  falls back to ``same_day``.
+
+Birth and death records (``MEDS_BIRTH``, ``MEDS_DEATH``) and static rows (null time) are
+subject attributes, not visit contents. Every other timed event lands in exactly one visit, and
+the result does not depend on input row order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import polars as pl
+
+from ehrprog.events import EventFrame, subject_attributes
+from ehrprog.schema import BIRTH_CODE, DEATH_CODE
+
+_DAY_US = 86_400_000_000
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Split a subject's events into visits wherever two consecutive events are more than ``hours`` apart."""
+
+    hours: float
+
+    def __post_init__(self) -> None:
+        if not self.hours >= 0:
+            raise ValueError(f"Gap(hours=...) must be a non-negative number of hours, got {self.hours!r}")
+
+
+Strategy = Literal["same_day", "visit_id"] | Gap
+
+
+@dataclass
+class VisitFrame:
+    """Visits nested per subject.
+
+    Attributes:
+        frame: one row per subject: ``subject_id``, ``birth``, ``death``, ``sex``, ``static_codes``
+            (list of codes with no time) and ``visits``, a list of
+            :data:`~ehrprog.schema.VISIT_STRUCT` in time order. Within a visit, ``codes`` and
+            ``numeric_values`` are aligned and ordered by (time, code); ``days_since_first``,
+            ``days_since_prev`` and ``age_days`` are in days (float32).
+        strategy: the grouping strategy used.
+    """
+
+    frame: pl.DataFrame
+    strategy: Strategy
+
+    @property
+    def n_subjects(self) -> int:
+        return self.frame.height
+
+    @property
+    def n_visits(self) -> int:
+        return int(self.frame["visits"].list.len().sum())
+
+    def visits(self) -> pl.DataFrame:
+        """One row per visit (``subject_id`` plus the visit struct's fields)."""
+        return self.frame.select("subject_id", "visits").explode("visits").drop_nulls("visits").unnest("visits")
+
+
+def _visit_keys(timed: pl.LazyFrame, strategy: Strategy) -> pl.LazyFrame:
+    """Add ``_key`` (a visit key unique within the subject) and ``_vid`` (the source visit id or null)."""
+    day_key = pl.col("time").dt.epoch("d").cast(pl.Int64)
+    if strategy == "same_day":
+        return timed.with_columns(day_key.alias("_key"), pl.lit(None, pl.Int64).alias("_vid"))
+    if isinstance(strategy, Gap):
+        gap_us = int(round(strategy.hours * 3_600_000_000))
+        ordered = timed.sort("subject_id", "time")
+        step = pl.col("time").diff().over("subject_id").dt.total_microseconds()
+        new_visit = step.is_null() | (step > gap_us)
+        return ordered.with_columns(new_visit.cast(pl.Int64).cum_sum().over("subject_id").alias("_key")).with_columns(
+            pl.lit(None, pl.Int64).alias("_vid")
+        )
+    if strategy == "visit_id":
+        return _attach_to_visits(timed, day_key)
+    raise ValueError(f"unknown visit strategy {strategy!r}; use 'same_day', 'visit_id' or ehrprog.Gap(hours=...)")
+
+
+def _attach_to_visits(timed: pl.LazyFrame, day_key: pl.Expr) -> pl.LazyFrame:
+    with_id = timed.filter(pl.col("visit_id").is_not_null())
+    orphans = timed.filter(pl.col("visit_id").is_null())
+    spans = (
+        with_id.group_by("subject_id", "visit_id")
+        .agg(pl.col("time").min().alias("_start"), pl.col("time").max().alias("_end"))
+        .sort("subject_id", "_start", "_end", "visit_id")
+    )
+    # Orphans may be unsorted: join_asof needs both sides sorted by the key within groups.
+    orphans = orphans.with_row_index("_row").sort("subject_id", "time")
+    before = orphans.join_asof(
+        spans.select("subject_id", "_start", pl.col("visit_id").alias("_before"), pl.col("_end").alias("_before_end")),
+        left_on="time", right_on="_start", by="subject_id", strategy="backward", check_sortedness=False,
+    ).drop("_start")
+    both = before.join_asof(
+        spans.select("subject_id", "_start", pl.col("visit_id").alias("_after")),
+        left_on="time", right_on="_start", by="subject_id", strategy="forward", check_sortedness=False,
+    )
+    # An earlier, longer visit may enclose the event even when the latest-started one does not.
+    enclosing = (
+        orphans.select("_row", "subject_id", "time")
+        .join(spans, on="subject_id", how="inner")
+        .filter((pl.col("_start") <= pl.col("time")) & (pl.col("time") <= pl.col("_end")))
+        .group_by("_row")
+        .agg(pl.col("visit_id").sort_by("_start", "visit_id").first().alias("_enclosing"))
+    )
+    after_gap = (pl.col("_start") - pl.col("time")).dt.total_microseconds()
+    before_gap = (pl.col("time") - pl.col("_before_end")).dt.total_microseconds()
+    nearest = (
+        pl.when(pl.col("_before").is_null())
+        .then(pl.col("_after"))
+        .when(pl.col("_after").is_null() | (before_gap <= after_gap))
+        .then(pl.col("_before"))
+        .otherwise(pl.col("_after"))
+    )
+    attached = (
+        both.join(enclosing, on="_row", how="left")
+        .with_columns(pl.coalesce("_enclosing", nearest).alias("visit_id"))
+        .drop("_row", "_before", "_before_end", "_after", "_start", "_enclosing")
+    )
+    combined = pl.concat([with_id, attached], how="vertical_relaxed")
+    has_visit = pl.col("visit_id").is_not_null()
+    return combined.with_columns(
+        pl.when(has_visit).then(pl.col("visit_id")).otherwise(day_key).alias("_key"),
+        pl.col("visit_id").alias("_vid"),
+    )
+
+
+def group_visits(events: EventFrame | pl.DataFrame | pl.LazyFrame, strategy: Strategy = "same_day") -> VisitFrame:
+    """Group events into visits, nested per subject.
+
+    Args:
+        events: an :class:`~ehrprog.events.EventFrame` or a frame in the event schema.
+        strategy: ``"same_day"``, ``"visit_id"`` or :class:`Gap` (see the module docstring).
+
+    Returns:
+        A :class:`VisitFrame` with one row per subject, subjects in ascending id order.
+    """
+    if not (strategy in ("same_day", "visit_id") or isinstance(strategy, Gap)):
+        raise ValueError(f"unknown visit strategy {strategy!r}; use 'same_day', 'visit_id' or ehrprog.Gap(hours=...)")
+    lazy = events.lazy if isinstance(events, EventFrame) else events.lazy()
+    columns = lazy.collect_schema().names()
+    if "visit_id" not in columns:
+        lazy = lazy.with_columns(pl.lit(None, pl.Int64).alias("visit_id"))
+    if "visit_type" not in columns:
+        lazy = lazy.with_columns(pl.lit(None, pl.String).alias("visit_type"))
+    if "numeric_value" not in columns:
+        lazy = lazy.with_columns(pl.lit(None, pl.Float32).alias("numeric_value"))
+    vital = pl.col("code").is_in([BIRTH_CODE, DEATH_CODE])
+    timed = lazy.filter(pl.col("time").is_not_null() & ~vital).select(
+        "subject_id", "time", "code", pl.col("numeric_value").cast(pl.Float32), "visit_id", "visit_type"
+    )
+    keyed = _visit_keys(timed, strategy)
+    per_visit = (
+        keyed.sort("subject_id", "_key", "time", "code", "numeric_value", nulls_last=True)
+        .group_by("subject_id", "_key", maintain_order=True)
+        .agg(
+            pl.col("_vid").first().alias("visit_id"),
+            pl.col("time").min().alias("start"),
+            pl.col("time").max().alias("end"),
+            pl.col("visit_type").drop_nulls().first().alias("visit_type"),
+            pl.col("code").alias("codes"),
+            pl.col("numeric_value").alias("numeric_values"),
+        )
+    )
+    attributes = subject_attributes(lazy)
+    first_start = pl.col("start").first().over("subject_id")
+    visits = (
+        per_visit.join(attributes.select("subject_id", "birth"), on="subject_id", how="left")
+        .sort("subject_id", "start", "end", "_key")
+    ).with_columns(
+        pl.int_range(pl.len()).over("subject_id").cast(pl.Int32).alias("visit_index"),
+        ((pl.col("start") - first_start).dt.total_microseconds() / _DAY_US).cast(pl.Float32).alias("days_since_first"),
+        ((pl.col("start") - pl.col("start").shift(1).over("subject_id")).dt.total_microseconds() / _DAY_US)
+        .fill_null(0.0)
+        .cast(pl.Float32)
+        .alias("days_since_prev"),
+        ((pl.col("start") - pl.col("birth")).dt.total_microseconds() / _DAY_US).cast(pl.Float32).alias("age_days"),
+    )
+    nested = visits.group_by("subject_id", maintain_order=True).agg(
+        pl.struct(
+            "visit_index", "visit_id", "start", "end", "visit_type", "codes", "numeric_values",
+            "days_since_first", "days_since_prev", "age_days",
+        ).alias("visits")
+    )
+    static = (
+        lazy.filter(pl.col("time").is_null())
+        .sort("subject_id", "code")
+        .group_by("subject_id")
+        .agg(pl.col("code").alias("static_codes"))
+    )
+    frame = (
+        attributes.join(static, on="subject_id", how="left")
+        .join(nested, on="subject_id", how="left")
+        .with_columns(pl.col("static_codes").fill_null(pl.lit([], pl.List(pl.String))))
+        .sort("subject_id")
+        .collect()
+    )
+    frame = frame.with_columns(
+        pl.when(pl.col("visits").is_null()).then(pl.lit([], dtype=frame.schema["visits"])).otherwise(pl.col("visits"))
+        .alias("visits")
+    ).select("subject_id", "birth", "death", "sex", "static_codes", "visits")
+    return VisitFrame(frame, strategy)
