@@ -1,0 +1,11 @@
+"""Tasks: staging rules, labels and cohorts. CKD is the flagship; other diseases use the same rule model."""
+
+from ehrprog.tasks.ckd import CKDProgression, ckd_epi_2021, ckd_rule
+from ehrprog.tasks.cohort import Cohort, CohortX
+from ehrprog.tasks.progression import ProgressionTask
+from ehrprog.tasks.rules import DiagnosisCode, LabThreshold, StagingRule
+
+__all__ = [
+    "CKDProgression", "Cohort", "CohortX", "DiagnosisCode", "LabThreshold", "ProgressionTask", "StagingRule",
+    "ckd_epi_2021", "ckd_rule",
+]

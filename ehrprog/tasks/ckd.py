@@ -1,0 +1,157 @@
+"""Chronic kidney disease: staging from diagnoses and eGFR, and the CKD progression task.
+
+Stages are ordinal 1-5, ESRD (N18.6, 585.6, SNOMED 46177005, OMOP 193782) counting as 5.
+eGFR stages follow KDIGO G categories (G1 >= 90, G2 60-89, G3a/b 30-59, G4 15-29,
+G5 < 15 mL/min/1.73 m2). Where creatinine is recorded but eGFR is not, eGFR is computed with the
+race-free CKD-EPI 2021 equation (Inker et al., NEJM 2021)::
+
+    eGFR = 142 * min(Scr/k, 1)^a * max(Scr/k, 1)^-1.200 * 0.9938^age * (1.012 if female)
+    k = 0.7 (female) / 0.9 (male), a = -0.241 (female) / -0.302 (male)
+
+with serum creatinine ``Scr`` in mg/dL (µmol/L divided by 88.42) and age in years, for adults
+(age >= 18) of known sex only.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from ehrprog.events import EventFrame, subject_attributes
+from ehrprog.tasks.progression import ProgressionTask
+from ehrprog.tasks.rules import DiagnosisCode, LabThreshold, StagingRule, match_code_lists
+from ehrprog.visits import Strategy
+
+#: µmol/L per mg/dL of creatinine.
+CREATININE_UMOL_PER_MGDL = 88.42
+
+EGFR_CODES = [
+    "LOINC/33914-3", "LOINC/48642-3", "LOINC/48643-1", "LOINC/50044-7", "LOINC/50210-4", "LOINC/62238-1",
+    "LOINC/69405-9", "LOINC/70969-1", "LOINC/76633-7", "LOINC/77147-7", "LOINC/88293-6", "LOINC/88294-4",
+    "LOINC/94677-2", "LOINC/98979-8", "LOINC/98980-6", "OMOP/46236952",
+]
+#: Serum/plasma creatinine reported as mass concentration (mg/dL unless a unit says otherwise).
+CREATININE_MASS_CODES = ["LOINC/2160-0", "LOINC/38483-4", "LOINC/21232-4", "LOINC/35203-9", "OMOP/3016723",
+                         "OMOP/3051825"]
+#: Serum/plasma creatinine reported as substance concentration (µmol/L unless a unit says otherwise).
+CREATININE_MOLAR_CODES = ["LOINC/14682-9", "LOINC/59826-8", "LOINC/77140-2", "OMOP/3020564"]
+
+
+def ckd_rule() -> StagingRule:
+    """The CKD staging rule: ICD-10 N18.x, ICD-9 585.x, SNOMED and OMOP CKD concepts, and eGFR."""
+    dx = [DiagnosisCode(system="ICD10", code="N18", stage=None, match="prefix")]
+    dx += [DiagnosisCode(system="ICD10", code=f"N18.{s}", stage=min(s, 5), match="prefix") for s in range(1, 7)]
+    dx += [DiagnosisCode(system="ICD9", code="585", stage=None, match="prefix")]
+    dx += [DiagnosisCode(system="ICD9", code=f"585.{s}", stage=min(s, 5), match="prefix") for s in range(1, 7)]
+    snomed = {
+        "431855005": 1, "431856006": 2, "433144002": 3, "700378005": 3, "700379002": 3, "431857002": 4,
+        "433146000": 5, "46177005": 5, "714152005": 5, "709044004": None,
+    }
+    dx += [DiagnosisCode(system="SNOMED", code=c, stage=s) for c, s in snomed.items()]
+    omop = {"443614": 1, "443601": 2, "443597": 3, "443612": 4, "443611": 5, "193782": 5, "46271022": None}
+    dx += [DiagnosisCode(system="OMOP", code=c, stage=s) for c, s in omop.items()]
+    egfr = LabThreshold(
+        name="egfr",
+        codes=EGFR_CODES,
+        bands=[(90.0, 1), (60.0, 2), (30.0, 3), (15.0, 4), (float("-inf"), 5)],
+        plausible=(0.5, 250.0),
+    )
+    return StagingRule(name="CKD", n_stages=5, diagnoses=dx, labs=[egfr])
+
+
+def ckd_epi_2021(creatinine_mg_dl: pl.Expr, age_years: pl.Expr, female: pl.Expr) -> pl.Expr:
+    """Race-free CKD-EPI 2021 eGFR (mL/min/1.73 m2) from serum creatinine (mg/dL), age (years), sex."""
+    kappa = pl.when(female).then(0.7).otherwise(0.9)
+    alpha = pl.when(female).then(-0.241).otherwise(-0.302)
+    ratio = creatinine_mg_dl / kappa
+    return (
+        142.0
+        * pl.min_horizontal(ratio, pl.lit(1.0)).pow(alpha)
+        * pl.max_horizontal(ratio, pl.lit(1.0)).pow(-1.200)
+        * pl.lit(0.9938).pow(age_years)
+        * pl.when(female).then(1.012).otherwise(1.0)
+    )
+
+
+def creatinine_mg_dl(value: pl.Expr, unit: pl.Expr, molar_code: pl.Expr) -> pl.Expr:
+    """Creatinine in mg/dL: µmol/L (any spelling of micromol) and mmol/L converted; a molar LOINC
+    code without a unit is taken as µmol/L."""
+    unit = unit.str.to_lowercase().str.replace_all(r"\s", "")
+    micro = unit.str.contains(r"^(u|µ|μ|micro)mol")
+    milli = unit.str.contains(r"^mmol")
+    return (
+        pl.when(micro | (unit.is_null() & molar_code))
+        .then(value / CREATININE_UMOL_PER_MGDL)
+        .when(milli)
+        .then(value * 1000.0 / CREATININE_UMOL_PER_MGDL)
+        .otherwise(value)
+    )
+
+
+class CKDProgression(ProgressionTask):
+    """CKD staging and progression (the flagship task).
+
+    Args:
+        visits: visit grouping strategy.
+        compute_egfr: compute eGFR with CKD-EPI 2021 from creatinine where eGFR is not recorded
+            at the same time.
+        exclude_final_stage, require_disease_evidence, evidence_min_lab_stage: see
+            :class:`~ehrprog.tasks.progression.ProgressionTask`.
+    """
+
+    def __init__(
+        self,
+        *,
+        visits: Strategy = "same_day",
+        compute_egfr: bool = True,
+        exclude_final_stage: bool = True,
+        require_disease_evidence: bool = True,
+        evidence_min_lab_stage: int = 3,
+    ) -> None:
+        super().__init__(
+            ckd_rule(),
+            visits=visits,
+            exclude_final_stage=exclude_final_stage,
+            require_disease_evidence=require_disease_evidence,
+            evidence_min_lab_stage=evidence_min_lab_stage,
+        )
+        self.compute_egfr = compute_egfr
+
+    def derived_lab_values(self, events: EventFrame, counts: dict[str, int]) -> dict[str, pl.LazyFrame]:
+        if not self.compute_egfr:
+            return {}
+        codes = events.lazy.select("code").unique().collect()["code"]
+        found = match_code_lists(
+            {"mass": CREATININE_MASS_CODES, "molar": CREATININE_MOLAR_CODES, "egfr": EGFR_CODES},
+            codes, events.codes,
+        )
+        creat = found.filter(pl.col("name") != "egfr")
+        if creat.height == 0:
+            return {}
+        egfr_times = (
+            events.lazy.join(found.filter(pl.col("name") == "egfr").select("code").lazy(), on="code", how="semi")
+            .select("subject_id", "time")
+            .unique()
+        )
+        people = subject_attributes(events.lazy).select("subject_id", "birth", "sex")
+        rows = (
+            events.lazy.filter(pl.col("time").is_not_null() & pl.col("numeric_value").is_not_null())
+            .join(creat.lazy(), on="code", how="inner")
+            .join(egfr_times, on=["subject_id", "time"], how="anti")
+            .join(people, on="subject_id", how="left")
+            .with_columns(
+                creatinine_mg_dl(pl.col("numeric_value").cast(pl.Float64), pl.col("unit"), pl.col("name") == "molar")
+                .alias("_scr"),
+                ((pl.col("time") - pl.col("birth")).dt.total_days() / 365.25).alias("_age"),
+            )
+            .collect()
+        )
+        usable = pl.col("sex").is_not_null() & (pl.col("_age") >= 18) & pl.col("_scr").is_between(0.1, 30.0)
+        skipped = rows.filter(~usable.fill_null(False))
+        if skipped.height:
+            counts["creatinine not converted to eGFR: sex or birth unknown, age < 18, or value outside "
+                   "0.1-30 mg/dL"] = skipped.height
+        computed = rows.filter(usable.fill_null(False)).select(
+            "subject_id", "time", "code",
+            ckd_epi_2021(pl.col("_scr"), pl.col("_age"), pl.col("sex") == "F").alias("value"),
+        )
+        return {"egfr": computed.lazy()}

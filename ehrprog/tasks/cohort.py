@@ -1,0 +1,106 @@
+"""``Cohort`` and ``CohortX``: prediction points, their targets, and leakage-safe inputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from ehrprog.visits import VisitFrame
+
+
+class CohortX:
+    """Model inputs, one row per prediction point, sharing (not copying) the subjects' visits.
+
+    ``points`` holds ``subject_id``, ``prediction_time``, ``n_visits`` and ``current_stage``.
+    The input history of a point is the first ``n_visits`` visits of its subject in
+    ``visits.frame``: every one of them ended at or before the prediction time, so nothing
+    recorded after it (in particular the records that define the label) can be read. The visit
+    frame carries no death date. Indexing (``X[idx]`` with ints, slices, boolean masks or integer
+    arrays) returns a new ``CohortX`` over the same visits, so scikit-learn's splitters work on it.
+    """
+
+    def __init__(self, points: pl.DataFrame, visits: VisitFrame) -> None:
+        self.points = points
+        self.visits = visits
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.points.height, self.points.width)
+
+    def __len__(self) -> int:
+        return self.points.height
+
+    def __getitem__(self, key: Any) -> CohortX:
+        if isinstance(key, tuple):  # sklearn's _array_indexing passes (rows, Ellipsis)
+            key = key[0]
+        if isinstance(key, int | np.integer):
+            key = [int(key)]
+        if isinstance(key, slice):
+            return CohortX(self.points[key], self.visits)
+        index = np.asarray(key)
+        if index.dtype == bool:
+            index = np.flatnonzero(index)
+        return CohortX(self.points[index.astype(np.int64)], self.visits)
+
+    def __repr__(self) -> str:
+        return f"CohortX(points={self.points.height}, subjects={self.points['subject_id'].n_unique()})"
+
+    def histories(self) -> pl.DataFrame:
+        """The input visits of every point, long form (one row per point and visit).
+
+        This materialises a copy per point; it is meant for baselines and inspection, not for the
+        model, which reads ``visits`` once per subject.
+        """
+        visits = self.visits.visits()
+        return (
+            self.points.with_row_index("point")
+            .join(visits, on="subject_id", how="inner")
+            .filter(pl.col("visit_index") < pl.col("n_visits"))
+            .sort("point", "visit_index")
+        )
+
+
+@dataclass
+class Cohort:
+    """A labelled cohort.
+
+    Attributes:
+        X: inputs (:class:`CohortX`), one row per prediction point.
+        y: targets per point: ``stage`` (the next recorded stage after the prediction time, null
+            when none is recorded), ``event`` (a higher stage is recorded later) and
+            ``time_to_event_days`` (to that record, or to the end of follow-up when censored).
+        groups: the subject id of each point (numpy int64), for ``GroupKFold``.
+        labels: the same targets in the MEDS label schema (:data:`~ehrprog.schema.LABEL_SCHEMA`).
+        stages: every stage record found (``stage_events``).
+        report: counts of points and records left out, by reason.
+    """
+
+    X: CohortX
+    y: pl.DataFrame
+    groups: np.ndarray
+    labels: pl.DataFrame
+    stages: pl.DataFrame
+    report: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """A short human-readable description of the cohort."""
+        y = self.y
+        lines = [
+            f"prediction points {len(self.X):,} from {len(np.unique(self.groups)):,} subjects",
+            f"progression events {int(y['event'].sum()):,} ({y['event'].mean():.1%}), "
+            f"median time to event/censoring {y['time_to_event_days'].median():.0f} days",
+        ]
+        counts = self.X.points.group_by("current_stage").len().sort("current_stage")
+        lines.append("current stage at prediction: " + ", ".join(
+            f"{r['current_stage']}: {r['len']:,}" for r in counts.iter_rows(named=True)))
+        nxt = y.group_by("stage").len().sort("stage", nulls_last=True)
+        lines.append("next recorded stage: " + ", ".join(
+            f"{r['stage'] if r['stage'] is not None else 'none'}: {r['len']:,}" for r in nxt.iter_rows(named=True)))
+        by_source = self.stages.group_by("source").len().sort("source")
+        lines.append("stage records: " + ", ".join(f"{r['source']}: {r['len']:,}" for r in by_source.iter_rows(named=True)))
+        for reason, count in self.report.items():
+            lines.append(f"left out: {reason}: {count:,}")
+        return "\n".join(lines)

@@ -1,0 +1,244 @@
+"""Progression tasks: stage records -> prediction points -> a labelled :class:`Cohort`."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import polars as pl
+
+from ehrprog.errors import EmptyCohortError
+from ehrprog.events import EventFrame, subject_attributes
+from ehrprog.schema import LABEL_SCHEMA
+from ehrprog.tasks.cohort import Cohort, CohortX
+from ehrprog.tasks.rules import StagingRule
+from ehrprog.visits import Strategy, VisitFrame, group_visits
+
+_DAY_US = 86_400_000_000
+STAGE_EVENT_SCHEMA = {
+    "subject_id": pl.Int64,
+    "time": pl.Datetime("us"),
+    "stage": pl.Int8,
+    "source": pl.String,
+    "code": pl.String,
+    "value": pl.Float64,
+    "computed": pl.Boolean,
+}
+
+
+class ProgressionTask:
+    """Stage a disease from a :class:`StagingRule` and build progression cohorts.
+
+    Args:
+        rule: the disease's staging rule.
+        visits: visit grouping strategy (see :func:`~ehrprog.visits.group_visits`).
+        exclude_final_stage: leave out prediction points already at the last stage (they cannot
+            progress); counted in ``Cohort.report``.
+        require_disease_evidence: keep only subjects with a diagnosis code of the disease or a lab
+            stage of at least ``evidence_min_lab_stage`` (a normal lab alone is not disease).
+        evidence_min_lab_stage: see above.
+    """
+
+    def __init__(
+        self,
+        rule: StagingRule,
+        *,
+        visits: Strategy = "same_day",
+        exclude_final_stage: bool = True,
+        require_disease_evidence: bool = True,
+        evidence_min_lab_stage: int = 3,
+        death: Literal["censor"] = "censor",
+    ) -> None:
+        self.rule = rule
+        self.visits = visits
+        self.exclude_final_stage = exclude_final_stage
+        self.require_disease_evidence = require_disease_evidence
+        self.evidence_min_lab_stage = evidence_min_lab_stage
+        self.death = death
+
+    # ---------------------------------------------------------------- staging
+    def lab_values(self, events: EventFrame, lab: str, codes: pl.DataFrame) -> pl.LazyFrame:
+        """Recorded values of one lab as ``subject_id``, ``time``, ``code``, ``value`` (in the lab's unit)."""
+        return (
+            events.lazy.filter(pl.col("time").is_not_null())
+            .join(codes.lazy(), on="code", how="inner")
+            .select("subject_id", "time", "code", pl.col("numeric_value").cast(pl.Float64).alias("value"))
+        )
+
+    def derived_lab_values(self, events: EventFrame, counts: dict[str, int]) -> dict[str, pl.LazyFrame]:
+        """Lab values computed from other records (none by default; CKD computes eGFR)."""
+        return {}
+
+    def _stage(self, events: EventFrame, include_unstaged: bool) -> tuple[pl.DataFrame, dict[str, int]]:
+        counts: dict[str, int] = {}
+        codes = events.lazy.select("code").unique().collect()["code"]
+        parts: list[pl.LazyFrame] = []
+        dx = self.rule.match_diagnoses(codes)
+        if dx.height:
+            parts.append(
+                events.lazy.filter(pl.col("time").is_not_null())
+                .join(dx.lazy(), on="code", how="inner")
+                .select(
+                    "subject_id", "time", "stage", pl.lit("diagnosis").alias("source"), "code",
+                    pl.lit(None, pl.Float64).alias("value"), pl.lit(False).alias("computed"),
+                )
+            )
+        labs = self.rule.match_labs(codes, events.codes)
+        derived = self.derived_lab_values(events, counts)
+        for lab in self.rule.labs:
+            lab_codes = labs.filter(pl.col("lab") == lab.name).select("code")
+            values = [self.lab_values(events, lab.name, lab_codes).with_columns(pl.lit(False).alias("computed"))]
+            if lab.name in derived:
+                values.append(derived[lab.name].with_columns(pl.lit(True).alias("computed")))
+            staged = pl.concat(values, how="vertical_relaxed").with_columns(
+                lab.stage_expr(pl.col("value")).alias("stage"), pl.lit(lab.name).alias("source")
+            )
+            collected = staged.collect()
+            unstaged = collected.filter(pl.col("stage").is_null())
+            if unstaged.height:
+                counts[f"{lab.name}: value missing or outside the plausible range {lab.plausible}"] = unstaged.height
+            parts.append(collected.lazy().filter(pl.col("stage").is_not_null()).select(*STAGE_EVENT_SCHEMA))
+        if not parts:
+            return pl.DataFrame(schema=STAGE_EVENT_SCHEMA), counts
+        frame = pl.concat(parts, how="vertical_relaxed").select(
+            [pl.col(c).cast(t) for c, t in STAGE_EVENT_SCHEMA.items()]
+        )
+        if not include_unstaged:
+            frame = frame.filter(pl.col("stage").is_not_null())
+        return frame.sort("subject_id", "time", "stage", "source", "code", nulls_last=True).collect(), counts
+
+    def stage_events(self, events: EventFrame, *, include_unstaged: bool = False) -> pl.DataFrame:
+        """Every stage record in ``events``.
+
+        Returns:
+            ``subject_id``, ``time``, ``stage`` (Int8, 1..n_stages), ``source`` (``"diagnosis"`` or
+            the lab name), ``code`` (the record it came from), ``value`` (the lab value, null for
+            diagnoses) and ``computed`` (the lab value was derived, e.g. eGFR from creatinine).
+            With ``include_unstaged=True`` diagnoses of the disease without a stage are included
+            with a null stage.
+        """
+        return self._stage(events, include_unstaged)[0]
+
+    # ---------------------------------------------------------------- cohort
+    def build(self, events: EventFrame) -> Cohort:
+        """Prediction points at every staged visit, with next-stage and time-to-progression targets.
+
+        A point's prediction time is the end of a visit holding a stage record; its current stage is
+        the highest stage recorded in that visit. Targets: ``stage`` = the next stage recorded after
+        the prediction time (highest if several at that time); ``event``/``time_to_event_days`` = the
+        first later record of a higher stage, else censoring at the subject's last record (death
+        censors). Inputs are the visits that ended by the prediction time.
+
+        Raises:
+            EmptyCohortError: no prediction point could be made.
+        """
+        all_records, counts = self._stage(events, include_unstaged=True)
+        records = all_records.filter(pl.col("stage").is_not_null())
+        if self.require_disease_evidence:
+            evidence = all_records.filter(
+                (pl.col("source") == "diagnosis") | (pl.col("stage") >= self.evidence_min_lab_stage)
+            ).select("subject_id").unique()
+            before = records["subject_id"].n_unique()
+            records = records.join(evidence, on="subject_id", how="semi")
+            left_out = before - records["subject_id"].n_unique()
+            if left_out:
+                counts["subjects with lab stages but no diagnosis and no lab stage >= "
+                       f"{self.evidence_min_lab_stage}"] = left_out
+        if records.height == 0:
+            raise EmptyCohortError(f"no {self.rule.name} stage records found: no cohort can be built",
+                                   file=str(events.metadata.get("dataset_name", "")) or None)
+        visit_frame = group_visits(events, self.visits)
+        visits = visit_frame.visits().select("subject_id", "visit_index", "start", "end")
+        points = self._points(records, visits)
+        points = self._targets(points, records, events)
+        if self.exclude_final_stage:
+            final = points.filter(pl.col("current_stage") >= self.rule.n_stages)
+            if final.height:
+                counts[f"points already at the final stage {self.rule.n_stages}"] = final.height
+            points = points.filter(pl.col("current_stage") < self.rule.n_stages)
+        no_follow = points.filter(pl.col("time_to_event_days") <= 0)
+        if no_follow.height:
+            counts["points with no follow-up after the prediction time"] = no_follow.height
+        points = points.filter(pl.col("time_to_event_days") > 0).sort("subject_id", "prediction_time")
+        if points.height == 0:
+            raise EmptyCohortError(f"no {self.rule.name} prediction point has follow-up: the cohort is empty")
+        safe_visits = VisitFrame(
+            visit_frame.frame.drop("death").join(points.select("subject_id").unique(), on="subject_id", how="semi"),
+            visit_frame.strategy,
+        )
+        X = CohortX(points.select("subject_id", "prediction_time", "n_visits", "current_stage"), safe_visits)
+        y = points.select(pl.col("next_stage").alias("stage"), "event", "time_to_event_days")
+        labels = points.select(
+            "subject_id",
+            "prediction_time",
+            pl.col("event").alias("boolean_value"),
+            pl.col("next_stage").cast(pl.Int64).alias("integer_value"),
+            pl.col("time_to_event_days").alias("float_value"),
+            pl.lit(None, pl.String).alias("categorical_value"),
+            "event",
+            "time_to_event_days",
+        ).cast(LABEL_SCHEMA)
+        return Cohort(X, y, points["subject_id"].to_numpy(), labels, records, counts)
+
+    @staticmethod
+    def _points(records: pl.DataFrame, visits: pl.DataFrame) -> pl.DataFrame:
+        spans = visits.sort("subject_id", "start")
+        located = records.sort("subject_id", "time").join_asof(
+            spans, left_on="time", right_on="start", by="subject_id", strategy="backward", check_sortedness=False
+        )
+        prediction_time = (
+            pl.when(pl.col("end").is_not_null() & (pl.col("time") <= pl.col("end"))).then("end").otherwise("time")
+        )
+        points = (
+            located.with_columns(prediction_time.alias("prediction_time"))
+            .group_by("subject_id", "prediction_time")
+            .agg(pl.col("stage").max().alias("current_stage"))
+            .sort("subject_id", "prediction_time")
+        )
+        # Inputs: the longest prefix of visits that all ended by the prediction time.
+        prefix = (
+            visits.sort("subject_id", "visit_index")
+            .with_columns(pl.col("end").cum_max().over("subject_id").alias("_cum_end"))
+            .select("subject_id", "_cum_end", (pl.col("visit_index") + 1).alias("n_visits"))
+            .sort("subject_id", "_cum_end")
+        )
+        return points.join_asof(
+            prefix, left_on="prediction_time", right_on="_cum_end", by="subject_id", strategy="backward",
+            check_sortedness=False,
+        ).with_columns(pl.col("n_visits").fill_null(0).cast(pl.Int32)).drop("_cum_end")
+
+    def _targets(self, points: pl.DataFrame, records: pl.DataFrame, events: EventFrame) -> pl.DataFrame:
+        per_time = records.group_by("subject_id", "time").agg(pl.col("stage").max()).sort("subject_id", "time")
+        points = points.sort("subject_id", "prediction_time")
+        with_next = points.join_asof(
+            per_time.rename({"time": "_next_time", "stage": "next_stage"}),
+            left_on="prediction_time", right_on="_next_time", by="subject_id", strategy="forward",
+            allow_exact_matches=False, check_sortedness=False,
+        ).drop("_next_time")
+        parts = []
+        for stage in range(1, self.rule.n_stages + 1):
+            at_stage = with_next.filter(pl.col("current_stage") == stage)
+            if at_stage.height == 0:
+                continue
+            higher = per_time.filter(pl.col("stage") > stage).select("subject_id", pl.col("time").alias("_event_time"))
+            parts.append(at_stage.join_asof(
+                higher, left_on="prediction_time", right_on="_event_time", by="subject_id", strategy="forward",
+                allow_exact_matches=False, check_sortedness=False,
+            ))
+        targets = pl.concat(parts)
+        follow_up = (
+            events.lazy.filter(pl.col("time").is_not_null())
+            .group_by("subject_id")
+            .agg(pl.col("time").max().alias("_last"))
+            .join(subject_attributes(events.lazy).select("subject_id", "death"), on="subject_id", how="left")
+            .select("subject_id", pl.min_horizontal("_last", "death").alias("_censor"))
+            .collect()
+        )
+        end = pl.coalesce("_event_time", "_censor")
+        return (
+            targets.join(follow_up, on="subject_id", how="left")
+            .with_columns(
+                pl.col("_event_time").is_not_null().alias("event"),
+                ((end - pl.col("prediction_time")).dt.total_microseconds() / _DAY_US).alias("time_to_event_days"),
+            )
+            .drop("_event_time", "_censor")
+        )
