@@ -1,0 +1,375 @@
+"""A realistic synthetic CKD cohort, written as OMOP CDM 5.4 or MEDS.
+
+Each subject has an age, a sex, diabetes and hypertension (correlated), an eGFR that declines
+linearly from a baseline with a subject-specific slope (faster with diabetes and hypertension,
+slower on ACE inhibitors and SGLT2 inhibitors), visits whose frequency grows as eGFR falls
+(1.5 to 9.5 per year), serum creatinine consistent with the eGFR through the inverse CKD-EPI 2021
+equation (some reported in µmol/L), eGFR recorded at a third of visits, CKD stage diagnoses
+(ICD-10 N18.x) that reflect the stage of about three months earlier and are recorded at about
+half the visits where they apply, comorbidity diagnoses, medications, background codes, and
+deaths whose hazard grows with age and low eGFR. Everything is drawn with numpy from one seed:
+the same seed gives the same files.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import polars as pl
+
+from ehrprog.schema import BIRTH_CODE, DEATH_CODE
+
+_DAY_US = 86_400_000_000
+_YEAR_DAYS = 365.25
+_EPOCH = datetime(1970, 1, 1)
+
+#: (code, OMOP domain, standard concept id or None, description). Standard ids are real OMOP ids.
+_CODES: list[tuple[str, str, int | None, str]] = [
+    ("ICD10CM/N18.1", "condition", 443614, "Chronic kidney disease, stage 1"),
+    ("ICD10CM/N18.2", "condition", 443601, "Chronic kidney disease, stage 2 (mild)"),
+    ("ICD10CM/N18.3", "condition", 443597, "Chronic kidney disease, stage 3 (moderate)"),
+    ("ICD10CM/N18.4", "condition", 443612, "Chronic kidney disease, stage 4 (severe)"),
+    ("ICD10CM/N18.5", "condition", 443611, "Chronic kidney disease, stage 5"),
+    ("ICD10CM/N18.6", "condition", 193782, "End stage renal disease"),
+    ("ICD10CM/E11.9", "condition", 201826, "Type 2 diabetes mellitus without complications"),
+    ("ICD10CM/I10", "condition", 320128, "Essential (primary) hypertension"),
+    ("LOINC/2160-0", "measurement", 3016723, "Creatinine [Mass/volume] in Serum or Plasma"),
+    ("LOINC/14682-9", "measurement", 3020564, "Creatinine [Moles/volume] in Serum or Plasma"),
+    ("LOINC/62238-1", "measurement", None, "Glomerular filtration rate/1.73 sq M.predicted [CKD-EPI]"),
+    ("LOINC/4548-4", "measurement", None, "Hemoglobin A1c/Hemoglobin.total in Blood"),
+    ("LOINC/2823-3", "measurement", None, "Potassium [Moles/volume] in Serum or Plasma"),
+    ("LOINC/718-7", "measurement", None, "Hemoglobin [Mass/volume] in Blood"),
+    ("RxNorm/29046", "drug", None, "lisinopril"),
+    ("RxNorm/1545653", "drug", None, "empagliflozin"),
+    ("RxNorm/6809", "drug", None, "metformin"),
+]
+_BACKGROUND = [
+    ("ICD10CM/J06.9", "condition"), ("ICD10CM/M54.5", "condition"), ("ICD10CM/E78.5", "condition"),
+    ("ICD10CM/K21.9", "condition"), ("ICD10CM/F41.9", "condition"), ("ICD10CM/R05", "condition"),
+    ("ICD10CM/Z00.00", "condition"), ("ICD10CM/J45.909", "condition"), ("ICD10CM/M17.9", "condition"),
+    ("ICD10CM/E66.9", "condition"), ("ICD10CM/I25.10", "condition"), ("ICD10CM/I50.9", "condition"),
+    ("CPT4/99213", "procedure"), ("CPT4/99214", "procedure"), ("CPT4/80053", "procedure"),
+    ("CPT4/85025", "procedure"), ("CPT4/93000", "procedure"), ("CPT4/36415", "procedure"),
+    ("RxNorm/83367", "drug"), ("RxNorm/17767", "drug"), ("RxNorm/36567", "drug"), ("RxNorm/5640", "drug"),
+    ("RxNorm/4603", "drug"), ("RxNorm/7646", "drug"),
+]
+_VISITS = {"Visit/OP": 9202, "Visit/IP": 9201, "Visit/ER": 9203}
+_DESCRIPTIONS = {code: desc for code, _, _, desc in _CODES} | {"Visit/OP": "Outpatient Visit",
+                                                               "Visit/IP": "Inpatient Visit",
+                                                               "Visit/ER": "Emergency Room Visit"}
+
+
+def egfr_to_creatinine(egfr: np.ndarray, age: np.ndarray, female: np.ndarray) -> np.ndarray:
+    """Invert CKD-EPI 2021: the serum creatinine (mg/dL) that gives ``egfr`` at ``age`` for the sex."""
+    kappa = np.where(female, 0.7, 0.9)
+    alpha = np.where(female, -0.241, -0.302)
+    scale = 142.0 * np.power(0.9938, age) * np.where(female, 1.012, 1.0)
+    b = egfr / scale
+    ratio = np.where(b >= 1.0, np.power(b, 1.0 / alpha), np.power(b, 1.0 / -1.200))
+    return ratio * kappa
+
+
+def simulate_events(n_subjects: int, seed: int = 0) -> pl.DataFrame:
+    """The simulated cohort as one event table (MEDS codes plus ``domain`` and ``visit_id``)."""
+    if n_subjects < 1:
+        raise ValueError(f"n_subjects must be at least 1, got {n_subjects}")
+    rng = np.random.default_rng(seed)
+    n = n_subjects
+    ids = np.arange(1, n + 1, dtype=np.int64)
+    female = rng.random(n) < 0.52
+    age0 = rng.uniform(35, 85, n)
+    start_day = (datetime(2008, 1, 1) - _EPOCH).days + rng.uniform(0, 5 * _YEAR_DAYS, n)
+    birth_day = start_day - age0 * _YEAR_DAYS
+    diabetes = rng.random(n) < 0.30
+    hypertension = rng.random(n) < np.where(diabetes, 0.70, 0.45)
+    egfr0 = np.clip(rng.normal(88 - 0.45 * (age0 - 50) - 6 * diabetes, 17, n), 6, 125)
+    ace = rng.random(n) < np.where(hypertension | diabetes, 0.6, 0.08)
+    sglt2 = diabetes & (rng.random(n) < 0.35)
+    slope = -rng.lognormal(0.2 + 0.6 * diabetes + 0.4 * hypertension, 0.75, n)
+    slope *= np.where(ace, 0.75, 1.0) * np.where(sglt2, 0.6, 1.0)
+    follow_years = rng.uniform(2, 10, n)
+    hazard = 0.012 * np.exp(0.06 * (age0 - 65)) * np.exp(0.05 * np.clip(45 - egfr0, 0, None))
+    death_years = rng.exponential(1.0 / hazard)
+    dies = death_years < follow_years
+    follow_years = np.where(dies, death_years, follow_years)
+
+    # visits by thinning a Poisson process at the maximum rate
+    max_rate = 9.5
+    n_cand = rng.poisson(max_rate * follow_years)
+    subj = np.repeat(np.arange(n), n_cand)
+    t = rng.uniform(0, 1, subj.size) * follow_years[subj]
+    egfr_t = np.clip(egfr0[subj] + slope[subj] * t, 3, None)
+    rate = 1.5 + 8.0 * np.clip((60 - egfr_t) / 45, 0, 1)
+    keep = rng.random(subj.size) < rate / max_rate
+    subj, t, egfr_t = subj[keep], t[keep], egfr_t[keep]
+    # everyone has a baseline visit at t = 0
+    subj = np.concatenate([np.arange(n), subj])
+    t = np.concatenate([np.zeros(n), t])
+    egfr_t = np.concatenate([egfr0, egfr_t])
+    order = np.lexsort((t, subj))
+    subj, t, egfr_t = subj[order], t[order], egfr_t[order]
+    n_visits = subj.size
+    visit_id = np.arange(1, n_visits + 1, dtype=np.int64) + 10_000_000
+    visit_day = np.floor(start_day[subj] + t * _YEAR_DAYS)
+    age_t = (visit_day - birth_day[subj]) / _YEAR_DAYS
+    u = rng.random(n_visits)
+    visit_code = np.where(u < 0.05 + 0.10 * (egfr_t < 20), "Visit/IP", np.where(u > 0.95, "Visit/ER", "Visit/OP"))
+
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("subject", "day", "code", "value", "unit", "visit")}
+    names: dict[str, int] = {}  # codes, units and domains share one string table, referenced by index
+
+    def intern(values) -> np.ndarray:
+        if np.ndim(values) == 0:
+            return np.int32(names.setdefault(str(values), len(names)))
+        uniques, inverse = np.unique(np.asarray(values, dtype=str), return_inverse=True)
+        table = np.array([names.setdefault(u, len(names)) for u in uniques], dtype=np.int32)
+        return table[inverse]
+
+    def emit(rows: np.ndarray, code, value=None, unit=None, domain="condition") -> None:
+        cols["subject"].append(ids[subj[rows]])
+        cols["day"].append(visit_day[rows])
+        code_ids = intern(code)
+        cols["code"].append(np.broadcast_to(code_ids, rows.shape) if np.ndim(code_ids) == 0 else code_ids)
+        cols["value"].append(np.full(rows.size, np.nan) if value is None else np.asarray(value, dtype=float))
+        cols["unit"].append(np.full(rows.size, -1 if unit is None else intern(unit), dtype=np.int32))
+        cols["visit"].append(visit_id[rows])
+        domains.append(np.broadcast_to(intern(domain), rows.shape) if isinstance(domain, str) else intern(domain))
+
+    domains: list[np.ndarray] = []
+
+    def emit_mask(mask: np.ndarray, code, value=None, unit=None, domain="condition") -> None:
+        idx = np.flatnonzero(mask)
+        code = code if np.ndim(code) == 0 else np.asarray(code)[idx]
+        value = None if value is None else np.asarray(value)[idx]
+        emit(idx, code, value, unit, domain)
+
+    every = np.ones(n_visits, dtype=bool)
+    emit_mask(every, visit_code, domain="visit")
+    measured = np.clip(egfr_t * rng.normal(1.0, 0.06, n_visits), 2, None)
+    scr = np.round(egfr_to_creatinine(measured, age_t, female[subj]), 2)
+    has_creat = rng.random(n_visits) < 0.85
+    molar = rng.random(n_visits) < 0.10
+    emit_mask(has_creat & ~molar, "LOINC/2160-0", scr, "mg/dL", "measurement")
+    emit_mask(has_creat & molar, "LOINC/14682-9", np.round(scr * 88.42, 0), "umol/L", "measurement")
+    emit_mask(rng.random(n_visits) < 0.35, "LOINC/62238-1", np.round(measured, 0), "mL/min/{1.73_m2}",
+              "measurement")
+    lagged = np.clip(egfr0[subj] + slope[subj] * np.clip(t - 0.25, 0, None), 3, None)
+    stage_lag = np.select([lagged >= 90, lagged >= 60, lagged >= 30, lagged >= 15], [1, 2, 3, 4], 5)
+    p_dx = np.where(stage_lag >= 3, 0.55, 0.12)
+    dx = rng.random(n_visits) < p_dx
+    esrd = (stage_lag == 5) & (rng.random(n_visits) < 0.5)
+    stage_code = np.array([f"ICD10CM/N18.{s}" for s in range(0, 7)])[np.where(esrd, 6, stage_lag)]
+    emit_mask(dx, stage_code)
+    emit_mask(diabetes[subj] & (rng.random(n_visits) < 0.5), "ICD10CM/E11.9")
+    emit_mask(hypertension[subj] & (rng.random(n_visits) < 0.5), "ICD10CM/I10")
+    emit_mask(diabetes[subj] & (rng.random(n_visits) < 0.4), "LOINC/4548-4",
+              np.round(rng.normal(7.4, 1.0, n_visits), 1), "%", "measurement")
+    emit_mask(rng.random(n_visits) < 0.4, "LOINC/2823-3",
+              np.round(rng.normal(4.2 + 0.02 * np.clip(60 - egfr_t, 0, None), 0.4, n_visits), 1), "mmol/L",
+              "measurement")
+    emit_mask(rng.random(n_visits) < 0.3, "LOINC/718-7",
+              np.round(rng.normal(13.5 - 0.05 * np.clip(60 - egfr_t, 0, None), 1.2, n_visits), 1), "g/dL",
+              "measurement")
+    emit_mask(ace[subj] & (rng.random(n_visits) < 0.7), "RxNorm/29046", domain="drug")
+    emit_mask(sglt2[subj] & (rng.random(n_visits) < 0.7), "RxNorm/1545653", domain="drug")
+    emit_mask(diabetes[subj] & (egfr_t > 30) & (rng.random(n_visits) < 0.6), "RxNorm/6809", domain="drug")
+    n_background = rng.poisson(1.5, n_visits)
+    reps = np.repeat(np.arange(n_visits), n_background)
+    pick = rng.integers(0, len(_BACKGROUND), reps.size)
+    emit(reps, np.array([c for c, _ in _BACKGROUND])[pick], domain=np.array([d for _, d in _BACKGROUND])[pick])
+
+    table = pl.Series("name", list(names), dtype=pl.String)
+    unit_ids = np.concatenate(cols["unit"])
+    clinical = pl.DataFrame(
+        {
+            "subject_id": np.concatenate(cols["subject"]),
+            "time": (np.concatenate(cols["day"]) * _DAY_US).astype(np.int64),
+            "code": table.gather(np.concatenate(cols["code"])),
+            "numeric_value": np.concatenate(cols["value"]).astype(np.float32),
+            "unit": table.gather(np.where(unit_ids < 0, 0, unit_ids)),
+            "_unit_ok": unit_ids >= 0,
+            "visit_id": np.concatenate(cols["visit"]),
+            "domain": table.gather(np.concatenate(domains)),
+        }
+    ).with_columns(
+        pl.col("time").cast(pl.Datetime("us")),
+        pl.col("numeric_value").fill_nan(None),
+        pl.when(pl.col("_unit_ok")).then(pl.col("unit")).otherwise(None).alias("unit"),
+    ).drop("_unit_ok").unique(maintain_order=True)  # a background code drawn twice in a visit is one record
+    people = pl.DataFrame(
+        {
+            "subject_id": np.concatenate([ids, ids]),
+            "time": np.concatenate([(np.floor(birth_day) * _DAY_US).astype(np.int64), np.zeros(n, np.int64)]),
+            "code": np.concatenate([np.full(n, BIRTH_CODE), np.where(female, "Gender/F", "Gender/M")]).astype(str),
+            "static": np.concatenate([np.zeros(n, bool), np.ones(n, bool)]),
+        }
+    ).with_columns(
+        pl.when(pl.col("static")).then(None).otherwise(pl.col("time")).cast(pl.Datetime("us")).alias("time"),
+        pl.lit("person").alias("domain"),
+    ).drop("static")
+    death_day = np.floor(start_day + follow_years * _YEAR_DAYS)
+    deaths = pl.DataFrame(
+        {"subject_id": ids[dies], "time": (death_day[dies] * _DAY_US).astype(np.int64)}
+    ).with_columns(pl.col("time").cast(pl.Datetime("us")), pl.lit(DEATH_CODE).alias("code"),
+                   pl.lit("death").alias("domain"))
+    events = pl.concat([people, deaths, clinical], how="diagonal_relaxed")
+    return events.select(
+        "subject_id", "time", "code", pl.col("numeric_value").cast(pl.Float32), pl.col("unit").cast(pl.String),
+        pl.col("visit_id").cast(pl.Int64), "domain",
+    ).sort("subject_id", "time", "code", nulls_last=False)
+
+
+def simulate_ckd(
+    n_subjects: int = 1000,
+    seed: int = 0,
+    path: str | Path | None = None,
+    format: Literal["omop", "meds"] = "omop",
+    *,
+    file_format: Literal["parquet", "csv"] = "parquet",
+) -> Path:
+    """Simulate a CKD cohort and write it as an OMOP CDM 5.4 folder or a MEDS dataset.
+
+    Args:
+        n_subjects: number of people.
+        seed: random seed; the same seed gives identical files.
+        path: output folder (created); default ``./ckd_sim_<format>_<n>_<seed>``.
+        format: ``"omop"`` (person, death, visit_occurrence, condition_occurrence, measurement,
+            drug_exposure, procedure_occurrence and a CONCEPT table) or ``"meds"``.
+        file_format: for OMOP, Parquet (default) or CSV files.
+
+    Returns:
+        The folder written.
+    """
+    if format not in ("omop", "meds"):
+        raise ValueError(f"format must be 'omop' or 'meds', got {format!r}")
+    root = Path(path) if path is not None else Path(f"ckd_sim_{format}_{n_subjects}_{seed}")
+    events = simulate_events(n_subjects, seed)
+    if format == "meds":
+        from ehrprog.events import EventFrame
+        from ehrprog.io.meds import write_meds
+
+        frame = events
+        visit_types = frame.filter(pl.col("domain") == "visit").select("visit_id", pl.col("code").alias("_vt"))
+        frame = frame.join(visit_types, on="visit_id", how="left").with_columns(
+            pl.col("_vt").alias("visit_type"), pl.format("sim/{}", "domain").alias("source")
+        )
+        codes = _codes_metadata(events)
+        write_meds(EventFrame.from_frame(frame.drop("_vt"), codes=codes,
+                                         metadata={"dataset_name": f"ckd_sim_{n_subjects}_{seed}"}), root)
+        return root
+    _write_omop(events, root, file_format)
+    return root
+
+
+def _codes_metadata(events: pl.DataFrame) -> pl.DataFrame:
+    codes = events.select("code").unique().sort("code")
+    return codes.with_columns(
+        pl.col("code").replace_strict(_DESCRIPTIONS, default=None, return_dtype=pl.String).alias("description"),
+        pl.lit(None, pl.List(pl.String)).alias("parent_codes"),
+    )
+
+
+def _concept_table(events: pl.DataFrame) -> pl.DataFrame:
+    """Concepts for every simulated code: real OMOP ids where known, else local ids (>= 2,000,000,001)."""
+    codes = events.filter(~pl.col("domain").is_in(["person", "death"])).select("code").unique().sort("code")
+    standard = {code: cid for code, _, cid, _ in _CODES if cid is not None} | _VISITS
+    local = {code: 2_000_000_001 + i for i, code in enumerate(codes["code"].to_list())}
+    vocab = codes["code"].str.extract(r"^([^/]+)/", 1)
+    concept_code = codes["code"].str.extract(r"^[^/]+/(.*)$", 1)
+    table = pl.DataFrame(
+        {
+            "concept_id": [local[c] for c in codes["code"]],
+            "concept_name": [_DESCRIPTIONS.get(c, c) for c in codes["code"]],
+            "vocabulary_id": vocab,
+            "concept_code": concept_code,
+            "source_code": codes["code"],
+        }
+    )
+    # Standard concepts that differ from the local source concept (CKD stages map to SNOMED).
+    snomed = {443614: "431855005", 443601: "431856006", 443597: "433144002", 443612: "431857002",
+              443611: "433146000", 193782: "46177005", 201826: "44054006", 320128: "59621000"}
+    extra = []
+    for code, cid in standard.items():
+        if code not in local:
+            continue
+        if cid in snomed:
+            extra.append((cid, _DESCRIPTIONS.get(code, code), "SNOMED", snomed[cid], None))
+        else:
+            extra.append((cid, _DESCRIPTIONS.get(code, code), code.split("/")[0], code.split("/")[1], None))
+    std = pl.DataFrame(extra, schema=table.schema, orient="row")
+    mapping = pl.DataFrame(
+        {"source_code": list(local), "source_concept_id": list(local.values()),
+         "standard_concept_id": [standard.get(c, local[c]) for c in local]}
+    )
+    return pl.concat([table, std]), mapping
+
+
+def _write_omop(events: pl.DataFrame, root: Path, file_format: str) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    concepts, mapping = _concept_table(events)
+
+    def write(frame: pl.DataFrame, name: str) -> None:
+        if file_format == "csv":
+            frame.write_csv(root / f"{name}.csv")
+        else:
+            frame.write_parquet(root / f"{name}.parquet")
+
+    write(concepts.drop("source_code").with_columns(
+        pl.lit("Observation").alias("domain_id"), pl.lit("Clinical Finding").alias("concept_class_id"),
+        pl.lit("S").alias("standard_concept"),
+    ).select("concept_id", "concept_name", "domain_id", "vocabulary_id", "concept_class_id", "standard_concept",
+             "concept_code"), "concept")
+    people = events.filter(pl.col("domain") == "person")
+    births = people.filter(pl.col("code") == BIRTH_CODE).select("subject_id", pl.col("time").alias("birth"))
+    sex = people.filter(pl.col("time").is_null()).select("subject_id", pl.col("code").alias("sex"))
+    person = births.join(sex, on="subject_id").sort("subject_id").select(
+        pl.col("subject_id").alias("person_id"),
+        pl.when(pl.col("sex") == "Gender/F").then(8532).otherwise(8507).alias("gender_concept_id"),
+        pl.col("birth").dt.year().alias("year_of_birth"),
+        pl.col("birth").dt.month().alias("month_of_birth"),
+        pl.col("birth").dt.day().alias("day_of_birth"),
+        pl.col("birth").alias("birth_datetime"),
+        pl.lit(0).alias("race_concept_id"),
+        pl.lit(0).alias("ethnicity_concept_id"),
+    )
+    write(person, "person")
+    write(events.filter(pl.col("domain") == "death").select(
+        pl.col("subject_id").alias("person_id"), pl.col("time").dt.date().alias("death_date"),
+        pl.col("time").alias("death_datetime"), pl.lit(32817).alias("death_type_concept_id")), "death")
+    clinical = events.filter(~pl.col("domain").is_in(["person", "death"])).join(
+        mapping, left_on="code", right_on="source_code", how="left"
+    ).with_row_index("row_id", offset=1)
+    visits = clinical.filter(pl.col("domain") == "visit")
+    write(visits.select(
+        pl.col("visit_id").alias("visit_occurrence_id"), pl.col("subject_id").alias("person_id"),
+        pl.col("standard_concept_id").alias("visit_concept_id"),
+        pl.col("time").dt.date().alias("visit_start_date"), pl.col("time").alias("visit_start_datetime"),
+        pl.col("time").dt.date().alias("visit_end_date"), pl.col("time").alias("visit_end_datetime"),
+        pl.lit(32817).alias("visit_type_concept_id"),
+        pl.col("code").str.extract(r"/(.*)$", 1).alias("visit_source_value"),
+    ), "visit_occurrence")
+    specs = {
+        "condition": ("condition_occurrence", "condition", "condition_start_date", "condition_start_datetime"),
+        "procedure": ("procedure_occurrence", "procedure", "procedure_date", "procedure_datetime"),
+        "drug": ("drug_exposure", "drug", "drug_exposure_start_date", "drug_exposure_start_datetime"),
+        "measurement": ("measurement", "measurement", "measurement_date", "measurement_datetime"),
+    }
+    for domain, (table, prefix, date_col, datetime_col) in specs.items():
+        rows = clinical.filter(pl.col("domain") == domain)
+        columns = [
+            pl.col("row_id").alias(f"{table}_id"),
+            pl.col("subject_id").alias("person_id"),
+            pl.col("standard_concept_id").alias(f"{prefix}_concept_id"),
+            pl.col("time").dt.date().alias(date_col),
+            pl.col("time").alias(datetime_col),
+            pl.lit(32817).alias(f"{prefix}_type_concept_id"),
+            pl.col("visit_id").alias("visit_occurrence_id"),
+            pl.col("code").str.extract(r"/(.*)$", 1).alias(f"{prefix}_source_value"),
+            pl.col("source_concept_id").alias(f"{prefix}_source_concept_id"),
+        ]
+        if domain == "measurement":
+            columns += [pl.col("numeric_value").alias("value_as_number"), pl.col("unit").alias("unit_source_value")]
+        write(rows.select(columns), table)
