@@ -1,0 +1,115 @@
+"""The ``ehrprog`` command line: ``inspect``, ``convert omop-to-meds`` and ``simulate``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+
+from ehrprog.errors import InputError
+
+
+def _visit_strategy(text: str):
+    from ehrprog.visits import Gap
+
+    if text.startswith("gap:"):
+        return Gap(hours=float(text.split(":", 1)[1]))
+    if text in ("same_day", "visit_id"):
+        return text
+    raise argparse.ArgumentTypeError("visits must be same_day, visit_id or gap:HOURS")
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from ehrprog.sources import read_events
+    from ehrprog.tasks import CKDProgression
+    from ehrprog.visits import group_visits
+
+    started = time.perf_counter()
+    events = read_events(args.path, args.format)
+    frame = events.collect()
+    visits = group_visits(events, args.visits)
+    print(f"dataset: {args.path}")
+    print(f"subjects: {frame['subject_id'].n_unique():,}")
+    print(f"events: {frame.height:,} ({frame['time'].null_count():,} static)")
+    print(f"visits ({args.visits}): {visits.n_visits:,}")
+    print(f"distinct codes: {frame['code'].n_unique():,}")
+    timed = frame.filter(pl.col("time").is_not_null())["time"]
+    if len(timed):
+        print(f"time span: {timed.min()} .. {timed.max()}")
+    top = frame.group_by("code").len().sort(["len", "code"], descending=[True, False]).head(args.top)
+    print("most frequent codes: " + ", ".join(f"{c} ({n:,})" for c, n in top.iter_rows()))
+    stages = CKDProgression(visits=args.visits).stage_events(events, include_unstaged=True)
+    if stages.height:
+        per_stage = stages.group_by("stage", "source").agg(pl.col("subject_id").n_unique().alias("subjects"))
+        print("CKD stage records (subjects): " + ", ".join(
+            f"stage {r['stage'] if r['stage'] is not None else '?'} by {r['source']}: {r['subjects']:,}"
+            for r in per_stage.sort("stage", "source", nulls_last=True).iter_rows(named=True)))
+    else:
+        print("CKD stage records: none")
+    print("ingest report:")
+    print(events.report)
+    print(f"done in {time.perf_counter() - started:.2f} s")
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from ehrprog.io import read_omop, write_meds
+
+    started = time.perf_counter()
+    events = read_omop(args.source, codes=args.codes, materialize=False)
+    out = write_meds(events, args.destination)
+    print(events.report)
+    print(f"wrote MEDS dataset {out} in {time.perf_counter() - started:.2f} s")
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from ehrprog.datasets import simulate_ckd
+
+    out = simulate_ckd(args.subjects, args.seed, args.out, format=args.format)
+    print(f"wrote {args.format} dataset {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ehrprog", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    inspect = sub.add_parser("inspect", help="summarise an OMOP or MEDS dataset and its ingest report")
+    inspect.add_argument("path", type=Path)
+    inspect.add_argument("--format", choices=["auto", "omop", "meds"], default="auto")
+    inspect.add_argument("--visits", type=_visit_strategy, default="same_day",
+                         help="same_day (default), visit_id or gap:HOURS")
+    inspect.add_argument("--top", type=int, default=10, help="how many frequent codes to list")
+    inspect.set_defaults(func=_inspect)
+    convert = sub.add_parser("convert", help="convert between formats")
+    kinds = convert.add_subparsers(dest="kind", required=True)
+    o2m = kinds.add_parser("omop-to-meds", help="stream an OMOP extract into a MEDS dataset")
+    o2m.add_argument("source", type=Path)
+    o2m.add_argument("destination", type=Path)
+    o2m.add_argument("--codes", choices=["standard", "source"], default="standard")
+    o2m.set_defaults(func=_convert)
+    simulate = sub.add_parser("simulate", help="write a simulated CKD cohort")
+    simulate.add_argument("out", type=Path)
+    simulate.add_argument("--subjects", type=int, default=1000)
+    simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("--format", choices=["omop", "meds"], default="omop")
+    simulate.set_defaults(func=_simulate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except InputError as error:
+        print(f"ehrprog: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
