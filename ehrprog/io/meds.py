@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ehrprog.errors import InputError
 from ehrprog.events import EventFrame, empty_codes, mark_event_drops
@@ -74,7 +76,7 @@ def _read_shard(path: Path, root: Path, visit_id_column: str | None, notes: list
         tabular.parse_int("subject_id", schema["subject_id"]).alias("subject_id"),
         tabular.parse_datetime("time", schema["time"]).alias("time"),
         pl.col("code").cast(pl.String).alias("code"),
-        opt("numeric_value", tabular.parse_float, pl.Float32),
+        opt("numeric_value", tabular.parse_float, pl.Float32).alias("numeric_value"),
         opt("text_value", keep_str, pl.String).alias("text_value"),
         opt(visit, tabular.parse_int, pl.Int64).alias("visit_id"),
         opt("visit_type", keep_str, pl.String).alias("visit_type"),
@@ -187,11 +189,18 @@ def write_meds(events: EventFrame, path: str | Path, *, dataset_name: str | None
         for split in sorted(set(events.splits["split"].to_list()) | {"train"}):
             part = tagged.filter(pl.col("split") == split).drop("split")
             (root / "data" / split).mkdir(exist_ok=True)
-            part.sink_parquet(root / "data" / split / "0.parquet")
-        events.splits.write_parquet(root / "metadata" / "subject_splits.parquet")
+            _write_shard(part, root / "data" / split / "0.parquet")
+        pq.write_table(
+            events.splits.select("subject_id", "split").to_arrow().cast(
+                pa.schema([("subject_id", pa.int64()), ("split", pa.string())])
+            ),
+            root / "metadata" / "subject_splits.parquet",
+        )
     else:
-        ordered.sink_parquet(root / "data" / "0.parquet")
-    events.codes.write_parquet(root / "metadata" / "codes.parquet")
+        _write_shard(ordered, root / "data" / "0.parquet")
+    pq.write_table(
+        events.codes.to_arrow().cast(_CODES_ARROW_SCHEMA), root / "metadata" / "codes.parquet"
+    )
     metadata = {
         "dataset_name": dataset_name or events.metadata.get("dataset_name", root.name),
         "dataset_version": str(events.metadata.get("dataset_version", "1")),
@@ -202,6 +211,33 @@ def write_meds(events: EventFrame, path: str | Path, *, dataset_name: str | None
     }
     (root / "metadata" / "dataset.json").write_text(json.dumps(metadata, indent=2))
     return root
+
+
+#: Arrow types the ``meds`` package validates (its DataSchema wants ``string`` codes and
+#: ``large_string`` text values; polars alone would write ``large_string`` for both).
+_DATA_ARROW_SCHEMA = pa.schema(
+    [
+        ("subject_id", pa.int64()),
+        ("time", pa.timestamp("us")),
+        ("code", pa.string()),
+        ("numeric_value", pa.float32()),
+        ("text_value", pa.large_string()),
+        ("visit_id", pa.int64()),
+        ("visit_type", pa.string()),
+        ("unit", pa.string()),
+        ("source", pa.string()),
+    ]
+)
+_CODES_ARROW_SCHEMA = pa.schema(
+    [("code", pa.string()), ("description", pa.string()), ("parent_codes", pa.list_(pa.string()))]
+)
+
+
+def _write_shard(frame: pl.LazyFrame, path: Path, chunk_size: int = 1_000_000) -> None:
+    """Stream a lazy event frame into one Parquet shard in batches, with MEDS's Arrow types."""
+    with pq.ParquetWriter(path, _DATA_ARROW_SCHEMA, compression="zstd") as writer:
+        for batch in frame.collect_batches(chunk_size=chunk_size, engine="streaming"):
+            writer.write_table(batch.to_arrow().cast(_DATA_ARROW_SCHEMA))
 
 
 def _version() -> str:

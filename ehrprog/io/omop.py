@@ -237,8 +237,10 @@ def _person_events(folder: _Folder, concepts: pl.DataFrame) -> pl.LazyFrame:
             part = person.select("subject_id", pl.lit(BIRTH_CODE).alias("code"), time.alias("time"),
                                  pl.col("_year").is_null().alias("_missing"))
         else:
+            # Attribute rows of a person row that is itself dropped are not counted again.
             part = (
-                person.filter(pl.col(column).is_not_null() & (pl.col(column) != 0))
+                person.filter(pl.col(column).is_not_null() & (pl.col(column) != 0) & pl.col("subject_id").is_not_null()
+                              & pl.col("_year").is_not_null())
                 .join(codes.rename({"concept_id": column}), on=column, how="left")
                 .select("subject_id", pl.coalesce("code", pl.format("OMOP/{}", column)).alias("code"),
                         pl.lit(None, pl.Datetime("us")).alias("time"), pl.lit(False).alias("_missing"))

@@ -1,0 +1,40 @@
+"""Shared fixtures: the public datasets in ../shared/data and small simulated cohorts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+OMOP_SETS = [
+    "synthea27nj_omop/csv",
+    "synthea27nj_omop/parquet",
+    "synthea_nj_tutorial_etl_2025_omop",
+    "synthea_tutorial_etl_2019_omop",
+    "synpuf_1k_omop",
+]
+MEDS_SETS = ["meds_transforms_example_meds", "femr_synthetic_meds"]
+
+
+def shared_path(name: str) -> Path:
+    """The path of a shared dataset, skipping the test when it is absent."""
+    path = SHARED / name
+    if not path.exists():
+        pytest.skip(f"shared dataset {name} not found at {path} (../shared/data is absent on this machine)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def sim_omop(tmp_path_factory) -> Path:
+    from ehrprog.datasets import simulate_ckd
+
+    return simulate_ckd(300, 7, tmp_path_factory.mktemp("sim") / "omop")
+
+
+@pytest.fixture(scope="session")
+def sim_meds(tmp_path_factory) -> Path:
+    from ehrprog.datasets import simulate_ckd
+
+    return simulate_ckd(300, 7, tmp_path_factory.mktemp("sim") / "meds", format="meds")

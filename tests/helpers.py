@@ -1,0 +1,35 @@
+"""Small builders for hand-made test inputs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import polars as pl
+
+from ehrprog.events import EventFrame
+
+
+def events(rows: list[tuple], **kwargs) -> EventFrame:
+    """Events from ``(subject_id, time, code[, numeric_value[, unit[, visit_id]]])`` tuples; times as ISO strings."""
+    columns = {"subject_id": [], "time": [], "code": [], "numeric_value": [], "unit": [], "visit_id": []}
+    for row in rows:
+        row = tuple(row) + (None,) * (6 - len(row))
+        subject, time, code, value, unit, visit = row
+        columns["subject_id"].append(subject)
+        columns["time"].append(datetime.fromisoformat(time) if isinstance(time, str) else time)
+        columns["code"].append(code)
+        columns["numeric_value"].append(value)
+        columns["unit"].append(unit)
+        columns["visit_id"].append(visit)
+    frame = pl.DataFrame(
+        columns,
+        schema={"subject_id": pl.Int64, "time": pl.Datetime("us"), "code": pl.String, "numeric_value": pl.Float32,
+                "unit": pl.String, "visit_id": pl.Int64},
+    )
+    return EventFrame.from_frame(frame, **kwargs)
+
+
+def write_csv(path, header: list[str] | None, rows: list[list], sep: str = ",") -> None:
+    lines = [sep.join(header)] if header else []
+    lines += [sep.join("" if v is None else str(v) for v in row) for row in rows]
+    path.write_text("\n".join(lines) + "\n")

@@ -1,0 +1,162 @@
+"""OMOP reading: every shared extract loads, messy exports are understood, bad input is reported."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import polars as pl
+import pytest
+from conftest import OMOP_SETS, shared_path
+from helpers import write_csv
+
+import ehrprog as ep
+from ehrprog.schema import EVENT_SCHEMA
+
+PERSON_HEADER = ["person_id", "gender_concept_id", "year_of_birth", "month_of_birth", "day_of_birth",
+                 "birth_datetime", "race_concept_id", "ethnicity_concept_id"]
+COND_HEADER = ["condition_occurrence_id", "person_id", "condition_concept_id", "condition_start_date",
+               "condition_start_datetime", "visit_occurrence_id", "condition_source_value",
+               "condition_source_concept_id"]
+
+
+@pytest.mark.parametrize("name", OMOP_SETS)
+def test_every_shared_omop_extract_loads_in_the_event_schema(name):
+    events = ep.read_omop(shared_path(name))
+    frame = events.collect()
+    assert dict(frame.schema) == EVENT_SCHEMA
+    assert frame.height > 1000
+    assert frame["subject_id"].null_count() == 0
+    assert frame["code"].null_count() == 0
+    report = events.report
+    assert report.rows_read == report.rows_kept + report.rows_dropped
+    assert report.rows_kept == frame.height
+
+
+def test_csv_and_parquet_copies_of_synthea27_give_identical_events():
+    csv = ep.read_omop(shared_path("synthea27nj_omop/csv")).collect()
+    parquet = ep.read_omop(shared_path("synthea27nj_omop/parquet")).collect()
+    assert csv.equals(parquet)
+
+
+def test_concept_table_gives_vocabulary_codes_and_the_ckd_patient_is_found():
+    events = ep.read_omop(shared_path("synthea27nj_omop/parquet")).collect()
+    ckd = events.filter(pl.col("code") == "SNOMED/431855005")
+    assert ckd["subject_id"].to_list() == [10]
+    assert ckd["time"].to_list() == [datetime(2020, 9, 6)]
+    assert events.filter(pl.col("code") == "LOINC/2160-0").height == 12
+
+
+def test_yyyymmdd_integer_dates_are_parsed():
+    events = ep.read_omop(shared_path("synthea_nj_tutorial_etl_2025_omop")).collect()
+    row = events.filter((pl.col("subject_id") == 1) & (pl.col("code") == "OMOP/4112343"))
+    assert datetime(2011, 7, 22) in row["time"].to_list()
+    assert events["time"].drop_nulls().dt.year().min() > 1900
+
+
+def test_headerless_tab_separated_extract_uses_ddl_columns_and_condition_era():
+    events = ep.read_omop(shared_path("synpuf_1k_omop"))
+    frame = events.collect()
+    assert frame["subject_id"].n_unique() == 1000
+    assert frame.filter(pl.col("source") == "omop/condition_era").height > 90_000
+    notes = " ".join(events.report.notes)
+    assert "no header row" in notes and "condition_era" in notes
+    # The 443597 (CKD stage 3) era concept is present as an OMOP concept code without a vocabulary.
+    assert frame.filter(pl.col("code") == "OMOP/443597")["subject_id"].n_unique() > 100
+
+
+def test_sentinel_datetimes_fall_back_to_the_date_column():
+    frame = ep.read_omop(shared_path("synpuf_1k_omop")).collect()
+    devices = frame.filter(pl.col("source") == "omop/device_exposure")
+    assert devices.height > 0
+    assert devices["time"].dt.year().min() >= 2007
+
+
+def test_source_mode_uses_source_values(tmp_path):
+    events = ep.read_omop(shared_path("synthea_tutorial_etl_2019_omop"), codes="source").collect()
+    assert events.filter(pl.col("code").str.starts_with("SOURCE/")).height > 1000
+
+
+def _write_minimal(root, person_rows, cond_rows, sep=",", header=True):
+    root.mkdir(exist_ok=True)
+    write_csv(root / "person.csv", PERSON_HEADER if header else None, person_rows, sep)
+    write_csv(root / "condition_occurrence.csv", COND_HEADER if header else None, cond_rows, sep)
+
+
+def test_messy_values_padded_negative_ids_and_mixed_date_formats(tmp_path):
+    big = -9_123_456_789_012_345_678
+    _write_minimal(
+        tmp_path / "omop",
+        [[big, 8532, 1950, 3, 4, None, 0, 0], [2, 8507, 1960, None, None, None, 0, 0]],
+        [
+            [1, big, 443597, "20200115", None, None, "  N18.3  ", 0],
+            [2, big, 443612, "2021-02-03", "2021-02-03 10:30:00", None, "N18.4", 0],
+            [3, 2, 0, "2020-01-01", None, None, "N18.9", 0],
+        ],
+    )
+    events = ep.read_omop(tmp_path / "omop")
+    frame = events.collect()
+    conds = frame.filter(pl.col("source") == "omop/condition_occurrence").sort("time")
+    assert conds["subject_id"].to_list() == [2, big, big]
+    assert conds["code"].to_list() == ["SOURCE/N18.9", "OMOP/443597", "OMOP/443612"]
+    assert conds["time"].to_list() == [datetime(2020, 1, 1), datetime(2020, 1, 15), datetime(2021, 2, 3, 10, 30)]
+    source_codes = ep.read_omop(tmp_path / "omop", codes="source").collect()
+    assert "SOURCE/N18.3" in source_codes["code"].to_list()
+    births = frame.filter(pl.col("code") == "MEDS_BIRTH").sort("subject_id")
+    assert births["time"].to_list() == [datetime(1950, 3, 4), datetime(1960, 1, 1)]
+    assert set(frame.filter(pl.col("time").is_null())["code"].to_list()) == {"Gender/F", "Gender/M"}
+
+
+def test_missing_person_table_is_an_error_naming_the_folder(tmp_path):
+    (tmp_path / "omop").mkdir()
+    write_csv(tmp_path / "omop" / "condition_occurrence.csv", COND_HEADER, [])
+    with pytest.raises(ep.InputError, match="person table") as info:
+        ep.read_omop(tmp_path / "omop")
+    assert info.value.file == str(tmp_path / "omop")
+
+
+def test_missing_required_column_is_an_error_naming_file_and_column(tmp_path):
+    root = tmp_path / "omop"
+    _write_minimal(root, [[1, 8532, 1950, 1, 1, None, 0, 0]], [])
+    write_csv(root / "condition_occurrence.csv", ["condition_occurrence_id", "person_id", "condition_start_date"],
+              [[1, 1, "2020-01-01"]])
+    with pytest.raises(ep.InputError) as info:
+        ep.read_omop(root)
+    assert info.value.column == "condition_concept_id"
+    assert info.value.file.endswith("condition_occurrence.csv")
+
+
+def test_bad_rows_are_dropped_and_counted_by_reason(tmp_path):
+    root = tmp_path / "omop"
+    _write_minimal(
+        root,
+        [[1, 8532, 1950, 1, 1, None, 0, 0], [None, 8532, 1950, 1, 1, None, 0, 0], ["x", 8507, 1950, 1, 1, None, 0, 0]],
+        [
+            [1, 1, 443597, "2020-01-01", None, None, "N18.3", 0],
+            [2, 1, 443597, "2020-01-01", None, None, "N18.3", 0],  # duplicate of the row above
+            [3, None, 443597, "2020-01-01", None, None, "N18.3", 0],  # null person
+            [4, 1, 443597, "not a date", None, None, "N18.3", 0],  # unparseable
+            [5, 1, 443597, None, None, None, "N18.3", 0],  # null date
+            [6, 1, 443597, "1940-01-01", None, None, "N18.3", 0],  # before birth
+            [7, 99, 443597, "2020-01-01", None, None, "N18.3", 0],  # unknown person
+            [8, 1, 0, "2020-02-01", None, None, None, 0],  # no concept, no source value
+        ],
+    )
+    write_csv(root / "death.csv", ["person_id", "death_date"], [[1, "2021-01-01"]])
+    write_csv(root / "condition_era.csv", ["condition_era_id", "person_id", "condition_concept_id",
+                                           "condition_era_start_date"], [])
+    with open(root / "condition_occurrence.csv", "a") as handle:
+        handle.write("9,1,443612,2022-01-01,,,N18.4,0\n")  # after death
+    events = ep.read_omop(root)
+    dropped = events.report.dropped
+    assert dropped["person_id: null or not an integer"] == 2 + 1  # two person rows, one condition row
+    assert any("duplicate event" in r and n == 1 for r, n in dropped.items())
+    assert dropped["condition_start_date: unparseable date"] == 1
+    assert dropped["condition_start_date: null date"] == 1
+    assert dropped["time: event before the subject's birth"] == 1
+    assert dropped["time: event after the day of the subject's death"] == 1
+    assert dropped["person_id: not in the person table"] == 1
+    assert dropped["condition_concept_id: no concept and no source value"] == 1
+    kept = events.collect().filter(pl.col("source") == "omop/condition_occurrence")
+    assert kept.height == 1
+    with pytest.raises(ep.InputError, match="break the rule"):
+        ep.read_omop(root, strict=True)
