@@ -31,9 +31,18 @@ class EventFrame:
         splits: pl.DataFrame | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
-        self._checked = checked
         self._notes = list(notes or [])
         self._report: IngestReport | None = None
+        self._unique_codes: pl.Series | None = None
+        self._subjects: pl.DataFrame | None = None
+        if isinstance(checked, pl.DataFrame):
+            # Count once, then hold only the kept rows.
+            self._report = IngestReport.from_checked(checked, self._notes)
+            self._kept: pl.DataFrame | None = checked.filter(pl.col(DROP).is_null()).drop(DROP)
+            self._checked: pl.LazyFrame | None = None
+        else:
+            self._kept = None
+            self._checked = checked
         self.codes = codes if codes is not None else empty_codes()
         self.splits = splits
         self.metadata = dict(metadata or {})
@@ -41,17 +50,31 @@ class EventFrame:
     @classmethod
     def from_frame(cls, frame: pl.DataFrame | pl.LazyFrame, **kwargs: Any) -> EventFrame:
         """Wrap an event table that is already clean (no rows are checked or dropped)."""
-        lazy = conform_events(frame.lazy()).with_columns(pl.lit(None, pl.String).alias(DROP))
+        lazy = (
+            conform_events(frame.lazy())
+            .with_columns(pl.struct(list(EVENT_SCHEMA)).hash(seed=0).alias("_hash"), pl.lit(None, pl.String).alias(DROP))
+            .sort("subject_id", "time", "_hash", nulls_last=False)
+            .drop("_hash")
+        )
         checked = lazy.collect() if isinstance(frame, pl.DataFrame) else lazy
         return cls(checked, **kwargs)
 
     @property
     def lazy(self) -> pl.LazyFrame:
-        return self._checked.lazy().filter(pl.col(DROP).is_null()).drop(DROP)
+        if self._kept is not None:
+            return self._kept.lazy()
+        return self._checked.filter(pl.col(DROP).is_null()).drop(DROP)
 
     def collect(self) -> pl.DataFrame:
         """The kept events as a DataFrame, ordered by subject and time."""
-        return self.lazy.collect()
+        return self._kept if self._kept is not None else self.lazy.collect()
+
+    def materialize(self) -> EventFrame:
+        """Read a lazy frame into memory (no-op when it already is)."""
+        if self._kept is None:
+            self.__init__(self._checked.collect(), notes=self._notes, codes=self.codes, splits=self.splits,
+                          metadata=self.metadata)
+        return self
 
     @property
     def report(self) -> IngestReport:
@@ -59,9 +82,24 @@ class EventFrame:
             self._report = IngestReport.from_checked(self._checked, self._notes)
         return self._report
 
+    @property
+    def in_memory(self) -> bool:
+        """Whether the events are held in memory (then ordered by subject, time and row hash)."""
+        return self._kept is not None
+
+    def unique_codes(self) -> pl.Series:
+        """The distinct codes of the kept events (cached for in-memory frames)."""
+        if self._kept is None:
+            return self.lazy.select(pl.col("code").unique()).collect()["code"]
+        if self._unique_codes is None:
+            self._unique_codes = self._kept["code"].unique()
+        return self._unique_codes
+
     def subjects(self) -> pl.DataFrame:
-        """One row per subject: ``subject_id``, ``birth`` and ``death`` (datetimes or null) and ``sex``."""
-        return subject_attributes(self.lazy).collect()
+        """Subjects with a birth, death or sex record: ``subject_id``, ``birth``, ``death``, ``sex``."""
+        if self._subjects is None or self._kept is None:
+            self._subjects = subject_attributes(self.lazy, self.unique_codes()).collect()
+        return self._subjects
 
     def __repr__(self) -> str:
         return f"EventFrame(columns={list(EVENT_SCHEMA)})"
@@ -87,34 +125,61 @@ def sex_expr() -> pl.Expr:
     )
 
 
-def subject_attributes(events: pl.LazyFrame) -> pl.LazyFrame:
-    """Birth (earliest birth record), death (earliest death record) and sex for each subject."""
-    return events.group_by("subject_id").agg(
+def subject_attributes(events: pl.LazyFrame, codes: pl.Series | None = None) -> pl.LazyFrame:
+    """Birth (earliest birth record), death (earliest death record) and sex, per subject that has one.
+
+    Only rows whose code is a birth, death or sex code are read (``codes``: the distinct codes of
+    ``events``, computed when not given), so this is cheap on large frames.
+    """
+    if codes is None:
+        codes = events.select(pl.col("code").unique()).collect()["code"]
+    wanted = pl.DataFrame({"code": codes}).filter(
+        pl.col("code").is_in([BIRTH_CODE, DEATH_CODE]) | sex_expr().is_not_null()
+    )["code"]
+    return events.filter(pl.col("code").is_in(wanted.implode())).group_by("subject_id").agg(
         pl.col("time").filter(pl.col("code") == BIRTH_CODE).min().alias("birth"),
         pl.col("time").filter(pl.col("code") == DEATH_CODE).min().alias("death"),
         sex_expr().drop_nulls().first().alias("sex"),
     )
 
 
-def mark_event_drops(checked: pl.LazyFrame) -> pl.LazyFrame:
+def mark_event_drops(
+    checked: pl.LazyFrame, vitals: pl.DataFrame | None = None, *, known_subjects: bool = False
+) -> pl.LazyFrame:
     """Mark the rows that break cross-row rules (each row keeps the first reason it got).
 
     Rules: events timed before the subject's birth day, or after the end of the day of death;
-    exact duplicate rows (the first copy is kept).
+    exact duplicate rows (the first copy is kept). The result is ordered by subject and time.
+
+    ``vitals`` are the birth and death rows (with ``_drop``), when the caller has them at hand;
+    otherwise they are read from ``checked`` first, so the big plan is not evaluated twice. With
+    ``known_subjects=True`` (OMOP), rows of subjects without a kept vital row (no person row) are
+    dropped too.
     """
-    kept = checked.filter(pl.col(DROP).is_null())
-    bounds = subject_attributes(kept.drop(DROP)).select(
+    if vitals is None:
+        vitals = checked.filter(pl.col("code").is_in([BIRTH_CODE, DEATH_CODE])).collect()
+    kept = vitals.lazy().filter(pl.col(DROP).is_null()).select("subject_id", "time", "code")
+    bounds = kept.group_by("subject_id").agg(
+        pl.col("time").filter(pl.col("code") == BIRTH_CODE).min().alias("birth"),
+        pl.col("time").filter(pl.col("code") == DEATH_CODE).min().alias("death"),
+    ).select(
         "subject_id",
+        pl.when(pl.col("birth").is_not_null()).then(pl.lit(True)).alias("_known"),
         pl.col("birth").dt.truncate("1d").alias("_birth"),
         (pl.col("death").dt.truncate("1d") + pl.duration(days=1)).alias("_death_end"),
     )
     is_vital = pl.col("code").is_in([BIRTH_CODE, DEATH_CODE])
     event_cols = list(EVENT_SCHEMA)
+    # Sorting by subject, time and a row hash puts exact duplicates next to each other, so one
+    # comparison with the previous row finds them (O(n) after the sort, which ordering needs anyway).
+    same_as_previous = pl.all_horizontal([pl.col(c).eq_missing(pl.col(c).shift(1)) for c in [*event_cols, DROP]])
     return (
         checked.join(bounds, on="subject_id", how="left")
         .with_columns(
             pl.when(pl.col(DROP).is_not_null())
             .then(pl.col(DROP))
+            .when(pl.lit(known_subjects) & pl.col("_known").is_null())
+            .then(pl.lit("person_id: not in the person table"))
             .when(~is_vital & (pl.col("time") < pl.col("_birth")))
             .then(pl.lit("time: event before the subject's birth"))
             .when(~is_vital & (pl.col("time") >= pl.col("_death_end")))
@@ -122,11 +187,14 @@ def mark_event_drops(checked: pl.LazyFrame) -> pl.LazyFrame:
             .otherwise(None)
             .alias(DROP)
         )
-        .drop("_birth", "_death_end")
+        .drop("_birth", "_death_end", "_known")
+        .with_columns(pl.struct(event_cols).hash(seed=0).alias("_hash"))
+        .sort("subject_id", "time", "_hash", nulls_last=False)
         .with_columns(
-            pl.when(pl.col(DROP).is_null() & (pl.int_range(pl.len()).over(event_cols + [DROP]) > 0))
+            pl.when(pl.col(DROP).is_null() & same_as_previous)
             .then(pl.lit("duplicate event: same subject, time, code, value, unit and visit as another row"))
             .otherwise(pl.col(DROP))
             .alias(DROP)
         )
+        .drop("_hash")
     )

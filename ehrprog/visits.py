@@ -24,7 +24,7 @@ from typing import Literal
 import polars as pl
 
 from ehrprog.events import EventFrame, subject_attributes
-from ehrprog.schema import BIRTH_CODE, DEATH_CODE
+from ehrprog.schema import BIRTH_CODE, DEATH_CODE, EVENT_SCHEMA, VISIT_STRUCT, conform_events
 
 _DAY_US = 86_400_000_000
 
@@ -146,40 +146,46 @@ def group_visits(events: EventFrame | pl.DataFrame | pl.LazyFrame, strategy: Str
         strategy: ``"same_day"``, ``"visit_id"`` or :class:`Gap` (see the module docstring).
 
     Returns:
-        A :class:`VisitFrame` with one row per subject, subjects in ascending id order.
+        A :class:`VisitFrame` with one row per subject, subjects in ascending id order. Inside a
+        visit, events are ordered by time, ties in an order fixed by their content (a row hash),
+        so the result never depends on input row order.
     """
     if not (strategy in ("same_day", "visit_id") or isinstance(strategy, Gap)):
         raise ValueError(f"unknown visit strategy {strategy!r}; use 'same_day', 'visit_id' or ehrprog.Gap(hours=...)")
-    lazy = events.lazy if isinstance(events, EventFrame) else events.lazy()
-    columns = lazy.collect_schema().names()
-    if "visit_id" not in columns:
-        lazy = lazy.with_columns(pl.lit(None, pl.Int64).alias("visit_id"))
-    if "visit_type" not in columns:
-        lazy = lazy.with_columns(pl.lit(None, pl.String).alias("visit_type"))
-    if "numeric_value" not in columns:
-        lazy = lazy.with_columns(pl.lit(None, pl.Float32).alias("numeric_value"))
+    if isinstance(events, EventFrame):
+        lazy, codes = events.lazy, events.unique_codes()
+        attributes = events.subjects().lazy()
+        ordered = events.in_memory  # in-memory EventFrames are ordered by subject, time and row hash
+    else:
+        lazy = conform_events(events.lazy())
+        codes = lazy.select(pl.col("code").unique()).collect()["code"]
+        attributes = subject_attributes(lazy, codes)
+        ordered = False
     vital = pl.col("code").is_in([BIRTH_CODE, DEATH_CODE])
-    timed = lazy.filter(pl.col("time").is_not_null() & ~vital).select(
-        "subject_id", "time", "code", pl.col("numeric_value").cast(pl.Float32), "visit_id", "visit_type"
-    )
+    timed = lazy.filter(pl.col("time").is_not_null() & ~vital)
+    row_hash = pl.struct(list(EVENT_SCHEMA)).hash(seed=0).alias("_hash")
+    if not ordered:
+        timed = timed.with_columns(row_hash).sort("subject_id", "time", "_hash")
+    elif strategy == "visit_id":
+        timed = timed.with_columns(row_hash)
+    columns = ["subject_id", "time", "code", "numeric_value", "visit_id", "visit_type"]
+    timed = timed.select(*columns, *(["_hash"] if strategy == "visit_id" else []))
     keyed = _visit_keys(timed, strategy)
-    per_visit = (
-        keyed.sort("subject_id", "_key", "time", "code", "numeric_value", nulls_last=True)
-        .group_by("subject_id", "_key", maintain_order=True)
-        .agg(
-            pl.col("_vid").first().alias("visit_id"),
-            pl.col("time").min().alias("start"),
-            pl.col("time").max().alias("end"),
-            pl.col("visit_type").drop_nulls().first().alias("visit_type"),
-            pl.col("code").alias("codes"),
-            pl.col("numeric_value").alias("numeric_values"),
-        )
+    if strategy == "visit_id":  # attaching orphans reorders rows: restore the canonical order
+        keyed = keyed.sort("subject_id", "time", "_hash")
+    per_visit = keyed.group_by("subject_id", "_key", maintain_order=True).agg(
+        pl.col("_vid").first().alias("visit_id"),
+        pl.col("time").min().alias("start"),
+        pl.col("time").max().alias("end"),
+        pl.col("visit_type").drop_nulls().first().alias("visit_type"),
+        pl.col("code").alias("codes"),
+        pl.col("numeric_value").alias("numeric_values"),
     )
-    attributes = subject_attributes(lazy)
+    if strategy == "visit_id":  # visits may interleave: order them by start
+        per_visit = per_visit.sort("subject_id", "start", "end", "_key")
     first_start = pl.col("start").first().over("subject_id")
-    visits = (
-        per_visit.join(attributes.select("subject_id", "birth"), on="subject_id", how="left")
-        .sort("subject_id", "start", "end", "_key")
+    visits = per_visit.join(
+        attributes.select("subject_id", "birth"), on="subject_id", how="left", maintain_order="left"
     ).with_columns(
         pl.int_range(pl.len()).over("subject_id").cast(pl.Int32).alias("visit_index"),
         ((pl.col("start") - first_start).dt.total_microseconds() / _DAY_US).cast(pl.Float32).alias("days_since_first"),
@@ -190,10 +196,7 @@ def group_visits(events: EventFrame | pl.DataFrame | pl.LazyFrame, strategy: Str
         ((pl.col("start") - pl.col("birth")).dt.total_microseconds() / _DAY_US).cast(pl.Float32).alias("age_days"),
     )
     nested = visits.group_by("subject_id", maintain_order=True).agg(
-        pl.struct(
-            "visit_index", "visit_id", "start", "end", "visit_type", "codes", "numeric_values",
-            "days_since_first", "days_since_prev", "age_days",
-        ).alias("visits")
+        pl.struct(*VISIT_STRUCT.to_schema()).alias("visits")
     )
     static = (
         lazy.filter(pl.col("time").is_null())
@@ -201,15 +204,17 @@ def group_visits(events: EventFrame | pl.DataFrame | pl.LazyFrame, strategy: Str
         .group_by("subject_id")
         .agg(pl.col("code").alias("static_codes"))
     )
+    subjects = lazy.select(pl.col("subject_id").unique())
     frame = (
-        attributes.join(static, on="subject_id", how="left")
+        subjects.join(attributes, on="subject_id", how="left")
+        .join(static, on="subject_id", how="left")
         .join(nested, on="subject_id", how="left")
-        .with_columns(pl.col("static_codes").fill_null(pl.lit([], pl.List(pl.String))))
+        .with_columns(
+            pl.col("static_codes").fill_null(pl.lit([], pl.List(pl.String))),
+            pl.col("visits").fill_null(pl.lit([], pl.List(VISIT_STRUCT))),
+        )
+        .select("subject_id", "birth", "death", "sex", "static_codes", "visits")
         .sort("subject_id")
         .collect()
     )
-    frame = frame.with_columns(
-        pl.when(pl.col("visits").is_null()).then(pl.lit([], dtype=frame.schema["visits"])).otherwise(pl.col("visits"))
-        .alias("visits")
-    ).select("subject_id", "birth", "death", "sex", "static_codes", "visits")
     return VisitFrame(frame, strategy)

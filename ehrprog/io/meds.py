@@ -124,7 +124,7 @@ def read_meds(
     parts = [_read_shard(shard, root, visit_id_column, notes) for shard in _shards(root)]
     checked = mark_event_drops(pl.concat(parts, how="vertical_relaxed"))
     if materialize:
-        checked = checked.sort(EVENT_SORT, nulls_last=False).collect()
+        checked = checked.collect()
     meta_dir = root / "metadata" if root.is_dir() else root.parent / "metadata"
     codes, splits, metadata = _read_metadata(meta_dir, notes)
     events = EventFrame(checked, notes=notes, codes=codes, splits=splits, metadata=metadata)

@@ -13,7 +13,7 @@ from ehrprog.events import EventFrame, empty_codes, mark_event_drops
 from ehrprog.io import tabular
 from ehrprog.io.omop_tables import DDL, DEFAULT_TABLES, EVENT_TABLES, KNOWN_CONCEPTS, EventTable
 from ehrprog.accounting import DROP
-from ehrprog.schema import BIRTH_CODE, DEATH_CODE, EVENT_SCHEMA, EVENT_SORT
+from ehrprog.schema import BIRTH_CODE, DEATH_CODE, EVENT_SCHEMA
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +120,7 @@ def _code_expr(concept: str, source_concept: str | None, source_value: str | Non
     return pl.coalesce(std.otherwise(None), src_concept, src_value)
 
 
-def _events_from(
-    folder: _Folder, spec: EventTable, concepts: pl.DataFrame, visit_types: pl.LazyFrame | None, mode: CodeMode
-) -> pl.LazyFrame | None:
+def _events_from(folder: _Folder, spec: EventTable, concepts: pl.DataFrame, mode: CodeMode) -> pl.LazyFrame | None:
     scanned = folder.scan(spec.name)
     if scanned is None:
         return None
@@ -146,7 +144,7 @@ def _events_from(
         # the datetime only where it falls on the row's date.
         precise, day = time_exprs
         time_exprs = [pl.when(day.is_null() | (precise.dt.date() == day.dt.date())).then(precise), day]
-    raw_time_present = pl.any_horizontal([tabular.clean_string(c, schema[c]).is_not_null() for c in times])
+    raw_time_present = pl.any_horizontal([tabular.present(c, schema[c]).fill_null(False) for c in times])
     visit_id = opt(spec.visit, tabular.parse_int)
     if spec.name == "visit_occurrence":
         visit_id = opt("visit_occurrence_id", tabular.parse_int)
@@ -165,7 +163,6 @@ def _events_from(
         visit_id.cast(pl.Int64).alias("visit_id"),
         opt(spec.unit, tabular.clean_string).cast(pl.String).alias("_unit"),
         opt(spec.unit_concept, tabular.parse_int).cast(pl.Int64).alias("_unit_id"),
-        tabular.clean_string("person_id", schema["person_id"]).is_not_null().alias("_has_raw_person"),
     )
     std_codes = concepts.lazy().rename({"concept_id": spec.concept, "code": "_std_code"})
     src_codes = concepts.lazy().rename({"concept_id": "_src_id", "code": "_src_code"})
@@ -178,13 +175,8 @@ def _events_from(
         .join(unit_codes.filter(pl.col("_unit_id") != 0), on="_unit_id", how="left")
     )
     code = _code_expr(spec.concept, "_src_id" if source_concept else None, "_src_value" if source_value else None, mode)
-    if spec.name == "visit_occurrence":
-        visit_type = pl.col("_std_code")
-    elif visit_types is not None:
-        joined = joined.join(visit_types, on="visit_id", how="left")
-        visit_type = pl.col("_visit_type")
-    else:
-        visit_type = pl.lit(None, pl.String)
+    # The visit type rides on the visit's own event; group_visits gives it to the whole visit.
+    visit_type = pl.col("_std_code") if spec.name == "visit_occurrence" else pl.lit(None, pl.String)
     drop = (
         pl.when(pl.col("subject_id").is_null())
         .then(pl.lit("person_id: null or not an integer"))
@@ -345,53 +337,30 @@ def read_omop(
             if condition_era is None:
                 folder.notes.append("no condition_occurrence table: conditions read from condition_era")
 
-    parts = [_person_events(folder, concepts)]
+    people = _person_events(folder, concepts).collect()
     death = _death_events(folder)
-    if death is not None:
-        parts.append(death)
-    visit_types = None
-    if "visit_occurrence" in wanted and tabular.find_table(root, "visit_occurrence") is not None:
-        visits = _events_from(folder, EVENT_TABLES["visit_occurrence"], concepts, None, codes)
-        if visits is not None:
-            visit_types = (
-                visits.filter(pl.col(DROP).is_null() & pl.col("visit_id").is_not_null())
-                .select("visit_id", pl.col("visit_type").alias("_visit_type"))
-                .unique("visit_id", keep="first")
-            )
-            if materialize:
-                visit_types = visit_types.collect().lazy()
-            parts.append(visits)
+    vitals = pl.concat([people, death.collect()]) if death is not None else people
+    parts = [vitals.lazy()]
     for name in wanted:
-        if name == "visit_occurrence":
-            continue
-        part = _events_from(folder, EVENT_TABLES[name], concepts, visit_types, codes)
+        part = _events_from(folder, EVENT_TABLES[name], concepts, codes)
         if part is None:
             folder.notes.append(f"table {name} absent")
             continue
         parts.append(part)
-    checked = mark_event_drops(_mark_unknown_subjects(pl.concat(parts, how="vertical_relaxed")))
+    # Every kept person row yields a MEDS_BIRTH row (a null birth drops the person), so the vital
+    # rows also tell which subjects the person table knows.
+    checked = mark_event_drops(
+        pl.concat(parts, how="vertical_relaxed"),
+        vitals.filter(pl.col("code").is_in([BIRTH_CODE, DEATH_CODE])),
+        known_subjects=True,
+    )
     if materialize:
-        checked = checked.sort(EVENT_SORT, nulls_last=False, maintain_order=False).collect()
+        checked = checked.collect()
     events = EventFrame(checked, notes=folder.notes, codes=_code_metadata(descriptions),
                         metadata={"dataset_name": root.name, "source_format": "omop"})
     if strict:
         events.report.raise_on_drops()
     return events
-
-
-def _mark_unknown_subjects(checked: pl.LazyFrame) -> pl.LazyFrame:
-    people = checked.filter((pl.col("source") == "omop/person") & pl.col(DROP).is_null()).select("subject_id").unique()
-    people = people.with_columns(pl.lit(True).alias("_known"))
-    return (
-        checked.join(people, on="subject_id", how="left")
-        .with_columns(
-            pl.when(pl.col(DROP).is_null() & pl.col("_known").is_null())
-            .then(pl.lit("person_id: not in the person table"))
-            .otherwise(pl.col(DROP))
-            .alias(DROP)
-        )
-        .drop("_known")
-    )
 
 
 def _code_metadata(descriptions: pl.DataFrame) -> pl.DataFrame:

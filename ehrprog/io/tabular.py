@@ -124,6 +124,13 @@ def scan_table(table: TableFile, ddl_versions: dict[str, Sequence[str]], cdm_ver
     return frame
 
 
+def present(column: str, dtype: pl.DataType) -> pl.Expr:
+    """Whether the source holds a value (non-null, and for text not blank), without parsing it."""
+    if dtype == pl.String:
+        return pl.col(column).str.strip_chars().str.len_bytes() > 0
+    return pl.col(column).is_not_null()
+
+
 def clean_string(column: str, dtype: pl.DataType) -> pl.Expr:
     """A column as a trimmed string, with empty strings as null."""
     expr = pl.col(column).cast(pl.String).str.strip_chars()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from ehrprog.events import EventFrame, subject_attributes
+from ehrprog.events import EventFrame
 from ehrprog.tasks.progression import ProgressionTask
 from ehrprog.tasks.rules import DiagnosisCode, LabThreshold, StagingRule, match_code_lists
 from ehrprog.visits import Strategy
@@ -119,7 +119,7 @@ class CKDProgression(ProgressionTask):
     def derived_lab_values(self, events: EventFrame, counts: dict[str, int]) -> dict[str, pl.LazyFrame]:
         if not self.compute_egfr:
             return {}
-        codes = events.lazy.select("code").unique().collect()["code"]
+        codes = events.unique_codes()
         found = match_code_lists(
             {"mass": CREATININE_MASS_CODES, "molar": CREATININE_MOLAR_CODES, "egfr": EGFR_CODES},
             codes, events.codes,
@@ -127,14 +127,15 @@ class CKDProgression(ProgressionTask):
         creat = found.filter(pl.col("name") != "egfr")
         if creat.height == 0:
             return {}
-        egfr_times = (
-            events.lazy.join(found.filter(pl.col("name") == "egfr").select("code").lazy(), on="code", how="semi")
-            .select("subject_id", "time")
-            .unique()
-        )
-        people = subject_attributes(events.lazy).select("subject_id", "birth", "sex")
+        egfr_codes = found.filter(pl.col("name") == "egfr")["code"]
+        egfr_times = events.lazy.filter(pl.col("code").is_in(egfr_codes.implode())).select("subject_id", "time").unique()
+        people = events.subjects().lazy().select("subject_id", "birth", "sex")
         rows = (
-            events.lazy.filter(pl.col("time").is_not_null() & pl.col("numeric_value").is_not_null())
+            events.lazy.filter(
+                pl.col("code").is_in(creat["code"].implode())
+                & pl.col("time").is_not_null()
+                & pl.col("numeric_value").is_not_null()
+            )
             .join(creat.lazy(), on="code", how="inner")
             .join(egfr_times, on=["subject_id", "time"], how="anti")
             .join(people, on="subject_id", how="left")

@@ -7,7 +7,7 @@ from typing import Literal
 import polars as pl
 
 from ehrprog.errors import EmptyCohortError
-from ehrprog.events import EventFrame, subject_attributes
+from ehrprog.events import EventFrame
 from ehrprog.schema import LABEL_SCHEMA
 from ehrprog.tasks.cohort import Cohort, CohortX
 from ehrprog.tasks.rules import StagingRule
@@ -58,10 +58,8 @@ class ProgressionTask:
     # ---------------------------------------------------------------- staging
     def lab_values(self, events: EventFrame, lab: str, codes: pl.DataFrame) -> pl.LazyFrame:
         """Recorded values of one lab as ``subject_id``, ``time``, ``code``, ``value`` (in the lab's unit)."""
-        return (
-            events.lazy.filter(pl.col("time").is_not_null())
-            .join(codes.lazy(), on="code", how="inner")
-            .select("subject_id", "time", "code", pl.col("numeric_value").cast(pl.Float64).alias("value"))
+        return events.lazy.filter(pl.col("time").is_not_null() & pl.col("code").is_in(codes["code"].implode())).select(
+            "subject_id", "time", "code", pl.col("numeric_value").cast(pl.Float64).alias("value")
         )
 
     def derived_lab_values(self, events: EventFrame, counts: dict[str, int]) -> dict[str, pl.LazyFrame]:
@@ -70,12 +68,13 @@ class ProgressionTask:
 
     def _stage(self, events: EventFrame, include_unstaged: bool) -> tuple[pl.DataFrame, dict[str, int]]:
         counts: dict[str, int] = {}
-        codes = events.lazy.select("code").unique().collect()["code"]
+        codes = events.unique_codes()
+        timed = events.lazy.filter(pl.col("time").is_not_null())
         parts: list[pl.LazyFrame] = []
         dx = self.rule.match_diagnoses(codes)
         if dx.height:
             parts.append(
-                events.lazy.filter(pl.col("time").is_not_null())
+                timed.filter(pl.col("code").is_in(dx["code"].implode()))
                 .join(dx.lazy(), on="code", how="inner")
                 .select(
                     "subject_id", "time", "stage", pl.lit("diagnosis").alias("source"), "code",
@@ -89,14 +88,15 @@ class ProgressionTask:
             values = [self.lab_values(events, lab.name, lab_codes).with_columns(pl.lit(False).alias("computed"))]
             if lab.name in derived:
                 values.append(derived[lab.name].with_columns(pl.lit(True).alias("computed")))
-            staged = pl.concat(values, how="vertical_relaxed").with_columns(
-                lab.stage_expr(pl.col("value")).alias("stage"), pl.lit(lab.name).alias("source")
+            staged = (
+                pl.concat(values, how="vertical_relaxed")
+                .with_columns(lab.stage_expr(pl.col("value")).alias("stage"), pl.lit(lab.name).alias("source"))
+                .collect()
             )
-            collected = staged.collect()
-            unstaged = collected.filter(pl.col("stage").is_null())
-            if unstaged.height:
-                counts[f"{lab.name}: value missing or outside the plausible range {lab.plausible}"] = unstaged.height
-            parts.append(collected.lazy().filter(pl.col("stage").is_not_null()).select(*STAGE_EVENT_SCHEMA))
+            unstaged = staged.filter(pl.col("stage").is_null()).height
+            if unstaged:
+                counts[f"{lab.name}: value missing or outside the plausible range {lab.plausible}"] = unstaged
+            parts.append(staged.lazy().filter(pl.col("stage").is_not_null()).select(*STAGE_EVENT_SCHEMA))
         if not parts:
             return pl.DataFrame(schema=STAGE_EVENT_SCHEMA), counts
         frame = pl.concat(parts, how="vertical_relaxed").select(
@@ -119,7 +119,7 @@ class ProgressionTask:
         return self._stage(events, include_unstaged)[0]
 
     # ---------------------------------------------------------------- cohort
-    def build(self, events: EventFrame) -> Cohort:
+    def build(self, events: EventFrame, visits: VisitFrame | None = None) -> Cohort:
         """Prediction points at every staged visit, with next-stage and time-to-progression targets.
 
         A point's prediction time is the end of a visit holding a stage record; its current stage is
@@ -127,6 +127,10 @@ class ProgressionTask:
         the prediction time (highest if several at that time); ``event``/``time_to_event_days`` = the
         first later record of a higher stage, else censoring at the subject's last record (death
         censors). Inputs are the visits that ended by the prediction time.
+
+        Args:
+            events: the events.
+            visits: the events already grouped with this task's strategy (saves regrouping).
 
         Raises:
             EmptyCohortError: no prediction point could be made.
@@ -146,10 +150,23 @@ class ProgressionTask:
         if records.height == 0:
             raise EmptyCohortError(f"no {self.rule.name} stage records found: no cohort can be built",
                                    file=str(events.metadata.get("dataset_name", "")) or None)
-        visit_frame = group_visits(events, self.visits)
-        visits = visit_frame.visits().select("subject_id", "visit_index", "start", "end")
-        points = self._points(records, visits)
-        points = self._targets(points, records, events)
+        if visits is not None and visits.strategy != self.visits:
+            raise ValueError(f"visits were grouped with {visits.strategy!r}, this task uses {self.visits!r}")
+        visit_frame = visits if visits is not None else group_visits(events, self.visits)
+        staged_subjects = records.select("subject_id").unique()
+        spans = (
+            visit_frame.frame.join(staged_subjects, on="subject_id", how="semi")
+            .select("subject_id", "death", pl.col("visits").list.eval(pl.element().struct.field("start")).alias("s"),
+                    pl.col("visits").list.eval(pl.element().struct.field("end")).alias("e"),
+                    pl.col("visits").list.eval(pl.element().struct.field("visit_index")).alias("i"))
+        )
+        flat = spans.select("subject_id", "s", "e", "i").explode("s", "e", "i").drop_nulls("s").rename(
+            {"s": "start", "e": "end", "i": "visit_index"})
+        points = self._points(records, flat)
+        follow_up = flat.group_by("subject_id").agg(pl.col("end").max().alias("_last")).join(
+            spans.select("subject_id", "death"), on="subject_id", how="left"
+        ).select("subject_id", pl.max_horizontal("_last", "death").alias("_censor"))
+        points = self._targets(points, records, follow_up)
         if self.exclude_final_stage:
             final = points.filter(pl.col("current_stage") >= self.rule.n_stages)
             if final.height:
@@ -206,7 +223,8 @@ class ProgressionTask:
             check_sortedness=False,
         ).with_columns(pl.col("n_visits").fill_null(0).cast(pl.Int32)).drop("_cum_end")
 
-    def _targets(self, points: pl.DataFrame, records: pl.DataFrame, events: EventFrame) -> pl.DataFrame:
+    def _targets(self, points: pl.DataFrame, records: pl.DataFrame, follow_up: pl.DataFrame) -> pl.DataFrame:
+        """Next stage and time to the first higher stage; ``follow_up`` gives each subject's censoring time."""
         per_time = records.group_by("subject_id", "time").agg(pl.col("stage").max()).sort("subject_id", "time")
         points = points.sort("subject_id", "prediction_time")
         with_next = points.join_asof(
@@ -225,14 +243,6 @@ class ProgressionTask:
                 allow_exact_matches=False, check_sortedness=False,
             ))
         targets = pl.concat(parts)
-        follow_up = (
-            events.lazy.filter(pl.col("time").is_not_null())
-            .group_by("subject_id")
-            .agg(pl.col("time").max().alias("_last"))
-            .join(subject_attributes(events.lazy).select("subject_id", "death"), on="subject_id", how="left")
-            .select("subject_id", pl.min_horizontal("_last", "death").alias("_censor"))
-            .collect()
-        )
         end = pl.coalesce("_event_time", "_censor")
         return (
             targets.join(follow_up, on="subject_id", how="left")
