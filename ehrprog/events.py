@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import polars as pl
@@ -30,7 +31,9 @@ class EventFrame:
         codes: pl.DataFrame | None = None,
         splits: pl.DataFrame | None = None,
         metadata: dict[str, Any] | None = None,
+        plan: Callable[[pl.Expr | None], pl.LazyFrame] | None = None,
     ) -> None:
+        self._plan = plan
         self._notes = list(notes or [])
         self._report: IngestReport | None = None
         self._unique_codes: pl.Series | None = None
@@ -86,6 +89,35 @@ class EventFrame:
     def in_memory(self) -> bool:
         """Whether the events are held in memory (then ordered by subject, time and row hash)."""
         return self._kept is not None
+
+    def shards(self, n_shards: int) -> Iterator[pl.DataFrame]:
+        """The kept events in ``n_shards`` subject shards (by subject-id hash), each ordered by subject and time.
+
+        For a lazy frame each shard is computed on its own, so memory stays bounded by the
+        largest shard, and the ingest report is accumulated shard by shard as they are read.
+        """
+        if n_shards < 1:
+            raise ValueError(f"n_shards must be at least 1, got {n_shards}")
+        bucket = pl.col("subject_id").hash(seed=0) % n_shards
+        if self._kept is not None:
+            for shard in range(n_shards):
+                yield self._kept.filter(bucket == shard)
+            return
+        counts = []
+        for shard in range(n_shards):
+            # The reader's plan applies the subject filter at every source, below the sort.
+            plan = self._plan(bucket == shard) if self._plan is not None else self._checked.filter(bucket == shard)
+            part = plan.collect(engine="streaming")
+            counts.append(IngestReport.from_checked(part, self._notes).counts)
+            yield part.filter(pl.col(DROP).is_null()).drop(DROP)
+        if self._report is None:
+            merged = (
+                pl.concat(counts)
+                .group_by("source", "reason")
+                .agg(pl.col("rows").sum())
+                .sort("source", "reason", nulls_last=False)
+            )
+            self._report = IngestReport(merged, list(self._notes))
 
     def unique_codes(self) -> pl.Series:
         """The distinct codes of the kept events (cached for in-memory frames)."""

@@ -114,3 +114,15 @@ def test_write_meds_streams_a_lazy_frame_and_writes_splits(tmp_path, sim_omop):
     assert (out / "data" / "held_out" / "0.parquet").exists()
     back = ep.read_meds(out).collect()
     assert back.height == events.report.rows_kept
+
+
+def test_streamed_conversion_counts_the_same_rows_as_an_in_memory_read(tmp_path):
+    source = shared_path("synpuf_1k_omop")
+    eager = ep.read_omop(source)
+    lazy = ep.read_omop(source, materialize=False)
+    out = ep.write_meds(lazy, tmp_path / "meds", n_shards=4)
+    assert len(list((out / "data").glob("*.parquet"))) == 4
+    assert lazy.report.counts.equals(eager.report.counts)
+    back = ep.read_meds(out).collect().sort(EVENT_SORT, nulls_last=False)
+    assert back.equals(eager.collect().sort(EVENT_SORT, nulls_last=False))
+    assert back.group_by("subject_id").agg(pl.col("source").n_unique()).height == 1000

@@ -21,7 +21,7 @@ from ehrprog.errors import InputError
 from ehrprog.events import EventFrame, empty_codes, mark_event_drops
 from ehrprog.io import tabular
 from ehrprog.accounting import DROP
-from ehrprog.schema import EVENT_SCHEMA, EVENT_SORT, MEDS_CORE_COLUMNS
+from ehrprog.schema import EVENT_SCHEMA, MEDS_CORE_COLUMNS
 
 MEDS_VERSION = "0.4.1"
 
@@ -122,12 +122,18 @@ def read_meds(
         raise InputError("MEDS dataset not found", file=str(root))
     notes: list[str] = []
     parts = [_read_shard(shard, root, visit_id_column, notes) for shard in _shards(root)]
-    checked = mark_event_drops(pl.concat(parts, how="vertical_relaxed"))
+
+    def plan(subjects: pl.Expr | None = None) -> pl.LazyFrame:
+        """The checked events, optionally for a subset of subjects only (filtered at every shard)."""
+        shards = parts if subjects is None else [part.filter(subjects) for part in parts]
+        return mark_event_drops(pl.concat(shards, how="vertical_relaxed"))
+
+    checked = plan()
     if materialize:
         checked = checked.collect()
     meta_dir = root / "metadata" if root.is_dir() else root.parent / "metadata"
     codes, splits, metadata = _read_metadata(meta_dir, notes)
-    events = EventFrame(checked, notes=notes, codes=codes, splits=splits, metadata=metadata)
+    events = EventFrame(checked, notes=notes, codes=codes, splits=splits, metadata=metadata, plan=plan)
     if strict:
         events.report.raise_on_drops()
     return events
@@ -169,12 +175,23 @@ def _read_metadata(meta_dir: Path, notes: list[str]) -> tuple[pl.DataFrame, pl.D
     return codes, splits, metadata
 
 
-def write_meds(events: EventFrame, path: str | Path, *, dataset_name: str | None = None) -> Path:
-    """Write events as a MEDS v0.4 dataset, streaming (the events need not fit in memory).
+def write_meds(
+    events: EventFrame, path: str | Path, *, dataset_name: str | None = None, n_shards: int | None = None
+) -> Path:
+    """Write events as a MEDS v0.4 dataset.
 
-    Layout: ``data/<split>/0.parquet`` per split when the events carry subject splits, else
-    ``data/0.parquet``; ``metadata/codes.parquet``, ``metadata/dataset.json`` and, with splits,
-    ``metadata/subject_splits.parquet``. Shards are sorted by subject and time, as MEDS requires.
+    Layout: ``data/[<split>/]<shard>.parquet`` (a split level when the events carry subject
+    splits; subjects without a split go to ``train``), ``metadata/codes.parquet``,
+    ``metadata/dataset.json`` and, with splits, ``metadata/subject_splits.parquet``. Each shard
+    holds whole subjects, ordered by subject and time, as MEDS requires.
+
+    Args:
+        events: the events; a lazy frame (``read_omop(..., materialize=False)``) is streamed shard
+            by shard, so the dataset need not fit in memory.
+        path: the dataset root (created).
+        dataset_name: for ``dataset.json``; default the source's name.
+        n_shards: subject shards to write; default 1 for in-memory events and 8 for lazy ones.
+            Peak memory is about that of the largest shard.
 
     Returns:
         The dataset root.
@@ -182,25 +199,26 @@ def write_meds(events: EventFrame, path: str | Path, *, dataset_name: str | None
     root = Path(path)
     (root / "data").mkdir(parents=True, exist_ok=True)
     (root / "metadata").mkdir(parents=True, exist_ok=True)
-    ordered = events.lazy.sort(EVENT_SORT, nulls_last=False)
-    if events.splits is not None:
-        split_of = events.splits.lazy().select("subject_id", "split")
-        tagged = ordered.join(split_of, on="subject_id", how="left").with_columns(pl.col("split").fill_null("train"))
-        for split in sorted(set(events.splits["split"].to_list()) | {"train"}):
-            part = tagged.filter(pl.col("split") == split).drop("split")
+    shards = n_shards if n_shards is not None else (1 if events.in_memory else 8)
+    split_of = events.splits.select("subject_id", "split") if events.splits is not None else None
+    for index, shard in enumerate(events.shards(shards)):
+        if split_of is None:
+            _write_shard(shard, root / "data" / f"{index}.parquet")
+            continue
+        tagged = shard.join(split_of, on="subject_id", how="left", maintain_order="left").with_columns(
+            pl.col("split").fill_null("train")
+        )
+        for (split,), part in tagged.group_by("split", maintain_order=True):
             (root / "data" / split).mkdir(exist_ok=True)
-            _write_shard(part, root / "data" / split / "0.parquet")
+            _write_shard(part.drop("split"), root / "data" / split / f"{index}.parquet")
+    if events.splits is not None:
         pq.write_table(
             events.splits.select("subject_id", "split").to_arrow().cast(
                 pa.schema([("subject_id", pa.int64()), ("split", pa.string())])
             ),
             root / "metadata" / "subject_splits.parquet",
         )
-    else:
-        _write_shard(ordered, root / "data" / "0.parquet")
-    pq.write_table(
-        events.codes.to_arrow().cast(_CODES_ARROW_SCHEMA), root / "metadata" / "codes.parquet"
-    )
+    pq.write_table(events.codes.to_arrow().cast(_CODES_ARROW_SCHEMA), root / "metadata" / "codes.parquet")
     metadata = {
         "dataset_name": dataset_name or events.metadata.get("dataset_name", root.name),
         "dataset_version": str(events.metadata.get("dataset_version", "1")),
@@ -233,11 +251,9 @@ _CODES_ARROW_SCHEMA = pa.schema(
 )
 
 
-def _write_shard(frame: pl.LazyFrame, path: Path, chunk_size: int = 1_000_000) -> None:
-    """Stream a lazy event frame into one Parquet shard in batches, with MEDS's Arrow types."""
-    with pq.ParquetWriter(path, _DATA_ARROW_SCHEMA, compression="zstd") as writer:
-        for batch in frame.collect_batches(chunk_size=chunk_size, engine="streaming"):
-            writer.write_table(batch.to_arrow().cast(_DATA_ARROW_SCHEMA))
+def _write_shard(frame: pl.DataFrame, path: Path) -> None:
+    """Write one Parquet shard with the Arrow types the ``meds`` package validates."""
+    pq.write_table(frame.to_arrow().cast(_DATA_ARROW_SCHEMA), path, compression="zstd")
 
 
 def _version() -> str:

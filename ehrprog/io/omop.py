@@ -347,17 +347,21 @@ def read_omop(
             folder.notes.append(f"table {name} absent")
             continue
         parts.append(part)
-    # Every kept person row yields a MEDS_BIRTH row (a null birth drops the person), so the vital
-    # rows also tell which subjects the person table knows.
-    checked = mark_event_drops(
-        pl.concat(parts, how="vertical_relaxed"),
-        vitals.filter(pl.col("code").is_in([BIRTH_CODE, DEATH_CODE])),
-        known_subjects=True,
-    )
+    vital_rows = vitals.filter(pl.col("code").is_in([BIRTH_CODE, DEATH_CODE]))
+
+    def plan(subjects: pl.Expr | None = None) -> pl.LazyFrame:
+        """The checked events, optionally for a subset of subjects only (filtered at every table)."""
+        tables = parts if subjects is None else [part.filter(subjects) for part in parts]
+        known = vital_rows if subjects is None else vital_rows.filter(subjects)
+        # Every kept person row yields a MEDS_BIRTH row (a null birth drops the person), so the
+        # vital rows also tell which subjects the person table knows.
+        return mark_event_drops(pl.concat(tables, how="vertical_relaxed"), known, known_subjects=True)
+
+    checked = plan()
     if materialize:
         checked = checked.collect()
     events = EventFrame(checked, notes=folder.notes, codes=_code_metadata(descriptions),
-                        metadata={"dataset_name": root.name, "source_format": "omop"})
+                        metadata={"dataset_name": root.name, "source_format": "omop"}, plan=plan)
     if strict:
         events.report.raise_on_drops()
     return events

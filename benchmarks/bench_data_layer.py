@@ -1,0 +1,138 @@
+"""Data-layer benchmark: OMOP Parquet -> VisitFrame -> CKD cohort, ehrprog vs a pandas loop.
+
+Usage: ``python benchmarks/bench_data_layer.py [--subjects 100000] [--baseline-subjects 5000]``
+
+Every figure is measured in this run, each pipeline in its own process so that its peak
+resident memory (ru_maxrss) is its own:
+
+1. ehrprog on the large simulated cohort (default 100,000 subjects): events/s and peak memory,
+   beside the in-memory Arrow size of the input tables.
+2. ehrprog and the pandas baseline (``pandas_baseline.py``, loops over patients and visits) on
+   the same smaller cohort; the speed-up is the ratio of their wall times.
+3. Streaming conversion of the large cohort to MEDS (``read_omop(materialize=False)`` +
+   ``write_meds``): time and peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / "_data"
+
+EHRPROG = """
+import json, sys, time
+import ehrprog as ep
+start = time.perf_counter()
+events = ep.read_omop(sys.argv[1])
+read = time.perf_counter()
+visits = ep.group_visits(events, "same_day")
+grouped = time.perf_counter()
+cohort = ep.tasks.CKDProgression(visits="same_day").build(events, visits)
+done = time.perf_counter()
+print(json.dumps({"events": events.report.rows_kept, "points": len(cohort.X), "seconds": done - start,
+                  "read_s": read - start, "visits_s": grouped - read, "cohort_s": done - grouped}))
+"""
+PANDAS = """
+import json, sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+from pandas_baseline import build_cohort
+start = time.perf_counter()
+events, points = build_cohort(Path(sys.argv[1]))
+print(json.dumps({"events": events, "points": len(points), "seconds": time.perf_counter() - start}))
+"""
+CONVERT = """
+import json, sys, time
+import ehrprog as ep
+start = time.perf_counter()
+events = ep.read_omop(sys.argv[1], materialize=False)
+ep.write_meds(events, sys.argv[2])
+print(json.dumps({"events": events.report.rows_kept, "seconds": time.perf_counter() - start}))
+"""
+
+
+def run(code: str, *args: str) -> dict:
+    """Run ``code`` in a fresh Python; return its JSON result plus its peak RSS in MiB."""
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    out = proc.stdout.read()
+    if status != 0:
+        raise SystemExit(f"benchmark step failed ({status}):\n{out}")
+    result = json.loads(out.strip().splitlines()[-1])
+    result["peak_rss_mib"] = usage.ru_maxrss / 1024  # KiB on Linux
+    return result
+
+
+ARROW_SIZE = """
+import json, sys
+from pathlib import Path
+import pyarrow.parquet as pq
+print(json.dumps({"mib": sum(pq.read_table(p).nbytes for p in Path(sys.argv[1]).glob("*.parquet")) / 2**20}))
+"""
+SIMULATE = """
+import json, sys
+import ehrprog as ep
+ep.datasets.simulate_ckd(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])
+print(json.dumps({}))
+"""
+
+
+def ensure_cohort(n: int, seed: int) -> Path:
+    """Simulate (once, cached under benchmarks/_data) in a child process: Linux keeps a process's
+    peak RSS across fork and exec, so this parent must stay small for the children's figures."""
+    root = DATA / f"omop_{n}_{seed}"
+    if not (root / "person.parquet").exists():
+        run(SIMULATE, str(n), str(seed), str(root))
+    return root
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--subjects", type=int, default=100_000)
+    parser.add_argument("--baseline-subjects", type=int, default=5_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-convert", action="store_true")
+    args = parser.parse_args()
+
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
+          f"{platform.python_version()}")
+    large = ensure_cohort(args.subjects, args.seed)
+    small = ensure_cohort(args.baseline_subjects, args.seed)
+    arrow = run(ARROW_SIZE, str(large))["mib"]
+
+    big = run(EHRPROG, str(large))
+    print(f"\n[1] ehrprog, {args.subjects:,} subjects, {big['events']:,} events -> {big['points']:,} prediction points")
+    print(f"    wall {big['seconds']:.2f} s (read {big['read_s']:.2f}, visits {big['visits_s']:.2f}, "
+          f"cohort {big['cohort_s']:.2f}) = {big['events'] / big['seconds']:,.0f} events/s")
+    print(f"    peak RSS {big['peak_rss_mib']:,.0f} MiB; input Arrow size {arrow:,.0f} MiB "
+          f"(ratio {big['peak_rss_mib'] / arrow:.2f}x)")
+
+    ours = run(EHRPROG, str(small))
+    theirs = run(PANDAS, str(small), str(HERE))
+    print(f"\n[2] same {args.baseline_subjects:,}-subject cohort ({ours['events']:,} events):")
+    print(f"    ehrprog          {ours['seconds']:8.2f} s  {ours['events'] / ours['seconds']:>12,.0f} events/s  "
+          f"{ours['points']:,} points  peak {ours['peak_rss_mib']:,.0f} MiB")
+    print(f"    pandas loop      {theirs['seconds']:8.2f} s  {theirs['events'] / theirs['seconds']:>12,.0f} events/s  "
+          f"{theirs['points']:,} points  peak {theirs['peak_rss_mib']:,.0f} MiB")
+    print(f"    speed-up {theirs['seconds'] / ours['seconds']:.1f}x; at 100k scale ehrprog's throughput is "
+          f"{(big['events'] / big['seconds']) / (theirs['events'] / theirs['seconds']):.1f}x the baseline's")
+
+    if not args.skip_convert:
+        out = DATA / f"meds_{args.subjects}_{args.seed}"
+        conv = run(CONVERT, str(large), str(out))
+        print(f"\n[3] streaming OMOP -> MEDS, {args.subjects:,} subjects: {conv['seconds']:.2f} s, "
+              f"{conv['events'] / conv['seconds']:,.0f} events/s, peak RSS {conv['peak_rss_mib']:,.0f} MiB "
+              f"({conv['peak_rss_mib'] / arrow:.2f}x the input's Arrow size)")
+    print(f"\nrun at {time.strftime('%Y-%m-%d %H:%M:%S')}")
+
+
+if __name__ == "__main__":
+    main()
