@@ -102,35 +102,49 @@ def main() -> None:
     parser.add_argument("--skip-convert", action="store_true")
     args = parser.parse_args()
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
-          f"{platform.python_version()}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}"
+    )
     large = ensure_cohort(args.subjects, args.seed)
     small = ensure_cohort(args.baseline_subjects, args.seed)
     arrow = run(ARROW_SIZE, str(large))["mib"]
 
     big = run(EHRPROG, str(large))
     print(f"\n[1] ehrprog, {args.subjects:,} subjects, {big['events']:,} events -> {big['points']:,} prediction points")
-    print(f"    wall {big['seconds']:.2f} s (read {big['read_s']:.2f}, visits {big['visits_s']:.2f}, "
-          f"cohort {big['cohort_s']:.2f}) = {big['events'] / big['seconds']:,.0f} events/s")
-    print(f"    peak RSS {big['peak_rss_mib']:,.0f} MiB; input Arrow size {arrow:,.0f} MiB "
-          f"(ratio {big['peak_rss_mib'] / arrow:.2f}x)")
+    print(
+        f"    wall {big['seconds']:.2f} s (read {big['read_s']:.2f}, visits {big['visits_s']:.2f}, "
+        f"cohort {big['cohort_s']:.2f}) = {big['events'] / big['seconds']:,.0f} events/s"
+    )
+    print(
+        f"    peak RSS {big['peak_rss_mib']:,.0f} MiB; input Arrow size {arrow:,.0f} MiB "
+        f"(ratio {big['peak_rss_mib'] / arrow:.2f}x)"
+    )
 
     ours = run(EHRPROG, str(small))
     theirs = run(PANDAS, str(small), str(HERE))
     print(f"\n[2] same {args.baseline_subjects:,}-subject cohort ({ours['events']:,} events):")
-    print(f"    ehrprog          {ours['seconds']:8.2f} s  {ours['events'] / ours['seconds']:>12,.0f} events/s  "
-          f"{ours['points']:,} points  peak {ours['peak_rss_mib']:,.0f} MiB")
-    print(f"    pandas loop      {theirs['seconds']:8.2f} s  {theirs['events'] / theirs['seconds']:>12,.0f} events/s  "
-          f"{theirs['points']:,} points  peak {theirs['peak_rss_mib']:,.0f} MiB")
-    print(f"    speed-up {theirs['seconds'] / ours['seconds']:.1f}x; at 100k scale ehrprog's throughput is "
-          f"{(big['events'] / big['seconds']) / (theirs['events'] / theirs['seconds']):.1f}x the baseline's")
+    print(
+        f"    ehrprog          {ours['seconds']:8.2f} s  {ours['events'] / ours['seconds']:>12,.0f} events/s  "
+        f"{ours['points']:,} points  peak {ours['peak_rss_mib']:,.0f} MiB"
+    )
+    print(
+        f"    pandas loop      {theirs['seconds']:8.2f} s  {theirs['events'] / theirs['seconds']:>12,.0f} events/s  "
+        f"{theirs['points']:,} points  peak {theirs['peak_rss_mib']:,.0f} MiB"
+    )
+    print(
+        f"    speed-up {theirs['seconds'] / ours['seconds']:.1f}x; at 100k scale ehrprog's throughput is "
+        f"{(big['events'] / big['seconds']) / (theirs['events'] / theirs['seconds']):.1f}x the baseline's"
+    )
 
     if not args.skip_convert:
         out = DATA / f"meds_{args.subjects}_{args.seed}"
         conv = run(CONVERT, str(large), str(out))
-        print(f"\n[3] streaming OMOP -> MEDS, {args.subjects:,} subjects: {conv['seconds']:.2f} s, "
-              f"{conv['events'] / conv['seconds']:,.0f} events/s, peak RSS {conv['peak_rss_mib']:,.0f} MiB "
-              f"({conv['peak_rss_mib'] / arrow:.2f}x the input's Arrow size)")
+        print(
+            f"\n[3] streaming OMOP -> MEDS, {args.subjects:,} subjects: {conv['seconds']:.2f} s, "
+            f"{conv['events'] / conv['seconds']:,.0f} events/s, peak RSS {conv['peak_rss_mib']:,.0f} MiB "
+            f"({conv['peak_rss_mib'] / arrow:.2f}x the input's Arrow size)"
+        )
     print(f"\nrun at {time.strftime('%Y-%m-%d %H:%M:%S')}")
 
 

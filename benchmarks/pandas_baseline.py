@@ -42,29 +42,37 @@ def build_cohort(root: Path) -> tuple[int, list[dict]]:
     """Returns (number of events read, prediction points)."""
     person = pd.read_parquet(root / "person.parquet")
     concept = pd.read_parquet(root / "concept.parquet")
-    code_of = {cid: f"{v}/{c}" for cid, v, c in zip(concept.concept_id, concept.vocabulary_id, concept.concept_code)}
+    code_of = {
+        cid: f"{v}/{c}"
+        for cid, v, c in zip(concept.concept_id, concept.vocabulary_id, concept.concept_code, strict=True)
+    }
     frames = []
     for table, (concept_col, time_col, value_col, unit_col) in TABLES.items():
         df = pd.read_parquet(root / f"{table}.parquet")
-        out = pd.DataFrame({"person_id": df.person_id, "time": pd.to_datetime(df[time_col]),
-                            "concept_id": df[concept_col]})
+        out = pd.DataFrame(
+            {"person_id": df.person_id, "time": pd.to_datetime(df[time_col]), "concept_id": df[concept_col]}
+        )
         out["value"] = df[value_col] if value_col else float("nan")
         out["unit"] = df[unit_col] if unit_col else None
         frames.append(out)
     events = pd.concat(frames, ignore_index=True)
     events["code"] = events.concept_id.map(code_of)
     events = events.sort_values(["person_id", "time"])
-    birth = dict(zip(person.person_id, pd.to_datetime(person.birth_datetime)))
-    female = dict(zip(person.person_id, person.gender_concept_id == 8532))
+    birth = dict(zip(person.person_id, pd.to_datetime(person.birth_datetime), strict=True))
+    female = dict(zip(person.person_id, person.gender_concept_id == 8532, strict=True))
     points = []
     for pid, patient in events.groupby("person_id"):
         visits = []
         evidence = False  # a CKD diagnosis, or a lab stage of 3 or worse (as CKDProgression requires)
         for day, visit in patient.groupby(patient.time.dt.normalize()):
             stage = None
-            egfr_times = {t for t, code in zip(visit.time, visit.code) if str(code).removeprefix("LOINC/") in EGFR_LOINC}
+            egfr_times = {
+                t
+                for t, code in zip(visit.time, visit.code, strict=True)
+                if str(code).removeprefix("LOINC/") in EGFR_LOINC
+            }
             for time_, concept_id, code, value, unit in zip(
-                visit.time, visit.concept_id, visit.code, visit.value, visit.unit
+                visit.time, visit.concept_id, visit.code, visit.value, visit.unit, strict=True
             ):
                 s = CKD_CONCEPTS.get(concept_id)
                 evidence = evidence or s is not None
@@ -88,7 +96,7 @@ def build_cohort(root: Path) -> tuple[int, list[dict]]:
             if stage is None or stage >= 5:
                 continue
             next_stage, event_time = None, None
-            for _d2, end2, stage2, _c2 in visits[i + 1:]:
+            for _d2, end2, stage2, _c2 in visits[i + 1 :]:
                 if stage2 is None:
                     continue
                 if next_stage is None:
@@ -98,6 +106,14 @@ def build_cohort(root: Path) -> tuple[int, list[dict]]:
                     break
             tte = ((event_time or last) - end).days
             if tte > 0:
-                points.append({"subject_id": pid, "prediction_time": end, "history": visits[: i + 1],
-                               "stage": next_stage, "event": event_time is not None, "time_to_event_days": tte})
+                points.append(
+                    {
+                        "subject_id": pid,
+                        "prediction_time": end,
+                        "history": visits[: i + 1],
+                        "stage": next_stage,
+                        "event": event_time is not None,
+                        "time_to_event_days": tte,
+                    }
+                )
     return len(events), points

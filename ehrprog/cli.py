@@ -45,9 +45,13 @@ def _inspect(args: argparse.Namespace) -> int:
     stages = CKDProgression(visits=args.visits).stage_events(events, include_unstaged=True)
     if stages.height:
         per_stage = stages.group_by("stage", "source").agg(pl.col("subject_id").n_unique().alias("subjects"))
-        print("CKD stage records (subjects): " + ", ".join(
-            f"stage {r['stage'] if r['stage'] is not None else '?'} by {r['source']}: {r['subjects']:,}"
-            for r in per_stage.sort("stage", "source", nulls_last=True).iter_rows(named=True)))
+        print(
+            "CKD stage records (subjects): "
+            + ", ".join(
+                f"stage {r['stage'] if r['stage'] is not None else '?'} by {r['source']}: {r['subjects']:,}"
+                for r in per_stage.sort("stage", "source", nulls_last=True).iter_rows(named=True)
+            )
+        )
     else:
         print("CKD stage records: none")
     print("ingest report:")
@@ -81,8 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = sub.add_parser("inspect", help="summarise an OMOP or MEDS dataset and its ingest report")
     inspect.add_argument("path", type=Path)
     inspect.add_argument("--format", choices=["auto", "omop", "meds"], default="auto")
-    inspect.add_argument("--visits", type=_visit_strategy, default="same_day",
-                         help="same_day (default), visit_id or gap:HOURS")
+    inspect.add_argument(
+        "--visits", type=_visit_strategy, default="same_day", help="same_day (default), visit_id or gap:HOURS"
+    )
     inspect.add_argument("--top", type=int, default=10, help="how many frequent codes to list")
     inspect.set_defaults(func=_inspect)
     convert = sub.add_parser("convert", help="convert between formats")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -51,11 +52,46 @@ class EventFrame:
         self.metadata = dict(metadata or {})
 
     @classmethod
+    def from_plan(
+        cls, plan: Callable[[pl.Expr | None], pl.LazyFrame], subject_ids: pl.Series, **kwargs: Any
+    ) -> EventFrame:
+        """Read a reader's plan into memory in subject-range pieces, to bound the peak memory.
+
+        The pieces (about 12,500 subjects each, at most 16) are counted and filtered one by one,
+        so the intermediate columns of only one piece are alive at a time; concatenated in subject
+        order they keep the frame ordered by subject and time.
+        """
+        ids = subject_ids.drop_nulls().unique().sort()
+        n_pieces = max(1, min(16, -(-ids.len() // 12_500)))
+        cuts = [ids[int(ids.len() * i / n_pieces)] for i in range(1, n_pieces)]
+        kept, counts = [], []
+        for low, high in zip([None, *cuts], [*cuts, None], strict=True):
+            predicate = None
+            if low is not None or high is not None:
+                predicate = pl.lit(True)
+                if low is not None:
+                    predicate = predicate & (pl.col("subject_id") >= low)
+                if high is not None:
+                    predicate = predicate & (pl.col("subject_id") < high)
+            if n_pieces > 1 and high is None:  # rows with a null subject id land in the last piece
+                predicate = predicate | pl.col("subject_id").is_null()
+            piece = plan(predicate).collect()
+            counts.append(IngestReport.from_checked(piece, []).counts)
+            kept.append(piece.filter(pl.col(DROP).is_null()).drop(DROP))
+            del piece
+        frame = cls(pl.DataFrame(schema={**EVENT_SCHEMA, DROP: pl.String}), plan=plan, **kwargs)
+        frame._kept = pl.concat(kept)
+        frame._report = IngestReport(_merge_counts(counts), frame._notes)
+        return frame
+
+    @classmethod
     def from_frame(cls, frame: pl.DataFrame | pl.LazyFrame, **kwargs: Any) -> EventFrame:
         """Wrap an event table that is already clean (no rows are checked or dropped)."""
         lazy = (
             conform_events(frame.lazy())
-            .with_columns(pl.struct(list(EVENT_SCHEMA)).hash(seed=0).alias("_hash"), pl.lit(None, pl.String).alias(DROP))
+            .with_columns(
+                pl.struct(list(EVENT_SCHEMA)).hash(seed=0).alias("_hash"), pl.lit(None, pl.String).alias(DROP)
+            )
             .sort("subject_id", "time", "_hash", nulls_last=False)
             .drop("_hash")
         )
@@ -75,8 +111,9 @@ class EventFrame:
     def materialize(self) -> EventFrame:
         """Read a lazy frame into memory (no-op when it already is)."""
         if self._kept is None:
-            self.__init__(self._checked.collect(), notes=self._notes, codes=self.codes, splits=self.splits,
-                          metadata=self.metadata)
+            self.__init__(
+                self._checked.collect(), notes=self._notes, codes=self.codes, splits=self.splits, metadata=self.metadata
+            )
         return self
 
     @property
@@ -111,13 +148,17 @@ class EventFrame:
             counts.append(IngestReport.from_checked(part, self._notes).counts)
             yield part.filter(pl.col(DROP).is_null()).drop(DROP)
         if self._report is None:
-            merged = (
-                pl.concat(counts)
-                .group_by("source", "reason")
-                .agg(pl.col("rows").sum())
-                .sort("source", "reason", nulls_last=False)
-            )
-            self._report = IngestReport(merged, list(self._notes))
+            self._report = IngestReport(_merge_counts(counts), list(self._notes))
+
+    def subject_slices(self, rows: int = 1_000_000) -> list[pl.DataFrame]:
+        """The in-memory events cut into zero-copy slices of about ``rows`` rows, never splitting a subject."""
+        frame = self.collect()
+        ids = frame["subject_id"]
+        starts = {0}
+        for position in range(rows, frame.height, rows):
+            starts.add(int(ids.search_sorted(ids[position], side="left")))
+        bounds = [*sorted(starts), frame.height]
+        return [frame.slice(a, b - a) for a, b in itertools.pairwise(bounds) if b > a]
 
     def unique_codes(self) -> pl.Series:
         """The distinct codes of the kept events (cached for in-memory frames)."""
@@ -135,6 +176,15 @@ class EventFrame:
 
     def __repr__(self) -> str:
         return f"EventFrame(columns={list(EVENT_SCHEMA)})"
+
+
+def _merge_counts(counts: list[pl.DataFrame]) -> pl.DataFrame:
+    return (
+        pl.concat(counts)
+        .group_by("source", "reason")
+        .agg(pl.col("rows").sum())
+        .sort("source", "reason", nulls_last=False)
+    )
 
 
 def empty_codes() -> pl.DataFrame:
@@ -168,10 +218,14 @@ def subject_attributes(events: pl.LazyFrame, codes: pl.Series | None = None) -> 
     wanted = pl.DataFrame({"code": codes}).filter(
         pl.col("code").is_in([BIRTH_CODE, DEATH_CODE]) | sex_expr().is_not_null()
     )["code"]
-    return events.filter(pl.col("code").is_in(wanted.implode())).group_by("subject_id").agg(
-        pl.col("time").filter(pl.col("code") == BIRTH_CODE).min().alias("birth"),
-        pl.col("time").filter(pl.col("code") == DEATH_CODE).min().alias("death"),
-        sex_expr().drop_nulls().first().alias("sex"),
+    return (
+        events.filter(pl.col("code").is_in(wanted.implode()))
+        .group_by("subject_id")
+        .agg(
+            pl.col("time").filter(pl.col("code") == BIRTH_CODE).min().alias("birth"),
+            pl.col("time").filter(pl.col("code") == DEATH_CODE).min().alias("death"),
+            sex_expr().drop_nulls().first().alias("sex"),
+        )
     )
 
 
@@ -191,14 +245,18 @@ def mark_event_drops(
     if vitals is None:
         vitals = checked.filter(pl.col("code").is_in([BIRTH_CODE, DEATH_CODE])).collect()
     kept = vitals.lazy().filter(pl.col(DROP).is_null()).select("subject_id", "time", "code")
-    bounds = kept.group_by("subject_id").agg(
-        pl.col("time").filter(pl.col("code") == BIRTH_CODE).min().alias("birth"),
-        pl.col("time").filter(pl.col("code") == DEATH_CODE).min().alias("death"),
-    ).select(
-        "subject_id",
-        pl.when(pl.col("birth").is_not_null()).then(pl.lit(True)).alias("_known"),
-        pl.col("birth").dt.truncate("1d").alias("_birth"),
-        (pl.col("death").dt.truncate("1d") + pl.duration(days=1)).alias("_death_end"),
+    bounds = (
+        kept.group_by("subject_id")
+        .agg(
+            pl.col("time").filter(pl.col("code") == BIRTH_CODE).min().alias("birth"),
+            pl.col("time").filter(pl.col("code") == DEATH_CODE).min().alias("death"),
+        )
+        .select(
+            "subject_id",
+            pl.when(pl.col("birth").is_not_null()).then(pl.lit(True)).alias("_known"),
+            pl.col("birth").dt.truncate("1d").alias("_birth"),
+            (pl.col("death").dt.truncate("1d") + pl.duration(days=1)).alias("_death_end"),
+        )
     )
     is_vital = pl.col("code").is_in([BIRTH_CODE, DEATH_CODE])
     event_cols = list(EVENT_SCHEMA)

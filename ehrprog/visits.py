@@ -78,7 +78,7 @@ def _visit_keys(timed: pl.LazyFrame, strategy: Strategy) -> pl.LazyFrame:
     if strategy == "same_day":
         return timed.with_columns(day_key.alias("_key"), pl.lit(None, pl.Int64).alias("_vid"))
     if isinstance(strategy, Gap):
-        gap_us = int(round(strategy.hours * 3_600_000_000))
+        gap_us = round(strategy.hours * 3_600_000_000)
         ordered = timed.sort("subject_id", "time")
         step = pl.col("time").diff().over("subject_id").dt.total_microseconds()
         new_visit = step.is_null() | (step > gap_us)
@@ -102,11 +102,19 @@ def _attach_to_visits(timed: pl.LazyFrame, day_key: pl.Expr) -> pl.LazyFrame:
     orphans = orphans.with_row_index("_row").sort("subject_id", "time")
     before = orphans.join_asof(
         spans.select("subject_id", "_start", pl.col("visit_id").alias("_before"), pl.col("_end").alias("_before_end")),
-        left_on="time", right_on="_start", by="subject_id", strategy="backward", check_sortedness=False,
+        left_on="time",
+        right_on="_start",
+        by="subject_id",
+        strategy="backward",
+        check_sortedness=False,
     ).drop("_start")
     both = before.join_asof(
         spans.select("subject_id", "_start", pl.col("visit_id").alias("_after")),
-        left_on="time", right_on="_start", by="subject_id", strategy="forward", check_sortedness=False,
+        left_on="time",
+        right_on="_start",
+        by="subject_id",
+        strategy="forward",
+        check_sortedness=False,
     )
     # An earlier, longer visit may enclose the event even when the latest-started one does not.
     enclosing = (
@@ -153,14 +161,22 @@ def group_visits(events: EventFrame | pl.DataFrame | pl.LazyFrame, strategy: Str
     if not (strategy in ("same_day", "visit_id") or isinstance(strategy, Gap)):
         raise ValueError(f"unknown visit strategy {strategy!r}; use 'same_day', 'visit_id' or ehrprog.Gap(hours=...)")
     if isinstance(events, EventFrame):
-        lazy, codes = events.lazy, events.unique_codes()
-        attributes = events.subjects().lazy()
-        ordered = events.in_memory  # in-memory EventFrames are ordered by subject, time and row hash
-    else:
-        lazy = conform_events(events.lazy())
-        codes = lazy.select(pl.col("code").unique()).collect()["code"]
-        attributes = subject_attributes(lazy, codes)
-        ordered = False
+        attributes = events.subjects()
+        if events.in_memory:
+            # In-memory events are ordered by subject, time and row hash: group them slice by slice
+            # (never splitting a subject) so only one slice's intermediate lists are alive at a time.
+            pieces = [_group(piece.lazy(), attributes.lazy(), True, strategy) for piece in events.subject_slices()]
+            frame = pl.concat(pieces) if pieces else _group(events.lazy, attributes.lazy(), True, strategy)
+            return VisitFrame(frame, strategy)
+        lazy = events.lazy
+        return VisitFrame(_group(lazy, attributes.lazy(), False, strategy), strategy)
+    lazy = conform_events(events.lazy())
+    codes = lazy.select(pl.col("code").unique()).collect()["code"]
+    return VisitFrame(_group(lazy, subject_attributes(lazy, codes), False, strategy), strategy)
+
+
+def _group(lazy: pl.LazyFrame, attributes: pl.LazyFrame, ordered: bool, strategy: Strategy) -> pl.DataFrame:
+    """Group events (of whole subjects) into the nested visit frame; see :func:`group_visits`."""
     vital = pl.col("code").is_in([BIRTH_CODE, DEATH_CODE])
     timed = lazy.filter(pl.col("time").is_not_null() & ~vital)
     row_hash = pl.struct(list(EVENT_SCHEMA)).hash(seed=0).alias("_hash")
@@ -205,7 +221,7 @@ def group_visits(events: EventFrame | pl.DataFrame | pl.LazyFrame, strategy: Str
         .agg(pl.col("code").alias("static_codes"))
     )
     subjects = lazy.select(pl.col("subject_id").unique())
-    frame = (
+    return (
         subjects.join(attributes, on="subject_id", how="left")
         .join(static, on="subject_id", how="left")
         .join(nested, on="subject_id", how="left")
@@ -217,4 +233,3 @@ def group_visits(events: EventFrame | pl.DataFrame | pl.LazyFrame, strategy: Str
         .sort("subject_id")
         .collect()
     )
-    return VisitFrame(frame, strategy)

@@ -23,8 +23,14 @@ def events(rows: list[tuple], **kwargs) -> EventFrame:
         columns["visit_id"].append(visit)
     frame = pl.DataFrame(
         columns,
-        schema={"subject_id": pl.Int64, "time": pl.Datetime("us"), "code": pl.String, "numeric_value": pl.Float32,
-                "unit": pl.String, "visit_id": pl.Int64},
+        schema={
+            "subject_id": pl.Int64,
+            "time": pl.Datetime("us"),
+            "code": pl.String,
+            "numeric_value": pl.Float32,
+            "unit": pl.String,
+            "visit_id": pl.Int64,
+        },
     )
     return EventFrame.from_frame(frame, **kwargs)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import polars as pl
 import pytest
 from conftest import shared_path
@@ -17,12 +16,32 @@ PERSON = [(1, None, "Gender/F"), (1, "1960-01-01", "MEDS_BIRTH")]
 @pytest.mark.parametrize(
     ("code", "stage"),
     [
-        ("ICD10CM/N18.3", 3), ("ICD10/N183", 3), ("ICD10CM/N18.30", 3), ("ICD10CM/N18.32", 3), ("N18.4", 4),
-        ("ICD9CM/585.3", 3), ("ICD9/5853", 3), ("5852", 2), ("DIAGNOSIS//ICD//10//N184", 4),
-        ("DIAGNOSIS//ICD//9//5851", 1), ("SNOMED/433144002", 3), ("SNOMED/46177005", 5), ("OMOP/443614", 1),
-        ("OMOP/443601", 2), ("OMOP/443597", 3), ("OMOP/443612", 4), ("OMOP/443611", 5), ("OMOP/193782", 5),
-        ("ICD10CM/N18.6", 5), ("ICD9CM/585.6", 5), ("ICD10CM/N18.5", 5), ("SOURCE/N18.2", 2),
-        ("ICD10CM/N18.9", None), ("ICD9CM/585.9", None), ("SNOMED/709044004", None), ("OMOP/46271022", None),
+        ("ICD10CM/N18.3", 3),
+        ("ICD10/N183", 3),
+        ("ICD10CM/N18.30", 3),
+        ("ICD10CM/N18.32", 3),
+        ("N18.4", 4),
+        ("ICD9CM/585.3", 3),
+        ("ICD9/5853", 3),
+        ("5852", 2),
+        ("DIAGNOSIS//ICD//10//N184", 4),
+        ("DIAGNOSIS//ICD//9//5851", 1),
+        ("SNOMED/433144002", 3),
+        ("SNOMED/46177005", 5),
+        ("OMOP/443614", 1),
+        ("OMOP/443601", 2),
+        ("OMOP/443597", 3),
+        ("OMOP/443612", 4),
+        ("OMOP/443611", 5),
+        ("OMOP/193782", 5),
+        ("ICD10CM/N18.6", 5),
+        ("ICD9CM/585.6", 5),
+        ("ICD10CM/N18.5", 5),
+        ("SOURCE/N18.2", 2),
+        ("ICD10CM/N18.9", None),
+        ("ICD9CM/585.9", None),
+        ("SNOMED/709044004", None),
+        ("OMOP/46271022", None),
     ],
 )
 def test_diagnosis_spellings_are_staged(code, stage):
@@ -34,15 +53,18 @@ def test_diagnosis_spellings_are_staged(code, stage):
     assert CKDProgression().stage_events(ev).height == (0 if stage is None else 1)
 
 
-@pytest.mark.parametrize("code", ["RxNorm/5853", "LOINC/5853-1", "ICD10CM/N17.9", "ICD9CM/586", "OMOP/443598",
-                                  "ICD10CM/E11.9", "SNOMED/43314400"])
+@pytest.mark.parametrize(
+    "code",
+    ["RxNorm/5853", "LOINC/5853-1", "ICD10CM/N17.9", "ICD9CM/586", "OMOP/443598", "ICD10CM/E11.9", "SNOMED/43314400"],
+)
 def test_codes_that_are_not_ckd_are_not_staged(code):
     ev = make_events([*PERSON, (1, "2020-01-01", code)])
     assert CKDProgression().stage_events(ev, include_unstaged=True).height == 0
 
 
 @pytest.mark.parametrize(
-    ("egfr", "stage"), [(120, 1), (90, 1), (89.9, 2), (60, 2), (59.9, 3), (30, 3), (29.9, 4), (15, 4), (14.9, 5), (3, 5)]
+    ("egfr", "stage"),
+    [(120, 1), (90, 1), (89.9, 2), (60, 2), (59.9, 3), (30, 3), (29.9, 4), (15, 4), (14.9, 5), (3, 5)],
 )
 def test_recorded_egfr_is_staged_by_kdigo_bands(egfr, stage):
     ev = make_events([*PERSON, (1, "2020-01-01", "LOINC/33914-3", egfr)])
@@ -59,8 +81,13 @@ def test_implausible_egfr_is_not_staged():
 @pytest.mark.parametrize(
     ("scr", "age", "female", "expected"),
     # Reference values worked by hand from the published CKD-EPI 2021 equation (Inker et al., NEJM 2021).
-    [(1.0, 50, True, 68.6), (1.2, 60, False, 69.2), (0.6, 40, True, 116.0), (3.0, 70, False, 21.5),
-     (0.7, 30, False, 127.1)],
+    [
+        (1.0, 50, True, 68.6),
+        (1.2, 60, False, 69.2),
+        (0.6, 40, True, 116.0),
+        (3.0, 70, False, 21.5),
+        (0.7, 30, False, 127.1),
+    ],
 )
 def test_ckd_epi_2021_matches_reference_values(scr, age, female, expected):
     value = pl.select(ckd_epi_2021(pl.lit(scr), pl.lit(float(age)), pl.lit(female))).item()
@@ -74,36 +101,56 @@ def _reference_ckd_epi(scr, age, female):
 
 
 def test_creatinine_is_converted_to_egfr_in_mg_dl_and_umol_l():
-    ev = make_events([
-        *PERSON,
-        (1, "2010-01-01", "LOINC/2160-0", 1.0, "mg/dL"),
-        (1, "2011-01-01", "LOINC/2160-0", 176.8, "umol/L"),
-        (1, "2012-01-01", "LOINC/14682-9", 265.3),  # molar code, no unit: µmol/L
-        (1, "2013-01-01", "LOINC/2160-0", 1.1, "mg/dL"),
-        (1, "2013-01-01", "LOINC/62238-1", 55.0),  # recorded eGFR wins at the same time
-    ])
+    ev = make_events(
+        [
+            *PERSON,
+            (1, "2010-01-01", "LOINC/2160-0", 1.0, "mg/dL"),
+            (1, "2011-01-01", "LOINC/2160-0", 176.8, "umol/L"),
+            (1, "2012-01-01", "LOINC/14682-9", 265.3),  # molar code, no unit: µmol/L
+            (1, "2013-01-01", "LOINC/2160-0", 1.1, "mg/dL"),
+            (1, "2013-01-01", "LOINC/62238-1", 55.0),  # recorded eGFR wins at the same time
+        ]
+    )
     staged = CKDProgression().stage_events(ev).sort("time")
     assert staged["computed"].to_list() == [True, True, True, False]
-    expected = [_reference_ckd_epi(1.0, 50.0027, True), _reference_ckd_epi(2.0, 51.0021, True),
-                _reference_ckd_epi(3.0, 52.0014, True)]
+    expected = [
+        _reference_ckd_epi(1.0, 50.0027, True),
+        _reference_ckd_epi(2.0, 51.0021, True),
+        _reference_ckd_epi(3.0, 52.0014, True),
+    ]
     for got, want in zip(staged["value"].to_list()[:3], expected, strict=True):
         assert got == pytest.approx(want, rel=2e-3)
     assert staged["value"][3] == 55.0
 
 
 def test_creatinine_without_sex_or_for_children_is_not_converted():
-    ev = make_events([(1, "2010-01-01", "MEDS_BIRTH"), (1, "2020-01-01", "LOINC/2160-0", 1.0),
-                      (2, None, "Gender/M"), (2, "2010-01-01", "MEDS_BIRTH"), (2, "2020-01-01", "LOINC/2160-0", 1.0),
-                      (3, None, "Gender/M"), (3, "1950-01-01", "MEDS_BIRTH"), (3, "2020-01-01", "LOINC/2160-0", 1.0)])
+    ev = make_events(
+        [
+            (1, "2010-01-01", "MEDS_BIRTH"),
+            (1, "2020-01-01", "LOINC/2160-0", 1.0),
+            (2, None, "Gender/M"),
+            (2, "2010-01-01", "MEDS_BIRTH"),
+            (2, "2020-01-01", "LOINC/2160-0", 1.0),
+            (3, None, "Gender/M"),
+            (3, "1950-01-01", "MEDS_BIRTH"),
+            (3, "2020-01-01", "LOINC/2160-0", 1.0),
+        ]
+    )
     staged = CKDProgression().stage_events(ev)
     assert staged["subject_id"].to_list() == [3]
 
 
 def test_lab_codes_are_recognised_through_meds_parent_codes():
-    codes = pl.DataFrame({"code": ["LAB//50912//mg/dL", "LAB//EGFR"], "description": ["Creatinine", "eGFR"],
-                          "parent_codes": [["LOINC/2160-0"], ["LOINC/62238-1"]]})
-    ev = make_events([*PERSON, (1, "2020-01-01", "LAB//50912//mg/dL", 1.5), (1, "2021-01-01", "LAB//EGFR", 20.0)],
-                     codes=codes)
+    codes = pl.DataFrame(
+        {
+            "code": ["LAB//50912//mg/dL", "LAB//EGFR"],
+            "description": ["Creatinine", "eGFR"],
+            "parent_codes": [["LOINC/2160-0"], ["LOINC/62238-1"]],
+        }
+    )
+    ev = make_events(
+        [*PERSON, (1, "2020-01-01", "LAB//50912//mg/dL", 1.5), (1, "2021-01-01", "LAB//EGFR", 20.0)], codes=codes
+    )
     staged = CKDProgression().stage_events(ev).sort("time")
     assert staged["code"].to_list() == ["LAB//50912//mg/dL", "LAB//EGFR"]
     assert staged["stage"].to_list() == [3, 4]
@@ -114,14 +161,21 @@ def test_a_custom_disease_rule_builds_the_same_kind_of_cohort():
         name="diabetes control",
         n_stages=3,
         diagnoses=[DiagnosisCode(system="ICD10", code="E11.65", stage=3, match="prefix")],
-        labs=[LabThreshold(name="hba1c", codes=["LOINC/4548-4"], bands=[(9.0, 3), (7.0, 2), (0.0, 1)],
-                           plausible=(3.0, 20.0))],
+        labs=[
+            LabThreshold(
+                name="hba1c", codes=["LOINC/4548-4"], bands=[(9.0, 3), (7.0, 2), (0.0, 1)], plausible=(3.0, 20.0)
+            )
+        ],
     )
-    ev = make_events([
-        *PERSON,
-        (1, "2020-01-01", "LOINC/4548-4", 6.5), (1, "2020-06-01", "LOINC/4548-4", 7.5),
-        (1, "2021-01-01", "ICD10CM/E11.65"), (1, "2021-06-01", "OTHER"),
-    ])
+    ev = make_events(
+        [
+            *PERSON,
+            (1, "2020-01-01", "LOINC/4548-4", 6.5),
+            (1, "2020-06-01", "LOINC/4548-4", 7.5),
+            (1, "2021-01-01", "ICD10CM/E11.65"),
+            (1, "2021-06-01", "OTHER"),
+        ]
+    )
     task = ProgressionTask(rule, require_disease_evidence=False)
     staged = task.stage_events(ev)
     assert staged["stage"].to_list() == [1, 2, 3]

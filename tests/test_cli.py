@@ -39,8 +39,20 @@ def test_bad_path_exits_with_code_2_and_a_message(tmp_path, capsys):
 
 def test_console_script_runs_simulate(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "ehrprog.cli", "simulate", str(tmp_path / "sim"), "--subjects", "20", "--format", "meds"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-m",
+            "ehrprog.cli",
+            "simulate",
+            str(tmp_path / "sim"),
+            "--subjects",
+            "20",
+            "--format",
+            "meds",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert "wrote meds dataset" in result.stdout
     assert (tmp_path / "sim" / "data" / "0.parquet").exists()

@@ -19,22 +19,30 @@ PERSON = [(1, None, "Gender/M"), (1, "1950-01-01", "MEDS_BIRTH")]
 
 
 def _simple_history():
-    return make_events([
-        *PERSON,
-        (1, "2020-01-01", "ICD10CM/N18.2"), (1, "2020-01-01", "X"),
-        (1, "2020-03-01", "Y"),
-        (1, "2020-06-01", "ICD10CM/N18.2"),
-        (1, "2020-09-01", "ICD10CM/N18.3"), (1, "2020-09-01", "Z"),
-        (1, "2021-01-01", "ICD10CM/N18.3"),
-        (1, "2021-06-01", "W"),
-    ])
+    return make_events(
+        [
+            *PERSON,
+            (1, "2020-01-01", "ICD10CM/N18.2"),
+            (1, "2020-01-01", "X"),
+            (1, "2020-03-01", "Y"),
+            (1, "2020-06-01", "ICD10CM/N18.2"),
+            (1, "2020-09-01", "ICD10CM/N18.3"),
+            (1, "2020-09-01", "Z"),
+            (1, "2021-01-01", "ICD10CM/N18.3"),
+            (1, "2021-06-01", "W"),
+        ]
+    )
 
 
 def test_targets_are_next_stage_and_time_to_first_higher_stage():
     cohort = CKDProgression().build(_simple_history())
     points = cohort.X.points
-    assert points["prediction_time"].to_list() == [datetime(2020, 1, 1), datetime(2020, 6, 1),
-                                                   datetime(2020, 9, 1), datetime(2021, 1, 1)]
+    assert points["prediction_time"].to_list() == [
+        datetime(2020, 1, 1),
+        datetime(2020, 6, 1),
+        datetime(2020, 9, 1),
+        datetime(2021, 1, 1),
+    ]
     assert points["current_stage"].to_list() == [2, 2, 3, 3]
     assert cohort.y["stage"].to_list() == [2, 3, 3, None]
     assert cohort.y["event"].to_list() == [True, True, False, False]
@@ -42,21 +50,33 @@ def test_targets_are_next_stage_and_time_to_first_higher_stage():
     assert cohort.y["time_to_event_days"].to_list() == [244.0, 92.0, 273.0, 151.0]
     assert points["n_visits"].to_list() == [1, 3, 4, 5]
     assert cohort.groups.tolist() == [1, 1, 1, 1]
-    assert cohort.labels.columns[:5] == ["subject_id", "prediction_time", "boolean_value", "integer_value",
-                                         "float_value"]
+    assert cohort.labels.columns[:5] == [
+        "subject_id",
+        "prediction_time",
+        "boolean_value",
+        "integer_value",
+        "float_value",
+    ]
 
 
 def test_death_censors_follow_up():
-    ev = make_events([*PERSON, (1, "2020-01-01", "ICD10CM/N18.3"), (1, "2020-03-01", "MEDS_DEATH"),
-                      (1, "2020-03-01", "X")])
+    ev = make_events(
+        [*PERSON, (1, "2020-01-01", "ICD10CM/N18.3"), (1, "2020-03-01", "MEDS_DEATH"), (1, "2020-03-01", "X")]
+    )
     cohort = CKDProgression().build(ev)
     assert cohort.y["event"].to_list() == [False]
     assert cohort.y["time_to_event_days"].to_list() == [60.0]
 
 
 def test_stage_decrease_is_not_progression():
-    ev = make_events([*PERSON, (1, "2020-01-01", "ICD10CM/N18.3"), (1, "2020-05-01", "ICD10CM/N18.2"),
-                      (1, "2021-01-01", "ICD10CM/N18.4")])
+    ev = make_events(
+        [
+            *PERSON,
+            (1, "2020-01-01", "ICD10CM/N18.3"),
+            (1, "2020-05-01", "ICD10CM/N18.2"),
+            (1, "2021-01-01", "ICD10CM/N18.4"),
+        ]
+    )
     cohort = CKDProgression().build(ev)
     assert cohort.y["stage"].to_list() == [2, 4]
     assert cohort.y["event"].to_list() == [True, True]
@@ -64,8 +84,14 @@ def test_stage_decrease_is_not_progression():
 
 
 def test_points_at_the_final_stage_and_without_follow_up_are_left_out_and_counted():
-    ev = make_events([*PERSON, (1, "2020-01-01", "ICD10CM/N18.3"), (1, "2020-06-01", "ICD10CM/N18.6"),
-                      (1, "2020-09-01", "ICD10CM/N18.6")])
+    ev = make_events(
+        [
+            *PERSON,
+            (1, "2020-01-01", "ICD10CM/N18.3"),
+            (1, "2020-06-01", "ICD10CM/N18.6"),
+            (1, "2020-09-01", "ICD10CM/N18.6"),
+        ]
+    )
     cohort = CKDProgression().build(ev)
     assert len(cohort.X) == 1
     assert cohort.report["points already at the final stage 5"] == 2

@@ -39,9 +39,9 @@ def test_sharded_dataset_keeps_static_rows_splits_and_code_metadata():
 def test_older_patient_id_column_is_accepted_with_a_note(tmp_path):
     root = tmp_path / "old"
     (root / "data").mkdir(parents=True)
-    pl.DataFrame({"patient_id": [1, 1], "time": [None, "2020-01-01"], "code": ["Gender/F", "ICD10CM/N18.3"]}).with_columns(
-        pl.col("time").str.to_datetime()
-    ).write_parquet(root / "data" / "0.parquet")
+    pl.DataFrame(
+        {"patient_id": [1, 1], "time": [None, "2020-01-01"], "code": ["Gender/F", "ICD10CM/N18.3"]}
+    ).with_columns(pl.col("time").str.to_datetime()).write_parquet(root / "data" / "0.parquet")
     events = ep.read_meds(root)
     assert events.collect()["subject_id"].to_list() == [1, 1]
     assert any("patient_id" in note for note in events.report.notes)
@@ -51,8 +51,12 @@ def test_extra_column_can_be_chosen_as_visit_id(tmp_path):
     root = tmp_path / "hadm"
     (root / "data").mkdir(parents=True)
     pl.DataFrame(
-        {"subject_id": [1, 1, 1], "time": ["2020-01-01 10:00", "2020-01-02 10:00", "2020-01-09 10:00"],
-         "code": ["A", "B", "C"], "hadm_id": [7, 7, 8]}
+        {
+            "subject_id": [1, 1, 1],
+            "time": ["2020-01-01 10:00", "2020-01-02 10:00", "2020-01-09 10:00"],
+            "code": ["A", "B", "C"],
+            "hadm_id": [7, 7, 8],
+        }
     ).with_columns(pl.col("time").str.to_datetime()).write_parquet(root / "data" / "0.parquet")
     events = ep.read_meds(root, visit_id_column="hadm_id")
     assert events.collect()["visit_id"].to_list() == [7, 7, 8]
@@ -104,8 +108,13 @@ def test_omop_to_meds_passes_meds_validation_and_round_trips_losslessly(tmp_path
 
 def test_write_meds_streams_a_lazy_frame_and_writes_splits(tmp_path, sim_omop):
     events = ep.read_omop(sim_omop, materialize=False)
-    splits = events.collect().select("subject_id").unique().with_columns(
-        pl.when(pl.col("subject_id") % 5 == 0).then(pl.lit("held_out")).otherwise(pl.lit("train")).alias("split")
+    splits = (
+        events.collect()
+        .select("subject_id")
+        .unique()
+        .with_columns(
+            pl.when(pl.col("subject_id") % 5 == 0).then(pl.lit("held_out")).otherwise(pl.lit("train")).alias("split")
+        )
     )
     events.splits = splits
     out = ep.write_meds(events, tmp_path / "meds")

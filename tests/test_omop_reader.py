@@ -12,11 +12,26 @@ from helpers import write_csv
 import ehrprog as ep
 from ehrprog.schema import EVENT_SCHEMA
 
-PERSON_HEADER = ["person_id", "gender_concept_id", "year_of_birth", "month_of_birth", "day_of_birth",
-                 "birth_datetime", "race_concept_id", "ethnicity_concept_id"]
-COND_HEADER = ["condition_occurrence_id", "person_id", "condition_concept_id", "condition_start_date",
-               "condition_start_datetime", "visit_occurrence_id", "condition_source_value",
-               "condition_source_concept_id"]
+PERSON_HEADER = [
+    "person_id",
+    "gender_concept_id",
+    "year_of_birth",
+    "month_of_birth",
+    "day_of_birth",
+    "birth_datetime",
+    "race_concept_id",
+    "ethnicity_concept_id",
+]
+COND_HEADER = [
+    "condition_occurrence_id",
+    "person_id",
+    "condition_concept_id",
+    "condition_start_date",
+    "condition_start_datetime",
+    "visit_occurrence_id",
+    "condition_source_value",
+    "condition_source_concept_id",
+]
 
 
 @pytest.mark.parametrize("name", OMOP_SETS)
@@ -117,8 +132,11 @@ def test_missing_person_table_is_an_error_naming_the_folder(tmp_path):
 def test_missing_required_column_is_an_error_naming_file_and_column(tmp_path):
     root = tmp_path / "omop"
     _write_minimal(root, [[1, 8532, 1950, 1, 1, None, 0, 0]], [])
-    write_csv(root / "condition_occurrence.csv", ["condition_occurrence_id", "person_id", "condition_start_date"],
-              [[1, 1, "2020-01-01"]])
+    write_csv(
+        root / "condition_occurrence.csv",
+        ["condition_occurrence_id", "person_id", "condition_start_date"],
+        [[1, 1, "2020-01-01"]],
+    )
     with pytest.raises(ep.InputError) as info:
         ep.read_omop(root)
     assert info.value.column == "condition_concept_id"
@@ -142,8 +160,11 @@ def test_bad_rows_are_dropped_and_counted_by_reason(tmp_path):
         ],
     )
     write_csv(root / "death.csv", ["person_id", "death_date"], [[1, "2021-01-01"]])
-    write_csv(root / "condition_era.csv", ["condition_era_id", "person_id", "condition_concept_id",
-                                           "condition_era_start_date"], [])
+    write_csv(
+        root / "condition_era.csv",
+        ["condition_era_id", "person_id", "condition_concept_id", "condition_era_start_date"],
+        [],
+    )
     with open(root / "condition_occurrence.csv", "a") as handle:
         handle.write("9,1,443612,2022-01-01,,,N18.4,0\n")  # after death
     events = ep.read_omop(root)

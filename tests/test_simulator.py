@@ -35,13 +35,19 @@ def test_inverse_ckd_epi_round_trips():
 def test_creatinine_is_consistent_with_recorded_egfr_at_the_same_visit():
     events = simulate_events(400, 1)
     sex = events.filter(pl.col("code").str.starts_with("Gender/")).select(
-        "subject_id", (pl.col("code") == "Gender/F").alias("female"))
+        "subject_id", (pl.col("code") == "Gender/F").alias("female")
+    )
     birth = events.filter(pl.col("code") == "MEDS_BIRTH").select("subject_id", pl.col("time").alias("birth"))
-    creat = events.filter(pl.col("code") == "LOINC/2160-0").select("subject_id", "visit_id", "time",
-                                                                   pl.col("numeric_value").alias("scr"))
+    creat = events.filter(pl.col("code") == "LOINC/2160-0").select(
+        "subject_id", "visit_id", "time", pl.col("numeric_value").alias("scr")
+    )
     egfr = events.filter(pl.col("code") == "LOINC/62238-1").select("visit_id", pl.col("numeric_value").alias("egfr"))
-    both = creat.join(egfr, on="visit_id").join(sex, on="subject_id").join(birth, on="subject_id").with_columns(
-        ((pl.col("time") - pl.col("birth")).dt.total_days() / 365.25).alias("age"))
+    both = (
+        creat.join(egfr, on="visit_id")
+        .join(sex, on="subject_id")
+        .join(birth, on="subject_id")
+        .with_columns(((pl.col("time") - pl.col("birth")).dt.total_days() / 365.25).alias("age"))
+    )
     computed = both.select(ckd_epi_2021(pl.col("scr").cast(pl.Float64), pl.col("age"), pl.col("female")))
     assert both.height > 100
     # Creatinine is rounded to 0.01 mg/dL and eGFR to 1 mL/min: they agree within a few percent.
@@ -52,8 +58,11 @@ def test_creatinine_is_consistent_with_recorded_egfr_at_the_same_visit():
 def test_visits_are_more_frequent_as_kidney_function_falls():
     events = simulate_events(2000, 2)
     egfr = events.filter(pl.col("code") == "LOINC/62238-1").select("subject_id", "time", "numeric_value")
-    visits = events.filter(pl.col("code").str.starts_with("Visit/")).sort("subject_id", "time").select(
-        "subject_id", "time", pl.col("time").diff().over("subject_id").dt.total_days().alias("gap"))
+    visits = (
+        events.filter(pl.col("code").str.starts_with("Visit/"))
+        .sort("subject_id", "time")
+        .select("subject_id", "time", pl.col("time").diff().over("subject_id").dt.total_days().alias("gap"))
+    )
     joined = visits.join(egfr, on=["subject_id", "time"]).drop_nulls("gap")
     low = joined.filter(pl.col("numeric_value") < 30)["gap"].median()
     high = joined.filter(pl.col("numeric_value") > 75)["gap"].median()

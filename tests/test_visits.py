@@ -50,8 +50,11 @@ def test_every_timed_event_lands_in_exactly_one_visit(strategy, rows):
     visits = _flat(ep.group_visits(frame, strategy))
     per_subject_in = frame.group_by("subject_id").agg(pl.col("code").sort()).sort("subject_id")
     per_subject_out = (
-        visits.select("subject_id", "codes").explode("codes").group_by("subject_id")
-        .agg(pl.col("codes").sort().alias("code")).sort("subject_id")
+        visits.select("subject_id", "codes")
+        .explode("codes")
+        .group_by("subject_id")
+        .agg(pl.col("codes").sort().alias("code"))
+        .sort("subject_id")
     )
     assert per_subject_in.equals(per_subject_out)
 
@@ -63,8 +66,9 @@ def test_visits_are_in_time_order(strategy, rows):
     ordered = visits.with_columns(pl.col("start").diff().over("subject_id").alias("step"))
     assert (ordered["step"].drop_nulls() >= timedelta(0)).all()
     assert (visits["end"] >= visits["start"]).all()
-    assert visits.group_by("subject_id").agg((pl.col("visit_index") == pl.int_range(pl.len())).all())[
-        "visit_index"].all()
+    assert (
+        visits.group_by("subject_id").agg((pl.col("visit_index") == pl.int_range(pl.len())).all())["visit_index"].all()
+    )
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES, ids=str)
@@ -83,17 +87,27 @@ def test_grouping_is_idempotent(strategy, rows):
     flat = _flat(first)
     # Rebuild events from the visits: every event keeps its time range inside the visit.
     frame = _frame(rows)
-    tagged = frame.join_asof(
-        flat.select("subject_id", "start", "visit_index").sort("subject_id", "start"),
-        left_on="time", right_on="start", by="subject_id", strategy="backward", check_sortedness=False,
-    ) if strategy != "visit_id" else None
+    tagged = (
+        frame.join_asof(
+            flat.select("subject_id", "start", "visit_index").sort("subject_id", "start"),
+            left_on="time",
+            right_on="start",
+            by="subject_id",
+            strategy="backward",
+            check_sortedness=False,
+        )
+        if strategy != "visit_id"
+        else None
+    )
     if tagged is not None:
         again = ep.group_visits(tagged.drop("start", "visit_index"), strategy)
         assert again.frame.equals(first.frame)
     # And grouping a frame that is already one visit per group leaves it unchanged under visit ids.
-    rebuilt = flat.select(
-        "subject_id", pl.col("visit_index").cast(pl.Int64).alias("visit_id"), "start", "codes"
-    ).explode("codes").rename({"codes": "code", "start": "time"})
+    rebuilt = (
+        flat.select("subject_id", pl.col("visit_index").cast(pl.Int64).alias("visit_id"), "start", "codes")
+        .explode("codes")
+        .rename({"codes": "code", "start": "time"})
+    )
     by_id = ep.group_visits(rebuilt, "visit_id")
     assert by_id.n_visits == first.n_visits
 
@@ -108,7 +122,11 @@ def test_gap_bounds_hold_inside_and_between_visits(rows, hours):
     # Inside a visit, consecutive events are at most `gap` apart.
     located = frame.sort("subject_id", "time").join_asof(
         flat.select("subject_id", "start", "visit_index").sort("subject_id", "start"),
-        left_on="time", right_on="start", by="subject_id", strategy="backward", check_sortedness=False,
+        left_on="time",
+        right_on="start",
+        by="subject_id",
+        strategy="backward",
+        check_sortedness=False,
     )
     steps = located.with_columns(pl.col("time").diff().over("subject_id", "visit_index").alias("step"))
     assert (steps["step"].drop_nulls() <= gap).all()
@@ -123,15 +141,17 @@ def test_gap_strategy_never_splits_events_closer_than_gap():
 
 
 def test_events_without_visit_id_join_the_enclosing_else_nearest_visit():
-    ev = make_events([
-        (1, "2020-01-01", "ADMIT", None, None, 10),
-        (1, "2020-01-05", "DISCHARGE", None, None, 10),
-        (1, "2020-01-03", "INSIDE"),
-        (1, "2020-01-20", "LATE", None, None, 11),
-        (1, "2020-01-07", "NEAR_FIRST"),
-        (1, "2020-01-18", "NEAR_SECOND"),
-        (2, "2020-03-01", "NO_VISITS_AT_ALL"),
-    ])
+    ev = make_events(
+        [
+            (1, "2020-01-01", "ADMIT", None, None, 10),
+            (1, "2020-01-05", "DISCHARGE", None, None, 10),
+            (1, "2020-01-03", "INSIDE"),
+            (1, "2020-01-20", "LATE", None, None, 11),
+            (1, "2020-01-07", "NEAR_FIRST"),
+            (1, "2020-01-18", "NEAR_SECOND"),
+            (2, "2020-03-01", "NO_VISITS_AT_ALL"),
+        ]
+    )
     visits = ep.group_visits(ev, "visit_id").visits()
     one = visits.filter(pl.col("subject_id") == 1)
     assert one["visit_id"].to_list() == [10, 11]
@@ -142,9 +162,14 @@ def test_events_without_visit_id_join_the_enclosing_else_nearest_visit():
 
 
 def test_birth_death_and_static_rows_are_subject_attributes_not_visits():
-    ev = make_events([
-        (1, None, "Gender/F"), (1, "1950-05-01", "MEDS_BIRTH"), (1, "2020-01-01", "A"), (1, "2021-01-01", "MEDS_DEATH"),
-    ])
+    ev = make_events(
+        [
+            (1, None, "Gender/F"),
+            (1, "1950-05-01", "MEDS_BIRTH"),
+            (1, "2020-01-01", "A"),
+            (1, "2021-01-01", "MEDS_DEATH"),
+        ]
+    )
     frame = ep.group_visits(ev).frame
     row = frame.row(0, named=True)
     assert row["sex"] == "F" and row["birth"] == datetime(1950, 5, 1) and row["death"] == datetime(2021, 1, 1)

@@ -47,19 +47,37 @@ _CODES: list[tuple[str, str, int | None, str]] = [
     ("RxNorm/6809", "drug", None, "metformin"),
 ]
 _BACKGROUND = [
-    ("ICD10CM/J06.9", "condition"), ("ICD10CM/M54.5", "condition"), ("ICD10CM/E78.5", "condition"),
-    ("ICD10CM/K21.9", "condition"), ("ICD10CM/F41.9", "condition"), ("ICD10CM/R05", "condition"),
-    ("ICD10CM/Z00.00", "condition"), ("ICD10CM/J45.909", "condition"), ("ICD10CM/M17.9", "condition"),
-    ("ICD10CM/E66.9", "condition"), ("ICD10CM/I25.10", "condition"), ("ICD10CM/I50.9", "condition"),
-    ("CPT4/99213", "procedure"), ("CPT4/99214", "procedure"), ("CPT4/80053", "procedure"),
-    ("CPT4/85025", "procedure"), ("CPT4/93000", "procedure"), ("CPT4/36415", "procedure"),
-    ("RxNorm/83367", "drug"), ("RxNorm/17767", "drug"), ("RxNorm/36567", "drug"), ("RxNorm/5640", "drug"),
-    ("RxNorm/4603", "drug"), ("RxNorm/7646", "drug"),
+    ("ICD10CM/J06.9", "condition"),
+    ("ICD10CM/M54.5", "condition"),
+    ("ICD10CM/E78.5", "condition"),
+    ("ICD10CM/K21.9", "condition"),
+    ("ICD10CM/F41.9", "condition"),
+    ("ICD10CM/R05", "condition"),
+    ("ICD10CM/Z00.00", "condition"),
+    ("ICD10CM/J45.909", "condition"),
+    ("ICD10CM/M17.9", "condition"),
+    ("ICD10CM/E66.9", "condition"),
+    ("ICD10CM/I25.10", "condition"),
+    ("ICD10CM/I50.9", "condition"),
+    ("CPT4/99213", "procedure"),
+    ("CPT4/99214", "procedure"),
+    ("CPT4/80053", "procedure"),
+    ("CPT4/85025", "procedure"),
+    ("CPT4/93000", "procedure"),
+    ("CPT4/36415", "procedure"),
+    ("RxNorm/83367", "drug"),
+    ("RxNorm/17767", "drug"),
+    ("RxNorm/36567", "drug"),
+    ("RxNorm/5640", "drug"),
+    ("RxNorm/4603", "drug"),
+    ("RxNorm/7646", "drug"),
 ]
 _VISITS = {"Visit/OP": 9202, "Visit/IP": 9201, "Visit/ER": 9203}
-_DESCRIPTIONS = {code: desc for code, _, _, desc in _CODES} | {"Visit/OP": "Outpatient Visit",
-                                                               "Visit/IP": "Inpatient Visit",
-                                                               "Visit/ER": "Emergency Room Visit"}
+_DESCRIPTIONS = {code: desc for code, _, _, desc in _CODES} | {
+    "Visit/OP": "Outpatient Visit",
+    "Visit/IP": "Inpatient Visit",
+    "Visit/ER": "Emergency Room Visit",
+}
 
 
 def egfr_to_creatinine(egfr: np.ndarray, age: np.ndarray, female: np.ndarray) -> np.ndarray:
@@ -154,8 +172,7 @@ def simulate_events(n_subjects: int, seed: int = 0) -> pl.DataFrame:
     molar = rng.random(n_visits) < 0.10
     emit_mask(has_creat & ~molar, "LOINC/2160-0", scr, "mg/dL", "measurement")
     emit_mask(has_creat & molar, "LOINC/14682-9", np.round(scr * 88.42, 0), "umol/L", "measurement")
-    emit_mask(rng.random(n_visits) < 0.35, "LOINC/62238-1", np.round(measured, 0), "mL/min/{1.73_m2}",
-              "measurement")
+    emit_mask(rng.random(n_visits) < 0.35, "LOINC/62238-1", np.round(measured, 0), "mL/min/{1.73_m2}", "measurement")
     lagged = np.clip(egfr0[subj] + slope[subj] * np.clip(t - 0.25, 0, None), 3, None)
     stage_lag = np.select([lagged >= 90, lagged >= 60, lagged >= 30, lagged >= 15], [1, 2, 3, 4], 5)
     p_dx = np.where(stage_lag >= 3, 0.55, 0.12)
@@ -165,14 +182,27 @@ def simulate_events(n_subjects: int, seed: int = 0) -> pl.DataFrame:
     emit_mask(dx, stage_code)
     emit_mask(diabetes[subj] & (rng.random(n_visits) < 0.5), "ICD10CM/E11.9")
     emit_mask(hypertension[subj] & (rng.random(n_visits) < 0.5), "ICD10CM/I10")
-    emit_mask(diabetes[subj] & (rng.random(n_visits) < 0.4), "LOINC/4548-4",
-              np.round(rng.normal(7.4, 1.0, n_visits), 1), "%", "measurement")
-    emit_mask(rng.random(n_visits) < 0.4, "LOINC/2823-3",
-              np.round(rng.normal(4.2 + 0.02 * np.clip(60 - egfr_t, 0, None), 0.4, n_visits), 1), "mmol/L",
-              "measurement")
-    emit_mask(rng.random(n_visits) < 0.3, "LOINC/718-7",
-              np.round(rng.normal(13.5 - 0.05 * np.clip(60 - egfr_t, 0, None), 1.2, n_visits), 1), "g/dL",
-              "measurement")
+    emit_mask(
+        diabetes[subj] & (rng.random(n_visits) < 0.4),
+        "LOINC/4548-4",
+        np.round(rng.normal(7.4, 1.0, n_visits), 1),
+        "%",
+        "measurement",
+    )
+    emit_mask(
+        rng.random(n_visits) < 0.4,
+        "LOINC/2823-3",
+        np.round(rng.normal(4.2 + 0.02 * np.clip(60 - egfr_t, 0, None), 0.4, n_visits), 1),
+        "mmol/L",
+        "measurement",
+    )
+    emit_mask(
+        rng.random(n_visits) < 0.3,
+        "LOINC/718-7",
+        np.round(rng.normal(13.5 - 0.05 * np.clip(60 - egfr_t, 0, None), 1.2, n_visits), 1),
+        "g/dL",
+        "measurement",
+    )
     emit_mask(ace[subj] & (rng.random(n_visits) < 0.7), "RxNorm/29046", domain="drug")
     emit_mask(sglt2[subj] & (rng.random(n_visits) < 0.7), "RxNorm/1545653", domain="drug")
     emit_mask(diabetes[subj] & (egfr_t > 30) & (rng.random(n_visits) < 0.6), "RxNorm/6809", domain="drug")
@@ -183,42 +213,55 @@ def simulate_events(n_subjects: int, seed: int = 0) -> pl.DataFrame:
 
     table = pl.Series("name", list(names), dtype=pl.String)
     unit_ids = np.concatenate(cols["unit"])
-    clinical = pl.DataFrame(
-        {
-            "subject_id": np.concatenate(cols["subject"]),
-            "time": (np.concatenate(cols["day"]) * _DAY_US).astype(np.int64),
-            "code": table.gather(np.concatenate(cols["code"])),
-            "numeric_value": np.concatenate(cols["value"]).astype(np.float32),
-            "unit": table.gather(np.where(unit_ids < 0, 0, unit_ids)),
-            "_unit_ok": unit_ids >= 0,
-            "visit_id": np.concatenate(cols["visit"]),
-            "domain": table.gather(np.concatenate(domains)),
-        }
-    ).with_columns(
-        pl.col("time").cast(pl.Datetime("us")),
-        pl.col("numeric_value").fill_nan(None),
-        pl.when(pl.col("_unit_ok")).then(pl.col("unit")).otherwise(None).alias("unit"),
-    ).drop("_unit_ok").unique(maintain_order=True)  # a background code drawn twice in a visit is one record
-    people = pl.DataFrame(
-        {
-            "subject_id": np.concatenate([ids, ids]),
-            "time": np.concatenate([(np.floor(birth_day) * _DAY_US).astype(np.int64), np.zeros(n, np.int64)]),
-            "code": np.concatenate([np.full(n, BIRTH_CODE), np.where(female, "Gender/F", "Gender/M")]).astype(str),
-            "static": np.concatenate([np.zeros(n, bool), np.ones(n, bool)]),
-        }
-    ).with_columns(
-        pl.when(pl.col("static")).then(None).otherwise(pl.col("time")).cast(pl.Datetime("us")).alias("time"),
-        pl.lit("person").alias("domain"),
-    ).drop("static")
+    clinical = (
+        pl.DataFrame(
+            {
+                "subject_id": np.concatenate(cols["subject"]),
+                "time": (np.concatenate(cols["day"]) * _DAY_US).astype(np.int64),
+                "code": table.gather(np.concatenate(cols["code"])),
+                "numeric_value": np.concatenate(cols["value"]).astype(np.float32),
+                "unit": table.gather(np.where(unit_ids < 0, 0, unit_ids)),
+                "_unit_ok": unit_ids >= 0,
+                "visit_id": np.concatenate(cols["visit"]),
+                "domain": table.gather(np.concatenate(domains)),
+            }
+        )
+        .with_columns(
+            pl.col("time").cast(pl.Datetime("us")),
+            pl.col("numeric_value").fill_nan(None),
+            pl.when(pl.col("_unit_ok")).then(pl.col("unit")).otherwise(None).alias("unit"),
+        )
+        .drop("_unit_ok")
+        .unique(maintain_order=True)
+    )  # a background code drawn twice in a visit is one record
+    people = (
+        pl.DataFrame(
+            {
+                "subject_id": np.concatenate([ids, ids]),
+                "time": np.concatenate([(np.floor(birth_day) * _DAY_US).astype(np.int64), np.zeros(n, np.int64)]),
+                "code": np.concatenate([np.full(n, BIRTH_CODE), np.where(female, "Gender/F", "Gender/M")]).astype(str),
+                "static": np.concatenate([np.zeros(n, bool), np.ones(n, bool)]),
+            }
+        )
+        .with_columns(
+            pl.when(pl.col("static")).then(None).otherwise(pl.col("time")).cast(pl.Datetime("us")).alias("time"),
+            pl.lit("person").alias("domain"),
+        )
+        .drop("static")
+    )
     death_day = np.floor(start_day + follow_years * _YEAR_DAYS)
-    deaths = pl.DataFrame(
-        {"subject_id": ids[dies], "time": (death_day[dies] * _DAY_US).astype(np.int64)}
-    ).with_columns(pl.col("time").cast(pl.Datetime("us")), pl.lit(DEATH_CODE).alias("code"),
-                   pl.lit("death").alias("domain"))
+    deaths = pl.DataFrame({"subject_id": ids[dies], "time": (death_day[dies] * _DAY_US).astype(np.int64)}).with_columns(
+        pl.col("time").cast(pl.Datetime("us")), pl.lit(DEATH_CODE).alias("code"), pl.lit("death").alias("domain")
+    )
     events = pl.concat([people, deaths, clinical], how="diagonal_relaxed")
     return events.select(
-        "subject_id", "time", "code", pl.col("numeric_value").cast(pl.Float32), pl.col("unit").cast(pl.String),
-        pl.col("visit_id").cast(pl.Int64), "domain",
+        "subject_id",
+        "time",
+        "code",
+        pl.col("numeric_value").cast(pl.Float32),
+        pl.col("unit").cast(pl.String),
+        pl.col("visit_id").cast(pl.Int64),
+        "domain",
     ).sort("subject_id", "time", "code", nulls_last=False)
 
 
@@ -257,8 +300,12 @@ def simulate_ckd(
             pl.col("_vt").alias("visit_type"), pl.format("sim/{}", "domain").alias("source")
         )
         codes = _codes_metadata(events)
-        write_meds(EventFrame.from_frame(frame.drop("_vt"), codes=codes,
-                                         metadata={"dataset_name": f"ckd_sim_{n_subjects}_{seed}"}), root)
+        write_meds(
+            EventFrame.from_frame(
+                frame.drop("_vt"), codes=codes, metadata={"dataset_name": f"ckd_sim_{n_subjects}_{seed}"}
+            ),
+            root,
+        )
         return root
     _write_omop(events, root, file_format)
     return root
@@ -289,8 +336,16 @@ def _concept_table(events: pl.DataFrame) -> pl.DataFrame:
         }
     )
     # Standard concepts that differ from the local source concept (CKD stages map to SNOMED).
-    snomed = {443614: "431855005", 443601: "431856006", 443597: "433144002", 443612: "431857002",
-              443611: "433146000", 193782: "46177005", 201826: "44054006", 320128: "59621000"}
+    snomed = {
+        443614: "431855005",
+        443601: "431856006",
+        443597: "433144002",
+        443612: "431857002",
+        443611: "433146000",
+        193782: "46177005",
+        201826: "44054006",
+        320128: "59621000",
+    }
     extra = []
     for code, cid in standard.items():
         if code not in local:
@@ -301,8 +356,11 @@ def _concept_table(events: pl.DataFrame) -> pl.DataFrame:
             extra.append((cid, _DESCRIPTIONS.get(code, code), code.split("/")[0], code.split("/")[1], None))
     std = pl.DataFrame(extra, schema=table.schema, orient="row")
     mapping = pl.DataFrame(
-        {"source_code": list(local), "source_concept_id": list(local.values()),
-         "standard_concept_id": [standard.get(c, local[c]) for c in local]}
+        {
+            "source_code": list(local),
+            "source_concept_id": list(local.values()),
+            "standard_concept_id": [standard.get(c, local[c]) for c in local],
+        }
     )
     return pl.concat([table, std]), mapping
 
@@ -317,40 +375,71 @@ def _write_omop(events: pl.DataFrame, root: Path, file_format: str) -> None:
         else:
             frame.write_parquet(root / f"{name}.parquet")
 
-    write(concepts.drop("source_code").with_columns(
-        pl.lit("Observation").alias("domain_id"), pl.lit("Clinical Finding").alias("concept_class_id"),
-        pl.lit("S").alias("standard_concept"),
-    ).select("concept_id", "concept_name", "domain_id", "vocabulary_id", "concept_class_id", "standard_concept",
-             "concept_code"), "concept")
+    write(
+        concepts.drop("source_code")
+        .with_columns(
+            pl.lit("Observation").alias("domain_id"),
+            pl.lit("Clinical Finding").alias("concept_class_id"),
+            pl.lit("S").alias("standard_concept"),
+        )
+        .select(
+            "concept_id",
+            "concept_name",
+            "domain_id",
+            "vocabulary_id",
+            "concept_class_id",
+            "standard_concept",
+            "concept_code",
+        ),
+        "concept",
+    )
     people = events.filter(pl.col("domain") == "person")
     births = people.filter(pl.col("code") == BIRTH_CODE).select("subject_id", pl.col("time").alias("birth"))
     sex = people.filter(pl.col("time").is_null()).select("subject_id", pl.col("code").alias("sex"))
-    person = births.join(sex, on="subject_id").sort("subject_id").select(
-        pl.col("subject_id").alias("person_id"),
-        pl.when(pl.col("sex") == "Gender/F").then(8532).otherwise(8507).alias("gender_concept_id"),
-        pl.col("birth").dt.year().alias("year_of_birth"),
-        pl.col("birth").dt.month().alias("month_of_birth"),
-        pl.col("birth").dt.day().alias("day_of_birth"),
-        pl.col("birth").alias("birth_datetime"),
-        pl.lit(0).alias("race_concept_id"),
-        pl.lit(0).alias("ethnicity_concept_id"),
+    person = (
+        births.join(sex, on="subject_id")
+        .sort("subject_id")
+        .select(
+            pl.col("subject_id").alias("person_id"),
+            pl.when(pl.col("sex") == "Gender/F").then(8532).otherwise(8507).alias("gender_concept_id"),
+            pl.col("birth").dt.year().alias("year_of_birth"),
+            pl.col("birth").dt.month().alias("month_of_birth"),
+            pl.col("birth").dt.day().alias("day_of_birth"),
+            pl.col("birth").alias("birth_datetime"),
+            pl.lit(0).alias("race_concept_id"),
+            pl.lit(0).alias("ethnicity_concept_id"),
+        )
     )
     write(person, "person")
-    write(events.filter(pl.col("domain") == "death").select(
-        pl.col("subject_id").alias("person_id"), pl.col("time").dt.date().alias("death_date"),
-        pl.col("time").alias("death_datetime"), pl.lit(32817).alias("death_type_concept_id")), "death")
-    clinical = events.filter(~pl.col("domain").is_in(["person", "death"])).join(
-        mapping, left_on="code", right_on="source_code", how="left"
-    ).with_row_index("row_id", offset=1)
+    write(
+        events.filter(pl.col("domain") == "death").select(
+            pl.col("subject_id").alias("person_id"),
+            pl.col("time").dt.date().alias("death_date"),
+            pl.col("time").alias("death_datetime"),
+            pl.lit(32817).alias("death_type_concept_id"),
+        ),
+        "death",
+    )
+    clinical = (
+        events.filter(~pl.col("domain").is_in(["person", "death"]))
+        .join(mapping, left_on="code", right_on="source_code", how="left")
+        .with_row_index("row_id", offset=1)
+    )
     visits = clinical.filter(pl.col("domain") == "visit")
-    write(visits.select(
-        pl.col("visit_id").alias("visit_occurrence_id"), pl.col("subject_id").alias("person_id"),
-        pl.col("standard_concept_id").alias("visit_concept_id"),
-        pl.col("time").dt.date().alias("visit_start_date"), pl.col("time").alias("visit_start_datetime"),
-        pl.col("time").dt.date().alias("visit_end_date"), pl.col("time").alias("visit_end_datetime"),
-        pl.lit(32817).alias("visit_type_concept_id"),
-        pl.col("code").str.extract(r"/(.*)$", 1).alias("visit_source_value"),
-    ), "visit_occurrence")
+    write(
+        visits.select(
+            pl.col("visit_id").alias("visit_occurrence_id"),
+            pl.col("subject_id").alias("person_id"),
+            pl.col("standard_concept_id").alias("visit_concept_id"),
+            pl.col("time").dt.date().alias("visit_start_date"),
+            pl.col("time").alias("visit_start_datetime"),
+            pl.col("time").dt.date().alias("visit_end_date"),
+            pl.col("time").alias("visit_end_datetime"),
+            pl.lit(32817).alias("visit_type_concept_id"),
+            pl.col("code").str.extract(r"/(.*)$", 1).alias("visit_source_value"),
+        ),
+        "visit_occurrence",
+    )
     specs = {
         "condition": ("condition_occurrence", "condition", "condition_start_date", "condition_start_datetime"),
         "procedure": ("procedure_occurrence", "procedure", "procedure_date", "procedure_datetime"),

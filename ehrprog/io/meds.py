@@ -17,10 +17,10 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ehrprog.accounting import DROP
 from ehrprog.errors import InputError
 from ehrprog.events import EventFrame, empty_codes, mark_event_drops
 from ehrprog.io import tabular
-from ehrprog.accounting import DROP
 from ehrprog.schema import EVENT_SCHEMA, MEDS_CORE_COLUMNS
 
 MEDS_VERSION = "0.4.1"
@@ -44,15 +44,20 @@ def _read_shard(path: Path, root: Path, visit_id_column: str | None, notes: list
     if "subject_id" not in schema and "patient_id" in schema:
         frame = frame.rename({"patient_id": "subject_id"})
         schema["subject_id"] = schema.pop("patient_id")
-        notes.append(f"{path.relative_to(root) if path != root else path.name}: pre-0.3 MEDS column "
-                     "'patient_id' read as subject_id")
+        notes.append(
+            f"{path.relative_to(root) if path != root else path.name}: pre-0.3 MEDS column "
+            "'patient_id' read as subject_id"
+        )
     for column in ("subject_id", "time", "code"):
         if column not in schema:
             raise InputError("required MEDS data column is missing", file=file, column=column)
     if visit_id_column is not None:
         if visit_id_column not in schema:
-            raise InputError(f"visit_id_column={visit_id_column!r} is not a column of this shard; it has "
-                             f"{sorted(schema)}", file=file, column=visit_id_column)
+            raise InputError(
+                f"visit_id_column={visit_id_column!r} is not a column of this shard; it has {sorted(schema)}",
+                file=file,
+                column=visit_id_column,
+            )
     if not (schema["code"] == pl.String or schema["code"] == pl.Categorical or schema["code"] == pl.Enum):
         raise InputError(f"MEDS codes must be strings, got {schema['code']}", file=file, column="code")
 
@@ -128,12 +133,14 @@ def read_meds(
         shards = parts if subjects is None else [part.filter(subjects) for part in parts]
         return mark_event_drops(pl.concat(shards, how="vertical_relaxed"))
 
-    checked = plan()
-    if materialize:
-        checked = checked.collect()
     meta_dir = root / "metadata" if root.is_dir() else root.parent / "metadata"
     codes, splits, metadata = _read_metadata(meta_dir, notes)
-    events = EventFrame(checked, notes=notes, codes=codes, splits=splits, metadata=metadata, plan=plan)
+    options = {"notes": notes, "codes": codes, "splits": splits, "metadata": metadata}
+    if materialize:
+        subject_ids = pl.concat([part.select("subject_id") for part in parts]).collect()["subject_id"]
+        events = EventFrame.from_plan(plan, subject_ids, **options)
+    else:
+        events = EventFrame(plan(), plan=plan, **options)
     if strict:
         events.report.raise_on_drops()
     return events
@@ -213,9 +220,9 @@ def write_meds(
             _write_shard(part.drop("split"), root / "data" / split / f"{index}.parquet")
     if events.splits is not None:
         pq.write_table(
-            events.splits.select("subject_id", "split").to_arrow().cast(
-                pa.schema([("subject_id", pa.int64()), ("split", pa.string())])
-            ),
+            events.splits.select("subject_id", "split")
+            .to_arrow()
+            .cast(pa.schema([("subject_id", pa.int64()), ("split", pa.string())])),
             root / "metadata" / "subject_splits.parquet",
         )
     pq.write_table(events.codes.to_arrow().cast(_CODES_ARROW_SCHEMA), root / "metadata" / "codes.parquet")

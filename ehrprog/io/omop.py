@@ -8,11 +8,11 @@ from typing import Literal
 
 import polars as pl
 
+from ehrprog.accounting import DROP
 from ehrprog.errors import InputError
 from ehrprog.events import EventFrame, empty_codes, mark_event_drops
 from ehrprog.io import tabular
 from ehrprog.io.omop_tables import DDL, DEFAULT_TABLES, EVENT_TABLES, KNOWN_CONCEPTS, EventTable
-from ehrprog.accounting import DROP
 from ehrprog.schema import BIRTH_CODE, DEATH_CODE, EVENT_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -111,9 +111,7 @@ def _code_expr(concept: str, source_concept: str | None, source_value: str | Non
     std = pl.when(std_id.is_not_null() & (std_id != 0)).then(
         pl.coalesce(pl.col("_std_code"), pl.format("OMOP/{}", std_id))
     )
-    src_value = (
-        pl.format("SOURCE/{}", pl.col(source_value)) if source_value is not None else pl.lit(None, pl.String)
-    )
+    src_value = pl.format("SOURCE/{}", pl.col(source_value)) if source_value is not None else pl.lit(None, pl.String)
     src_concept = pl.col("_src_code") if source_concept is not None else pl.lit(None, pl.String)
     if mode == "source":
         return pl.coalesce(src_concept, src_value, std.otherwise(None))
@@ -127,8 +125,9 @@ def _events_from(folder: _Folder, spec: EventTable, concepts: pl.DataFrame, mode
     frame, schema, file = scanned
     times = [c for c in spec.times if c in schema]
     if not times:
-        raise InputError(f"OMOP table {spec.name} needs one of the time columns {list(spec.times)}", file=file,
-                         column=spec.times[-1])
+        raise InputError(
+            f"OMOP table {spec.name} needs one of the time columns {list(spec.times)}", file=file, column=spec.times[-1]
+        )
     _require(schema, ["person_id", spec.concept], file, spec.name)
 
     def opt(column: str | None, parse) -> pl.Expr:
@@ -166,8 +165,10 @@ def _events_from(folder: _Folder, spec: EventTable, concepts: pl.DataFrame, mode
     )
     std_codes = concepts.lazy().rename({"concept_id": spec.concept, "code": "_std_code"})
     src_codes = concepts.lazy().rename({"concept_id": "_src_id", "code": "_src_code"})
-    unit_codes = concepts.lazy().with_columns(pl.col("code").str.extract(r"/(.*)$", 1)).rename(
-        {"concept_id": "_unit_id", "code": "_unit_code"}
+    unit_codes = (
+        concepts.lazy()
+        .with_columns(pl.col("code").str.extract(r"/(.*)$", 1))
+        .rename({"concept_id": "_unit_id", "code": "_unit_code"})
     )
     joined = (
         typed.join(std_codes, on=spec.concept, how="left")
@@ -188,19 +189,24 @@ def _events_from(folder: _Folder, spec: EventTable, concepts: pl.DataFrame, mode
         .then(pl.lit(f"{spec.concept}: no concept and no source value"))
         .otherwise(None)
     )
-    return joined.with_columns(
-        code.alias("code"),
-        pl.coalesce("_unit", "_unit_code").alias("unit"),
-        visit_type.alias("visit_type"),
-        pl.lit(f"omop/{spec.name}").alias("source"),
-    ).with_columns(drop.alias(DROP)).select(*EVENT_SCHEMA, DROP)
+    return (
+        joined.with_columns(
+            code.alias("code"),
+            pl.coalesce("_unit", "_unit_code").alias("unit"),
+            visit_type.alias("visit_type"),
+            pl.lit(f"omop/{spec.name}").alias("source"),
+        )
+        .with_columns(drop.alias(DROP))
+        .select(*EVENT_SCHEMA, DROP)
+    )
 
 
 def _person_events(folder: _Folder, concepts: pl.DataFrame) -> pl.LazyFrame:
     scanned = folder.scan("person")
     if scanned is None:
-        raise InputError("an OMOP extract must hold a person table (person.csv or person.parquet)",
-                         file=str(folder.root))
+        raise InputError(
+            "an OMOP extract must hold a person table (person.csv or person.parquet)", file=str(folder.root)
+        )
     frame, schema, file = scanned
     _require(schema, ["person_id", "year_of_birth"], file, "person")
 
@@ -226,16 +232,28 @@ def _person_events(folder: _Folder, concepts: pl.DataFrame) -> pl.LazyFrame:
     rows = []
     for column, time in (("_birth", pl.col("_birth")), ("_gender", None), ("_race", None), ("_ethnicity", None)):
         if column == "_birth":
-            part = person.select("subject_id", pl.lit(BIRTH_CODE).alias("code"), time.alias("time"),
-                                 pl.col("_year").is_null().alias("_missing"))
+            part = person.select(
+                "subject_id",
+                pl.lit(BIRTH_CODE).alias("code"),
+                time.alias("time"),
+                pl.col("_year").is_null().alias("_missing"),
+            )
         else:
             # Attribute rows of a person row that is itself dropped are not counted again.
             part = (
-                person.filter(pl.col(column).is_not_null() & (pl.col(column) != 0) & pl.col("subject_id").is_not_null()
-                              & pl.col("_year").is_not_null())
+                person.filter(
+                    pl.col(column).is_not_null()
+                    & (pl.col(column) != 0)
+                    & pl.col("subject_id").is_not_null()
+                    & pl.col("_year").is_not_null()
+                )
                 .join(codes.rename({"concept_id": column}), on=column, how="left")
-                .select("subject_id", pl.coalesce("code", pl.format("OMOP/{}", column)).alias("code"),
-                        pl.lit(None, pl.Datetime("us")).alias("time"), pl.lit(False).alias("_missing"))
+                .select(
+                    "subject_id",
+                    pl.coalesce("code", pl.format("OMOP/{}", column)).alias("code"),
+                    pl.lit(None, pl.Datetime("us")).alias("time"),
+                    pl.lit(False).alias("_missing"),
+                )
             )
         rows.append(part)
     events = pl.concat(rows, how="vertical_relaxed")
@@ -248,11 +266,17 @@ def _person_events(folder: _Folder, concepts: pl.DataFrame) -> pl.LazyFrame:
         .then(pl.lit("birth_datetime: unparseable date"))
         .otherwise(None)
     )
-    return events.with_columns(drop.alias(DROP), pl.lit("omop/person").alias("source")).select(
-        *[pl.col(c) if c in ("subject_id", "time", "code", "source") else pl.lit(None).cast(t).alias(c)
-          for c, t in EVENT_SCHEMA.items()],
-        DROP,
-    ).with_columns([pl.col(c).cast(t) for c, t in EVENT_SCHEMA.items()])
+    return (
+        events.with_columns(drop.alias(DROP), pl.lit("omop/person").alias("source"))
+        .select(
+            *[
+                pl.col(c) if c in ("subject_id", "time", "code", "source") else pl.lit(None).cast(t).alias(c)
+                for c, t in EVENT_SCHEMA.items()
+            ],
+            DROP,
+        )
+        .with_columns([pl.col(c).cast(t) for c, t in EVENT_SCHEMA.items()])
+    )
 
 
 def _death_events(folder: _Folder) -> pl.LazyFrame | None:
@@ -278,8 +302,13 @@ def _death_events(folder: _Folder) -> pl.LazyFrame | None:
     return (
         death.sort("subject_id", "time", nulls_last=True)
         .with_columns(drop.alias(DROP), pl.lit(DEATH_CODE).alias("code"), pl.lit("omop/death").alias("source"))
-        .select(*[(pl.col(c) if c in ("subject_id", "time", "code", "source") else pl.lit(None)).cast(t).alias(c)
-                  for c, t in EVENT_SCHEMA.items()], DROP)
+        .select(
+            *[
+                (pl.col(c) if c in ("subject_id", "time", "code", "source") else pl.lit(None)).cast(t).alias(c)
+                for c, t in EVENT_SCHEMA.items()
+            ],
+            DROP,
+        )
     )
 
 
@@ -357,11 +386,15 @@ def read_omop(
         # vital rows also tell which subjects the person table knows.
         return mark_event_drops(pl.concat(tables, how="vertical_relaxed"), known, known_subjects=True)
 
-    checked = plan()
+    options = {
+        "notes": folder.notes,
+        "codes": _code_metadata(descriptions),
+        "metadata": {"dataset_name": root.name, "source_format": "omop"},
+    }
     if materialize:
-        checked = checked.collect()
-    events = EventFrame(checked, notes=folder.notes, codes=_code_metadata(descriptions),
-                        metadata={"dataset_name": root.name, "source_format": "omop"}, plan=plan)
+        events = EventFrame.from_plan(plan, people["subject_id"], **options)
+    else:
+        events = EventFrame(plan(), plan=plan, **options)
     if strict:
         events.report.raise_on_drops()
     return events

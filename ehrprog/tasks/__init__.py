@@ -6,6 +6,13 @@ from ehrprog.tasks.progression import ProgressionTask
 from ehrprog.tasks.rules import DiagnosisCode, LabThreshold, StagingRule
 
 __all__ = [
-    "CKDProgression", "Cohort", "CohortX", "DiagnosisCode", "LabThreshold", "ProgressionTask", "StagingRule",
-    "ckd_epi_2021", "ckd_rule",
+    "CKDProgression",
+    "Cohort",
+    "CohortX",
+    "DiagnosisCode",
+    "LabThreshold",
+    "ProgressionTask",
+    "StagingRule",
+    "ckd_epi_2021",
+    "ckd_rule",
 ]

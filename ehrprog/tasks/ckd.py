@@ -25,13 +25,32 @@ from ehrprog.visits import Strategy
 CREATININE_UMOL_PER_MGDL = 88.42
 
 EGFR_CODES = [
-    "LOINC/33914-3", "LOINC/48642-3", "LOINC/48643-1", "LOINC/50044-7", "LOINC/50210-4", "LOINC/62238-1",
-    "LOINC/69405-9", "LOINC/70969-1", "LOINC/76633-7", "LOINC/77147-7", "LOINC/88293-6", "LOINC/88294-4",
-    "LOINC/94677-2", "LOINC/98979-8", "LOINC/98980-6", "OMOP/46236952",
+    "LOINC/33914-3",
+    "LOINC/48642-3",
+    "LOINC/48643-1",
+    "LOINC/50044-7",
+    "LOINC/50210-4",
+    "LOINC/62238-1",
+    "LOINC/69405-9",
+    "LOINC/70969-1",
+    "LOINC/76633-7",
+    "LOINC/77147-7",
+    "LOINC/88293-6",
+    "LOINC/88294-4",
+    "LOINC/94677-2",
+    "LOINC/98979-8",
+    "LOINC/98980-6",
+    "OMOP/46236952",
 ]
 #: Serum/plasma creatinine reported as mass concentration (mg/dL unless a unit says otherwise).
-CREATININE_MASS_CODES = ["LOINC/2160-0", "LOINC/38483-4", "LOINC/21232-4", "LOINC/35203-9", "OMOP/3016723",
-                         "OMOP/3051825"]
+CREATININE_MASS_CODES = [
+    "LOINC/2160-0",
+    "LOINC/38483-4",
+    "LOINC/21232-4",
+    "LOINC/35203-9",
+    "OMOP/3016723",
+    "OMOP/3051825",
+]
 #: Serum/plasma creatinine reported as substance concentration (µmol/L unless a unit says otherwise).
 CREATININE_MOLAR_CODES = ["LOINC/14682-9", "LOINC/59826-8", "LOINC/77140-2", "OMOP/3020564"]
 
@@ -43,8 +62,16 @@ def ckd_rule() -> StagingRule:
     dx += [DiagnosisCode(system="ICD9", code="585", stage=None, match="prefix")]
     dx += [DiagnosisCode(system="ICD9", code=f"585.{s}", stage=min(s, 5), match="prefix") for s in range(1, 7)]
     snomed = {
-        "431855005": 1, "431856006": 2, "433144002": 3, "700378005": 3, "700379002": 3, "431857002": 4,
-        "433146000": 5, "46177005": 5, "714152005": 5, "709044004": None,
+        "431855005": 1,
+        "431856006": 2,
+        "433144002": 3,
+        "700378005": 3,
+        "700379002": 3,
+        "431857002": 4,
+        "433146000": 5,
+        "46177005": 5,
+        "714152005": 5,
+        "709044004": None,
     }
     dx += [DiagnosisCode(system="SNOMED", code=c, stage=s) for c, s in snomed.items()]
     omop = {"443614": 1, "443601": 2, "443597": 3, "443612": 4, "443611": 5, "193782": 5, "46271022": None}
@@ -122,13 +149,16 @@ class CKDProgression(ProgressionTask):
         codes = events.unique_codes()
         found = match_code_lists(
             {"mass": CREATININE_MASS_CODES, "molar": CREATININE_MOLAR_CODES, "egfr": EGFR_CODES},
-            codes, events.codes,
+            codes,
+            events.codes,
         )
         creat = found.filter(pl.col("name") != "egfr")
         if creat.height == 0:
             return {}
         egfr_codes = found.filter(pl.col("name") == "egfr")["code"]
-        egfr_times = events.lazy.filter(pl.col("code").is_in(egfr_codes.implode())).select("subject_id", "time").unique()
+        egfr_times = (
+            events.lazy.filter(pl.col("code").is_in(egfr_codes.implode())).select("subject_id", "time").unique()
+        )
         people = events.subjects().lazy().select("subject_id", "birth", "sex")
         rows = (
             events.lazy.filter(
@@ -140,8 +170,9 @@ class CKDProgression(ProgressionTask):
             .join(egfr_times, on=["subject_id", "time"], how="anti")
             .join(people, on="subject_id", how="left")
             .with_columns(
-                creatinine_mg_dl(pl.col("numeric_value").cast(pl.Float64), pl.col("unit"), pl.col("name") == "molar")
-                .alias("_scr"),
+                creatinine_mg_dl(
+                    pl.col("numeric_value").cast(pl.Float64), pl.col("unit"), pl.col("name") == "molar"
+                ).alias("_scr"),
                 ((pl.col("time") - pl.col("birth")).dt.total_days() / 365.25).alias("_age"),
             )
             .collect()
@@ -149,10 +180,13 @@ class CKDProgression(ProgressionTask):
         usable = pl.col("sex").is_not_null() & (pl.col("_age") >= 18) & pl.col("_scr").is_between(0.1, 30.0)
         skipped = rows.filter(~usable.fill_null(False))
         if skipped.height:
-            counts["creatinine not converted to eGFR: sex or birth unknown, age < 18, or value outside "
-                   "0.1-30 mg/dL"] = skipped.height
+            counts[
+                "creatinine not converted to eGFR: sex or birth unknown, age < 18, or value outside 0.1-30 mg/dL"
+            ] = skipped.height
         computed = rows.filter(usable.fill_null(False)).select(
-            "subject_id", "time", "code",
+            "subject_id",
+            "time",
+            "code",
             ckd_epi_2021(pl.col("_scr"), pl.col("_age"), pl.col("sex") == "F").alias("value"),
         )
         return {"egfr": computed.lazy()}

@@ -94,13 +94,21 @@ class Cohort:
             f"median time to event/censoring {y['time_to_event_days'].median():.0f} days",
         ]
         counts = self.X.points.group_by("current_stage").len().sort("current_stage")
-        lines.append("current stage at prediction: " + ", ".join(
-            f"{r['current_stage']}: {r['len']:,}" for r in counts.iter_rows(named=True)))
+        lines.append(
+            "current stage at prediction: "
+            + ", ".join(f"{r['current_stage']}: {r['len']:,}" for r in counts.iter_rows(named=True))
+        )
         nxt = y.group_by("stage").len().sort("stage", nulls_last=True)
-        lines.append("next recorded stage: " + ", ".join(
-            f"{r['stage'] if r['stage'] is not None else 'none'}: {r['len']:,}" for r in nxt.iter_rows(named=True)))
+        lines.append(
+            "next recorded stage: "
+            + ", ".join(
+                f"{r['stage'] if r['stage'] is not None else 'none'}: {r['len']:,}" for r in nxt.iter_rows(named=True)
+            )
+        )
         by_source = self.stages.group_by("source").len().sort("source")
-        lines.append("stage records: " + ", ".join(f"{r['source']}: {r['len']:,}" for r in by_source.iter_rows(named=True)))
+        lines.append(
+            "stage records: " + ", ".join(f"{r['source']}: {r['len']:,}" for r in by_source.iter_rows(named=True))
+        )
         for reason, count in self.report.items():
             lines.append(f"left out: {reason}: {count:,}")
         return "\n".join(lines)

@@ -77,8 +77,13 @@ class ProgressionTask:
                 timed.filter(pl.col("code").is_in(dx["code"].implode()))
                 .join(dx.lazy(), on="code", how="inner")
                 .select(
-                    "subject_id", "time", "stage", pl.lit("diagnosis").alias("source"), "code",
-                    pl.lit(None, pl.Float64).alias("value"), pl.lit(False).alias("computed"),
+                    "subject_id",
+                    "time",
+                    "stage",
+                    pl.lit("diagnosis").alias("source"),
+                    "code",
+                    pl.lit(None, pl.Float64).alias("value"),
+                    pl.lit(False).alias("computed"),
                 )
             )
         labs = self.rule.match_labs(codes, events.codes)
@@ -138,34 +143,47 @@ class ProgressionTask:
         all_records, counts = self._stage(events, include_unstaged=True)
         records = all_records.filter(pl.col("stage").is_not_null())
         if self.require_disease_evidence:
-            evidence = all_records.filter(
-                (pl.col("source") == "diagnosis") | (pl.col("stage") >= self.evidence_min_lab_stage)
-            ).select("subject_id").unique()
+            evidence = (
+                all_records.filter((pl.col("source") == "diagnosis") | (pl.col("stage") >= self.evidence_min_lab_stage))
+                .select("subject_id")
+                .unique()
+            )
             before = records["subject_id"].n_unique()
             records = records.join(evidence, on="subject_id", how="semi")
             left_out = before - records["subject_id"].n_unique()
             if left_out:
-                counts["subjects with lab stages but no diagnosis and no lab stage >= "
-                       f"{self.evidence_min_lab_stage}"] = left_out
+                counts[
+                    f"subjects with lab stages but no diagnosis and no lab stage >= {self.evidence_min_lab_stage}"
+                ] = left_out
         if records.height == 0:
-            raise EmptyCohortError(f"no {self.rule.name} stage records found: no cohort can be built",
-                                   file=str(events.metadata.get("dataset_name", "")) or None)
+            raise EmptyCohortError(
+                f"no {self.rule.name} stage records found: no cohort can be built",
+                file=str(events.metadata.get("dataset_name", "")) or None,
+            )
         if visits is not None and visits.strategy != self.visits:
             raise ValueError(f"visits were grouped with {visits.strategy!r}, this task uses {self.visits!r}")
         visit_frame = visits if visits is not None else group_visits(events, self.visits)
         staged_subjects = records.select("subject_id").unique()
-        spans = (
-            visit_frame.frame.join(staged_subjects, on="subject_id", how="semi")
-            .select("subject_id", "death", pl.col("visits").list.eval(pl.element().struct.field("start")).alias("s"),
-                    pl.col("visits").list.eval(pl.element().struct.field("end")).alias("e"),
-                    pl.col("visits").list.eval(pl.element().struct.field("visit_index")).alias("i"))
+        spans = visit_frame.frame.join(staged_subjects, on="subject_id", how="semi").select(
+            "subject_id",
+            "death",
+            pl.col("visits").list.eval(pl.element().struct.field("start")).alias("s"),
+            pl.col("visits").list.eval(pl.element().struct.field("end")).alias("e"),
+            pl.col("visits").list.eval(pl.element().struct.field("visit_index")).alias("i"),
         )
-        flat = spans.select("subject_id", "s", "e", "i").explode("s", "e", "i").drop_nulls("s").rename(
-            {"s": "start", "e": "end", "i": "visit_index"})
+        flat = (
+            spans.select("subject_id", "s", "e", "i")
+            .explode("s", "e", "i")
+            .drop_nulls("s")
+            .rename({"s": "start", "e": "end", "i": "visit_index"})
+        )
         points = self._points(records, flat)
-        follow_up = flat.group_by("subject_id").agg(pl.col("end").max().alias("_last")).join(
-            spans.select("subject_id", "death"), on="subject_id", how="left"
-        ).select("subject_id", pl.max_horizontal("_last", "death").alias("_censor"))
+        follow_up = (
+            flat.group_by("subject_id")
+            .agg(pl.col("end").max().alias("_last"))
+            .join(spans.select("subject_id", "death"), on="subject_id", how="left")
+            .select("subject_id", pl.max_horizontal("_last", "death").alias("_censor"))
+        )
         points = self._targets(points, records, follow_up)
         if self.exclude_final_stage:
             final = points.filter(pl.col("current_stage") >= self.rule.n_stages)
@@ -218,10 +236,18 @@ class ProgressionTask:
             .select("subject_id", "_cum_end", (pl.col("visit_index") + 1).alias("n_visits"))
             .sort("subject_id", "_cum_end")
         )
-        return points.join_asof(
-            prefix, left_on="prediction_time", right_on="_cum_end", by="subject_id", strategy="backward",
-            check_sortedness=False,
-        ).with_columns(pl.col("n_visits").fill_null(0).cast(pl.Int32)).drop("_cum_end")
+        return (
+            points.join_asof(
+                prefix,
+                left_on="prediction_time",
+                right_on="_cum_end",
+                by="subject_id",
+                strategy="backward",
+                check_sortedness=False,
+            )
+            .with_columns(pl.col("n_visits").fill_null(0).cast(pl.Int32))
+            .drop("_cum_end")
+        )
 
     def _targets(self, points: pl.DataFrame, records: pl.DataFrame, follow_up: pl.DataFrame) -> pl.DataFrame:
         """Next stage and time to the first higher stage; ``follow_up`` gives each subject's censoring time."""
@@ -229,8 +255,12 @@ class ProgressionTask:
         points = points.sort("subject_id", "prediction_time")
         with_next = points.join_asof(
             per_time.rename({"time": "_next_time", "stage": "next_stage"}),
-            left_on="prediction_time", right_on="_next_time", by="subject_id", strategy="forward",
-            allow_exact_matches=False, check_sortedness=False,
+            left_on="prediction_time",
+            right_on="_next_time",
+            by="subject_id",
+            strategy="forward",
+            allow_exact_matches=False,
+            check_sortedness=False,
         ).drop("_next_time")
         parts = []
         for stage in range(1, self.rule.n_stages + 1):
@@ -238,10 +268,17 @@ class ProgressionTask:
             if at_stage.height == 0:
                 continue
             higher = per_time.filter(pl.col("stage") > stage).select("subject_id", pl.col("time").alias("_event_time"))
-            parts.append(at_stage.join_asof(
-                higher, left_on="prediction_time", right_on="_event_time", by="subject_id", strategy="forward",
-                allow_exact_matches=False, check_sortedness=False,
-            ))
+            parts.append(
+                at_stage.join_asof(
+                    higher,
+                    left_on="prediction_time",
+                    right_on="_event_time",
+                    by="subject_id",
+                    strategy="forward",
+                    allow_exact_matches=False,
+                    check_sortedness=False,
+                )
+            )
         targets = pl.concat(parts)
         end = pl.coalesce("_event_time", "_censor")
         return (
