@@ -39,7 +39,7 @@ def _flat(visit_frame: ep.VisitFrame) -> pl.DataFrame:
     return visit_frame.visits()
 
 
-settings.register_profile("ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("ci")
 
 
@@ -79,37 +79,31 @@ def test_result_does_not_depend_on_input_row_order(strategy, rows, seed):
     assert ep.group_visits(frame, strategy).frame.equals(ep.group_visits(shuffled, strategy).frame)
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES, ids=str)
+def _locate(frame: pl.DataFrame, flat: pl.DataFrame) -> pl.DataFrame:
+    """Tag each event with the index of the (non-overlapping) visit it falls in."""
+    return frame.sort("subject_id", "time").join_asof(
+        flat.select("subject_id", "start", "visit_index").sort("subject_id", "start"),
+        left_on="time",
+        right_on="start",
+        by="subject_id",
+        strategy="backward",
+        check_sortedness=False,
+    )
+
+
+@pytest.mark.parametrize("strategy", [s for s in STRATEGIES if s != "visit_id"], ids=str)
 @given(rows=event_tables())
 def test_grouping_is_idempotent(strategy, rows):
-    """Regrouping the events of each visit, tagged by the visit they landed in, gives the same visits."""
-    first = ep.group_visits(_frame(rows), strategy)
-    flat = _flat(first)
-    # Rebuild events from the visits: every event keeps its time range inside the visit.
+    """Regrouping the events, each tagged with the visit it landed in, gives the same visits."""
     frame = _frame(rows)
-    tagged = (
-        frame.join_asof(
-            flat.select("subject_id", "start", "visit_index").sort("subject_id", "start"),
-            left_on="time",
-            right_on="start",
-            by="subject_id",
-            strategy="backward",
-            check_sortedness=False,
-        )
-        if strategy != "visit_id"
-        else None
-    )
-    if tagged is not None:
-        again = ep.group_visits(tagged.drop("start", "visit_index"), strategy)
-        assert again.frame.equals(first.frame)
-    # And grouping a frame that is already one visit per group leaves it unchanged under visit ids.
-    rebuilt = (
-        flat.select("subject_id", pl.col("visit_index").cast(pl.Int64).alias("visit_id"), "start", "codes")
-        .explode("codes")
-        .rename({"codes": "code", "start": "time"})
-    )
-    by_id = ep.group_visits(rebuilt, "visit_id")
-    assert by_id.n_visits == first.n_visits
+    first = ep.group_visits(frame, strategy)
+    tagged = _locate(frame, _flat(first)).with_columns(pl.col("visit_index").cast(pl.Int64).alias("visit_id"))
+    again = ep.group_visits(tagged.drop("start", "visit_index"), "visit_id")
+    # Same visits holding the same events (ties within a visit are ordered by content, which
+    # here includes the new visit id, so compare the code multisets).
+    columns = ["subject_id", "visit_index", "start", "end", pl.col("codes").list.sort()]
+    assert _flat(again).select(columns).equals(_flat(first).select(columns))
+    assert ep.group_visits(_frame(rows), strategy).frame.equals(first.frame)
 
 
 @given(rows=event_tables(), hours=st.sampled_from([0.5, 6, 24, 72]))
@@ -120,14 +114,7 @@ def test_gap_bounds_hold_inside_and_between_visits(rows, hours):
     between = flat.with_columns((pl.col("start") - pl.col("end").shift(1).over("subject_id")).alias("between"))
     assert (between["between"].drop_nulls() > gap).all()
     # Inside a visit, consecutive events are at most `gap` apart.
-    located = frame.sort("subject_id", "time").join_asof(
-        flat.select("subject_id", "start", "visit_index").sort("subject_id", "start"),
-        left_on="time",
-        right_on="start",
-        by="subject_id",
-        strategy="backward",
-        check_sortedness=False,
-    )
+    located = _locate(frame, flat)
     steps = located.with_columns(pl.col("time").diff().over("subject_id", "visit_index").alias("step"))
     assert (steps["step"].drop_nulls() <= gap).all()
 

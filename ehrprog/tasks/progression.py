@@ -253,32 +253,14 @@ class ProgressionTask:
         """Next stage and time to the first higher stage; ``follow_up`` gives each subject's censoring time."""
         per_time = records.group_by("subject_id", "time").agg(pl.col("stage").max()).sort("subject_id", "time")
         points = points.sort("subject_id", "prediction_time")
-        with_next = points.join_asof(
-            per_time.rename({"time": "_next_time", "stage": "next_stage"}),
-            left_on="prediction_time",
-            right_on="_next_time",
-            by="subject_id",
-            strategy="forward",
-            allow_exact_matches=False,
-            check_sortedness=False,
-        ).drop("_next_time")
+        with_next = _first_after(points, per_time.rename({"time": "_next_time", "stage": "next_stage"}), "_next_time")
+        with_next = with_next.drop("_next_time")
         parts = []
         for stage in range(1, self.rule.n_stages + 1):
             at_stage = with_next.filter(pl.col("current_stage") == stage)
-            if at_stage.height == 0:
-                continue
-            higher = per_time.filter(pl.col("stage") > stage).select("subject_id", pl.col("time").alias("_event_time"))
-            parts.append(
-                at_stage.join_asof(
-                    higher,
-                    left_on="prediction_time",
-                    right_on="_event_time",
-                    by="subject_id",
-                    strategy="forward",
-                    allow_exact_matches=False,
-                    check_sortedness=False,
-                )
-            )
+            if at_stage.height:
+                higher = per_time.filter(pl.col("stage") > stage).select("subject_id", pl.col("time").alias("_event"))
+                parts.append(_first_after(at_stage, higher, "_event").rename({"_event": "_event_time"}))
         targets = pl.concat(parts)
         end = pl.coalesce("_event_time", "_censor")
         return (
@@ -289,3 +271,16 @@ class ProgressionTask:
             )
             .drop("_event_time", "_censor")
         )
+
+
+def _first_after(points: pl.DataFrame, records: pl.DataFrame, time_column: str) -> pl.DataFrame:
+    """Attach to each point the first record of its subject strictly after its prediction time."""
+    return points.join_asof(
+        records,
+        left_on="prediction_time",
+        right_on=time_column,
+        by="subject_id",
+        strategy="forward",
+        allow_exact_matches=False,
+        check_sortedness=False,
+    )
