@@ -1,0 +1,194 @@
+"""From ``CohortX`` to padded tensors: one causal pass per subject serves all its prediction points.
+
+:class:`VisitTensors` encodes every visit of every subject once (code ids, standardised values,
+time features) into flat numpy arrays indexed by visit row; :meth:`VisitTensors.batch` gathers a
+set of subjects into padded arrays with numpy fancy indexing (no Python loop over visits or
+codes). Shapes: ``codes`` and ``values`` ``[batch, visits, codes]``, ``times``
+``[batch, visits, 3]``, ``visit_mask`` ``[batch, visits]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from ehrprog.tasks.cohort import CohortX
+
+PAD, UNKNOWN = 0, 1
+
+
+@dataclass
+class Vocabulary:
+    """Code strings to embedding rows (0 = padding, 1 = codes unseen in training), with each
+    code's training mean and standard deviation of ``numeric_value`` for standardisation."""
+
+    codes: list[str]
+    value_mean: np.ndarray  # [len(codes) + 2], float32
+    value_std: np.ndarray  # [len(codes) + 2], float32
+
+    @property
+    def size(self) -> int:
+        return len(self.codes) + 2
+
+    @classmethod
+    def fit(cls, X: CohortX, min_count: int = 1) -> Vocabulary:
+        """Codes seen at least ``min_count`` times in the input histories of ``X``'s subjects."""
+        visits = _input_visits(X)
+        flat = visits.select(pl.col("codes").alias("code"), pl.col("numeric_values").alias("value")).explode(
+            "code", "value"
+        )
+        stats = (
+            flat.group_by("code")
+            .agg(pl.len().alias("n"), pl.col("value").mean().alias("mean"), pl.col("value").std().alias("std"))
+            .filter(pl.col("n") >= min_count)
+            .sort("code")
+        )
+        mean = np.concatenate([[0.0, 0.0], stats["mean"].fill_null(0.0).to_numpy()]).astype(np.float32)
+        std = stats["std"].fill_null(1.0).to_numpy()
+        std = np.concatenate([[1.0, 1.0], np.where(std > 1e-6, std, 1.0)]).astype(np.float32)
+        return cls(stats["code"].to_list(), mean, std)
+
+    def lookup(self, codes: pl.Expr) -> pl.Expr:
+        """Embedding rows for a code column (unseen codes -> ``UNKNOWN``)."""
+        mapping = dict(zip(self.codes, range(2, self.size), strict=True))
+        return codes.replace_strict(mapping, default=UNKNOWN, return_dtype=pl.Int32)
+
+
+def _input_visits(X: CohortX) -> pl.DataFrame:
+    """Visits that some point of ``X`` may read (index < that subject's largest ``n_visits``)."""
+    needed = X.points.group_by("subject_id").agg(pl.col("n_visits").max().alias("_n"))
+    return (
+        X.visits.frame.join(needed, on="subject_id", how="inner")
+        .select("subject_id", "_n", "visits")
+        .explode("visits")
+        .drop_nulls("visits")
+        .unnest("visits")
+        .filter(pl.col("visit_index") < pl.col("_n"))
+    )
+
+
+@dataclass
+class Batch:
+    """Padded arrays for a set of subjects and the positions of their prediction points."""
+
+    codes: np.ndarray  # [B, V, C] int32 embedding rows, PAD where empty
+    values: np.ndarray  # [B, V, C] float32 standardised numeric values, 0 where none
+    has_value: np.ndarray  # [B, V, C] bool
+    times: np.ndarray  # [B, V, 3] float32: years since first visit, years since previous, age / 100 years
+    visit_mask: np.ndarray  # [B, V] bool
+    point_subject: np.ndarray  # [P] int64 row in the batch
+    point_visit: np.ndarray  # [P] int64 index of the last input visit
+    point_index: np.ndarray  # [P] int64 row of the point in the X the tensors were built from
+    current_stage: np.ndarray  # [P] int64 stage at the prediction time (0 if unknown)
+
+
+class VisitTensors:
+    """All visits of a ``CohortX`` encoded once; batches are gathered from it.
+
+    Args:
+        X: the cohort inputs.
+        vocabulary: code vocabulary (fitted on training data).
+        max_codes: codes kept per visit (the first ones in time order).
+        max_visits: visits kept per subject: the last ``max_visits`` before its latest
+            prediction point; a point whose history starts before that window reads the window.
+    """
+
+    def __init__(self, X: CohortX, vocabulary: Vocabulary, max_codes: int = 64, max_visits: int = 256) -> None:
+        self.max_codes = max_codes
+        self.max_visits = max_visits
+        visits = _input_visits(X).sort("subject_id", "visit_index")
+        subjects = visits.group_by("subject_id", maintain_order=True).agg(pl.len().alias("n"))
+        self.subject_ids = subjects["subject_id"].to_numpy()
+        lengths = subjects["n"].to_numpy()
+        self.starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        self.lengths = lengths.astype(np.int64)
+        n_rows = visits.height
+        flat = (
+            visits.with_row_index("_row")
+            .select(
+                "_row",
+                pl.col("codes").list.head(max_codes).alias("code"),
+                pl.col("numeric_values").list.head(max_codes).alias("value"),
+            )
+            .explode("code", "value")
+            .drop_nulls("code")
+            .with_columns(
+                pl.int_range(pl.len()).over("_row").alias("_pos"),
+                vocabulary.lookup(pl.col("code")).alias("_id"),
+            )
+        )
+        ids = flat["_id"].to_numpy()
+        rows = flat["_row"].to_numpy().astype(np.int64)
+        pos = flat["_pos"].to_numpy().astype(np.int64)
+        raw = flat["value"].to_numpy().astype(np.float32)
+        present = ~np.isnan(raw)
+        z = np.where(present, (raw - vocabulary.value_mean[ids]) / vocabulary.value_std[ids], 0.0)
+        self.codes = np.zeros((n_rows, max_codes), dtype=np.int32)
+        self.values = np.zeros((n_rows, max_codes), dtype=np.float32)
+        self.has_value = np.zeros((n_rows, max_codes), dtype=bool)
+        self.codes[rows, pos] = ids
+        self.values[rows, pos] = np.clip(z, -10, 10)
+        self.has_value[rows, pos] = present
+        self.times = (
+            visits.select(
+                pl.col("days_since_first") / 365.25,
+                pl.col("days_since_prev") / 365.25,
+                (pl.col("age_days") / 36525.0).fill_null(0.0),
+            )
+            .to_numpy()
+            .astype(np.float32)
+        )
+        points = X.points
+        index = pl.DataFrame({"subject_id": self.subject_ids, "_pos": np.arange(len(self.subject_ids))})
+        located = points.select("subject_id").join(index, on="subject_id", how="left", maintain_order="left")
+        self.point_subject = located["_pos"].to_numpy().astype(np.int64)
+        self.point_n_visits = points["n_visits"].to_numpy().astype(np.int64)
+        self.point_stage = points["current_stage"].fill_null(0).to_numpy().astype(np.int64)
+
+    @property
+    def n_points(self) -> int:
+        return len(self.point_subject)
+
+    def batch(self, point_rows: np.ndarray) -> Batch:
+        """Gather the subjects of the given points into one padded batch."""
+        subjects, inverse = np.unique(self.point_subject[point_rows], return_inverse=True)
+        # Each subject's window ends at its latest point's history and spans at most max_visits.
+        last = np.zeros(len(subjects), dtype=np.int64)
+        np.maximum.at(last, inverse, self.point_n_visits[point_rows])
+        first = np.maximum(last - self.max_visits, 0)
+        span = last - first
+        width = max(int(span.max()), 1)
+        offsets = np.arange(width)
+        mask = offsets[None, :] < span[:, None]
+        rows = self.starts[subjects][:, None] + first[:, None] + np.where(mask, offsets[None, :], 0)
+        rows = np.where(mask, rows, 0)
+        visit = np.clip(self.point_n_visits[point_rows] - 1 - first[inverse], 0, None)
+        return Batch(
+            codes=np.where(mask[..., None], self.codes[rows], PAD),
+            values=np.where(mask[..., None], self.values[rows], 0.0).astype(np.float32),
+            has_value=mask[..., None] & self.has_value[rows],
+            times=np.where(mask[..., None], self.times[rows], 0.0).astype(np.float32),
+            visit_mask=mask,
+            point_subject=inverse.astype(np.int64),
+            point_visit=visit.astype(np.int64),
+            point_index=np.asarray(point_rows, dtype=np.int64),
+            current_stage=self.point_stage[point_rows],
+        )
+
+    def subject_batches(self, point_rows: np.ndarray, batch_size: int, rng: np.random.Generator | None = None):
+        """Yield batches of about ``batch_size`` subjects, all points of a subject together."""
+        point_rows = np.asarray(point_rows)
+        subjects = np.unique(self.point_subject[point_rows])
+        if rng is not None:
+            subjects = rng.permutation(subjects)
+        order = np.argsort(self.point_subject[point_rows], kind="stable")
+        sorted_rows = point_rows[order]
+        sorted_subjects = self.point_subject[sorted_rows]
+        for start in range(0, len(subjects), batch_size):
+            chosen = np.sort(subjects[start : start + batch_size])
+            lo = np.searchsorted(sorted_subjects, chosen, side="left")
+            hi = np.searchsorted(sorted_subjects, chosen, side="right")
+            picks = np.concatenate([sorted_rows[a:b] for a, b in zip(lo, hi, strict=True)])
+            yield self.batch(picks)
