@@ -1,12 +1,26 @@
 """ehrprog: chronic disease progression across visits, from OMOP CDM or MEDS records."""
 
+from __future__ import annotations
+
+from typing import Any
+
 __version__ = "0.1.0"
 
-from ehrprog import datasets, tasks
-from ehrprog.errors import EmptyCohortError, InputError
-from ehrprog.events import EventFrame
-from ehrprog.io import read_meds, read_omop, write_meds
-from ehrprog.visits import Gap, VisitFrame, group_visits
+from ehrprog import datasets, tasks  # noqa: E402
+from ehrprog.errors import EmptyCohortError, InputError  # noqa: E402
+from ehrprog.events import EventFrame  # noqa: E402
+from ehrprog.io import read_meds, read_omop, write_meds  # noqa: E402
+from ehrprog.visits import Gap, VisitFrame, group_visits  # noqa: E402
+
+
+def __getattr__(name: str) -> Any:
+    # The estimator pulls in torch: import it only when asked for, so the data layer stays light.
+    if name == "VisitProgressionEstimator":
+        from ehrprog.estimator import VisitProgressionEstimator
+
+        return VisitProgressionEstimator
+    raise AttributeError(f"module 'ehrprog' has no attribute {name!r}")
+
 
 __all__ = [
     "EmptyCohortError",
@@ -14,6 +28,7 @@ __all__ = [
     "Gap",
     "InputError",
     "VisitFrame",
+    "VisitProgressionEstimator",
     "__version__",
     "datasets",
     "group_visits",

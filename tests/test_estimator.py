@@ -1,0 +1,177 @@
+"""VisitProgressionEstimator behaves like a scikit-learn estimator and trains correctly."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import GridSearchCV, GroupKFold, cross_val_score
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
+from sklearn.utils._param_validation import InvalidParameterError
+from sksurv.metrics import concordance_index_censored
+from sksurv.util import Surv
+
+import ehrprog as ep
+from ehrprog import VisitProgressionEstimator
+
+SMALL = {"embedding_dim": 16, "hidden_dim": 16, "max_epochs": 3, "batch_size": 32, "lr": 1e-2, "random_state": 0}
+
+
+@pytest.fixture(scope="module")
+def cohort(sim_omop):
+    return ep.tasks.CKDProgression().build(ep.read_omop(sim_omop))
+
+
+@pytest.fixture(scope="module")
+def stage_model(cohort):
+    return VisitProgressionEstimator(target="stage", **SMALL).fit(cohort.X, cohort.y)
+
+
+@pytest.fixture(scope="module")
+def progression_model(cohort):
+    return VisitProgressionEstimator(target="progression", **SMALL).fit(cohort.X, cohort.y)
+
+
+def test_init_only_stores_parameters_and_clone_round_trips():
+    est = VisitProgressionEstimator(target="both", hidden_dim=8, module__n_stages=5)
+    assert est.get_params()["module__n_stages"] == 5
+    twin = clone(est)
+    assert twin.get_params() == est.get_params()
+    assert not [k for k in vars(est) if k.endswith("_") and not k.startswith("module__")]
+
+
+def test_unknown_extra_parameter_is_rejected():
+    with pytest.raises(TypeError, match="backbone__"):
+        VisitProgressionEstimator(hidden=3)
+
+
+def test_invalid_parameters_fail_in_fit_not_init(cohort):
+    est = VisitProgressionEstimator(target="severity")
+    with pytest.raises(InvalidParameterError, match="target"):
+        est.fit(cohort.X, cohort.y)
+    with pytest.raises(ValueError, match="available"):
+        VisitProgressionEstimator(backbone="nope", **SMALL).fit(cohort.X, cohort.y)
+
+
+def test_prediction_before_fit_raises_not_fitted(cohort):
+    with pytest.raises(NotFittedError):
+        VisitProgressionEstimator().predict(cohort.X)
+
+
+def test_stage_model_predicts_probabilities_and_scores_macro_auroc(stage_model, cohort):
+    proba = stage_model.predict_proba(cohort.X)
+    assert proba.shape == (len(cohort.X), len(stage_model.classes_))
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+    assert set(stage_model.predict(cohort.X)) <= set(stage_model.classes_)
+    assert 0.5 < stage_model.score(cohort.X, cohort.y) <= 1.0
+    assert [h["epoch"] for h in stage_model.history_] == [1, 2, 3]
+    assert {"train_loss", "valid_loss", "seconds"} <= set(stage_model.history_[0])
+
+
+def test_progression_model_risk_survival_and_harrell_c(progression_model, cohort):
+    risk = progression_model.predict(cohort.X)
+    assert risk.shape == (len(cohort.X),)
+    event = cohort.y["event"].to_numpy()
+    time = cohort.y["time_to_event_days"].to_numpy()
+    expected = concordance_index_censored(event, time, risk)[0]
+    assert progression_model.score(cohort.X, cohort.y) == pytest.approx(expected)
+    survival = progression_model.predict_survival_function(cohort.X[:20], return_array=True)
+    assert ((survival >= 0) & (survival <= 1)).all()
+    assert (np.diff(survival, axis=1) <= 1e-12).all()  # non-increasing in time
+    functions = progression_model.predict_survival_function(cohort.X[:3])
+    assert functions[0](progression_model.event_times_[0]) == pytest.approx(survival[0, 0])
+    with pytest.raises(AttributeError, match="target='stage' or 'both'"):
+        progression_model.predict_proba(cohort.X)
+
+
+def test_y_as_structured_survival_array_or_stage_array(cohort):
+    structured = Surv.from_arrays(cohort.y["event"].to_numpy(), cohort.y["time_to_event_days"].to_numpy())
+    est = VisitProgressionEstimator(target="progression", **SMALL).fit(cohort.X, structured)
+    assert hasattr(est, "cumulative_baseline_hazard_")
+    known = cohort.y["stage"].is_not_null().to_numpy()
+    stages = cohort.y["stage"].to_numpy()[known]
+    est = VisitProgressionEstimator(target="stage", **SMALL).fit(cohort.X[known], stages)
+    assert est.classes_.tolist() == sorted(set(stages.tolist()))
+    with pytest.raises(ValueError, match="needs 'event'"):
+        VisitProgressionEstimator(target="progression", **SMALL).fit(cohort.X[known], stages)
+
+
+def test_same_random_state_gives_the_same_predictions_on_cpu(cohort):
+    first = VisitProgressionEstimator(target="both", **SMALL).fit(cohort.X, cohort.y)
+    second = VisitProgressionEstimator(target="both", **SMALL).fit(cohort.X, cohort.y)
+    np.testing.assert_array_equal(first.predict_proba(cohort.X), second.predict_proba(cohort.X))
+    np.testing.assert_array_equal(first.predict_risk(cohort.X), second.predict_risk(cohort.X))
+    other = VisitProgressionEstimator(target="both", **{**SMALL, "random_state": 1}).fit(cohort.X, cohort.y)
+    assert not np.array_equal(first.predict_risk(cohort.X), other.predict_risk(cohort.X))
+
+
+def test_save_and_load_round_trip_without_pickle(tmp_path, cohort):
+    est = VisitProgressionEstimator(target="both", **SMALL).fit(cohort.X, cohort.y)
+    root = est.save(tmp_path / "model")
+    assert sorted(p.name for p in root.iterdir()) == ["config.json", "model.safetensors"]
+    assert json.loads((root / "config.json").read_text())["params"]["target"] == "both"
+    loaded = VisitProgressionEstimator.load(root)
+    np.testing.assert_allclose(loaded.predict_proba(cohort.X), est.predict_proba(cohort.X), rtol=1e-6)
+    np.testing.assert_allclose(loaded.predict_survival_function(cohort.X[:5], return_array=True),
+                               est.predict_survival_function(cohort.X[:5], return_array=True), rtol=1e-6)
+
+
+def test_works_in_a_pipeline(cohort):
+    pipe = Pipeline([("identity", FunctionTransformer(validate=False)),
+                     ("model", VisitProgressionEstimator(target="stage", **SMALL))])
+    pipe.fit(cohort.X, cohort.y)
+    assert pipe.predict(cohort.X).shape == (len(cohort.X),)
+    assert 0.0 <= pipe.score(cohort.X, cohort.y) <= 1.0
+
+
+def test_grid_search_over_routed_and_plain_parameters_with_group_k_fold(cohort):
+    search = GridSearchCV(
+        VisitProgressionEstimator(target="progression", **SMALL),
+        {"hidden_dim": [8, 16], "module__n_stages": [5]},
+        cv=GroupKFold(n_splits=2),
+        n_jobs=2,
+    )
+    search.fit(cohort.X, cohort.y, groups=cohort.groups)
+    assert search.best_params_["hidden_dim"] in (8, 16)
+    assert np.isfinite(search.best_score_)
+
+
+def test_cross_val_score_with_group_k_fold_in_two_processes(cohort):
+    scores = cross_val_score(VisitProgressionEstimator(target="stage", **SMALL), cohort.X, cohort.y,
+                             groups=cohort.groups, cv=GroupKFold(n_splits=3), n_jobs=2)
+    assert scores.shape == (3,)
+    assert ((scores >= 0) & (scores <= 1)).all()
+
+
+def test_model_learns_held_out_stage_and_progression(cohort):
+    train = np.isin(cohort.groups, np.unique(cohort.groups)[::4], invert=True)
+    params = {**SMALL, "max_epochs": 12, "patience": 12}
+    stage = VisitProgressionEstimator(target="stage", **params).fit(cohort.X[train], cohort.y.filter(train))
+    assert stage.score(cohort.X[~train], cohort.y.filter(~train)) > 0.75
+    both = VisitProgressionEstimator(target="progression", **params).fit(cohort.X[train], cohort.y.filter(train))
+    assert both.score(cohort.X[~train], cohort.y.filter(~train)) > 0.6
+
+
+@pytest.mark.parametrize("sequence_encoder", ["gru", "lstm", "transformer"])
+@pytest.mark.parametrize("visit_encoder", ["attention", "transformer"])
+def test_every_encoder_combination_trains(cohort, sequence_encoder, visit_encoder):
+    est = VisitProgressionEstimator(target="both", visit_encoder=visit_encoder, sequence_encoder=sequence_encoder,
+                                    **{**SMALL, "max_epochs": 1}).fit(cohort.X[:300], cohort.y[:300])
+    assert np.isfinite(est.history_[0]["train_loss"])
+
+
+def test_fit_on_a_non_cohort_input_is_a_clear_error(cohort):
+    with pytest.raises(TypeError, match="CohortX"):
+        VisitProgressionEstimator(**SMALL).fit(np.zeros((10, 3)), np.arange(10))
+
+
+def test_gpu_path_when_a_gpu_is_present(cohort):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device on this machine; the GPU path is checked where one is lent")
+    est = VisitProgressionEstimator(target="both", device="cuda", **SMALL).fit(cohort.X, cohort.y)
+    assert np.isfinite(est.predict_risk(cohort.X)).all()
