@@ -151,7 +151,10 @@ def cox_partial_likelihood(risk: torch.Tensor, time: torch.Tensor, event: torch.
     times ``t`` ``[N]`` (days) and event indicators ``[N]``; 0 when the batch holds no event.
     """
     order = torch.argsort(time, descending=True, stable=True)
-    r, t, e = risk[order].float(), time[order], event[order].float()
+    r, t = risk[order], time[order]
+    if r.dtype in (torch.float16, torch.bfloat16):  # mixed precision: sum in float32
+        r = r.float()
+    e = event[order].to(r.dtype)
     log_cumsum = torch.logcumsumexp(r, dim=0)
     # With ties, every tied subject's risk set includes all of them: use the last index of each tie.
     last_of_tie = torch.searchsorted(-t, -t, right=True) - 1

@@ -1,0 +1,240 @@
+"""Baselines a careful analyst tries first, as scikit-learn estimators on the same ``X``/``y``.
+
+* :class:`HistoryFeatures`: each point's history as a feature row: counts of the most frequent
+  codes, the last value of every coded lab, eGFR (last recorded, else CKD-EPI 2021 from the last
+  creatinine), current stage, age, sex, number of visits and years of history.
+* :class:`StageBaseline`: bag-of-codes logistic regression or gradient boosting for the next stage.
+* :class:`CoxBaseline`: Cox proportional hazards (scikit-survival) on those features.
+* :class:`KFREBaseline`: a Kidney Failure Risk Equation-style score from age, sex and eGFR
+  (the 4-variable KFRE of Tangri et al. 2011 without its albuminuria term, which these data lack).
+
+All take a cohort's ``X`` (:class:`~ehrprog.tasks.CohortX`) and ``y`` like the main estimator.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import polars as pl
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.validation import check_is_fitted
+
+from ehrprog.estimator import _split_targets
+from ehrprog.metrics import harrell_c, macro_auroc
+from ehrprog.tasks.ckd import CREATININE_MASS_CODES, CREATININE_MOLAR_CODES, EGFR_CODES
+from ehrprog.tasks.cohort import CohortX
+from ehrprog.tasks.rules import match_code_lists
+
+
+def _egfr_2021(scr: np.ndarray, age: np.ndarray, female: np.ndarray) -> np.ndarray:
+    kappa = np.where(female, 0.7, 0.9)
+    alpha = np.where(female, -0.241, -0.302)
+    ratio = scr / kappa
+    return (142 * np.minimum(ratio, 1) ** alpha * np.maximum(ratio, 1) ** -1.2 * 0.9938**age
+            * np.where(female, 1.012, 1.0))
+
+
+class HistoryFeatures(BaseEstimator):
+    """Turn prediction points into a dense feature matrix ``[n_points, n_features]``.
+
+    Args:
+        max_codes: how many of the most frequent training codes get a count column.
+    """
+
+    def __init__(self, max_codes: int = 200) -> None:
+        self.max_codes = max_codes
+
+    def fit(self, X: CohortX, y: Any = None) -> HistoryFeatures:
+        flat = self._codes(X)
+        top = flat.group_by("code").agg(pl.len().alias("n")).sort(["n", "code"], descending=[True, False])
+        self.codes_ = top.head(self.max_codes)["code"].to_list()
+        labs = flat.filter(pl.col("value").is_not_null()).group_by("code").agg(pl.len().alias("n"))
+        self.lab_codes_ = labs.filter(pl.col("n") >= 20).sort("code")["code"].to_list()
+        table = self._raw(X)
+        self.medians_ = np.nanmedian(np.where(np.isfinite(table), table, np.nan), axis=0)
+        self.medians_ = np.where(np.isnan(self.medians_), 0.0, self.medians_)
+        return self
+
+    @staticmethod
+    def _codes(X: CohortX) -> pl.DataFrame:
+        return (
+            X.histories()
+            .select("point", "visit_index", pl.col("codes").alias("code"), pl.col("numeric_values").alias("value"))
+            .explode("code", "value")
+            .drop_nulls("code")
+        )
+
+    def _raw(self, X: CohortX) -> np.ndarray:
+        flat = self._codes(X)
+        n = len(X)
+        counts = np.zeros((n, len(self.codes_)), dtype=np.float32)
+        index = {c: i for i, c in enumerate(self.codes_)}
+        counted = flat.filter(pl.col("code").is_in(self.codes_)).group_by("point", "code").agg(pl.len().alias("n"))
+        if counted.height:
+            columns = counted["code"].replace_strict(index, return_dtype=pl.Int64).to_numpy()
+            counts[counted["point"].to_numpy(), columns] = counted["n"].to_numpy()
+        last = np.full((n, len(self.lab_codes_)), np.nan, dtype=np.float32)
+        lab_index = {c: i for i, c in enumerate(self.lab_codes_)}
+        values = (
+            flat.filter(pl.col("code").is_in(self.lab_codes_) & pl.col("value").is_not_null())
+            .group_by("point", "code")
+            .agg(pl.col("value").last())
+        )
+        if values.height:
+            columns = values["code"].replace_strict(lab_index, return_dtype=pl.Int64).to_numpy()
+            last[values["point"].to_numpy(), columns] = values["value"].to_numpy()
+        return np.hstack([counts, last, self._clinical(X, flat)])
+
+    @staticmethod
+    def _clinical(X: CohortX, flat: pl.DataFrame) -> np.ndarray:
+        """eGFR, current stage one-hot (1-5), age (years), female, visits, years of history."""
+        points = X.points.with_row_index("point")
+        histories = X.histories().group_by("point").agg(
+            pl.col("age_days").last().alias("age"), pl.col("days_since_first").last().alias("span"),
+        )
+        sex = X.visits.frame.select("subject_id", (pl.col("sex") == "F").alias("female"))
+        table = (
+            points.join(histories, on="point", how="left")
+            .join(sex, on="subject_id", how="left")
+            .sort("point")
+        )
+        found = match_code_lists(
+            {"egfr": EGFR_CODES, "mass": CREATININE_MASS_CODES, "molar": CREATININE_MOLAR_CODES},
+            flat["code"].unique(),
+        )
+        labs = flat.join(found, on="code", how="inner").filter(pl.col("value").is_not_null())
+        last = labs.sort("point", "visit_index").group_by("point", "name").agg(pl.col("value").last())
+        wide = {name: np.full(len(X), np.nan) for name in ("egfr", "mass", "molar")}
+        for name in wide:
+            part = last.filter(pl.col("name") == name)
+            wide[name][part["point"].to_numpy()] = part["value"].to_numpy()
+        age = table["age"].fill_null(np.nan).to_numpy() / 365.25
+        female = table["female"].fill_null(False).to_numpy()
+        scr = np.where(np.isnan(wide["mass"]), wide["molar"] / 88.42, wide["mass"])
+        egfr = np.where(np.isnan(wide["egfr"]), _egfr_2021(scr, age, female), wide["egfr"])
+        stage = table["current_stage"].fill_null(0).to_numpy()
+        one_hot = (stage[:, None] == np.arange(1, 6)[None, :]).astype(np.float32)
+        return np.column_stack([
+            egfr, one_hot, age, female.astype(np.float32), table["n_visits"].to_numpy(),
+            table["span"].fill_null(0.0).to_numpy() / 365.25,
+        ]).astype(np.float32)
+
+    def transform(self, X: CohortX) -> np.ndarray:
+        check_is_fitted(self, "codes_")
+        table = self._raw(X)
+        missing = ~np.isfinite(table)
+        return np.where(missing, self.medians_[None, :], table).astype(np.float32)
+
+    def fit_transform(self, X: CohortX, y: Any = None) -> np.ndarray:
+        return self.fit(X).transform(X)
+
+    def egfr(self, X: CohortX) -> np.ndarray:
+        """The eGFR feature (mL/min/1.73 m2; NaN where neither eGFR nor creatinine was recorded)."""
+        return self._clinical(X, self._codes(X))[:, 0]
+
+
+class StageBaseline(ClassifierMixin, BaseEstimator):
+    """Next-stage classifier on history features: ``model="logistic"`` or ``"gbm"``."""
+
+    def __init__(self, model: str = "logistic", max_codes: int = 200, random_state: int | None = 0) -> None:
+        self.model = model
+        self.max_codes = max_codes
+        self.random_state = random_state
+
+    def fit(self, X: CohortX, y: Any) -> StageBaseline:
+        stage = _split_targets(y, len(X))[0]
+        known = ~np.isnan(stage)
+        self.features_ = HistoryFeatures(self.max_codes).fit(X)
+        features = self.features_.transform(X)[known]
+        if self.model == "logistic":
+            clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.5))
+        elif self.model == "gbm":
+            clf = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.1, random_state=self.random_state)
+        else:
+            raise ValueError(f"model must be 'logistic' or 'gbm', got {self.model!r}")
+        self.classifier_ = clf.fit(features, stage[known].astype(int))
+        self.classes_ = np.asarray(self.classifier_.classes_)
+        return self
+
+    def predict_proba(self, X: CohortX) -> np.ndarray:
+        check_is_fitted(self, "classifier_")
+        return self.classifier_.predict_proba(self.features_.transform(X))
+
+    def predict(self, X: CohortX) -> np.ndarray:
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+    def score(self, X: CohortX, y: Any) -> float:
+        stage = _split_targets(y, len(X))[0]
+        known = ~np.isnan(stage)
+        return macro_auroc(stage[known], self.predict_proba(X)[known], self.classes_)
+
+
+class CoxBaseline(BaseEstimator):
+    """Cox proportional hazards (scikit-survival, Breslow ties, small ridge) on history features."""
+
+    def __init__(self, max_codes: int = 50, alpha: float = 1.0) -> None:
+        self.max_codes = max_codes
+        self.alpha = alpha
+
+    def fit(self, X: CohortX, y: Any) -> CoxBaseline:
+        from sksurv.linear_model import CoxPHSurvivalAnalysis
+        from sksurv.util import Surv
+
+        _, event, time = _split_targets(y, len(X))
+        self.features_ = HistoryFeatures(self.max_codes).fit(X)
+        self.scaler_ = StandardScaler().fit(self.features_.transform(X))
+        features = self.scaler_.transform(self.features_.transform(X))
+        self.model_ = CoxPHSurvivalAnalysis(alpha=self.alpha, ties="breslow").fit(
+            features, Surv.from_arrays(event.astype(bool), time)
+        )
+        return self
+
+    def _features(self, X: CohortX) -> np.ndarray:
+        check_is_fitted(self, "model_")
+        return self.scaler_.transform(self.features_.transform(X))
+
+    def predict(self, X: CohortX) -> np.ndarray:
+        """Risk score (higher = sooner)."""
+        return self.model_.predict(self._features(X))
+
+    def predict_survival_function(self, X: CohortX, return_array: bool = False):
+        return self.model_.predict_survival_function(self._features(X), return_array=return_array)
+
+    @property
+    def event_times_(self) -> np.ndarray:
+        return self.model_.unique_times_
+
+    def score(self, X: CohortX, y: Any) -> float:
+        _, event, time = _split_targets(y, len(X))
+        return harrell_c(event, time, self.predict(X))
+
+
+class KFREBaseline(BaseEstimator):
+    """KFRE-style risk from age, sex and eGFR, with the 4-variable KFRE coefficients (no fitting).
+
+    Linear predictor ``-0.2201 (age/10 - 7.036) + 0.2467 (male - 0.5642) - 0.5567 (eGFR/5 - 7.222)``;
+    points without an eGFR get the training median. Higher = sooner.
+    """
+
+    def fit(self, X: CohortX, y: Any = None) -> KFREBaseline:
+        self.features_ = HistoryFeatures(max_codes=0).fit(X)
+        egfr = self.features_.egfr(X)
+        self.median_egfr_ = float(np.nanmedian(egfr)) if np.isfinite(egfr).any() else 60.0
+        return self
+
+    def predict(self, X: CohortX) -> np.ndarray:
+        check_is_fitted(self, "median_egfr_")
+        clinical = self.features_._clinical(X, self.features_._codes(X))
+        egfr = np.where(np.isnan(clinical[:, 0]), self.median_egfr_, clinical[:, 0])
+        age, female = clinical[:, 6], clinical[:, 7]
+        age = np.where(np.isnan(age), 65.0, age)
+        return -0.2201 * (age / 10 - 7.036) + 0.2467 * ((1 - female) - 0.5642) - 0.5567 * (egfr / 5 - 7.222)
+
+    def score(self, X: CohortX, y: Any) -> float:
+        _, event, time = _split_targets(y, len(X))
+        return harrell_c(event, time, self.predict(X))
