@@ -6,11 +6,11 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-from ehrprog import datasets, tasks  # noqa: E402
-from ehrprog.errors import EmptyCohortError, InputError  # noqa: E402
-from ehrprog.events import EventFrame  # noqa: E402
-from ehrprog.io import read_meds, read_omop, write_meds  # noqa: E402
-from ehrprog.visits import Gap, VisitFrame, group_visits  # noqa: E402
+from ehrprog import datasets, tasks
+from ehrprog.errors import EmptyCohortError, InputError
+from ehrprog.events import EventFrame
+from ehrprog.io import read_meds, read_omop, write_meds
+from ehrprog.visits import Gap, VisitFrame, group_visits
 
 
 def __getattr__(name: str) -> Any:

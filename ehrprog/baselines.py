@@ -35,8 +35,9 @@ def _egfr_2021(scr: np.ndarray, age: np.ndarray, female: np.ndarray) -> np.ndarr
     kappa = np.where(female, 0.7, 0.9)
     alpha = np.where(female, -0.241, -0.302)
     ratio = scr / kappa
-    return (142 * np.minimum(ratio, 1) ** alpha * np.maximum(ratio, 1) ** -1.2 * 0.9938**age
-            * np.where(female, 1.012, 1.0))
+    return (
+        142 * np.minimum(ratio, 1) ** alpha * np.maximum(ratio, 1) ** -1.2 * 0.9938**age * np.where(female, 1.012, 1.0)
+    )
 
 
 class HistoryFeatures(BaseEstimator):
@@ -94,15 +95,16 @@ class HistoryFeatures(BaseEstimator):
     def _clinical(X: CohortX, flat: pl.DataFrame) -> np.ndarray:
         """eGFR, current stage one-hot (1-5), age (years), female, visits, years of history."""
         points = X.points.with_row_index("point")
-        histories = X.histories().group_by("point").agg(
-            pl.col("age_days").last().alias("age"), pl.col("days_since_first").last().alias("span"),
+        histories = (
+            X.histories()
+            .group_by("point")
+            .agg(
+                pl.col("age_days").last().alias("age"),
+                pl.col("days_since_first").last().alias("span"),
+            )
         )
         sex = X.visits.frame.select("subject_id", (pl.col("sex") == "F").alias("female"))
-        table = (
-            points.join(histories, on="point", how="left")
-            .join(sex, on="subject_id", how="left")
-            .sort("point")
-        )
+        table = points.join(histories, on="point", how="left").join(sex, on="subject_id", how="left").sort("point")
         found = match_code_lists(
             {"egfr": EGFR_CODES, "mass": CREATININE_MASS_CODES, "molar": CREATININE_MOLAR_CODES},
             flat["code"].unique(),
@@ -119,10 +121,16 @@ class HistoryFeatures(BaseEstimator):
         egfr = np.where(np.isnan(wide["egfr"]), _egfr_2021(scr, age, female), wide["egfr"])
         stage = table["current_stage"].fill_null(0).to_numpy()
         one_hot = (stage[:, None] == np.arange(1, 6)[None, :]).astype(np.float32)
-        return np.column_stack([
-            egfr, one_hot, age, female.astype(np.float32), table["n_visits"].to_numpy(),
-            table["span"].fill_null(0.0).to_numpy() / 365.25,
-        ]).astype(np.float32)
+        return np.column_stack(
+            [
+                egfr,
+                one_hot,
+                age,
+                female.astype(np.float32),
+                table["n_visits"].to_numpy(),
+                table["span"].fill_null(0.0).to_numpy() / 365.25,
+            ]
+        ).astype(np.float32)
 
     def transform(self, X: CohortX) -> np.ndarray:
         check_is_fitted(self, "codes_")

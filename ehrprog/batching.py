@@ -82,6 +82,8 @@ class Batch:
     point_visit: np.ndarray  # [P] int64 index of the last input visit
     point_index: np.ndarray  # [P] int64 row of the point in the X the tensors were built from
     current_stage: np.ndarray  # [P] int64 stage at the prediction time (0 if unknown)
+    current_value: np.ndarray  # [P] float32 standardised staging-lab value at the prediction visit (0 if none)
+    has_current_value: np.ndarray  # [P] bool
 
 
 class VisitTensors:
@@ -95,7 +97,14 @@ class VisitTensors:
             prediction point; a point whose history starts before that window reads the window.
     """
 
-    def __init__(self, X: CohortX, vocabulary: Vocabulary, max_codes: int = 64, max_visits: int = 256) -> None:
+    def __init__(
+        self,
+        X: CohortX,
+        vocabulary: Vocabulary,
+        max_codes: int = 64,
+        max_visits: int = 256,
+        value_scale: tuple[float, float] = (0.0, 1.0),
+    ) -> None:
         self.max_codes = max_codes
         self.max_visits = max_visits
         visits = _input_visits(X).sort("subject_id", "visit_index")
@@ -146,6 +155,14 @@ class VisitTensors:
         self.point_subject = located["_pos"].to_numpy().astype(np.int64)
         self.point_n_visits = points["n_visits"].to_numpy().astype(np.int64)
         self.point_stage = points["current_stage"].fill_null(0).to_numpy().astype(np.int64)
+        raw_value = (
+            points["current_value"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+            if "current_value" in points.columns
+            else np.full(points.height, np.nan)
+        )
+        self.point_has_value = ~np.isnan(raw_value)
+        mean, std = value_scale
+        self.point_value = np.where(self.point_has_value, (raw_value - mean) / std, 0.0).astype(np.float32)
 
     @property
     def n_points(self) -> int:
@@ -165,16 +182,23 @@ class VisitTensors:
         rows = self.starts[subjects][:, None] + first[:, None] + np.where(mask, offsets[None, :], 0)
         rows = np.where(mask, rows, 0)
         visit = np.clip(self.point_n_visits[point_rows] - 1 - first[inverse], 0, None)
+        # Trim the code axis to the widest visit in this batch (codes are packed to the left).
+        codes = np.where(mask[..., None], self.codes[rows], PAD)
+        filled = (codes != PAD).any(axis=(0, 1))
+        width_c = max(int(np.flatnonzero(filled).max()) + 1 if filled.any() else 1, 1)
+        codes = codes[..., :width_c]
         return Batch(
-            codes=np.where(mask[..., None], self.codes[rows], PAD),
-            values=np.where(mask[..., None], self.values[rows], 0.0).astype(np.float32),
-            has_value=mask[..., None] & self.has_value[rows],
+            codes=codes,
+            values=np.where(mask[..., None], self.values[rows][..., :width_c], 0.0).astype(np.float32),
+            has_value=mask[..., None] & self.has_value[rows][..., :width_c],
             times=np.where(mask[..., None], self.times[rows], 0.0).astype(np.float32),
             visit_mask=mask,
             point_subject=inverse.astype(np.int64),
             point_visit=visit.astype(np.int64),
             point_index=np.asarray(point_rows, dtype=np.int64),
             current_stage=self.point_stage[point_rows],
+            current_value=self.point_value[point_rows],
+            has_current_value=self.point_has_value[point_rows],
         )
 
     def subject_batches(self, point_rows: np.ndarray, batch_size: int, rng: np.random.Generator | None = None):

@@ -58,6 +58,17 @@ def _split_targets(y: Any, n: int) -> tuple[np.ndarray | None, np.ndarray | None
     return array.astype(float), None, None
 
 
+def _value_scale(X: CohortX) -> tuple[float, float]:
+    """Mean and standard deviation of the training points' current staging-lab value."""
+    if "current_value" not in X.points.columns:
+        return (0.0, 1.0)
+    values = X.points["current_value"].drop_nulls()
+    if values.len() < 2:
+        return (0.0, 1.0)
+    std = float(values.std())
+    return (float(values.mean()), std if std > 1e-6 else 1.0)
+
+
 class VisitProgressionEstimator(BaseEstimator):
     """Predict the next CKD stage and/or the time to progression from a subject's visits.
 
@@ -219,6 +230,8 @@ class VisitProgressionEstimator(BaseEstimator):
             "point_subject": torch.from_numpy(batch.point_subject).to(device),
             "point_visit": torch.from_numpy(batch.point_visit).to(device),
             "current_stage": torch.from_numpy(batch.current_stage).to(device),
+            "current_value": torch.from_numpy(batch.current_value).to(device),
+            "has_current_value": torch.from_numpy(batch.has_current_value).to(device),
         }
 
     def _loss(self, outputs, rows: np.ndarray, targets, device: torch.device) -> torch.Tensor:
@@ -281,7 +294,8 @@ class VisitProgressionEstimator(BaseEstimator):
             split = GroupShuffleSplit(n_splits=1, test_size=self.validation_fraction, random_state=seed)
             train_rows, valid_rows = next(split.split(rows, groups=subjects))
         self.vocabulary_ = Vocabulary.fit(X[train_rows], min_count=self.min_code_count)
-        tensors = VisitTensors(X, self.vocabulary_, self.max_codes_per_visit, self.max_visits)
+        self.value_scale_ = _value_scale(X[train_rows])
+        tensors = self._visit_tensors(X)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = self._build_model(self.vocabulary_.size, n_classes).to(device)
@@ -330,6 +344,9 @@ class VisitProgressionEstimator(BaseEstimator):
             )
         return self
 
+    def _visit_tensors(self, X: CohortX) -> VisitTensors:
+        return VisitTensors(X, self.vocabulary_, self.max_codes_per_visit, self.max_visits, self.value_scale_)
+
     def _evaluate_loss(self, model, tensors: VisitTensors, rows: np.ndarray, targets, device) -> float:
         model.eval()
         total, count = 0.0, 0
@@ -358,7 +375,7 @@ class VisitProgressionEstimator(BaseEstimator):
 
     def _predict_outputs(self, X: CohortX) -> tuple[np.ndarray, np.ndarray]:
         """Stage logits ``[n, K]`` and log relative risks ``[n]`` in the order of ``X``'s points."""
-        tensors = VisitTensors(X, self.vocabulary_, self.max_codes_per_visit, self.max_visits)
+        tensors = self._visit_tensors(X)
         logits = np.zeros((len(X), self.model_.stage_head.out_features), dtype=np.float32)
         risk = np.zeros(len(X), dtype=np.float32)
         self.model_.eval()
@@ -439,6 +456,7 @@ class VisitProgressionEstimator(BaseEstimator):
                 "value_std": self.vocabulary_.value_std.tolist(),
             },
             "n_classes": int(self.model_.stage_head.out_features),
+            "value_scale": list(self.value_scale_),
             "classes": self.classes_.tolist() if hasattr(self, "classes_") else None,
             "event_times": self.event_times_.tolist() if hasattr(self, "event_times_") else None,
             "cumulative_baseline_hazard": self.cumulative_baseline_hazard_.tolist()
@@ -465,6 +483,7 @@ class VisitProgressionEstimator(BaseEstimator):
         model = estimator._build_model(estimator.vocabulary_.size, config["n_classes"])
         model.load_state_dict(load_file(str(root / "model.safetensors")))
         estimator.model_ = model.eval()
+        estimator.value_scale_ = tuple(config["value_scale"])
         estimator.n_features_in_ = 1
         estimator.history_ = config["history"]
         if config["classes"] is not None:

@@ -10,7 +10,7 @@ last input visit.
       -> within-visit encoder (masked attention pooling, or a transformer layer then pooling) [B,V,D]
       -> + time features (years since first / previous visit, age) [B,V,D]
       -> causal sequence encoder (GRU, LSTM or causal transformer) [B,V,H]
-      -> gather at each point's last input visit [P,H] (+ current stage one-hot)
+      -> gather at each point's last input visit [P,H] (+ current stage one-hot, current lab value)
       -> stage head (class logits [P,K]) and survival head (log relative risk [P])
 
 The survival head is a Cox proportional-hazards model: trained with the partial likelihood
@@ -55,7 +55,7 @@ class DefaultBackbone(nn.Module):
         self.code_embedding = nn.Embedding(vocab_size, dim, padding_idx=0)
         self.value_direction = nn.Embedding(vocab_size, dim, padding_idx=0)
         nn.init.normal_(self.code_embedding.weight, std=dim**-0.5)
-        nn.init.normal_(self.value_direction.weight, std=0.02)
+        nn.init.normal_(self.value_direction.weight, std=dim**-0.5)
         with torch.no_grad():
             self.code_embedding.weight[0].zero_()
             self.value_direction.weight[0].zero_()
@@ -120,7 +120,7 @@ class VisitSequenceModel(nn.Module):
             raise ValueError(f"sequence_encoder must be 'gru', 'lstm' or 'transformer', got {sequence_encoder!r}")
         self.n_stages = n_stages
         self.dropout = nn.Dropout(dropout)
-        head_in = hidden + n_stages + 1
+        head_in = hidden + n_stages + 1 + 2  # state, current stage one-hot, current lab value and its flag
         self.stage_head = nn.Linear(head_in, n_classes)
         self.risk_head = nn.Linear(head_in, 1)
 
@@ -140,7 +140,9 @@ class VisitSequenceModel(nn.Module):
         states = self.encode(batch)
         gathered = states[batch["point_subject"], batch["point_visit"]]  # [P,H]
         stage = nn.functional.one_hot(batch["current_stage"].clamp(0, self.n_stages), self.n_stages + 1)
-        features = self.dropout(torch.cat([gathered, stage.to(gathered.dtype)], dim=-1))
+        value = torch.stack([batch["current_value"], batch["has_current_value"].to(gathered.dtype)], dim=-1)
+        # Dropout regularises the learned state only; the current stage and value enter intact.
+        features = torch.cat([self.dropout(gathered), stage.to(gathered.dtype), value.to(gathered.dtype)], dim=-1)
         return self.stage_head(features), self.risk_head(features).squeeze(-1)
 
 

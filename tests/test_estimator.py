@@ -117,13 +117,20 @@ def test_save_and_load_round_trip_without_pickle(tmp_path, cohort):
     assert json.loads((root / "config.json").read_text())["params"]["target"] == "both"
     loaded = VisitProgressionEstimator.load(root)
     np.testing.assert_allclose(loaded.predict_proba(cohort.X), est.predict_proba(cohort.X), rtol=1e-6)
-    np.testing.assert_allclose(loaded.predict_survival_function(cohort.X[:5], return_array=True),
-                               est.predict_survival_function(cohort.X[:5], return_array=True), rtol=1e-6)
+    np.testing.assert_allclose(
+        loaded.predict_survival_function(cohort.X[:5], return_array=True),
+        est.predict_survival_function(cohort.X[:5], return_array=True),
+        rtol=1e-6,
+    )
 
 
 def test_works_in_a_pipeline(cohort):
-    pipe = Pipeline([("identity", FunctionTransformer(validate=False)),
-                     ("model", VisitProgressionEstimator(target="stage", **SMALL))])
+    pipe = Pipeline(
+        [
+            ("identity", FunctionTransformer(validate=False)),
+            ("model", VisitProgressionEstimator(target="stage", **SMALL)),
+        ]
+    )
     pipe.fit(cohort.X, cohort.y)
     assert pipe.predict(cohort.X).shape == (len(cohort.X),)
     assert 0.0 <= pipe.score(cohort.X, cohort.y) <= 1.0
@@ -142,8 +149,14 @@ def test_grid_search_over_routed_and_plain_parameters_with_group_k_fold(cohort):
 
 
 def test_cross_val_score_with_group_k_fold_in_two_processes(cohort):
-    scores = cross_val_score(VisitProgressionEstimator(target="stage", **SMALL), cohort.X, cohort.y,
-                             groups=cohort.groups, cv=GroupKFold(n_splits=3), n_jobs=2)
+    scores = cross_val_score(
+        VisitProgressionEstimator(target="stage", **SMALL),
+        cohort.X,
+        cohort.y,
+        groups=cohort.groups,
+        cv=GroupKFold(n_splits=3),
+        n_jobs=2,
+    )
     assert scores.shape == (3,)
     assert ((scores >= 0) & (scores <= 1)).all()
 
@@ -160,8 +173,9 @@ def test_model_learns_held_out_stage_and_progression(cohort):
 @pytest.mark.parametrize("sequence_encoder", ["gru", "lstm", "transformer"])
 @pytest.mark.parametrize("visit_encoder", ["attention", "transformer"])
 def test_every_encoder_combination_trains(cohort, sequence_encoder, visit_encoder):
-    est = VisitProgressionEstimator(target="both", visit_encoder=visit_encoder, sequence_encoder=sequence_encoder,
-                                    **{**SMALL, "max_epochs": 1}).fit(cohort.X[:300], cohort.y[:300])
+    est = VisitProgressionEstimator(
+        target="both", visit_encoder=visit_encoder, sequence_encoder=sequence_encoder, **{**SMALL, "max_epochs": 1}
+    ).fit(cohort.X[:300], cohort.y[:300])
     assert np.isfinite(est.history_[0]["train_loss"])
 
 

@@ -24,6 +24,8 @@ def _batch(b=2, v=6, c=5, vocab=20, seed=0):
         "point_subject": torch.tensor([0, 0, 1]),
         "point_visit": torch.tensor([1, 4, 2]),
         "current_stage": torch.tensor([2, 3, 1]),
+        "current_value": torch.tensor([0.5, -1.0, 0.0]),
+        "has_current_value": torch.tensor([True, True, False]),
     }
 
 
@@ -31,8 +33,13 @@ def _batch(b=2, v=6, c=5, vocab=20, seed=0):
 @pytest.mark.parametrize("visit_encoder", ["attention", "transformer"])
 def test_states_never_depend_on_later_visits(sequence_encoder, visit_encoder):
     torch.manual_seed(0)
-    model = VisitSequenceModel(DefaultBackbone(20, 16, visit_encoder, 0.0), n_classes=4, hidden=16,
-                               sequence_encoder=sequence_encoder, dropout=0.0).eval()
+    model = VisitSequenceModel(
+        DefaultBackbone(20, 16, visit_encoder, 0.0),
+        n_classes=4,
+        hidden=16,
+        sequence_encoder=sequence_encoder,
+        dropout=0.0,
+    ).eval()
     batch = _batch()
     changed = {k: v.clone() for k, v in batch.items()}
     changed["codes"][:, 3:] = torch.randint(1, 20, changed["codes"][:, 3:].shape)

@@ -14,7 +14,9 @@ from ehrprog.visits import VisitFrame
 class CohortX:
     """Model inputs, one row per prediction point, sharing (not copying) the subjects' visits.
 
-    ``points`` holds ``subject_id``, ``prediction_time``, ``n_visits`` and ``current_stage``.
+    ``points`` holds ``subject_id``, ``prediction_time``, ``n_visits``, ``current_stage`` and
+    ``current_value`` (the mean staging-lab value at the prediction visit, e.g. eGFR; null when
+    the visit was staged by diagnosis only).
     The input history of a point is the first ``n_visits`` visits of its subject in
     ``visits.frame``: every one of them ended at or before the prediction time, so nothing
     recorded after it (in particular the records that define the label) can be read. The visit

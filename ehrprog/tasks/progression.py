@@ -200,7 +200,9 @@ class ProgressionTask:
             visit_frame.frame.drop("death").join(points.select("subject_id").unique(), on="subject_id", how="semi"),
             visit_frame.strategy,
         )
-        X = CohortX(points.select("subject_id", "prediction_time", "n_visits", "current_stage"), safe_visits)
+        X = CohortX(
+            points.select("subject_id", "prediction_time", "n_visits", "current_stage", "current_value"), safe_visits
+        )
         y = points.select(pl.col("next_stage").alias("stage"), "event", "time_to_event_days")
         labels = points.select(
             "subject_id",
@@ -226,7 +228,10 @@ class ProgressionTask:
         points = (
             located.with_columns(prediction_time.alias("prediction_time"))
             .group_by("subject_id", "prediction_time")
-            .agg(pl.col("stage").max().alias("current_stage"))
+            .agg(
+                pl.col("stage").max().alias("current_stage"),
+                pl.col("value").filter(pl.col("source") != "diagnosis").mean().alias("current_value"),
+            )
             .sort("subject_id", "prediction_time")
         )
         # Inputs: the longest prefix of visits that all ended by the prediction time.
