@@ -81,6 +81,7 @@ class Batch:
     point_subject: np.ndarray  # [P] int64 row in the batch
     point_visit: np.ndarray  # [P] int64 index of the last input visit
     point_index: np.ndarray  # [P] int64 row of the point in the X the tensors were built from
+    visit_offset: np.ndarray  # [B] int64 visit_index of each subject's first visit in the batch
     current_stage: np.ndarray  # [P] int64 stage at the prediction time (0 if unknown)
     current_value: np.ndarray  # [P] float32 standardised staging-lab value at the prediction visit (0 if none)
     has_current_value: np.ndarray  # [P] bool
@@ -196,6 +197,7 @@ class VisitTensors:
             point_subject=inverse.astype(np.int64),
             point_visit=visit.astype(np.int64),
             point_index=np.asarray(point_rows, dtype=np.int64),
+            visit_offset=first.astype(np.int64),
             current_stage=self.point_stage[point_rows],
             current_value=self.point_value[point_rows],
             has_current_value=self.point_has_value[point_rows],

@@ -71,11 +71,21 @@ class DefaultBackbone(nn.Module):
         """The code embedding matrix ``[vocab, D]`` (row 0 padding, row 1 unknown codes)."""
         return self.code_embedding.weight
 
+    def embed(self, codes: torch.Tensor, values: torch.Tensor, has_value: torch.Tensor) -> torch.Tensor:
+        """Code embeddings with their standardised values: ``[B,V,C] -> [B,V,C,D]``."""
+        return self.code_embedding(codes) + self.value_direction(codes) * (values * has_value).unsqueeze(-1)
+
     def forward(
-        self, codes: torch.Tensor, values: torch.Tensor, has_value: torch.Tensor, visit_mask: torch.Tensor
+        self,
+        codes: torch.Tensor,
+        values: torch.Tensor,
+        has_value: torch.Tensor,
+        visit_mask: torch.Tensor,
+        embedded: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """Visit embeddings ``[B,V,D]``; ``embedded`` replaces :meth:`embed`'s output (for attributions)."""
         code_mask = codes > 0  # [B,V,C]
-        x = self.code_embedding(codes) + self.value_direction(codes) * (values * has_value).unsqueeze(-1)
+        x = self.embed(codes, values, has_value) if embedded is None else embedded
         if self.within is not None:
             b, v, c, d = x.shape
             flat_mask = code_mask.reshape(b * v, c)
@@ -124,9 +134,9 @@ class VisitSequenceModel(nn.Module):
         self.stage_head = nn.Linear(head_in, n_classes)
         self.risk_head = nn.Linear(head_in, 1)
 
-    def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def encode(self, batch: dict[str, torch.Tensor], embedded: torch.Tensor | None = None) -> torch.Tensor:
         """Per-visit causal states ``[B, V, H]``: state v depends on visits 0..v only."""
-        visits = self.backbone(batch["codes"], batch["values"], batch["has_value"], batch["visit_mask"])
+        visits = self.backbone(batch["codes"], batch["values"], batch["has_value"], batch["visit_mask"], embedded)
         x = visits + self.time_projection(batch["times"])
         if self.sequence_encoder == "transformer":
             length = x.shape[1]
@@ -135,9 +145,11 @@ class VisitSequenceModel(nn.Module):
         states, _ = self.sequence(x)
         return states
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, batch: dict[str, torch.Tensor], embedded: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Stage logits ``[P, K]`` and log relative risks ``[P]`` for the batch's points."""
-        states = self.encode(batch)
+        states = self.encode(batch, embedded)
         gathered = states[batch["point_subject"], batch["point_visit"]]  # [P,H]
         stage = nn.functional.one_hot(batch["current_stage"].clamp(0, self.n_stages), self.n_stages + 1)
         value = torch.stack([batch["current_value"], batch["has_current_value"].to(gathered.dtype)], dim=-1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 from sklearn.base import clone
@@ -189,3 +190,26 @@ def test_gpu_path_when_a_gpu_is_present(cohort):
         pytest.skip("no CUDA device on this machine; the GPU path is checked where one is lent")
     est = VisitProgressionEstimator(target="both", device="cuda", **SMALL).fit(cohort.X, cohort.y)
     assert np.isfinite(est.predict_risk(cohort.X)).all()
+
+
+def test_explain_gives_per_code_and_per_visit_attributions_that_add_up(progression_model, cohort):
+    import torch
+
+    X = cohort.X[np.arange(3)]
+    attributions = progression_model.explain(X, steps=64)
+    assert set(attributions["point"].unique().to_list()) == {0, 1, 2}
+    history = X.histories()
+    assert (
+        attributions.filter(pl.col("point") == 0)["visit_index"].max()
+        < history.filter(pl.col("point") == 0)["n_visits"][0]
+    )
+    # Completeness: attributions sum to risk(x) - risk(all-padding embeddings).
+    tensors = progression_model._visit_tensors(X)
+    batch = tensors.batch(np.array([0]))
+    inputs = progression_model._tensors(batch, torch.device("cpu"))
+    with torch.no_grad():
+        embedded = progression_model.model_.backbone.embed(inputs["codes"], inputs["values"], inputs["has_value"])
+        full = progression_model.model_(inputs)[1][0]
+        empty = progression_model.model_(inputs, torch.zeros_like(embedded))[1][0]
+    total = attributions.filter(pl.col("point") == 0)["attribution"].sum()
+    assert total == pytest.approx(float(full - empty), rel=0.05, abs=1e-3)
