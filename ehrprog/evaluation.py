@@ -1,0 +1,154 @@
+"""Fit the model and the baselines on one subject split and measure them the same way.
+
+Used by ``make demo`` and by the quality benchmark, so both report identical metrics.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+from sklearn.model_selection import GroupShuffleSplit
+
+from ehrprog.baselines import CoxBaseline, KFREBaseline, StageBaseline
+from ehrprog.metrics import (
+    evaluation_times,
+    expected_calibration_error,
+    harrell_c,
+    integrated_brier,
+    macro_auroc,
+    quadratic_weighted_kappa,
+)
+from ehrprog.tasks.cohort import Cohort
+
+#: The estimator settings the demo and the quality benchmark use (tuned on simulator seed 0 only).
+DEMO_MODEL_PARAMS: dict[str, Any] = {
+    "target": "both",
+    "embedding_dim": 32,
+    "hidden_dim": 32,
+    "dropout": 0.3,
+    "weight_decay": 1e-2,
+    "lr": 1e-2,
+    "batch_size": 32,
+    "max_epochs": 30,
+    "patience": 6,
+}
+
+
+@dataclass
+class Row:
+    name: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    fit_s: float = float("nan")
+    predict_s: float = float("nan")
+
+
+def subject_split(cohort: Cohort, test_size: float = 0.3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Train and test rows of ``cohort``, split by subject."""
+    rows = np.arange(len(cohort.X))
+    return next(GroupShuffleSplit(1, test_size=test_size, random_state=seed).split(rows, groups=cohort.groups))
+
+
+def evaluate(
+    cohort: Cohort,
+    train: np.ndarray,
+    test: np.ndarray,
+    model_params: dict[str, Any] | None = None,
+    random_state: int = 0,
+) -> tuple[list[Row], dict[str, Any]]:
+    """Fit the estimator and every baseline on ``train``, score them on ``test``.
+
+    Returns the rows of the comparison table and the fitted objects (``model``, ``cox``...).
+    """
+    from ehrprog.estimator import VisitProgressionEstimator
+
+    X_tr, X_te = cohort.X[train], cohort.X[test]
+    y_tr, y_te = cohort.y[train], cohort.y[test]
+    stage_te = y_te["stage"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+    known = ~np.isnan(stage_te)
+    ev_tr, t_tr = y_tr["event"].to_numpy(), y_tr["time_to_event_days"].to_numpy()
+    ev_te, t_te = y_te["event"].to_numpy(), y_te["time_to_event_days"].to_numpy()
+    times = evaluation_times(t_tr, t_te)
+    rows: list[Row] = []
+    fitted: dict[str, Any] = {}
+
+    def stage_metrics(row: Row, proba: np.ndarray, classes: np.ndarray) -> None:
+        row.metrics["macro_auroc"] = macro_auroc(stage_te[known], proba[known], classes)
+        row.metrics["qwk"] = quadratic_weighted_kappa(stage_te[known].astype(int), classes[proba[known].argmax(1)])
+        row.metrics["ece"] = expected_calibration_error(stage_te[known], proba[known], classes)
+
+    def survival_metrics(row: Row, risk: np.ndarray, survival_fn) -> None:
+        row.metrics["c_index"] = harrell_c(ev_te, t_te, risk)
+        if survival_fn is not None:
+            survival = np.vstack([fn(times) for fn in survival_fn])
+            row.metrics["ibs"] = integrated_brier((ev_tr, t_tr), (ev_te, t_te), survival, times)
+
+    params = {**DEMO_MODEL_PARAMS, **(model_params or {}), "random_state": random_state}
+    model = VisitProgressionEstimator(**params)
+    row = Row("VisitProgressionEstimator")
+    started = time.perf_counter()
+    model.fit(X_tr, y_tr)
+    row.fit_s = time.perf_counter() - started
+    started = time.perf_counter()
+    proba = model.predict_proba(X_te)
+    risk = model.predict_risk(X_te)
+    row.predict_s = time.perf_counter() - started
+    stage_metrics(row, proba, model.classes_)
+    survival_metrics(row, risk, model.predict_survival_function(X_te))
+    rows.append(row)
+    fitted["model"] = model
+
+    for name, baseline in [
+        ("bag-of-codes logistic", StageBaseline("logistic")),
+        ("bag-of-codes gradient boosting", StageBaseline("gbm", random_state=random_state)),
+    ]:
+        row = Row(name)
+        started = time.perf_counter()
+        baseline.fit(X_tr, y_tr)
+        row.fit_s = time.perf_counter() - started
+        started = time.perf_counter()
+        proba = baseline.predict_proba(X_te)
+        row.predict_s = time.perf_counter() - started
+        stage_metrics(row, proba, baseline.classes_)
+        rows.append(row)
+    row = Row("Cox PH (counts, last labs, eGFR)")
+    cox = CoxBaseline()
+    started = time.perf_counter()
+    cox.fit(X_tr, y_tr)
+    row.fit_s = time.perf_counter() - started
+    started = time.perf_counter()
+    risk = cox.predict(X_te)
+    row.predict_s = time.perf_counter() - started
+    survival_metrics(row, risk, cox.predict_survival_function(X_te))
+    rows.append(row)
+    fitted["cox"] = cox
+    row = Row("KFRE-style (age, sex, eGFR)")
+    kfre = KFREBaseline()
+    started = time.perf_counter()
+    kfre.fit(X_tr)
+    row.fit_s = time.perf_counter() - started
+    started = time.perf_counter()
+    survival_metrics(row, kfre.predict(X_te), None)
+    row.predict_s = time.perf_counter() - started
+    rows.append(row)
+    return rows, fitted
+
+
+def format_table(rows: list[Row]) -> str:
+    """The comparison table as fixed-width text ('-' where a metric does not apply)."""
+    columns = [
+        ("macro_auroc", "stage AUROC"),
+        ("qwk", "stage QWK"),
+        ("ece", "stage ECE"),
+        ("c_index", "C-index"),
+        ("ibs", "IBS"),
+    ]
+    header = f"{'model':34s}" + "".join(f"{title:>12s}" for _, title in columns) + f"{'fit s':>9s}{'predict s':>11s}"
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        cells = "".join(f"{row.metrics[key]:12.3f}" if key in row.metrics else f"{'-':>12s}" for key, _ in columns)
+        lines.append(f"{row.name:34s}{cells}{row.fit_s:9.1f}{row.predict_s:11.2f}")
+    return "\n".join(lines)

@@ -1,0 +1,16 @@
+"""`make demo` end to end, small: it prints the table and writes the report."""
+
+from __future__ import annotations
+
+from ehrprog.demo import main
+
+
+def test_demo_prints_the_comparison_table_and_writes_the_report(tmp_path, capsys):
+    assert main(["--subjects", "300", "--out", str(tmp_path), "--max-epochs", "2"]) == 0
+    out = capsys.readouterr().out
+    for name in ("VisitProgressionEstimator", "bag-of-codes logistic", "Cox PH", "KFRE-style"):
+        assert name in out
+    assert "C-index" in out and "stage AUROC" in out
+    for name in ("report.html", "km_by_risk.png", "calibration.png", "patient.png", "labels.parquet"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert "<img src='km_by_risk.png'" in (tmp_path / "report.html").read_text()
