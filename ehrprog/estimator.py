@@ -69,6 +69,21 @@ def _value_scale(X: CohortX) -> tuple[float, float]:
     return (float(values.mean()), std if std > 1e-6 else 1.0)
 
 
+def _distributed(model: torch.nn.Module, device: torch.device) -> tuple[int, int, torch.nn.Module]:
+    """``(rank, world size, module to train)``: under ``torchrun`` (``WORLD_SIZE`` > 1) the model is
+    wrapped in DistributedDataParallel (NCCL on GPUs, gloo on CPUs); otherwise ``(0, 1, model)``."""
+    import os
+
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return 0, 1, model
+    ids = [device.index or 0] if device.type == "cuda" else None
+    return dist.get_rank(), dist.get_world_size(), torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
 class VisitProgressionEstimator(BaseEstimator):
     """Predict the next CKD stage and/or the time to progression from a subject's visits.
 
@@ -197,7 +212,11 @@ class VisitProgressionEstimator(BaseEstimator):
     # ----------------------------------------------------------- training
     def _device(self) -> torch.device:
         if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+            if torch.cuda.is_available():
+                import os
+
+                return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
+            return torch.device("cpu")
         return torch.device(self.device)
 
     def _seed(self) -> int:
@@ -302,22 +321,28 @@ class VisitProgressionEstimator(BaseEstimator):
         optimizer = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         rng = np.random.default_rng(seed)
         amp = device.type == "cuda"
+        rank, world, trained = _distributed(model, device)
+        n_batches = -(-len(np.unique(subjects[train_rows])) // self.batch_size)
+        steps = max(n_batches // world, 1)  # equal steps on every rank (DDP needs them in lockstep)
         self.history_ = []
         best, best_state, stale = np.inf, None, 0
         for epoch in range(1, self.max_epochs + 1):
             started = time.perf_counter()
-            model.train()
+            trained.train()
             losses, weights = [], []
             batches = tensors.subject_batches(train_rows, self.batch_size, rng)
+            mine = (b for i, b in enumerate(batches) if i % world == rank and i // world < steps)
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed + epoch)  # dropout masks: reproducible per epoch
-                for batch in tqdm(batches, disable=not self.verbose, desc=f"epoch {epoch}", leave=False):
+                torch.manual_seed(seed + epoch + 1000 * rank)  # dropout masks: reproducible per epoch
+                for batch in tqdm(
+                    mine, total=steps, disable=not self.verbose or rank > 0, desc=f"epoch {epoch}", leave=False
+                ):
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                        outputs = model(self._tensors(batch, device))
+                        outputs = trained(self._tensors(batch, device))
                     loss = self._loss(outputs, batch.point_index, targets, device)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                    torch.nn.utils.clip_grad_norm_(trained.parameters(), 1.0)
                     optimizer.step()
                     losses.append(float(loss.detach()))
                     weights.append(len(batch.point_index))
