@@ -57,8 +57,11 @@ class HistoryFeatures(BaseEstimator):
         labs = flat.filter(pl.col("value").is_not_null()).group_by("code").agg(pl.len().alias("n"))
         self.lab_codes_ = labs.filter(pl.col("n") >= 20).sort("code")["code"].to_list()
         table = self._raw(X)
-        self.medians_ = np.nanmedian(np.where(np.isfinite(table), table, np.nan), axis=0)
-        self.medians_ = np.where(np.isnan(self.medians_), 0.0, self.medians_)
+        finite = np.isfinite(table)
+        observed = finite.any(axis=0)
+        medians = np.zeros(table.shape[1])
+        medians[observed] = np.nanmedian(np.where(finite[:, observed], table[:, observed], np.nan), axis=0)
+        self.medians_ = medians  # a column never observed in training is filled with 0
         return self
 
     @staticmethod

@@ -71,19 +71,24 @@ def evaluate(
     known = ~np.isnan(stage_te)
     ev_tr, t_tr = y_tr["event"].to_numpy(), y_tr["time_to_event_days"].to_numpy()
     ev_te, t_te = y_te["event"].to_numpy(), y_te["time_to_event_days"].to_numpy()
-    times = evaluation_times(t_tr, t_te)
+    times = evaluation_times(t_tr, t_te) if ev_te.any() and ev_tr.any() else np.array([])
     rows: list[Row] = []
     fitted: dict[str, Any] = {}
 
     def stage_metrics(row: Row, proba: np.ndarray, classes: np.ndarray) -> None:
+        if len(np.unique(stage_te[known])) < 2:
+            return  # undefined on a test set with one stage (tiny real cohorts)
         row.metrics["macro_auroc"] = macro_auroc(stage_te[known], proba[known], classes)
         row.metrics["qwk"] = quadratic_weighted_kappa(stage_te[known].astype(int), classes[proba[known].argmax(1)])
         row.metrics["ece"] = expected_calibration_error(stage_te[known], proba[known], classes)
 
     def survival_metrics(row: Row, risk: np.ndarray, survival_fn) -> None:
+        if not ev_te.any():
+            return  # no event among the test points: concordance is undefined
         row.metrics["c_index"] = harrell_c(ev_te, t_te, risk)
-        if survival_fn is not None:
-            survival = np.vstack([fn(times) for fn in survival_fn])
+        if survival_fn is not None and len(times):
+            # Survival is flat after a model's last event time: evaluate there beyond it.
+            survival = np.vstack([fn(np.clip(times, fn.x[0], fn.x[-1])) for fn in survival_fn])
             row.metrics["ibs"] = integrated_brier((ev_tr, t_tr), (ev_te, t_te), survival, times)
 
     params = {**DEMO_MODEL_PARAMS, **(model_params or {}), "random_state": random_state}

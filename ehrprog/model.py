@@ -133,6 +133,11 @@ class VisitSequenceModel(nn.Module):
         head_in = hidden + n_stages + 1 + 2  # state, current stage one-hot, current lab value and its flag
         self.stage_head = nn.Linear(head_in, n_classes)
         self.risk_head = nn.Linear(head_in, 1)
+        # The heads start from the current stage and value alone (the state's weights at zero), like
+        # a linear model on them; the learned history then enters as training finds it useful.
+        with torch.no_grad():
+            self.stage_head.weight[:, :hidden].zero_()
+            self.risk_head.weight[:, :hidden].zero_()
 
     def encode(self, batch: dict[str, torch.Tensor], embedded: torch.Tensor | None = None) -> torch.Tensor:
         """Per-visit causal states ``[B, V, H]``: state v depends on visits 0..v only."""
