@@ -6,6 +6,7 @@ Used by ``make demo`` and by the quality benchmark, so both report identical met
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,53 +94,43 @@ def evaluate(
 
     params = {**DEMO_MODEL_PARAMS, **(model_params or {}), "random_state": random_state}
     model = VisitProgressionEstimator(**params)
-    row = Row("VisitProgressionEstimator")
-    started = time.perf_counter()
-    model.fit(X_tr, y_tr)
-    row.fit_s = time.perf_counter() - started
-    started = time.perf_counter()
-    proba = model.predict_proba(X_te)
-    risk = model.predict_risk(X_te)
-    row.predict_s = time.perf_counter() - started
+    row, (proba, risk) = _timed(
+        "VisitProgressionEstimator",
+        lambda: model.fit(X_tr, y_tr),
+        lambda: (model.predict_proba(X_te), model.predict_risk(X_te)),
+    )
     stage_metrics(row, proba, model.classes_)
     survival_metrics(row, risk, model.predict_survival_function(X_te))
     rows.append(row)
     fitted["model"] = model
-
     for name, baseline in [
         ("bag-of-codes logistic", StageBaseline("logistic")),
         ("bag-of-codes gradient boosting", StageBaseline("gbm", random_state=random_state)),
     ]:
-        row = Row(name)
-        started = time.perf_counter()
-        baseline.fit(X_tr, y_tr)
-        row.fit_s = time.perf_counter() - started
-        started = time.perf_counter()
-        proba = baseline.predict_proba(X_te)
-        row.predict_s = time.perf_counter() - started
+        row, proba = _timed(name, lambda b=baseline: b.fit(X_tr, y_tr), lambda b=baseline: b.predict_proba(X_te))
         stage_metrics(row, proba, baseline.classes_)
         rows.append(row)
-    row = Row("Cox PH (counts, last labs, eGFR)")
-    cox = CoxBaseline()
-    started = time.perf_counter()
-    cox.fit(X_tr, y_tr)
-    row.fit_s = time.perf_counter() - started
-    started = time.perf_counter()
-    risk = cox.predict(X_te)
-    row.predict_s = time.perf_counter() - started
+    cox = fitted["cox"] = CoxBaseline()
+    row, risk = _timed("Cox PH (counts, last labs, eGFR)", lambda: cox.fit(X_tr, y_tr), lambda: cox.predict(X_te))
     survival_metrics(row, risk, cox.predict_survival_function(X_te))
     rows.append(row)
-    fitted["cox"] = cox
-    row = Row("KFRE-style (age, sex, eGFR)")
     kfre = KFREBaseline()
-    started = time.perf_counter()
-    kfre.fit(X_tr)
-    row.fit_s = time.perf_counter() - started
-    started = time.perf_counter()
-    survival_metrics(row, kfre.predict(X_te), None)
-    row.predict_s = time.perf_counter() - started
+    row, risk = _timed("KFRE-style (age, sex, eGFR)", lambda: kfre.fit(X_tr), lambda: kfre.predict(X_te))
+    survival_metrics(row, risk, None)
     rows.append(row)
     return rows, fitted
+
+
+def _timed(name: str, fit: Callable[[], Any], predict: Callable[[], Any]) -> tuple[Row, Any]:
+    """Run ``fit`` then ``predict``, timing each into a new :class:`Row`; return it and the predictions."""
+    row = Row(name)
+    started = time.perf_counter()
+    fit()
+    row.fit_s = time.perf_counter() - started
+    started = time.perf_counter()
+    predictions = predict()
+    row.predict_s = time.perf_counter() - started
+    return row, predictions
 
 
 def format_table(rows: list[Row]) -> str:
