@@ -122,7 +122,7 @@ def test_inputs_hold_nothing_recorded_after_the_prediction_time(sim_omop):
 def test_x_shares_one_history_per_subject_instead_of_copying_it(sim_omop):
     cohort = CKDProgression().build(ep.read_omop(sim_omop))
     assert len(cohort.X) > 3 * cohort.X.visits.n_subjects
-    assert cohort.X.visits.n_subjects == len(np.unique(cohort.groups))
+    assert cohort.X.visits.n_subjects >= len(np.unique(cohort.groups))
     part = cohort.X[np.arange(5)]
     assert part.visits is cohort.X.visits and len(part) == 5
 

@@ -196,10 +196,9 @@ class ProgressionTask:
         points = points.filter(pl.col("time_to_event_days") > 0).sort("subject_id", "prediction_time")
         if points.height == 0:
             raise EmptyCohortError(f"no {self.rule.name} prediction point has follow-up: the cohort is empty")
-        safe_visits = VisitFrame(
-            visit_frame.frame.drop("death").join(points.select("subject_id").unique(), on="subject_id", how="semi"),
-            visit_frame.strategy,
-        )
+        # Shared, not copied: the visit frame without death dates (dropping a column copies nothing).
+        # It may hold subjects without points; points only ever read their own subject's visits.
+        safe_visits = VisitFrame(visit_frame.frame.drop("death"), visit_frame.strategy)
         X = CohortX(
             points.select("subject_id", "prediction_time", "n_visits", "current_stage", "current_value"), safe_visits
         )
