@@ -1,4 +1,4 @@
-"""The ``ehrprog`` command line: ``inspect``, ``convert omop-to-meds`` and ``simulate``."""
+"""The ``ehrprog`` command line: ``inspect``, ``convert omop-to-meds``, ``simulate`` and ``plugins``."""
 
 from __future__ import annotations
 
@@ -79,6 +79,21 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plugins(args: argparse.Namespace) -> int:
+    from ehrprog.plugins import backbones, plugin_manager
+
+    manager = plugin_manager()
+    print("plugins:")
+    for name, _plugin in sorted(manager.list_name_plugin(), key=lambda item: item[0]):
+        dist = next((d for p, d in manager.list_plugin_distinfo() if p is _plugin), None)
+        origin = f" ({dist.project_name} {dist.version})" if dist is not None else " (built in)"
+        print(f"  {name}{origin}")
+    print("backbones:")
+    for name, spec in backbones(manager).items():
+        print(f"  {name}: {spec.description} [from {spec.plugin}]")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ehrprog", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -103,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--seed", type=int, default=0)
     simulate.add_argument("--format", choices=["omop", "meds"], default="omop")
     simulate.set_defaults(func=_simulate)
+    plugins = sub.add_parser("plugins", help="list installed plugins and the backbones they register")
+    plugins.set_defaults(func=_plugins)
     return parser
 
 

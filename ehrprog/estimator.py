@@ -27,11 +27,10 @@ from tqdm.auto import tqdm
 
 from ehrprog.batching import Batch, VisitTensors, Vocabulary
 from ehrprog.metrics import harrell_c, macro_auroc
-from ehrprog.model import DefaultBackbone, VisitSequenceModel, breslow_baseline, cox_partial_likelihood
+from ehrprog.model import VisitSequenceModel, breslow_baseline, cox_partial_likelihood
 from ehrprog.tasks.cohort import CohortX
 
 _PREFIXES = ("backbone__", "module__")
-BACKBONES = ("default",)
 
 
 def _split_targets(y: Any, n: int) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
@@ -90,7 +89,8 @@ class VisitProgressionEstimator(BaseEstimator):
     Args:
         target: ``"stage"`` (classification of the next recorded stage), ``"progression"``
             (Cox survival model of time to a higher stage) or ``"both"`` (trained jointly).
-        backbone: the code/visit encoder; ``"default"`` learns one from scratch.
+        backbone: the name of a registered backbone plugin (``ehrprog plugins`` lists them);
+            ``"default"`` learns code embeddings and a within-visit encoder from scratch.
         embedding_dim, hidden_dim: code embedding size D and sequence state size H.
         visit_encoder: ``"attention"`` (masked attention pooling) or ``"transformer"``.
         sequence_encoder: ``"gru"``, ``"lstm"`` or ``"transformer"`` (causal).
@@ -225,10 +225,15 @@ class VisitProgressionEstimator(BaseEstimator):
         return 0 if self.random_state is None else int(self.random_state)
 
     def _build_model(self, vocab_size: int, n_classes: int) -> VisitSequenceModel:
-        if self.backbone not in BACKBONES:
-            raise ValueError(f"unknown backbone {self.backbone!r}; available: {list(BACKBONES)}")
-        backbone = DefaultBackbone(
-            vocab_size, self.embedding_dim, self.visit_encoder, self.dropout, **self._routed("backbone__")
+        from ehrprog.plugins import get_backbone
+
+        spec = get_backbone(self.backbone)
+        backbone = spec.factory(
+            vocab_size=vocab_size,
+            dim=self.embedding_dim,
+            visit_encoder=self.visit_encoder,
+            dropout=self.dropout,
+            **self._routed("backbone__"),
         )
         return VisitSequenceModel(
             backbone,
@@ -589,4 +594,4 @@ class VisitProgressionEstimator(BaseEstimator):
         return estimator
 
 
-__all__ = ["BACKBONES", "NotFittedError", "VisitProgressionEstimator"]
+__all__ = ["NotFittedError", "VisitProgressionEstimator"]

@@ -1,0 +1,109 @@
+"""Backbone plugins: discovery, registration and lookup.
+
+A plugin manager is made by :func:`make_plugin_manager` (no global state at import). The active
+manager used by name lookups is created on first use; tests swap it with
+:func:`use_plugin_manager` to register and unregister plugins in isolation.
+
+The interface a backbone factory returns is a ``torch.nn.Module`` with
+
+* ``dim``: the embedding size D;
+* ``embed(codes, values, has_value) -> [B, V, C, D]``: code embeddings with their values;
+* ``forward(codes, values, has_value, visit_mask, embedded=None) -> [B, V, D]``: per-visit
+  embeddings (``embedded`` replaces ``embed``'s output, for attributions);
+* ``code_embeddings() -> [vocab, D]``: the code embedding matrix (row 0 padding, 1 unknown).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from ehrprog import hookspecs
+
+hookimpl = pluggy.HookimplMarker("ehrprog")
+ENTRY_POINT_GROUP = "ehrprog"
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """A named backbone: ``factory(vocab_size=..., dim=..., visit_encoder=..., dropout=..., **params)``
+    returns the module (see the module docstring for its interface)."""
+
+    name: str
+    factory: Callable[..., Any]
+    description: str = ""
+    plugin: str = field(default="", compare=False)
+
+
+def make_plugin_manager(*, load_entry_points: bool = True) -> pluggy.PluginManager:
+    """A fresh plugin manager with the hookspecs, the core plugin and (by default) every plugin
+    installed under the ``ehrprog`` entry point group."""
+    manager = pluggy.PluginManager("ehrprog")
+    manager.add_hookspecs(hookspecs)
+    from ehrprog import default_backbone
+
+    manager.register(default_backbone, name="ehrprog.default_backbone")
+    if load_entry_points:
+        manager.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    return manager
+
+
+_active: pluggy.PluginManager | None = None
+
+
+def plugin_manager() -> pluggy.PluginManager:
+    """The manager name lookups use (created on first use)."""
+    global _active
+    if _active is None:
+        _active = make_plugin_manager()
+    return _active
+
+
+@contextlib.contextmanager
+def use_plugin_manager(manager: pluggy.PluginManager) -> Iterator[pluggy.PluginManager]:
+    """Make ``manager`` the active one inside the ``with`` block."""
+    global _active
+    previous, _active = _active, manager
+    try:
+        yield manager
+    finally:
+        _active = previous
+
+
+def backbones(manager: pluggy.PluginManager | None = None) -> dict[str, BackboneSpec]:
+    """Every registered backbone by name.
+
+    Raises:
+        ValueError: two plugins register the same name.
+    """
+    manager = manager or plugin_manager()
+    found: dict[str, BackboneSpec] = {}
+    for plugin_name, plugin in manager.list_name_plugin():
+        impl = getattr(plugin, "ehrprog_register_backbones", None)
+        if impl is None:
+            continue
+
+        def register(spec: BackboneSpec, _plugin: str = plugin_name) -> None:
+            if spec.name in found:
+                raise ValueError(
+                    f"backbone {spec.name!r} registered twice (by {found[spec.name].plugin!r} and {_plugin!r})"
+                )
+            found[spec.name] = BackboneSpec(spec.name, spec.factory, spec.description, _plugin)
+
+        impl(register=register)
+    return dict(sorted(found.items()))
+
+
+def get_backbone(name: str, manager: pluggy.PluginManager | None = None) -> BackboneSpec:
+    """The backbone called ``name``; an unknown name fails with the list of available ones."""
+    available = backbones(manager)
+    if name not in available:
+        raise ValueError(
+            f"unknown backbone {name!r}; available: {sorted(available)} (install a plugin that "
+            f"registers it, see docs/plugins.md)"
+        )
+    return available[name]
