@@ -100,6 +100,8 @@ class VisitProgressionEstimator(BaseEstimator):
         validation_fraction: share of subjects held out (by subject) for early stopping; 0 disables it.
         max_codes_per_visit, max_visits: truncation (first codes of a visit; last visits of a history).
         min_code_count: codes seen fewer times in training share the unknown embedding.
+        refit_risk_head: after training, refit the linear risk head to the exact (ridge-penalised)
+            Cox optimum on the frozen features of the training points.
         device: ``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"``...
         random_state: seed; the same data and seed give the same model on CPU.
         verbose: 0 silent, 1 a progress bar per epoch.
@@ -132,6 +134,7 @@ class VisitProgressionEstimator(BaseEstimator):
         "max_codes_per_visit": [Interval(Integral, 1, None, closed="left")],
         "max_visits": [Interval(Integral, 1, None, closed="left")],
         "min_code_count": [Interval(Integral, 1, None, closed="left")],
+        "refit_risk_head": ["boolean"],
         "device": [str],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -155,6 +158,7 @@ class VisitProgressionEstimator(BaseEstimator):
         max_codes_per_visit: int = 64,
         max_visits: int = 256,
         min_code_count: int = 1,
+        refit_risk_head: bool = True,
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
@@ -176,6 +180,7 @@ class VisitProgressionEstimator(BaseEstimator):
         self.max_codes_per_visit = max_codes_per_visit
         self.max_visits = max_visits
         self.min_code_count = min_code_count
+        self.refit_risk_head = refit_risk_head
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -368,11 +373,39 @@ class VisitProgressionEstimator(BaseEstimator):
             model.load_state_dict(best_state)
         self.model_ = model.cpu().eval()
         if self.target in ("progression", "both"):
+            if self.refit_risk_head:
+                # On the held-out validation subjects when there are some: the network never
+                # trained on them, so their features are not overfitted.
+                rows = valid_rows if len(valid_rows) else train_rows
+                self._refit_risk_head(X[rows], event[rows], tte[rows])
             risk = self._predict_outputs(X[train_rows])[1]
             self.event_times_, self.cumulative_baseline_hazard_ = breslow_baseline(
                 risk, tte[train_rows], event[train_rows].astype(bool)
             )
         return self
+
+    def _refit_risk_head(self, X: CohortX, event: np.ndarray, tte: np.ndarray) -> None:
+        """Refit the (linear) risk head to the exact optimum of the ridge-penalised Cox partial
+        likelihood on the frozen head features of the training points (Newton's method, as
+        scikit-survival's CoxPHSurvivalAnalysis with Breslow ties); mini-batch AdamW leaves it short."""
+        from sksurv.linear_model import CoxPHSurvivalAnalysis
+        from sksurv.util import Surv
+
+        tensors = self._visit_tensors(X)
+        features = np.zeros((len(X), self.model_.risk_head.in_features), dtype=np.float64)
+        with torch.no_grad():
+            for batch in tensors.subject_batches(np.arange(len(X)), max(self.batch_size, 256)):
+                features[batch.point_index] = self.model_.head_features(
+                    self._tensors(batch, torch.device("cpu"))
+                ).numpy()
+        scale = features.std(axis=0)
+        scale = np.where(scale > 1e-8, scale, 1.0)
+        cox = CoxPHSurvivalAnalysis(alpha=1.0, ties="breslow", n_iter=200).fit(
+            features / scale, Surv.from_arrays(event.astype(bool), tte.astype(float))
+        )
+        with torch.no_grad():
+            self.model_.risk_head.weight.copy_(torch.from_numpy(cox.coef_ / scale).float()[None, :])
+            self.model_.risk_head.bias.zero_()
 
     def _visit_tensors(self, X: CohortX) -> VisitTensors:
         return VisitTensors(X, self.vocabulary_, self.max_codes_per_visit, self.max_visits, self.value_scale_)

@@ -154,13 +154,18 @@ class VisitSequenceModel(nn.Module):
         self, batch: dict[str, torch.Tensor], embedded: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Stage logits ``[P, K]`` and log relative risks ``[P]`` for the batch's points."""
+        features = self.head_features(batch, embedded)
+        return self.stage_head(features), self.risk_head(features).squeeze(-1)
+
+    def head_features(self, batch: dict[str, torch.Tensor], embedded: torch.Tensor | None = None) -> torch.Tensor:
+        """What both heads read, ``[P, H + n_stages + 3]``: the state at each point's last visit,
+        the current stage one-hot, and the current lab value with its presence flag."""
         states = self.encode(batch, embedded)
         gathered = states[batch["point_subject"], batch["point_visit"]]  # [P,H]
         stage = nn.functional.one_hot(batch["current_stage"].clamp(0, self.n_stages), self.n_stages + 1)
         value = torch.stack([batch["current_value"], batch["has_current_value"].to(gathered.dtype)], dim=-1)
         # Dropout regularises the learned state only; the current stage and value enter intact.
-        features = torch.cat([self.dropout(gathered), stage.to(gathered.dtype), value.to(gathered.dtype)], dim=-1)
-        return self.stage_head(features), self.risk_head(features).squeeze(-1)
+        return torch.cat([self.dropout(gathered), stage.to(gathered.dtype), value.to(gathered.dtype)], dim=-1)
 
 
 def cox_partial_likelihood(risk: torch.Tensor, time: torch.Tensor, event: torch.Tensor) -> torch.Tensor:
