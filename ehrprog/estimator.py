@@ -114,6 +114,8 @@ class VisitProgressionEstimator(BaseEstimator):
         model_: the trained torch module (on CPU after fit).
         history_: one dict per epoch (``epoch``, ``train_loss``, ``valid_loss``, ``seconds``).
         event_times_, cumulative_baseline_hazard_: Breslow baseline (``target`` progression/both).
+        risk_head_refit_: where the risk head was refitted (``"validation"``, ``"training"``), or
+            why not.
         n_features_in_: 1 (inputs are visit histories, not a feature matrix).
     """
 
@@ -373,11 +375,19 @@ class VisitProgressionEstimator(BaseEstimator):
             model.load_state_dict(best_state)
         self.model_ = model.cpu().eval()
         if self.target in ("progression", "both"):
+            self.risk_head_refit_ = "off"
             if self.refit_risk_head:
-                # On the held-out validation subjects when there are some: the network never
-                # trained on them, so their features are not overfitted.
-                rows = valid_rows if len(valid_rows) else train_rows
-                self._refit_risk_head(X[rows], event[rows], tte[rows])
+                # On the held-out validation subjects when they hold enough events (the network never
+                # trained on them, so their features are not overfitted), else on the training points.
+                self.risk_head_refit_ = "skipped: fewer than 20 events"
+                for name, rows in (("validation", valid_rows), ("training", train_rows)):
+                    if event[rows].sum() >= 20:
+                        try:
+                            self._refit_risk_head(X[rows], event[rows], tte[rows])
+                            self.risk_head_refit_ = name
+                        except (ValueError, ArithmeticError, np.linalg.LinAlgError) as error:
+                            self.risk_head_refit_ = f"skipped: {error}"
+                        break
             risk = self._predict_outputs(X[train_rows])[1]
             self.event_times_, self.cumulative_baseline_hazard_ = breslow_baseline(
                 risk, tte[train_rows], event[train_rows].astype(bool)
@@ -403,6 +413,8 @@ class VisitProgressionEstimator(BaseEstimator):
         cox = CoxPHSurvivalAnalysis(alpha=1.0, ties="breslow", n_iter=200).fit(
             features / scale, Surv.from_arrays(event.astype(bool), tte.astype(float))
         )
+        if not np.isfinite(cox.coef_).all():
+            raise ArithmeticError("the Cox refit did not converge to finite coefficients")
         with torch.no_grad():
             self.model_.risk_head.weight.copy_(torch.from_numpy(cox.coef_ / scale).float()[None, :])
             self.model_.risk_head.bias.zero_()
