@@ -15,6 +15,10 @@ from ehrprog.schema import BIRTH_CODE, DEATH_CODE, EVENT_SCHEMA, conform_events
 class EventFrame:
     """Events in the MEDS-compatible schema (:data:`ehrprog.schema.EVENT_SCHEMA`).
 
+    Made by the readers (``read_omop``, ``read_meds``) or, for a clean table of your own, by
+    :meth:`from_frame`. In memory, events are ordered by subject, time and a hash of the row, which
+    visit grouping relies on.
+
     Attributes:
         lazy: the kept events as a polars LazyFrame.
         report: the ingest report (rows read, kept and dropped by source and reason); computed on
@@ -40,6 +44,8 @@ class EventFrame:
         self._unique_codes: pl.Series | None = None
         self._subjects: pl.DataFrame | None = None
         if isinstance(checked, pl.DataFrame):
+            if not checked["subject_id"].is_sorted(nulls_last=False):  # readers' frames are; a user's may not be
+                checked = _canonical_order(checked.lazy()).collect()
             # Count once, then hold only the kept rows.
             self._report = IngestReport.from_checked(checked, self._notes)
             self._kept: pl.DataFrame | None = checked.filter(pl.col(DROP).is_null()).drop(DROP)
@@ -87,14 +93,7 @@ class EventFrame:
     @classmethod
     def from_frame(cls, frame: pl.DataFrame | pl.LazyFrame, **kwargs: Any) -> EventFrame:
         """Wrap an event table that is already clean (no rows are checked or dropped)."""
-        lazy = (
-            conform_events(frame.lazy())
-            .with_columns(
-                pl.struct(list(EVENT_SCHEMA)).hash(seed=0).alias("_hash"), pl.lit(None, pl.String).alias(DROP)
-            )
-            .sort("subject_id", "time", "_hash", nulls_last=False)
-            .drop("_hash")
-        )
+        lazy = _canonical_order(conform_events(frame.lazy()).with_columns(pl.lit(None, pl.String).alias(DROP)))
         checked = lazy.collect() if isinstance(frame, pl.DataFrame) else lazy
         return cls(checked, **kwargs)
 
@@ -176,6 +175,15 @@ class EventFrame:
 
     def __repr__(self) -> str:
         return f"EventFrame(columns={list(EVENT_SCHEMA)})"
+
+
+def _canonical_order(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """Order events by subject, time and a hash of the row's content (independent of input order)."""
+    return (
+        frame.with_columns(pl.struct(list(EVENT_SCHEMA)).hash(seed=0).alias("_hash"))
+        .sort("subject_id", "time", "_hash", nulls_last=False)
+        .drop("_hash")
+    )
 
 
 def _merge_counts(counts: list[pl.DataFrame]) -> pl.DataFrame:
