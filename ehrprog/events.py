@@ -9,7 +9,7 @@ from typing import Any
 import polars as pl
 
 from ehrprog.accounting import DROP, IngestReport
-from ehrprog.schema import BIRTH_CODE, DEATH_CODE, EVENT_SCHEMA, conform_events
+from ehrprog.schema import BIRTH_CODE, DEATH_CODE, EVENT_SCHEMA, conform_events, row_hash
 
 
 class EventFrame:
@@ -180,7 +180,7 @@ class EventFrame:
 def _canonical_order(frame: pl.LazyFrame) -> pl.LazyFrame:
     """Order events by subject, time and a hash of the row's content (independent of input order)."""
     return (
-        frame.with_columns(pl.struct(list(EVENT_SCHEMA)).hash(seed=0).alias("_hash"))
+        frame.with_columns(row_hash().alias("_hash"))
         .sort("subject_id", "time", "_hash", nulls_last=False)
         .drop("_hash")
     )
@@ -286,7 +286,7 @@ def mark_event_drops(
             .alias(DROP)
         )
         .drop("_birth", "_death_end", "_known")
-        .with_columns(pl.struct(event_cols).hash(seed=0).alias("_hash"))
+        .with_columns(row_hash().alias("_hash"))
         .sort("subject_id", "time", "_hash", nulls_last=False)
         .with_columns(
             pl.when(pl.col(DROP).is_null() & same_as_previous)

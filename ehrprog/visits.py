@@ -24,7 +24,7 @@ from typing import Literal
 import polars as pl
 
 from ehrprog.events import EventFrame, subject_attributes
-from ehrprog.schema import BIRTH_CODE, DEATH_CODE, EVENT_SCHEMA, VISIT_STRUCT, conform_events
+from ehrprog.schema import BIRTH_CODE, DEATH_CODE, VISIT_STRUCT, conform_events, row_hash
 
 _DAY_US = 86_400_000_000
 
@@ -179,11 +179,11 @@ def _group(lazy: pl.LazyFrame, attributes: pl.LazyFrame, ordered: bool, strategy
     """Group events (of whole subjects) into the nested visit frame; see :func:`group_visits`."""
     vital = pl.col("code").is_in([BIRTH_CODE, DEATH_CODE])
     timed = lazy.filter(pl.col("time").is_not_null() & ~vital)
-    row_hash = pl.struct(list(EVENT_SCHEMA)).hash(seed=0).alias("_hash")
+    content_hash = row_hash().alias("_hash")
     if not ordered:
-        timed = timed.with_columns(row_hash).sort("subject_id", "time", "_hash")
+        timed = timed.with_columns(content_hash).sort("subject_id", "time", "_hash")
     elif strategy == "visit_id":
-        timed = timed.with_columns(row_hash)
+        timed = timed.with_columns(content_hash)
     columns = ["subject_id", "time", "code", "numeric_value", "visit_id", "visit_type"]
     timed = timed.select(*columns, *(["_hash"] if strategy == "visit_id" else []))
     keyed = _visit_keys(timed, strategy)
