@@ -22,8 +22,6 @@ loops over visits or codes in ``forward``.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from torch import nn
@@ -214,6 +212,5 @@ __all__ = [
     "VisitSequenceModel",
     "breslow_baseline",
     "cox_partial_likelihood",
-    "math",
     "param_count",
 ]

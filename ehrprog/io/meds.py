@@ -21,7 +21,7 @@ from ehrprog.accounting import DROP
 from ehrprog.errors import InputError
 from ehrprog.events import EventFrame, empty_codes, mark_event_drops
 from ehrprog.io import tabular
-from ehrprog.schema import EVENT_SCHEMA, MEDS_CORE_COLUMNS
+from ehrprog.schema import EVENT_SCHEMA
 
 MEDS_VERSION = "0.4.1"
 
@@ -269,4 +269,4 @@ def _version() -> str:
     return __version__
 
 
-__all__ = ["MEDS_CORE_COLUMNS", "read_meds", "write_meds"]
+__all__ = ["read_meds", "write_meds"]
