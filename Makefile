@@ -6,11 +6,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint bench venv clean
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml plugins/ehrprog-cehrbert/pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@# torch first and pinned: this machine has a local CPU wheel; a bare "torch" pulls a CUDA build.
 	$(BIN)/pip install --quiet --disable-pip-version-check "torch==2.13.0"
 	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev]"
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e plugins/ehrprog-cehrbert
 	@touch $(STAMP)
 
 venv: $(STAMP)

@@ -1,4 +1,5 @@
-"""The ``ehrprog`` command line: ``inspect``, ``convert omop-to-meds``, ``simulate`` and ``plugins``."""
+"""The ``ehrprog`` command line: ``inspect``, ``convert omop-to-meds``, ``simulate``, ``plugins``
+and ``verify-checkpoint``."""
 
 from __future__ import annotations
 
@@ -80,7 +81,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _plugins(args: argparse.Namespace) -> int:
-    from ehrprog.plugins import backbones, plugin_manager
+    from ehrprog.plugins import backbones, checkpoint_loaders, plugin_manager
 
     manager = plugin_manager()
     print("plugins:")
@@ -91,7 +92,51 @@ def _plugins(args: argparse.Namespace) -> int:
     print("backbones:")
     for name, spec in backbones(manager).items():
         print(f"  {name}: {spec.description} [from {spec.plugin}]")
+    print("checkpoint loaders:")
+    for name, loader in checkpoint_loaders(manager).items():
+        print(f"  {name}: {loader.description} [from {loader.plugin}]")
     return 0
+
+
+def _verify_checkpoint(args: argparse.Namespace) -> int:
+    """Load DIR/checkpoint with the backbone's loader, run DIR/inputs.npz, compare with
+    DIR/expected_outputs.npz; the last line gives the max abs difference per output."""
+    import numpy as np
+    import torch
+
+    from ehrprog.plugins import get_checkpoint_loader
+
+    root = args.folder
+    for name in ("checkpoint", "inputs.npz", "expected_outputs.npz"):
+        if not (root / name).exists():
+            raise InputError(f"a checkpoint fixture folder needs {name}", file=str(root / name))
+    try:
+        loader = get_checkpoint_loader(args.backbone)
+    except ValueError as error:
+        raise InputError(str(error)) from error
+    model = loader.load(root / "checkpoint")
+    inputs = {k: torch.from_numpy(v) for k, v in np.load(root / "inputs.npz").items()}
+    expected = dict(np.load(root / "expected_outputs.npz").items())
+    with torch.no_grad():
+        outputs = model(**inputs)
+    differences = {}
+    for name, want in expected.items():
+        if name not in outputs:
+            raise InputError(
+                f"the model gives no output {name!r} (it gives {sorted(outputs)})",
+                file=str(root / "expected_outputs.npz"),
+            )
+        got = outputs[name].detach().cpu().numpy()
+        if got.shape != want.shape:
+            raise InputError(
+                f"output {name!r} has shape {got.shape}, expected {want.shape}", file=str(root / "expected_outputs.npz")
+            )
+        differences[name] = float(np.abs(got.astype(np.float64) - want.astype(np.float64)).max())
+    worst = max(differences.values())
+    verdict = "OK" if worst <= args.tolerance else f"FAILED (tolerance {args.tolerance:g})"
+    print(f"{args.backbone} checkpoint {root / 'checkpoint'}: {verdict}")
+    print("max abs difference: " + ", ".join(f"{k}={v:.3g}" for k, v in differences.items()))
+    return 0 if worst <= args.tolerance else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,6 +165,14 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.set_defaults(func=_simulate)
     plugins = sub.add_parser("plugins", help="list installed plugins and the backbones they register")
     plugins.set_defaults(func=_plugins)
+    verify = sub.add_parser(
+        "verify-checkpoint",
+        help="check that a backbone's loader reproduces a checkpoint's reference outputs",
+    )
+    verify.add_argument("--backbone", required=True)
+    verify.add_argument("--tolerance", type=float, default=1e-5)
+    verify.add_argument("folder", type=Path, help="holds checkpoint/, inputs.npz, expected_outputs.npz")
+    verify.set_defaults(func=_verify_checkpoint)
     return parser
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from ehrprog.plugins import BackboneSpec
+    from ehrprog.plugins import BackboneSpec, CheckpointLoader
 
 hookspec = pluggy.HookspecMarker("ehrprog")
 
@@ -23,4 +23,14 @@ def ehrprog_register_backbones(register: Callable[[BackboneSpec], None]) -> None
 
     A backbone turns a visit batch into per-visit embeddings ``[B, V, D]`` and exports its code
     embeddings; see :class:`ehrprog.plugins.BackboneSpec` for the interface its factory returns.
+    """
+
+
+@hookspec
+def ehrprog_register_checkpoint_loaders(register: Callable[[CheckpointLoader], None]) -> None:
+    """Register loaders of published checkpoint formats: call ``register(CheckpointLoader(...))``.
+
+    A loader reads a checkpoint folder in its original package's layout without executing code and
+    returns a torch module whose ``forward(**inputs)`` returns a dict of named output tensors, so
+    ``ehrprog verify-checkpoint`` can compare it with outputs the original package computed.
     """

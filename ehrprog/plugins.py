@@ -16,6 +16,7 @@ The interface a backbone factory returns is a ``torch.nn.Module`` with
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,17 @@ class BackboneSpec:
 
     name: str
     factory: Callable[..., Any]
+    description: str = ""
+    plugin: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True)
+class CheckpointLoader:
+    """A named loader: ``load(folder) -> torch.nn.Module`` whose ``forward(**inputs)`` returns a
+    dict of output tensors (see ``ehrprog verify-checkpoint``)."""
+
+    name: str
+    load: Callable[[Any], Any]
     description: str = ""
     plugin: str = field(default="", compare=False)
 
@@ -74,28 +86,46 @@ def use_plugin_manager(manager: pluggy.PluginManager) -> Iterator[pluggy.PluginM
         _active = previous
 
 
+def _collect(manager: pluggy.PluginManager | None, hook: str, kind: str) -> dict[str, Any]:
+    """Call ``hook`` on every plugin, collecting what each registers by name (duplicates are errors)."""
+    manager = manager or plugin_manager()
+    found: dict[str, Any] = {}
+    for plugin_name, plugin in manager.list_name_plugin():
+        impl = getattr(plugin, hook, None)
+        if impl is None:
+            continue
+
+        def register(spec: Any, _plugin: str = plugin_name) -> None:
+            if spec.name in found:
+                raise ValueError(
+                    f"{kind} {spec.name!r} registered twice (by {found[spec.name].plugin!r} and {_plugin!r})"
+                )
+            found[spec.name] = dataclasses.replace(spec, plugin=_plugin)
+
+        impl(register=register)
+    return dict(sorted(found.items()))
+
+
 def backbones(manager: pluggy.PluginManager | None = None) -> dict[str, BackboneSpec]:
     """Every registered backbone by name.
 
     Raises:
         ValueError: two plugins register the same name.
     """
-    manager = manager or plugin_manager()
-    found: dict[str, BackboneSpec] = {}
-    for plugin_name, plugin in manager.list_name_plugin():
-        impl = getattr(plugin, "ehrprog_register_backbones", None)
-        if impl is None:
-            continue
+    return _collect(manager, "ehrprog_register_backbones", "backbone")
 
-        def register(spec: BackboneSpec, _plugin: str = plugin_name) -> None:
-            if spec.name in found:
-                raise ValueError(
-                    f"backbone {spec.name!r} registered twice (by {found[spec.name].plugin!r} and {_plugin!r})"
-                )
-            found[spec.name] = BackboneSpec(spec.name, spec.factory, spec.description, _plugin)
 
-        impl(register=register)
-    return dict(sorted(found.items()))
+def checkpoint_loaders(manager: pluggy.PluginManager | None = None) -> dict[str, CheckpointLoader]:
+    """Every registered checkpoint loader by name."""
+    return _collect(manager, "ehrprog_register_checkpoint_loaders", "checkpoint loader")
+
+
+def get_checkpoint_loader(name: str, manager: pluggy.PluginManager | None = None) -> CheckpointLoader:
+    """The checkpoint loader called ``name``; an unknown name fails with the available ones."""
+    available = checkpoint_loaders(manager)
+    if name not in available:
+        raise ValueError(f"no checkpoint loader {name!r}; available: {sorted(available)}")
+    return available[name]
 
 
 def get_backbone(name: str, manager: pluggy.PluginManager | None = None) -> BackboneSpec:

@@ -60,7 +60,7 @@ def test_two_plugins_registering_one_name_is_an_error():
 
 def test_every_hook_is_documented():
     hooks = [name for name in dir(hookspecs) if name.startswith("ehrprog_")]
-    assert hooks == ["ehrprog_register_backbones"]
+    assert hooks == ["ehrprog_register_backbones", "ehrprog_register_checkpoint_loaders"]
     assert all(getattr(hookspecs, name).__doc__ for name in hooks)
 
 
