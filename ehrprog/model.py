@@ -202,15 +202,10 @@ def breslow_baseline(risk: np.ndarray, time: np.ndarray, event: np.ndarray) -> t
     return times.astype(np.float64), np.cumsum(deaths / np.maximum(at_risk, 1e-300))
 
 
-def param_count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 __all__ = [
     "AttentionPool",
     "DefaultBackbone",
     "VisitSequenceModel",
     "breslow_baseline",
     "cox_partial_likelihood",
-    "param_count",
 ]

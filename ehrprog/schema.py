@@ -24,10 +24,8 @@ EVENT_SCHEMA: dict[str, pl.DataType] = {
     "unit": pl.String(),
     "source": pl.String(),
 }
-MEDS_CORE_COLUMNS = ("subject_id", "time", "code", "numeric_value", "text_value")
-EXTENSION_COLUMNS = ("visit_id", "visit_type", "unit", "source")
 
-#: Sort order that makes an event table canonical (independent of input row order).
+#: A full sort order over the event columns (for comparing event tables regardless of row order).
 EVENT_SORT = ["subject_id", "time", "code", "numeric_value", "text_value", "visit_id", "unit", "source"]
 
 #: One visit, as a struct inside ``VisitFrame.frame["visits"]``.

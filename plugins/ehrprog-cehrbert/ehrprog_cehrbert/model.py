@@ -164,20 +164,11 @@ class CehrBertModel(nn.Module):
         self.pooler = nn.Module()
         self.pooler.dense = nn.Linear(config.hidden_size, config.hidden_size)
 
-    def forward(
-        self,
-        input_ids,
-        attention_mask,
-        ages,
-        dates,
-        visit_concept_orders,
-        visit_segments,
-        concept_values,
-        concept_value_masks,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.cehr_bert_embeddings(
-            input_ids, ages, dates, visit_concept_orders, visit_segments, concept_values, concept_value_masks
-        )
+    def forward(self, attention_mask: torch.Tensor, **inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Last hidden state ``[B, L, H]`` and pooled output ``[B, H]``; ``inputs`` are the
+        embedding inputs by name (``input_ids``, ``ages``, ``dates``, ``visit_concept_orders``,
+        ``visit_segments``, ``concept_values``, ``concept_value_masks``)."""
+        x = self.cehr_bert_embeddings(**inputs)
         additive = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
         for layer in self.encoder.layer:
             x = layer(x, additive)
@@ -200,27 +191,8 @@ class CehrBertForPreTraining(nn.Module):
         self.cls.predictions.transform.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.cls.predictions.bias = nn.Parameter(torch.zeros(config.vocab_size))
 
-    def forward(
-        self,
-        input_ids,
-        attention_mask,
-        ages,
-        dates,
-        visit_concept_orders,
-        visit_segments,
-        concept_values,
-        concept_value_masks,
-    ) -> dict[str, torch.Tensor]:
-        hidden, pooled = self.bert(
-            input_ids,
-            attention_mask,
-            ages,
-            dates,
-            visit_concept_orders,
-            visit_segments,
-            concept_values,
-            concept_value_masks,
-        )
+    def forward(self, attention_mask: torch.Tensor, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        hidden, pooled = self.bert(attention_mask, **inputs)
         transform = self.cls.predictions.transform
         h = transform.LayerNorm(nn.functional.gelu(transform.dense(hidden)))
         decoder = self.bert.cehr_bert_embeddings.concept_embeddings.weight  # tied
