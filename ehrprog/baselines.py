@@ -51,30 +51,25 @@ class HistoryFeatures(BaseEstimator):
         self.max_codes = max_codes
 
     def fit(self, X: CohortX, y: Any = None) -> HistoryFeatures:
-        flat = self._codes(X)
+        self._fit(X)
+        return self
+
+    def _fit(self, X: CohortX) -> np.ndarray:
+        """Choose the code and lab columns, set the fill values; return ``X``'s raw table."""
+        histories, flat = _histories(X)
         top = flat.group_by("code").agg(pl.len().alias("n")).sort(["n", "code"], descending=[True, False])
         self.codes_ = top.head(self.max_codes)["code"].to_list()
         labs = flat.filter(pl.col("value").is_not_null()).group_by("code").agg(pl.len().alias("n"))
         self.lab_codes_ = labs.filter(pl.col("n") >= 20).sort("code")["code"].to_list()
-        table = self._raw(X)
+        table = self._raw(X, histories, flat)
         finite = np.isfinite(table)
         observed = finite.any(axis=0)
         medians = np.zeros(table.shape[1])
         medians[observed] = np.nanmedian(np.where(finite[:, observed], table[:, observed], np.nan), axis=0)
         self.medians_ = medians  # a column never observed in training is filled with 0
-        return self
+        return table
 
-    @staticmethod
-    def _codes(X: CohortX) -> pl.DataFrame:
-        return (
-            X.histories()
-            .select("point", "visit_index", pl.col("codes").alias("code"), pl.col("numeric_values").alias("value"))
-            .explode("code", "value")
-            .drop_nulls("code")
-        )
-
-    def _raw(self, X: CohortX) -> np.ndarray:
-        flat = self._codes(X)
+    def _raw(self, X: CohortX, histories: pl.DataFrame, flat: pl.DataFrame) -> np.ndarray:
         n = len(X)
         counts = np.zeros((n, len(self.codes_)), dtype=np.float32)
         index = {c: i for i, c in enumerate(self.codes_)}
@@ -92,61 +87,70 @@ class HistoryFeatures(BaseEstimator):
         if values.height:
             columns = values["code"].replace_strict(lab_index, return_dtype=pl.Int64).to_numpy()
             last[values["point"].to_numpy(), columns] = values["value"].to_numpy()
-        return np.hstack([counts, last, self._clinical(X, flat)])
+        return np.hstack([counts, last, _clinical(X, histories, flat)])
 
-    @staticmethod
-    def _clinical(X: CohortX, flat: pl.DataFrame) -> np.ndarray:
-        """eGFR, current stage one-hot (1-5), age (years), female, visits, years of history."""
-        points = X.points.with_row_index("point")
-        histories = (
-            X.histories()
-            .group_by("point")
-            .agg(
-                pl.col("age_days").last().alias("age"),
-                pl.col("days_since_first").last().alias("span"),
-            )
-        )
-        sex = X.visits.frame.select("subject_id", (pl.col("sex") == "F").alias("female"))
-        table = points.join(histories, on="point", how="left").join(sex, on="subject_id", how="left").sort("point")
-        found = match_code_lists(
-            {"egfr": EGFR_CODES, "mass": CREATININE_MASS_CODES, "molar": CREATININE_MOLAR_CODES},
-            flat["code"].unique(),
-        )
-        labs = flat.join(found, on="code", how="inner").filter(pl.col("value").is_not_null())
-        last = labs.sort("point", "visit_index").group_by("point", "name").agg(pl.col("value").last())
-        wide = {name: np.full(len(X), np.nan) for name in ("egfr", "mass", "molar")}
-        for name in wide:
-            part = last.filter(pl.col("name") == name)
-            wide[name][part["point"].to_numpy()] = part["value"].to_numpy()
-        age = table["age"].fill_null(np.nan).to_numpy() / 365.25
-        female = table["female"].fill_null(False).to_numpy()
-        scr = np.where(np.isnan(wide["mass"]), wide["molar"] / 88.42, wide["mass"])
-        egfr = np.where(np.isnan(wide["egfr"]), _egfr_2021(scr, age, female), wide["egfr"])
-        stage = table["current_stage"].fill_null(0).to_numpy()
-        one_hot = (stage[:, None] == np.arange(1, 6)[None, :]).astype(np.float32)
-        return np.column_stack(
-            [
-                egfr,
-                one_hot,
-                age,
-                female.astype(np.float32),
-                table["n_visits"].to_numpy(),
-                table["span"].fill_null(0.0).to_numpy() / 365.25,
-            ]
-        ).astype(np.float32)
+    def _fill(self, table: np.ndarray) -> np.ndarray:
+        return np.where(np.isfinite(table), table, self.medians_[None, :]).astype(np.float32)
 
     def transform(self, X: CohortX) -> np.ndarray:
         check_is_fitted(self, "codes_")
-        table = self._raw(X)
-        missing = ~np.isfinite(table)
-        return np.where(missing, self.medians_[None, :], table).astype(np.float32)
+        return self._fill(self._raw(X, *_histories(X)))
 
     def fit_transform(self, X: CohortX, y: Any = None) -> np.ndarray:
-        return self.fit(X).transform(X)
+        return self._fill(self._fit(X))
 
-    def egfr(self, X: CohortX) -> np.ndarray:
-        """The eGFR feature (mL/min/1.73 m2; NaN where neither eGFR nor creatinine was recorded)."""
-        return self._clinical(X, self._codes(X))[:, 0]
+
+def _histories(X: CohortX) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Each point's input visits (long form) and their codes with values, one row per code."""
+    histories = X.histories()
+    flat = (
+        histories.select("point", "visit_index", pl.col("codes").alias("code"), pl.col("numeric_values").alias("value"))
+        .explode("code", "value")
+        .drop_nulls("code")
+    )
+    return histories, flat
+
+
+def clinical_features(X: CohortX) -> np.ndarray:
+    """``[n, 10]``: eGFR (last recorded, else CKD-EPI 2021 from the last creatinine; NaN if
+    neither), current stage one-hot (1-5), age (years), female, visits, years of history."""
+    return _clinical(X, *_histories(X))
+
+
+def _clinical(X: CohortX, histories: pl.DataFrame, flat: pl.DataFrame) -> np.ndarray:
+    points = X.points.with_row_index("point")
+    last_visit = histories.group_by("point").agg(
+        pl.col("age_days").last().alias("age"),
+        pl.col("days_since_first").last().alias("span"),
+    )
+    sex = X.visits.frame.select("subject_id", (pl.col("sex") == "F").alias("female"))
+    table = points.join(last_visit, on="point", how="left").join(sex, on="subject_id", how="left").sort("point")
+    found = match_code_lists(
+        {"egfr": EGFR_CODES, "mass": CREATININE_MASS_CODES, "molar": CREATININE_MOLAR_CODES},
+        flat["code"].unique(),
+    )
+    labs = flat.join(found, on="code", how="inner").filter(pl.col("value").is_not_null())
+    last = labs.sort("point", "visit_index").group_by("point", "name").agg(pl.col("value").last())
+    wide = {name: np.full(len(X), np.nan) for name in ("egfr", "mass", "molar")}
+    for name in wide:
+        part = last.filter(pl.col("name") == name)
+        wide[name][part["point"].to_numpy()] = part["value"].to_numpy()
+    age = table["age"].fill_null(np.nan).to_numpy() / 365.25
+    female = table["female"].fill_null(False).to_numpy()
+    scr = np.where(np.isnan(wide["mass"]), wide["molar"] / 88.42, wide["mass"])
+    egfr = np.where(np.isnan(wide["egfr"]), _egfr_2021(scr, age, female), wide["egfr"])
+    stage = table["current_stage"].fill_null(0).to_numpy()
+    one_hot = (stage[:, None] == np.arange(1, 6)[None, :]).astype(np.float32)
+    return np.column_stack(
+        [
+            egfr,
+            one_hot,
+            age,
+            female.astype(np.float32),
+            table["n_visits"].to_numpy(),
+            table["span"].fill_null(0.0).to_numpy() / 365.25,
+        ]
+    ).astype(np.float32)
 
 
 class StageBaseline(ClassifierMixin, BaseEstimator):
@@ -160,8 +164,8 @@ class StageBaseline(ClassifierMixin, BaseEstimator):
     def fit(self, X: CohortX, y: Any) -> StageBaseline:
         stage = _split_targets(y, len(X))[0]
         known = ~np.isnan(stage)
-        self.features_ = HistoryFeatures(self.max_codes).fit(X)
-        features = self.features_.transform(X)[known]
+        self.features_ = HistoryFeatures(self.max_codes)
+        features = self.features_.fit_transform(X)[known]
         if self.model == "logistic":
             clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.5))
         elif self.model == "gbm":
@@ -197,9 +201,9 @@ class CoxBaseline(BaseEstimator):
         from sksurv.util import Surv
 
         _, event, time = _split_targets(y, len(X))
-        self.features_ = HistoryFeatures(self.max_codes).fit(X)
-        self.scaler_ = StandardScaler().fit(self.features_.transform(X))
-        features = self.scaler_.transform(self.features_.transform(X))
+        self.features_ = HistoryFeatures(self.max_codes)
+        self.scaler_ = StandardScaler()
+        features = self.scaler_.fit_transform(self.features_.fit_transform(X))
         self.model_ = CoxPHSurvivalAnalysis(alpha=self.alpha, ties="breslow").fit(
             features, Surv.from_arrays(event.astype(bool), time)
         )
@@ -233,14 +237,13 @@ class KFREBaseline(BaseEstimator):
     """
 
     def fit(self, X: CohortX, y: Any = None) -> KFREBaseline:
-        self.features_ = HistoryFeatures(max_codes=0).fit(X)
-        egfr = self.features_.egfr(X)
+        egfr = clinical_features(X)[:, 0]
         self.median_egfr_ = float(np.nanmedian(egfr)) if np.isfinite(egfr).any() else 60.0
         return self
 
     def predict(self, X: CohortX) -> np.ndarray:
         check_is_fitted(self, "median_egfr_")
-        clinical = self.features_._clinical(X, self.features_._codes(X))
+        clinical = clinical_features(X)
         egfr = np.where(np.isnan(clinical[:, 0]), self.median_egfr_, clinical[:, 0])
         age, female = clinical[:, 6], clinical[:, 7]
         age = np.where(np.isnan(age), 65.0, age)

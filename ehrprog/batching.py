@@ -209,12 +209,6 @@ class VisitTensors:
         subjects = np.unique(self.point_subject[point_rows])
         if rng is not None:
             subjects = rng.permutation(subjects)
-        order = np.argsort(self.point_subject[point_rows], kind="stable")
-        sorted_rows = point_rows[order]
-        sorted_subjects = self.point_subject[sorted_rows]
         for start in range(0, len(subjects), batch_size):
-            chosen = np.sort(subjects[start : start + batch_size])
-            lo = np.searchsorted(sorted_subjects, chosen, side="left")
-            hi = np.searchsorted(sorted_subjects, chosen, side="right")
-            picks = np.concatenate([sorted_rows[a:b] for a, b in zip(lo, hi, strict=True)])
+            picks = point_rows[np.isin(self.point_subject[point_rows], subjects[start : start + batch_size])]
             yield self.batch(picks)

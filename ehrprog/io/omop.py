@@ -144,11 +144,7 @@ def _events_from(folder: _Folder, spec: EventTable, concepts: pl.DataFrame, mode
         precise, day = time_exprs
         time_exprs = [pl.when(day.is_null() | (precise.dt.date() == day.dt.date())).then(precise), day]
     raw_time_present = pl.any_horizontal([tabular.present(c, schema[c]).fill_null(False) for c in times])
-    visit_id = opt(spec.visit, tabular.parse_int)
-    if spec.name == "visit_occurrence":
-        visit_id = opt("visit_occurrence_id", tabular.parse_int)
-    elif spec.name == "visit_detail":
-        visit_id = opt("visit_occurrence_id", tabular.parse_int)
+    visit_id = opt(spec.visit, tabular.parse_int)  # visit_occurrence_id in every table that has a visit
 
     typed = frame.select(
         tabular.parse_int("person_id", schema["person_id"]).alias("subject_id"),
