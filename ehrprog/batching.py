@@ -27,6 +27,7 @@ class Vocabulary:
     codes: list[str]
     value_mean: np.ndarray  # [len(codes) + 2], float32
     value_std: np.ndarray  # [len(codes) + 2], float32
+    descriptions: list[str | None] | None = None  # [len(codes)] text of each code where the data has it
 
     @property
     def size(self) -> int:
@@ -48,12 +49,21 @@ class Vocabulary:
         mean = np.concatenate([[0.0, 0.0], stats["mean"].fill_null(0.0).to_numpy()]).astype(np.float32)
         std = stats["std"].fill_null(1.0).to_numpy()
         std = np.concatenate([[1.0, 1.0], np.where(std > 1e-6, std, 1.0)]).astype(np.float32)
-        return cls(stats["code"].to_list(), mean, std)
+        return cls(stats["code"].to_list(), mean, std, _descriptions(stats["code"], X.visits.codes))
 
     def lookup(self, codes: pl.Expr) -> pl.Expr:
         """Embedding rows for a code column (unseen codes -> ``UNKNOWN``)."""
         mapping = dict(zip(self.codes, range(2, self.size), strict=True))
         return codes.replace_strict(mapping, default=UNKNOWN, return_dtype=pl.Int32)
+
+
+def _descriptions(codes: pl.Series, metadata: pl.DataFrame | None) -> list[str | None] | None:
+    """Each code's description from the data's code metadata (None where it has none)."""
+    if metadata is None or metadata.is_empty() or "description" not in metadata.columns:
+        return None
+    described = metadata.select("code", "description").drop_nulls().unique("code", keep="first")
+    frame = pl.DataFrame({"code": codes}).join(described, on="code", how="left", maintain_order="left")
+    return frame["description"].to_list()
 
 
 def _input_visits(X: CohortX) -> pl.DataFrame:
@@ -77,6 +87,9 @@ class Batch:
     values: np.ndarray  # [B, V, C] float32 standardised numeric values, 0 where none
     has_value: np.ndarray  # [B, V, C] bool
     times: np.ndarray  # [B, V, 3] float32: years since first visit, years since previous, age / 100 years
+    visit_days: np.ndarray  # [B, V] float32 visit start, days since 1970-01-01
+    visit_los: np.ndarray  # [B, V] float32 visit length (end - start), days
+    visit_type: np.ndarray  # [B, V] int32 index into VisitTensors.visit_types (0 = unknown)
     visit_mask: np.ndarray  # [B, V] bool
     point_subject: np.ndarray  # [P] int64 row in the batch
     point_visit: np.ndarray  # [P] int64 index of the last input visit
@@ -150,6 +163,15 @@ class VisitTensors:
             .to_numpy()
             .astype(np.float32)
         )
+        _day_us = 86_400_000_000
+        self.visit_days = (visits["start"].dt.epoch("us").to_numpy() / _day_us).astype(np.float32)
+        self.visit_los = ((visits["end"] - visits["start"]).dt.total_microseconds().to_numpy() / _day_us).astype(
+            np.float32
+        )
+        types = visits["visit_type"]
+        self.visit_types = ["<unknown>", *sorted(types.drop_nulls().unique().to_list())]
+        type_index = dict(zip(self.visit_types[1:], range(1, len(self.visit_types)), strict=True))
+        self.visit_type = types.replace_strict(type_index, default=0, return_dtype=pl.Int32).to_numpy()
         points = X.points
         index = pl.DataFrame({"subject_id": self.subject_ids, "_pos": np.arange(len(self.subject_ids))})
         located = points.select("subject_id").join(index, on="subject_id", how="left", maintain_order="left")
@@ -193,6 +215,9 @@ class VisitTensors:
             values=np.where(mask[..., None], self.values[rows][..., :width_c], 0.0).astype(np.float32),
             has_value=mask[..., None] & self.has_value[rows][..., :width_c],
             times=np.where(mask[..., None], self.times[rows], 0.0).astype(np.float32),
+            visit_days=np.where(mask, self.visit_days[rows], 0.0).astype(np.float32),
+            visit_los=np.where(mask, self.visit_los[rows], 0.0).astype(np.float32),
+            visit_type=np.where(mask, self.visit_type[rows], 0).astype(np.int32),
             visit_mask=mask,
             point_subject=inverse.astype(np.int64),
             point_visit=visit.astype(np.int64),

@@ -6,7 +6,9 @@ from __future__ import annotations
 from ehrprog.plugins import BackboneSpec, hookimpl
 
 
-def _default(vocab_size: int, dim: int = 64, visit_encoder: str = "attention", dropout: float = 0.1, **params):
+def _default(
+    vocab_size: int, dim: int = 64, visit_encoder: str = "attention", dropout: float = 0.1, vocabulary=None, **params
+):
     from ehrprog.model import DefaultBackbone
 
     return DefaultBackbone(vocab_size, dim, visit_encoder, dropout, **params)

@@ -231,16 +231,19 @@ class VisitProgressionEstimator(BaseEstimator):
             return int(self.random_state.randint(0, 2**31 - 1))
         return 0 if self.random_state is None else int(self.random_state)
 
-    def _build_model(self, vocab_size: int, n_classes: int) -> VisitSequenceModel:
+    def _build_model(self, n_classes: int, architecture: dict[str, Any] | None = None) -> VisitSequenceModel:
+        """The model for ``vocabulary_``; ``architecture`` (from a saved estimator) replaces the
+        backbone parameters that point at a pre-trained source."""
         from ehrprog.plugins import get_backbone
 
         spec = get_backbone(self.backbone)
         backbone = spec.factory(
-            vocab_size=vocab_size,
+            vocab_size=self.vocabulary_.size,
             dim=self.embedding_dim,
             visit_encoder=self.visit_encoder,
             dropout=self.dropout,
-            **self._routed("backbone__"),
+            vocabulary=self.vocabulary_,
+            **{**self._routed("backbone__"), **(architecture or {})},
         )
         return VisitSequenceModel(
             backbone,
@@ -257,6 +260,7 @@ class VisitProgressionEstimator(BaseEstimator):
             "values": torch.from_numpy(batch.values).to(device),
             "has_value": torch.from_numpy(batch.has_value).to(device),
             "times": torch.from_numpy(batch.times).to(device),
+            "visit_days": torch.from_numpy(batch.visit_days).to(device),
             "visit_mask": torch.from_numpy(batch.visit_mask).to(device),
             "point_subject": torch.from_numpy(batch.point_subject).to(device),
             "point_visit": torch.from_numpy(batch.point_visit).to(device),
@@ -329,7 +333,7 @@ class VisitProgressionEstimator(BaseEstimator):
         tensors = self._visit_tensors(X)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = self._build_model(self.vocabulary_.size, n_classes).to(device)
+            model = self._build_model(n_classes).to(device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         rng = np.random.default_rng(seed)
         amp = device.type == "cuda"
@@ -599,7 +603,11 @@ class VisitProgressionEstimator(BaseEstimator):
                 "codes": self.vocabulary_.codes,
                 "value_mean": self.vocabulary_.value_mean.tolist(),
                 "value_std": self.vocabulary_.value_std.tolist(),
+                "descriptions": self.vocabulary_.descriptions,
             },
+            "backbone_architecture": self.model_.backbone.architecture()
+            if hasattr(self.model_.backbone, "architecture")
+            else None,
             "n_classes": int(self.model_.stage_head.out_features),
             "value_scale": list(self.value_scale_),
             "classes": self.classes_.tolist() if hasattr(self, "classes_") else None,
@@ -623,9 +631,12 @@ class VisitProgressionEstimator(BaseEstimator):
         estimator = cls(**config["params"])
         vocab = config["vocabulary"]
         estimator.vocabulary_ = Vocabulary(
-            vocab["codes"], np.asarray(vocab["value_mean"], np.float32), np.asarray(vocab["value_std"], np.float32)
+            vocab["codes"],
+            np.asarray(vocab["value_mean"], np.float32),
+            np.asarray(vocab["value_std"], np.float32),
+            vocab.get("descriptions"),
         )
-        model = estimator._build_model(estimator.vocabulary_.size, config["n_classes"])
+        model = estimator._build_model(config["n_classes"], config.get("backbone_architecture"))
         model.load_state_dict(load_file(str(root / "model.safetensors")))
         estimator.model_ = model.eval()
         estimator.value_scale_ = tuple(config["value_scale"])

@@ -26,6 +26,11 @@ import numpy as np
 import torch
 from torch import nn
 
+#: Per-visit context every backbone may read (keyword arguments of its ``forward``):
+#: ``times`` ``[B,V,3]`` (years since first visit, years since previous, age / 100 years) and
+#: ``visit_days`` ``[B,V]`` (visit start in days since 1970-01-01).
+CONTEXT = ("times", "visit_days")
+
 
 class AttentionPool(nn.Module):
     """Masked additive attention pooling over the last-but-one axis: ``[..., N, D] -> [..., D]``."""
@@ -71,7 +76,10 @@ class DefaultBackbone(nn.Module):
 
     def embed(self, codes: torch.Tensor, values: torch.Tensor, has_value: torch.Tensor) -> torch.Tensor:
         """Code embeddings with their standardised values: ``[B,V,C] -> [B,V,C,D]``."""
-        return self.code_embedding(codes) + self.value_direction(codes) * (values * has_value).unsqueeze(-1)
+        table = self.code_embeddings()
+        return nn.functional.embedding(codes, table, padding_idx=0) + self.value_direction(codes) * (
+            values * has_value
+        ).unsqueeze(-1)
 
     def forward(
         self,
@@ -80,8 +88,10 @@ class DefaultBackbone(nn.Module):
         has_value: torch.Tensor,
         visit_mask: torch.Tensor,
         embedded: torch.Tensor | None = None,
+        **context: torch.Tensor,
     ) -> torch.Tensor:
-        """Visit embeddings ``[B,V,D]``; ``embedded`` replaces :meth:`embed`'s output (for attributions)."""
+        """Visit embeddings ``[B,V,D]``; ``embedded`` replaces :meth:`embed`'s output (for attributions).
+        ``context`` (``times``, ``visit_days``) is not used by this backbone."""
         code_mask = codes > 0  # [B,V,C]
         x = self.embed(codes, values, has_value) if embedded is None else embedded
         if self.within is not None:
@@ -139,7 +149,10 @@ class VisitSequenceModel(nn.Module):
 
     def encode(self, batch: dict[str, torch.Tensor], embedded: torch.Tensor | None = None) -> torch.Tensor:
         """Per-visit causal states ``[B, V, H]``: state v depends on visits 0..v only."""
-        visits = self.backbone(batch["codes"], batch["values"], batch["has_value"], batch["visit_mask"], embedded)
+        context = {key: batch[key] for key in CONTEXT if key in batch}
+        visits = self.backbone(
+            batch["codes"], batch["values"], batch["has_value"], batch["visit_mask"], embedded, **context
+        )
         x = visits + self.time_projection(batch["times"])
         if self.sequence_encoder == "transformer":
             length = x.shape[1]

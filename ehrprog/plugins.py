@@ -8,8 +8,12 @@ The interface a backbone factory returns is a ``torch.nn.Module`` with
 
 * ``dim``: the embedding size D;
 * ``embed(codes, values, has_value) -> [B, V, C, D]``: code embeddings with their values;
-* ``forward(codes, values, has_value, visit_mask, embedded=None) -> [B, V, D]``: per-visit
-  embeddings (``embedded`` replaces ``embed``'s output, for attributions);
+* ``forward(codes, values, has_value, visit_mask, embedded=None, *, times, visit_days) -> [B, V, D]``:
+  per-visit embeddings (``embedded`` replaces ``embed``'s output, for attributions; ``times``
+  ``[B,V,3]`` and ``visit_days`` ``[B,V]`` are the visit context of :data:`ehrprog.model.CONTEXT`).
+  Embedding ``v`` may depend on visits ``0..v`` only (the estimator reads every point's state at
+  its last input visit from one pass over the subject's history, so a backbone that looked ahead
+  would leak later visits into earlier points);
 * ``code_embeddings() -> [vocab, D]``: the code embedding matrix (row 0 padding, 1 unknown).
 """
 
@@ -31,8 +35,14 @@ ENTRY_POINT_GROUP = "ehrprog"
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """A named backbone: ``factory(vocab_size=..., dim=..., visit_encoder=..., dropout=..., **params)``
-    returns the module (see the module docstring for its interface)."""
+    """A named backbone: ``factory(vocab_size=..., dim=..., visit_encoder=..., dropout=...,
+    vocabulary=..., **params)`` returns the module (see the module docstring for its interface).
+
+    ``vocabulary`` is the estimator's :class:`~ehrprog.batching.Vocabulary` (code strings and
+    descriptions of embedding rows 2.., for aligning pre-trained vocabularies) or ``None``;
+    ``params`` are the estimator's ``backbone__*`` parameters. A module may define
+    ``architecture() -> dict``: the factory parameters that rebuild it without its pre-trained
+    source (a saved estimator then loads without the checkpoint folder)."""
 
     name: str
     factory: Callable[..., Any]

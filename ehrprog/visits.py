@@ -54,10 +54,13 @@ class VisitFrame:
             ``numeric_values`` are aligned and ordered by (time, code); ``days_since_first``,
             ``days_since_prev`` and ``age_days`` are in days (float32).
         strategy: the grouping strategy used.
+        codes: code metadata carried over from the events (``code``, ``description``,
+            ``parent_codes``), for backbones that read code descriptions; may be empty.
     """
 
     frame: pl.DataFrame
     strategy: Strategy
+    codes: pl.DataFrame | None = None
 
     @property
     def n_subjects(self) -> int:
@@ -167,9 +170,9 @@ def group_visits(events: EventFrame | pl.DataFrame | pl.LazyFrame, strategy: Str
             # (never splitting a subject) so only one slice's intermediate lists are alive at a time.
             pieces = [_group(piece.lazy(), attributes.lazy(), True, strategy) for piece in events.subject_slices()]
             frame = pl.concat(pieces) if pieces else _group(events.lazy, attributes.lazy(), True, strategy)
-            return VisitFrame(frame, strategy)
+            return VisitFrame(frame, strategy, events.codes)
         lazy = events.lazy
-        return VisitFrame(_group(lazy, attributes.lazy(), False, strategy), strategy)
+        return VisitFrame(_group(lazy, attributes.lazy(), False, strategy), strategy, events.codes)
     lazy = conform_events(events.lazy())
     codes = lazy.select(pl.col("code").unique()).collect()["code"]
     return VisitFrame(_group(lazy, subject_attributes(lazy, codes), False, strategy), strategy)

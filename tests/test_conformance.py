@@ -13,13 +13,31 @@ from ehrprog.testing import check_backbone
 @pytest.mark.parametrize("name", sorted(backbones(make_plugin_manager())))
 def test_every_registered_backbone_conforms(name):
     done = check_backbone(backbones(make_plugin_manager())[name])
-    assert {"shape", "padding", "masking", "determinism", "gradient", "save_load"} <= set(done)
+    assert {"shape", "padding", "masking", "determinism", "gradient", "causality", "save_load"} <= set(done)
+
+
+def test_the_four_built_in_backbones_are_installed_through_the_entry_point_group():
+    found = backbones(make_plugin_manager())
+    assert {"cehrbert", "medbert", "behrt", "clinicalbert"} <= set(found)
+    # Registered by their own distributions, not by ehrprog's core.
+    assert {found[n].plugin for n in ("cehrbert", "medbert", "behrt", "clinicalbert")} == {
+        "cehrbert",
+        "medbert",
+        "behrt",
+        "clinicalbert",
+    }
 
 
 class _LeaksPadding(DefaultBackbone):
-    def forward(self, codes, values, has_value, visit_mask, embedded=None):
+    def forward(self, codes, values, has_value, visit_mask, embedded=None, **context):
         out = super().forward(codes, values, has_value, visit_mask, embedded)
         return out + (codes == 0).float().mean(-1, keepdim=True)  # depends on the amount of padding
+
+
+class _LooksAhead(DefaultBackbone):
+    def forward(self, codes, values, has_value, visit_mask, embedded=None, **context):
+        out = super().forward(codes, values, has_value, visit_mask, embedded)
+        return (out + out.mean(1, keepdim=True)) * visit_mask[..., None]  # every visit reads all visits
 
 
 class _Unseeded(DefaultBackbone):
@@ -35,7 +53,9 @@ class _Unseeded(DefaultBackbone):
             self.code_embedding.weight[1:] = torch.randn(self.code_embedding.weight[1:].shape, generator=generator)
 
 
-@pytest.mark.parametrize(("cls", "rule"), [(_LeaksPadding, "padding"), (_Unseeded, "same seed")])
+@pytest.mark.parametrize(
+    ("cls", "rule"), [(_LeaksPadding, "padding"), (_Unseeded, "same seed"), (_LooksAhead, "later visit")]
+)
 def test_broken_backbones_fail_with_the_rule_they_break(cls, rule):
     def factory(vocab_size, dim=16, visit_encoder="attention", dropout=0.0, **params):
         return cls(vocab_size, dim, visit_encoder, dropout)

@@ -21,11 +21,12 @@ def _plugin_with(name: str, factory) -> types.SimpleNamespace:
     return types.SimpleNamespace(ehrprog_register_backbones=ehrprog_register_backbones)
 
 
-def _tiny(vocab_size, dim=16, visit_encoder="attention", dropout=0.0, **params):
+def _tiny(vocab_size, dim=16, visit_encoder="attention", dropout=0.0, vocabulary=None, **params):
     from ehrprog.model import DefaultBackbone
 
     module = DefaultBackbone(vocab_size, dim, visit_encoder, dropout)
     module.extra = params
+    module.vocabulary = vocabulary
     return module
 
 
@@ -73,6 +74,9 @@ def test_a_plugin_backbone_trains_in_the_estimator_with_routed_parameters(sim_om
             backbone="tiny", backbone__flavour="mint", embedding_dim=16, hidden_dim=16, max_epochs=1, random_state=0
         ).fit(cohort.X, cohort.y)
     assert est.model_.backbone.extra == {"flavour": "mint"}
+    # The factory receives the estimator's vocabulary, row for row (for pre-trained alignment).
+    assert est.model_.backbone.vocabulary.codes == est.vocabulary_.codes
+    assert est.vocabulary_.size == len(est.vocabulary_.codes) + 2
     assert np.isfinite(est.predict_proba(cohort.X[:5])).all()
 
 

@@ -198,7 +198,7 @@ class ProgressionTask:
             raise EmptyCohortError(f"no {self.rule.name} prediction point has follow-up: the cohort is empty")
         # Shared, not copied: the visit frame without death dates (dropping a column copies nothing).
         # It may hold subjects without points; points only ever read their own subject's visits.
-        safe_visits = VisitFrame(visit_frame.frame.drop("death"), visit_frame.strategy)
+        safe_visits = VisitFrame(visit_frame.frame.drop("death"), visit_frame.strategy, visit_frame.codes)
         X = CohortX(
             points.select("subject_id", "prediction_time", "n_visits", "current_stage", "current_value"), safe_visits
         )

@@ -10,9 +10,10 @@
         check_backbone(get_backbone("mine"))
 
 Checks: output shape ``[B, V, D]`` with ``dim`` D; padding codes and padded visits change
-nothing; masked visits are zero; the same seed gives the same module and outputs; gradients reach
-the code embeddings; ``code_embeddings()`` is ``[vocab, D]``; a save/load round trip through
-safetensors reproduces the outputs; and, where CUDA is present, the module runs there too.
+nothing; masked visits are zero; the same seed gives the same module and outputs; the output
+depends on the code embeddings, which are trainable, and gradients reach parameters; visit ``v``'s
+embedding does not read later visits (causality); ``code_embeddings()`` is ``[vocab, D]``; a
+save/load round trip through safetensors reproduces the outputs; and, where CUDA is present, the module runs there too.
 """
 
 from __future__ import annotations
@@ -25,7 +26,17 @@ from safetensors.torch import load_file, save_file
 
 from ehrprog.plugins import BackboneSpec
 
-CHECKS = ("shape", "padding", "masking", "determinism", "gradient", "code_embeddings", "save_load", "device")
+CHECKS = (
+    "shape",
+    "padding",
+    "masking",
+    "determinism",
+    "gradient",
+    "causality",
+    "code_embeddings",
+    "save_load",
+    "device",
+)
 
 
 def _batch(vocab: int, seed: int = 0, b: int = 3, v: int = 5, c: int = 6) -> dict[str, torch.Tensor]:
@@ -35,11 +46,19 @@ def _batch(vocab: int, seed: int = 0, b: int = 3, v: int = 5, c: int = 6) -> dic
     visit_mask = torch.ones(b, v, dtype=torch.bool)
     visit_mask[0, -1] = False  # a padded visit
     codes[0, -1] = 0
+    gaps = torch.rand(b, v, generator=g) * 400  # days between visits
+    days = 18_000 + torch.cumsum(gaps, dim=1)
+    age = 40 + torch.rand(b, 1, generator=g) * 40 + (days - days[:, :1]) / 365.25
+    times = torch.stack(
+        [(days - days[:, :1]) / 365.25, torch.cat([torch.zeros(b, 1), gaps[:, 1:]], 1) / 365.25, age / 100], -1
+    )
     return {
         "codes": codes,
         "values": torch.randn(b, v, c, generator=g),
         "has_value": torch.rand(b, v, c, generator=g) > 0.5,
         "visit_mask": visit_mask,
+        "times": times * visit_mask[..., None],
+        "visit_days": days * visit_mask,
     }
 
 
@@ -50,7 +69,8 @@ def _make(spec: BackboneSpec, vocab: int, dim: int, seed: int) -> torch.nn.Modul
 
 
 def _run(module: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    return module(batch["codes"], batch["values"], batch["has_value"], batch["visit_mask"])
+    context = {k: batch[k] for k in ("times", "visit_days")}
+    return module(batch["codes"], batch["values"], batch["has_value"], batch["visit_mask"], **context)
 
 
 def check_backbone(spec: BackboneSpec, vocab: int = 40, dim: int = 16) -> list[str]:
@@ -89,10 +109,31 @@ def check_backbone(spec: BackboneSpec, vocab: int = 40, dim: int = 16) -> list[s
     done.append("determinism")
 
     trainable = _make(spec, vocab, dim, seed=0).train()
+    table = trainable.code_embeddings()
+    assert table.requires_grad, f"{name}: code embeddings must be trainable unless frozen"
+    embedded = trainable.embed(batch["codes"], batch["values"], batch["has_value"]).detach().requires_grad_(True)
+    context = {k: batch[k] for k in ("times", "visit_days")}
+    out_embedded = trainable(
+        batch["codes"], batch["values"], batch["has_value"], batch["visit_mask"], embedded, **context
+    )
+    (grad,) = torch.autograd.grad(out_embedded.sum(), embedded)
+    assert grad[batch["codes"] > 0].abs().sum() > 0, f"{name}: output does not depend on the code embeddings"
     _run(trainable, batch).sum().backward()
-    grad = trainable.code_embeddings().grad if trainable.code_embeddings().requires_grad else None
-    assert grad is not None and grad.abs().sum() > 0, f"{name}: no gradient reaches the code embeddings"
+    reached = [n for n, p in trainable.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0]
+    assert reached, f"{name}: no gradient reaches any parameter"
     done.append("gradient")
+
+    # Causality: visit v's embedding depends on visits 0..v only (changing the last visit of
+    # subject 1 must leave its earlier visits' embeddings unchanged).
+    changed = {k: t.clone() for k, t in batch.items()}
+    changed["codes"][1, -1] = torch.randint(2, vocab, (batch["codes"].shape[-1],))
+    changed["values"][1, -1] = 3.0
+    with torch.no_grad():
+        later = _run(module, changed)
+    torch.testing.assert_close(
+        later[1, :-1], out[1, :-1], msg=lambda m: f"{name}: an earlier visit's embedding reads a later visit: {m}"
+    )
+    done.append("causality")
 
     table = module.code_embeddings()
     assert tuple(table.shape) == (vocab, dim), f"{name}: code_embeddings() is {tuple(table.shape)}, want {(vocab, dim)}"

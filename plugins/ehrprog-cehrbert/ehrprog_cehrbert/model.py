@@ -1,29 +1,45 @@
-"""CEHR-BERT as the ``cehrbert`` package (1.5) computes it, in plain torch.
+"""CEHR-BERT (Pang et al., 2021) as the ``cehrbert`` package (1.5) computes it, in plain torch.
 
 Shapes: batch ``B``, sequence ``L``, hidden ``H``, time-embedding size ``T`` (``n_time_embd``).
 
-Embeddings (``CehrBertEmbeddings``): a concept embedding ``[B, L, H]``; where a token carries a
-value, ``concat(embedding, clamp(value, -10, 10))`` goes through a linear layer back to ``H`` and
-a tanh-approximated GELU instead. Time (days / 1000) and age (years / 100) each become
+Embeddings: a concept embedding ``[B, L, H]``; where a token carries a value,
+``concat(embedding, clamp(value, -10, 10))`` goes through a linear layer back to ``H`` and a
+tanh-approximated GELU instead. Time (days / 1000) and age (years / 100) each become
 ``sin(x * w + phi)`` ``[B, L, T]``; the visit order, shifted so the row's smallest positive order
 is 0 and clipped to the position range, indexes a fixed sine/cosine table ``[B, L, T]``. The four
 parts are concatenated (``H + 3T``), projected to ``H``, passed through the tanh GELU, and a
 visit-segment embedding is added. Then a post-layer-norm BERT encoder, the BERT pooler and the
 masked-LM head with decoder weights tied to the concept embedding.
 
-Loading reads ``config.json`` and ``model.safetensors`` only (no pickle, no code execution).
+Two modules use that recipe:
+
+* :class:`CehrBertForPreTraining` mirrors cehrbert's own module and parameter names, so
+  :func:`load_cehrbert_checkpoint` reads cehrbert's ``save_pretrained`` folders exactly (the
+  ``verify-checkpoint`` parity check);
+* :class:`CehrBertBackbone` is the estimator's backbone: visits become CEHR-BERT's sequence
+  (``[CLS]``, then per visit an artificial time token ``W0``-``W3``/``M1``-``M11``/``LT`` for the gap,
+  ``VS``, the codes, ``VE``), with visit orders, alternating visit segments, dates and ages as
+  cehrbert builds them. Pre-training is masked-LM plus visit-type prediction (the paper's
+  secondary objective: each visit's type predicted from its ``VS`` state; the type is not an
+  input). ``checkpoint=`` reads ehrprog's own pre-trained folders and cehrbert's.
+
+Loading reads JSON and safetensors only (no pickle, no code execution).
 """
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 from safetensors.torch import load_file
 from torch import nn
+
+from ehrprog.backbones.bert import BertEncoder, attention_bias, gelu_tanh
+from ehrprog.backbones.sequence import SequenceBackbone, fixed_sinusoid_table
+from ehrprog.backbones.tokens import SPECIAL_TOKENS, VS, TokenLayout, Tokens
 
 
 @dataclass
@@ -50,10 +66,6 @@ class CehrBertConfig:
         return cls(**{k: v for k, v in raw.items() if k in fields})
 
 
-def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
-    return nn.functional.gelu(x, approximate="tanh")
-
-
 class _Sinusoid(nn.Module):
     """``sin(x * w + phi)`` with learned ``w``, ``phi`` ``[1, T]``: ``[B, L] -> [B, L, T]``."""
 
@@ -61,6 +73,8 @@ class _Sinusoid(nn.Module):
         super().__init__()
         self.w = nn.Parameter(torch.zeros(1, size))
         self.phi = nn.Parameter(torch.zeros(1, size))
+        nn.init.normal_(self.w, std=0.02)
+        nn.init.normal_(self.phi, std=0.02)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sin(x.unsqueeze(-1) * self.w + self.phi)
@@ -71,12 +85,7 @@ class _FixedPositions(nn.Module):
 
     def __init__(self, size: int, max_positions: int) -> None:
         super().__init__()
-        position = torch.arange(max_positions).unsqueeze(1)
-        div = torch.exp(torch.arange(0, size, 2) * (-math.log(10000.0) / size))
-        pe = torch.zeros(max_positions, size)
-        pe[:, 0::2] = torch.sin(position * div)
-        pe[:, 1::2] = torch.cos(position * div)
-        self.register_buffer("pe", pe)
+        self.register_buffer("pe", fixed_sinusoid_table(size, max_positions))
 
     def forward(self, orders: torch.Tensor) -> torch.Tensor:
         positive = torch.where(orders > 0, orders, torch.full_like(orders, torch.iinfo(orders.dtype).max))
@@ -86,81 +95,69 @@ class _FixedPositions(nn.Module):
         return self.pe[shifted]
 
 
-class CehrBertEmbeddings(nn.Module):
-    def __init__(self, config: CehrBertConfig) -> None:
+class CehrBertMixer(nn.Module):
+    """Everything of CEHR-BERT's embedding layer but the concept table: value merging, time, age,
+    visit-order and visit-segment embeddings (cehrbert's parameter names)."""
+
+    def __init__(
+        self,
+        hidden: int,
+        n_time_embd: int,
+        max_positions: int,
+        n_visit_segments: int = 3,
+        time_scale: float = 1000.0,
+        age_scale: float = 100.0,
+    ) -> None:
         super().__init__()
-        h, t = config.hidden_size, config.n_time_embd
-        self.config = config
-        self.concept_embeddings = nn.Embedding(config.vocab_size, h, padding_idx=0)
+        self.time_scale, self.age_scale = time_scale, age_scale
         self.concept_value_transformation_layer = nn.Module()
-        self.concept_value_transformation_layer.merge_value_transformation_layer = nn.Linear(h + 1, h)
-        self.time_embedding_layer = _Sinusoid(t)
-        self.age_embedding_layer = _Sinusoid(t)
-        self.positional_embedding_layer = _FixedPositions(t, config.max_position_embeddings)
-        self.linear_proj = nn.Linear(h + 3 * t, h)
-        self.visit_segment_embeddings = nn.Embedding(config.n_visit_segments, h)
+        self.concept_value_transformation_layer.merge_value_transformation_layer = nn.Linear(hidden + 1, hidden)
+        self.time_embedding_layer = _Sinusoid(n_time_embd)
+        self.age_embedding_layer = _Sinusoid(n_time_embd)
+        self.positional_embedding_layer = _FixedPositions(n_time_embd, max_positions)
+        self.linear_proj = nn.Linear(hidden + 3 * n_time_embd, hidden)
+        self.visit_segment_embeddings = nn.Embedding(n_visit_segments, hidden)
+
+    def merge_values(self, concept: torch.Tensor, values: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """Concept vectors ``[..., H]`` with values folded in where ``masks`` is set."""
+        merge = self.concept_value_transformation_layer.merge_value_transformation_layer
+        valued = gelu_tanh(merge(torch.cat([concept, values.to(concept.dtype).clamp(-10, 10)[..., None]], dim=-1)))
+        mask = masks[..., None].to(concept.dtype)
+        return valued * mask + concept * (1 - mask)
+
+    def mix(self, concept, dates, ages, orders, segments) -> torch.Tensor:
+        """Input embeddings ``[B, L, H]`` from concept vectors and token context ``[B, L]``."""
+        time = self.time_embedding_layer(dates.to(concept.dtype) / self.time_scale)
+        age = self.age_embedding_layer(ages.to(concept.dtype) / self.age_scale)
+        position = self.positional_embedding_layer(orders)
+        merged = gelu_tanh(self.linear_proj(torch.cat([concept, time, age, position], dim=-1)))
+        return merged + self.visit_segment_embeddings(segments)
+
+
+class CehrBertEmbeddings(CehrBertMixer):
+    def __init__(self, config: CehrBertConfig) -> None:
+        super().__init__(
+            config.hidden_size,
+            config.n_time_embd,
+            config.max_position_embeddings,
+            config.n_visit_segments,
+            config.time_embedding_scaling_factor,
+            config.age_embedding_scaling_factor,
+        )
+        self.concept_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=0)
 
     def forward(
         self, input_ids, ages, dates, visit_concept_orders, visit_segments, concept_values, concept_value_masks
     ) -> torch.Tensor:
-        concept = self.concept_embeddings(input_ids)  # [B,L,H]
-        merge = self.concept_value_transformation_layer.merge_value_transformation_layer
-        valued = _gelu_tanh(merge(torch.cat([concept, concept_values.clamp(-10, 10).unsqueeze(-1)], dim=-1)))
-        mask = concept_value_masks.unsqueeze(-1).to(concept.dtype)
-        concept = valued * mask + concept * (1 - mask)
-        time = self.time_embedding_layer(dates.to(concept.dtype) / self.config.time_embedding_scaling_factor)
-        age = self.age_embedding_layer(ages.to(concept.dtype) / self.config.age_embedding_scaling_factor)
-        position = self.positional_embedding_layer(visit_concept_orders)
-        merged = _gelu_tanh(self.linear_proj(torch.cat([concept, time, age, position], dim=-1)))
-        return merged + self.visit_segment_embeddings(visit_segments)
-
-
-class _Attention(nn.Module):
-    def __init__(self, config: CehrBertConfig) -> None:
-        super().__init__()
-        h = config.hidden_size
-        self.heads = config.num_attention_heads
-        self.self = nn.Module()
-        self.self.query, self.self.key, self.self.value = nn.Linear(h, h), nn.Linear(h, h), nn.Linear(h, h)
-        self.output = nn.Module()
-        self.output.dense = nn.Linear(h, h)
-        self.output.LayerNorm = nn.LayerNorm(h, eps=config.layer_norm_eps)
-
-    def forward(self, x: torch.Tensor, additive_mask: torch.Tensor) -> torch.Tensor:
-        b, length, h = x.shape
-        d = h // self.heads
-
-        def split(t: torch.Tensor) -> torch.Tensor:
-            return t.view(b, length, self.heads, d).transpose(1, 2)
-
-        q, k, v = split(self.self.query(x)), split(self.self.key(x)), split(self.self.value(x))
-        scores = q @ k.transpose(-1, -2) / math.sqrt(d) + additive_mask
-        context = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(b, length, h)
-        return self.output.LayerNorm(self.output.dense(context) + x)
-
-
-class _Layer(nn.Module):
-    def __init__(self, config: CehrBertConfig) -> None:
-        super().__init__()
-        self.attention = _Attention(config)
-        self.intermediate = nn.Module()
-        self.intermediate.dense = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.output = nn.Module()
-        self.output.dense = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.output.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-
-    def forward(self, x: torch.Tensor, additive_mask: torch.Tensor) -> torch.Tensor:
-        attended = self.attention(x, additive_mask)
-        inner = nn.functional.gelu(self.intermediate.dense(attended))
-        return self.output.LayerNorm(self.output.dense(inner) + attended)
+        concept = self.merge_values(self.concept_embeddings(input_ids), concept_values, concept_value_masks)
+        return self.mix(concept, dates, ages, visit_concept_orders, visit_segments)
 
 
 class CehrBertModel(nn.Module):
     def __init__(self, config: CehrBertConfig) -> None:
         super().__init__()
         self.cehr_bert_embeddings = CehrBertEmbeddings(config)
-        self.encoder = nn.Module()
-        self.encoder.layer = nn.ModuleList(_Layer(config) for _ in range(config.num_hidden_layers))
+        self.encoder = BertEncoder(config)
         self.pooler = nn.Module()
         self.pooler.dense = nn.Linear(config.hidden_size, config.hidden_size)
 
@@ -169,9 +166,7 @@ class CehrBertModel(nn.Module):
         embedding inputs by name (``input_ids``, ``ages``, ``dates``, ``visit_concept_orders``,
         ``visit_segments``, ``concept_values``, ``concept_value_masks``)."""
         x = self.cehr_bert_embeddings(**inputs)
-        additive = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
-        for layer in self.encoder.layer:
-            x = layer(x, additive)
+        x = self.encoder(x, attention_bias(attention_mask.bool(), None, x.dtype))
         pooled = torch.tanh(self.pooler.dense(x[:, 0]))
         return x, pooled
 
@@ -182,22 +177,21 @@ class CehrBertForPreTraining(nn.Module):
 
     def __init__(self, config: CehrBertConfig) -> None:
         super().__init__()
+        from ehrprog.backbones.bert import MaskedLMHead
+
         self.config = config
         self.bert = CehrBertModel(config)
         self.cls = nn.Module()
-        self.cls.predictions = nn.Module()
-        self.cls.predictions.transform = nn.Module()
-        self.cls.predictions.transform.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.cls.predictions.transform.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.cls.predictions.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        self.cls.predictions = MaskedLMHead(config.hidden_size, config.vocab_size, config.layer_norm_eps)
 
     def forward(self, attention_mask: torch.Tensor, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         hidden, pooled = self.bert(attention_mask, **inputs)
-        transform = self.cls.predictions.transform
-        h = transform.LayerNorm(nn.functional.gelu(transform.dense(hidden)))
         decoder = self.bert.cehr_bert_embeddings.concept_embeddings.weight  # tied
-        logits = h @ decoder.T + self.cls.predictions.bias
-        return {"last_hidden_state": hidden, "pooler_output": pooled, "prediction_logits": logits}
+        return {
+            "last_hidden_state": hidden,
+            "pooler_output": pooled,
+            "prediction_logits": self.cls.predictions(hidden, decoder),
+        }
 
 
 def load_cehrbert_checkpoint(folder: str | Path) -> CehrBertForPreTraining:
@@ -213,3 +207,158 @@ def load_cehrbert_checkpoint(folder: str | Path) -> CehrBertForPreTraining:
     if missing:
         raise ValueError(f"{folder}: parameters the checkpoint lacks: {sorted(missing)}")
     return model.eval()
+
+
+def _is_structural(token: str) -> bool:
+    return token.startswith("[") or token in SPECIAL_TOKENS
+
+
+def convert_cehrbert_checkpoint(folder: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], list[str]]:
+    """A cehrbert ``save_pretrained`` folder as ``(architecture, state, codes)`` of
+    :class:`CehrBertBackbone`: concept tokens become codes (rows 2..; row 0 ``[PAD]``, row 1
+    ``[OOV]``), structural tokens (``[MASK]``, ``[CLS]``, ``VS``, ``VE``, time tokens) go to the
+    special table by name (``[SEP]``, which CEHR-BERT does not use, gets the mean of the others),
+    and the pooler, which the backbone does not use, is dropped."""
+    folder = Path(folder)
+    config = CehrBertConfig.from_json(folder / "config.json")
+    vocab = json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"]
+    state = load_file(str(folder / "model.safetensors"))
+    by_id = sorted(vocab.items(), key=lambda item: item[1])
+    codes = [token for token, _ in by_id if not _is_structural(token)]
+    rows = [vocab["[PAD]"], vocab.get("[OOV]", vocab["[PAD]"])] + [vocab[c] for c in codes]
+    table = state["bert.cehr_bert_embeddings.concept_embeddings.weight"]
+    present = [vocab[t] for t in SPECIAL_TOKENS if t in vocab]
+    special = torch.stack([table[vocab[t]] if t in vocab else table[present].mean(0) for t in SPECIAL_TOKENS])
+    out = {"code_embedding.weight": table[rows], "special_embedding.weight": special}
+    out["mlm.bias"] = state["cls.predictions.bias"][rows]
+    for name, tensor in state.items():
+        if name.startswith("bert.cehr_bert_embeddings.") and "concept_embeddings" not in name:
+            out["mixer." + name.removeprefix("bert.cehr_bert_embeddings.")] = tensor
+        elif name.startswith("bert.encoder."):
+            out[name.removeprefix("bert.")] = tensor
+        elif name.startswith("cls.predictions.transform."):
+            out["mlm." + name.removeprefix("cls.predictions.")] = tensor
+    architecture = {
+        "hidden_size": config.hidden_size,
+        "num_hidden_layers": config.num_hidden_layers,
+        "num_attention_heads": config.num_attention_heads,
+        "intermediate_size": config.intermediate_size,
+        "max_visit_positions": config.max_position_embeddings,
+        "n_time_embd": config.n_time_embd,
+        "time_embedding_scaling_factor": config.time_embedding_scaling_factor,
+        "age_embedding_scaling_factor": config.age_embedding_scaling_factor,
+        "visit_types": None,
+    }
+    return architecture, out, codes
+
+
+class CehrBertBackbone(SequenceBackbone):
+    """CEHR-BERT as the estimator's backbone (see the module docstring).
+
+    Args (beyond :class:`~ehrprog.backbones.sequence.SequenceBackbone`'s):
+        n_time_embd: size T of the time, age and visit-order embeddings.
+        visit_types: the visit-type labels of the pre-training objective (index 0 unknown);
+            ``None`` or a single type: no visit-type head.
+        time_embedding_scaling_factor, age_embedding_scaling_factor: cehrbert's input scales
+            (days / 1000, years / 100).
+    """
+
+    model_type: ClassVar[str] = "ehrprog-cehrbert"
+    layout: ClassVar[TokenLayout] = TokenLayout(cls=True, time_tokens=True, visit_start=True, visit_end=True)
+
+    def __init__(
+        self,
+        vocab_size: int,
+        hidden_size: int = 64,
+        num_hidden_layers: int = 2,
+        num_attention_heads: int = 4,
+        intermediate_size: int | None = None,
+        dropout: float = 0.1,
+        freeze: bool = False,
+        max_visit_positions: int = 512,
+        n_time_embd: int = 16,
+        visit_types: list[str] | None = None,
+        time_embedding_scaling_factor: float = 1000.0,
+        age_embedding_scaling_factor: float = 100.0,
+    ) -> None:
+        super().__init__(
+            vocab_size,
+            hidden_size,
+            num_hidden_layers,
+            num_attention_heads,
+            intermediate_size,
+            dropout,
+            False,
+            max_visit_positions,
+        )
+        self.n_time_embd = n_time_embd
+        self.visit_types = list(visit_types) if visit_types else None
+        self.mixer = CehrBertMixer(
+            hidden_size,
+            n_time_embd,
+            max_visit_positions,
+            3,
+            time_embedding_scaling_factor,
+            age_embedding_scaling_factor,
+        )
+        self.visit_type_head = (
+            nn.Linear(hidden_size, len(self.visit_types)) if self.visit_types and len(self.visit_types) > 2 else None
+        )
+        self.freeze = freeze
+        self.finish_init()
+
+    def architecture(self) -> dict[str, Any]:
+        return {
+            **super().architecture(),
+            "n_time_embd": self.n_time_embd,
+            "visit_types": self.visit_types,
+            "time_embedding_scaling_factor": self.mixer.time_scale,
+            "age_embedding_scaling_factor": self.mixer.age_scale,
+        }
+
+    def embed(self, codes: torch.Tensor, values: torch.Tensor, has_value: torch.Tensor) -> torch.Tensor:
+        return self.mixer.merge_values(self.code_embedding(codes), values, has_value)
+
+    def combine(self, tokens: Tokens, vectors: torch.Tensor) -> torch.Tensor:
+        # cehrbert's ages are whole years (a small margin keeps exact years from float rounding).
+        ages = torch.floor(tokens.ages + 1e-3)
+        mixed = self.mixer.mix(vectors, tokens.days, ages, tokens.order, tokens.segment)
+        return self.embedding_dropout(mixed * tokens.attend[..., None].to(mixed.dtype))
+
+    def secondary_loss(self, tokens: Tokens, hidden: torch.Tensor, batch: dict[str, torch.Tensor]):
+        """Visit-type prediction from each visit's ``VS`` state (unknown types are ignored)."""
+        if self.visit_type_head is None or "visit_type" not in batch:
+            return None
+        starts = tokens.attend & (tokens.ids == self.vocab_size + VS)
+        b_index, positions = torch.nonzero(starts, as_tuple=True)
+        labels = batch["visit_type"][b_index, tokens.block[b_index, positions]]
+        known = labels > 0
+        if not known.any():
+            return None
+        logits = self.visit_type_head(hidden[b_index[known], positions[known]])
+        return "visit_type", nn.functional.cross_entropy(logits.float(), labels[known])
+
+    @classmethod
+    def read_checkpoint(cls, folder: str) -> tuple[dict[str, Any], dict[str, torch.Tensor], list[str]]:
+        """ehrprog's pre-trained folders, and cehrbert's own ``save_pretrained`` folders."""
+        config = Path(folder) / "config.json"
+        if config.is_file() and json.loads(config.read_text()).get("model_type") == "cehrbert":
+            return convert_cehrbert_checkpoint(folder)
+        return super().read_checkpoint(folder)
+
+
+def cehrbert_backbone(
+    vocab_size: int,
+    dim: int = 64,
+    visit_encoder: str | None = None,
+    dropout: float = 0.1,
+    vocabulary: Any = None,
+    checkpoint: str | None = None,
+    freeze: bool = False,
+    visit_types: list[str] | None = None,
+    **params: Any,
+) -> CehrBertBackbone:
+    """The ``cehrbert`` backbone factory (see :meth:`SequenceBackbone.create`)."""
+    if visit_types is not None:
+        params["visit_types"] = visit_types
+    return CehrBertBackbone.create(vocab_size, dim, visit_encoder, dropout, vocabulary, checkpoint, freeze, **params)

@@ -1,0 +1,210 @@
+"""Pre-train a backbone on the user's own visits with its paper's objectives (``ehrprog pretrain``).
+
+Every subject contributes one sequence: its last ``max_visits`` visits. A share of subjects
+(``validation_fraction``) is held out, and the loss on them, under a fixed masking draw, is what
+``history`` reports as ``valid_loss``: it falling shows the model learned something that
+generalises, not that it memorised. The result is written in the layout
+:func:`ehrprog.backbones.checkpoint.save_pretrained` describes, which the estimator loads with
+``backbone__checkpoint=DIR``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from ehrprog.batching import Batch, VisitTensors, Vocabulary
+from ehrprog.tasks.cohort import CohortX
+from ehrprog.visits import VisitFrame
+
+
+@dataclass
+class PretrainResult:
+    """What :func:`pretrain` did: the folder written, per-epoch losses, sizes."""
+
+    folder: Path
+    history: list[dict[str, float]] = field(default_factory=list)
+    n_subjects: int = 0
+    n_codes: int = 0
+    objectives: list[str] = field(default_factory=list)
+
+
+def whole_histories(visits: VisitFrame) -> CohortX:
+    """One pseudo prediction point per subject that reads all its visits (for pre-training)."""
+    points = (
+        visits.frame.select("subject_id", pl.col("visits").list.len().cast(pl.Int64).alias("n_visits"))
+        .filter(pl.col("n_visits") > 0)
+        .with_columns(pl.lit(None, pl.Int64).alias("current_stage"))
+    )
+    return CohortX(points, visits)
+
+
+def batch_tensors(batch: Batch, device: torch.device) -> dict[str, torch.Tensor]:
+    """The torch tensors of a batch that backbones read, with the visit type and length of stay."""
+    arrays = {
+        "codes": batch.codes.astype(np.int64),
+        "values": batch.values,
+        "has_value": batch.has_value,
+        "visit_mask": batch.visit_mask,
+        "times": batch.times,
+        "visit_days": batch.visit_days,
+        "visit_los": batch.visit_los,
+        "visit_type": batch.visit_type.astype(np.int64),
+    }
+    return {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in arrays.items()}
+
+
+def pretrain(
+    backbone: str,
+    visits: VisitFrame,
+    out: str | Path,
+    *,
+    epochs: int = 5,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-2,
+    max_visits: int = 64,
+    max_codes_per_visit: int = 32,
+    min_code_count: int = 1,
+    validation_fraction: float = 0.1,
+    dim: int = 64,
+    dropout: float = 0.1,
+    device: str = "auto",
+    random_state: int = 0,
+    progress: Callable[[dict[str, float]], None] | None = None,
+    **params: Any,
+) -> PretrainResult:
+    """Pre-train the registered backbone ``backbone`` on ``visits`` and write it to ``out``.
+
+    Args:
+        backbone: a registered backbone whose module defines ``pretraining_loss`` (CEHR-BERT,
+            Med-BERT, BEHRT and any plugin's that does).
+        visits: grouped visits of the pre-training subjects.
+        out: folder to write (created).
+        epochs, batch_size (subjects), lr, weight_decay: AdamW training.
+        max_visits, max_codes_per_visit, min_code_count: sequence truncation and vocabulary.
+        validation_fraction: subjects held out for the reported validation loss.
+        dim, dropout: hidden size (when ``params`` holds no ``hidden_size``) and dropout.
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``.
+        random_state: seeds the split, the initialisation, the order and the masking.
+        progress: called with each epoch's record.
+        **params: further backbone parameters (``num_hidden_layers=...``).
+    """
+    from ehrprog.plugins import get_backbone
+
+    spec = get_backbone(backbone)
+    X = whole_histories(visits)
+    if len(X) < 2:
+        raise ValueError(f"pre-training needs at least 2 subjects with visits, got {len(X)}")
+    rng = np.random.default_rng(random_state)
+    subjects = rng.permutation(len(X))
+    n_valid = round(validation_fraction * len(X)) if validation_fraction > 0 else 0
+    n_valid = min(max(n_valid, 1 if validation_fraction > 0 else 0), len(X) - 1)
+    valid_rows, train_rows = np.sort(subjects[:n_valid]), np.sort(subjects[n_valid:])
+    vocabulary = Vocabulary.fit(X[train_rows], min_count=min_code_count)
+    tensors = VisitTensors(X, vocabulary, max_codes_per_visit, max_visits)
+    if "visit_types" not in params and "checkpoint" not in params and _accepts(spec.factory, "visit_types"):
+        params["visit_types"] = tensors.visit_types  # the label set of a visit-type objective
+    torch_device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else device)
+    if device == "auto" and not torch.cuda.is_available():
+        torch_device = torch.device("cpu")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(random_state)
+        module = spec.factory(
+            vocab_size=vocabulary.size,
+            dim=dim,
+            visit_encoder="attention",
+            dropout=dropout,
+            vocabulary=vocabulary,
+            **params,
+        )
+    if not hasattr(module, "pretraining_loss"):
+        raise ValueError(
+            f"backbone {backbone!r} has no pre-training objective (its module defines no pretraining_loss)"
+        )
+    module.to(torch_device)
+    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
+    generator = torch.Generator().manual_seed(random_state)
+    result = PretrainResult(Path(out), n_subjects=len(X), n_codes=len(vocabulary.codes))
+    for epoch in range(1, epochs + 1):
+        started = time.perf_counter()
+        module.train()
+        losses, weights, parts_sum = [], [], {}
+        for batch in tensors.subject_batches(train_rows, batch_size, rng):
+            loss, parts = module.pretraining_loss(batch_tensors(batch, torch_device), generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+            optimizer.step()
+            losses.append(float(loss.detach()))
+            weights.append(len(batch.point_index))
+            for k, v in parts.items():
+                parts_sum[k] = parts_sum.get(k, 0.0) + v * len(batch.point_index)
+        record = {"epoch": epoch, "train_loss": float(np.average(losses, weights=weights))}
+        record.update({f"train_{k}": v / sum(weights) for k, v in parts_sum.items()})
+        if len(valid_rows):
+            record.update(_validation(module, tensors, valid_rows, batch_size, torch_device, random_state))
+        record["seconds"] = time.perf_counter() - started
+        result.history.append(record)
+        if progress is not None:
+            progress(record)
+    result.objectives = sorted(k[6:] for k in result.history[-1] if k.startswith("train_") and k != "train_loss")
+    from ehrprog.backbones.checkpoint import save_pretrained
+
+    module.cpu().eval()
+    save_pretrained(
+        module,
+        vocabulary.codes,
+        out,
+        backbone=backbone,
+        pretraining={
+            "subjects": len(X),
+            "validation_subjects": len(valid_rows),
+            "epochs": epochs,
+            "lr": lr,
+            "batch_size": batch_size,
+            "max_visits": max_visits,
+            "max_codes_per_visit": max_codes_per_visit,
+            "random_state": random_state,
+        },
+    )
+    (Path(out) / "pretraining_history.json").write_text(json.dumps(result.history, indent=1))
+    return result
+
+
+def _accepts(factory: Callable, name: str) -> bool:
+    """Whether ``factory`` takes the keyword ``name``."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in parameters
+
+
+def _validation(module, tensors: VisitTensors, rows: np.ndarray, batch_size: int, device, seed: int) -> dict:
+    """Held-out losses under one fixed masking draw (the same every epoch)."""
+    module.eval()
+    generator = torch.Generator().manual_seed(seed + 1)
+    total, count, parts_sum = 0.0, 0, {}
+    with torch.no_grad():
+        for batch in tensors.subject_batches(rows, batch_size):
+            loss, parts = module.pretraining_loss(batch_tensors(batch, device), generator)
+            n = len(batch.point_index)
+            total += float(loss) * n
+            count += n
+            for k, v in parts.items():
+                parts_sum[k] = parts_sum.get(k, 0.0) + v * n
+    return {"valid_loss": total / max(count, 1), **{f"valid_{k}": v / max(count, 1) for k, v in parts_sum.items()}}
+
+
+__all__ = ["PretrainResult", "batch_tensors", "pretrain", "whole_histories"]
