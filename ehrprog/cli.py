@@ -1,5 +1,5 @@
-"""The ``ehrprog`` command line: ``inspect``, ``convert omop-to-meds``, ``simulate``, ``plugins``
-and ``verify-checkpoint``."""
+"""The ``ehrprog`` command line: ``inspect``, ``convert omop-to-meds``, ``simulate``, ``plugins``,
+``pretrain`` and ``verify-checkpoint``."""
 
 from __future__ import annotations
 
@@ -139,6 +139,56 @@ def _verify_checkpoint(args: argparse.Namespace) -> int:
     return 0 if worst <= args.tolerance else 1
 
 
+def _pretrain(args: argparse.Namespace) -> int:
+    """Pre-train a backbone on an OMOP or MEDS dataset; one line per epoch, the folder at the end."""
+    from ehrprog.backbones.pretrain import pretrain
+    from ehrprog.sources import read_events
+    from ehrprog.visits import group_visits
+
+    options = {"codes": args.codes} if args.codes else {}
+    if args.codes and args.format == "meds":
+        raise InputError("--codes applies to OMOP data only", file=str(args.data))
+    started = time.perf_counter()
+    events = read_events(args.data, args.format, **options)
+    visits = group_visits(events, args.visits)
+    print(f"{visits.n_subjects:,} subjects, {visits.n_visits:,} visits read in {time.perf_counter() - started:.1f} s")
+    params = {}
+    if args.layers is not None:
+        params["num_hidden_layers"] = args.layers
+    if args.heads is not None:
+        params["num_attention_heads"] = args.heads
+    if args.init:
+        params = {"checkpoint": str(args.init)}
+
+    def report(record: dict) -> None:
+        parts = ", ".join(f"{k}={v:.4f}" for k, v in record.items() if k not in ("epoch", "seconds"))
+        print(f"epoch {record['epoch']}: {parts} ({record.get('seconds', 0.0):.1f} s)", flush=True)
+
+    try:
+        result = pretrain(
+            args.backbone,
+            visits,
+            args.out,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            max_visits=args.max_visits,
+            dim=args.hidden,
+            random_state=args.seed,
+            device=args.device,
+            progress=report,
+            **params,
+        )
+    except ValueError as error:
+        raise InputError(str(error), file=str(args.data)) from error
+    print(
+        f"pre-trained {args.backbone} ({', '.join(result.objectives)}) on {result.n_subjects:,} subjects, "
+        f"{result.n_codes:,} codes; wrote {result.folder} "
+        f"(use it with VisitProgressionEstimator(backbone={args.backbone!r}, backbone__checkpoint=...))"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ehrprog", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -155,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     o2m = kinds.add_parser("omop-to-meds", help="stream an OMOP extract into a MEDS dataset")
     o2m.add_argument("source", type=Path)
     o2m.add_argument("destination", type=Path)
-    o2m.add_argument("--codes", choices=["standard", "source"], default="standard")
+    o2m.add_argument("--codes", choices=["standard", "source", "concept_id"], default="standard")
     o2m.set_defaults(func=_convert)
     simulate = sub.add_parser("simulate", help="write a simulated CKD cohort")
     simulate.add_argument("out", type=Path)
@@ -165,6 +215,24 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.set_defaults(func=_simulate)
     plugins = sub.add_parser("plugins", help="list installed plugins and the backbones they register")
     plugins.set_defaults(func=_plugins)
+    pre = sub.add_parser("pretrain", help="pre-train a backbone on your own OMOP or MEDS data")
+    pre.add_argument("--backbone", required=True, help="a registered backbone with a pre-training objective")
+    pre.add_argument("--data", required=True, type=Path, help="an OMOP folder or a MEDS dataset")
+    pre.add_argument("--out", required=True, type=Path, help="folder to write the checkpoint to")
+    pre.add_argument("--format", choices=["auto", "omop", "meds"], default="auto")
+    pre.add_argument("--codes", choices=["standard", "source", "concept_id"], default=None, help="OMOP code spelling")
+    pre.add_argument("--visits", type=_visit_strategy, default="same_day", help="same_day, visit_id or gap:HOURS")
+    pre.add_argument("--epochs", type=int, default=5)
+    pre.add_argument("--batch-size", type=int, default=32, help="subjects per batch")
+    pre.add_argument("--lr", type=float, default=1e-3)
+    pre.add_argument("--hidden", type=int, default=64, help="hidden size")
+    pre.add_argument("--layers", type=int, default=None, help="encoder layers (backbone default: 2)")
+    pre.add_argument("--heads", type=int, default=None, help="attention heads (backbone default: 4)")
+    pre.add_argument("--max-visits", type=int, default=64, help="last visits of each subject read")
+    pre.add_argument("--init", type=Path, default=None, help="continue from a checkpoint folder")
+    pre.add_argument("--device", default="auto")
+    pre.add_argument("--seed", type=int, default=0)
+    pre.set_defaults(func=_pretrain)
     verify = sub.add_parser(
         "verify-checkpoint",
         help="check that a backbone's loader reproduces a checkpoint's reference outputs",

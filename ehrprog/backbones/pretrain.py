@@ -113,19 +113,22 @@ def pretrain(
     tensors = VisitTensors(X, vocabulary, max_codes_per_visit, max_visits)
     if "visit_types" not in params and "checkpoint" not in params and _accepts(spec.factory, "visit_types"):
         params["visit_types"] = tensors.visit_types  # the label set of a visit-type objective
-    torch_device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else device)
-    if device == "auto" and not torch.cuda.is_available():
-        torch_device = torch.device("cpu")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch_device = torch.device(device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(random_state)
-        module = spec.factory(
-            vocab_size=vocabulary.size,
-            dim=dim,
-            visit_encoder="attention",
-            dropout=dropout,
-            vocabulary=vocabulary,
-            **params,
-        )
+        try:
+            module = spec.factory(
+                vocab_size=vocabulary.size,
+                dim=dim,
+                visit_encoder="attention",
+                dropout=dropout,
+                vocabulary=vocabulary,
+                **params,
+            )
+        except TypeError as error:
+            raise ValueError(f"backbone {backbone!r} does not take the parameters {sorted(params)}: {error}") from error
     if not hasattr(module, "pretraining_loss"):
         raise ValueError(
             f"backbone {backbone!r} has no pre-training objective (its module defines no pretraining_loss)"
@@ -134,6 +137,12 @@ def pretrain(
     optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
     generator = torch.Generator().manual_seed(random_state)
     result = PretrainResult(Path(out), n_subjects=len(X), n_codes=len(vocabulary.codes))
+    if len(valid_rows):  # epoch 0: the untrained model, the reference the later losses fall from
+        result.history.append(
+            {"epoch": 0, **_validation(module, tensors, valid_rows, batch_size, torch_device, random_state)}
+        )
+        if progress is not None:
+            progress(result.history[0])
     for epoch in range(1, epochs + 1):
         started = time.perf_counter()
         module.train()
@@ -156,7 +165,9 @@ def pretrain(
         result.history.append(record)
         if progress is not None:
             progress(record)
-    result.objectives = sorted(k[6:] for k in result.history[-1] if k.startswith("train_") and k != "train_loss")
+    result.objectives = sorted(
+        k[6:] for k in result.history[-1] if k.startswith("train_") and k != "train_loss" and "accuracy" not in k
+    )
     from ehrprog.backbones.checkpoint import save_pretrained
 
     module.cpu().eval()

@@ -17,7 +17,7 @@ from ehrprog.schema import BIRTH_CODE, DEATH_CODE, EVENT_SCHEMA
 
 log = logging.getLogger(__name__)
 
-CodeMode = Literal["standard", "source"]
+CodeMode = Literal["standard", "source", "concept_id"]
 
 
 class _Folder:
@@ -115,6 +115,11 @@ def _code_expr(concept: str, source_concept: str | None, source_value: str | Non
     src_concept = pl.col("_src_code") if source_concept is not None else pl.lit(None, pl.String)
     if mode == "source":
         return pl.coalesce(src_concept, src_value, std.otherwise(None))
+    if mode == "concept_id":  # OMOP/<concept_id>: how concept-id vocabularies (cehrbert's) spell codes
+        src_id = pl.col(source_concept) if source_concept is not None else pl.lit(None, pl.Int64)
+        by_id = pl.when(std_id.is_not_null() & (std_id != 0)).then(pl.format("OMOP/{}", std_id))
+        src_by_id = pl.when(src_id.is_not_null() & (src_id != 0)).then(pl.format("OMOP/{}", src_id))
+        return pl.coalesce(by_id.otherwise(None), src_by_id.otherwise(None), src_value)
     return pl.coalesce(std.otherwise(None), src_concept, src_value)
 
 
@@ -327,7 +332,9 @@ def read_omop(
         codes: ``"standard"`` codes events by their standard concept (``SNOMED/433144002``, or
             ``OMOP/<concept_id>`` with no CONCEPT table), falling back to the source concept and
             then the source value (``SOURCE/<value>``) when the concept id is 0 or null;
-            ``"source"`` prefers the source concept and source value.
+            ``"source"`` prefers the source concept and source value; ``"concept_id"`` spells every
+            concept ``OMOP/<concept_id>`` (standard, else source concept id, else source value), the
+            spelling concept-id vocabularies such as cehrbert's align with.
         cdm_version: ``"5.3"`` or ``"5.4"``, used to name the columns of headerless files whose
             column count fits both; by default 5.4 is preferred.
         condition_era: read ``condition_era`` as condition events. ``None`` (default) reads it only
@@ -347,10 +354,19 @@ def read_omop(
     root = Path(source)
     if not root.is_dir():
         raise InputError("an OMOP source must be a folder of table files", file=str(root))
-    if codes not in ("standard", "source"):
-        raise InputError(f"codes must be 'standard' or 'source', got {codes!r}")
+    if codes not in ("standard", "source", "concept_id"):
+        raise InputError(f"codes must be 'standard', 'source' or 'concept_id', got {codes!r}")
     folder = _Folder(root, cdm_version)
     concepts, descriptions = _concepts(folder)
+    if codes == "concept_id":  # the same names, keyed by OMOP/<concept_id>
+        descriptions = pl.concat(
+            [
+                concepts.join(descriptions, on="code", how="inner").select(
+                    pl.format("OMOP/{}", "concept_id").alias("code"), "description"
+                ),
+                descriptions.filter(pl.col("code").str.starts_with("OMOP/")),
+            ]
+        ).unique("code", keep="first")
     wanted = list(tables) if tables is not None else list(DEFAULT_TABLES)
     unknown = [t for t in wanted if t not in EVENT_TABLES]
     if unknown:
