@@ -24,16 +24,35 @@ def _visit_strategy(text: str):
     raise argparse.ArgumentTypeError("visits must be same_day, visit_id or gap:HOURS")
 
 
+def _database_options(args: argparse.Namespace) -> dict:
+    """``schema``/``vocabulary_schema`` for a database URI (an error for files, where they mean nothing)."""
+    from ehrprog.io.database import is_database_uri
+
+    given = {k: v for k, v in (("schema", args.schema), ("vocabulary_schema", args.vocabulary_schema)) if v}
+    if not is_database_uri(str(args.path if hasattr(args, "path") else args.source)):
+        if given:
+            raise InputError("--schema and --vocabulary-schema apply to database URIs only")
+        return {}
+    return given
+
+
+def _add_database_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--schema", default=None, help="database URIs: schema of the CDM tables (default public)")
+    parser.add_argument("--vocabulary-schema", default=None, help="database URIs: schema of CONCEPT (default --schema)")
+
+
 def _inspect(args: argparse.Namespace) -> int:
     from ehrprog.sources import read_events
     from ehrprog.tasks import CKDProgression
     from ehrprog.visits import group_visits
 
+    from ehrprog.io.database import redact
+
     started = time.perf_counter()
-    events = read_events(args.path, args.format)
+    events = read_events(args.path, args.format, **_database_options(args))
     frame = events.collect()
     visits = group_visits(events, args.visits)
-    print(f"dataset: {args.path}")
+    print(f"dataset: {redact(str(args.path))}")
     print(f"subjects: {frame['subject_id'].n_unique():,}")
     print(f"events: {frame.height:,} ({frame['time'].null_count():,} static)")
     print(f"visits ({args.visits}): {visits.n_visits:,}")
@@ -65,7 +84,7 @@ def _convert(args: argparse.Namespace) -> int:
     from ehrprog.io import read_omop, write_meds
 
     started = time.perf_counter()
-    events = read_omop(args.source, codes=args.codes, materialize=False)
+    events = read_omop(args.source, codes=args.codes, materialize=False, **_database_options(args))
     out = write_meds(events, args.destination)
     print(events.report)
     print(f"wrote MEDS dataset {out} in {time.perf_counter() - started:.2f} s")
@@ -193,19 +212,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ehrprog", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     inspect = sub.add_parser("inspect", help="summarise an OMOP or MEDS dataset and its ingest report")
-    inspect.add_argument("path", type=Path)
+    inspect.add_argument("path", help="an OMOP folder, a MEDS dataset, or postgresql://... / duckdb:///... URI")
     inspect.add_argument("--format", choices=["auto", "omop", "meds"], default="auto")
     inspect.add_argument(
         "--visits", type=_visit_strategy, default="same_day", help="same_day (default), visit_id or gap:HOURS"
     )
     inspect.add_argument("--top", type=int, default=10, help="how many frequent codes to list")
+    _add_database_options(inspect)
     inspect.set_defaults(func=_inspect)
     convert = sub.add_parser("convert", help="convert between formats")
     kinds = convert.add_subparsers(dest="kind", required=True)
     o2m = kinds.add_parser("omop-to-meds", help="stream an OMOP extract into a MEDS dataset")
-    o2m.add_argument("source", type=Path)
+    o2m.add_argument("source", help="an OMOP folder or a postgresql://... / duckdb:///... URI")
     o2m.add_argument("destination", type=Path)
     o2m.add_argument("--codes", choices=["standard", "source", "concept_id"], default="standard")
+    _add_database_options(o2m)
     o2m.set_defaults(func=_convert)
     simulate = sub.add_parser("simulate", help="write a simulated CKD cohort")
     simulate.add_argument("out", type=Path)

@@ -42,6 +42,7 @@ class EventFrame:
         self._notes = list(notes or [])
         self._report: IngestReport | None = None
         self._unique_codes: pl.Series | None = None
+        self._pieces: Callable[[], Iterator[pl.DataFrame]] | None = None
         self._subjects: pl.DataFrame | None = None
         if isinstance(checked, pl.DataFrame):
             if not checked["subject_id"].is_sorted(nulls_last=False):  # readers' frames are; a user's may not be
@@ -70,24 +71,45 @@ class EventFrame:
         ids = subject_ids.drop_nulls().unique().sort()
         n_pieces = max(1, min(16, -(-ids.len() // 12_500)))
         cuts = [ids[int(ids.len() * i / n_pieces)] for i in range(1, n_pieces)]
+
+        def pieces() -> Iterator[pl.DataFrame]:
+            for low, high in zip([None, *cuts], [*cuts, None], strict=True):
+                predicate = None
+                if low is not None or high is not None:
+                    predicate = pl.lit(True)
+                    if low is not None:
+                        predicate = predicate & (pl.col("subject_id") >= low)
+                    if high is not None:
+                        predicate = predicate & (pl.col("subject_id") < high)
+                if n_pieces > 1 and high is None:  # rows with a null subject id land in the last piece
+                    predicate = predicate | pl.col("subject_id").is_null()
+                yield plan(predicate).collect()
+
+        return cls.from_pieces(pieces(), plan=plan, **kwargs)
+
+    @classmethod
+    def from_pieces(cls, pieces: Iterator[pl.DataFrame], **kwargs: Any) -> EventFrame:
+        """Assemble checked pieces (each with the ``_drop`` column, holding whole subjects, in
+        ascending subject order) into an in-memory frame; each piece's drops are counted and its
+        kept rows retained as it arrives, so only one piece's dropped rows are alive at a time."""
         kept, counts = [], []
-        for low, high in zip([None, *cuts], [*cuts, None], strict=True):
-            predicate = None
-            if low is not None or high is not None:
-                predicate = pl.lit(True)
-                if low is not None:
-                    predicate = predicate & (pl.col("subject_id") >= low)
-                if high is not None:
-                    predicate = predicate & (pl.col("subject_id") < high)
-            if n_pieces > 1 and high is None:  # rows with a null subject id land in the last piece
-                predicate = predicate | pl.col("subject_id").is_null()
-            piece = plan(predicate).collect()
+        for piece in pieces:
             counts.append(IngestReport.from_checked(piece, []).counts)
             kept.append(piece.filter(pl.col(DROP).is_null()).drop(DROP))
             del piece
-        frame = cls(pl.DataFrame(schema={**EVENT_SCHEMA, DROP: pl.String}), plan=plan, **kwargs)
-        frame._kept = pl.concat(kept)
+        frame = cls(pl.DataFrame(schema={**EVENT_SCHEMA, DROP: pl.String}), **kwargs)
+        frame._kept = pl.concat(kept) if kept else pl.DataFrame(schema=EVENT_SCHEMA)
         frame._report = IngestReport(_merge_counts(counts), frame._notes)
+        return frame
+
+    @classmethod
+    def from_piece_stream(cls, make_pieces: Callable[[], Iterator[pl.DataFrame]], **kwargs: Any) -> EventFrame:
+        """A lazy frame read in pieces on demand (database sources): :meth:`shards` streams the
+        pieces, so memory is bounded by one piece; anything else reads every piece (again)."""
+        schema = {**EVENT_SCHEMA, DROP: pl.String}
+        checked = pl.defer(lambda: pl.concat(list(make_pieces())), schema=schema)
+        frame = cls(checked, **kwargs)
+        frame._pieces = make_pieces
         return frame
 
     @classmethod
@@ -140,6 +162,13 @@ class EventFrame:
                 yield self._kept.filter(bucket == shard)
             return
         counts = []
+        if self._pieces is not None:  # a database read: its person chunks are the shards
+            for piece in self._pieces():
+                counts.append(IngestReport.from_checked(piece, self._notes).counts)
+                yield piece.filter(pl.col(DROP).is_null()).drop(DROP)
+            if self._report is None:
+                self._report = IngestReport(_merge_counts(counts), list(self._notes))
+            return
         for shard in range(n_shards):
             # The reader's plan applies the subject filter at every source, below the sort.
             plan = self._plan(bucket == shard) if self._plan is not None else self._checked.filter(bucket == shard)

@@ -14,7 +14,11 @@ Format = Literal["auto", "omop", "meds"]
 
 def detect_format(path: str | Path) -> Literal["omop", "meds"]:
     """``"meds"`` for a parquet file or a folder with ``data/`` (or ``metadata/``); ``"omop"`` for a
-    folder holding a person table; else an :class:`InputError`."""
+    folder holding a person table or a database URI; else an :class:`InputError`."""
+    from ehrprog.io.database import is_database_uri
+
+    if is_database_uri(path):
+        return "omop"
     root = Path(path)
     if not root.exists():
         raise InputError("no such file or folder", file=str(root))

@@ -1,9 +1,17 @@
-"""Read an OMOP CDM 5.3/5.4 extract (a folder of CSV or Parquet tables) into an ``EventFrame``."""
+"""Read an OMOP CDM 5.3/5.4 extract (a folder of CSV or Parquet tables, or a PostgreSQL or DuckDB
+database) into an ``EventFrame``.
+
+The same pipeline serves every source: a source object offers ``scan(name)`` (a lazy table, its
+schema and a label naming it in errors), ``has(name)``, ``notes`` and ``name``. A folder scans its
+files; a database (:mod:`ehrprog.io.database`) reads one chunk of persons at a time, so files,
+DuckDB and PostgreSQL holding the same data give identical events and reports.
+"""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Literal
 
 import polars as pl
@@ -25,8 +33,15 @@ class _Folder:
 
     def __init__(self, root: Path, cdm_version: str | None) -> None:
         self.root = root
+        self.name = root.name
         self.cdm_version = cdm_version
         self.notes: list[str] = []
+
+    def has(self, name: str) -> bool:
+        return tabular.find_table(self.root, name) is not None
+
+    def __str__(self) -> str:
+        return str(self.root)
 
     def scan(self, name: str) -> tuple[pl.LazyFrame, dict[str, pl.DataType], str] | None:
         path = tabular.find_table(self.root, name)
@@ -205,9 +220,7 @@ def _events_from(folder: _Folder, spec: EventTable, concepts: pl.DataFrame, mode
 def _person_events(folder: _Folder, concepts: pl.DataFrame) -> pl.LazyFrame:
     scanned = folder.scan("person")
     if scanned is None:
-        raise InputError(
-            "an OMOP extract must hold a person table (person.csv or person.parquet)", file=str(folder.root)
-        )
+        raise InputError("an OMOP extract must hold a person table (person.csv or person.parquet)", file=str(folder))
     frame, schema, file = scanned
     _require(schema, ["person_id", "year_of_birth"], file, "person")
 
@@ -322,12 +335,17 @@ def read_omop(
     condition_era: bool | None = None,
     strict: bool = False,
     materialize: bool = True,
+    schema: str = "public",
+    vocabulary_schema: str | None = None,
+    person_ids: Iterable[int] | None = None,
+    chunk_subjects: int = 20_000,
 ) -> EventFrame:
     """Read an OMOP CDM extract into an :class:`~ehrprog.events.EventFrame`.
 
     Args:
         source: a folder holding one file per table (``person.csv``, ``MEASUREMENT.parquet``,
-            headerless TSV ...). Table names are matched case-insensitively.
+            headerless TSV ...; table names matched case-insensitively), or a database URI:
+            ``postgresql://user[:password]@host:port/db`` (ADBC) or ``duckdb:///path.duckdb``.
         tables: the clinical tables to read; default :data:`~ehrprog.io.omop_tables.DEFAULT_TABLES`.
         codes: ``"standard"`` codes events by their standard concept (``SNOMED/433144002``, or
             ``OMOP/<concept_id>`` with no CONCEPT table), falling back to the source concept and
@@ -342,6 +360,10 @@ def read_omop(
         strict: raise :class:`~ehrprog.errors.InputError` instead of dropping any row.
         materialize: read everything now (fast repeated access); ``False`` keeps the frame lazy so
             that it can be streamed to disk (``write_meds``) without fitting in memory.
+        schema: database only: the schema holding the CDM tables (``"public"`` by default).
+        vocabulary_schema: database only: the schema holding CONCEPT (default: ``schema``).
+        person_ids: database only: read these persons only (a cohort), in the same chunks.
+        chunk_subjects: database only: persons read per query round (bounds the memory of a read).
 
     Returns:
         The events, ordered by subject and time when materialized, with ``.report`` counting rows
@@ -351,12 +373,46 @@ def read_omop(
     Raises:
         InputError: the folder or its person table is missing, or a table lacks a required column.
     """
-    root = Path(source)
-    if not root.is_dir():
-        raise InputError("an OMOP source must be a folder of table files", file=str(root))
     if codes not in ("standard", "source", "concept_id"):
         raise InputError(f"codes must be 'standard', 'source' or 'concept_id', got {codes!r}")
+    from ehrprog.io.database import is_database_uri, read_omop_database
+
+    if is_database_uri(source):
+        return read_omop_database(
+            str(source),
+            schema=schema,
+            vocabulary_schema=vocabulary_schema,
+            person_ids=person_ids,
+            chunk_subjects=chunk_subjects,
+            tables=tables,
+            codes=codes,
+            condition_era=condition_era,
+            strict=strict,
+            materialize=materialize,
+        )
+    root = Path(source)
+    if not root.is_dir():
+        raise InputError("an OMOP source must be a folder of table files or a database URI", file=str(root))
     folder = _Folder(root, cdm_version)
+    concepts, descriptions = concept_table(folder, codes)
+    wanted = tables_to_read(folder, tables, condition_era)
+    plan, people = event_plan(folder, concepts, wanted, codes)
+    options = {
+        "notes": folder.notes,
+        "codes": _code_metadata(descriptions),
+        "metadata": {"dataset_name": folder.name, "source_format": "omop"},
+    }
+    if materialize:
+        events = EventFrame.from_plan(plan, people, **options)
+    else:
+        events = EventFrame(plan(), plan=plan, **options)
+    if strict:
+        events.report.raise_on_drops()
+    return events
+
+
+def concept_table(folder, codes: CodeMode) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``(concept_id, code)`` and code descriptions for a source, spelled as ``codes`` asks."""
     concepts, descriptions = _concepts(folder)
     if codes == "concept_id":  # the same names, keyed by OMOP/<concept_id>
         descriptions = pl.concat(
@@ -367,17 +423,27 @@ def read_omop(
                 descriptions.filter(pl.col("code").str.starts_with("OMOP/")),
             ]
         ).unique("code", keep="first")
+    return concepts, descriptions
+
+
+def tables_to_read(folder, tables, condition_era: bool | None) -> list[str]:
+    """The event tables to read from a source (``condition_era`` added where it stands in for
+    missing occurrences, with a note)."""
     wanted = list(tables) if tables is not None else list(DEFAULT_TABLES)
     unknown = [t for t in wanted if t not in EVENT_TABLES]
     if unknown:
         raise InputError(f"unknown OMOP event tables {unknown}; known: {sorted(EVENT_TABLES)}")
-    has_occurrences = tabular.find_table(root, "condition_occurrence") is not None
+    has_occurrences = folder.has("condition_occurrence")
     if condition_era or (condition_era is None and not has_occurrences and "condition_era" not in wanted):
-        if tabular.find_table(root, "condition_era") is not None:
+        if folder.has("condition_era"):
             wanted.append("condition_era")
             if condition_era is None:
                 folder.notes.append("no condition_occurrence table: conditions read from condition_era")
+    return wanted
 
+
+def event_plan(folder, concepts: pl.DataFrame, wanted: list[str], codes: CodeMode):
+    """The checked-events plan of a source (``plan(subjects=None) -> LazyFrame``) and its person ids."""
     people = _person_events(folder, concepts).collect()
     death = _death_events(folder)
     vitals = pl.concat([people, death.collect()]) if death is not None else people
@@ -398,18 +464,7 @@ def read_omop(
         # vital rows also tell which subjects the person table knows.
         return mark_event_drops(pl.concat(tables, how="vertical_relaxed"), known, known_subjects=True)
 
-    options = {
-        "notes": folder.notes,
-        "codes": _code_metadata(descriptions),
-        "metadata": {"dataset_name": root.name, "source_format": "omop"},
-    }
-    if materialize:
-        events = EventFrame.from_plan(plan, people["subject_id"], **options)
-    else:
-        events = EventFrame(plan(), plan=plan, **options)
-    if strict:
-        events.report.raise_on_drops()
-    return events
+    return plan, people["subject_id"]
 
 
 def _code_metadata(descriptions: pl.DataFrame) -> pl.DataFrame:
