@@ -42,11 +42,10 @@ def _add_database_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    from ehrprog.io.database import redact
     from ehrprog.sources import read_events
     from ehrprog.tasks import CKDProgression
     from ehrprog.visits import group_visits
-
-    from ehrprog.io.database import redact
 
     started = time.perf_counter()
     events = read_events(args.path, args.format, **_database_options(args))

@@ -31,8 +31,8 @@ def pg():
     source = shared_path(SET)
     if postgres_binaries() is None:
         pytest.skip("PostgreSQL server binaries not found (scripts/ensure-postgres.sh installs Debian's postgresql)")
-    import pwd
     import os
+    import pwd
 
     if os.geteuid() == 0:
         try:

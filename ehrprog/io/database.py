@@ -127,7 +127,7 @@ class _Connection:
 
             try:
                 self._con = adbc.connect(uri.replace("postgres://", "postgresql://", 1))
-            except Exception as error:  # noqa: BLE001 (driver errors have no common base we can import)
+            except Exception as error:
                 raise InputError(self._explain(error), file=self.label) from None
 
     def _scrub(self, error: Any) -> str:
@@ -160,7 +160,7 @@ class _Connection:
                 return cursor.fetch_arrow_table()
         except InputError:
             raise
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             raise InputError(f"query failed: {self._scrub(error)}", file=self.label) from None
 
     def frame(self, sql: str) -> pl.DataFrame:

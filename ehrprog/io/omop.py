@@ -10,8 +10,8 @@ DuckDB and PostgreSQL holding the same data give identical events and reports.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Literal
 
 import polars as pl
