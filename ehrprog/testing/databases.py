@@ -19,8 +19,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 
 def postgres_binaries() -> Path | None:
     """The folder holding ``initdb`` and ``pg_ctl``, or ``None`` when PostgreSQL is not installed."""
@@ -112,6 +110,7 @@ def parquet_tables(folder: str | Path, tables: list[str] | None = None) -> dict[
 def load_postgres(uri: str, folder: str | Path, schema: str, tables: list[str] | None = None) -> list[str]:
     """Copy the Parquet tables of ``folder`` into ``schema`` (created) with ADBC's bulk ingest."""
     import adbc_driver_postgresql.dbapi as adbc
+    import pyarrow.parquet as pq
 
     loaded = []
     with adbc.connect(uri) as con, con.cursor() as cursor:
