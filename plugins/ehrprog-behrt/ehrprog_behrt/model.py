@@ -52,15 +52,5 @@ class BehrtBackbone(SequenceBackbone):
         return self.embedding_dropout(self.layer_norm(x)) * tokens.attend[..., None].to(x.dtype)
 
 
-def behrt_backbone(
-    vocab_size: int,
-    dim: int = 64,
-    visit_encoder: str | None = None,
-    dropout: float = 0.1,
-    vocabulary: Any = None,
-    checkpoint: str | None = None,
-    freeze: bool = False,
-    **params: Any,
-) -> BehrtBackbone:
-    """The ``behrt`` backbone factory (see :meth:`SequenceBackbone.create`)."""
-    return BehrtBackbone.create(vocab_size, dim, visit_encoder, dropout, vocabulary, checkpoint, freeze, **params)
+#: The ``behrt`` backbone factory (see :meth:`SequenceBackbone.create`).
+behrt_backbone = BehrtBackbone.create

@@ -347,18 +347,5 @@ class CehrBertBackbone(SequenceBackbone):
         return super().read_checkpoint(folder)
 
 
-def cehrbert_backbone(
-    vocab_size: int,
-    dim: int = 64,
-    visit_encoder: str | None = None,
-    dropout: float = 0.1,
-    vocabulary: Any = None,
-    checkpoint: str | None = None,
-    freeze: bool = False,
-    visit_types: list[str] | None = None,
-    **params: Any,
-) -> CehrBertBackbone:
-    """The ``cehrbert`` backbone factory (see :meth:`SequenceBackbone.create`)."""
-    if visit_types is not None:
-        params["visit_types"] = visit_types
-    return CehrBertBackbone.create(vocab_size, dim, visit_encoder, dropout, vocabulary, checkpoint, freeze, **params)
+#: The ``cehrbert`` backbone factory (see :meth:`SequenceBackbone.create`).
+cehrbert_backbone = CehrBertBackbone.create

@@ -65,15 +65,5 @@ class MedBertBackbone(SequenceBackbone):
         return "plos", nn.functional.binary_cross_entropy_with_logits(logit.float(), label.float())
 
 
-def medbert_backbone(
-    vocab_size: int,
-    dim: int = 64,
-    visit_encoder: str | None = None,
-    dropout: float = 0.1,
-    vocabulary: Any = None,
-    checkpoint: str | None = None,
-    freeze: bool = False,
-    **params: Any,
-) -> MedBertBackbone:
-    """The ``medbert`` backbone factory (see :meth:`SequenceBackbone.create`)."""
-    return MedBertBackbone.create(vocab_size, dim, visit_encoder, dropout, vocabulary, checkpoint, freeze, **params)
+#: The ``medbert`` backbone factory (see :meth:`SequenceBackbone.create`).
+medbert_backbone = MedBertBackbone.create
