@@ -621,6 +621,19 @@ class VisitProgressionEstimator(BaseEstimator):
         save_file({k: v.contiguous() for k, v in self.model_.state_dict().items()}, str(root / "model.safetensors"))
         return root
 
+    def save_backbone(self, path: str | Path) -> Path:
+        """Write the fitted (fine-tuned) backbone as a pre-trained folder (``config.json``,
+        ``model.safetensors``, ``vocab.json``) that ``backbone__checkpoint=path`` loads into
+        another estimator, aligned to that estimator's codes. Backbones with a pre-trained layout
+        only (``SequenceBackbone`` subclasses: CEHR-BERT, Med-BERT, BEHRT)."""
+        check_is_fitted(self, "model_")
+        from ehrprog.backbones.checkpoint import save_pretrained
+
+        backbone = self.model_.backbone
+        if not getattr(backbone, "model_type", ""):
+            raise ValueError(f"backbone {self.backbone!r} has no pre-trained folder layout to save")
+        return save_pretrained(backbone, self.vocabulary_.codes, path, backbone=self.backbone, fine_tuned=True)
+
     @classmethod
     def load(cls, path: str | Path) -> VisitProgressionEstimator:
         """Load a saved estimator. Reads JSON and safetensors only: no code is executed."""

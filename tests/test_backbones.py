@@ -169,6 +169,18 @@ def test_estimator_fine_tunes_a_cehrbert_checkpoint_and_reloads_without_it(tmp_p
     np.testing.assert_allclose(back.predict_risk(cohort.X), est.predict_risk(cohort.X), atol=1e-5)
 
 
+def test_a_fine_tuned_backbone_saves_as_a_checkpoint_another_estimator_loads(tmp_path, cohort):
+    est = VisitProgressionEstimator(target="stage", backbone="medbert", **TINY).fit(cohort.X, cohort.y)
+    folder = est.save_backbone(tmp_path / "tuned")
+    again = VisitProgressionEstimator(target="progression", backbone="medbert", backbone__checkpoint=str(folder))
+    again.vocabulary_ = est.vocabulary_
+    model = again._build_model(n_classes=1)
+    tuned = est.model_.backbone.state_dict()
+    assert all(torch.equal(tuned[k], v) for k, v in model.backbone.state_dict().items())
+    with pytest.raises(ValueError, match="no pre-trained folder layout"):
+        VisitProgressionEstimator(backbone="default", **TINY).fit(cohort.X, cohort.y).save_backbone(tmp_path / "d")
+
+
 # ----------------------------------------------------------------- alignment
 def test_codes_align_by_string_and_by_omop_concept_id():
     pretrained = ["OMOP/313217", "9201", "LOINC/33914-3"]
