@@ -142,6 +142,33 @@ def summarise(title: str, runs: list[list[dict]]) -> None:
         print(f"  {row['backbone']:28s}" + "".join(f"{c:>20s}" for c in cells))
 
 
+def speed(subjects: int, epochs: int = 2) -> None:
+    """Training throughput and batched inference per backbone (no validation split, fixed epochs)."""
+    import torch
+
+    work = Path(tempfile.mkdtemp(prefix="ehrprog_bench_speed_"))
+    cohort = ep.tasks.CKDProgression().build(ep.read_omop(ep.datasets.simulate_ckd(subjects, 0, work / "omop")))
+    train, test = subject_split(cohort, seed=0)
+    X_tr, y_tr, X_te = cohort.X[train], cohort.y[train], cohort.X[test]
+    n_visits = int(X_tr.points.group_by("subject_id").agg(pl.col("n_visits").max())["n_visits"].sum())
+    n_test = X_te.points["subject_id"].n_unique()
+    print(
+        f"\nspeed: {subjects:,} simulated subjects ({n_visits:,} training visits), {epochs} epochs, hidden {HIDDEN}, "
+        f"{torch.get_num_threads()} torch threads, {'CUDA' if torch.cuda.is_available() else 'CPU'}"
+    )
+    print(f"  {'backbone':14s}{'train visits/s':>16s}{'epoch s':>10s}{'predict ms/subject':>20s}{'parameters':>12s}")
+    for name in BACKBONES:
+        params = {**DEMO_MODEL_PARAMS, "backbone": name, "embedding_dim": HIDDEN, "max_epochs": epochs}
+        params.update(validation_fraction=0.0, random_state=0, target="both")
+        model = ep.VisitProgressionEstimator(**params).fit(X_tr, y_tr)
+        epoch_s = float(np.median([h["seconds"] for h in model.history_]))
+        started = time.perf_counter()
+        model.predict_risk(X_te)
+        predict = (time.perf_counter() - started) / n_test
+        n_params = sum(p.numel() for p in model.model_.backbone.parameters())
+        print(f"  {name:14s}{n_visits / epoch_s:16,.0f}{epoch_s:10.2f}{predict * 1e3:20.2f}{n_params:12,}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--subjects", type=int, default=1000)
@@ -150,8 +177,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15, help="fine-tuning epochs (early stopping may end sooner)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--skip-real", action="store_true")
+    parser.add_argument("--speed-only", action="store_true", help="only the speed table (run on an idle machine)")
     args = parser.parse_args()
     import torch
+
+    if args.speed_only:
+        speed(args.subjects)
+        return
 
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
