@@ -108,7 +108,8 @@ def parquet_tables(folder: str | Path, tables: list[str] | None = None) -> dict[
 
 
 def load_postgres(uri: str, folder: str | Path, schema: str, tables: list[str] | None = None) -> list[str]:
-    """Copy the Parquet tables of ``folder`` into ``schema`` (created) with ADBC's bulk ingest."""
+    """Copy the Parquet tables of ``folder`` into ``schema`` (created) with ADBC's bulk ingest, and
+    index the clinical tables by ``person_id`` as the OHDSI CDM DDL does."""
     import adbc_driver_postgresql.dbapi as adbc
     import pyarrow.parquet as pq
 
@@ -116,8 +117,13 @@ def load_postgres(uri: str, folder: str | Path, schema: str, tables: list[str] |
     with adbc.connect(uri) as con, con.cursor() as cursor:
         cursor.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         for name, path in parquet_tables(folder, tables).items():
-            cursor.adbc_ingest(name, pq.read_table(path), mode="replace", db_schema_name=schema)
+            table = pq.read_table(path)
+            cursor.adbc_ingest(name, table, mode="replace", db_schema_name=schema)
+            if "person_id" in table.column_names and name != "person":
+                # As the OHDSI CDM DDL's indices do: clinical tables are indexed by person.
+                cursor.execute(f'CREATE INDEX ON "{schema}"."{name}" (person_id)')
             loaded.append(name)
+        cursor.execute("ANALYZE")
         con.commit()
     return loaded
 
