@@ -17,7 +17,9 @@ def _backbone(vocab_size: int, visit_types: list[str] | None = None, **params):
     """Factory; ``visit_types`` is the label set of the visit-type pre-training objective."""
     from ehrprog_cehrbert.model import cehrbert_backbone
 
-    return cehrbert_backbone(vocab_size, visit_types=visit_types, **params)
+    if visit_types is not None:
+        params["visit_types"] = visit_types
+    return cehrbert_backbone(vocab_size, **params)
 
 
 @hookimpl
