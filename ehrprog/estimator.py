@@ -625,14 +625,15 @@ class VisitProgressionEstimator(BaseEstimator):
         """Write the fitted (fine-tuned) backbone as a pre-trained folder (``config.json``,
         ``model.safetensors``, ``vocab.json``) that ``backbone__checkpoint=path`` loads into
         another estimator, aligned to that estimator's codes. Backbones with a pre-trained layout
-        only (``SequenceBackbone`` subclasses: CEHR-BERT, Med-BERT, BEHRT)."""
+        only (a ``model_type``: CEHR-BERT, Med-BERT, BEHRT, ClinicalBERT)."""
         check_is_fitted(self, "model_")
         from ehrprog.backbones.checkpoint import save_pretrained
 
         backbone = self.model_.backbone
         if not getattr(backbone, "model_type", ""):
             raise ValueError(f"backbone {self.backbone!r} has no pre-trained folder layout to save")
-        return save_pretrained(backbone, self.vocabulary_.codes, path, backbone=self.backbone, fine_tuned=True)
+        extra = backbone.pretrained_config() if hasattr(backbone, "pretrained_config") else {}
+        return save_pretrained(backbone, self.vocabulary_.codes, path, backbone=self.backbone, fine_tuned=True, **extra)
 
     @classmethod
     def load(cls, path: str | Path) -> VisitProgressionEstimator:

