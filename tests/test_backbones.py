@@ -183,10 +183,10 @@ def test_a_fine_tuned_backbone_saves_as_a_checkpoint_another_estimator_loads(tmp
     folder = clinical.save_backbone(tmp_path / "clinical")
     fewer = VisitProgressionEstimator(target="stage", backbone="clinicalbert", backbone__checkpoint=str(folder))
     fewer.vocabulary_ = Vocabulary(
-        clinical.vocabulary_.codes[:-3] + ["LOINC/99999-9"],
+        [*clinical.vocabulary_.codes[:-3], "LOINC/99999-9"],
         np.zeros(len(clinical.vocabulary_.codes), np.float32),
         np.ones(len(clinical.vocabulary_.codes), np.float32),
-        (clinical.vocabulary_.descriptions or [None] * len(clinical.vocabulary_.codes))[:-3] + ["Kidney biopsy"],
+        [*(clinical.vocabulary_.descriptions or [None] * len(clinical.vocabulary_.codes))[:-3], "Kidney biopsy"],
     )
     rebuilt = fewer._build_model(n_classes=3).backbone
     assert rebuilt.alignment == {"matched": len(clinical.vocabulary_.codes) - 3, "unseen": 1}
