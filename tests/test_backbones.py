@@ -406,3 +406,19 @@ def test_grid_search_over_the_four_backbones_with_group_k_fold(cohort):
     assert len(scores) == 4 and np.isfinite(scores).all() and ((scores >= 0) & (scores <= 1)).all()
     assert search.best_params_["backbone"] in FOUR
     assert search.best_estimator_.backbone == search.best_params_["backbone"]
+
+
+@pytest.mark.parametrize("name", ["cehrbert", "clinicalbert"])
+def test_explain_attributions_add_up_with_pre_trained_backbones(cohort, name):
+    """Integrated gradients go through the token sequence too (completeness axiom)."""
+    est = VisitProgressionEstimator(target="progression", backbone=name, **TINY).fit(cohort.X, cohort.y)
+    X = cohort.X[np.arange(2)]
+    attributions = est.explain(X, steps=64)
+    batch = est._visit_tensors(X).batch(np.array([0]))
+    inputs = est._tensors(batch, torch.device("cpu"))
+    with torch.no_grad():
+        embedded = est.model_.backbone.embed(inputs["codes"], inputs["values"], inputs["has_value"])
+        full = est.model_(inputs)[1][0]
+        empty = est.model_(inputs, torch.zeros_like(embedded))[1][0]
+    total = attributions.filter(pl.col("point") == 0)["attribution"].sum()
+    assert total == pytest.approx(float(full - empty), rel=0.05, abs=2e-3)
