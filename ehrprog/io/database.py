@@ -183,8 +183,8 @@ class Database:
         self.name = f"{self.connection.label.rsplit('/', 1)[-1]}.{schema}"
         self.notes: list[str] = []
         self.cdm_version = None
-        self._chunk: tuple[Any, Any, list[int] | None, bool] | None = None
-        self._cache: dict[str, pl.DataFrame] = {}
+        self._fetched: dict[str, pl.DataFrame] = {}
+        self._cache: dict[str, pl.DataFrame | None] = {}
         schemas = sorted({schema, self.vocabulary_schema})
         # DuckDB names the catalog after the file, which a schema may share: qualify every table.
         self._catalog = ""
@@ -248,49 +248,61 @@ class Database:
             series = series.filter(series.is_in(wanted.implode()))
         return series
 
-    def restrict(self, low: Any, high: Any, ids: list[int] | None, with_nulls: bool) -> None:
-        """Read only persons in ``[low, high)`` (None: unbounded) or, for a cohort, in ``ids``;
-        ``with_nulls`` also reads rows whose person_id is null (the last chunk)."""
-        self._chunk = (low, high, ids, with_nulls)
+    def fetch(self, names: Iterable[str], chunk: tuple[Any, Any, list[int] | None, bool]) -> dict[str, pl.DataFrame]:
+        """The rows of one chunk of persons (``(low, high, ids, with_nulls)``: ids in
+        ``[low, high)``, or the listed ``ids``; null person ids too when ``with_nulls``) from each
+        named clinical table, only the columns the reader uses."""
+        fetched = {}
+        for name in names:
+            where = self._where(name)
+            if (where, name) not in self._columns:
+                continue
+            available = self._columns[(where, name)]
+            columns = [available[c] for c in needed_columns(name) if c in available]
+            if not columns:
+                continue
+            # PostgreSQL NUMERIC arrives through ADBC as an opaque extension type: read it as double.
+            select = ", ".join(
+                (f"CAST({_quote(c)} AS DOUBLE PRECISION)" if (where, name, c) in self._numeric else _quote(c))
+                + f" AS {_quote(c.lower())}"
+                for c in columns
+            )
+            sql = f"SELECT {select} FROM {self._catalog}{_quote(where)}.{_quote(self._tables[(where, name)])}"
+            person = available.get("person_id")
+            if person is not None and name not in _VOCABULARY_TABLES:
+                sql += " WHERE " + _predicate(_quote(person), chunk)
+            fetched[name] = self.connection.frame(sql)
+        return fetched
+
+    def use(self, tables: dict[str, pl.DataFrame]) -> None:
+        """Serve ``scan`` of clinical tables from these fetched rows (one chunk's)."""
+        self._fetched = tables
 
     def scan(self, name: str) -> tuple[pl.LazyFrame, dict[str, pl.DataType], str] | None:
-        where = self._where(name)
-        if (where, name) not in self._columns:
-            return None
-        if name in _VOCABULARY_TABLES and name in self._cache:
-            frame = self._cache[name]
-            return frame.lazy(), dict(frame.schema), self.label(name)
-        available = self._columns[(where, name)]
-        columns = [available[c] for c in needed_columns(name) if c in available]
-        if not columns:
-            return None
-        # PostgreSQL NUMERIC arrives through ADBC as an opaque extension type: read it as double.
-        select = ", ".join(
-            (f"CAST({_quote(c)} AS DOUBLE PRECISION)" if (where, name, c) in self._numeric else _quote(c))
-            + f" AS {_quote(c.lower())}"
-            for c in columns
-        )
-        sql = f"SELECT {select} FROM {self._catalog}{_quote(where)}.{_quote(self._tables[(where, name)])}"
-        person = available.get("person_id")
-        if person is not None and self._chunk is not None and name not in _VOCABULARY_TABLES:
-            sql += " WHERE " + self._predicate(_quote(person))
-        frame = self.connection.frame(sql)
         if name in _VOCABULARY_TABLES:
-            self._cache[name] = frame
+            if name not in self._cache:
+                everything = (None, None, None, True)
+                self._cache[name] = self.fetch([name], everything).get(name)
+            frame = self._cache[name]
+        else:
+            frame = self._fetched.get(name)
+        if frame is None:
+            return None
         return frame.lazy(), dict(frame.schema), self.label(name)
 
-    def _predicate(self, column: str) -> str:
-        low, high, ids, with_nulls = self._chunk
-        if ids is not None:
-            clause = f"{column} IN ({', '.join(str(int(i)) for i in ids)})" if ids else "FALSE"
-        else:
-            parts = []
-            if low is not None:
-                parts.append(f"{column} >= {int(low)}")
-            if high is not None:
-                parts.append(f"{column} < {int(high)}")
-            clause = " AND ".join(parts) if parts else "TRUE"
-        return f"(({clause}) OR {column} IS NULL)" if with_nulls else f"({clause})"
+
+def _predicate(column: str, chunk: tuple[Any, Any, list[int] | None, bool]) -> str:
+    low, high, ids, with_nulls = chunk
+    if ids is not None:
+        clause = f"{column} IN ({', '.join(str(int(i)) for i in ids)})" if ids else "FALSE"
+    else:
+        parts = []
+        if low is not None:
+            parts.append(f"{column} >= {int(low)}")
+        if high is not None:
+            parts.append(f"{column} < {int(high)}")
+        clause = " AND ".join(parts) if parts else "TRUE"
+    return f"(({clause}) OR {column} IS NULL)" if with_nulls else f"({clause})"
 
 
 def read_omop_database(
@@ -320,11 +332,24 @@ def read_omop_database(
         db.notes.append(f"cohort of {ids.len():,} persons read (rows of other persons are not read)")
     chunks = _chunks(ids, chunk_subjects, cohort)
 
+    names = ["person", "death", *wanted]
+
     def pieces() -> Iterator[pl.DataFrame]:
-        for low, high, members, with_nulls in chunks:
-            db.restrict(low, high, members, with_nulls)
-            plan, _ = event_plan(db, concepts, wanted, codes)
-            yield plan().collect()
+        # The next chunk's rows are fetched (in a thread: the drivers release the GIL) while this
+        # chunk's events are built, so transfer and processing overlap.
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            upcoming = pool.submit(db.fetch, names, chunks[0])
+            for index in range(len(chunks)):
+                tables = upcoming.result()
+                if index + 1 < len(chunks):
+                    upcoming = pool.submit(db.fetch, names, chunks[index + 1])
+                db.use(tables)
+                del tables
+                plan, _ = event_plan(db, concepts, wanted, codes)
+                yield plan().collect()
+                db.use({})
 
     options = {
         "codes": _code_metadata(descriptions),
