@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -25,20 +26,11 @@ def installed(tmp_path_factory):
     work = tmp_path_factory.mktemp("plugin")
     source = shutil.copytree(EXAMPLE, work / "src")  # build artefacts stay out of the repository
     target = work / "site"
+    # Build with the environment's setuptools when it has one (offline); else let pip fetch it.
+    isolation = ["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--disable-pip-version-check",
-            "--target",
-            str(target),
-            str(source),
-        ],
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", *isolation]
+        + ["--disable-pip-version-check", "--target", str(target), str(source)],
         check=True,
     )
     sys.path.insert(0, str(target))
