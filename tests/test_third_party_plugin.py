@@ -29,8 +29,19 @@ def installed(tmp_path_factory):
     # Build with the environment's setuptools when it has one (offline); else let pip fetch it.
     isolation = ["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", *isolation]
-        + ["--disable-pip-version-check", "--target", str(target), str(source)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            *isolation,
+            "--disable-pip-version-check",
+            "--target",
+            str(target),
+            str(source),
+        ],
         check=True,
     )
     sys.path.insert(0, str(target))
