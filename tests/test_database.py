@@ -87,6 +87,12 @@ def test_a_cohort_of_person_ids_reads_only_those_persons(files, pg):
     expected = _sorted(files).filter(pl.col("subject_id").is_in(people))
     assert _sorted(cohort).equals(expected)
     assert any(f"cohort of {len(people)} persons" in note for note in cohort.report.notes)
+    # The same option on files, and the same report.
+    from_files = ep.read_omop(shared_path(SET), person_ids=people)
+    assert _sorted(from_files).equals(expected)
+    assert from_files.report.counts.sort("source", "reason").equals(cohort.report.counts.sort("source", "reason"))
+    with pytest.raises(InputError, match="database URIs only"):
+        ep.read_omop(shared_path(SET), schema="cdm")
 
 
 def test_only_the_needed_columns_are_queried(pg, caplog):

@@ -362,7 +362,7 @@ def read_omop(
             that it can be streamed to disk (``write_meds``) without fitting in memory.
         schema: database only: the schema holding the CDM tables (``"public"`` by default).
         vocabulary_schema: database only: the schema holding CONCEPT (default: ``schema``).
-        person_ids: database only: read these persons only (a cohort), in the same chunks.
+        person_ids: read these persons only (a cohort; from a database, in the same chunks).
         chunk_subjects: database only: persons read per query round (bounds the memory of a read).
 
     Returns:
@@ -393,10 +393,22 @@ def read_omop(
     root = Path(source)
     if not root.is_dir():
         raise InputError("an OMOP source must be a folder of table files or a database URI", file=str(root))
+    if schema != "public" or vocabulary_schema is not None:
+        raise InputError("schema and vocabulary_schema apply to database URIs only", file=str(root))
     folder = _Folder(root, cdm_version)
     concepts, descriptions = concept_table(folder, codes)
     wanted = tables_to_read(folder, tables, condition_era)
     plan, people = event_plan(folder, concepts, wanted, codes)
+    if person_ids is not None:  # a cohort: every table filtered to its persons (below the parse)
+        members = pl.Series("subject_id", list(person_ids), pl.Int64).unique()
+        people = people.filter(people.is_in(members.implode()))
+        folder.notes.append(f"cohort of {people.len():,} persons read (rows of other persons are not read)")
+        full_plan = plan
+
+        def plan(subjects: pl.Expr | None = None) -> pl.LazyFrame:
+            cohort = pl.col("subject_id").is_in(members.implode())
+            return full_plan(cohort if subjects is None else cohort & subjects)
+
     options = {
         "notes": folder.notes,
         "codes": _code_metadata(descriptions),
