@@ -201,21 +201,16 @@ class Database:
         for wanted in schemas:
             if wanted not in present:
                 raise InputError(f"schema {wanted!r} not found (or holds no tables)", file=self.connection.label)
-        self._columns: dict[tuple[str, str], dict[str, str]] = {}
-        self._numeric: set[tuple[str, str, str]] = set()  # (schema, table, column) of NUMERIC type
+        self._columns: dict[tuple[str, str], dict[str, str]] = {}  # (schema, lower name) -> lower -> actual column
+        self._tables: dict[tuple[str, str], str] = {}  # (schema, lower name) -> actual table name
+        self._numeric: set[tuple[str, str, str]] = set()  # (schema, lower name, column) of NUMERIC type
         for (table_schema, table), group in listed.group_by("table_schema", "table_name"):
-            self._columns[(table_schema, table.lower())] = {c.lower(): c for c in group["column_name"]}
+            key = (table_schema, table.lower())
+            self._tables[key] = table
+            self._columns[key] = {c.lower(): c for c in group["column_name"]}
             for column, kind in zip(group["column_name"], group["data_type"], strict=True):
                 if self.connection.kind == "postgresql" and kind.lower() == "numeric":
-                    self._numeric.add((table_schema, table.lower(), column))
-        self._tables = {
-            (s, t): next(
-                name
-                for (ss, name) in listed.select("table_schema", "table_name").unique().iter_rows()
-                if ss == s and name.lower() == t
-            )
-            for (s, t) in self._columns
-        }
+                    self._numeric.add((*key, column))
         if not self.has("person"):
             raise InputError(f"the schema {schema!r} holds no person table", file=self.connection.label)
 
