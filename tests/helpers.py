@@ -39,3 +39,18 @@ def write_csv(path, header: list[str] | None, rows: list[list], sep: str = ",") 
     lines = [sep.join(header)] if header else []
     lines += [sep.join("" if v is None else str(v) for v in row) for row in rows]
     path.write_text("\n".join(lines) + "\n")
+
+
+def explained_vs_output_change(estimator, X, attributions: pl.DataFrame) -> tuple[float, float]:
+    """For point 0 of ``X``: the sum of its attributions, and risk(x) - risk(all-zero code
+    embeddings), which integrated gradients' completeness axiom says it equals."""
+    import numpy as np
+    import torch
+
+    batch = estimator._visit_tensors(X).batch(np.array([0]))
+    inputs = estimator._tensors(batch, torch.device("cpu"))
+    model = estimator.model_
+    with torch.no_grad():
+        embedded = model.backbone.embed(inputs["codes"], inputs["values"], inputs["has_value"])
+        change = model(inputs)[1][0] - model(inputs, torch.zeros_like(embedded))[1][0]
+    return float(attributions.filter(pl.col("point") == 0)["attribution"].sum()), float(change)
