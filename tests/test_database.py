@@ -159,3 +159,10 @@ def test_redaction():
 
     assert redact("postgresql://u:p%40ss@h:5432/db") == "postgresql://u:***@h:5432/db"
     assert redact("postgresql://u@h/db") == "postgresql://u@h/db"
+
+
+def test_the_password_can_stay_out_of_the_uri(pg, monkeypatch, files):
+    """libpq's PGPASSWORD (or ~/.pgpass) supplies it, so URIs in scripts and logs hold none."""
+    monkeypatch.setenv("PGPASSWORD", pg.password)
+    events = ep.read_omop(f"postgresql://{pg.user}@127.0.0.1:{pg.port}/postgres", schema="cdm")
+    assert events.report.rows_kept == files.report.rows_kept
