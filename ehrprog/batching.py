@@ -99,6 +99,28 @@ class Batch:
     current_value: np.ndarray  # [P] float32 standardised staging-lab value at the prediction visit (0 if none)
     has_current_value: np.ndarray  # [P] bool
 
+    def tensors(self, device) -> dict:
+        """The arrays the model reads, as torch tensors on ``device`` (codes as int64)."""
+        import torch
+
+        names = (
+            "values",
+            "has_value",
+            "times",
+            "visit_days",
+            "visit_los",
+            "visit_mask",
+            "point_subject",
+            "point_visit",
+            "current_stage",
+            "current_value",
+            "has_current_value",
+        )
+        out = {"codes": torch.from_numpy(self.codes.astype(np.int64)).to(device)}
+        out.update({name: torch.from_numpy(getattr(self, name)).to(device) for name in names})
+        out["visit_type"] = torch.from_numpy(self.visit_type.astype(np.int64)).to(device)
+        return out
+
 
 class VisitTensors:
     """All visits of a ``CohortX`` encoded once; batches are gathered from it.

@@ -24,12 +24,12 @@ def _visit_strategy(text: str):
     raise argparse.ArgumentTypeError("visits must be same_day, visit_id or gap:HOURS")
 
 
-def _database_options(args: argparse.Namespace) -> dict:
+def _database_options(args: argparse.Namespace, source: str) -> dict:
     """``schema``/``vocabulary_schema`` for a database URI (an error for files, where they mean nothing)."""
     from ehrprog.io.database import is_database_uri
 
     given = {k: v for k, v in (("schema", args.schema), ("vocabulary_schema", args.vocabulary_schema)) if v}
-    if not is_database_uri(str(args.path if hasattr(args, "path") else args.source)):
+    if not is_database_uri(str(source)):
         if given:
             raise InputError("--schema and --vocabulary-schema apply to database URIs only")
         return {}
@@ -48,7 +48,7 @@ def _inspect(args: argparse.Namespace) -> int:
     from ehrprog.visits import group_visits
 
     started = time.perf_counter()
-    events = read_events(args.path, args.format, **_database_options(args))
+    events = read_events(args.path, args.format, **_database_options(args, args.path))
     frame = events.collect()
     visits = group_visits(events, args.visits)
     print(f"dataset: {redact(str(args.path))}")
@@ -83,7 +83,7 @@ def _convert(args: argparse.Namespace) -> int:
     from ehrprog.io import read_omop, write_meds
 
     started = time.perf_counter()
-    events = read_omop(args.source, codes=args.codes, materialize=False, **_database_options(args))
+    events = read_omop(args.source, codes=args.codes, materialize=False, **_database_options(args, args.source))
     out = write_meds(events, args.destination)
     print(events.report)
     print(f"wrote MEDS dataset {out} in {time.perf_counter() - started:.2f} s")

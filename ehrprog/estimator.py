@@ -25,7 +25,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
-from ehrprog.batching import Batch, VisitTensors, Vocabulary
+from ehrprog.batching import VisitTensors, Vocabulary
 from ehrprog.metrics import harrell_c, macro_auroc
 from ehrprog.model import VisitSequenceModel, breslow_baseline, cox_partial_likelihood
 from ehrprog.tasks.cohort import CohortX
@@ -254,21 +254,6 @@ class VisitProgressionEstimator(BaseEstimator):
             **self._routed("module__"),
         )
 
-    def _tensors(self, batch: Batch, device: torch.device) -> dict[str, torch.Tensor]:
-        return {
-            "codes": torch.from_numpy(batch.codes.astype(np.int64)).to(device),
-            "values": torch.from_numpy(batch.values).to(device),
-            "has_value": torch.from_numpy(batch.has_value).to(device),
-            "times": torch.from_numpy(batch.times).to(device),
-            "visit_days": torch.from_numpy(batch.visit_days).to(device),
-            "visit_mask": torch.from_numpy(batch.visit_mask).to(device),
-            "point_subject": torch.from_numpy(batch.point_subject).to(device),
-            "point_visit": torch.from_numpy(batch.point_visit).to(device),
-            "current_stage": torch.from_numpy(batch.current_stage).to(device),
-            "current_value": torch.from_numpy(batch.current_value).to(device),
-            "has_current_value": torch.from_numpy(batch.has_current_value).to(device),
-        }
-
     def _loss(self, outputs, rows: np.ndarray, targets, device: torch.device) -> torch.Tensor:
         logits, risk = outputs
         stage_idx, event, tte = targets
@@ -354,7 +339,7 @@ class VisitProgressionEstimator(BaseEstimator):
                     mine, total=steps, disable=not self.verbose or rank > 0, desc=f"epoch {epoch}", leave=False
                 ):
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                        outputs = trained(self._tensors(batch, device))
+                        outputs = trained(batch.tensors(device))
                     loss = self._loss(outputs, batch.point_index, targets, device)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
@@ -409,9 +394,7 @@ class VisitProgressionEstimator(BaseEstimator):
         features = np.zeros((len(X), self.model_.risk_head.in_features), dtype=np.float64)
         with torch.no_grad():
             for batch in tensors.subject_batches(np.arange(len(X)), max(self.batch_size, 256)):
-                features[batch.point_index] = self.model_.head_features(
-                    self._tensors(batch, torch.device("cpu"))
-                ).numpy()
+                features[batch.point_index] = self.model_.head_features(batch.tensors(torch.device("cpu"))).numpy()
         scale = features.std(axis=0)
         scale = np.where(scale > 1e-8, scale, 1.0)
         cox = CoxPHSurvivalAnalysis(alpha=1.0, ties="breslow", n_iter=200).fit(
@@ -434,14 +417,14 @@ class VisitProgressionEstimator(BaseEstimator):
                 logits, risk = [], []
                 order = []
                 for batch in tensors.subject_batches(rows, self.batch_size):
-                    out = model(self._tensors(batch, device))
+                    out = model(batch.tensors(device))
                     logits.append(out[0])
                     risk.append(out[1])
                     order.append(batch.point_index)
                 index = np.concatenate(order)
                 return float(self._loss((torch.cat(logits), torch.cat(risk)), index, targets, device))
             for batch in tensors.subject_batches(rows, self.batch_size):
-                loss = self._loss(model(self._tensors(batch, device)), batch.point_index, targets, device)
+                loss = self._loss(model(batch.tensors(device)), batch.point_index, targets, device)
                 total += float(loss) * len(batch.point_index)
                 count += len(batch.point_index)
         return total / max(count, 1)
@@ -460,7 +443,7 @@ class VisitProgressionEstimator(BaseEstimator):
         self.model_.eval()
         with torch.no_grad():
             for batch in tensors.subject_batches(np.arange(len(X)), max(self.batch_size, 256)):
-                out_logits, out_risk = self.model_(self._tensors(batch, torch.device("cpu")))
+                out_logits, out_risk = self.model_(batch.tensors(torch.device("cpu")))
                 logits[batch.point_index] = out_logits.float().numpy()
                 risk[batch.point_index] = out_risk.float().numpy()
         return logits, risk
@@ -547,7 +530,7 @@ class VisitProgressionEstimator(BaseEstimator):
         rows = []
         for index in range(len(X)):
             batch = tensors.batch(np.array([index]))
-            inputs = self._tensors(batch, torch.device("cpu"))
+            inputs = batch.tensors(torch.device("cpu"))
             with torch.no_grad():
                 embedded = model.backbone.embed(inputs["codes"], inputs["values"], inputs["has_value"])
                 logits, _ = model(inputs)

@@ -48,7 +48,7 @@ def explained_vs_output_change(estimator, X, attributions: pl.DataFrame) -> tupl
     import torch
 
     batch = estimator._visit_tensors(X).batch(np.array([0]))
-    inputs = estimator._tensors(batch, torch.device("cpu"))
+    inputs = batch.tensors(torch.device("cpu"))
     model = estimator.model_
     with torch.no_grad():
         embedded = model.backbone.embed(inputs["codes"], inputs["values"], inputs["has_value"])

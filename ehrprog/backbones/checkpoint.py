@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from ehrprog.backbones.tokens import SPECIAL_TOKENS
+
 FORMAT = "ehrprog.backbone/1"
 
 
@@ -60,8 +62,6 @@ def save_pretrained(module: torch.nn.Module, codes: Sequence[str], folder: str |
     config = {"format": FORMAT, "model_type": module.model_type, "architecture": architecture, **extra}
     (root / "config.json").write_text(json.dumps(config, indent=1))
     save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()}, str(root / "model.safetensors"))
-    from ehrprog.backbones.tokens import SPECIAL_TOKENS
-
     (root / "vocab.json").write_text(json.dumps({"codes": list(codes), "special_tokens": list(SPECIAL_TOKENS)}))
     return root
 

@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from ehrprog.batching import Batch, VisitTensors, Vocabulary
+from ehrprog.batching import VisitTensors, Vocabulary
 from ehrprog.tasks.cohort import CohortX
 from ehrprog.visits import VisitFrame
 
@@ -45,21 +45,6 @@ def whole_histories(visits: VisitFrame) -> CohortX:
         .with_columns(pl.lit(None, pl.Int64).alias("current_stage"))
     )
     return CohortX(points, visits)
-
-
-def batch_tensors(batch: Batch, device: torch.device) -> dict[str, torch.Tensor]:
-    """The torch tensors of a batch that backbones read, with the visit type and length of stay."""
-    arrays = {
-        "codes": batch.codes.astype(np.int64),
-        "values": batch.values,
-        "has_value": batch.has_value,
-        "visit_mask": batch.visit_mask,
-        "times": batch.times,
-        "visit_days": batch.visit_days,
-        "visit_los": batch.visit_los,
-        "visit_type": batch.visit_type.astype(np.int64),
-    }
-    return {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in arrays.items()}
 
 
 def pretrain(
@@ -148,7 +133,7 @@ def pretrain(
         module.train()
         losses, weights, parts_sum = [], [], {}
         for batch in tensors.subject_batches(train_rows, batch_size, rng):
-            loss, parts = module.pretraining_loss(batch_tensors(batch, torch_device), generator)
+            loss, parts = module.pretraining_loss(batch.tensors(torch_device), generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
@@ -209,7 +194,7 @@ def _validation(module, tensors: VisitTensors, rows: np.ndarray, batch_size: int
     total, count, parts_sum = 0.0, 0, {}
     with torch.no_grad():
         for batch in tensors.subject_batches(rows, batch_size):
-            loss, parts = module.pretraining_loss(batch_tensors(batch, device), generator)
+            loss, parts = module.pretraining_loss(batch.tensors(device), generator)
             n = len(batch.point_index)
             total += float(loss) * n
             count += n
@@ -218,4 +203,4 @@ def _validation(module, tensors: VisitTensors, rows: np.ndarray, batch_size: int
     return {"valid_loss": total / max(count, 1), **{f"valid_{k}": v / max(count, 1) for k, v in parts_sum.items()}}
 
 
-__all__ = ["PretrainResult", "batch_tensors", "pretrain", "whole_histories"]
+__all__ = ["PretrainResult", "pretrain", "whole_histories"]

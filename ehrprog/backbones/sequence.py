@@ -36,7 +36,6 @@ class SequenceBackbone(nn.Module):
         hidden_size, num_hidden_layers, num_attention_heads, intermediate_size: encoder sizes
             (``intermediate_size`` defaults to ``4 * hidden_size``).
         dropout: dropout in embeddings and encoder.
-        freeze: keep every parameter of the backbone fixed (only the estimator's heads train).
         max_visit_positions: size of visit-position tables (visit indices are clipped to it).
         attention_dropout: dropout on attention probabilities (see :class:`EncoderConfig`).
     """
@@ -54,7 +53,6 @@ class SequenceBackbone(nn.Module):
         num_attention_heads: int = 4,
         intermediate_size: int | None = None,
         dropout: float = 0.1,
-        freeze: bool = False,
         max_visit_positions: int = 512,
         attention_dropout: float = 0.0,
     ) -> None:
@@ -70,7 +68,6 @@ class SequenceBackbone(nn.Module):
             attention_dropout,
         )
         self.max_visit_positions = max_visit_positions
-        self.freeze = freeze
         self.dim = hidden_size
         self.code_embedding = nn.Embedding(vocab_size, hidden_size, padding_idx=0)
         self.special_embedding = nn.Embedding(len(SPECIAL_TOKENS), hidden_size)
@@ -100,7 +97,7 @@ class SequenceBackbone(nn.Module):
         ``visit_encoder`` do not apply). ``freeze`` keeps the backbone's parameters fixed."""
         if checkpoint is None:
             params.setdefault("hidden_size", dim)
-            return cls(vocab_size, dropout=dropout, freeze=freeze, **params)
+            return cls(vocab_size, dropout=dropout, **params).requires_grad_(not freeze)
         if vocabulary is None:
             raise ValueError(f"{cls.model_type}: a checkpoint needs the estimator's vocabulary to align codes")
         architecture, state, codes = cls.read_checkpoint(checkpoint)
@@ -110,11 +107,11 @@ class SequenceBackbone(nn.Module):
                 f"{checkpoint}: the checkpoint fixes {sorted(clash)} "
                 f"({ {k: architecture[k] for k in sorted(clash)} }); drop those backbone__ parameters"
             )
-        module = cls(vocab_size, dropout=dropout, freeze=freeze, **{**params, **architecture})
+        module = cls(vocab_size, dropout=dropout, **{**params, **architecture})
         from ehrprog.backbones.checkpoint import load_aligned
 
         module.alignment = load_aligned(module, state, codes, vocabulary.codes)
-        return module
+        return module.requires_grad_(not freeze)
 
     @classmethod
     def read_checkpoint(cls, folder: str) -> tuple[dict[str, Any], dict[str, torch.Tensor], list[str]]:
@@ -122,12 +119,6 @@ class SequenceBackbone(nn.Module):
         from ehrprog.backbones.checkpoint import read_pretrained
 
         return read_pretrained(folder, cls.model_type)
-
-    def finish_init(self) -> None:
-        """Call at the end of a subclass ``__init__``: applies ``freeze``."""
-        if self.freeze:
-            for parameter in self.parameters():
-                parameter.requires_grad_(False)
 
     # ------------------------------------------------------------ the interface the estimator uses
     def architecture(self) -> dict[str, Any]:

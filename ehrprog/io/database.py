@@ -158,8 +158,6 @@ class _Connection:
             with self._con.cursor() as cursor:
                 cursor.execute(sql)
                 return cursor.fetch_arrow_table()
-        except InputError:
-            raise
         except Exception as error:
             raise InputError(f"query failed: {self._scrub(error)}", file=self.label) from None
 
@@ -182,7 +180,6 @@ class Database:
         self.vocabulary_schema = vocabulary_schema or schema
         self.name = f"{self.connection.label.rsplit('/', 1)[-1]}.{schema}"
         self.notes: list[str] = []
-        self.cdm_version = None
         self._fetched: dict[str, pl.DataFrame] = {}
         self._cache: dict[str, pl.DataFrame | None] = {}
         schemas = sorted({schema, self.vocabulary_schema})

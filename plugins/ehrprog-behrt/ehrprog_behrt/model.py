@@ -33,7 +33,6 @@ class BehrtBackbone(SequenceBackbone):
     layout: ClassVar[TokenLayout] = TokenLayout(cls=True, separator=True)
 
     def __init__(self, vocab_size: int, hidden_size: int = 64, *args: Any, **kwargs: Any) -> None:
-        freeze = kwargs.pop("freeze", False)
         super().__init__(vocab_size, hidden_size, *args, **kwargs)
         self.age_embedding = nn.Embedding(MAX_AGE_YEARS + 1, hidden_size)
         self.segment_embedding = nn.Embedding(2, hidden_size)
@@ -41,8 +40,6 @@ class BehrtBackbone(SequenceBackbone):
         self.layer_norm = nn.LayerNorm(hidden_size, eps=1e-12)
         for table in (self.age_embedding, self.segment_embedding):
             nn.init.normal_(table.weight, std=0.02)
-        self.freeze = freeze
-        self.finish_init()
 
     def combine(self, tokens: Tokens, vectors: torch.Tensor) -> torch.Tensor:
         age = torch.floor(tokens.ages + 1e-3).long().clamp(0, MAX_AGE_YEARS)

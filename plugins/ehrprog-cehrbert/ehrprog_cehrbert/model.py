@@ -270,33 +270,20 @@ class CehrBertBackbone(SequenceBackbone):
         self,
         vocab_size: int,
         hidden_size: int = 64,
-        num_hidden_layers: int = 2,
-        num_attention_heads: int = 4,
-        intermediate_size: int | None = None,
-        dropout: float = 0.1,
-        freeze: bool = False,
-        max_visit_positions: int = 512,
+        *args: Any,
         n_time_embd: int = 16,
         visit_types: list[str] | None = None,
         time_embedding_scaling_factor: float = 1000.0,
         age_embedding_scaling_factor: float = 100.0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            vocab_size,
-            hidden_size,
-            num_hidden_layers,
-            num_attention_heads,
-            intermediate_size,
-            dropout,
-            False,
-            max_visit_positions,
-        )
+        super().__init__(vocab_size, hidden_size, *args, **kwargs)
         self.n_time_embd = n_time_embd
         self.visit_types = list(visit_types) if visit_types else None
         self.mixer = CehrBertMixer(
             hidden_size,
             n_time_embd,
-            max_visit_positions,
+            self.max_visit_positions,
             3,
             time_embedding_scaling_factor,
             age_embedding_scaling_factor,
@@ -304,8 +291,6 @@ class CehrBertBackbone(SequenceBackbone):
         self.visit_type_head = (
             nn.Linear(hidden_size, len(self.visit_types)) if self.visit_types and len(self.visit_types) > 2 else None
         )
-        self.freeze = freeze
-        self.finish_init()
 
     def architecture(self) -> dict[str, Any]:
         return {

@@ -36,7 +36,6 @@ class MedBertBackbone(SequenceBackbone):
     layout: ClassVar[TokenLayout] = TokenLayout(cls=True)
 
     def __init__(self, vocab_size: int, hidden_size: int = 64, *args: Any, **kwargs: Any) -> None:
-        freeze = kwargs.pop("freeze", False)
         super().__init__(vocab_size, hidden_size, *args, **kwargs)
         self.visit_embedding = nn.Embedding(self.max_visit_positions, hidden_size)
         self.serialization_embedding = nn.Embedding(MAX_CODE_POSITIONS, hidden_size)
@@ -45,8 +44,6 @@ class MedBertBackbone(SequenceBackbone):
             nn.init.normal_(table.weight, std=0.02)
         self.pooler = nn.Linear(hidden_size, hidden_size)
         self.plos_head = nn.Linear(hidden_size, 1)
-        self.freeze = freeze
-        self.finish_init()
 
     def combine(self, tokens: Tokens, vectors: torch.Tensor) -> torch.Tensor:
         visit = tokens.order.clamp(0, self.max_visit_positions - 1)
