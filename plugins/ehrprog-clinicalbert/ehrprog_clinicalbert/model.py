@@ -122,7 +122,6 @@ class ClinicalBertBackbone(DefaultBackbone):
         with torch.no_grad():
             self.code_embedding.weight.zero_()  # the learned per-code offset
         self.code_embedding.weight.requires_grad_(not freeze)
-        self.freeze = freeze
 
     def architecture(self) -> dict[str, Any]:
         return {"text_encoder": None, "text_dim": int(self.text_table.shape[1]), "checkpoint": None}
