@@ -62,7 +62,7 @@ def _descriptions(codes: pl.Series, metadata: pl.DataFrame | None) -> list[str |
     if metadata is None or metadata.is_empty() or "description" not in metadata.columns:
         return None
     described = metadata.select("code", "description").drop_nulls().unique("code", keep="first")
-    frame = pl.DataFrame({"code": codes}).join(described, on="code", how="left", maintain_order="left")
+    frame = pl.DataFrame({"code": codes.cast(pl.String)}).join(described, on="code", how="left", maintain_order="left")
     return frame["description"].to_list()
 
 

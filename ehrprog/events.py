@@ -234,7 +234,7 @@ _SEX_PATTERN = r"^(?:GENDER|SEX|OMOP)/+(F|M|FEMALE|MALE|8532|8507)$"
 
 def sex_expr() -> pl.Expr:
     """``"F"``/``"M"`` for codes that state a subject's sex (``Gender/F``, ``SEX//MALE``, ``OMOP/8532``), else null."""
-    value = pl.col("code").str.to_uppercase().str.extract(_SEX_PATTERN, 1)
+    value = pl.col("code").cast(pl.String).str.to_uppercase().str.extract(_SEX_PATTERN, 1)
     return (
         pl.when(value.is_in(["F", "FEMALE", "8532"]))
         .then(pl.lit("F"))

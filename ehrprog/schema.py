@@ -13,17 +13,26 @@ BIRTH_CODE = "MEDS_BIRTH"
 DEATH_CODE = "MEDS_DEATH"
 
 #: The event table: MEDS v0.4 data schema followed by ehrprog's optional extension columns.
+#: ``code``, ``visit_type``, ``unit`` and ``source`` are few distinct strings repeated over many
+#: rows: in memory they are polars Categoricals (4 bytes a row instead of a 16-byte string view
+#: plus its buffer; compare with ``pl.col("code") == "LOINC/2160-0"`` or ``.is_in([...])`` as with
+#: strings, cast to ``pl.String`` for string functions or joins with string columns). Their hash
+#: is computed from the text, so orders built on it do not depend on how categories were
+#: numbered. On disk (``write_meds``) they are strings, as MEDS says.
 EVENT_SCHEMA: dict[str, pl.DataType] = {
     "subject_id": pl.Int64(),
     "time": pl.Datetime("us"),
-    "code": pl.String(),
+    "code": pl.Categorical(),
     "numeric_value": pl.Float32(),
     "text_value": pl.String(),
     "visit_id": pl.Int64(),
-    "visit_type": pl.String(),
-    "unit": pl.String(),
-    "source": pl.String(),
+    "visit_type": pl.Categorical(),
+    "unit": pl.Categorical(),
+    "source": pl.Categorical(),
 }
+
+#: The event columns held as Categorical in memory and written as strings.
+CATEGORICAL_COLUMNS = tuple(name for name, dtype in EVENT_SCHEMA.items() if dtype == pl.Categorical)
 
 #: A full sort order over the event columns (for comparing event tables regardless of row order).
 EVENT_SORT = ["subject_id", "time", "code", "numeric_value", "text_value", "visit_id", "unit", "source"]
@@ -35,8 +44,8 @@ VISIT_STRUCT = pl.Struct(
         "visit_id": pl.Int64(),
         "start": pl.Datetime("us"),
         "end": pl.Datetime("us"),
-        "visit_type": pl.String(),
-        "codes": pl.List(pl.String()),
+        "visit_type": pl.Categorical(),
+        "codes": pl.List(pl.Categorical()),
         "numeric_values": pl.List(pl.Float32()),
         "days_since_first": pl.Float32(),
         "days_since_prev": pl.Float32(),

@@ -78,7 +78,7 @@ def test_vocabulary_schema_option(files, pg):
     assert _sorted(split).equals(_sorted(files))
     without = ep.read_omop(pg.uri(), schema="clinical")
     assert any("no CONCEPT table" in note for note in without.report.notes)
-    assert without.collect()["code"].str.starts_with("OMOP/").any()
+    assert without.collect()["code"].cat.starts_with("OMOP/").any()
 
 
 def test_a_cohort_of_person_ids_reads_only_those_persons(files, pg):

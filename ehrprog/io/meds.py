@@ -21,7 +21,7 @@ from ehrprog.accounting import DROP
 from ehrprog.errors import InputError
 from ehrprog.events import EventFrame, empty_codes, mark_event_drops
 from ehrprog.io import tabular
-from ehrprog.schema import EVENT_SCHEMA
+from ehrprog.schema import CATEGORICAL_COLUMNS, EVENT_SCHEMA
 
 MEDS_VERSION = "0.4.1"
 
@@ -80,13 +80,13 @@ def _read_shard(path: Path, root: Path, visit_id_column: str | None, notes: list
     typed = frame.select(
         tabular.parse_int("subject_id", schema["subject_id"]).alias("subject_id"),
         tabular.parse_datetime("time", schema["time"]).alias("time"),
-        pl.col("code").cast(pl.String).alias("code"),
+        pl.col("code").cast(pl.String).cast(pl.Categorical).alias("code"),
         opt("numeric_value", tabular.parse_float, pl.Float32).alias("numeric_value"),
         opt("text_value", keep_str, pl.String).alias("text_value"),
         opt(visit, tabular.parse_int, pl.Int64).alias("visit_id"),
-        opt("visit_type", keep_str, pl.String).alias("visit_type"),
-        opt("unit", keep_str, pl.String).alias("unit"),
-        source.alias("source"),
+        opt("visit_type", keep_str, pl.Categorical).alias("visit_type"),
+        opt("unit", keep_str, pl.Categorical).alias("unit"),
+        source.cast(pl.Categorical).alias("source"),
         time_present.alias("_has_raw_time"),
         pl.col("subject_id").is_not_null().alias("_has_raw_subject"),
     )
@@ -260,7 +260,8 @@ _CODES_ARROW_SCHEMA = pa.schema(
 
 def _write_shard(frame: pl.DataFrame, path: Path) -> None:
     """Write one Parquet shard with the Arrow types the ``meds`` package validates."""
-    pq.write_table(frame.to_arrow().cast(_DATA_ARROW_SCHEMA), path, compression="zstd")
+    as_text = frame.with_columns(pl.col(name).cast(pl.String) for name in CATEGORICAL_COLUMNS)
+    pq.write_table(as_text.to_arrow().cast(_DATA_ARROW_SCHEMA), path, compression="zstd")
 
 
 def _version() -> str:

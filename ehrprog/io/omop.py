@@ -120,22 +120,42 @@ def _concepts(folder: _Folder) -> tuple[pl.DataFrame, pl.DataFrame]:
     return table.select("concept_id", "code"), table.select("code", "description").unique("code", keep="first")
 
 
-def _code_expr(concept: str, source_concept: str | None, source_value: str | None, mode: CodeMode) -> pl.Expr:
-    """The event code from the joined concept columns (``_std_code``, ``_src_code``) and ids."""
-    std_id = pl.col(concept)
-    std = pl.when(std_id.is_not_null() & (std_id != 0)).then(
-        pl.coalesce(pl.col("_std_code"), pl.format("OMOP/{}", std_id))
-    )
-    src_value = pl.format("SOURCE/{}", pl.col(source_value)) if source_value is not None else pl.lit(None, pl.String)
-    src_concept = pl.col("_src_code") if source_concept is not None else pl.lit(None, pl.String)
+def _id_codes(ids: pl.Series, concepts: pl.DataFrame | None, alias: str, *, fallback: bool = True) -> pl.LazyFrame:
+    """``(ids.name, alias)`` for the distinct non-zero ``ids``: the concept's code where
+    ``concepts`` knows it, else ``OMOP/<id>`` (``fallback``) or null, as a Categorical.
+
+    Spelling codes once per distinct id and joining them back costs a gather per row instead of
+    a string format (or a string join) per row.
+    """
+    column = ids.name
+    frame = ids.to_frame().filter(pl.col(column).is_not_null() & (pl.col(column) != 0))
+    by_id = pl.format("OMOP/{}", column)
+    if concepts is None:
+        code = by_id
+    else:
+        frame = frame.join(concepts.rename({"concept_id": column}), on=column, how="left")
+        code = pl.coalesce(pl.col("code"), by_id) if fallback else pl.col("code")
+    return frame.select(column, code.cast(pl.Categorical).alias(alias)).lazy()
+
+
+def _code_expr(has_source_concept: bool, has_source_value: bool, mode: CodeMode) -> tuple[pl.Expr, pl.Expr]:
+    """The event code (Categorical) from the joined code columns, and where the source value is needed.
+
+    ``_std_code``/``_src_code`` are the standard and source concepts' codes (``OMOP/<id>`` when
+    ``mode == "concept_id"``); ``_src_value`` the cleaned source value.
+    """
+    std = pl.col("_std_code")
+    src = pl.col("_src_code") if has_source_concept else pl.lit(None, pl.Categorical)
     if mode == "source":
-        return pl.coalesce(src_concept, src_value, std.otherwise(None))
-    if mode == "concept_id":  # OMOP/<concept_id>: how concept-id vocabularies (cehrbert's) spell codes
-        src_id = pl.col(source_concept) if source_concept is not None else pl.lit(None, pl.Int64)
-        by_id = pl.when(std_id.is_not_null() & (std_id != 0)).then(pl.format("OMOP/{}", std_id))
-        src_by_id = pl.when(src_id.is_not_null() & (src_id != 0)).then(pl.format("OMOP/{}", src_id))
-        return pl.coalesce(by_id.otherwise(None), src_by_id.otherwise(None), src_value)
-    return pl.coalesce(std.otherwise(None), src_concept, src_value)
+        preferred, needs_value = [src], src.is_null()
+        after = [std]
+    else:  # "standard" and "concept_id": standard concept, else source concept, else source value
+        preferred, needs_value = [std, src], std.is_null() & src.is_null()
+        after = []
+    if not has_source_value:
+        return pl.coalesce(*preferred, *after), pl.lit(False)
+    value = pl.when(needs_value).then(pl.format("SOURCE/{}", pl.col("_src_value"))).cast(pl.Categorical)
+    return pl.coalesce(*preferred, value, *after), needs_value
 
 
 def _events_from(folder: _Folder, spec: EventTable, concepts: pl.DataFrame, mode: CodeMode) -> pl.LazyFrame | None:
@@ -170,30 +190,37 @@ def _events_from(folder: _Folder, spec: EventTable, concepts: pl.DataFrame, mode
         tabular.parse_int("person_id", schema["person_id"]).alias("subject_id"),
         pl.coalesce(time_exprs).alias("time"),
         raw_time_present.alias("_has_raw_time"),
-        tabular.parse_int(spec.concept, schema[spec.concept]).alias(spec.concept),
+        tabular.parse_int(spec.concept, schema[spec.concept]).alias("_std_id"),
         opt(source_concept, tabular.parse_int).cast(pl.Int64).alias("_src_id"),
-        opt(source_value, tabular.clean_string).cast(pl.String).alias("_src_value"),
         opt(spec.numeric, tabular.parse_float).cast(pl.Float32).alias("numeric_value"),
         opt(spec.text, tabular.clean_string).cast(pl.String).alias("text_value"),
         visit_id.cast(pl.Int64).alias("visit_id"),
-        opt(spec.unit, tabular.clean_string).cast(pl.String).alias("_unit"),
         opt(spec.unit_concept, tabular.parse_int).cast(pl.Int64).alias("_unit_id"),
+        *([pl.col(source_value).alias("_raw_src_value")] if source_value else []),
+        *([pl.col(spec.unit).alias("_raw_unit")] if spec.unit in schema else []),
     )
-    std_codes = concepts.lazy().rename({"concept_id": spec.concept, "code": "_std_code"})
-    src_codes = concepts.lazy().rename({"concept_id": "_src_id", "code": "_src_code"})
-    unit_codes = (
-        concepts.lazy()
-        .with_columns(pl.col("code").str.extract(r"/(.*)$", 1))
-        .rename({"concept_id": "_unit_id", "code": "_unit_code"})
-    )
-    joined = (
-        typed.join(std_codes, on=spec.concept, how="left")
-        .join(src_codes.filter(pl.col("_src_id") != 0), on="_src_id", how="left")
-        .join(unit_codes.filter(pl.col("_unit_id") != 0), on="_unit_id", how="left")
-    )
-    code = _code_expr(spec.concept, "_src_id" if source_concept else None, "_src_value" if source_value else None, mode)
+    # The distinct ids of the three concept columns, read once (one pass over three columns),
+    # are spelled as codes up front; every read of the table then joins these small frames.
+    distinct = typed.select(pl.col("_std_id", "_src_id", "_unit_id").unique().implode()).collect()
+    ids = {name: distinct[name].explode() for name in distinct.columns}
+    by_id = None if mode == "concept_id" else concepts
+    joined = typed.join(_id_codes(ids["_std_id"], by_id, "_std_code"), on="_std_id", how="left")
+    if source_concept:
+        # A source concept missing from CONCEPT falls back to the source value, not to OMOP/<id>.
+        src_codes = _id_codes(ids["_src_id"], by_id, "_src_code", fallback=mode == "concept_id")
+        joined = joined.join(src_codes, on="_src_id", how="left")
+    unit_names = concepts.select("concept_id", pl.col("code").str.extract(r"/(.*)$", 1))
+    units = _id_codes(ids["_unit_id"], unit_names, "_unit_code", fallback=False)
+    joined = joined.join(units, on="_unit_id", how="left")
+    code, needs_value = _code_expr(source_concept is not None, source_value is not None, mode)
+    if source_value:  # cleaned only where the code falls back to it
+        raw = pl.when(needs_value).then(pl.col("_raw_src_value"))
+        joined = joined.with_columns(tabular.clean_string_expr(raw, schema[source_value]).alias("_src_value"))
+    unit = pl.lit(None, pl.Categorical)
+    if spec.unit in schema:
+        unit = tabular.clean_string_expr(pl.col("_raw_unit"), schema[spec.unit]).cast(pl.Categorical)
     # The visit type rides on the visit's own event; group_visits gives it to the whole visit.
-    visit_type = pl.col("_std_code") if spec.name == "visit_occurrence" else pl.lit(None, pl.String)
+    visit_type = pl.col("_std_code") if spec.name == "visit_occurrence" else pl.lit(None, pl.Categorical)
     drop = (
         pl.when(pl.col("subject_id").is_null())
         .then(pl.lit("person_id: null or not an integer"))
@@ -208,9 +235,9 @@ def _events_from(folder: _Folder, spec: EventTable, concepts: pl.DataFrame, mode
     return (
         joined.with_columns(
             code.alias("code"),
-            pl.coalesce("_unit", "_unit_code").alias("unit"),
+            pl.coalesce(unit, "_unit_code").alias("unit"),
             visit_type.alias("visit_type"),
-            pl.lit(f"omop/{spec.name}").alias("source"),
+            pl.lit(f"omop/{spec.name}", pl.Categorical).alias("source"),
         )
         .with_columns(drop.alias(DROP))
         .select(*EVENT_SCHEMA, DROP)

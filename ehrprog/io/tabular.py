@@ -133,7 +133,12 @@ def present(column: str, dtype: pl.DataType) -> pl.Expr:
 
 def clean_string(column: str, dtype: pl.DataType) -> pl.Expr:
     """A column as a trimmed string, with empty strings as null."""
-    expr = pl.col(column).cast(pl.String).str.strip_chars()
+    return clean_string_expr(pl.col(column), dtype)
+
+
+def clean_string_expr(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    """An expression of a column of type ``dtype`` as a trimmed string, with empty strings as null."""
+    expr = expr.cast(pl.String).str.strip_chars()
     return pl.when(expr.str.len_bytes() > 0).then(expr).otherwise(None)
 
 

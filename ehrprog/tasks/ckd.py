@@ -102,7 +102,7 @@ def ckd_epi_2021(creatinine_mg_dl: pl.Expr, age_years: pl.Expr, female: pl.Expr)
 def creatinine_mg_dl(value: pl.Expr, unit: pl.Expr, molar_code: pl.Expr) -> pl.Expr:
     """Creatinine in mg/dL: µmol/L (any spelling of micromol) and mmol/L converted; a molar LOINC
     code without a unit is taken as µmol/L."""
-    unit = unit.str.to_lowercase().str.replace_all(r"\s", "")
+    unit = unit.cast(pl.String).str.to_lowercase().str.replace_all(r"\s", "")
     micro = unit.str.contains(r"^(u|µ|μ|micro)mol")
     milli = unit.str.contains(r"^mmol")
     return (

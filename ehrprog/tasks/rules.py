@@ -87,13 +87,13 @@ class StagingRule(BaseModel):
         """Match unique data codes to this rule's diagnoses.
 
         Returns:
-            ``code``, ``stage`` (Int8, null for the unstaged disease) for every code that matches.
+            ``code`` (Categorical, as in events), ``stage`` (Int8, null for the unstaged disease)
+            for every code that matches.
         """
         normal = normalise_codes(codes)
-        entries = []
-        for d in self.diagnoses:
-            row = normalise_codes([f"{d.system}/{d.code}"]).row(0, named=True)
-            entries.append((row["system"], row["value"], d))
+        spelled = [f"{d.system}/{d.code}" for d in self.diagnoses]
+        split = {r["code"]: (r["system"], r["value"]) for r in normalise_codes(spelled).iter_rows(named=True)}
+        entries = [(*split[code], d) for code, d in zip(spelled, self.diagnoses, strict=True)]
         exact = [(s, v, d) for s, v, d in entries if d.match == "exact"]
         prefix = sorted(((s, v, d) for s, v, d in entries if d.match == "prefix"), key=lambda e: -len(e[1]))
         matched = pl.lit(False)
@@ -107,15 +107,15 @@ class StagingRule(BaseModel):
             )
             matched = matched | hit
         if expr_stage is None:
-            return pl.DataFrame(schema={"code": pl.String, "stage": pl.Int8})
+            return pl.DataFrame(schema={"code": pl.Categorical, "stage": pl.Int8})
         stage = expr_stage.otherwise(None)
-        return normal.filter(matched).select("code", stage.alias("stage"))
+        return normal.filter(matched).select(pl.col("code").cast(pl.Categorical), stage.alias("stage"))
 
     def match_labs(self, codes: pl.Series, metadata: pl.DataFrame | None = None) -> pl.DataFrame:
         """Match unique data codes to this rule's labs, directly or through MEDS parent codes.
 
         Returns:
-            ``code`` and ``lab`` (the :class:`LabThreshold` name).
+            ``code`` (Categorical, as in events) and ``lab`` (the :class:`LabThreshold` name).
         """
         return match_code_lists({lab.name: lab.codes for lab in self.labs}, codes, metadata).rename({"name": "lab"})
 
@@ -126,13 +126,14 @@ def match_code_lists(
     """Which data codes belong to which named code list, directly or via ``parent_codes`` metadata.
 
     Codes are compared after normalisation (:func:`~ehrprog.tasks.codes.normalise_codes`), so
-    ``LOINC/2160-0`` matches ``loinc/2160-0``. Returns ``code`` and ``name``.
+    ``LOINC/2160-0`` matches ``loinc/2160-0``. Returns ``code`` (Categorical, joinable with
+    events) and ``name``.
     """
     targets = pl.DataFrame(
         [(name, c) for name, entries in lists.items() for c in entries], schema=["name", "target"], orient="row"
     )
     if targets.height == 0:
-        return pl.DataFrame(schema={"code": pl.String, "name": pl.String})
+        return pl.DataFrame(schema={"code": pl.Categorical, "name": pl.String})
     target_norm = normalise_codes(targets["target"]).rename({"code": "target"})
     targets = targets.join(target_norm, on="target").select("name", "system", "value")
     unique = pl.Series(codes, dtype=pl.String).unique()
@@ -140,7 +141,7 @@ def match_code_lists(
     parts = [direct]
     if metadata is not None and metadata.height and "parent_codes" in metadata.columns:
         parents = (
-            metadata.filter(pl.col("code").is_in(unique.implode()))
+            metadata.filter(pl.col("code").cast(pl.String).is_in(unique.implode()))
             .select("code", pl.col("parent_codes").alias("parent"))
             .explode("parent")
             .drop_nulls("parent")
@@ -149,4 +150,6 @@ def match_code_lists(
             parent_norm = normalise_codes(parents["parent"]).rename({"code": "parent"})
             via = parents.join(parent_norm, on="parent").join(targets, on=["system", "value"]).select("code", "name")
             parts.append(via)
-    return pl.concat(parts).unique(["code"], keep="first").sort("code")
+    return (
+        pl.concat(parts).unique(["code"], keep="first").sort("code").with_columns(pl.col("code").cast(pl.Categorical))
+    )
