@@ -241,7 +241,7 @@ def _group(lazy: pl.LazyFrame, attributes: pl.LazyFrame, ordered: bool, strategy
         .join(static, on="subject_id", how="left")
         .join(nested, on="subject_id", how="left")
         .with_columns(
-            pl.col("static_codes").fill_null(pl.lit([], pl.List(pl.String))),
+            pl.col("static_codes").fill_null(pl.lit([], pl.List(pl.Categorical))),
             pl.col("visits").fill_null(pl.lit([], pl.List(VISIT_STRUCT))),
         )
         .select("subject_id", "birth", "death", "sex", "static_codes", "visits")
