@@ -160,7 +160,7 @@ class CKDProgression(ProgressionTask):
             events.lazy.filter(pl.col("code").is_in(egfr_codes.implode())).select("subject_id", "time").unique()
         )
         people = events.subjects().lazy().select("subject_id", "birth", "sex")
-        rows = (
+        recorded = (
             events.lazy.filter(
                 pl.col("code").is_in(creat["code"].implode())
                 & pl.col("time").is_not_null()
@@ -168,14 +168,23 @@ class CKDProgression(ProgressionTask):
             )
             .join(creat.lazy(), on="code", how="inner")
             .join(egfr_times, on=["subject_id", "time"], how="anti")
-            .join(people, on="subject_id", how="left")
-            .with_columns(
-                creatinine_mg_dl(
-                    pl.col("numeric_value").cast(pl.Float64), pl.col("unit"), pl.col("name") == "molar"
-                ).alias("_scr"),
-                ((pl.col("time") - pl.col("birth")).dt.total_days() / 365.25).alias("_age"),
-            )
             .collect()
+        )
+        # The unit conversion is worked out once per distinct (unit, code kind), not per row.
+        factors = (
+            recorded.select("unit", "name")
+            .unique()
+            .with_columns(pl.col("unit").cast(pl.String))
+            .with_columns(
+                creatinine_mg_dl(pl.lit(1.0, pl.Float64), pl.col("unit"), pl.col("name") == "molar").alias("_per")
+            )
+        )
+        per = pl.lit(None, pl.Float64)
+        for unit, name, factor in factors.iter_rows():
+            per = pl.when(pl.col("unit").eq_missing(unit) & (pl.col("name") == name)).then(factor).otherwise(per)
+        rows = recorded.join(people.collect(), on="subject_id", how="left").with_columns(
+            (pl.col("numeric_value").cast(pl.Float64) * per).alias("_scr"),
+            ((pl.col("time") - pl.col("birth")).dt.total_days() / 365.25).alias("_age"),
         )
         usable = pl.col("sex").is_not_null() & (pl.col("_age") >= 18) & pl.col("_scr").is_between(0.1, 30.0)
         skipped = rows.filter(~usable.fill_null(False))

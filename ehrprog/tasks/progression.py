@@ -163,14 +163,15 @@ class ProgressionTask:
         if visits is not None and visits.strategy != self.visits:
             raise ValueError(f"visits were grouped with {visits.strategy!r}, this task uses {self.visits!r}")
         visit_frame = visits if visits is not None else group_visits(events, self.visits)
-        staged_subjects = records.select("subject_id").unique()
-        spans = visit_frame.frame.join(staged_subjects, on="subject_id", how="semi").select(
+        staged_subjects = records["subject_id"].unique()
+        # Project before filtering: filtering the visit frame itself would copy every code list.
+        spans = visit_frame.frame.select(
             "subject_id",
             "death",
             pl.col("visits").list.eval(pl.element().struct.field("start")).alias("s"),
             pl.col("visits").list.eval(pl.element().struct.field("end")).alias("e"),
             pl.col("visits").list.eval(pl.element().struct.field("visit_index")).alias("i"),
-        )
+        ).filter(pl.col("subject_id").is_in(staged_subjects.implode()))
         flat = (
             spans.select("subject_id", "s", "e", "i")
             .explode("s", "e", "i")
