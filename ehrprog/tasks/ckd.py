@@ -166,6 +166,7 @@ class CKDProgression(ProgressionTask):
                 & pl.col("time").is_not_null()
                 & pl.col("numeric_value").is_not_null()
             )
+            .select("subject_id", "time", "code", "numeric_value", "unit")
             .join(creat.lazy(), on="code", how="inner")
             .join(egfr_times, on=["subject_id", "time"], how="anti")
             .collect()

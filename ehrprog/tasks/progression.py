@@ -141,15 +141,14 @@ class ProgressionTask:
             EmptyCohortError: no prediction point could be made.
         """
         all_records, counts = self._stage(events, include_unstaged=True)
-        records = all_records.filter(pl.col("stage").is_not_null())
-        if self.require_disease_evidence:
-            evidence = (
-                all_records.filter((pl.col("source") == "diagnosis") | (pl.col("stage") >= self.evidence_min_lab_stage))
-                .select("subject_id")
-                .unique()
-            )
-            before = records["subject_id"].n_unique()
-            records = records.join(evidence, on="subject_id", how="semi")
+        staged = pl.col("stage").is_not_null()
+        if not self.require_disease_evidence:
+            records = all_records.filter(staged)
+        else:
+            has_evidence = (pl.col("source") == "diagnosis") | (pl.col("stage") >= self.evidence_min_lab_stage)
+            evidence = all_records.select(pl.col("subject_id").filter(has_evidence).unique())["subject_id"]
+            before = all_records.select(pl.col("subject_id").filter(staged).n_unique()).item()
+            records = all_records.filter(staged & pl.col("subject_id").is_in(evidence.implode()))  # keeps the order
             left_out = before - records["subject_id"].n_unique()
             if left_out:
                 counts[
@@ -218,28 +217,31 @@ class ProgressionTask:
 
     @staticmethod
     def _points(records: pl.DataFrame, visits: pl.DataFrame) -> pl.DataFrame:
-        spans = visits.sort("subject_id", "start")
-        located = records.sort("subject_id", "time").join_asof(
-            spans, left_on="time", right_on="start", by="subject_id", strategy="backward", check_sortedness=False
+        """Prediction points from stage ``records`` (ordered by subject and time, as ``_stage``
+        returns them) and flat ``visits`` (``subject_id``, ``start``, ``end``, ``visit_index``, in
+        subject then visit order, which is start order: as a VisitFrame holds them)."""
+        # Only what points need: joining the full records would copy their codes and sources.
+        lean = records.select(
+            "subject_id", "time", "stage", pl.when(pl.col("source") != "diagnosis").then("value").alias("lab_value")
+        )
+        located = lean.join_asof(
+            visits, left_on="time", right_on="start", by="subject_id", strategy="backward", check_sortedness=False
         )
         prediction_time = (
             pl.when(pl.col("end").is_not_null() & (pl.col("time") <= pl.col("end"))).then("end").otherwise("time")
         )
-        points = (
-            located.with_columns(prediction_time.alias("prediction_time"))
-            .group_by("subject_id", "prediction_time")
-            .agg(
-                pl.col("stage").max().alias("current_stage"),
-                pl.col("value").filter(pl.col("source") != "diagnosis").mean().alias("current_value"),
-            )
-            .sort("subject_id", "prediction_time")
+        points = _group_runs(
+            located.with_columns(prediction_time.alias("prediction_time")),
+            "prediction_time",
+            pl.col("stage").max().alias("current_stage"),
+            pl.col("lab_value").mean().alias("current_value"),
         )
         # Inputs: the longest prefix of visits that all ended by the prediction time.
-        prefix = (
-            visits.sort("subject_id", "visit_index")
-            .with_columns(pl.col("end").cum_max().over("subject_id").alias("_cum_end"))
-            .select("subject_id", "_cum_end", (pl.col("visit_index") + 1).alias("n_visits"))
-            .sort("subject_id", "_cum_end")
+        # (_cum_end rises with visit_index, so the prefix table is ordered for the as-of join.)
+        prefix = visits.select(
+            "subject_id",
+            pl.col("end").cum_max().over("subject_id").alias("_cum_end"),
+            (pl.col("visit_index") + 1).alias("n_visits"),
         )
         return (
             points.join_asof(
@@ -256,7 +258,7 @@ class ProgressionTask:
 
     def _targets(self, points: pl.DataFrame, records: pl.DataFrame, follow_up: pl.DataFrame) -> pl.DataFrame:
         """Next stage and time to the first higher stage; ``follow_up`` gives each subject's censoring time."""
-        per_time = records.group_by("subject_id", "time").agg(pl.col("stage").max()).sort("subject_id", "time")
+        per_time = _group_runs(records.select("subject_id", "time", "stage"), "time", pl.col("stage").max())
         points = points.sort("subject_id", "prediction_time")
         with_next = _first_after(points, per_time.rename({"time": "_next_time", "stage": "next_stage"}), "_next_time")
         with_next = with_next.drop("_next_time")
@@ -276,6 +278,27 @@ class ProgressionTask:
             )
             .drop("_event_time", "_censor")
         )
+
+
+def _group_runs(frame: pl.DataFrame, time_column: str, *aggs: pl.Expr) -> pl.DataFrame:
+    """Group by ``subject_id`` and ``time_column``, ordered by both.
+
+    The frames this is used on are (nearly always) already in that order, so equal keys form
+    runs: a run number is a sorted group key, and aggregating runs is a few times faster and
+    lighter than hashing both keys. Frames out of order are sorted first.
+    """
+    subject, time = pl.col("subject_id"), pl.col(time_column)
+    new_subject = subject != subject.shift(1)
+    in_order = frame.select(((time >= time.shift(1)) | new_subject).fill_null(True).all()).item()
+    if not in_order:
+        frame = frame.sort("subject_id", time_column)
+    run = (new_subject | (time != time.shift(1))).fill_null(True).cum_sum().set_sorted().alias("_run")
+    return (
+        frame.with_columns(run)
+        .group_by("_run", maintain_order=True)
+        .agg(subject.first(), time.first(), *aggs)
+        .drop("_run")
+    )
 
 
 def _first_after(points: pl.DataFrame, records: pl.DataFrame, time_column: str) -> pl.DataFrame:
