@@ -80,13 +80,12 @@ def _visit_keys(timed: pl.LazyFrame, strategy: Strategy) -> pl.LazyFrame:
     day_key = pl.col("time").dt.epoch("d").cast(pl.Int64)
     if strategy == "same_day":
         return timed.with_columns(day_key.alias("_key"), pl.lit(None, pl.Int64).alias("_vid"))
-    if isinstance(strategy, Gap):
+    if isinstance(strategy, Gap):  # timed is ordered by subject and time (see _group)
         gap_us = round(strategy.hours * 3_600_000_000)
-        ordered = timed.sort("subject_id", "time")
-        step = pl.col("time").diff().over("subject_id").dt.total_microseconds()
-        new_visit = step.is_null() | (step > gap_us)
-        return ordered.with_columns(new_visit.cast(pl.Int64).cum_sum().over("subject_id").alias("_key")).with_columns(
-            pl.lit(None, pl.Int64).alias("_vid")
+        step = pl.col("time").diff().dt.total_microseconds()
+        new_visit = (pl.col("subject_id") != pl.col("subject_id").shift(1)).fill_null(True) | (step > gap_us)
+        return timed.with_columns(
+            new_visit.cast(pl.Int64).cum_sum().alias("_key"), pl.lit(None, pl.Int64).alias("_vid")
         )
     if strategy == "visit_id":
         return _attach_to_visits(timed, day_key)
@@ -190,18 +189,34 @@ def _group(lazy: pl.LazyFrame, attributes: pl.LazyFrame, ordered: bool, strategy
     columns = ["subject_id", "time", "code", "numeric_value", "visit_id", "visit_type"]
     timed = timed.select(*columns, *(["_hash"] if strategy == "visit_id" else []))
     keyed = _visit_keys(timed, strategy)
-    if strategy == "visit_id":  # attaching orphans reorders rows: restore the canonical order
-        keyed = keyed.sort("subject_id", "time", "_hash")
-    per_visit = keyed.group_by("subject_id", "_key", maintain_order=True).agg(
-        pl.col("_vid").first().alias("visit_id"),
-        pl.col("time").min().alias("start"),
-        pl.col("time").max().alias("end"),
-        pl.col("visit_type").drop_nulls().first().alias("visit_type"),
+    # Rows are in time order within a visit: its start and end are its first and last times.
+    # (first/last and filter-then-first are several times faster than min/max and drop_nulls
+    # in polars' grouped aggregation.)
+    visit_values = [
+        pl.col("time").first().alias("start"),
+        pl.col("time").last().alias("end"),
+        pl.col("visit_type").filter(pl.col("visit_type").is_not_null()).first().alias("visit_type"),
         pl.col("code").alias("codes"),
         pl.col("numeric_value").alias("numeric_values"),
-    )
-    if strategy == "visit_id":  # visits may interleave: order them by start
-        per_visit = per_visit.sort("subject_id", "start", "end", "_key")
+    ]
+    if strategy == "visit_id":
+        # Attaching orphans reorders rows: restore the canonical order; visits may interleave.
+        keyed = keyed.sort("subject_id", "time", "_hash")
+        per_visit = (
+            keyed.group_by("subject_id", "_key", maintain_order=True)
+            .agg(pl.col("_vid").first().alias("visit_id"), *visit_values)
+            .sort("subject_id", "start", "end", "_key")
+        )
+    else:
+        # Same-day and gap keys rise with time, so a visit is a run of consecutive rows: a run
+        # number is a sorted group key, and aggregating runs beats hashing (subject, key).
+        run = (pl.col("subject_id") != pl.col("subject_id").shift(1)) | (pl.col("_key") != pl.col("_key").shift(1))
+        per_visit = (
+            keyed.with_columns(run.fill_null(True).cum_sum().set_sorted().alias("_run"))
+            .group_by("_run", maintain_order=True)
+            .agg(pl.col("subject_id").first(), *visit_values)
+            .select("subject_id", pl.lit(None, pl.Int64).alias("visit_id"), pl.exclude("_run", "subject_id"))
+        )
     # per_visit is ordered by subject (then start): a subject's first visit is where subject_id
     # changes, and forward-filling values taken there replaces three window functions (~3x faster).
     first = (pl.col("subject_id") != pl.col("subject_id").shift(1)).fill_null(True)
@@ -226,8 +241,10 @@ def _group(lazy: pl.LazyFrame, attributes: pl.LazyFrame, ordered: bool, strategy
         )
         .drop("_first")
     )
-    nested = visits.group_by("subject_id", maintain_order=True).agg(
-        pl.struct(*VISIT_STRUCT.to_schema()).alias("visits")
+    nested = (
+        visits.with_columns(pl.col("subject_id").set_sorted())
+        .group_by("subject_id", maintain_order=True)
+        .agg(pl.struct(*VISIT_STRUCT.to_schema()).alias("visits"))
     )
     static = (
         lazy.filter(pl.col("time").is_null())
@@ -235,16 +252,16 @@ def _group(lazy: pl.LazyFrame, attributes: pl.LazyFrame, ordered: bool, strategy
         .group_by("subject_id")
         .agg(pl.col("code").alias("static_codes"))
     )
-    subjects = lazy.select(pl.col("subject_id").unique())
+    # Subjects are ordered before the joins, so no frame holding visit lists is ever sorted.
+    subjects = lazy.select(pl.col("subject_id").unique().sort())
     return (
-        subjects.join(attributes, on="subject_id", how="left")
-        .join(static, on="subject_id", how="left")
-        .join(nested, on="subject_id", how="left")
+        subjects.join(attributes, on="subject_id", how="left", maintain_order="left")
+        .join(static, on="subject_id", how="left", maintain_order="left")
+        .join(nested, on="subject_id", how="left", maintain_order="left")
         .with_columns(
             pl.col("static_codes").fill_null(pl.lit([], pl.List(pl.Categorical))),
             pl.col("visits").fill_null(pl.lit([], pl.List(VISIT_STRUCT))),
         )
         .select("subject_id", "birth", "death", "sex", "static_codes", "visits")
-        .sort("subject_id")
         .collect()
     )
