@@ -8,7 +8,7 @@ from typing import Any
 
 import polars as pl
 
-from ehrprog.accounting import DROP, IngestReport
+from ehrprog.accounting import DROP, DROP_DTYPE, NO_REASON, IngestReport, reason
 from ehrprog.schema import BIRTH_CODE, DEATH_CODE, EVENT_SCHEMA, conform_events, row_hash
 
 
@@ -97,7 +97,7 @@ class EventFrame:
             counts.append(IngestReport.from_checked(piece, []).counts)
             kept.append(piece.filter(pl.col(DROP).is_null()).drop(DROP))
             del piece
-        frame = cls(pl.DataFrame(schema={**EVENT_SCHEMA, DROP: pl.String}), **kwargs)
+        frame = cls(pl.DataFrame(schema={**EVENT_SCHEMA, DROP: DROP_DTYPE}), **kwargs)
         frame._kept = pl.concat(kept) if kept else pl.DataFrame(schema=EVENT_SCHEMA)
         frame._report = IngestReport(_merge_counts(counts), frame._notes)
         return frame
@@ -106,7 +106,7 @@ class EventFrame:
     def from_piece_stream(cls, make_pieces: Callable[[], Iterator[pl.DataFrame]], **kwargs: Any) -> EventFrame:
         """A lazy frame read in pieces on demand (database sources): :meth:`shards` streams the
         pieces, so memory is bounded by one piece; anything else reads every piece (again)."""
-        schema = {**EVENT_SCHEMA, DROP: pl.String}
+        schema = {**EVENT_SCHEMA, DROP: DROP_DTYPE}
         checked = pl.defer(lambda: pl.concat(list(make_pieces())), schema=schema)
         frame = cls(checked, **kwargs)
         frame._pieces = make_pieces
@@ -115,7 +115,7 @@ class EventFrame:
     @classmethod
     def from_frame(cls, frame: pl.DataFrame | pl.LazyFrame, **kwargs: Any) -> EventFrame:
         """Wrap an event table that is already clean (no rows are checked or dropped)."""
-        lazy = _canonical_order(conform_events(frame.lazy()).with_columns(pl.lit(None, pl.String).alias(DROP)))
+        lazy = _canonical_order(conform_events(frame.lazy()).with_columns(NO_REASON.alias(DROP)))
         checked = lazy.collect() if isinstance(frame, pl.DataFrame) else lazy
         return cls(checked, **kwargs)
 
@@ -306,12 +306,12 @@ def mark_event_drops(
             pl.when(pl.col(DROP).is_not_null())
             .then(pl.col(DROP))
             .when(pl.lit(known_subjects) & pl.col("_known").is_null())
-            .then(pl.lit("person_id: not in the person table"))
+            .then(reason("person_id: not in the person table"))
             .when(~is_vital & (pl.col("time") < pl.col("_birth")))
-            .then(pl.lit("time: event before the subject's birth"))
+            .then(reason("time: event before the subject's birth"))
             .when(~is_vital & (pl.col("time") >= pl.col("_death_end")))
-            .then(pl.lit("time: event after the day of the subject's death"))
-            .otherwise(None)
+            .then(reason("time: event after the day of the subject's death"))
+            .otherwise(NO_REASON)
             .alias(DROP)
         )
         .drop("_birth", "_death_end", "_known")
@@ -319,7 +319,7 @@ def mark_event_drops(
         .sort("subject_id", "time", "_hash", nulls_last=False)
         .with_columns(
             pl.when(pl.col(DROP).is_null() & same_as_previous)
-            .then(pl.lit("duplicate event: same subject, time, code, value, unit and visit as another row"))
+            .then(reason("duplicate event: same subject, time, code, value, unit and visit as another row"))
             .otherwise(pl.col(DROP))
             .alias(DROP)
         )

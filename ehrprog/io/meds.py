@@ -17,7 +17,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ehrprog.accounting import DROP
+from ehrprog.accounting import DROP, NO_REASON, reason
 from ehrprog.errors import InputError
 from ehrprog.events import EventFrame, empty_codes, mark_event_drops
 from ehrprog.io import tabular
@@ -92,14 +92,14 @@ def _read_shard(path: Path, root: Path, visit_id_column: str | None, notes: list
     )
     drop = (
         pl.when(pl.col("subject_id").is_null() & pl.col("_has_raw_subject"))
-        .then(pl.lit("subject_id: not an integer"))
+        .then(reason("subject_id: not an integer"))
         .when(pl.col("subject_id").is_null())
-        .then(pl.lit("subject_id: null"))
+        .then(reason("subject_id: null"))
         .when(pl.col("code").is_null())
-        .then(pl.lit("code: null"))
+        .then(reason("code: null"))
         .when(pl.col("time").is_null() & pl.col("_has_raw_time"))
-        .then(pl.lit("time: unparseable"))
-        .otherwise(None)
+        .then(reason("time: unparseable"))
+        .otherwise(NO_REASON)
     )
     return typed.with_columns(drop.alias(DROP)).select(*EVENT_SCHEMA, DROP)
 

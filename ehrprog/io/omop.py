@@ -16,7 +16,7 @@ from typing import Literal
 
 import polars as pl
 
-from ehrprog.accounting import DROP
+from ehrprog.accounting import DROP, NO_REASON, reason
 from ehrprog.errors import InputError
 from ehrprog.events import EventFrame, empty_codes, mark_event_drops
 from ehrprog.io import tabular
@@ -223,14 +223,14 @@ def _events_from(folder: _Folder, spec: EventTable, concepts: pl.DataFrame, mode
     visit_type = pl.col("_std_code") if spec.name == "visit_occurrence" else pl.lit(None, pl.Categorical)
     drop = (
         pl.when(pl.col("subject_id").is_null())
-        .then(pl.lit("person_id: null or not an integer"))
+        .then(reason("person_id: null or not an integer"))
         .when(pl.col("time").is_null() & pl.col("_has_raw_time"))
-        .then(pl.lit(f"{times[-1]}: unparseable date"))
+        .then(reason(f"{times[-1]}: unparseable date"))
         .when(pl.col("time").is_null())
-        .then(pl.lit(f"{times[-1]}: null date"))
+        .then(reason(f"{times[-1]}: null date"))
         .when(pl.col("code").is_null())
-        .then(pl.lit(f"{spec.concept}: no concept and no source value"))
-        .otherwise(None)
+        .then(reason(f"{spec.concept}: no concept and no source value"))
+        .otherwise(NO_REASON)
     )
     return (
         joined.with_columns(
@@ -300,12 +300,12 @@ def _person_events(folder: _Folder, concepts: pl.DataFrame) -> pl.LazyFrame:
     events = pl.concat(rows, how="vertical_relaxed")
     drop = (
         pl.when(pl.col("subject_id").is_null())
-        .then(pl.lit("person_id: null or not an integer"))
+        .then(reason("person_id: null or not an integer"))
         .when(pl.col("_missing"))
-        .then(pl.lit("year_of_birth: null or not an integer"))
+        .then(reason("year_of_birth: null or not an integer"))
         .when((pl.col("code") == BIRTH_CODE) & pl.col("time").is_null())
-        .then(pl.lit("birth_datetime: unparseable date"))
-        .otherwise(None)
+        .then(reason("birth_datetime: unparseable date"))
+        .otherwise(NO_REASON)
     )
     return (
         events.with_columns(drop.alias(DROP), pl.lit("omop/person").alias("source"))
@@ -333,12 +333,12 @@ def _death_events(folder: _Folder) -> pl.LazyFrame | None:
     )
     drop = (
         pl.when(pl.col("subject_id").is_null())
-        .then(pl.lit("person_id: null or not an integer"))
+        .then(reason("person_id: null or not an integer"))
         .when(pl.col("time").is_null())
-        .then(pl.lit("death_date: null or unparseable date"))
+        .then(reason("death_date: null or unparseable date"))
         .when(pl.int_range(pl.len()).over("subject_id") > 0)
-        .then(pl.lit("death: more than one death record for the person (earliest kept)"))
-        .otherwise(None)
+        .then(reason("death: more than one death record for the person (earliest kept)"))
+        .otherwise(NO_REASON)
     )
     return (
         death.sort("subject_id", "time", nulls_last=True)
