@@ -120,12 +120,13 @@ def _concepts(folder: _Folder) -> tuple[pl.DataFrame, pl.DataFrame]:
     return table.select("concept_id", "code"), table.select("code", "description").unique("code", keep="first")
 
 
-def _id_codes(ids: pl.Series, concepts: pl.DataFrame | None, alias: str, *, fallback: bool = True) -> pl.LazyFrame:
-    """``(ids.name, alias)`` for the distinct non-zero ``ids``: the concept's code where
-    ``concepts`` knows it, else ``OMOP/<id>`` (``fallback``) or null, as a Categorical.
+def _id_codes(ids: pl.Series, concepts: pl.DataFrame | None, *, fallback: bool = True) -> pl.Expr:
+    """The code of each id in column ``ids.name`` (Categorical), for ids among the distinct
+    ``ids``: the concept's code where ``concepts`` knows it, else ``OMOP/<id>`` (``fallback``)
+    or null; null for null and 0.
 
-    Spelling codes once per distinct id and joining them back costs a gather per row instead of
-    a string format (or a string join) per row.
+    Codes are spelled once per distinct id and mapped back with ``replace_strict`` (a hash
+    lookup per row producing one new column), not formatted or joined per row.
     """
     column = ids.name
     frame = ids.to_frame().filter(pl.col(column).is_not_null() & (pl.col(column) != 0))
@@ -135,7 +136,10 @@ def _id_codes(ids: pl.Series, concepts: pl.DataFrame | None, alias: str, *, fall
     else:
         frame = frame.join(concepts.rename({"concept_id": column}), on=column, how="left")
         code = pl.coalesce(pl.col("code"), by_id) if fallback else pl.col("code")
-    return frame.select(column, code.cast(pl.Categorical).alias(alias)).lazy()
+    mapping = frame.select(column, code.cast(pl.Categorical).alias("code")).drop_nulls()
+    if mapping.height == 0:
+        return pl.lit(None, pl.Categorical)
+    return pl.col(column).replace_strict(mapping[column], mapping["code"], default=None, return_dtype=pl.Categorical)
 
 
 def _code_expr(has_source_concept: bool, has_source_value: bool, mode: CodeMode) -> tuple[pl.Expr, pl.Expr]:
@@ -200,18 +204,17 @@ def _events_from(folder: _Folder, spec: EventTable, concepts: pl.DataFrame, mode
         *([pl.col(spec.unit).alias("_raw_unit")] if spec.unit in schema else []),
     )
     # The distinct ids of the three concept columns, read once (one pass over three columns),
-    # are spelled as codes up front; every read of the table then joins these small frames.
+    # are spelled as codes up front; every read of the table then maps ids to those codes.
     distinct = typed.select(pl.col("_std_id", "_src_id", "_unit_id").unique().implode()).collect()
     ids = {name: distinct[name].explode() for name in distinct.columns}
     by_id = None if mode == "concept_id" else concepts
-    joined = typed.join(_id_codes(ids["_std_id"], by_id, "_std_code"), on="_std_id", how="left")
-    if source_concept:
-        # A source concept missing from CONCEPT falls back to the source value, not to OMOP/<id>.
-        src_codes = _id_codes(ids["_src_id"], by_id, "_src_code", fallback=mode == "concept_id")
-        joined = joined.join(src_codes, on="_src_id", how="left")
     unit_names = concepts.select("concept_id", pl.col("code").str.extract(r"/(.*)$", 1))
-    units = _id_codes(ids["_unit_id"], unit_names, "_unit_code", fallback=False)
-    joined = joined.join(units, on="_unit_id", how="left")
+    joined = typed.with_columns(
+        _id_codes(ids["_std_id"], by_id).alias("_std_code"),
+        # A source concept missing from CONCEPT falls back to the source value, not to OMOP/<id>.
+        _id_codes(ids["_src_id"], by_id, fallback=mode == "concept_id").alias("_src_code"),
+        _id_codes(ids["_unit_id"], unit_names, fallback=False).alias("_unit_code"),
+    )
     code, needs_value = _code_expr(source_concept is not None, source_value is not None, mode)
     if source_value:  # cleaned only where the code falls back to it
         raw = pl.when(needs_value).then(pl.col("_raw_src_value"))
