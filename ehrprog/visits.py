@@ -18,6 +18,7 @@ the result does not depend on input row order.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -167,7 +168,13 @@ def group_visits(events: EventFrame | pl.DataFrame | pl.LazyFrame, strategy: Str
         if events.in_memory:
             # In-memory events are ordered by subject, time and row hash: group them slice by slice
             # (never splitting a subject) so only one slice's intermediate lists are alive at a time.
-            pieces = [_group(piece.lazy(), attributes.lazy(), True, strategy) for piece in events.subject_slices()]
+            # Two slices at a time fill the core polars leaves idle in a slice's serial stretches.
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                pieces = list(
+                    pool.map(
+                        lambda piece: _group(piece.lazy(), attributes.lazy(), True, strategy), events.subject_slices()
+                    )
+                )
             frame = pl.concat(pieces) if pieces else _group(events.lazy, attributes.lazy(), True, strategy)
             return VisitFrame(frame, strategy, events.codes)
         lazy = events.lazy
