@@ -121,6 +121,26 @@ def test_messy_values_padded_negative_ids_and_mixed_date_formats(tmp_path):
     assert set(frame.filter(pl.col("time").is_null())["code"].to_list()) == {"Gender/F", "Gender/M"}
 
 
+def test_units_are_trimmed_blank_units_are_null_and_unit_concepts_are_named(tmp_path):
+    root = tmp_path / "omop"
+    _write_minimal(root, [[1, 8532, 1950, 3, 4, None, 0, 0]], [])
+    header = ["measurement_id", "person_id", "measurement_concept_id", "measurement_date"]
+    header += ["value_as_number", "unit_concept_id", "unit_source_value"]
+    rows = [
+        [1, 1, 3016723, "2020-01-01", 1.2, None, "  mg/dL "],
+        [2, 1, 3016723, "2020-01-02", 1.3, None, "mg/dL"],
+        [3, 1, 3016723, "2020-01-03", 1.4, None, "   "],
+        [4, 1, 3016723, "2020-01-04", 1.5, 8840, None],  # no unit text: named from the unit concept
+        [5, 1, 3016723, "2020-01-05", 1.6, 123, None],  # unknown unit concept: no unit
+    ]
+    write_csv(root / "measurement.csv", header, rows)
+    header = ["concept_id", "concept_name", "vocabulary_id", "concept_code"]
+    write_csv(root / "concept.csv", header, [[8840, "milligram per deciliter", "UCUM", "mg/dL"]])
+    labs = ep.read_omop(root).collect().filter(pl.col("source") == "omop/measurement").sort("time")
+    assert labs["unit"].to_list() == ["mg/dL", "mg/dL", None, "mg/dL", None]
+    assert labs["unit"].dtype == pl.Categorical
+
+
 def test_missing_person_table_is_an_error_naming_the_folder(tmp_path):
     (tmp_path / "omop").mkdir()
     write_csv(tmp_path / "omop" / "condition_occurrence.csv", COND_HEADER, [])
