@@ -119,6 +119,27 @@ def test_inputs_hold_nothing_recorded_after_the_prediction_time(sim_omop):
     assert "death" not in cohort.X.visits.frame.columns
 
 
+def test_a_longer_visit_still_open_at_the_prediction_time_is_not_an_input():
+    # visit_id grouping: admission 10 runs 2020-01-01..01-10; clinic visits 20 (01-03) and 30
+    # (01-05) lie inside it. A point at visit 30 may read none of them: the admission (visit 0
+    # in start order) has not ended, and inputs are a prefix of the visits in start order.
+    ev = make_events(
+        [
+            *PERSON,
+            (1, "2020-01-01 08:00", "ADMIT", None, None, 10),
+            (1, "2020-01-03 09:00", "X", None, None, 20),
+            (1, "2020-01-05 09:00", "ICD10CM/N18.3", None, None, 30),
+            (1, "2020-01-10 17:00", "DISCHARGE", None, None, 10),
+            (1, "2020-06-01 09:00", "ICD10CM/N18.4", None, None, 40),
+        ]
+    )
+    cohort = CKDProgression(visits="visit_id").build(ev)
+    points = cohort.X.points.sort("prediction_time")
+    assert points["prediction_time"].to_list()[0] == datetime(2020, 1, 5, 9)
+    assert points["n_visits"].to_list()[0] == 0
+    assert (cohort.X.histories()["end"] <= cohort.X.histories()["prediction_time"]).all()
+
+
 def test_x_shares_one_history_per_subject_instead_of_copying_it(sim_omop):
     cohort = CKDProgression().build(ep.read_omop(sim_omop))
     assert len(cohort.X) > 3 * cohort.X.visits.n_subjects

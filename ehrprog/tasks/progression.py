@@ -238,11 +238,12 @@ class ProgressionTask:
         )
         # Inputs: the longest prefix of visits that all ended by the prediction time.
         # (_cum_end rises with visit_index, so the prefix table is ordered for the as-of join.)
-        prefix = visits.select(
-            "subject_id",
-            pl.col("end").cum_max().over("subject_id").alias("_cum_end"),
-            (pl.col("visit_index") + 1).alias("n_visits"),
-        )
+        # Visits that do not overlap (same-day, gap) already end in order: the running maximum is
+        # the end itself, and the per-subject window can be skipped.
+        end, new_subject = pl.col("end"), pl.col("subject_id") != pl.col("subject_id").shift(1)
+        ends_in_order = visits.select(((end >= end.shift(1)) | new_subject).fill_null(True).all()).item()
+        cum_end = end if ends_in_order else end.cum_max().over("subject_id")
+        prefix = visits.select("subject_id", cum_end.alias("_cum_end"), (pl.col("visit_index") + 1).alias("n_visits"))
         return (
             points.join_asof(
                 prefix,
