@@ -193,7 +193,7 @@ class ProgressionTask:
         no_follow = points.filter(pl.col("time_to_event_days") <= 0)
         if no_follow.height:
             counts["points with no follow-up after the prediction time"] = no_follow.height
-        points = points.filter(pl.col("time_to_event_days") > 0).sort("subject_id", "prediction_time")
+        points = points.filter(pl.col("time_to_event_days") > 0)  # still ordered by subject and time
         if points.height == 0:
             raise EmptyCohortError(f"no {self.rule.name} prediction point has follow-up: the cohort is empty")
         # Shared, not copied: the visit frame without death dates (dropping a column copies nothing).
@@ -258,26 +258,33 @@ class ProgressionTask:
         )
 
     def _targets(self, points: pl.DataFrame, records: pl.DataFrame, follow_up: pl.DataFrame) -> pl.DataFrame:
-        """Next stage and time to the first higher stage; ``follow_up`` gives each subject's censoring time."""
+        """Next stage and time to the first higher stage; ``follow_up`` gives each subject's censoring time.
+
+        ``points`` are ordered by subject and prediction time (as ``_points`` makes them); the
+        result keeps their order. Each stage's "first later record of a higher stage" is one as-of
+        join adding one column to all points (which keeps the order and copies no other column),
+        and a point reads the column of its own stage.
+        """
         per_time = _group_runs(records.select("subject_id", "time", "stage"), "time", pl.col("stage").max())
-        points = points.sort("subject_id", "prediction_time")
-        with_next = _first_after(points, per_time.rename({"time": "_next_time", "stage": "next_stage"}), "_next_time")
-        with_next = with_next.drop("_next_time")
-        parts = []
-        for stage in range(1, self.rule.n_stages + 1):
-            at_stage = with_next.filter(pl.col("current_stage") == stage)
-            if at_stage.height:
-                higher = per_time.filter(pl.col("stage") > stage).select("subject_id", pl.col("time").alias("_event"))
-                parts.append(_first_after(at_stage, higher, "_event").rename({"_event": "_event_time"}))
-        targets = pl.concat(parts)
+        next_records = per_time.rename({"time": "_next_time", "stage": "next_stage"})
+        targets = _first_after(points, next_records, "_next_time").drop("_next_time")
+        event_time = pl.lit(None, pl.Datetime("us"))
+        stages = [s for s in range(1, self.rule.n_stages + 1) if (points["current_stage"] == s).any()]
+        for stage in stages:
+            higher = per_time.filter(pl.col("stage") > stage).select(
+                "subject_id", pl.col("time").alias(f"_after{stage}")
+            )
+            targets = _first_after(targets, higher, f"_after{stage}")
+            event_time = pl.when(pl.col("current_stage") == stage).then(pl.col(f"_after{stage}")).otherwise(event_time)
         end = pl.coalesce("_event_time", "_censor")
         return (
-            targets.join(follow_up, on="subject_id", how="left")
+            targets.join(follow_up, on="subject_id", how="left", maintain_order="left")
+            .with_columns(event_time.alias("_event_time"))
             .with_columns(
                 pl.col("_event_time").is_not_null().alias("event"),
                 ((end - pl.col("prediction_time")).dt.total_microseconds() / _DAY_US).alias("time_to_event_days"),
             )
-            .drop("_event_time", "_censor")
+            .drop("_event_time", "_censor", *[f"_after{stage}" for stage in stages])
         )
 
 
