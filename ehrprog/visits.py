@@ -270,5 +270,5 @@ def _group(lazy: pl.LazyFrame, attributes: pl.LazyFrame, ordered: bool, strategy
             pl.col("visits").fill_null(pl.lit([], pl.List(VISIT_STRUCT))),
         )
         .select("subject_id", "birth", "death", "sex", "static_codes", "visits")
-        .collect()
+        .collect(engine="in-memory")
     )

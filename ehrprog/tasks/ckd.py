@@ -169,7 +169,7 @@ class CKDProgression(ProgressionTask):
             .select("subject_id", "time", "code", "numeric_value", "unit")
             .join(creat.lazy(), on="code", how="inner")
             .join(egfr_times, on=["subject_id", "time"], how="anti")
-            .collect()
+            .collect(engine="in-memory")
         )
         # The unit conversion is worked out once per distinct (unit, code kind), not per row.
         factors = (

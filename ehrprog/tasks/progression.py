@@ -96,7 +96,7 @@ class ProgressionTask:
             staged = (
                 pl.concat(values, how="vertical_relaxed")
                 .with_columns(lab.stage_expr(pl.col("value")).alias("stage"), pl.lit(lab.name).alias("source"))
-                .collect()
+                .collect(engine="in-memory")
             )
             unstaged = staged.filter(pl.col("stage").is_null()).height
             if unstaged:
@@ -109,7 +109,9 @@ class ProgressionTask:
         )
         if not include_unstaged:
             frame = frame.filter(pl.col("stage").is_not_null())
-        return frame.sort("subject_id", "time", "stage", "source", "code", nulls_last=True).collect(), counts
+        return frame.sort("subject_id", "time", "stage", "source", "code", nulls_last=True).collect(
+            engine="in-memory"
+        ), counts
 
     def stage_events(self, events: EventFrame, *, include_unstaged: bool = False) -> pl.DataFrame:
         """Every stage record in ``events``.
