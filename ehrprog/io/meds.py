@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from ehrprog.accounting import DROP, NO_REASON, reason
 from ehrprog.errors import InputError
-from ehrprog.events import EventFrame, empty_codes, mark_event_drops
+from ehrprog.events import EventFrame, collect_two_at_a_time, empty_codes, mark_event_drops
 from ehrprog.io import tabular
 from ehrprog.schema import CATEGORICAL_COLUMNS, EVENT_SCHEMA
 
@@ -137,8 +137,16 @@ def read_meds(
     codes, splits, metadata = _read_metadata(meta_dir, notes)
     options = {"notes": notes, "codes": codes, "splits": splits, "metadata": metadata}
     if materialize:
-        subject_ids = pl.concat([part.select("subject_id") for part in parts]).collect()["subject_id"]
-        events = EventFrame.from_plan(plan, subject_ids, **options)
+        per_shard = pl.collect_all([part.select(pl.col("subject_id").unique()) for part in parts])
+        subject_ids = pl.concat(per_shard)["subject_id"]
+        known = subject_ids.drop_nulls()
+        if len(parts) > 1 and known.n_unique() == known.len():
+            # Shards hold disjoint subjects (MEDS shards partition subjects, often by a hash): each
+            # shard is a piece, read once. (Subject-range pieces would read every shard per piece.)
+            pieces = collect_two_at_a_time(mark_event_drops(part) for part in parts)
+            events = EventFrame.from_pieces(pieces, ordered=False, plan=plan, **options)
+        else:
+            events = EventFrame.from_plan(plan, subject_ids, **options)
     else:
         events = EventFrame(plan(), plan=plan, **options)
     if strict:
