@@ -167,8 +167,8 @@ def group_visits(events: EventFrame | pl.DataFrame | pl.LazyFrame, strategy: Str
         attributes = events.subjects()
         if events.in_memory:
             # In-memory events are ordered by subject, time and row hash: group them slice by slice
-            # (never splitting a subject) so only one slice's intermediate lists are alive at a time.
-            # Two slices at a time fill the core polars leaves idle in a slice's serial stretches.
+            # (never splitting a subject) so only two slices' intermediate lists are alive at a
+            # time; two at a time fill the core polars leaves idle in a slice's serial stretches.
             with ThreadPoolExecutor(max_workers=2) as pool:
                 pieces = list(
                     pool.map(
