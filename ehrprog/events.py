@@ -321,16 +321,20 @@ def subject_attributes(events: pl.LazyFrame, codes: pl.Series | None = None) -> 
     """
     if codes is None:
         codes = events.select(pl.col("code").unique()).collect()["code"]
-    wanted = pl.DataFrame({"code": codes}).filter(
-        pl.col("code").is_in([BIRTH_CODE, DEATH_CODE]) | sex_expr().is_not_null()
-    )["code"]
+    # Sex is read from each distinct code once, not per row.
+    table = pl.DataFrame({"code": codes}).with_columns(sex_expr().alias("sex"))
+    sex_codes = table.filter(pl.col("sex").is_not_null())
+    wanted = table.filter(pl.col("code").is_in([BIRTH_CODE, DEATH_CODE]) | pl.col("sex").is_not_null())["code"]
+    sex = pl.col("code").replace_strict(
+        sex_codes["code"].cast(pl.String).to_list(), sex_codes["sex"].to_list(), default=None, return_dtype=pl.String
+    )
     return (
         events.filter(pl.col("code").is_in(wanted.implode()))
         .group_by("subject_id")
         .agg(
             pl.col("time").filter(pl.col("code") == BIRTH_CODE).min().alias("birth"),
             pl.col("time").filter(pl.col("code") == DEATH_CODE).min().alias("death"),
-            sex_expr().drop_nulls().first().alias("sex"),
+            sex.drop_nulls().first().alias("sex"),
         )
     )
 
