@@ -18,13 +18,12 @@ the result does not depend on input row order.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
 import polars as pl
 
-from ehrprog.events import EventFrame, subject_attributes
+from ehrprog.events import EventFrame, collect_two_at_a_time, subject_attributes
 from ehrprog.schema import BIRTH_CODE, DEATH_CODE, VISIT_STRUCT, conform_events, row_hash
 
 _DAY_US = 86_400_000_000
@@ -74,6 +73,15 @@ class VisitFrame:
     def visits(self) -> pl.DataFrame:
         """One row per visit (``subject_id`` plus the visit struct's fields)."""
         return self.frame.select("subject_id", "visits").explode("visits").drop_nulls("visits").unnest("visits")
+
+
+def run_number(*columns: str) -> pl.Expr:
+    """A run number (UInt32, from 1, flagged sorted) that rises wherever any of ``columns``
+    changes from the previous row: in a frame ordered by those columns, equal keys form runs, and
+    grouping by the run number is a sorted single-key group-by, several times faster in polars
+    than hashing the keys."""
+    changed = pl.any_horizontal([pl.col(c) != pl.col(c).shift(1) for c in columns]).fill_null(True)
+    return changed.cum_sum().set_sorted()
 
 
 def _visit_keys(timed: pl.LazyFrame, strategy: Strategy) -> pl.LazyFrame:
@@ -167,25 +175,25 @@ def group_visits(events: EventFrame | pl.DataFrame | pl.LazyFrame, strategy: Str
         attributes = events.subjects()
         if events.in_memory:
             # In-memory events are ordered by subject, time and row hash: group them slice by slice
-            # (never splitting a subject) so only two slices' intermediate lists are alive at a
-            # time; two at a time fill the core polars leaves idle in a slice's serial stretches.
-            with ThreadPoolExecutor(max_workers=2) as pool:
-                pieces = list(
-                    pool.map(
-                        lambda piece: _group(piece.lazy(), attributes.lazy(), True, strategy), events.subject_slices()
-                    )
-                )
-            frame = pl.concat(pieces) if pieces else _group(events.lazy, attributes.lazy(), True, strategy)
+            # (never splitting a subject), two slices at a time, so only two slices' intermediate
+            # lists are alive at once.
+            slices = [_group(piece.lazy(), attributes.lazy(), True, strategy) for piece in events.subject_slices()]
+            pieces = list(collect_two_at_a_time(slices))
+            frame = pl.concat(pieces) if pieces else _collect(_group(events.lazy, attributes.lazy(), True, strategy))
             return VisitFrame(frame, strategy, events.codes)
         lazy = events.lazy
-        return VisitFrame(_group(lazy, attributes.lazy(), False, strategy), strategy, events.codes)
+        return VisitFrame(_collect(_group(lazy, attributes.lazy(), False, strategy)), strategy, events.codes)
     lazy = conform_events(events.lazy())
     codes = lazy.select(pl.col("code").unique()).collect()["code"]
-    return VisitFrame(_group(lazy, subject_attributes(lazy, codes), False, strategy), strategy)
+    return VisitFrame(_collect(_group(lazy, subject_attributes(lazy, codes), False, strategy)), strategy)
 
 
-def _group(lazy: pl.LazyFrame, attributes: pl.LazyFrame, ordered: bool, strategy: Strategy) -> pl.DataFrame:
-    """Group events (of whole subjects) into the nested visit frame; see :func:`group_visits`."""
+def _collect(frame: pl.LazyFrame) -> pl.DataFrame:
+    return frame.collect(engine="in-memory")
+
+
+def _group(lazy: pl.LazyFrame, attributes: pl.LazyFrame, ordered: bool, strategy: Strategy) -> pl.LazyFrame:
+    """The plan grouping events (of whole subjects) into the nested visit frame; see :func:`group_visits`."""
     vital = pl.col("code").is_in([BIRTH_CODE, DEATH_CODE])
     timed = lazy.filter(pl.col("time").is_not_null() & ~vital)
     content_hash = row_hash().alias("_hash")
@@ -217,9 +225,8 @@ def _group(lazy: pl.LazyFrame, attributes: pl.LazyFrame, ordered: bool, strategy
     else:
         # Same-day and gap keys rise with time, so a visit is a run of consecutive rows: a run
         # number is a sorted group key, and aggregating runs beats hashing (subject, key).
-        run = (pl.col("subject_id") != pl.col("subject_id").shift(1)) | (pl.col("_key") != pl.col("_key").shift(1))
         per_visit = (
-            keyed.with_columns(run.fill_null(True).cum_sum().set_sorted().alias("_run"))
+            keyed.with_columns(run_number("subject_id", "_key").alias("_run"))
             .group_by("_run", maintain_order=True)
             .agg(pl.col("subject_id").first(), *visit_values)
             .select("subject_id", pl.lit(None, pl.Int64).alias("visit_id"), pl.exclude("_run", "subject_id"))
@@ -270,5 +277,4 @@ def _group(lazy: pl.LazyFrame, attributes: pl.LazyFrame, ordered: bool, strategy
             pl.col("visits").fill_null(pl.lit([], pl.List(VISIT_STRUCT))),
         )
         .select("subject_id", "birth", "death", "sex", "static_codes", "visits")
-        .collect(engine="in-memory")
     )

@@ -136,10 +136,7 @@ def _id_codes(ids: pl.Series, concepts: pl.DataFrame | None, *, fallback: bool =
     else:
         frame = frame.join(concepts.rename({"concept_id": column}), on=column, how="left")
         code = pl.coalesce(pl.col("code"), by_id) if fallback else pl.col("code")
-    mapping = frame.select(column, code.cast(pl.Categorical).alias("code")).drop_nulls()
-    if mapping.height == 0:
-        return pl.lit(None, pl.Categorical)
-    return pl.col(column).replace_strict(mapping[column], mapping["code"], default=None, return_dtype=pl.Categorical)
+    return _mapped(frame.select(column, code.cast(pl.Categorical).alias("_value")))
 
 
 def _cleaned_values(raw: pl.Series, dtype: pl.DataType) -> pl.Expr:
@@ -147,13 +144,18 @@ def _cleaned_values(raw: pl.Series, dtype: pl.DataType) -> pl.Expr:
     ``raw``: cleaned once per distinct value and mapped back (units repeat a handful of strings
     over millions of rows; trimming and categorising each row cost 0.1 s per 2.5M)."""
     column = raw.name
-    mapping = raw.to_frame().select(
-        pl.col(column), tabular.clean_string_expr(pl.col(column), dtype).cast(pl.Categorical).alias("_clean")
-    )
-    mapping = mapping.filter(pl.col(column).is_not_null() & pl.col("_clean").is_not_null())
+    cleaned = tabular.clean_string_expr(pl.col(column), dtype).cast(pl.Categorical)
+    return _mapped(raw.to_frame().select(column, cleaned.alias("_value")))
+
+
+def _mapped(mapping: pl.DataFrame) -> pl.Expr:
+    """Column ``mapping``'s first column's name, mapped row by row to ``mapping``'s second column
+    (Categorical); values missing from the mapping, or mapped to null, become null."""
+    key, value = mapping.columns
+    mapping = mapping.drop_nulls()
     if mapping.height == 0:
         return pl.lit(None, pl.Categorical)
-    return pl.col(column).replace_strict(mapping[column], mapping["_clean"], default=None, return_dtype=pl.Categorical)
+    return pl.col(key).replace_strict(mapping[key], mapping[value], default=None, return_dtype=pl.Categorical)
 
 
 def _code_expr(has_source_concept: bool, has_source_value: bool, mode: CodeMode) -> tuple[pl.Expr, pl.Expr]:

@@ -11,7 +11,7 @@ from ehrprog.events import EventFrame
 from ehrprog.schema import LABEL_SCHEMA
 from ehrprog.tasks.cohort import Cohort, CohortX
 from ehrprog.tasks.rules import StagingRule
-from ehrprog.visits import Strategy, VisitFrame, group_visits
+from ehrprog.visits import Strategy, VisitFrame, group_visits, run_number
 
 _DAY_US = 86_400_000_000
 STAGE_EVENT_SCHEMA = {
@@ -242,9 +242,8 @@ class ProgressionTask:
         # (_cum_end rises with visit_index, so the prefix table is ordered for the as-of join.)
         # Visits that do not overlap (same-day, gap) already end in order: the running maximum is
         # the end itself, and the per-subject window can be skipped.
-        end, new_subject = pl.col("end"), pl.col("subject_id") != pl.col("subject_id").shift(1)
-        ends_in_order = visits.select(((end >= end.shift(1)) | new_subject).fill_null(True).all()).item()
-        cum_end = end if ends_in_order else end.cum_max().over("subject_id")
+        end = pl.col("end")
+        cum_end = end if _rises_within_subjects(visits, "end") else end.cum_max().over("subject_id")
         prefix = visits.select("subject_id", cum_end.alias("_cum_end"), (pl.col("visit_index") + 1).alias("n_visits"))
         return (
             points.join_asof(
@@ -297,18 +296,20 @@ def _group_runs(frame: pl.DataFrame, time_column: str, *aggs: pl.Expr) -> pl.Dat
     runs: a run number is a sorted group key, and aggregating runs is a few times faster and
     lighter than hashing both keys. Frames out of order are sorted first.
     """
-    subject, time = pl.col("subject_id"), pl.col(time_column)
-    new_subject = subject != subject.shift(1)
-    in_order = frame.select(((time >= time.shift(1)) | new_subject).fill_null(True).all()).item()
-    if not in_order:
+    if not _rises_within_subjects(frame, time_column):
         frame = frame.sort("subject_id", time_column)
-    run = (new_subject | (time != time.shift(1))).fill_null(True).cum_sum().set_sorted().alias("_run")
     return (
-        frame.with_columns(run)
+        frame.with_columns(run_number("subject_id", time_column).alias("_run"))
         .group_by("_run", maintain_order=True)
-        .agg(subject.first(), time.first(), *aggs)
+        .agg(pl.col("subject_id").first(), pl.col(time_column).first(), *aggs)
         .drop("_run")
     )
+
+
+def _rises_within_subjects(frame: pl.DataFrame, column: str) -> bool:
+    """Whether ``column`` never decreases within a subject (``frame`` ordered by subject)."""
+    value, new_subject = pl.col(column), pl.col("subject_id") != pl.col("subject_id").shift(1)
+    return frame.select(((value >= value.shift(1)) | new_subject).fill_null(True).all()).item()
 
 
 def _first_after(points: pl.DataFrame, records: pl.DataFrame, time_column: str) -> pl.DataFrame:
