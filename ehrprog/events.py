@@ -10,6 +10,7 @@ from typing import Any
 import polars as pl
 
 from ehrprog.accounting import DROP, DROP_DTYPE, NO_REASON, IngestReport, reason
+from ehrprog.ordering import sort_canonically
 from ehrprog.schema import BIRTH_CODE, DEATH_CODE, EVENT_SCHEMA, conform_events, row_hash
 
 
@@ -279,7 +280,7 @@ def _canonical_order(frame: pl.LazyFrame) -> pl.LazyFrame:
     """Order events by subject, time and a hash of the row's content (independent of input order)."""
     return (
         frame.with_columns(row_hash().alias("_hash"))
-        .sort("subject_id", "time", "_hash", nulls_last=False)
+        .map_batches(sort_canonically, predicate_pushdown=True)
         .drop("_hash")
     )
 
@@ -389,7 +390,7 @@ def mark_event_drops(
         )
         .drop("_birth", "_death_end", "_known")
         .with_columns(row_hash().alias("_hash"))
-        .sort("subject_id", "time", "_hash", nulls_last=False)
+        .map_batches(sort_canonically, predicate_pushdown=True)
         .with_columns(
             pl.when(pl.col(DROP).is_null() & same_as_previous)
             .then(reason("duplicate event: same subject, time, code, value, unit and visit as another row"))

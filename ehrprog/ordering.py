@@ -1,0 +1,109 @@
+"""The canonical event order: by subject, then time (untimed rows first), then a hash of the row.
+
+Sorting is the largest single cost of reading events. polars sorts several key columns by
+comparing rows column by column, and here ~75 rows share a subject and ~6 a timestamp, so
+nearly every comparison falls through to the second and third key. :func:`canonical_permutation`
+packs all three keys into one unsigned 64-bit integer instead, sorts that with numpy (a
+vectorised sort where the CPU has one) and settles the rare remaining ties exactly:
+
+    key = subject rank | time step | the top bits of the row hash
+
+The subject rank is the subject id less the smallest (ids that span a narrow range, the usual
+case) or its rank among the distinct ids; the time step counts the coarsest unit (day, second,
+millisecond, microsecond) that every time is a multiple of, from the earliest time. Whatever
+bits are left hold the top of the row hash; rows whose keys tie (same subject and time, and the
+same top hash bits) are put in full-hash order afterwards, so the result is exactly the order of
+``sort(subject_id, time, hash, nulls_last=False)``. Frames whose ranks and steps leave fewer than
+8 bits for the hash (microsecond times spanning centuries, say) are sorted by polars instead.
+
+On a 936,552-row piece of the 100,000-subject benchmark cohort: 0.06-0.07 s with the gather,
+mostly on one core, against 0.09-0.12 s on both cores for polars' three-key sort.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+#: Time units tried for the time step, coarsest first (in microseconds).
+_UNITS_US = (86_400_000_000, 1_000_000, 1_000, 1)
+_MIN_HASH_BITS = 8
+
+
+def sort_canonically(frame: pl.DataFrame, hash_column: str = "_hash") -> pl.DataFrame:
+    """``frame`` ordered by ``subject_id``, ``time`` (nulls first) and ``hash_column`` (UInt64)."""
+    order = canonical_permutation(frame["subject_id"], frame["time"], frame[hash_column])
+    if order is None:
+        return frame.sort("subject_id", "time", hash_column, nulls_last=False)
+    return frame[pl.Series(order)]
+
+
+def canonical_permutation(subject: pl.Series, time: pl.Series, row_hash: pl.Series) -> np.ndarray | None:
+    """Row positions that order the rows by subject, time (nulls first) and hash; ``None`` when
+    the subject ranks and time steps need more than 56 bits (then sort by the columns instead).
+
+    Args:
+        subject: Int64 subject ids, shape ``(n,)``; nulls first.
+        time: Datetime (microseconds) event times, shape ``(n,)``; nulls first within a subject.
+        row_hash: UInt64 hash of each row, shape ``(n,)``.
+
+    Returns:
+        Int64 positions, shape ``(n,)``.
+    """
+    if subject.len() == 0:
+        return np.zeros(0, dtype=np.int64)
+    subject_rank = _subject_ranks(subject)
+    time_step = _time_steps(time)
+    if subject_rank is None or time_step is None:
+        return None
+    subject_bits = int(subject_rank.max()).bit_length()
+    time_bits = int(time_step.max()).bit_length()
+    hash_bits = 64 - subject_bits - time_bits
+    if hash_bits < _MIN_HASH_BITS:
+        return None
+    hashes = row_hash.to_numpy()
+    key = subject_rank << np.uint64(time_bits + hash_bits)
+    key |= time_step << np.uint64(hash_bits)
+    key |= hashes >> np.uint64(64 - hash_bits)
+    order = np.argsort(key)
+    ordered = key[order]
+    tied = np.flatnonzero(ordered[1:] == ordered[:-1])
+    if tied.size:  # same subject, time and top hash bits: order those rows by the full hash
+        positions = np.union1d(tied, tied + 1)
+        rows = order[positions]
+        order[positions] = rows[np.lexsort((hashes[rows], key[rows]))]
+    return order
+
+
+def _subject_ranks(subject: pl.Series) -> np.ndarray | None:
+    """UInt64 ranks: 0 for a null id, else 1 + (id - smallest) or 1 + rank among the distinct ids."""
+    nulls = subject.null_count()
+    low, high = subject.min(), subject.max()
+    if low is None:  # every id is null
+        return np.zeros(subject.len(), dtype=np.uint64)
+    if high - low < 2**32 and low > -(2**63):
+        ranks = (subject - (low - 1)).fill_null(0).to_numpy().astype(np.uint64)
+    else:  # ids spread over the 64-bit range (hashed ids): rank among the distinct ids
+        distinct = subject.drop_nulls().unique().sort()
+        ranks = distinct.search_sorted(subject.fill_null(low)).to_numpy().astype(np.uint64) + np.uint64(1)
+        if nulls:
+            ranks[subject.is_null().to_numpy()] = 0
+    return ranks
+
+
+def _time_steps(time: pl.Series) -> np.ndarray | None:
+    """UInt64 steps: 0 for a null time, else 1 + (time - earliest) in the coarsest unit that
+    divides every time."""
+    micros = time.dt.epoch("us") if time.dtype != pl.Int64 else time
+    earliest = micros.min()
+    if earliest is None:
+        return np.zeros(time.len(), dtype=np.uint64)
+    nulls = micros.null_count()
+    values = micros.fill_null(earliest).to_numpy() if nulls else micros.to_numpy()
+    for unit in _UNITS_US:
+        if unit == 1 or not (values % unit).any():
+            break
+    steps = ((values - earliest) // unit).astype(np.uint64) + np.uint64(1)
+    if nulls:
+        steps[micros.is_null().to_numpy()] = 0
+    return steps

@@ -1,0 +1,78 @@
+"""The packed-key canonical sort gives exactly the order of polars' three-column sort."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ehrprog.ordering import canonical_permutation, sort_canonically
+
+_REFERENCE = ("subject_id", "time", "_hash")
+
+
+def _frame(subjects: list[int | None], times: list[dt.datetime | None], hashes: list[int]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {"subject_id": subjects, "time": times, "_hash": hashes, "row": range(len(subjects))},
+        schema={"subject_id": pl.Int64, "time": pl.Datetime("us"), "_hash": pl.UInt64, "row": pl.Int64},
+    )
+
+
+def _same_order(frame: pl.DataFrame) -> None:
+    expected = frame.sort(*_REFERENCE, nulls_last=False)
+    got = sort_canonically(frame)
+    # Rows equal in all three keys may come in either order; everything else must match exactly.
+    assert got.select(_REFERENCE).equals(expected.select(_REFERENCE))
+    assert sorted(got["row"]) == list(range(frame.height))
+
+
+BASE = dt.datetime(2000, 1, 1)
+narrow_ids = st.one_of(st.none(), st.integers(1, 40))
+wide_ids = st.one_of(st.none(), st.sampled_from([-(2**63) + 1, -5, 0, 7, 2**62, 2**63 - 1]))
+day_times = st.one_of(st.none(), st.integers(-3, 3).map(lambda d: BASE + dt.timedelta(days=d)))
+micro_times = st.one_of(st.none(), st.integers(-(10**6), 10**6).map(lambda us: BASE + dt.timedelta(microseconds=us)))
+# Few distinct hashes, including ones equal in their top bits, so ties of the packed key happen.
+hashes = st.sampled_from([0, 1, 2, 2**40, 2**40 + 1, 2**63, 2**64 - 1])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_packed_sort_equals_column_sort(data) -> None:
+    n = data.draw(st.integers(0, 60))
+    ids = data.draw(st.sampled_from([narrow_ids, wide_ids]))
+    times = data.draw(st.sampled_from([day_times, micro_times]))
+    frame = _frame(
+        data.draw(st.lists(ids, min_size=n, max_size=n)),
+        data.draw(st.lists(times, min_size=n, max_size=n)),
+        data.draw(st.lists(hashes, min_size=n, max_size=n)),
+    )
+    _same_order(frame)
+
+
+def test_ties_in_the_top_hash_bits_are_ordered_by_the_full_hash() -> None:
+    # Same subject and day; the hashes differ only in their low bits, which the packed key drops.
+    frame = _frame([1] * 4, [BASE] * 4, [2**20 + 3, 2**20 + 1, 2**20 + 2, 2**20])
+    assert sort_canonically(frame)["_hash"].to_list() == [2**20, 2**20 + 1, 2**20 + 2, 2**20 + 3]
+
+
+def test_keys_too_wide_to_pack_fall_back_to_the_column_sort() -> None:
+    # Microsecond times spanning ~290,000 years need ~63 bits: no room left for the subjects.
+    times = [dt.datetime(1, 1, 1), dt.datetime(9999, 12, 31, 23, 59, 59, 999_999), BASE + dt.timedelta(microseconds=1)]
+    frame = pl.DataFrame(
+        {"subject_id": [3, 1, 2], "time": times, "_hash": [1, 2, 3]},
+        schema={"subject_id": pl.Int64, "time": pl.Datetime("us"), "_hash": pl.UInt64},
+    )
+    assert canonical_permutation(frame["subject_id"], frame["time"], frame["_hash"]) is None
+    assert sort_canonically(frame)["subject_id"].to_list() == [1, 2, 3]
+
+
+def test_units_are_detected_from_the_times() -> None:
+    # Day-resolution times spanning 200 years pack into few bits; one odd second forces seconds.
+    days = [BASE + dt.timedelta(days=d) for d in (0, 36_500, -36_500)]
+    frame = _frame([1, 1, 1], days, [5, 5, 5])
+    assert sort_canonically(frame)["time"].to_list() == sorted(days)
+    seconds = [*days, BASE + dt.timedelta(seconds=1)]
+    frame = _frame([1, 1, 1, 1], seconds, [5, 5, 5, 5])
+    assert sort_canonically(frame)["time"].to_list() == sorted(seconds)
