@@ -107,3 +107,99 @@ def _time_steps(time: pl.Series) -> np.ndarray | None:
     if nulls:
         steps[micros.is_null().to_numpy()] = 0
     return steps
+
+
+class SubjectTimeKeys:
+    """Int64 keys that order (subject, time) pairs of several frames alike: ``subject rank << b |
+    time step``, where the step is the time since the earliest in units of the largest power of
+    two that divides every such difference (2^13 us for whole days, 2^6 us for whole seconds).
+
+    Fitted once to every (subject, time) the keys will encode, so keys compare across frames;
+    a key of a subject or time outside the fitted ones is meaningless.
+    """
+
+    def __init__(self, low: int, distinct: pl.Series | None, earliest: int, shift: int, step_bits: int) -> None:
+        self.low, self.distinct, self.earliest = low, distinct, earliest
+        self.shift, self.step_bits = shift, step_bits
+
+    @classmethod
+    def fit(cls, columns: list[tuple[pl.DataFrame, str]]) -> SubjectTimeKeys | None:
+        """Fit to ``(frame, time column)`` pairs (frames with ``subject_id``); ``None`` when a
+        subject or time is null or the keys would need more than 63 bits."""
+        micros = [frame.select(pl.col(time).dt.epoch("us").alias("t"), "subject_id") for frame, time in columns]
+        bounds = pl.concat(
+            [
+                f.select(
+                    pl.col("subject_id").min().alias("low"),
+                    pl.col("subject_id").max().alias("high"),
+                    pl.col("t").min().alias("earliest"),
+                    pl.col("t").max().alias("latest"),
+                    (pl.col("subject_id").null_count() + pl.col("t").null_count()).alias("nulls"),
+                )
+                for f in micros
+            ]
+        )
+        if bounds["nulls"].sum() or bounds["low"].null_count():
+            return None
+        low, high = bounds["low"].min(), bounds["high"].max()
+        earliest, latest = bounds["earliest"].min(), bounds["latest"].max()
+        spread = 0
+        for f in micros:
+            spread |= f.select((pl.col("t") - earliest).bitwise_or()).item() or 0
+        shift = (spread & -spread).bit_length() - 1 if spread else 0
+        step_bits = ((latest - earliest) >> shift).bit_length()
+        distinct = None
+        if high - low >= 2**32:  # ids spread over the 64-bit range (hashed ids): rank them
+            distinct = pl.concat([f["subject_id"] for f in micros]).unique().sort()
+            high, low = distinct.len() - 1, 0
+        if (high - low).bit_length() + step_bits > 63:
+            return None
+        return cls(low, distinct, earliest, shift, step_bits)
+
+    def expr(self, time: str) -> pl.Expr:
+        """The key of each row's ``subject_id`` and ``time`` (Int64)."""
+        subject = pl.col("subject_id")
+        rank = subject - self.low if self.distinct is None else pl.lit(self.distinct).search_sorted(subject)
+        step = (pl.col(time).dt.epoch("us") - self.earliest) // (1 << self.shift)
+        return rank.cast(pl.Int64) * (1 << self.step_bits) + step
+
+
+def join_asof_by_subject(
+    left: pl.DataFrame,
+    right: pl.DataFrame,
+    *,
+    left_on: str,
+    right_on: str,
+    strategy: str,
+    allow_exact_matches: bool = True,
+    keys: SubjectTimeKeys | None = None,
+) -> pl.DataFrame:
+    """``left.join_asof(right, by="subject_id", ...)`` for frames each ordered by subject, then
+    their time column.
+
+    polars' as-of join with ``by`` hashes the subjects (0.10 s for 1.5M rows against 1.26M); on one
+    packed (subject, time) key (``keys``, fitted to both frames' times when not given) it is a
+    merge of two sorted arrays (0.02 s). A match that crosses into another subject (the keys of
+    adjacent subjects are adjacent) is discarded.
+    """
+    keys = keys or SubjectTimeKeys.fit([(left, left_on), (right, right_on)])
+    if keys is None:
+        return left.join_asof(
+            right,
+            left_on=left_on,
+            right_on=right_on,
+            by="subject_id",
+            strategy=strategy,
+            allow_exact_matches=allow_exact_matches,
+            check_sortedness=False,
+        )
+    values = [c for c in right.columns if c != "subject_id"]
+    joined = left.with_columns(keys.expr(left_on).alias("_key")).join_asof(
+        right.with_columns(keys.expr(right_on).alias("_key")).rename({"subject_id": "_right_subject"}),
+        on="_key",
+        strategy=strategy,
+        allow_exact_matches=allow_exact_matches,
+        check_sortedness=False,
+    )
+    same = pl.col("_right_subject") == pl.col("subject_id")
+    return joined.with_columns(pl.when(same).then(pl.col(c)).alias(c) for c in values).drop("_key", "_right_subject")

@@ -8,7 +8,7 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ehrprog.ordering import canonical_permutation, sort_canonically
+from ehrprog.ordering import SubjectTimeKeys, canonical_permutation, join_asof_by_subject, sort_canonically
 
 _REFERENCE = ("subject_id", "time", "_hash")
 
@@ -76,3 +76,55 @@ def test_units_are_detected_from_the_times() -> None:
     seconds = [*days, BASE + dt.timedelta(seconds=1)]
     frame = _frame([1, 1, 1, 1], seconds, [5, 5, 5, 5])
     assert sort_canonically(frame)["time"].to_list() == sorted(seconds)
+
+
+def _sorted_frame(ids: list[int], times: list[dt.datetime], name: str) -> pl.DataFrame:
+    frame = pl.DataFrame(
+        {"subject_id": ids, name: times, f"{name}_row": range(len(ids))},
+        schema={"subject_id": pl.Int64, name: pl.Datetime("us"), f"{name}_row": pl.Int64},
+    )
+    return frame.sort("subject_id", name)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_packed_asof_join_equals_polars_by_join(data) -> None:
+    ids = data.draw(st.sampled_from([st.integers(1, 6), st.sampled_from([-(2**63) + 1, -5, 7, 2**63 - 1])]))
+    times = data.draw(
+        st.sampled_from(
+            [
+                st.integers(-5, 5).map(lambda d: BASE + dt.timedelta(days=d)),
+                st.integers(-(10**6), 10**6).map(lambda us: BASE + dt.timedelta(microseconds=us)),
+            ]
+        )
+    )
+    pairs = st.lists(st.tuples(ids, times), max_size=30)
+    left = _sorted_frame(*_unzip(data.draw(pairs)), name="t")
+    right = _sorted_frame(*_unzip(data.draw(pairs)), name="s")
+    strategy = data.draw(st.sampled_from(["backward", "forward"]))
+    exact = data.draw(st.booleans())
+    got = join_asof_by_subject(left, right, left_on="t", right_on="s", strategy=strategy, allow_exact_matches=exact)
+    expected = left.join_asof(
+        right,
+        left_on="t",
+        right_on="s",
+        by="subject_id",
+        strategy=strategy,
+        allow_exact_matches=exact,
+        check_sortedness=False,
+    )
+    # Among right rows tied on (subject, time) either may match; the matched time must agree.
+    assert got.select("subject_id", "t", "t_row", "s").equals(expected.select("subject_id", "t", "t_row", "s"))
+
+
+def _unzip(pairs: list[tuple[int, dt.datetime]]) -> tuple[list[int], list[dt.datetime]]:
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def test_keys_fitted_to_several_frames_compare_across_them() -> None:
+    a = _frame([1, 2], [BASE, BASE + dt.timedelta(days=1)], [0, 0])
+    b = _frame([1, 2], [BASE + dt.timedelta(days=3), BASE], [0, 0])
+    keys = SubjectTimeKeys.fit([(a, "time"), (b, "time")])
+    assert keys is not None and keys.shift == 13  # whole days: 86,400,000,000 us = 2^13 * 10,546,875
+    ka, kb = a.select(keys.expr("time"))[:, 0].to_list(), b.select(keys.expr("time"))[:, 0].to_list()
+    assert ka[0] < kb[0] < kb[1] < ka[1]

@@ -8,6 +8,7 @@ import polars as pl
 
 from ehrprog.errors import EmptyCohortError
 from ehrprog.events import EventFrame
+from ehrprog.ordering import SubjectTimeKeys, join_asof_by_subject
 from ehrprog.schema import LABEL_SCHEMA
 from ehrprog.tasks.cohort import Cohort, CohortX
 from ehrprog.tasks.rules import StagingRule
@@ -179,14 +180,17 @@ class ProgressionTask:
             .drop_nulls("s")
             .rename({"s": "start", "e": "end", "i": "visit_index"})
         )
-        points = self._points(records, flat)
+        # One (subject, time) key space for every as-of join below: prediction times are visit
+        # ends or record times, so these three columns cover every time the joins compare.
+        keys = SubjectTimeKeys.fit([(records, "time"), (flat, "start"), (flat, "end")])
+        points = self._points(records, flat, keys)
         follow_up = (
             flat.group_by("subject_id")
             .agg(pl.col("end").max().alias("_last"))
             .join(spans.select("subject_id", "death"), on="subject_id", how="left")
             .select("subject_id", pl.max_horizontal("_last", "death").alias("_censor"))
         )
-        points = self._targets(points, records, follow_up)
+        points = self._targets(points, records, follow_up, keys)
         if self.exclude_final_stage:
             final = points.filter(pl.col("current_stage") >= self.rule.n_stages)
             if final.height:
@@ -218,7 +222,7 @@ class ProgressionTask:
         return Cohort(X, y, points["subject_id"].to_numpy(), labels, records, counts)
 
     @staticmethod
-    def _points(records: pl.DataFrame, visits: pl.DataFrame) -> pl.DataFrame:
+    def _points(records: pl.DataFrame, visits: pl.DataFrame, keys: SubjectTimeKeys | None = None) -> pl.DataFrame:
         """Prediction points from stage ``records`` (ordered by subject and time, as ``_stage``
         returns them) and flat ``visits`` (``subject_id``, ``start``, ``end``, ``visit_index``, in
         subject then visit order, which is start order: as a VisitFrame holds them)."""
@@ -226,9 +230,7 @@ class ProgressionTask:
         lean = records.select(
             "subject_id", "time", "stage", pl.when(pl.col("source") != "diagnosis").then("value").alias("lab_value")
         )
-        located = lean.join_asof(
-            visits, left_on="time", right_on="start", by="subject_id", strategy="backward", check_sortedness=False
-        )
+        located = join_asof_by_subject(lean, visits, left_on="time", right_on="start", strategy="backward", keys=keys)
         prediction_time = (
             pl.when(pl.col("end").is_not_null() & (pl.col("time") <= pl.col("end"))).then("end").otherwise("time")
         )
@@ -246,36 +248,49 @@ class ProgressionTask:
         cum_end = end if _rises_within_subjects(visits, "end") else end.cum_max().over("subject_id")
         prefix = visits.select("subject_id", cum_end.alias("_cum_end"), (pl.col("visit_index") + 1).alias("n_visits"))
         return (
-            points.join_asof(
-                prefix,
-                left_on="prediction_time",
-                right_on="_cum_end",
-                by="subject_id",
-                strategy="backward",
-                check_sortedness=False,
+            join_asof_by_subject(
+                points, prefix, left_on="prediction_time", right_on="_cum_end", strategy="backward", keys=keys
             )
             .with_columns(pl.col("n_visits").fill_null(0).cast(pl.Int32))
             .drop("_cum_end")
         )
 
-    def _targets(self, points: pl.DataFrame, records: pl.DataFrame, follow_up: pl.DataFrame) -> pl.DataFrame:
+    def _targets(
+        self, points: pl.DataFrame, records: pl.DataFrame, follow_up: pl.DataFrame, keys: SubjectTimeKeys | None = None
+    ) -> pl.DataFrame:
         """Next stage and time to the first higher stage; ``follow_up`` gives each subject's censoring time.
 
         ``points`` are ordered by subject and prediction time (as ``_points`` makes them); the
-        result keeps their order. Each stage's "first later record of a higher stage" is one as-of
-        join adding one column to all points (which keeps the order and copies no other column),
-        and a point reads the column of its own stage.
+        result keeps their order. Records are grouped per (subject, time) with their highest
+        stage, and each such row carries, per stage ``s``, the time of the first row from it on
+        (same subject) above ``s``: a backward fill, no join. One as-of join then gives each point
+        the first row strictly after its prediction time: its stage is the next stage, and the
+        column of the point's own stage the time of progression.
         """
         per_time = _group_runs(records.select("subject_id", "time", "stage"), "time", pl.col("stage").max())
-        next_records = per_time.rename({"time": "_next_time", "stage": "next_stage"})
-        targets = _first_after(points, next_records, "_next_time").drop("_next_time")
-        event_time = pl.lit(None, pl.Datetime("us"))
         stages = [s for s in range(1, self.rule.n_stages + 1) if (points["current_stage"] == s).any()]
+        subject = pl.col("subject_id")
+        ahead = per_time.with_columns(
+            pl.when(pl.col("stage") > s).then(pl.col("time")).backward_fill().alias(f"_after{s}") for s in stages
+        ).with_columns(
+            # A fill reaching back from a later subject is not this subject's progression.
+            pl.when(pl.when(pl.col("stage") > s).then(subject).backward_fill() == subject)
+            .then(pl.col(f"_after{s}"))
+            .alias(f"_after{s}")
+            for s in stages
+        )
+        next_records = ahead.rename({"time": "_next_time", "stage": "next_stage"})
+        targets = join_asof_by_subject(
+            points,
+            next_records,
+            left_on="prediction_time",
+            right_on="_next_time",
+            strategy="forward",
+            allow_exact_matches=False,
+            keys=keys,
+        ).drop("_next_time")
+        event_time = pl.lit(None, pl.Datetime("us"))
         for stage in stages:
-            higher = per_time.filter(pl.col("stage") > stage).select(
-                "subject_id", pl.col("time").alias(f"_after{stage}")
-            )
-            targets = _first_after(targets, higher, f"_after{stage}")
             event_time = pl.when(pl.col("current_stage") == stage).then(pl.col(f"_after{stage}")).otherwise(event_time)
         end = pl.coalesce("_event_time", "_censor")
         return (
@@ -310,16 +325,3 @@ def _rises_within_subjects(frame: pl.DataFrame, column: str) -> bool:
     """Whether ``column`` never decreases within a subject (``frame`` ordered by subject)."""
     value, new_subject = pl.col(column), pl.col("subject_id") != pl.col("subject_id").shift(1)
     return frame.select(((value >= value.shift(1)) | new_subject).fill_null(True).all()).item()
-
-
-def _first_after(points: pl.DataFrame, records: pl.DataFrame, time_column: str) -> pl.DataFrame:
-    """Attach to each point the first record of its subject strictly after its prediction time."""
-    return points.join_asof(
-        records,
-        left_on="prediction_time",
-        right_on=time_column,
-        by="subject_id",
-        strategy="forward",
-        allow_exact_matches=False,
-        check_sortedness=False,
-    )
