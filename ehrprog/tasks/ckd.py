@@ -19,7 +19,7 @@ import polars as pl
 from ehrprog.events import EventFrame
 from ehrprog.tasks.progression import ProgressionTask
 from ehrprog.tasks.rules import DiagnosisCode, LabThreshold, StagingRule, match_code_lists
-from ehrprog.visits import Strategy
+from ehrprog.visits import Strategy, run_number
 
 #: µmol/L per mg/dL of creatinine.
 CREATININE_UMOL_PER_MGDL = 88.42
@@ -143,60 +143,76 @@ class CKDProgression(ProgressionTask):
         )
         self.compute_egfr = compute_egfr
 
-    def derived_lab_values(self, events: EventFrame, counts: dict[str, int]) -> dict[str, pl.LazyFrame]:
+    def derived_inputs(self, events: EventFrame) -> pl.DataFrame:
+        """Creatinine codes (``input`` = ``"mass"`` or ``"molar"``), when eGFR is to be computed."""
         if not self.compute_egfr:
-            return {}
-        codes = events.unique_codes()
+            return super().derived_inputs(events)
         found = match_code_lists(
-            {"mass": CREATININE_MASS_CODES, "molar": CREATININE_MOLAR_CODES, "egfr": EGFR_CODES},
-            codes,
-            events.codes,
+            {"mass": CREATININE_MASS_CODES, "molar": CREATININE_MOLAR_CODES}, events.unique_codes(), events.codes
         )
-        creat = found.filter(pl.col("name") != "egfr")
-        if creat.height == 0:
+        return found.select("code", pl.col("name").alias("input"))
+
+    def derived_lab_values(
+        self, rows: pl.DataFrame, events: EventFrame, counts: dict[str, int]
+    ) -> dict[str, pl.DataFrame]:
+        """eGFR (CKD-EPI 2021) from each creatinine record with no eGFR recorded at the same time."""
+        creatinine = rows.filter(pl.col("input").is_not_null())
+        if creatinine.height == 0:
             return {}
-        egfr_codes = found.filter(pl.col("name") == "egfr")["code"]
-        egfr_times = (
-            events.lazy.filter(pl.col("code").is_in(egfr_codes.implode())).select("subject_id", "time").unique()
-        )
-        people = events.subjects().lazy().select("subject_id", "birth", "sex")
+        # rows are ordered by subject and time, so the rows of one (subject, time) are a run:
+        # whether a run holds an eGFR is read from a running count of eGFR rows at its two ends.
+        # (Each step its own column: polars does not share the sub-expressions of one expression.)
+        run = pl.col("_run")
         recorded = (
-            events.lazy.filter(
-                pl.col("code").is_in(creat["code"].implode())
-                & pl.col("time").is_not_null()
-                & pl.col("numeric_value").is_not_null()
+            rows.with_columns(
+                run_number("subject_id", "time").alias("_run"),
+                (pl.col("lab") == "egfr").fill_null(False).cast(pl.UInt32).alias("_egfr"),
             )
-            .select("subject_id", "time", "code", "numeric_value", "unit")
-            .join(creat.lazy(), on="code", how="inner")
-            .join(egfr_times, on=["subject_id", "time"], how="anti")
-            .collect(engine="in-memory")
+            .with_columns(pl.col("_egfr").cum_sum().alias("_seen"))
+            .with_columns(
+                pl.when((run != run.shift(1)).fill_null(True))
+                .then(pl.col("_seen") - pl.col("_egfr"))
+                .forward_fill()
+                .alias("_before"),
+                pl.when((run != run.shift(-1)).fill_null(True)).then(pl.col("_seen")).backward_fill().alias("_through"),
+            )
+            .filter(
+                pl.col("input").is_not_null()
+                & pl.col("numeric_value").is_not_null()
+                & (pl.col("_through") == pl.col("_before"))
+            )
+            .select("_row", "subject_id", "time", "code", "numeric_value", "unit", "input")
         )
         # The unit conversion is worked out once per distinct (unit, code kind), not per row.
         factors = (
-            recorded.select("unit", "name")
+            recorded.select("unit", "input")
             .unique()
             .with_columns(pl.col("unit").cast(pl.String))
             .with_columns(
-                creatinine_mg_dl(pl.lit(1.0, pl.Float64), pl.col("unit"), pl.col("name") == "molar").alias("_per")
+                creatinine_mg_dl(pl.lit(1.0, pl.Float64), pl.col("unit"), pl.col("input") == "molar").alias("_per")
             )
         )
         per = pl.lit(None, pl.Float64)
         for unit, name, factor in factors.iter_rows():
-            per = pl.when(pl.col("unit").eq_missing(unit) & (pl.col("name") == name)).then(factor).otherwise(per)
-        rows = recorded.join(people.collect(), on="subject_id", how="left").with_columns(
+            per = pl.when(pl.col("unit").eq_missing(unit) & (pl.col("input") == name)).then(factor).otherwise(per)
+        people = events.subjects().select("subject_id", "birth", "sex")
+        rows = recorded.join(people, on="subject_id", how="left", maintain_order="left").with_columns(
             (pl.col("numeric_value").cast(pl.Float64) * per).alias("_scr"),
             ((pl.col("time") - pl.col("birth")).dt.total_days() / 365.25).alias("_age"),
         )
-        usable = pl.col("sex").is_not_null() & (pl.col("_age") >= 18) & pl.col("_scr").is_between(0.1, 30.0)
-        skipped = rows.filter(~usable.fill_null(False))
-        if skipped.height:
+        usable = (
+            pl.col("sex").is_not_null() & (pl.col("_age") >= 18) & pl.col("_scr").is_between(0.1, 30.0)
+        ).fill_null(False)
+        skipped = rows.filter(~usable).height
+        if skipped:
             counts[
                 "creatinine not converted to eGFR: sex or birth unknown, age < 18, or value outside 0.1-30 mg/dL"
-            ] = skipped.height
-        computed = rows.filter(usable.fill_null(False)).select(
+            ] = skipped
+        computed = rows.filter(usable).select(
+            "_row",
             "subject_id",
             "time",
             "code",
             ckd_epi_2021(pl.col("_scr"), pl.col("_age"), pl.col("sex") == "F").alias("value"),
         )
-        return {"egfr": computed.lazy()}
+        return {"egfr": computed}

@@ -57,62 +57,89 @@ class ProgressionTask:
         self.death = death
 
     # ---------------------------------------------------------------- staging
-    def lab_values(self, events: EventFrame, lab: str, codes: pl.DataFrame) -> pl.LazyFrame:
-        """Recorded values of one lab as ``subject_id``, ``time``, ``code``, ``value`` (in the lab's unit)."""
-        return events.lazy.filter(pl.col("time").is_not_null() & pl.col("code").is_in(codes["code"].implode())).select(
-            "subject_id", "time", "code", pl.col("numeric_value").cast(pl.Float64).alias("value")
-        )
+    def derived_inputs(self, events: EventFrame) -> pl.DataFrame:
+        """The codes of records that lab values are computed from: ``code`` (Categorical, as in
+        events) and ``input`` (a name the task's :meth:`derived_lab_values` reads). None by default;
+        CKD names creatinine here."""
+        return pl.DataFrame(schema={"code": pl.Categorical, "input": pl.String})
 
-    def derived_lab_values(self, events: EventFrame, counts: dict[str, int]) -> dict[str, pl.LazyFrame]:
-        """Lab values computed from other records (none by default; CKD computes eGFR)."""
+    def derived_lab_values(
+        self, rows: pl.DataFrame, events: EventFrame, counts: dict[str, int]
+    ) -> dict[str, pl.DataFrame]:
+        """Lab values computed from other records (none by default; CKD computes eGFR).
+
+        Args:
+            rows: the timed events whose code is a staging code or a derived input, in event order
+                (subject, time, row hash): ``_row`` (position), ``subject_id``, ``time``, ``code``,
+                ``numeric_value``, ``unit``, ``lab`` (the lab a code records, else null) and
+                ``input`` (the :meth:`derived_inputs` name of a code, else null).
+            events: the events (for subject attributes such as birth and sex).
+            counts: where to count records left out, by reason.
+
+        Returns:
+            Per lab name, ``_row`` (of the record it was computed from), ``subject_id``, ``time``,
+            ``code`` and ``value`` (in the lab's unit).
+        """
         return {}
 
     def _stage(self, events: EventFrame, include_unstaged: bool) -> tuple[pl.DataFrame, dict[str, int]]:
+        """Every stage record, in event order (by subject and time), and counts of records left out.
+
+        The events are read once: one filter keeps the rows of every staging code and derived
+        input, numbered in event order; each kind of record is taken from those rows and the
+        records are put back in that order by their row number (one integer sort).
+        """
         counts: dict[str, int] = {}
         codes = events.unique_codes()
-        timed = events.lazy.filter(pl.col("time").is_not_null())
-        parts: list[pl.LazyFrame] = []
         dx = self.rule.match_diagnoses(codes)
-        if dx.height:
-            parts.append(
-                timed.filter(pl.col("code").is_in(dx["code"].implode()))
-                .join(dx.lazy(), on="code", how="inner")
-                .select(
-                    "subject_id",
-                    "time",
-                    "stage",
-                    pl.lit("diagnosis").alias("source"),
-                    "code",
-                    pl.lit(None, pl.Float64).alias("value"),
-                    pl.lit(False).alias("computed"),
-                )
-            )
         labs = self.rule.match_labs(codes, events.codes)
-        derived = self.derived_lab_values(events, counts)
+        inputs = self.derived_inputs(events)
+        wanted = pl.concat([dx["code"], labs["code"], inputs["code"]])
+        rows = (
+            events.lazy.filter(pl.col("time").is_not_null() & pl.col("code").is_in(wanted.implode()))
+            .select("subject_id", "time", "code", "numeric_value", "unit")
+            .with_row_index("_row")
+            .with_columns(
+                pl.col("code").is_in(dx["code"].implode()).alias("_dx"),
+                _lookup("code", dx["code"], dx["stage"], pl.Int8).alias("_dx_stage"),
+                _lookup("code", labs["code"], labs["lab"], pl.String).alias("lab"),
+                _lookup("code", inputs["code"], inputs["input"], pl.String).alias("input"),
+            )
+            .collect(engine="in-memory")
+        )
+        parts = [
+            rows.filter("_dx").select(
+                "_row",
+                "subject_id",
+                "time",
+                pl.col("_dx_stage").alias("stage"),
+                pl.lit("diagnosis").alias("source"),
+                "code",
+                pl.lit(None, pl.Float64).alias("value"),
+                pl.lit(False).alias("computed"),
+            )
+        ]
+        derived = self.derived_lab_values(rows.drop("_dx", "_dx_stage"), events, counts)
         for lab in self.rule.labs:
-            lab_codes = labs.filter(pl.col("lab") == lab.name).select("code")
-            values = [self.lab_values(events, lab.name, lab_codes).with_columns(pl.lit(False).alias("computed"))]
+            recorded = rows.filter(pl.col("lab") == lab.name).select(
+                "_row", "subject_id", "time", "code", pl.col("numeric_value").cast(pl.Float64).alias("value")
+            )
+            values = [recorded.with_columns(pl.lit(False).alias("computed"))]
             if lab.name in derived:
                 values.append(derived[lab.name].with_columns(pl.lit(True).alias("computed")))
-            staged = (
-                pl.concat(values, how="vertical_relaxed")
-                .with_columns(lab.stage_expr(pl.col("value")).alias("stage"), pl.lit(lab.name).alias("source"))
-                .collect(engine="in-memory")
+            staged = pl.concat(values, how="vertical_relaxed").with_columns(
+                lab.stage_expr(pl.col("value")).alias("stage"), pl.lit(lab.name).alias("source")
             )
             unstaged = staged.filter(pl.col("stage").is_null()).height
             if unstaged:
                 counts[f"{lab.name}: value missing or outside the plausible range {lab.plausible}"] = unstaged
-            parts.append(staged.lazy().filter(pl.col("stage").is_not_null()).select(*STAGE_EVENT_SCHEMA))
-        if not parts:
-            return pl.DataFrame(schema=STAGE_EVENT_SCHEMA), counts
-        frame = pl.concat(parts, how="vertical_relaxed").select(
-            [pl.col(c).cast(t) for c, t in STAGE_EVENT_SCHEMA.items()]
-        )
+            parts.append(staged.filter(pl.col("stage").is_not_null()).select("_row", *STAGE_EVENT_SCHEMA))
+        frame = pl.concat(parts, how="vertical_relaxed")
         if not include_unstaged:
             frame = frame.filter(pl.col("stage").is_not_null())
-        return frame.sort("subject_id", "time", "stage", "source", "code", nulls_last=True).collect(
-            engine="in-memory"
-        ), counts
+        # Records of one row (a code both a diagnosis and a lab) keep the order of the parts.
+        frame = frame.sort("_row", maintain_order=True).drop("_row")
+        return frame.select([pl.col(c).cast(t) for c, t in STAGE_EVENT_SCHEMA.items()]), counts
 
     def stage_events(self, events: EventFrame, *, include_unstaged: bool = False) -> pl.DataFrame:
         """Every stage record in ``events``.
@@ -122,7 +149,8 @@ class ProgressionTask:
             the lab name), ``code`` (the record it came from), ``value`` (the lab value, null for
             diagnoses) and ``computed`` (the lab value was derived, e.g. eGFR from creatinine).
             With ``include_unstaged=True`` diagnoses of the disease without a stage are included
-            with a null stage.
+            with a null stage. Ordered by subject and time; records at the same time in the
+            events' order (a content hash), so the order never depends on the input's.
         """
         return self._stage(events, include_unstaged)[0]
 
@@ -325,3 +353,10 @@ def _rises_within_subjects(frame: pl.DataFrame, column: str) -> bool:
     """Whether ``column`` never decreases within a subject (``frame`` ordered by subject)."""
     value, new_subject = pl.col(column), pl.col("subject_id") != pl.col("subject_id").shift(1)
     return frame.select(((value >= value.shift(1)) | new_subject).fill_null(True).all()).item()
+
+
+def _lookup(column: str, keys: pl.Series, values: pl.Series, dtype: pl.DataType) -> pl.Expr:
+    """``column`` mapped through ``keys -> values`` (null where absent), a hash lookup per row."""
+    if keys.len() == 0:
+        return pl.lit(None, dtype)
+    return pl.col(column).replace_strict(keys, values, default=None, return_dtype=dtype)
