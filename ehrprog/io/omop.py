@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import polars as pl
 
@@ -178,7 +178,23 @@ def _code_expr(has_source_concept: bool, has_source_value: bool, mode: CodeMode)
     return pl.coalesce(*preferred, value, *after), needs_value
 
 
-def _events_from(folder: _Folder, spec: EventTable, concepts: pl.DataFrame, mode: CodeMode) -> pl.LazyFrame | None:
+class _TypedTable(NamedTuple):
+    """An event table's columns parsed to event types, before its concept ids become codes."""
+
+    spec: EventTable
+    typed: pl.LazyFrame
+    schema: dict[str, pl.DataType]
+    times: list[str]
+    source_value: str | None
+    source_concept: str | None
+
+    def distinct_ids(self) -> pl.LazyFrame:
+        """The distinct ids of the three concept columns (and raw units), one list per column."""
+        unit = ["_raw_unit"] if self.spec.unit in self.schema else []
+        return self.typed.select(pl.col("_std_id", "_src_id", "_unit_id", *unit).unique().implode())
+
+
+def _typed_table(folder: _Folder, spec: EventTable) -> _TypedTable | None:
     scanned = folder.scan(spec.name)
     if scanned is None:
         return None
@@ -202,7 +218,11 @@ def _events_from(folder: _Folder, spec: EventTable, concepts: pl.DataFrame, mode
         # Exports often fill *_datetime with a sentinel (1900-01-01) or a shifted value: trust
         # the datetime only where it falls on the row's date.
         precise, day = time_exprs
-        time_exprs = [pl.when(day.is_null() | (precise.dt.date() == day.dt.date())).then(precise), day]
+        if isinstance(schema[times[1]], pl.Date):  # midnight: two comparisons, no conversions
+            on_day = (precise >= day) & (precise < day + pl.duration(days=1))
+        else:
+            on_day = precise.dt.date() == day.dt.date()
+        time_exprs = [pl.when(day.is_null() | on_day).then(precise), day]
     raw_time_present = pl.any_horizontal([tabular.present(c, schema[c]).fill_null(False) for c in times])
     visit_id = opt(spec.visit, tabular.parse_int)  # visit_occurrence_id in every table that has a visit
 
@@ -219,12 +239,15 @@ def _events_from(folder: _Folder, spec: EventTable, concepts: pl.DataFrame, mode
         *([pl.col(source_value).alias("_raw_src_value")] if source_value else []),
         *([pl.col(spec.unit).alias("_raw_unit")] if spec.unit in schema else []),
     )
-    # The distinct ids of the three concept columns, read once (one pass over three columns),
-    # are spelled as codes up front; every read of the table then maps ids to those codes.
+    return _TypedTable(spec, typed, schema, times, source_value, source_concept)
+
+
+def _events_from(table: _TypedTable, distinct: pl.DataFrame, concepts: pl.DataFrame, mode: CodeMode) -> pl.LazyFrame:
+    """The checked events of a typed table, its concept ids (``distinct``: the table's
+    :meth:`_TypedTable.distinct_ids`) spelled as codes once each and mapped row by row."""
+    spec, typed, schema, times = table.spec, table.typed, table.schema, table.times
+    source_value, source_concept = table.source_value, table.source_concept
     has_unit = spec.unit in schema
-    distinct = typed.select(
-        pl.col("_std_id", "_src_id", "_unit_id", *(["_raw_unit"] if has_unit else [])).unique().implode()
-    ).collect()
     ids = {name: distinct[name].explode() for name in distinct.columns}
     by_id = None if mode == "concept_id" else concepts
     unit_names = concepts.select("concept_id", pl.col("code").str.extract(r"/(.*)$", 1))
@@ -505,16 +528,22 @@ def tables_to_read(folder, tables, condition_era: bool | None) -> list[str]:
 
 def event_plan(folder, concepts: pl.DataFrame, wanted: list[str], codes: CodeMode):
     """The checked-events plan of a source (``plan(subjects=None) -> LazyFrame``) and its person ids."""
-    people = _person_events(folder, concepts).collect()
-    death = _death_events(folder)
-    vitals = pl.concat([people, death.collect()]) if death is not None else people
-    parts = [vitals.lazy()]
+    person, death = _person_events(folder, concepts), _death_events(folder)
+    tables = []
     for name in wanted:
-        part = _events_from(folder, EVENT_TABLES[name], concepts, codes)
-        if part is None:
+        table = _typed_table(folder, EVENT_TABLES[name])
+        if table is None:
             folder.notes.append(f"table {name} absent")
             continue
-        parts.append(part)
+        tables.append(table)
+    # The person and death rows and every table's distinct concept ids, read in one parallel pass.
+    firsts = pl.collect_all(
+        [person, *([death] if death is not None else []), *(t.distinct_ids() for t in tables)], engine="in-memory"
+    )
+    n_vitals = 1 if death is None else 2
+    people, vitals, distinct = firsts[0], pl.concat(firsts[:n_vitals]), firsts[n_vitals:]
+    parts = [vitals.lazy()]
+    parts += [_events_from(table, ids, concepts, codes) for table, ids in zip(tables, distinct, strict=True)]
     vital_rows = vitals.filter(pl.col("code").is_in([BIRTH_CODE, DEATH_CODE]))
 
     def plan(subjects: pl.Expr | None = None) -> pl.LazyFrame:
