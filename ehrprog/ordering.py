@@ -206,3 +206,29 @@ def join_asof_by_subject(
     )
     same = pl.col("_right_subject") == pl.col("subject_id")
     return joined.with_columns(pl.when(same).then(pl.col(c)).alias(c) for c in values).drop("_key", "_right_subject")
+
+
+def attach_to_subjects(left: pl.DataFrame, right: pl.DataFrame) -> pl.DataFrame:
+    """``left.join(right, on="subject_id", how="left", maintain_order="left")`` for a ``right``
+    with one row per subject (subject attributes, follow-up ends).
+
+    With ``left`` ordered by subject (as events, records and points are) and no null ids, this is
+    an as-of merge of two sorted arrays (``right`` is sorted first where it is not), a match of
+    another subject discarded: 0.008 s instead of 0.019 s for a hash join of 1M rows against
+    100k subjects. Anything else (unordered ``left``, repeated subjects in ``right``) is a hash join.
+    """
+    ids = left["subject_id"]
+    if not right["subject_id"].is_sorted():
+        right = right.sort("subject_id")
+    own = right["subject_id"]
+    if ids.null_count() or own.null_count() or not ids.is_sorted() or (own.diff() == 0).any():
+        return left.join(right, on="subject_id", how="left", maintain_order="left")
+    values = [c for c in right.columns if c != "subject_id"]
+    joined = left.join_asof(
+        right.with_columns(pl.col("subject_id").alias("_of")),
+        on="subject_id",
+        strategy="backward",
+        check_sortedness=False,
+    )
+    same = pl.col("_of") == pl.col("subject_id")
+    return joined.with_columns(pl.when(same).then(pl.col(c)).alias(c) for c in values).drop("_of")

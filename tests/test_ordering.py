@@ -8,7 +8,13 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ehrprog.ordering import SubjectTimeKeys, canonical_permutation, join_asof_by_subject, sort_canonically
+from ehrprog.ordering import (
+    SubjectTimeKeys,
+    attach_to_subjects,
+    canonical_permutation,
+    join_asof_by_subject,
+    sort_canonically,
+)
 
 _REFERENCE = ("subject_id", "time", "_hash")
 
@@ -128,3 +134,30 @@ def test_keys_fitted_to_several_frames_compare_across_them() -> None:
     assert keys is not None and keys.shift == 13  # whole days: 86,400,000,000 us = 2^13 * 10,546,875
     ka, kb = a.select(keys.expr("time"))[:, 0].to_list(), b.select(keys.expr("time"))[:, 0].to_list()
     assert ka[0] < kb[0] < kb[1] < ka[1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    left_ids=st.lists(st.one_of(st.none(), st.integers(0, 12)), max_size=30),
+    right_ids=st.lists(st.integers(0, 12), max_size=12),
+    sort_left=st.booleans(),
+)
+def test_attach_to_subjects_equals_a_left_hash_join(left_ids, right_ids, sort_left) -> None:
+    """Sorted or not, with nulls, missing and (as a fallback) repeated subjects on the right."""
+    if sort_left:
+        left_ids = sorted(left_ids, key=lambda v: (v is not None, v))
+    left = pl.DataFrame(
+        {"subject_id": left_ids, "row": range(len(left_ids))}, schema={"subject_id": pl.Int64, "row": pl.Int64}
+    )
+    right = pl.DataFrame(
+        {"subject_id": right_ids, "value": [10 * i for i in range(len(right_ids))]},
+        schema={"subject_id": pl.Int64, "value": pl.Int64},
+    ).reverse()
+    expected = left.join(right, on="subject_id", how="left", maintain_order="left")
+    assert attach_to_subjects(left, right).equals(expected)
+
+
+def test_attach_to_subjects_never_takes_the_previous_subjects_row() -> None:
+    left = pl.DataFrame({"subject_id": [1, 2, 2, 5]})
+    right = pl.DataFrame({"subject_id": [1, 3], "value": [1.0, 3.0]})
+    assert attach_to_subjects(left, right)["value"].to_list() == [1.0, None, None, None]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import polars as pl
 
 from ehrprog.events import EventFrame
+from ehrprog.ordering import attach_to_subjects
 from ehrprog.tasks.progression import ProgressionTask
 from ehrprog.tasks.rules import DiagnosisCode, LabThreshold, StagingRule, match_code_lists
 from ehrprog.visits import Strategy, run_number
@@ -196,7 +197,7 @@ class CKDProgression(ProgressionTask):
         for unit, name, factor in factors.iter_rows():
             per = pl.when(pl.col("unit").eq_missing(unit) & (pl.col("input") == name)).then(factor).otherwise(per)
         people = events.subjects().select("subject_id", "birth", "sex")
-        rows = recorded.join(people, on="subject_id", how="left", maintain_order="left").with_columns(
+        rows = attach_to_subjects(recorded, people).with_columns(
             (pl.col("numeric_value").cast(pl.Float64) * per).alias("_scr"),
             ((pl.col("time") - pl.col("birth")).dt.total_days() / 365.25).alias("_age"),
         )
