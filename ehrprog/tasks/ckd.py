@@ -14,13 +14,15 @@ with serum creatinine ``Scr`` in mg/dL (µmol/L divided by 88.42) and age in yea
 
 from __future__ import annotations
 
+import math
+
 import polars as pl
 
 from ehrprog.events import EventFrame
-from ehrprog.ordering import attach_to_subjects
+from ehrprog.ordering import attach_to_subjects, join_asof_by_subject
 from ehrprog.tasks.progression import ProgressionTask
 from ehrprog.tasks.rules import DiagnosisCode, LabThreshold, StagingRule, match_code_lists
-from ehrprog.visits import Strategy, run_number
+from ehrprog.visits import Strategy
 
 #: µmol/L per mg/dL of creatinine.
 CREATININE_UMOL_PER_MGDL = 88.42
@@ -87,17 +89,20 @@ def ckd_rule() -> StagingRule:
 
 
 def ckd_epi_2021(creatinine_mg_dl: pl.Expr, age_years: pl.Expr, female: pl.Expr) -> pl.Expr:
-    """Race-free CKD-EPI 2021 eGFR (mL/min/1.73 m2) from serum creatinine (mg/dL), age (years), sex."""
+    """Race-free CKD-EPI 2021 eGFR (mL/min/1.73 m2) from serum creatinine (mg/dL), age (years), sex.
+
+    ``142 · min(Scr/κ, 1)^α · max(Scr/κ, 1)^-1.200 · 0.9938^age · 1.012 [female]``, worked as one
+    exponential of logarithms (one log and one exp per row instead of three powers).
+    """
     kappa = pl.when(female).then(0.7).otherwise(0.9)
     alpha = pl.when(female).then(-0.241).otherwise(-0.302)
-    ratio = creatinine_mg_dl / kappa
-    return (
-        142.0
-        * pl.min_horizontal(ratio, pl.lit(1.0)).pow(alpha)
-        * pl.max_horizontal(ratio, pl.lit(1.0)).pow(-1.200)
-        * pl.lit(0.9938).pow(age_years)
-        * pl.when(female).then(1.012).otherwise(1.0)
+    log_ratio = (creatinine_mg_dl / kappa).log()
+    exponent = (
+        alpha * pl.min_horizontal(log_ratio, pl.lit(0.0))
+        - 1.200 * pl.max_horizontal(log_ratio, pl.lit(0.0))
+        + age_years * math.log(0.9938)
     )
+    return 142.0 * exponent.exp() * pl.when(female).then(1.012).otherwise(1.0)
 
 
 def creatinine_mg_dl(value: pl.Expr, unit: pl.Expr, molar_code: pl.Expr) -> pl.Expr:
@@ -160,28 +165,19 @@ class CKDProgression(ProgressionTask):
         creatinine = rows.filter(pl.col("input").is_not_null())
         if creatinine.height == 0:
             return {}
-        # rows are ordered by subject and time, so the rows of one (subject, time) are a run:
-        # whether a run holds an eGFR is read from a running count of eGFR rows at its two ends.
-        # (Each step its own column: polars does not share the sub-expressions of one expression.)
-        run = pl.col("_run")
+        # A creatinine record with an eGFR recorded at the same (subject, time) is not converted:
+        # the last eGFR at or before each creatinine record (an as-of merge, both in event order)
+        # tells whether one shares its time.
+        recorded_egfr = rows.filter(pl.col("lab") == "egfr").select("subject_id", pl.col("time").alias("_egfr_time"))
         recorded = (
-            rows.with_columns(
-                run_number("subject_id", "time").alias("_run"),
-                (pl.col("lab") == "egfr").fill_null(False).cast(pl.UInt32).alias("_egfr"),
+            join_asof_by_subject(
+                creatinine.filter(pl.col("numeric_value").is_not_null()),
+                recorded_egfr,
+                left_on="time",
+                right_on="_egfr_time",
+                strategy="backward",
             )
-            .with_columns(pl.col("_egfr").cum_sum().alias("_seen"))
-            .with_columns(
-                pl.when((run != run.shift(1)).fill_null(True))
-                .then(pl.col("_seen") - pl.col("_egfr"))
-                .forward_fill()
-                .alias("_before"),
-                pl.when((run != run.shift(-1)).fill_null(True)).then(pl.col("_seen")).backward_fill().alias("_through"),
-            )
-            .filter(
-                pl.col("input").is_not_null()
-                & pl.col("numeric_value").is_not_null()
-                & (pl.col("_through") == pl.col("_before"))
-            )
+            .filter(pl.col("_egfr_time").ne_missing(pl.col("time")))
             .select("_row", "subject_id", "time", "code", "numeric_value", "unit", "input")
         )
         # The unit conversion is worked out once per distinct (unit, code kind), not per row.
