@@ -71,8 +71,8 @@ class ProgressionTask:
         Args:
             rows: the timed events whose code is a staging code or a derived input, in event order
                 (subject, time, row hash): ``_row`` (position), ``subject_id``, ``time``, ``code``,
-                ``numeric_value``, ``unit``, ``lab`` (the lab a code records, else null) and
-                ``input`` (the :meth:`derived_inputs` name of a code, else null).
+                ``numeric_value``, ``unit``, ``lab`` (Categorical: the lab a code records, else null)
+                and ``input`` (Categorical: the :meth:`derived_inputs` name of a code, else null).
             events: the events (for subject attributes such as birth and sex).
             counts: where to count records left out, by reason.
 
@@ -102,8 +102,8 @@ class ProgressionTask:
             .with_columns(
                 pl.col("code").is_in(dx["code"].implode()).alias("_dx"),
                 _lookup("code", dx["code"], dx["stage"], pl.Int8).alias("_dx_stage"),
-                _lookup("code", labs["code"], labs["lab"], pl.String).alias("lab"),
-                _lookup("code", inputs["code"], inputs["input"], pl.String).alias("input"),
+                _lookup("code", labs["code"], labs["lab"], pl.Categorical).alias("lab"),
+                _lookup("code", inputs["code"], inputs["input"], pl.Categorical).alias("input"),
             )
             .collect(engine="in-memory")
         )
