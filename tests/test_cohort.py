@@ -9,6 +9,8 @@ import polars as pl
 import pytest
 from conftest import shared_path
 from helpers import events as make_events
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.model_selection import GroupKFold
 from sklearn.utils import _safe_indexing
 
@@ -172,3 +174,26 @@ def test_real_extract_progression_cohort():
     # SOURCE.md: 12 of the 13 CKD patients show a stage progression.
     assert progressed.len() == 12
     assert cohort.y["time_to_event_days"].min() > 0
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(1, 4), st.integers(0, 5), st.integers(1, 5)), max_size=40),
+    st.booleans(),
+)
+def test_highest_stage_per_time_equals_a_grouped_maximum(rows, presorted):
+    """The running-maximum shortcut gives exactly the (subject, time) group maximum, in order."""
+    from ehrprog.tasks.progression import _highest_stage_per_time
+
+    if presorted:
+        rows = sorted(rows, key=lambda r: r[:2])
+    records = pl.DataFrame(
+        {
+            "subject_id": [r[0] for r in rows],
+            "time": [datetime(2020, 1, 1 + r[1]) for r in rows],
+            "stage": [r[2] for r in rows],
+        },
+        schema={"subject_id": pl.Int64, "time": pl.Datetime("us"), "stage": pl.Int8},
+    )
+    expected = records.group_by("subject_id", "time").agg(pl.col("stage").max()).sort("subject_id", "time")
+    assert _highest_stage_per_time(records).equals(expected)
