@@ -178,7 +178,10 @@ def group_visits(events: EventFrame | pl.DataFrame | pl.LazyFrame, strategy: Str
             # (never splitting a subject), two slices at a time, so only two slices' intermediate
             # lists are alive at once.
             slices = [_group(piece.lazy(), attributes.lazy(), True, strategy) for piece in events.subject_slices()]
-            pieces = list(collect_two_at_a_time(slices))
+            # One chunk per column per slice: columns whose chunks do not line up are copied
+            # whole by every later select or drop (0.02 s each at 100k subjects); a slice's
+            # stray second chunk costs far less to merge here.
+            pieces = [piece.rechunk() for piece in collect_two_at_a_time(slices)]
             frame = pl.concat(pieces) if pieces else _collect(_group(events.lazy, attributes.lazy(), True, strategy))
             return VisitFrame(frame, strategy, events.codes)
         lazy = events.lazy
