@@ -20,7 +20,7 @@ import polars as pl
 
 from ehrprog.events import EventFrame
 from ehrprog.ordering import attach_to_subjects, join_asof_by_subject
-from ehrprog.tasks.progression import ProgressionTask
+from ehrprog.tasks.progression import ProgressionTask, map_categories
 from ehrprog.tasks.rules import DiagnosisCode, LabThreshold, StagingRule, match_code_lists
 from ehrprog.visits import Strategy
 
@@ -180,18 +180,18 @@ class CKDProgression(ProgressionTask):
             .filter(pl.col("_egfr_time").ne_missing(pl.col("time")))
             .select("_row", "subject_id", "time", "code", "numeric_value", "unit", "input")
         )
-        # The unit conversion is worked out once per distinct (unit, code kind), not per row.
-        factors = (
-            recorded.select("unit", "input")
-            .unique()
-            .with_columns(pl.col("unit").cast(pl.String))
-            .with_columns(
-                creatinine_mg_dl(pl.lit(1.0, pl.Float64), pl.col("unit"), pl.col("input") == "molar").alias("_per")
-            )
-        )
-        per = pl.lit(None, pl.Float64)
-        for unit, name, factor in factors.iter_rows():
-            per = pl.when(pl.col("unit").eq_missing(unit) & (pl.col("input") == name)).then(factor).otherwise(per)
+        # The unit conversion is worked out once per distinct unit and code kind, and looked up
+        # by the unit's category id (no per-row string work, no per-row hashing).
+        units = recorded["unit"].unique().drop_nulls()
+        per_unit = pl.DataFrame({"unit": units.cast(pl.String)})
+        factor = {}
+        for kind in ("mass", "molar"):
+            molar = pl.lit(kind == "molar")
+            one = pl.lit(1.0, pl.Float64)
+            by_unit = per_unit.select(creatinine_mg_dl(one, pl.col("unit"), molar))
+            unitless = pl.select(creatinine_mg_dl(one, pl.lit(None, pl.String), molar)).item()
+            factor[kind] = map_categories("unit", units, by_unit.to_series(), pl.Float64).fill_null(unitless)
+        per = pl.when(pl.col("input") == "molar").then(factor["molar"]).otherwise(factor["mass"])
         people = events.subjects().select("subject_id", "birth", "sex")
         rows = attach_to_subjects(recorded, people).with_columns(
             (pl.col("numeric_value").cast(pl.Float64) * per).alias("_scr"),

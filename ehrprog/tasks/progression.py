@@ -101,9 +101,9 @@ class ProgressionTask:
             .with_row_index("_row")
             .with_columns(
                 pl.col("code").is_in(dx["code"].implode()).alias("_dx"),
-                _lookup("code", dx["code"], dx["stage"], pl.Int8).alias("_dx_stage"),
-                _lookup("code", labs["code"], labs["lab"], pl.Categorical).alias("lab"),
-                _lookup("code", inputs["code"], inputs["input"], pl.Categorical).alias("input"),
+                map_categories("code", dx["code"], dx["stage"], pl.Int8).alias("_dx_stage"),
+                map_categories("code", labs["code"], labs["lab"], pl.Categorical).alias("lab"),
+                map_categories("code", inputs["code"], inputs["input"], pl.Categorical).alias("input"),
             )
             .collect(engine="in-memory")
         )
@@ -374,7 +374,7 @@ def _rises_within_subjects(frame: pl.DataFrame, column: str) -> bool:
     return frame.select(((value >= value.shift(1)) | new_subject).fill_null(True).all()).item()
 
 
-def _lookup(column: str, keys: pl.Series, values: pl.Series, dtype: pl.DataType) -> pl.Expr:
+def map_categories(column: str, keys: pl.Series, values: pl.Series, dtype: pl.DataType) -> pl.Expr:
     """Categorical ``column`` mapped through ``keys -> values`` (null where absent).
 
     An array gather by the category's physical id (one table of values, null past the ids of
