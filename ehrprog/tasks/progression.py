@@ -377,13 +377,23 @@ def _rises_within_subjects(frame: pl.DataFrame, column: str) -> bool:
 def map_categories(column: str, keys: pl.Series, values: pl.Series, dtype: pl.DataType) -> pl.Expr:
     """Categorical ``column`` mapped through ``keys -> values`` (null where absent).
 
-    An array gather by the category's physical id (one table of values, null past the ids of
-    ``keys``), not a hash lookup per row: 0.029 s instead of 0.056 s for four lookups over 1.9M
-    staging rows.
+    Few distinct values (stages, lab names, unit factors): one membership test per value, which
+    polars answers on the category ids, is 3-10x faster than a hash lookup per row
+    (``replace_strict``) or a gather by category id (1.9M staging rows: 0.002-0.006 s against
+    0.016-0.026 s per mapping on this project's 2-core VM). Many distinct values: ``replace_strict``.
     """
     if keys.len() == 0:
         return pl.lit(None, dtype)
-    ids = keys.cast(pl.String).cast(pl.Categorical).to_physical().cast(pl.Int64)
-    size = int(ids.max()) + 1
-    table = pl.repeat(None, size + 1, dtype=dtype, eager=True).scatter(ids, values.cast(dtype))
-    return pl.lit(table).gather(pl.col(column).to_physical().cast(pl.Int64).clip(upper_bound=size))
+    table = pl.DataFrame({"key": keys.cast(pl.String), "value": values.cast(dtype)}).drop_nulls("value")
+    distinct = table["value"].unique(maintain_order=True)
+    if distinct.len() > 16:
+        return pl.col(column).replace_strict(table["key"], table["value"], default=None, return_dtype=dtype)
+    mapped = pl.lit(None, dtype)
+    for value in distinct:
+        members = table.filter(pl.col("value") == value)["key"]
+        mapped = (
+            pl.when(pl.col(column).is_in(members.cast(pl.Categorical).implode()))
+            .then(pl.lit(value, dtype))
+            .otherwise(mapped)
+        )
+    return mapped
