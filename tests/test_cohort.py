@@ -178,12 +178,15 @@ def test_real_extract_progression_cohort():
 
 @settings(max_examples=150, deadline=None)
 @given(
-    st.lists(st.tuples(st.integers(1, 4), st.integers(0, 5), st.integers(1, 5)), max_size=40),
+    st.lists(
+        st.tuples(st.integers(1, 4), st.integers(0, 5), st.integers(1, 5), st.one_of(st.none(), st.floats(0, 150))),
+        max_size=40,
+    ),
     st.booleans(),
 )
-def test_highest_stage_per_time_equals_a_grouped_maximum(rows, presorted):
-    """The running-maximum shortcut gives exactly the (subject, time) group maximum, in order."""
-    from ehrprog.tasks.progression import _highest_stage_per_time
+def test_per_time_reduction_equals_a_grouped_maximum_and_mean(rows, presorted):
+    """The run-by-run reduction gives the (subject, time) group maximum stage and mean value, in order."""
+    from ehrprog.tasks.progression import _per_time
 
     if presorted:
         rows = sorted(rows, key=lambda r: r[:2])
@@ -192,8 +195,17 @@ def test_highest_stage_per_time_equals_a_grouped_maximum(rows, presorted):
             "subject_id": [r[0] for r in rows],
             "time": [datetime(2020, 1, 1 + r[1]) for r in rows],
             "stage": [r[2] for r in rows],
+            "value": [r[3] for r in rows],
         },
-        schema={"subject_id": pl.Int64, "time": pl.Datetime("us"), "stage": pl.Int8},
+        schema={"subject_id": pl.Int64, "time": pl.Datetime("us"), "stage": pl.Int8, "value": pl.Float64},
     )
-    expected = records.group_by("subject_id", "time").agg(pl.col("stage").max()).sort("subject_id", "time")
-    assert _highest_stage_per_time(records).equals(expected)
+    expected = (
+        records.group_by("subject_id", "time")
+        .agg(pl.col("stage").max(), pl.col("value").mean())
+        .sort("subject_id", "time")
+    )
+    got = _per_time(records, "time", "value")
+    assert got.select("subject_id", "time", "stage").equals(expected.select("subject_id", "time", "stage"))
+    assert got["value"].is_null().to_list() == expected["value"].is_null().to_list()
+    assert got["value"].fill_null(0).to_list() == pytest.approx(expected["value"].fill_null(0).to_list(), rel=1e-12)
+    assert _per_time(records, "time").columns == ["subject_id", "time", "stage"]

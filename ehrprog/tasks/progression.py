@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 import polars as pl
 
 from ehrprog.errors import EmptyCohortError
@@ -12,7 +13,7 @@ from ehrprog.ordering import SubjectTimeKeys, attach_to_subjects, join_asof_by_s
 from ehrprog.schema import LABEL_SCHEMA
 from ehrprog.tasks.cohort import Cohort, CohortX
 from ehrprog.tasks.rules import StagingRule
-from ehrprog.visits import Strategy, VisitFrame, group_visits, run_number
+from ehrprog.visits import Strategy, VisitFrame, group_visits
 
 _DAY_US = 86_400_000_000
 STAGE_EVENT_SCHEMA = {
@@ -262,12 +263,10 @@ class ProgressionTask:
         prediction_time = (
             pl.when(pl.col("end").is_not_null() & (pl.col("time") <= pl.col("end"))).then("end").otherwise("time")
         )
-        points = _group_runs(
-            located.with_columns(prediction_time.alias("prediction_time")),
-            "prediction_time",
-            pl.col("stage").max().alias("current_stage"),
-            pl.col("lab_value").mean().alias("current_value"),
+        points = _per_time(
+            located.with_columns(prediction_time.alias("prediction_time")), "prediction_time", "lab_value"
         )
+        points = points.rename({"stage": "current_stage", "lab_value": "current_value"})
         # Inputs: the longest prefix of visits that all ended by the prediction time.
         # (_cum_end rises with visit_index, so the prefix table is ordered for the as-of join.)
         # Visits that do not overlap (same-day, gap) already end in order: the running maximum is
@@ -295,7 +294,7 @@ class ProgressionTask:
         the first row strictly after its prediction time: its stage is the next stage, and the
         column of the point's own stage the time of progression.
         """
-        per_time = _highest_stage_per_time(records)
+        per_time = _per_time(records, "time")
         stages = [s for s in range(1, self.rule.n_stages + 1) if (points["current_stage"] == s).any()]
         subject = pl.col("subject_id")
         ahead = per_time.with_columns(
@@ -332,40 +331,36 @@ class ProgressionTask:
         )
 
 
-def _group_runs(frame: pl.DataFrame, time_column: str, *aggs: pl.Expr) -> pl.DataFrame:
-    """Group by ``subject_id`` and ``time_column``, ordered by both.
+def _per_time(frame: pl.DataFrame, time_column: str, mean_of: str | None = None) -> pl.DataFrame:
+    """One row per (``subject_id``, ``time_column``), in that order: the highest ``stage``
+    (non-null) and, with ``mean_of``, the mean of that column's non-null values (null if none).
 
-    The frames this is used on are (nearly always) already in that order, so equal keys form
-    runs: a run number is a sorted group key, and aggregating runs is a few times faster and
-    lighter than hashing both keys. Frames out of order are sorted first.
+    The frames this is used on are (nearly always) already in that order, so each key is a run of
+    rows: the runs' starts are found in one pass and each run reduced in place by numpy's
+    ``reduceat`` (sequential sums), with no grouping: 0.02 s instead of 0.06-0.08 s for 1.35M
+    stage records in 1M runs. Frames out of order are sorted first.
     """
-    if not _rises_within_subjects(frame, time_column):
+    if not (frame["subject_id"].is_sorted() and _rises_within_subjects(frame, time_column)):
         frame = frame.sort("subject_id", time_column)
-    return (
-        frame.with_columns(run_number("subject_id", time_column).alias("_run"))
-        .group_by("_run", maintain_order=True)
-        .agg(pl.col("subject_id").first(), pl.col(time_column).first(), *aggs)
-        .drop("_run")
+    subject, time = pl.col("subject_id"), pl.col(time_column)
+    starts = np.flatnonzero(
+        frame.select(((subject != subject.shift(1)) | (time != time.shift(1))).fill_null(True)).to_series().to_numpy()
     )
-
-
-def _highest_stage_per_time(records: pl.DataFrame) -> pl.DataFrame:
-    """``subject_id``, ``time`` and the highest ``stage`` of each (subject, time) of the stage
-    records (non-null stages 0-127), ordered by both.
-
-    Over records already in that order, a (subject, time) is a run of rows, and a running maximum
-    of ``run number * 256 + stage`` restarts at every run (each run's values exceed all earlier
-    ones): its value at a run's last row holds the run's highest stage. Whole-column passes, no
-    grouping: 0.041 s instead of 0.069 s for 1.35M records.
-    """
-    frame = records.select("subject_id", "time", "stage")
-    if not (frame["subject_id"].is_sorted() and _rises_within_subjects(frame, "time")):
-        frame = frame.sort("subject_id", "time")
-    subject, time = pl.col("subject_id"), pl.col("time")
-    first = ((subject != subject.shift(1)) | (time != time.shift(1))).fill_null(True)
-    last = ((subject != subject.shift(-1)) | (time != time.shift(-1))).fill_null(True)
-    running = (first.cum_sum().cast(pl.Int64) * 256 + pl.col("stage")).cum_max() % 256
-    return frame.with_columns(running.cast(pl.Int8).alias("stage")).filter(last)
+    out = frame.select("subject_id", time_column)[pl.Series(starts)]
+    if frame.height == 0:
+        stage = np.zeros(0, dtype=np.int8)
+    else:
+        stage = np.maximum.reduceat(frame["stage"].to_numpy(), starts)
+    out = out.with_columns(pl.Series("stage", stage, dtype=pl.Int8))
+    if mean_of is None:
+        return out
+    values = frame[mean_of].cast(pl.Float64)
+    if frame.height == 0:
+        return out.with_columns(pl.Series(mean_of, [], dtype=pl.Float64))
+    sums = np.add.reduceat(values.fill_null(0.0).to_numpy(), starts)
+    counts = np.add.reduceat(values.is_not_null().to_numpy().astype(np.int64), starts)
+    mean = pl.Series(mean_of, sums / np.maximum(counts, 1))
+    return out.with_columns(pl.when(pl.Series(counts) > 0).then(mean).alias(mean_of))
 
 
 def _rises_within_subjects(frame: pl.DataFrame, column: str) -> bool:
