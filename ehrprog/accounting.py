@@ -44,7 +44,8 @@ class IngestReport:
             .agg(pl.len().alias("rows"))
             .select(pl.col("source").cast(pl.String), pl.col(DROP).cast(pl.String).alias("reason"), "rows")
             .sort("source", "reason", nulls_last=False)
-            .collect(engine="streaming")
+            # A lazy frame may not fit in memory: stream it; an in-memory piece is counted in memory.
+            .collect(engine="in-memory" if isinstance(checked, pl.DataFrame) else "streaming")
             .with_columns(pl.col("rows").cast(pl.Int64))
         )
         return cls(counts, list(notes))
