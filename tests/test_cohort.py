@@ -209,3 +209,13 @@ def test_per_time_reduction_equals_a_grouped_maximum_and_mean(rows, presorted):
     assert got["value"].is_null().to_list() == expected["value"].is_null().to_list()
     assert got["value"].fill_null(0).to_list() == pytest.approx(expected["value"].fill_null(0).to_list(), rel=1e-12)
     assert _per_time(records, "time").columns == ["subject_id", "time", "stage"]
+
+
+def test_per_time_reduction_of_no_records_is_empty():
+    from ehrprog.tasks.progression import _per_time
+
+    empty = pl.DataFrame(schema={"subject_id": pl.Int64, "time": pl.Datetime("us"), "stage": pl.Int8, "v": pl.Float32})
+    assert _per_time(empty, "time", "v").schema == pl.Schema(
+        {"subject_id": pl.Int64, "time": pl.Datetime("us"), "stage": pl.Int8, "v": pl.Float64}
+    )
+    assert _per_time(empty, "time").columns == ["subject_id", "time", "stage"]

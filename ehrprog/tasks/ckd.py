@@ -180,8 +180,8 @@ class CKDProgression(ProgressionTask):
             .filter(pl.col("_egfr_time").ne_missing(pl.col("time")))
             .select("_row", "subject_id", "time", "code", "numeric_value", "unit", "input")
         )
-        # The unit conversion is worked out once per distinct unit and code kind, and looked up
-        # by the unit's category id (no per-row string work, no per-row hashing).
+        # The unit conversion is worked out once per distinct unit and code kind and mapped onto
+        # the rows by category (map_categories): no per-row string work.
         units = recorded["unit"].unique().drop_nulls()
         per_unit = pl.DataFrame({"unit": units.cast(pl.String)})
         factor = {}

@@ -340,23 +340,20 @@ def _per_time(frame: pl.DataFrame, time_column: str, mean_of: str | None = None)
     ``reduceat`` (sequential sums), with no grouping: 0.02 s instead of 0.06-0.08 s for 1.35M
     stage records in 1M runs. Frames out of order are sorted first.
     """
+    if frame.height == 0:
+        kept = [pl.col("stage").cast(pl.Int8), *([pl.col(mean_of).cast(pl.Float64)] if mean_of else [])]
+        return frame.select("subject_id", time_column, *kept)
     if not (frame["subject_id"].is_sorted() and _rises_within_subjects(frame, time_column)):
         frame = frame.sort("subject_id", time_column)
     subject, time = pl.col("subject_id"), pl.col(time_column)
     starts = np.flatnonzero(
         frame.select(((subject != subject.shift(1)) | (time != time.shift(1))).fill_null(True)).to_series().to_numpy()
     )
-    out = frame.select("subject_id", time_column)[pl.Series(starts)]
-    if frame.height == 0:
-        stage = np.zeros(0, dtype=np.int8)
-    else:
-        stage = np.maximum.reduceat(frame["stage"].to_numpy(), starts)
-    out = out.with_columns(pl.Series("stage", stage, dtype=pl.Int8))
+    stage = np.maximum.reduceat(frame["stage"].to_numpy(), starts)
+    out = frame.select("subject_id", time_column)[pl.Series(starts)].with_columns(pl.Series("stage", stage, pl.Int8))
     if mean_of is None:
         return out
     values = frame[mean_of].cast(pl.Float64)
-    if frame.height == 0:
-        return out.with_columns(pl.Series(mean_of, [], dtype=pl.Float64))
     sums = np.add.reduceat(values.fill_null(0.0).to_numpy(), starts)
     counts = np.add.reduceat(values.is_not_null().to_numpy().astype(np.int64), starts)
     mean = pl.Series(mean_of, sums / np.maximum(counts, 1))
