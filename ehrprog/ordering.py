@@ -234,6 +234,7 @@ FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
 
 def merge_on_subject(left: FrameT, right: FrameT) -> FrameT:
     """A left join on ``subject_id`` by an as-of merge of two sorted arrays, matching equal ids
-    only (tolerance 0): for ``left`` ordered by subject and ``right`` with one row per subject,
-    ordered, neither with null ids (the caller's promise; nothing is checked, so plans stay lazy)."""
+    only (tolerance 0): for ``left`` ordered by subject (null ids first; they match nothing) and
+    ``right`` with one row per subject, ordered, without null ids (the caller's promise; nothing
+    is checked, so plans stay lazy)."""
     return left.join_asof(right, on="subject_id", strategy="backward", check_sortedness=False, tolerance=0)

@@ -75,13 +75,17 @@ class VisitFrame:
         return self.frame.select("subject_id", "visits").explode("visits").drop_nulls("visits").unnest("visits")
 
 
+def run_starts(*columns: str) -> pl.Expr:
+    """Whether a row starts a run: the first row, or any of ``columns`` differs from the row before."""
+    return pl.any_horizontal([pl.col(c) != pl.col(c).shift(1) for c in columns]).fill_null(True)
+
+
 def run_number(*columns: str) -> pl.Expr:
     """A run number (UInt32, from 1, flagged sorted) that rises wherever any of ``columns``
     changes from the previous row: in a frame ordered by those columns, equal keys form runs, and
     grouping by the run number is a sorted single-key group-by, several times faster in polars
     than hashing the keys."""
-    changed = pl.any_horizontal([pl.col(c) != pl.col(c).shift(1) for c in columns]).fill_null(True)
-    return changed.cum_sum().set_sorted()
+    return run_starts(*columns).cum_sum().set_sorted()
 
 
 def _visit_keys(timed: pl.LazyFrame, strategy: Strategy) -> pl.LazyFrame:

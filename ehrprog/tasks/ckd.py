@@ -185,9 +185,9 @@ class CKDProgression(ProgressionTask):
         units = recorded["unit"].unique().drop_nulls()
         per_unit = pl.DataFrame({"unit": units.cast(pl.String)})
         factor = {}
+        one = pl.lit(1.0, pl.Float64)
         for kind in ("mass", "molar"):
             molar = pl.lit(kind == "molar")
-            one = pl.lit(1.0, pl.Float64)
             by_unit = per_unit.select(creatinine_mg_dl(one, pl.col("unit"), molar))
             unitless = pl.select(creatinine_mg_dl(one, pl.lit(None, pl.String), molar)).item()
             factor[kind] = map_categories("unit", units, by_unit.to_series(), pl.Float64).fill_null(unitless)

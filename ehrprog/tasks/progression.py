@@ -13,7 +13,7 @@ from ehrprog.ordering import SubjectTimeKeys, attach_to_subjects, join_asof_by_s
 from ehrprog.schema import LABEL_SCHEMA
 from ehrprog.tasks.cohort import Cohort, CohortX
 from ehrprog.tasks.rules import StagingRule
-from ehrprog.visits import Strategy, VisitFrame, group_visits
+from ehrprog.visits import Strategy, VisitFrame, group_visits, run_starts
 
 _DAY_US = 86_400_000_000
 STAGE_EVENT_SCHEMA = {
@@ -345,10 +345,7 @@ def _per_time(frame: pl.DataFrame, time_column: str, mean_of: str | None = None)
         return frame.select("subject_id", time_column, *kept)
     if not (frame["subject_id"].is_sorted() and _rises_within_subjects(frame, time_column)):
         frame = frame.sort("subject_id", time_column)
-    subject, time = pl.col("subject_id"), pl.col(time_column)
-    starts = np.flatnonzero(
-        frame.select(((subject != subject.shift(1)) | (time != time.shift(1))).fill_null(True)).to_series().to_numpy()
-    )
+    starts = np.flatnonzero(frame.select(run_starts("subject_id", time_column)).to_series().to_numpy())
     stage = np.maximum.reduceat(frame["stage"].to_numpy(), starts)
     out = frame.select("subject_id", time_column)[pl.Series(starts)].with_columns(pl.Series("stage", stage, pl.Int8))
     if mean_of is None:
