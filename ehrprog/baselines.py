@@ -24,8 +24,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
-from ehrprog.estimator import _split_targets
 from ehrprog.metrics import harrell_c, macro_auroc
+from ehrprog.targets import check_survival_targets, split_targets
 from ehrprog.tasks.ckd import CREATININE_MASS_CODES, CREATININE_MOLAR_CODES, EGFR_CODES
 from ehrprog.tasks.cohort import CohortX
 from ehrprog.tasks.rules import match_code_lists
@@ -162,7 +162,7 @@ class StageBaseline(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
 
     def fit(self, X: CohortX, y: Any) -> StageBaseline:
-        stage = _split_targets(y, len(X))[0]
+        stage = split_targets(y, len(X))[0]
         known = ~np.isnan(stage)
         self.features_ = HistoryFeatures(self.max_codes)
         features = self.features_.fit_transform(X)[known]
@@ -184,7 +184,7 @@ class StageBaseline(ClassifierMixin, BaseEstimator):
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
 
     def score(self, X: CohortX, y: Any) -> float:
-        stage = _split_targets(y, len(X))[0]
+        stage = split_targets(y, len(X))[0]
         known = ~np.isnan(stage)
         return macro_auroc(stage[known], self.predict_proba(X)[known], self.classes_)
 
@@ -200,7 +200,8 @@ class CoxBaseline(BaseEstimator):
         from sksurv.linear_model import CoxPHSurvivalAnalysis
         from sksurv.util import Surv
 
-        _, event, time = _split_targets(y, len(X))
+        _, event, time = split_targets(y, len(X))
+        check_survival_targets(event, time)
         self.features_ = HistoryFeatures(self.max_codes)
         self.scaler_ = StandardScaler()
         features = self.scaler_.fit_transform(self.features_.fit_transform(X))
@@ -225,7 +226,7 @@ class CoxBaseline(BaseEstimator):
         return self.model_.unique_times_
 
     def score(self, X: CohortX, y: Any) -> float:
-        _, event, time = _split_targets(y, len(X))
+        _, event, time = split_targets(y, len(X))
         return harrell_c(event, time, self.predict(X))
 
 
@@ -250,5 +251,5 @@ class KFREBaseline(BaseEstimator):
         return -0.2201 * (age / 10 - 7.036) + 0.2467 * ((1 - female) - 0.5642) - 0.5567 * (egfr / 5 - 7.222)
 
     def score(self, X: CohortX, y: Any) -> float:
-        _, event, time = _split_targets(y, len(X))
+        _, event, time = split_targets(y, len(X))
         return harrell_c(event, time, self.predict(X))

@@ -1,10 +1,11 @@
-"""From ``CohortX`` to padded tensors: one causal pass per subject serves all its prediction points.
+"""From ``CohortX`` to padded tensors: one causal pass per window serves all the points that read it.
 
 :class:`VisitTensors` encodes every visit of every subject once (code ids, standardised values,
 time features) into flat numpy arrays indexed by visit row; :meth:`VisitTensors.batch` gathers a
-set of subjects into padded arrays with numpy fancy indexing (no Python loop over visits or
-codes). Shapes: ``codes`` and ``values`` ``[batch, visits, codes]``, ``times``
-``[batch, visits, 3]``, ``visit_mask`` ``[batch, visits]``.
+set of points into padded arrays with numpy fancy indexing (no Python loop over visits or
+codes): each point reads exactly its own last ``max_visits`` visits, one causal pass per window
+serving every point that shares it. Shapes: ``codes`` and ``values`` ``[batch, visits, codes]``,
+``times`` ``[batch, visits, 3]``, ``visit_mask`` ``[batch, visits]``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ PAD, UNKNOWN = 0, 1
 @dataclass
 class Vocabulary:
     """Code strings to embedding rows (0 = padding, 1 = codes unseen in training), with each
-    code's training mean and standard deviation of ``numeric_value`` for standardisation."""
+    code's training mean and standard deviation of its finite ``numeric_value`` readings for
+    standardisation (NaN and infinite readings are treated as absent)."""
 
     codes: list[str]
     value_mean: np.ndarray  # [len(codes) + 2], float32
@@ -40,9 +42,10 @@ class Vocabulary:
         flat = visits.select(pl.col("codes").alias("code"), pl.col("numeric_values").alias("value")).explode(
             "code", "value"
         )
+        finite = pl.col("value").filter(pl.col("value").is_finite())  # NaN / inf never reach a mean
         stats = (
             flat.group_by("code")
-            .agg(pl.len().alias("n"), pl.col("value").mean().alias("mean"), pl.col("value").std().alias("std"))
+            .agg(pl.len().alias("n"), finite.mean().alias("mean"), finite.std().alias("std"))
             .filter(pl.col("n") >= min_count)
             .sort("code")
         )
@@ -91,13 +94,47 @@ class Batch:
     visit_los: np.ndarray  # [B, V] float32 visit length (end - start), days
     visit_type: np.ndarray  # [B, V] int32 index into VisitTensors.visit_types (0 = unknown)
     visit_mask: np.ndarray  # [B, V] bool
-    point_subject: np.ndarray  # [P] int64 row in the batch
-    point_visit: np.ndarray  # [P] int64 index of the last input visit
+    point_subject: np.ndarray  # [P] int64 row of the batch the point reads
+    point_visit: np.ndarray  # [P] int64 position of the point's last input visit in its row
     point_index: np.ndarray  # [P] int64 row of the point in the X the tensors were built from
-    visit_offset: np.ndarray  # [B] int64 visit_index of each subject's first visit in the batch
+    visit_offset: np.ndarray  # [B] int64 visit_index of each row's first visit
+    row_subject: np.ndarray  # [B] int64 subject id of each row
     current_stage: np.ndarray  # [P] int64 stage at the prediction time (0 if unknown)
     current_value: np.ndarray  # [P] float32 standardised staging-lab value at the prediction visit (0 if none)
     has_current_value: np.ndarray  # [P] bool
+
+    def repeat(self, copies: int) -> Batch:
+        """The batch stacked ``copies`` times along the row axis (copy ``k`` holds rows
+        ``k*B .. (k+1)*B - 1`` and their points), e.g. one copy per integration step."""
+        rows = len(self.codes)
+
+        def tile(array: np.ndarray) -> np.ndarray:
+            return np.concatenate([array] * copies, axis=0)
+
+        shift = np.repeat(np.arange(copies, dtype=np.int64) * rows, len(self.point_subject))
+        return Batch(
+            **{
+                name: tile(getattr(self, name))
+                for name in (
+                    "codes",
+                    "values",
+                    "has_value",
+                    "times",
+                    "visit_days",
+                    "visit_los",
+                    "visit_type",
+                    "visit_mask",
+                    "point_visit",
+                    "point_index",
+                    "visit_offset",
+                    "row_subject",
+                    "current_stage",
+                    "current_value",
+                    "has_current_value",
+                )
+            },
+            point_subject=tile(self.point_subject) + shift,
+        )
 
     def tensors(self, device) -> dict:
         """The arrays the model reads, as torch tensors on ``device`` (codes as int64)."""
@@ -129,8 +166,8 @@ class VisitTensors:
         X: the cohort inputs.
         vocabulary: code vocabulary (fitted on training data).
         max_codes: codes kept per visit (the first ones in time order).
-        max_visits: visits kept per subject: the last ``max_visits`` before its latest
-            prediction point; a point whose history starts before that window reads the window.
+        max_visits: visits a point reads: the last ``max_visits`` of its own history (see
+            :meth:`batch`).
     """
 
     def __init__(
@@ -168,7 +205,7 @@ class VisitTensors:
         rows = flat["_row"].to_numpy().astype(np.int64)
         pos = flat["_pos"].to_numpy().astype(np.int64)
         raw = flat["value"].to_numpy().astype(np.float32)
-        present = ~np.isnan(raw)
+        present = np.isfinite(raw)  # a NaN or infinite reading is no reading
         z = np.where(present, (raw - vocabulary.value_mean[ids]) / vocabulary.value_std[ids], 0.0)
         self.codes = np.zeros((n_rows, max_codes), dtype=np.int32)
         self.values = np.zeros((n_rows, max_codes), dtype=np.float32)
@@ -205,28 +242,47 @@ class VisitTensors:
             if "current_value" in points.columns
             else np.full(points.height, np.nan)
         )
-        self.point_has_value = ~np.isnan(raw_value)
+        self.point_has_value = np.isfinite(raw_value)
         mean, std = value_scale
         self.point_value = np.where(self.point_has_value, (raw_value - mean) / std, 0.0).astype(np.float32)
+        if (self.point_n_visits < 1).any():
+            raise ValueError("every prediction point needs at least one input visit (n_visits >= 1)")
 
     @property
     def n_points(self) -> int:
         return len(self.point_subject)
 
-    def batch(self, point_rows: np.ndarray) -> Batch:
-        """Gather the subjects of the given points into one padded batch."""
-        subjects, inverse = np.unique(self.point_subject[point_rows], return_inverse=True)
-        # Each subject's window ends at its latest point's history and spans at most max_visits.
+    def batch(self, point_rows: np.ndarray, per_point: bool = False) -> Batch:
+        """Gather the windows the given points read into one padded batch.
+
+        A point with ``n`` input visits reads exactly its own last ``max_visits`` of them:
+        visits ``[max(n - max_visits, 0), n)``, and nothing later. Points of a subject that
+        start their windows at the same visit share one row (one causal pass serves them all:
+        every history no longer than ``max_visits`` starts at visit 0); a point whose history is
+        longer than ``max_visits`` gets the row of its own window start. ``per_point`` gives
+        every point a row of its own (for attributions, whose gradients must not mix points).
+        """
+        point_rows = np.asarray(point_rows, dtype=np.int64)
+        n_visits = self.point_n_visits[point_rows]
+        first_of_point = np.maximum(n_visits - self.max_visits, 0)
+        subject_of_point = self.point_subject[point_rows]
+        if per_point:
+            inverse = np.arange(len(point_rows))
+            subjects, first = subject_of_point, first_of_point
+        else:
+            keys = np.stack([subject_of_point, first_of_point], axis=1)
+            unique, inverse = np.unique(keys, axis=0, return_inverse=True)
+            inverse = inverse.reshape(-1)
+            subjects, first = unique[:, 0], unique[:, 1]
         last = np.zeros(len(subjects), dtype=np.int64)
-        np.maximum.at(last, inverse, self.point_n_visits[point_rows])
-        first = np.maximum(last - self.max_visits, 0)
+        np.maximum.at(last, inverse, n_visits)
         span = last - first
-        width = max(int(span.max()), 1)
+        width = max(int(span.max()) if len(span) else 1, 1)
         offsets = np.arange(width)
         mask = offsets[None, :] < span[:, None]
         rows = self.starts[subjects][:, None] + first[:, None] + np.where(mask, offsets[None, :], 0)
         rows = np.where(mask, rows, 0)
-        visit = np.clip(self.point_n_visits[point_rows] - 1 - first[inverse], 0, None)
+        visit = n_visits - 1 - first[inverse]
         # Trim the code axis to the widest visit in this batch (codes are packed to the left).
         codes = np.where(mask[..., None], self.codes[rows], PAD)
         filled = (codes != PAD).any(axis=(0, 1))
@@ -243,19 +299,32 @@ class VisitTensors:
             visit_mask=mask,
             point_subject=inverse.astype(np.int64),
             point_visit=visit.astype(np.int64),
-            point_index=np.asarray(point_rows, dtype=np.int64),
+            point_index=point_rows,
             visit_offset=first.astype(np.int64),
+            row_subject=self.subject_ids[subjects].astype(np.int64),
             current_stage=self.point_stage[point_rows],
             current_value=self.point_value[point_rows],
             has_current_value=self.point_has_value[point_rows],
         )
 
-    def subject_batches(self, point_rows: np.ndarray, batch_size: int, rng: np.random.Generator | None = None):
-        """Yield batches of about ``batch_size`` subjects, all points of a subject together."""
+    def plan_batches(
+        self, point_rows: np.ndarray, batch_size: int, rng: np.random.Generator | None = None
+    ) -> list[np.ndarray]:
+        """The point rows of each batch of about ``batch_size`` subjects (all points of a subject
+        together), in a random subject order when ``rng`` is given."""
         point_rows = np.asarray(point_rows)
-        subjects = np.unique(self.point_subject[point_rows])
+        owner = self.point_subject[point_rows]
+        subjects = np.unique(owner)
         if rng is not None:
             subjects = rng.permutation(subjects)
-        for start in range(0, len(subjects), batch_size):
-            picks = point_rows[np.isin(self.point_subject[point_rows], subjects[start : start + batch_size])]
-            yield self.batch(picks)
+        rank = np.empty(len(self.subject_ids) if len(self.subject_ids) else 1, dtype=np.int64)
+        rank[subjects] = np.arange(len(subjects))
+        order = np.argsort(rank[owner], kind="stable")
+        chunk = rank[owner][order] // batch_size
+        bounds = np.flatnonzero(np.diff(chunk)) + 1
+        return np.split(point_rows[order], bounds) if len(order) else []
+
+    def subject_batches(self, point_rows: np.ndarray, batch_size: int, rng: np.random.Generator | None = None):
+        """Yield the batches of :meth:`plan_batches`."""
+        for rows in self.plan_batches(point_rows, batch_size, rng):
+            yield self.batch(rows)

@@ -24,3 +24,20 @@ class InputError(ValueError):
 
 class EmptyCohortError(InputError):
     """A task produced no prediction points from the data it was given."""
+
+
+class SavedModelError(ValueError):
+    """A saved model folder breaks a rule: names the file, the field and the rule.
+
+    Attributes:
+        file: the file the problem was found in.
+        field: the offending field (a dotted path into ``config.json``, or a weight's name).
+        rule: a short statement of the rule that was broken.
+    """
+
+    def __init__(self, rule: str, *, file: str, field: str | None = None) -> None:
+        self.file = file
+        self.field = field
+        self.rule = rule
+        where = f"{file}" + (f", field {field!r}" if field else "")
+        super().__init__(f"{where}: {rule}")

@@ -1,15 +1,17 @@
 """``VisitProgressionEstimator``: the hierarchical visit model as a scikit-learn estimator.
 
-Follows scikit-learn to the letter: ``__init__`` only stores parameters; ``fit`` validates,
-seeds from ``random_state`` and returns ``self``; fitted state ends in ``_``; prediction methods
-check fitted-ness. Nested parameters are routed with ``backbone__...`` / ``module__...`` so a
-grid search can reach them. Saving writes safetensors + JSON; loading never unpickles.
+A thin facade. Follows scikit-learn to the letter: ``__init__`` only stores parameters; ``fit``
+validates, seeds from ``random_state`` and returns ``self``; fitted state ends in ``_``;
+prediction methods check fitted-ness. Nested parameters are routed with ``backbone__...`` /
+``module__...`` so a grid search can reach them. The work is done elsewhere, once:
+targets in :mod:`ehrprog.targets`, tensors in :mod:`ehrprog.batching`, the network in
+:mod:`ehrprog.model`, training in :mod:`ehrprog.training` (shared with pre-training),
+attributions in :mod:`ehrprog.explain`, saving and loading in :mod:`ehrprog.persistence`.
 """
 
 from __future__ import annotations
 
-import json
-import time
+import os
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
@@ -17,70 +19,35 @@ from typing import Any
 import numpy as np
 import polars as pl
 import torch
-from safetensors.torch import load_file, save_file
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GroupShuffleSplit
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
-from tqdm.auto import tqdm
 
-from ehrprog.batching import VisitTensors, Vocabulary
+from ehrprog.batching import Batch, VisitTensors, Vocabulary
 from ehrprog.metrics import harrell_c, macro_auroc
-from ehrprog.model import VisitSequenceModel, breslow_baseline, cox_partial_likelihood
+from ehrprog.model import SupervisedObjective, VisitSequenceModel, breslow_baseline, supervised_loss
+from ehrprog.targets import check_survival_targets, split_targets
 from ehrprog.tasks.cohort import CohortX
+from ehrprog.training import TrainSettings, broadcast_seed, train
 
 _PREFIXES = ("backbone__", "module__")
 
-
-def _split_targets(y: Any, n: int) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
-    """``(stage, event, time)`` from a cohort's ``y`` frame, a scikit-survival structured array or a stage array.
-
-    Missing stages are NaN. Any part the input does not hold is ``None``.
-    """
-    if isinstance(y, pl.DataFrame) or hasattr(y, "iloc"):
-        frame = y if isinstance(y, pl.DataFrame) else pl.from_pandas(y)
-        stage = frame["stage"].cast(pl.Float64).fill_null(np.nan).to_numpy() if "stage" in frame.columns else None
-        event = frame["event"].cast(pl.Boolean).to_numpy() if "event" in frame.columns else None
-        tte = frame["time_to_event_days"].cast(pl.Float64).to_numpy() if "time_to_event_days" in frame.columns else None
-        return stage, event, tte
-    array = np.asarray(y)
-    if array.dtype.names:  # scikit-survival: (event: bool, time: float)
-        names = array.dtype.names
-        event_name = next(n for n in names if array.dtype[n] == np.bool_)
-        time_name = next(n for n in names if n != event_name)
-        return None, array[event_name].astype(bool), array[time_name].astype(float)
-    if array.ndim != 1 or len(array) != n:
-        raise ValueError(
-            f"y must be a cohort's y frame, a structured survival array or {n} stages; got shape {array.shape}"
-        )
-    return array.astype(float), None, None
+#: Subjects per batch at prediction time (more than in training: no gradients are kept).
+PREDICT_BATCH_SUBJECTS = 256
 
 
 def _value_scale(X: CohortX) -> tuple[float, float]:
-    """Mean and standard deviation of the training points' current staging-lab value."""
+    """Mean and standard deviation of the training points' finite current staging-lab values."""
     if "current_value" not in X.points.columns:
         return (0.0, 1.0)
-    values = X.points["current_value"].drop_nulls()
+    values = X.points["current_value"].cast(pl.Float64)
+    values = values.filter(values.is_finite())
     if values.len() < 2:
         return (0.0, 1.0)
     std = float(values.std())
     return (float(values.mean()), std if std > 1e-6 else 1.0)
-
-
-def _distributed(model: torch.nn.Module, device: torch.device) -> tuple[int, int, torch.nn.Module]:
-    """``(rank, world size, module to train)``: under ``torchrun`` (``WORLD_SIZE`` > 1) the model is
-    wrapped in DistributedDataParallel (NCCL on GPUs, gloo on CPUs); otherwise ``(0, 1, model)``."""
-    import os
-
-    import torch.distributed as dist
-
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return 0, 1, model
-    ids = [device.index or 0] if device.type == "cuda" else None
-    return dist.get_rank(), dist.get_world_size(), torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
 class VisitProgressionEstimator(BaseEstimator):
@@ -96,14 +63,20 @@ class VisitProgressionEstimator(BaseEstimator):
         sequence_encoder: ``"gru"``, ``"lstm"`` or ``"transformer"`` (causal).
         dropout: dropout before the heads (and inside transformers).
         max_epochs, batch_size (subjects per batch), lr, weight_decay: AdamW training.
-        patience: epochs without validation improvement before stopping early.
+        n_iter_no_change, tol: stop when the validation loss (the training loss when
+            ``validation_fraction`` is 0) has not improved by more than ``tol`` for
+            ``n_iter_no_change`` epochs; the best epoch's weights are kept (as scikit-learn's MLP).
         validation_fraction: share of subjects held out (by subject) for early stopping; 0 disables it.
         max_codes_per_visit, max_visits: truncation (first codes of a visit; last visits of a history).
         min_code_count: codes seen fewer times in training share the unknown embedding.
         refit_risk_head: after training, refit the linear risk head to the exact (ridge-penalised)
-            Cox optimum on the frozen features of the training points.
-        device: ``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"``...
-        random_state: seed; the same data and seed give the same model on CPU.
+            Cox optimum on the frozen features of the held-out **validation** subjects (the
+            network never trained on them, so their features are not overfitted) when they hold
+            at least 20 events, else on the training points; ``risk_head_refit_`` says which.
+        device: ``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"``...; training
+            and prediction both run there.
+        random_state: an int seeds everything (the same data and seed give the same model on
+            CPU); ``None`` draws a fresh seed at each ``fit``, as scikit-learn does.
         verbose: 0 silent, 1 a progress bar per epoch.
         **kwargs: ``backbone__<name>`` / ``module__<name>`` extra parameters for the backbone and
             the sequence model (e.g. ``module__n_stages``).
@@ -111,8 +84,11 @@ class VisitProgressionEstimator(BaseEstimator):
     Attributes:
         classes_: stage labels (``target`` stage/both).
         vocabulary_: the code vocabulary.
-        model_: the trained torch module (on CPU after fit).
+        model_: the trained torch module (:class:`~ehrprog.model.VisitSequenceModel`, on
+            ``device``), with only the heads ``target`` needs.
         history_: one dict per epoch (``epoch``, ``train_loss``, ``valid_loss``, ``seconds``).
+        loss_curve_, validation_loss_curve_: the training and validation loss per epoch.
+        n_iter_: epochs run; best_epoch_: the epoch whose weights the model holds.
         event_times_, cumulative_baseline_hazard_: Breslow baseline (``target`` progression/both).
         risk_head_refit_: where the risk head was refitted (``"validation"``, ``"training"``), or
             why not.
@@ -131,7 +107,8 @@ class VisitProgressionEstimator(BaseEstimator):
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
-        "patience": [Interval(Integral, 1, None, closed="left")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
         "max_codes_per_visit": [Interval(Integral, 1, None, closed="left")],
         "max_visits": [Interval(Integral, 1, None, closed="left")],
@@ -155,7 +132,8 @@ class VisitProgressionEstimator(BaseEstimator):
         batch_size: int = 64,
         lr: float = 3e-3,
         weight_decay: float = 1e-4,
-        patience: int = 3,
+        n_iter_no_change: int = 3,
+        tol: float = 1e-4,
         validation_fraction: float = 0.15,
         max_codes_per_visit: int = 64,
         max_visits: int = 256,
@@ -177,7 +155,8 @@ class VisitProgressionEstimator(BaseEstimator):
         self.batch_size = batch_size
         self.lr = lr
         self.weight_decay = weight_decay
-        self.patience = patience
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
         self.validation_fraction = validation_fraction
         self.max_codes_per_visit = max_codes_per_visit
         self.max_visits = max_visits
@@ -216,97 +195,111 @@ class VisitProgressionEstimator(BaseEstimator):
             tags.estimator_type = "classifier"
         return tags
 
-    # ----------------------------------------------------------- training
+    # ----------------------------------------------------------- set-up
     def _device(self) -> torch.device:
+        """The device training and prediction run on (checked to exist)."""
         if self.device == "auto":
             if torch.cuda.is_available():
-                import os
-
                 return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
             return torch.device("cpu")
-        return torch.device(self.device)
+        try:
+            device = torch.device(self.device)
+        except RuntimeError as error:
+            raise ValueError(f"device={self.device!r} is not a torch device: {error}") from None
+        if device.type == "cuda":
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if count == 0 or (device.index or 0) >= count:
+                raise ValueError(f"device={self.device!r}: this machine has {count} CUDA device(s)")
+        return device
 
     def _seed(self) -> int:
+        """The seed of this fit: ``random_state``'s, or a fresh one when it is ``None``."""
         if isinstance(self.random_state, np.random.RandomState):
             return int(self.random_state.randint(0, 2**31 - 1))
-        return 0 if self.random_state is None else int(self.random_state)
+        if self.random_state is None:
+            return int(np.random.SeedSequence().generate_state(1)[0] & 0x7FFFFFFF)
+        return int(self.random_state)
 
-    def _build_model(self, n_classes: int, architecture: dict[str, Any] | None = None) -> VisitSequenceModel:
-        """The model for ``vocabulary_``; ``architecture`` (from a saved estimator) replaces the
-        backbone parameters that point at a pre-trained source."""
+    def _build_model(
+        self, n_classes: int, architecture: dict[str, Any] | None = None, *, saved: bool = False
+    ) -> VisitSequenceModel:
+        """The model for ``vocabulary_`` with the heads ``target`` needs (``n_classes`` stages).
+
+        ``architecture`` (from a saved estimator) replaces the backbone parameters that point at
+        a pre-trained source. With ``saved``, no string-valued backbone parameter (a path: a
+        checkpoint or a text encoder) reaches the factory: a saved estimator opens nothing
+        outside its own folder.
+        """
         from ehrprog.plugins import get_backbone
 
         spec = get_backbone(self.backbone)
+        routed = self._routed("backbone__")
+        if saved:
+            routed = {k: v for k, v in routed.items() if not isinstance(v, str)}
         backbone = spec.factory(
             vocab_size=self.vocabulary_.size,
             dim=self.embedding_dim,
             visit_encoder=self.visit_encoder,
             dropout=self.dropout,
             vocabulary=self.vocabulary_,
-            **{**self._routed("backbone__"), **(architecture or {})},
+            **{**routed, **(architecture or {})},
         )
         return VisitSequenceModel(
             backbone,
-            n_classes=n_classes,
+            n_classes=n_classes if self.target in ("stage", "both") else 0,
+            risk=self.target in ("progression", "both"),
             hidden=self.hidden_dim,
             sequence_encoder=self.sequence_encoder,
             dropout=self.dropout,
             **self._routed("module__"),
         )
 
-    def _loss(self, outputs, rows: np.ndarray, targets, device: torch.device) -> torch.Tensor:
-        logits, risk = outputs
-        stage_idx, event, tte = targets
-        loss = torch.zeros((), device=device)
-        if self.target in ("stage", "both"):
-            labels = torch.from_numpy(stage_idx[rows]).to(device)
-            known = labels >= 0
-            if known.any():
-                loss = loss + torch.nn.functional.cross_entropy(logits[known].float(), labels[known])
-        if self.target in ("progression", "both"):
-            loss = loss + cox_partial_likelihood(
-                risk, torch.from_numpy(tte[rows]).to(device), torch.from_numpy(event[rows]).to(device)
-            )
-        return loss
+    def _visit_tensors(self, X: CohortX) -> VisitTensors:
+        return VisitTensors(X, self.vocabulary_, self.max_codes_per_visit, self.max_visits, self.value_scale_)
 
+    # ----------------------------------------------------------- training
     def fit(self, X: CohortX, y: Any, groups: Any = None) -> VisitProgressionEstimator:
         """Train on prediction points ``X`` (a :class:`~ehrprog.tasks.CohortX`) with targets ``y``.
 
         ``y`` is a cohort's ``y`` frame (the estimator takes what ``target`` needs), a
         scikit-survival structured array (progression) or an array of stages (stage). Points
-        without a next stage are ignored by the stage loss. ``groups`` is accepted for API
-        symmetry with ``GroupKFold``; the internal validation split is always by subject.
+        without a next stage are ignored by the stage loss. Survival targets must be finite, not
+        negative and hold at least one event. ``groups`` is accepted for API symmetry with
+        ``GroupKFold``; the internal validation split is always by subject. A loss that turns
+        NaN or infinite stops training with :class:`~ehrprog.training.NonFiniteLossError`.
         """
         self._validate_params()
         if not isinstance(X, CohortX):
             raise TypeError(f"X must be a CohortX (cohort.X from a task's build), got {type(X).__name__}")
-        stage, event, tte = _split_targets(y, len(X))
+        stage, event, tte = split_targets(y, len(X))
         if self.target in ("stage", "both") and stage is None:
             raise ValueError(f"target={self.target!r} needs stages in y (a 'stage' column or a stage array)")
-        if self.target in ("progression", "both") and (event is None or tte is None):
-            raise ValueError(
-                f"target={self.target!r} needs 'event' and 'time_to_event_days' in y "
-                "(or a scikit-survival structured array)"
-            )
+        if self.target in ("progression", "both"):
+            if event is None or tte is None:
+                raise ValueError(
+                    f"target={self.target!r} needs 'event' and 'time_to_event_days' in y "
+                    "(or a scikit-survival structured array)"
+                )
+            check_survival_targets(event, tte)
         if len(X) == 0:
             raise ValueError("cannot fit on an empty cohort")
-        seed = self._seed()
         device = self._device()
+        seed = broadcast_seed(self._seed(), device)
         self.n_features_in_ = 1
         stage_idx = np.full(len(X), -1, dtype=np.int64)
-        n_classes = 1
-        if stage is not None and self.target in ("stage", "both"):
+        n_classes = 0
+        if self.target in ("stage", "both"):
             known = ~np.isnan(stage)
             self.classes_ = np.unique(stage[known]).astype(np.int64)
             if len(self.classes_) < 2:
                 raise ValueError(f"need at least two stages in y to classify, got {self.classes_.tolist()}")
             stage_idx[known] = np.searchsorted(self.classes_, stage[known].astype(np.int64))
             n_classes = len(self.classes_)
-        targets = (
-            stage_idx,
-            event.astype(np.float32) if event is not None else None,
-            tte.astype(np.float32) if tte is not None else None,
-        )
+        targets = {
+            "stage_label": stage_idx,
+            "event": (event if event is not None else np.zeros(len(X))).astype(np.float32),
+            "time": (tte if tte is not None else np.zeros(len(X))).astype(np.float32),
+        }
         subjects = X.points["subject_id"].to_numpy()
         rows = np.arange(len(X))
         train_rows, valid_rows = rows, np.array([], dtype=np.int64)
@@ -318,61 +311,50 @@ class VisitProgressionEstimator(BaseEstimator):
         tensors = self._visit_tensors(X)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = self._build_model(n_classes).to(device)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        rng = np.random.default_rng(seed)
-        amp = device.type == "cuda"
-        rank, world, trained = _distributed(model, device)
-        n_batches = -(-len(np.unique(subjects[train_rows])) // self.batch_size)
-        steps = max(n_batches // world, 1)  # equal steps on every rank (DDP needs them in lockstep)
-        self.history_ = []
-        best, best_state, stale = np.inf, None, 0
-        for epoch in range(1, self.max_epochs + 1):
-            started = time.perf_counter()
-            trained.train()
-            losses, weights = [], []
-            batches = tensors.subject_batches(train_rows, self.batch_size, rng)
-            mine = (b for i, b in enumerate(batches) if i % world == rank and i // world < steps)
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed + epoch + 1000 * rank)  # dropout masks: reproducible per epoch
-                for batch in tqdm(
-                    mine, total=steps, disable=not self.verbose or rank > 0, desc=f"epoch {epoch}", leave=False
-                ):
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                        outputs = trained(batch.tensors(device))
-                    loss = self._loss(outputs, batch.point_index, targets, device)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(trained.parameters(), 1.0)
-                    optimizer.step()
-                    losses.append(float(loss.detach()))
-                    weights.append(len(batch.point_index))
-            record = {"epoch": epoch, "train_loss": float(np.average(losses, weights=weights))}
-            if len(valid_rows):
-                record["valid_loss"] = self._evaluate_loss(model, tensors, valid_rows, targets, device)
-            record["seconds"] = time.perf_counter() - started
-            self.history_.append(record)
-            monitored = record.get("valid_loss", record["train_loss"])
-            if monitored < best - 1e-4:
-                best, stale = monitored, 0
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            else:
-                stale += 1
-                if len(valid_rows) and stale >= self.patience:
-                    break
-        if best_state is not None:
-            model.load_state_dict(best_state)
-        self.model_ = model.cpu().eval()
+            model = self._build_model(n_classes)
+
+        def plan(epoch: int) -> list[np.ndarray]:
+            return tensors.plan_batches(train_rows, self.batch_size, np.random.default_rng([seed, epoch]))
+
+        def load(rows: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
+            return _with_targets(tensors.batch(rows), targets, device)
+
+        def validate(objective: SupervisedObjective) -> dict[str, float]:
+            logits, risk = self._outputs(objective.model, tensors, valid_rows, device)
+            index = torch.from_numpy(valid_rows)
+            with torch.no_grad():
+                loss = supervised_loss(
+                    None if logits is None else torch.from_numpy(logits),
+                    None if risk is None else torch.from_numpy(risk),
+                    {name: torch.from_numpy(values)[index] for name, values in targets.items()},
+                )
+            return {"valid_loss": float(loss)}
+
+        settings = TrainSettings(
+            max_epochs=self.max_epochs,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            n_iter_no_change=self.n_iter_no_change,
+            tol=self.tol,
+            device=device,
+            seed=seed,
+            verbose=bool(self.verbose),
+        )
+        result = train(SupervisedObjective(model), plan, load, settings, validate=validate if len(valid_rows) else None)
+        self.history_ = result.history
+        self.n_iter_ = result.n_iter
+        self.best_epoch_ = result.best_epoch
+        self.loss_curve_ = [record["train_loss"] for record in result.history]
+        self.validation_loss_curve_ = [record["valid_loss"] for record in result.history if "valid_loss" in record]
+        self.model_ = model.eval()
         if self.target in ("progression", "both"):
             self.risk_head_refit_ = "off"
             if self.refit_risk_head:
-                # On the held-out validation subjects when they hold enough events (the network never
-                # trained on them, so their features are not overfitted), else on the training points.
                 self.risk_head_refit_ = "skipped: fewer than 20 events"
-                for name, rows in (("validation", valid_rows), ("training", train_rows)):
-                    if event[rows].sum() >= 20:
+                for name, part in (("validation", valid_rows), ("training", train_rows)):
+                    if event[part].sum() >= 20:
                         try:
-                            self._refit_risk_head(X[rows], event[rows], tte[rows])
+                            self._refit_risk_head(X[part], event[part], tte[part])
                             self.risk_head_refit_ = name
                         except (ValueError, ArithmeticError, np.linalg.LinAlgError) as error:
                             self.risk_head_refit_ = f"skipped: {error}"
@@ -385,16 +367,19 @@ class VisitProgressionEstimator(BaseEstimator):
 
     def _refit_risk_head(self, X: CohortX, event: np.ndarray, tte: np.ndarray) -> None:
         """Refit the (linear) risk head to the exact optimum of the ridge-penalised Cox partial
-        likelihood on the frozen head features of the training points (Newton's method, as
-        scikit-survival's CoxPHSurvivalAnalysis with Breslow ties); mini-batch AdamW leaves it short."""
+        likelihood on the frozen head features of ``X`` (Newton's method, as scikit-survival's
+        CoxPHSurvivalAnalysis with Breslow ties); mini-batch AdamW leaves it short."""
         from sksurv.linear_model import CoxPHSurvivalAnalysis
         from sksurv.util import Surv
 
+        device = self._device()
         tensors = self._visit_tensors(X)
         features = np.zeros((len(X), self.model_.risk_head.in_features), dtype=np.float64)
+        self.model_.to(device).eval()
         with torch.no_grad():
-            for batch in tensors.subject_batches(np.arange(len(X)), max(self.batch_size, 256)):
-                features[batch.point_index] = self.model_.head_features(batch.tensors(torch.device("cpu"))).numpy()
+            for rows in tensors.plan_batches(np.arange(len(X)), max(self.batch_size, PREDICT_BATCH_SUBJECTS)):
+                batch = tensors.batch(rows)
+                features[batch.point_index] = self.model_.head_features(batch.tensors(device)).float().cpu().numpy()
         scale = features.std(axis=0)
         scale = np.where(scale > 1e-8, scale, 1.0)
         cox = CoxPHSurvivalAnalysis(alpha=1.0, ties="breslow", n_iter=200).fit(
@@ -403,31 +388,9 @@ class VisitProgressionEstimator(BaseEstimator):
         if not np.isfinite(cox.coef_).all():
             raise ArithmeticError("the Cox refit did not converge to finite coefficients")
         with torch.no_grad():
-            self.model_.risk_head.weight.copy_(torch.from_numpy(cox.coef_ / scale).float()[None, :])
+            weight = torch.from_numpy(cox.coef_ / scale).float()[None, :]
+            self.model_.risk_head.weight.copy_(weight.to(self.model_.risk_head.weight.device))
             self.model_.risk_head.bias.zero_()
-
-    def _visit_tensors(self, X: CohortX) -> VisitTensors:
-        return VisitTensors(X, self.vocabulary_, self.max_codes_per_visit, self.max_visits, self.value_scale_)
-
-    def _evaluate_loss(self, model, tensors: VisitTensors, rows: np.ndarray, targets, device) -> float:
-        model.eval()
-        total, count = 0.0, 0
-        with torch.no_grad():
-            if self.target in ("progression", "both"):  # Cox risk sets span the whole validation set
-                logits, risk = [], []
-                order = []
-                for batch in tensors.subject_batches(rows, self.batch_size):
-                    out = model(batch.tensors(device))
-                    logits.append(out[0])
-                    risk.append(out[1])
-                    order.append(batch.point_index)
-                index = np.concatenate(order)
-                return float(self._loss((torch.cat(logits), torch.cat(risk)), index, targets, device))
-            for batch in tensors.subject_batches(rows, self.batch_size):
-                loss = self._loss(model(batch.tensors(device)), batch.point_index, targets, device)
-                total += float(loss) * len(batch.point_index)
-                count += len(batch.point_index)
-        return total / max(count, 1)
 
     # ----------------------------------------------------------- prediction
     def _check(self, X: Any) -> None:
@@ -435,18 +398,36 @@ class VisitProgressionEstimator(BaseEstimator):
         if not isinstance(X, CohortX):
             raise TypeError(f"X must be a CohortX, got {type(X).__name__}")
 
-    def _predict_outputs(self, X: CohortX) -> tuple[np.ndarray, np.ndarray]:
-        """Stage logits ``[n, K]`` and log relative risks ``[n]`` in the order of ``X``'s points."""
-        tensors = self._visit_tensors(X)
-        logits = np.zeros((len(X), self.model_.stage_head.out_features), dtype=np.float32)
-        risk = np.zeros(len(X), dtype=np.float32)
-        self.model_.eval()
+    def _outputs(
+        self, model: VisitSequenceModel, tensors: VisitTensors, rows: np.ndarray, device: torch.device
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Stage logits ``[len(rows), K]`` and log relative risks ``[len(rows)]`` of the points
+        ``rows``, in that order, computed on ``device`` in batches (``None`` for a missing head)."""
+        position = np.empty(tensors.n_points, dtype=np.int64)
+        position[rows] = np.arange(len(rows))
+        stage_head = model.stage_head
+        logits = np.zeros((len(rows), stage_head.out_features), np.float32) if stage_head is not None else None
+        risk = np.zeros(len(rows), np.float32) if model.risk_head is not None else None
+        was_training = model.training
+        model.eval()
         with torch.no_grad():
-            for batch in tensors.subject_batches(np.arange(len(X)), max(self.batch_size, 256)):
-                out_logits, out_risk = self.model_(batch.tensors(torch.device("cpu")))
-                logits[batch.point_index] = out_logits.float().numpy()
-                risk[batch.point_index] = out_risk.float().numpy()
+            for part in tensors.plan_batches(rows, max(self.batch_size, PREDICT_BATCH_SUBJECTS)):
+                batch = tensors.batch(part)
+                out_logits, out_risk = model(batch.tensors(device))
+                where = position[batch.point_index]
+                if logits is not None:
+                    logits[where] = out_logits.float().cpu().numpy()
+                if risk is not None:
+                    risk[where] = out_risk.float().cpu().numpy()
+        model.train(was_training)
         return logits, risk
+
+    def _predict_outputs(self, X: CohortX) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Stage logits ``[n, K]`` and log relative risks ``[n]`` in the order of ``X``'s points,
+        computed on the estimator's ``device``."""
+        device = self._device()
+        self.model_.to(device)
+        return self._outputs(self.model_, self._visit_tensors(X), np.arange(len(X)), device)
 
     def predict_proba(self, X: CohortX) -> np.ndarray:
         """Stage probabilities ``[n, len(classes_)]``."""
@@ -484,13 +465,14 @@ class VisitProgressionEstimator(BaseEstimator):
 
     def score(self, X: CohortX, y: Any) -> float:
         """Macro one-vs-rest AUROC (stage), Harrell's C (progression), or their mean (both)."""
-        stage, event, tte = _split_targets(y, len(X))
+        stage, event, tte = split_targets(y, len(X))
         scores = []
         if self.target in ("stage", "both"):
             known = ~np.isnan(stage)
             proba = self.predict_proba(X)
             scores.append(macro_auroc(stage[known], proba[known], self.classes_))
         if self.target in ("progression", "both"):
+            check_survival_targets(event, tte)
             scores.append(harrell_c(event, tte, self.predict_risk(X)))
         return float(np.mean(scores))
 
@@ -501,12 +483,7 @@ class VisitProgressionEstimator(BaseEstimator):
             raise AttributeError(f"{method} needs target='progression' or 'both'; this estimator has target='stage'")
 
     def explain(self, X: CohortX, output: str = "auto", steps: int = 32) -> pl.DataFrame:
-        """Per-code and per-visit attributions by integrated gradients over the code embeddings.
-
-        The path runs from all-zero embeddings (the padding embedding) to the actual ones in
-        ``steps`` Riemann steps; a code's attribution is the sum over embedding dimensions of
-        ``embedding * mean gradient``, so a point's attributions add up to its output minus the
-        output of the all-padding input (the completeness axiom, up to the discretisation).
+        """Per-code and per-visit attributions by integrated gradients (see :mod:`ehrprog.explain`).
 
         Args:
             X: prediction points to explain (each is explained in its own history).
@@ -519,90 +496,27 @@ class VisitProgressionEstimator(BaseEstimator):
             ``visit_index``, ``visit_start``, ``code``, ``attribution`` and ``visit_attribution``
             (the visit's total).
         """
+        from ehrprog.explain import integrated_gradients
+
         self._check(X)
         if output == "auto":
             output = "stage" if self.target == "stage" else "risk"
         if output not in ("risk", "stage"):
             raise ValueError(f"output must be 'risk', 'stage' or 'auto', got {output!r}")
         self._require("progression" if output == "risk" else "stage", "explain")
-        tensors = self._visit_tensors(X)
-        model = self.model_.eval()
-        rows = []
-        for index in range(len(X)):
-            batch = tensors.batch(np.array([index]))
-            inputs = batch.tensors(torch.device("cpu"))
-            with torch.no_grad():
-                embedded = model.backbone.embed(inputs["codes"], inputs["values"], inputs["has_value"])
-                logits, _ = model(inputs)
-                chosen = int(logits[0].argmax())
-            total = torch.zeros_like(embedded)
-            for alpha in (torch.arange(steps, dtype=embedded.dtype) + 0.5) / steps:
-                scaled = (alpha * embedded).requires_grad_(True)
-                logits, risk = model(inputs, scaled)
-                value = risk[0] if output == "risk" else logits[0, chosen]
-                (grad,) = torch.autograd.grad(value, scaled)
-                total += grad
-            attribution = (embedded * total / steps).sum(-1)[0]  # [V, C]
-            codes = batch.codes[0]
-            visit_pos, code_pos = np.nonzero(codes)
-            rows.append(
-                pl.DataFrame(
-                    {
-                        "point": np.full(len(visit_pos), index),
-                        "visit_index": visit_pos + batch.visit_offset[0],
-                        "code_row": codes[visit_pos, code_pos],
-                        "attribution": attribution.detach().numpy()[visit_pos, code_pos],
-                    }
-                )
-            )
-        frame = pl.concat(rows)
-        names = pl.DataFrame({"code_row": np.arange(2, self.vocabulary_.size), "code": self.vocabulary_.codes})
-        visits = X.visits.visits().select("subject_id", "visit_index", pl.col("start").alias("visit_start"))
-        points = X.points.with_row_index("point").select(pl.col("point").cast(pl.Int64), "subject_id")
-        return (
-            frame.with_columns(pl.col("code_row").cast(pl.Int64), pl.col("visit_index").cast(pl.Int32))
-            .join(names, on="code_row", how="left")
-            .with_columns(pl.col("code").fill_null("<unknown code>"))
-            .join(points, on="point", how="left")
-            .join(visits, on=["subject_id", "visit_index"], how="left")
-            .with_columns(pl.col("attribution").sum().over("point", "visit_index").alias("visit_attribution"))
-            .select("point", "subject_id", "visit_index", "visit_start", "code", "attribution", "visit_attribution")
-            .sort("point", "visit_index", "attribution", descending=[False, False, True])
-        )
+        device = self._device()
+        self.model_.to(device)
+        return integrated_gradients(self.model_, self._visit_tensors(X), X, self.vocabulary_, output, steps, device)
 
     # ----------------------------------------------------------- persistence
     def save(self, path: str | Path) -> Path:
-        """Write ``config.json`` (parameters, vocabulary, classes, baseline hazard, history) and
-        ``model.safetensors`` (weights) to the folder ``path``."""
+        """Write ``config.json`` (parameters, vocabulary, classes, baseline hazard, history,
+        versions) and ``model.safetensors`` (weights) to the folder ``path``; see
+        :mod:`ehrprog.persistence`."""
+        from ehrprog.persistence import save_estimator
+
         check_is_fitted(self, "model_")
-        root = Path(path)
-        root.mkdir(parents=True, exist_ok=True)
-        params = {k: v for k, v in self.get_params().items() if k != "random_state"}
-        params["random_state"] = self.random_state if isinstance(self.random_state, int | None) else None
-        config = {
-            "format": "ehrprog.VisitProgressionEstimator/1",
-            "params": params,
-            "vocabulary": {
-                "codes": self.vocabulary_.codes,
-                "value_mean": self.vocabulary_.value_mean.tolist(),
-                "value_std": self.vocabulary_.value_std.tolist(),
-                "descriptions": self.vocabulary_.descriptions,
-            },
-            "backbone_architecture": self.model_.backbone.architecture()
-            if hasattr(self.model_.backbone, "architecture")
-            else None,
-            "n_classes": int(self.model_.stage_head.out_features),
-            "value_scale": list(self.value_scale_),
-            "classes": self.classes_.tolist() if hasattr(self, "classes_") else None,
-            "event_times": self.event_times_.tolist() if hasattr(self, "event_times_") else None,
-            "cumulative_baseline_hazard": self.cumulative_baseline_hazard_.tolist()
-            if hasattr(self, "cumulative_baseline_hazard_")
-            else None,
-            "history": self.history_,
-        }
-        (root / "config.json").write_text(json.dumps(config, indent=1))
-        save_file({k: v.contiguous() for k, v in self.model_.state_dict().items()}, str(root / "model.safetensors"))
-        return root
+        return save_estimator(self, path)
 
     def save_backbone(self, path: str | Path) -> Path:
         """Write the fitted (fine-tuned) backbone as a pre-trained folder (``config.json``,
@@ -616,35 +530,24 @@ class VisitProgressionEstimator(BaseEstimator):
         if not getattr(backbone, "model_type", ""):
             raise ValueError(f"backbone {self.backbone!r} has no pre-trained folder layout to save")
         extra = backbone.pretrained_config() if hasattr(backbone, "pretrained_config") else {}
+        self.model_.cpu()
         return save_pretrained(backbone, self.vocabulary_.codes, path, backbone=self.backbone, fine_tuned=True, **extra)
 
     @classmethod
     def load(cls, path: str | Path) -> VisitProgressionEstimator:
-        """Load a saved estimator. Reads JSON and safetensors only: no code is executed."""
-        root = Path(path)
-        config = json.loads((root / "config.json").read_text())
-        if config.get("format") != "ehrprog.VisitProgressionEstimator/1":
-            raise ValueError(f"{root / 'config.json'} is not a saved VisitProgressionEstimator")
-        estimator = cls(**config["params"])
-        vocab = config["vocabulary"]
-        estimator.vocabulary_ = Vocabulary(
-            vocab["codes"],
-            np.asarray(vocab["value_mean"], np.float32),
-            np.asarray(vocab["value_std"], np.float32),
-            vocab.get("descriptions"),
-        )
-        model = estimator._build_model(config["n_classes"], config.get("backbone_architecture"))
-        model.load_state_dict(load_file(str(root / "model.safetensors")))
-        estimator.model_ = model.eval()
-        estimator.value_scale_ = tuple(config["value_scale"])
-        estimator.n_features_in_ = 1
-        estimator.history_ = config["history"]
-        if config["classes"] is not None:
-            estimator.classes_ = np.asarray(config["classes"], dtype=np.int64)
-        if config["event_times"] is not None:
-            estimator.event_times_ = np.asarray(config["event_times"])
-            estimator.cumulative_baseline_hazard_ = np.asarray(config["cumulative_baseline_hazard"])
-        return estimator
+        """Load a saved estimator. Reads and validates JSON and safetensors only: no code is
+        executed and nothing outside the folder is opened."""
+        from ehrprog.persistence import load_estimator
+
+        return load_estimator(cls, path)
+
+
+def _with_targets(batch: Batch, targets: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    """The batch's tensors plus its points' targets (``stage_label``, ``event``, ``time``) on ``device``."""
+    inputs = batch.tensors(device)
+    for name, values in targets.items():
+        inputs[name] = torch.from_numpy(values[batch.point_index]).to(device)
+    return inputs
 
 
 __all__ = ["NotFittedError", "VisitProgressionEstimator"]

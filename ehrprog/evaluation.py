@@ -35,7 +35,7 @@ DEMO_MODEL_PARAMS: dict[str, Any] = {
     "lr": 1e-2,
     "batch_size": 32,
     "max_epochs": 30,
-    "patience": 6,
+    "n_iter_no_change": 6,
 }
 
 

@@ -107,13 +107,19 @@ class DefaultBackbone(nn.Module):
 
 
 class VisitSequenceModel(nn.Module):
-    """Backbone + time features + causal sequence encoder + stage and survival heads."""
+    """Backbone + time features + causal sequence encoder + stage and survival heads.
+
+    Only the heads a target needs are built: ``n_classes`` > 0 gives the stage head (``None``
+    otherwise), ``risk`` the survival head; so every parameter takes part in the loss (as DDP
+    requires) and a saved model holds no untrained head.
+    """
 
     def __init__(
         self,
         backbone: nn.Module,
         *,
         n_classes: int,
+        risk: bool = True,
         n_stages: int = 5,
         hidden: int = 64,
         sequence_encoder: str = "gru",
@@ -139,13 +145,16 @@ class VisitSequenceModel(nn.Module):
         self.n_stages = n_stages
         self.dropout = nn.Dropout(dropout)
         head_in = hidden + n_stages + 1 + 2  # state, current stage one-hot, current lab value and its flag
-        self.stage_head = nn.Linear(head_in, n_classes)
-        self.risk_head = nn.Linear(head_in, 1)
+        if n_classes < 1 and not risk:
+            raise ValueError("the model needs a stage head (n_classes >= 1), a risk head (risk=True) or both")
+        self.stage_head = nn.Linear(head_in, n_classes) if n_classes > 0 else None
+        self.risk_head = nn.Linear(head_in, 1) if risk else None
         # The heads start from the current stage and value alone (the state's weights at zero), like
         # a linear model on them; the learned history then enters as training finds it useful.
         with torch.no_grad():
-            self.stage_head.weight[:, :hidden].zero_()
-            self.risk_head.weight[:, :hidden].zero_()
+            for head in (self.stage_head, self.risk_head):
+                if head is not None:
+                    head.weight[:, :hidden].zero_()
 
     def encode(self, batch: dict[str, torch.Tensor], embedded: torch.Tensor | None = None) -> torch.Tensor:
         """Per-visit causal states ``[B, V, H]``: state v depends on visits 0..v only."""
@@ -163,10 +172,13 @@ class VisitSequenceModel(nn.Module):
 
     def forward(
         self, batch: dict[str, torch.Tensor], embedded: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Stage logits ``[P, K]`` and log relative risks ``[P]`` for the batch's points."""
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Stage logits ``[P, K]`` and log relative risks ``[P]`` for the batch's points
+        (``None`` for a head the model does not have)."""
         features = self.head_features(batch, embedded)
-        return self.stage_head(features), self.risk_head(features).squeeze(-1)
+        logits = self.stage_head(features) if self.stage_head is not None else None
+        risk = self.risk_head(features).squeeze(-1) if self.risk_head is not None else None
+        return logits, risk
 
     def head_features(self, batch: dict[str, torch.Tensor], embedded: torch.Tensor | None = None) -> torch.Tensor:
         """What both heads read, ``[P, H + n_stages + 3]``: the state at each point's last visit,
@@ -177,6 +189,41 @@ class VisitSequenceModel(nn.Module):
         value = torch.stack([batch["current_value"], batch["has_current_value"].to(gathered.dtype)], dim=-1)
         # Dropout regularises the learned state only; the current stage and value enter intact.
         return torch.cat([self.dropout(gathered), stage.to(gathered.dtype), value.to(gathered.dtype)], dim=-1)
+
+
+class SupervisedObjective(nn.Module):
+    """The training objective of :class:`VisitSequenceModel` for the training engine.
+
+    ``forward(inputs)`` reads the batch tensors plus ``stage_label`` ``[P]`` (class index, -1
+    where no next stage is known), ``event`` ``[P]`` and ``time`` ``[P]`` (days), and returns
+    ``(loss, parts)``: cross-entropy over known stages (stage head) plus the Cox partial
+    likelihood (risk head), with ``parts["weight"]`` the number of points.
+    """
+
+    def __init__(self, model: VisitSequenceModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        logits, risk = self.model(inputs)
+        return supervised_loss(logits, risk, inputs), {"weight": float(len(inputs["point_subject"]))}
+
+
+def supervised_loss(
+    logits: torch.Tensor | None, risk: torch.Tensor | None, targets: dict[str, torch.Tensor]
+) -> torch.Tensor:
+    """Cross-entropy of known stages (``stage_label`` >= 0) plus the Cox partial likelihood of
+    ``risk`` given ``event`` and ``time``, for whichever heads are present."""
+    anchor = logits if logits is not None else risk
+    loss = anchor.sum() * 0.0
+    if logits is not None:
+        labels = targets["stage_label"]
+        known = labels >= 0
+        if bool(known.any()):
+            loss = loss + nn.functional.cross_entropy(logits[known].float(), labels[known])
+    if risk is not None:
+        loss = loss + cox_partial_likelihood(risk, targets["time"], targets["event"])
+    return loss
 
 
 def cox_partial_likelihood(risk: torch.Tensor, time: torch.Tensor, event: torch.Tensor) -> torch.Tensor:
@@ -218,7 +265,9 @@ def breslow_baseline(risk: np.ndarray, time: np.ndarray, event: np.ndarray) -> t
 __all__ = [
     "AttentionPool",
     "DefaultBackbone",
+    "SupervisedObjective",
     "VisitSequenceModel",
     "breslow_baseline",
     "cox_partial_likelihood",
+    "supervised_loss",
 ]

@@ -51,7 +51,7 @@ class VisitFrame:
         frame: one row per subject: ``subject_id``, ``birth``, ``death``, ``sex``, ``static_codes``
             (list of codes with no time) and ``visits``, a list of
             :data:`~ehrprog.schema.VISIT_STRUCT` in time order. Within a visit, ``codes`` and
-            ``numeric_values`` are aligned and ordered by (time, code); ``days_since_first``,
+            ``numeric_values`` are aligned and ordered by (time, code string, value); ``days_since_first``,
             ``days_since_prev`` and ``age_days`` are in days (float32).
         strategy: the grouping strategy used.
         codes: code metadata carried over from the events (``code``, ``description``,
@@ -170,8 +170,8 @@ def group_visits(events: EventFrame | pl.DataFrame | pl.LazyFrame, strategy: Str
 
     Returns:
         A :class:`VisitFrame` with one row per subject, subjects in ascending id order. Inside a
-        visit, events are ordered by time, ties in an order fixed by their content (a row hash),
-        so the result never depends on input row order.
+        visit, codes are ordered by (time, code string, value), so the result never depends on
+        input row order nor on the polars version.
     """
     if not (strategy in ("same_day", "visit_id") or isinstance(strategy, Gap)):
         raise ValueError(f"unknown visit strategy {strategy!r}; use 'same_day', 'visit_id' or ehrprog.Gap(hours=...)")
@@ -214,12 +214,15 @@ def _group(lazy: pl.LazyFrame, attributes: pl.LazyFrame, ordered: bool, strategy
     # Rows are in time order within a visit: its start and end are its first and last times.
     # (first/last and filter-then-first are several times faster than min/max and drop_nulls
     # in polars' grouped aggregation.)
+    # Inside a visit, codes (and their values) are in (time, code string, value) order: the
+    # documented order, the same under any polars version (row hashes are stable within one only).
+    content_order = ("time", pl.col("code").cast(pl.String), "numeric_value")
     visit_values = [
         pl.col("time").first().alias("start"),
         pl.col("time").last().alias("end"),
         pl.col("visit_type").filter(pl.col("visit_type").is_not_null()).first().alias("visit_type"),
-        pl.col("code").alias("codes"),
-        pl.col("numeric_value").alias("numeric_values"),
+        pl.col("code").sort_by(*content_order).alias("codes"),
+        pl.col("numeric_value").sort_by(*content_order).alias("numeric_values"),
     ]
     if strategy == "visit_id":
         # Attaching orphans reorders rows: restore the canonical order; visits may interleave.

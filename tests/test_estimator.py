@@ -7,7 +7,6 @@ import json
 import numpy as np
 import polars as pl
 import pytest
-import torch
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV, GroupKFold, cross_val_score
@@ -146,8 +145,10 @@ def test_grid_search_over_routed_and_plain_parameters_with_group_k_fold(cohort):
         n_jobs=2,
     )
     search.fit(cohort.X, cohort.y, groups=cohort.groups)
-    assert search.best_params_["hidden_dim"] in (8, 16)
-    assert np.isfinite(search.best_score_)
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+    # The chosen parameters reached the refitted module (checked on the module, not on get_params).
+    assert search.best_estimator_.model_.sequence.hidden_size == search.best_params_["hidden_dim"]
+    assert search.best_estimator_.model_.n_stages == 5
 
 
 def test_cross_val_score_with_group_k_fold_in_two_processes(cohort):
@@ -163,15 +164,6 @@ def test_cross_val_score_with_group_k_fold_in_two_processes(cohort):
     assert ((scores >= 0) & (scores <= 1)).all()
 
 
-def test_model_learns_held_out_stage_and_progression(cohort):
-    train = np.isin(cohort.groups, np.unique(cohort.groups)[::4], invert=True)
-    params = {**SMALL, "max_epochs": 12, "patience": 12}
-    stage = VisitProgressionEstimator(target="stage", **params).fit(cohort.X[train], cohort.y.filter(train))
-    assert stage.score(cohort.X[~train], cohort.y.filter(~train)) > 0.75
-    both = VisitProgressionEstimator(target="progression", **params).fit(cohort.X[train], cohort.y.filter(train))
-    assert both.score(cohort.X[~train], cohort.y.filter(~train)) > 0.6
-
-
 @pytest.mark.parametrize("sequence_encoder", ["gru", "lstm", "transformer"])
 @pytest.mark.parametrize("visit_encoder", ["attention", "transformer"])
 def test_every_encoder_combination_trains(cohort, sequence_encoder, visit_encoder):
@@ -184,13 +176,6 @@ def test_every_encoder_combination_trains(cohort, sequence_encoder, visit_encode
 def test_fit_on_a_non_cohort_input_is_a_clear_error(cohort):
     with pytest.raises(TypeError, match="CohortX"):
         VisitProgressionEstimator(**SMALL).fit(np.zeros((10, 3)), np.arange(10))
-
-
-def test_gpu_path_when_a_gpu_is_present(cohort):
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device on this machine; the GPU path is checked where one is lent")
-    est = VisitProgressionEstimator(target="both", device="cuda", **SMALL).fit(cohort.X, cohort.y)
-    assert np.isfinite(est.predict_risk(cohort.X)).all()
 
 
 def test_explain_gives_per_code_and_per_visit_attributions_that_add_up(progression_model, cohort):

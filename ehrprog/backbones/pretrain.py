@@ -11,7 +11,6 @@ generalises, not that it memorised. The result is written in the layout
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,23 @@ import torch
 
 from ehrprog.batching import VisitTensors, Vocabulary
 from ehrprog.tasks.cohort import CohortX
+from ehrprog.training import TrainSettings, train
 from ehrprog.visits import VisitFrame
+
+
+class PretrainingObjective(torch.nn.Module):
+    """A backbone's pre-training objective for the training engine: ``forward(inputs)`` is its
+    ``pretraining_loss`` under this objective's masking ``generator`` (going through ``forward``
+    lets DDP synchronise gradients)."""
+
+    def __init__(self, module: torch.nn.Module, generator: torch.Generator) -> None:
+        super().__init__()
+        self.module = module
+        self.generator = generator
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        loss, parts = self.module.pretraining_loss(inputs, self.generator)
+        return loss, {**parts, "weight": float(len(inputs["point_subject"]))}
 
 
 @dataclass
@@ -118,38 +133,31 @@ def pretrain(
         raise ValueError(
             f"backbone {backbone!r} has no pre-training objective (its module defines no pretraining_loss)"
         )
-    module.to(torch_device)
-    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
-    generator = torch.Generator().manual_seed(random_state)
+    objective = PretrainingObjective(module, torch.Generator().manual_seed(random_state))
     result = PretrainResult(Path(out), n_subjects=len(X), n_codes=len(vocabulary.codes))
-    if len(valid_rows):  # epoch 0: the untrained model, the reference the later losses fall from
-        result.history.append(
-            {"epoch": 0, **_validation(module, tensors, valid_rows, batch_size, torch_device, random_state)}
-        )
-        if progress is not None:
-            progress(result.history[0])
-    for epoch in range(1, epochs + 1):
-        started = time.perf_counter()
-        module.train()
-        losses, weights, parts_sum = [], [], {}
-        for batch in tensors.subject_batches(train_rows, batch_size, rng):
-            loss, parts = module.pretraining_loss(batch.tensors(torch_device), generator)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
-            optimizer.step()
-            losses.append(float(loss.detach()))
-            weights.append(len(batch.point_index))
-            for k, v in parts.items():
-                parts_sum[k] = parts_sum.get(k, 0.0) + v * len(batch.point_index)
-        record = {"epoch": epoch, "train_loss": float(np.average(losses, weights=weights))}
-        record.update({f"train_{k}": v / sum(weights) for k, v in parts_sum.items()})
-        if len(valid_rows):
-            record.update(_validation(module, tensors, valid_rows, batch_size, torch_device, random_state))
-        record["seconds"] = time.perf_counter() - started
-        result.history.append(record)
-        if progress is not None:
-            progress(record)
+
+    def plan(epoch: int) -> list[np.ndarray]:
+        return tensors.plan_batches(train_rows, batch_size, np.random.default_rng([random_state, epoch]))
+
+    def load(rows: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
+        return tensors.batch(rows).tensors(device)
+
+    def validate(objective: PretrainingObjective) -> dict[str, float]:
+        return _validation(objective.module, tensors, valid_rows, batch_size, torch_device, random_state)
+
+    settings = TrainSettings(
+        max_epochs=epochs, lr=lr, weight_decay=weight_decay, device=torch_device, seed=random_state
+    )
+    trained = train(
+        objective,
+        plan,
+        load,
+        settings,
+        validate=validate if len(valid_rows) else None,
+        validate_first=True,
+        on_epoch=progress,
+    )
+    result.history = trained.history
     result.objectives = sorted(
         k[6:] for k in result.history[-1] if k.startswith("train_") and k != "train_loss" and "accuracy" not in k
     )

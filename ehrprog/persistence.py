@@ -1,0 +1,284 @@
+"""Saving and loading a fitted ``VisitProgressionEstimator``: ``config.json`` + ``model.safetensors``.
+
+Loading never executes code and trusts nothing in the folder:
+
+* ``config.json`` is validated by :class:`SavedEstimator` (pydantic): types, bounds, no extra
+  keys, and the cross-field rules (``classes`` has ``n_classes`` stages, the baseline hazard is
+  as long as ``event_times``, the vocabulary's value statistics match its codes, every number
+  finite); the parameters are checked by the estimator's own ``_parameter_constraints``;
+* the weights' names and shapes in the safetensors header are compared with the model the config
+  describes, built first on the ``meta`` device (no memory), so a config cannot make the loader
+  allocate more than the weight file holds; every loaded weight must be finite;
+* a saved estimator is self-contained: string-valued backbone parameters (paths to a checkpoint
+  or a text encoder) are never passed to a backbone factory on load, and the saved backbone
+  architecture may hold no strings, so nothing outside the folder is opened.
+
+Any problem raises :class:`~ehrprog.errors.SavedModelError` naming the file and the field.
+The versions of ehrprog, torch and polars the model was saved with are recorded.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ehrprog.errors import SavedModelError
+
+if TYPE_CHECKING:
+    from ehrprog.estimator import VisitProgressionEstimator
+
+FORMAT = "ehrprog.VisitProgressionEstimator/2"
+CONFIG, WEIGHTS = "config.json", "model.safetensors"
+#: Largest vocabulary and stage count a saved model may declare.
+MAX_CODES, MAX_CLASSES = 10_000_000, 1_000
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Scalar = bool | int | Finite | str | None
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class SavedVersions(_Strict):
+    """The package versions the model was saved with."""
+
+    ehrprog: str
+    torch: str
+    polars: str
+
+
+class SavedVocabulary(_Strict):
+    """Codes (embedding rows 2..) and each row's value mean and standard deviation (rows 0 and 1 included)."""
+
+    codes: list[str] = Field(max_length=MAX_CODES)
+    value_mean: list[Finite]
+    value_std: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]]
+    descriptions: list[str | None] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SavedVocabulary:
+        rows = len(self.codes) + 2
+        for name in ("value_mean", "value_std"):
+            if len(getattr(self, name)) != rows:
+                raise ValueError(f"{name} has {len(getattr(self, name))} entries; {len(self.codes)} codes need {rows}")
+        if self.descriptions is not None and len(self.descriptions) != len(self.codes):
+            raise ValueError(f"descriptions has {len(self.descriptions)} entries for {len(self.codes)} codes")
+        if len(set(self.codes)) != len(self.codes):
+            raise ValueError("codes must be distinct")
+        return self
+
+
+class SavedEstimator(_Strict):
+    """The schema of ``config.json``."""
+
+    format: Literal["ehrprog.VisitProgressionEstimator/2"]
+    versions: SavedVersions
+    params: dict[str, Scalar]
+    vocabulary: SavedVocabulary
+    backbone_architecture: dict[str, bool | int | Finite | list[str] | None] | None
+    n_classes: int = Field(ge=0, le=MAX_CLASSES)
+    value_scale: tuple[Finite, Annotated[float, Field(gt=0, allow_inf_nan=False)]]
+    classes: list[int] | None
+    event_times: list[Finite] | None
+    cumulative_baseline_hazard: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]] | None
+    history: list[dict[str, Finite]]
+    risk_head_refit: str | None = None
+    best_epoch: int = Field(ge=0)
+    n_iter: int = Field(ge=0)
+
+    @field_validator("params")
+    @classmethod
+    def _known_parameters(cls, params: dict[str, Scalar]) -> dict[str, Scalar]:
+        from ehrprog.estimator import VisitProgressionEstimator
+
+        known = set(VisitProgressionEstimator._get_param_names())
+        unknown = sorted(k for k in params if k not in known and not k.startswith(("backbone__", "module__")))
+        if unknown:
+            raise ValueError(f"unknown parameters {unknown}")
+        missing = sorted(known - set(params))
+        if missing:
+            raise ValueError(f"missing parameters {missing}")
+        return params
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SavedEstimator:
+        target = self.params["target"]
+        if target in ("stage", "both"):
+            if self.classes is None or len(self.classes) != self.n_classes or self.n_classes < 2:
+                raise ValueError(
+                    f"target {target!r} needs 'classes' with n_classes (>= 2) stages; "
+                    f"got {self.classes} for n_classes={self.n_classes}"
+                )
+            if sorted(set(self.classes)) != self.classes:
+                raise ValueError("'classes' must be distinct and increasing")
+        elif self.n_classes != 0 or self.classes is not None:
+            raise ValueError("target 'progression' has no stage head: n_classes must be 0 and classes null")
+        if target in ("progression", "both"):
+            times, hazard = self.event_times, self.cumulative_baseline_hazard
+            if times is None or hazard is None or len(times) != len(hazard) or not times:
+                raise ValueError("'cumulative_baseline_hazard' must have one value per entry of 'event_times'")
+            if np.any(np.diff(times) <= 0) or np.any(np.diff(hazard) < 0):
+                raise ValueError("'event_times' must increase and 'cumulative_baseline_hazard' must not decrease")
+        elif self.event_times is not None or self.cumulative_baseline_hazard is not None:
+            raise ValueError("target 'stage' has no survival head: event_times and the hazard must be null")
+        strings = sorted(k for k, v in (self.backbone_architecture or {}).items() if isinstance(v, str))
+        if strings:
+            raise ValueError(f"backbone_architecture may not hold strings (paths are not followed): {strings}")
+        return self
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    import polars as pl
+
+    return {"ehrprog": version("ehrprog"), "torch": torch.__version__, "polars": pl.__version__}
+
+
+def save_estimator(estimator: VisitProgressionEstimator, path: str | Path) -> Path:
+    """Write ``estimator`` (fitted) to the folder ``path``: ``config.json`` and ``model.safetensors``."""
+    from safetensors.torch import save_file
+
+    root = Path(path)
+    root.mkdir(parents=True, exist_ok=True)
+    params = estimator.get_params()
+    params["random_state"] = estimator.random_state if isinstance(estimator.random_state, int | None) else None
+    model = estimator.model_
+    config = {
+        "format": FORMAT,
+        "versions": _versions(),
+        "params": params,
+        "vocabulary": {
+            "codes": estimator.vocabulary_.codes,
+            "value_mean": estimator.vocabulary_.value_mean.tolist(),
+            "value_std": estimator.vocabulary_.value_std.tolist(),
+            "descriptions": estimator.vocabulary_.descriptions,
+        },
+        "backbone_architecture": model.backbone.architecture() if hasattr(model.backbone, "architecture") else None,
+        "n_classes": int(model.stage_head.out_features) if model.stage_head is not None else 0,
+        "value_scale": list(estimator.value_scale_),
+        "classes": estimator.classes_.tolist() if hasattr(estimator, "classes_") else None,
+        "event_times": estimator.event_times_.tolist() if hasattr(estimator, "event_times_") else None,
+        "cumulative_baseline_hazard": estimator.cumulative_baseline_hazard_.tolist()
+        if hasattr(estimator, "cumulative_baseline_hazard_")
+        else None,
+        "history": estimator.history_,
+        "risk_head_refit": getattr(estimator, "risk_head_refit_", None),
+        "best_epoch": estimator.best_epoch_,
+        "n_iter": estimator.n_iter_,
+    }
+    (root / CONFIG).write_text(json.dumps(config, indent=1))
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(root / WEIGHTS))
+    return root
+
+
+def read_config(root: Path) -> SavedEstimator:
+    """The validated ``config.json`` of a saved estimator folder."""
+    file = root / CONFIG
+    try:
+        text = file.read_text()
+        raw = json.loads(text)
+    except FileNotFoundError:
+        raise SavedModelError("missing: not a saved estimator folder", file=str(file)) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise SavedModelError(f"not valid JSON ({error})", file=str(file)) from None
+    if not isinstance(raw, dict):
+        raise SavedModelError("must hold a JSON object", file=str(file))
+    if raw.get("format") != FORMAT:
+        raise SavedModelError(
+            f"format {raw.get('format')!r} is not {FORMAT!r} (a model saved by another ehrprog version: fit and save "
+            "it again)",
+            file=str(file),
+            field="format",
+        )
+    try:
+        return SavedEstimator.model_validate_json(text)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or None
+        raise SavedModelError(
+            f"{first['msg']} ({error.error_count()} problem(s) in all)", file=str(file), field=field
+        ) from None
+
+
+def _weight_shapes(file: Path) -> dict[str, tuple[int, ...]]:
+    """Names and shapes in a safetensors header (the file's size bounds them)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            return {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
+    except FileNotFoundError:
+        raise SavedModelError("missing", file=str(file)) from None
+    except Exception as error:  # safetensors raises its own error types for corrupt headers
+        raise SavedModelError(f"not a readable safetensors file ({error})", file=str(file)) from None
+
+
+def load_estimator(cls: type[VisitProgressionEstimator], path: str | Path) -> VisitProgressionEstimator:
+    """Load and check a folder written by :func:`save_estimator` (see the module docstring)."""
+    from safetensors.torch import load_file
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    from ehrprog.batching import Vocabulary
+
+    root = Path(path)
+    config = read_config(root)
+    file = str(root / CONFIG)
+    estimator = cls(**config.params)
+    try:
+        estimator._validate_params()
+    except InvalidParameterError as error:
+        raise SavedModelError(str(error), file=file, field="params") from None
+    vocab = config.vocabulary
+    estimator.vocabulary_ = Vocabulary(
+        vocab.codes,
+        np.asarray(vocab.value_mean, np.float32),
+        np.asarray(vocab.value_std, np.float32),
+        vocab.descriptions,
+    )
+    shapes = _weight_shapes(root / WEIGHTS)
+    try:
+        with torch.device("meta"):
+            skeleton = estimator._build_model(config.n_classes, config.backbone_architecture, saved=True)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise SavedModelError(f"describes no buildable model ({error})", file=file, field="params") from None
+    expected = {name: tuple(tensor.shape) for name, tensor in skeleton.state_dict().items()}
+    if expected != shapes:
+        wrong = sorted(set(expected) ^ set(shapes)) or sorted(k for k in expected if expected[k] != shapes[k])
+        name = wrong[0]
+        raise SavedModelError(
+            f"the weights do not match the model config.json describes ({len(wrong)} tensor(s) differ; "
+            f"{name}: file {shapes.get(name)}, config {expected.get(name)})",
+            file=str(root / WEIGHTS),
+            field=name,
+        )
+    weights = load_file(str(root / WEIGHTS))
+    for name, tensor in weights.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise SavedModelError("holds NaN or infinite values", file=str(root / WEIGHTS), field=name)
+    model = estimator._build_model(config.n_classes, config.backbone_architecture, saved=True)
+    model.load_state_dict(weights)
+    estimator.model_ = model.eval()
+    estimator.value_scale_ = tuple(config.value_scale)
+    estimator.n_features_in_ = 1
+    estimator.history_ = config.history
+    estimator.loss_curve_ = [record["train_loss"] for record in config.history if "train_loss" in record]
+    estimator.validation_loss_curve_ = [record["valid_loss"] for record in config.history if "valid_loss" in record]
+    estimator.best_epoch_, estimator.n_iter_ = config.best_epoch, config.n_iter
+    if config.classes is not None:
+        estimator.classes_ = np.asarray(config.classes, dtype=np.int64)
+    if config.event_times is not None:
+        estimator.event_times_ = np.asarray(config.event_times)
+        estimator.cumulative_baseline_hazard_ = np.asarray(config.cumulative_baseline_hazard)
+        if config.risk_head_refit is not None:
+            estimator.risk_head_refit_ = config.risk_head_refit
+    return estimator
+
+
+__all__ = ["FORMAT", "SavedEstimator", "load_estimator", "read_config", "save_estimator"]

@@ -1,0 +1,77 @@
+"""Targets ``y`` as the estimator and the baselines take them, parsed and checked (no torch here).
+
+A cohort's ``y`` frame (``stage``, ``event``, ``time_to_event_days``), a scikit-survival
+structured array ``(event, time)`` or a plain array of stages are all accepted; every
+survival target is checked against the rules a survival model needs before anything is fitted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+
+def split_targets(y: Any, n: int) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """``(stage, event, time)`` from a cohort's ``y`` frame, a scikit-survival structured array or a stage array.
+
+    Missing stages are NaN. Any part the input does not hold is ``None``. Times are days.
+    """
+    if isinstance(y, pl.DataFrame) or hasattr(y, "iloc"):
+        frame = y if isinstance(y, pl.DataFrame) else pl.from_pandas(y)
+        if frame.height != n:
+            raise ValueError(f"y has {frame.height} rows but X has {n} prediction points")
+        stage = frame["stage"].cast(pl.Float64).fill_null(np.nan).to_numpy() if "stage" in frame.columns else None
+        event = frame["event"].cast(pl.Boolean).to_numpy() if "event" in frame.columns else None
+        tte = (
+            frame["time_to_event_days"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+            if "time_to_event_days" in frame.columns
+            else None
+        )
+        return stage, event, tte
+    array = np.asarray(y)
+    if array.dtype.names:  # scikit-survival: (event: bool, time: float)
+        names = array.dtype.names
+        event_name = next(n for n in names if array.dtype[n] == np.bool_)
+        time_name = next(n for n in names if n != event_name)
+        if len(array) != n:
+            raise ValueError(f"y has {len(array)} rows but X has {n} prediction points")
+        return None, array[event_name].astype(bool), array[time_name].astype(float)
+    if array.ndim != 1 or len(array) != n:
+        raise ValueError(
+            f"y must be a cohort's y frame, a structured survival array or {n} stages; got shape {array.shape}"
+        )
+    return array.astype(float), None, None
+
+
+def check_survival_targets(event: np.ndarray | None, time: np.ndarray | None, *, what: str = "y") -> None:
+    """Raise a ``ValueError`` naming the rule when survival targets cannot be fitted.
+
+    Rules: ``event`` holds no nulls; ``time_to_event_days`` is finite and not negative on every
+    point; at least one event is observed (an all-censored ``y`` has no risk ordering to learn
+    and no concordance to score).
+    """
+    if event is None or time is None:
+        raise ValueError(f"{what}: survival targets need both 'event' and 'time_to_event_days'")
+    if len(event) != len(time):
+        raise ValueError(f"{what}: 'event' has {len(event)} values but 'time_to_event_days' has {len(time)}")
+    bad = ~np.isfinite(time)
+    if bad.any():
+        raise ValueError(
+            f"{what}: column 'time_to_event_days' must be finite on every point; "
+            f"{int(bad.sum())} of {len(time)} are NaN or infinite (first at row {int(np.flatnonzero(bad)[0])})"
+        )
+    negative = time < 0
+    if negative.any():
+        raise ValueError(
+            f"{what}: column 'time_to_event_days' must not be negative; {int(negative.sum())} of {len(time)} are "
+            f"(first at row {int(np.flatnonzero(negative)[0])}: {time[negative][0]:g} days)"
+        )
+    if len(event) and not np.asarray(event, dtype=bool).any():
+        raise ValueError(
+            f"{what}: column 'event' must hold at least one observed event; all {len(event)} points are censored"
+        )
+
+
+__all__ = ["check_survival_targets", "split_targets"]
