@@ -20,8 +20,9 @@ The versions of ehrprog, torch and polars the model was saved with are recorded.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 import torch
@@ -81,7 +82,7 @@ class SavedEstimator(_Strict):
     versions: SavedVersions
     params: dict[str, Scalar]
     vocabulary: SavedVocabulary
-    backbone_architecture: dict[str, bool | int | Finite | list[str] | None] | None
+    backbone_architecture: dict[str, bool | int | Finite | str | list[str] | None] | None
     n_classes: int = Field(ge=0, le=MAX_CLASSES)
     value_scale: tuple[Finite, Annotated[float, Field(gt=0, allow_inf_nan=False)]]
     classes: list[int] | None
@@ -112,25 +113,32 @@ class SavedEstimator(_Strict):
         if target in ("stage", "both"):
             if self.classes is None or len(self.classes) != self.n_classes or self.n_classes < 2:
                 raise ValueError(
-                    f"target {target!r} needs 'classes' with n_classes (>= 2) stages; "
+                    f"classes: target {target!r} needs 'classes' with n_classes (>= 2) stages; "
                     f"got {self.classes} for n_classes={self.n_classes}"
                 )
             if sorted(set(self.classes)) != self.classes:
-                raise ValueError("'classes' must be distinct and increasing")
+                raise ValueError("classes: must be distinct and increasing")
         elif self.n_classes != 0 or self.classes is not None:
-            raise ValueError("target 'progression' has no stage head: n_classes must be 0 and classes null")
+            raise ValueError("n_classes: target 'progression' has no stage head: n_classes must be 0, classes null")
         if target in ("progression", "both"):
             times, hazard = self.event_times, self.cumulative_baseline_hazard
             if times is None or hazard is None or len(times) != len(hazard) or not times:
-                raise ValueError("'cumulative_baseline_hazard' must have one value per entry of 'event_times'")
+                raise ValueError("cumulative_baseline_hazard: must have one value per entry of 'event_times'")
             if np.any(np.diff(times) <= 0) or np.any(np.diff(hazard) < 0):
-                raise ValueError("'event_times' must increase and 'cumulative_baseline_hazard' must not decrease")
+                raise ValueError("event_times: must increase, and 'cumulative_baseline_hazard' must not decrease")
         elif self.event_times is not None or self.cumulative_baseline_hazard is not None:
-            raise ValueError("target 'stage' has no survival head: event_times and the hazard must be null")
-        strings = sorted(k for k, v in (self.backbone_architecture or {}).items() if isinstance(v, str))
-        if strings:
-            raise ValueError(f"backbone_architecture may not hold strings (paths are not followed): {strings}")
+            raise ValueError(
+                "event_times: target 'stage' has no survival head: event_times and the hazard must be null"
+            )
         return self
+
+    @field_validator("backbone_architecture")
+    @classmethod
+    def _no_paths(cls, architecture: dict[str, Any] | None) -> dict[str, Any] | None:
+        strings = sorted(k for k, v in (architecture or {}).items() if isinstance(v, str))
+        if strings:
+            raise ValueError(f"may not hold strings (a saved model follows no path): {strings}")
+        return architecture
 
 
 def _versions() -> dict[str, str]:
@@ -201,7 +209,10 @@ def read_config(root: Path) -> SavedEstimator:
         return SavedEstimator.model_validate_json(text)
     except ValidationError as error:
         first = error.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or None
+        field = ".".join(str(part) for part in first["loc"])
+        if not field:  # a cross-field rule: its message starts with the field it names
+            named = re.match(r"Value error, (\w+): ", first["msg"])
+            field = named.group(1) if named else None
         raise SavedModelError(
             f"{first['msg']} ({error.error_count()} problem(s) in all)", file=str(file), field=field
         ) from None
@@ -234,7 +245,9 @@ def load_estimator(cls: type[VisitProgressionEstimator], path: str | Path) -> Vi
     try:
         estimator._validate_params()
     except InvalidParameterError as error:
-        raise SavedModelError(str(error), file=file, field="params") from None
+        named = re.search(r"The '([^']+)' parameter", str(error))
+        field = f"params.{named.group(1)}" if named else "params"
+        raise SavedModelError(str(error), file=file, field=field) from None
     vocab = config.vocabulary
     estimator.vocabulary_ = Vocabulary(
         vocab.codes,

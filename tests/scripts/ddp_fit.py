@@ -1,4 +1,7 @@
-"""Run under torchrun: every rank fits the same estimator; each writes what it ended with."""
+"""Run under torchrun: every rank fits the same estimator; each writes what it ended with.
+
+Arguments: OUT_DIR DATA_DIR TARGET BACKBONE.
+"""
 
 from __future__ import annotations
 
@@ -11,22 +14,23 @@ import torch
 
 import ehrprog as ep
 
-out = sys.argv[1]
-data = sys.argv[2]
+out, data, target, backbone = sys.argv[1:5]
 cohort = ep.tasks.CKDProgression().build(ep.read_omop(data))
-est = ep.VisitProgressionEstimator(
-    target="both", embedding_dim=16, hidden_dim=16, max_epochs=2, batch_size=16, lr=1e-2, random_state=0
-)
+params = {"embedding_dim": 16, "hidden_dim": 16, "max_epochs": 2, "batch_size": 16, "lr": 1e-2, "random_state": 0}
+if backbone != "default":
+    params.update(backbone__num_hidden_layers=1, backbone__num_attention_heads=2)
+est = ep.VisitProgressionEstimator(target=target, backbone=backbone, **params)
 est.fit(cohort.X, cohort.y)
 flat = torch.cat([p.detach().flatten() for p in est.model_.parameters()]).double()
 rank = int(os.environ["RANK"])
+outputs = est.predict_risk(cohort.X[:20]) if target != "stage" else est.predict_proba(cohort.X[:20])
 with open(os.path.join(out, f"rank{rank}.json"), "w") as handle:
     json.dump(
         {
             "world": int(os.environ["WORLD_SIZE"]),
             "checksum": float(flat.sum()),
             "norm": float(flat.norm()),
-            "risk": np.round(est.predict_risk(cohort.X[:20]).astype(float), 6).tolist(),
+            "outputs": np.round(outputs.astype(float), 6).tolist(),
             "history": est.history_,
         },
         handle,

@@ -1,0 +1,113 @@
+"""Loading a saved estimator trusts nothing in its folder: every broken rule names the file and the field."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import ehrprog as ep
+from ehrprog import VisitProgressionEstimator
+from ehrprog.errors import SavedModelError
+
+TINY = {"embedding_dim": 8, "hidden_dim": 8, "max_epochs": 1, "batch_size": 32, "lr": 1e-2, "random_state": 0}
+
+
+@pytest.fixture(scope="module")
+def cohort(sim_omop):
+    return ep.tasks.CKDProgression().build(ep.read_omop(sim_omop))
+
+
+@pytest.fixture(scope="module")
+def saved(cohort, tmp_path_factory) -> Path:
+    est = VisitProgressionEstimator(target="both", **TINY).fit(cohort.X[:400], cohort.y[:400])
+    return est.save(tmp_path_factory.mktemp("saved") / "model")
+
+
+def _copy(saved: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(saved, tmp_path / "copy"))
+
+
+def _edit(folder: Path, change) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    change(config)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def test_a_saved_model_records_the_versions_it_was_saved_with(saved):
+    versions = json.loads((saved / "config.json").read_text())["versions"]
+    assert versions["torch"] == torch.__version__ and set(versions) == {"ehrprog", "torch", "polars"}
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "rule"),
+    [
+        (lambda c: c["params"].update(embedding_dim="8"), "params.embedding_dim", "must be an int"),
+        (lambda c: c.update(surprise=1), "surprise", "Extra inputs are not permitted"),
+        (lambda c: c["params"].update(hidden_dim=-3), "params.hidden_dim", "range"),
+        (lambda c: c["params"].update(backbonez=1), "params", "unknown parameters"),
+        (lambda c: c.update(classes=c["classes"][:-1]), "classes", "n_classes"),
+        (lambda c: c.update(event_times=c["event_times"][:-1]), "cumulative_baseline_hazard", "one value per entry"),
+        (lambda c: c["vocabulary"].update(value_mean=c["vocabulary"]["value_mean"][:-1]), "vocabulary", "entries"),
+        (lambda c: c.update(value_scale=[0.0, -1.0]), "value_scale.1", "greater than 0"),
+        (lambda c: c.update(format="ehrprog.VisitProgressionEstimator/1"), "format", "fit and save it again"),
+        (lambda c: c.update(backbone_architecture={"checkpoint": "/etc"}), "backbone_architecture", "strings"),
+    ],
+)
+def test_a_tampered_config_is_a_clear_error_naming_the_file_and_field(saved, tmp_path, change, field, rule):
+    folder = _copy(saved, tmp_path)
+    _edit(folder, change)
+    with pytest.raises(SavedModelError, match=rule) as caught:
+        VisitProgressionEstimator.load(folder)
+    assert caught.value.file.endswith("config.json")
+    if field is not None:
+        assert caught.value.field is not None and caught.value.field.startswith(field)
+
+
+def test_a_config_that_describes_huge_weights_fails_before_allocating_them(saved, tmp_path):
+    folder = _copy(saved, tmp_path)
+    _edit(folder, lambda c: c["params"].update(embedding_dim=2_000_000, hidden_dim=2_000_000))
+    with pytest.raises(SavedModelError, match="do not match the model") as caught:
+        VisitProgressionEstimator.load(folder)
+    assert caught.value.file.endswith("model.safetensors")
+
+
+def test_nan_weights_are_refused(saved, tmp_path):
+    folder = _copy(saved, tmp_path)
+    weights = load_file(str(folder / "model.safetensors"))
+    name = next(k for k in weights if weights[k].is_floating_point())
+    weights[name][...] = float("nan")
+    save_file(weights, str(folder / "model.safetensors"))
+    with pytest.raises(SavedModelError, match="NaN") as caught:
+        VisitProgressionEstimator.load(folder)
+    assert caught.value.field == name
+
+
+def test_a_corrupt_weight_file_is_a_clear_error(saved, tmp_path):
+    folder = _copy(saved, tmp_path)
+    (folder / "model.safetensors").write_bytes(b"\x00garbage")
+    with pytest.raises(SavedModelError, match="safetensors"):
+        VisitProgressionEstimator.load(folder)
+
+
+def test_loading_opens_no_path_taken_from_the_config(cohort, tmp_path):
+    """A tampered ClinicalBERT config that drops its architecture's ``text_encoder`` and points the
+    parameter at a folder must not make the loader open it (here: a folder that is not a model)."""
+    est = VisitProgressionEstimator(target="progression", backbone="clinicalbert", **TINY)
+    est.fit(cohort.X[:300], cohort.y[:300])
+    folder = est.save(tmp_path / "m")
+    trap = tmp_path / "elsewhere"
+    trap.mkdir()
+
+    def tamper(config):
+        config["params"]["backbone__text_encoder"] = str(trap)
+        config["backbone_architecture"].pop("text_encoder")
+
+    _edit(folder, tamper)
+    loaded = VisitProgressionEstimator.load(folder)
+    np.testing.assert_allclose(loaded.predict_risk(cohort.X[:20]), est.predict_risk(cohort.X[:20]), rtol=1e-5)
