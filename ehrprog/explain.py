@@ -54,9 +54,9 @@ def integrated_gradients(
     rows = np.arange(len(X))
     start = 0
     while start < len(rows):
-        probe = tensors.batch(rows[start : start + 1], per_point=True)
-        per_point = max(probe.codes.shape[1] * probe.codes.shape[2] * model.backbone.dim * steps, 1)
-        size = max(CHUNK_ELEMENTS // per_point, 1)
+        # An upper bound on one point's stacked embeddings: its window times the widest visit.
+        window = min(int(tensors.point_n_visits[rows[start]]), tensors.max_visits)
+        size = max(CHUNK_ELEMENTS // (window * tensors.max_codes * model.backbone.dim * steps), 1)
         chunk = rows[start : start + size]
         frames.append(_chunk_attributions(model, tensors, chunk, output, steps, device))
         start += size

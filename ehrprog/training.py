@@ -238,11 +238,11 @@ def train(
             if settings.n_iter_no_change is not None and stale >= settings.n_iter_no_change:
                 stopped = True
                 break
+    n_iter = sum(1 for record in history if record["epoch"] > 0)
     if settings.n_iter_no_change is None:
-        best_epoch = len(history) - (1 if validate_first and validate is not None else 0)
+        best_epoch = n_iter  # no early stopping: the last epoch's weights are kept
     elif best_state is not None:
         objective.load_state_dict(best_state)
-    n_iter = sum(1 for record in history if record["epoch"] > 0)
     return TrainResult(history, best_epoch, n_iter, stopped)
 
 

@@ -95,7 +95,9 @@ def test_every_point_reads_exactly_its_own_last_max_visits_visits(case):
     up to its position, holds its own last ``max_visits`` visits and nothing after them."""
     rows, points, max_visits, batch_size = case
     X = _cohort_x(rows, points)
-    tensors = VisitTensors(X, Vocabulary.fit(X), max_codes=8, max_visits=max_visits)
+    vocabulary = Vocabulary.fit(X)
+    ids = vocabulary.lookup(pl.col("code"))
+    tensors = VisitTensors(X, vocabulary, max_codes=8, max_visits=max_visits)
     own = X.histories()
     seen = 0
     for batch in tensors.subject_batches(np.arange(len(X)), batch_size, np.random.default_rng(0)):
@@ -107,7 +109,6 @@ def test_every_point_reads_exactly_its_own_last_max_visits_visits(case):
             assert batch.visit_offset[row] + last == history["visit_index"].max()  # ends at its own last visit
             assert batch.visit_mask[row, : last + 1].all()
             assert batch.row_subject[row] == history["subject_id"][0]
-            ids = Vocabulary.fit(X).lookup(pl.col("code"))
             for position, codes in enumerate(expected["codes"].to_list()):
                 want = pl.DataFrame({"code": codes}).select(ids)["code"].to_numpy()[:8]
                 got = batch.codes[row, position]
