@@ -102,6 +102,7 @@ class Batch:
     current_stage: np.ndarray  # [P] int64 stage at the prediction time (0 if unknown)
     current_value: np.ndarray  # [P] float32 standardised staging-lab value at the prediction visit (0 if none)
     has_current_value: np.ndarray  # [P] bool
+    point_features: np.ndarray  # [P, F] float32 clinician features (ehrprog.features); F may be 0
 
     def repeat(self, copies: int) -> Batch:
         """The batch stacked ``copies`` times along the row axis (copy ``k`` holds rows
@@ -131,6 +132,7 @@ class Batch:
                     "current_stage",
                     "current_value",
                     "has_current_value",
+                    "point_features",
                 )
             },
             point_subject=tile(self.point_subject) + shift,
@@ -152,6 +154,7 @@ class Batch:
             "current_stage",
             "current_value",
             "has_current_value",
+            "point_features",
         )
         out = {"codes": torch.from_numpy(self.codes.astype(np.int64)).to(device)}
         out.update({name: torch.from_numpy(getattr(self, name)).to(device) for name in names})
@@ -168,6 +171,9 @@ class VisitTensors:
         max_codes: codes kept per visit (the first ones in time order).
         max_visits: visits a point reads: the last ``max_visits`` of its own history (see
             :meth:`batch`).
+        value_scale: mean and standard deviation that standardise the points' current lab value.
+        point_features: ``[n_points, F]`` features per point of ``X`` (see
+            :class:`~ehrprog.features.PointFeatures`); none by default.
     """
 
     def __init__(
@@ -177,6 +183,7 @@ class VisitTensors:
         max_codes: int = 64,
         max_visits: int = 256,
         value_scale: tuple[float, float] = (0.0, 1.0),
+        point_features: np.ndarray | None = None,
     ) -> None:
         self.max_codes = max_codes
         self.max_visits = max_visits
@@ -245,6 +252,11 @@ class VisitTensors:
         self.point_has_value = np.isfinite(raw_value)
         mean, std = value_scale
         self.point_value = np.where(self.point_has_value, (raw_value - mean) / std, 0.0).astype(np.float32)
+        if point_features is None:
+            point_features = np.zeros((points.height, 0), dtype=np.float32)
+        if len(point_features) != points.height:
+            raise ValueError(f"point_features has {len(point_features)} rows for {points.height} points")
+        self.point_features = np.ascontiguousarray(point_features, dtype=np.float32)
         if (self.point_n_visits < 1).any():
             raise ValueError("every prediction point needs at least one input visit (n_visits >= 1)")
 
@@ -305,6 +317,7 @@ class VisitTensors:
             current_stage=self.point_stage[point_rows],
             current_value=self.point_value[point_rows],
             has_current_value=self.point_has_value[point_rows],
+            point_features=self.point_features[point_rows],
         )
 
     def plan_batches(

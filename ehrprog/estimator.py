@@ -26,6 +26,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ehrprog.batching import Batch, VisitTensors, Vocabulary
+from ehrprog.features import PointFeatures
 from ehrprog.metrics import harrell_c, macro_auroc
 from ehrprog.model import SupervisedObjective, VisitSequenceModel, breslow_baseline, supervised_loss
 from ehrprog.targets import check_survival_targets, split_targets
@@ -88,7 +89,10 @@ class VisitProgressionEstimator(BaseEstimator):
             ``device``), with only the heads ``target`` needs.
         history_: one dict per epoch (``epoch``, ``train_loss``, ``valid_loss``, ``seconds``).
         loss_curve_, validation_loss_curve_: the training and validation loss per epoch.
-        n_iter_: epochs run; best_epoch_: the epoch whose weights the model holds.
+        n_iter_: epochs run; best_epoch_: the epoch whose weights the model holds (0: the
+            initialised heads, which no epoch bettered on validation).
+        initial_validation_: the validation figures of the initialised model (``clinical_init``
+            with a validation split), else ``None``.
         event_times_, cumulative_baseline_hazard_: Breslow baseline (``target`` progression/both).
         risk_head_refit_: where the risk head was refitted (``"validation"``, ``"training"``), or
             why not.
@@ -114,6 +118,9 @@ class VisitProgressionEstimator(BaseEstimator):
         "max_visits": [Interval(Integral, 1, None, closed="left")],
         "min_code_count": [Interval(Integral, 1, None, closed="left")],
         "refit_risk_head": ["boolean"],
+        "point_features": ["boolean"],
+        "clinical_init": ["boolean"],
+        "selection": [StrOptions({"loss", "score"})],
         "device": [str],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -138,7 +145,10 @@ class VisitProgressionEstimator(BaseEstimator):
         max_codes_per_visit: int = 64,
         max_visits: int = 256,
         min_code_count: int = 1,
-        refit_risk_head: bool = True,
+        refit_risk_head: bool = False,
+        point_features: bool = True,
+        clinical_init: bool = True,
+        selection: str = "score",
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
@@ -162,6 +172,9 @@ class VisitProgressionEstimator(BaseEstimator):
         self.max_visits = max_visits
         self.min_code_count = min_code_count
         self.refit_risk_head = refit_risk_head
+        self.point_features = point_features
+        self.clinical_init = clinical_init
+        self.selection = selection
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -246,6 +259,7 @@ class VisitProgressionEstimator(BaseEstimator):
         )
         return VisitSequenceModel(
             backbone,
+            n_point_features=self.point_features_.n_features if self.point_features else 0,
             n_classes=n_classes if self.target in ("stage", "both") else 0,
             risk=self.target in ("progression", "both"),
             hidden=self.hidden_dim,
@@ -255,7 +269,8 @@ class VisitProgressionEstimator(BaseEstimator):
         )
 
     def _visit_tensors(self, X: CohortX) -> VisitTensors:
-        return VisitTensors(X, self.vocabulary_, self.max_codes_per_visit, self.max_visits, self.value_scale_)
+        features = self.point_features_.transform(X) if self.point_features else None
+        return VisitTensors(X, self.vocabulary_, self.max_codes_per_visit, self.max_visits, self.value_scale_, features)
 
     # ----------------------------------------------------------- training
     def fit(self, X: CohortX, y: Any, groups: Any = None) -> VisitProgressionEstimator:
@@ -308,6 +323,8 @@ class VisitProgressionEstimator(BaseEstimator):
             train_rows, valid_rows = next(split.split(rows, groups=subjects))
         self.vocabulary_ = Vocabulary.fit(X[train_rows], min_count=self.min_code_count)
         self.value_scale_ = _value_scale(X[train_rows])
+        if self.point_features:
+            self.point_features_ = PointFeatures().fit(X[train_rows])
         tensors = self._visit_tensors(X)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -328,7 +345,11 @@ class VisitProgressionEstimator(BaseEstimator):
                     None if risk is None else torch.from_numpy(risk),
                     {name: torch.from_numpy(values)[index] for name, values in targets.items()},
                 )
-            return {"valid_loss": float(loss)}
+            figures = {"valid_loss": float(loss)}
+            score = _validation_score(logits, risk, {name: values[valid_rows] for name, values in targets.items()})
+            if score is not None:
+                figures["valid_score"] = score
+            return figures
 
         settings = TrainSettings(
             max_epochs=self.max_epochs,
@@ -339,13 +360,26 @@ class VisitProgressionEstimator(BaseEstimator):
             device=device,
             seed=seed,
             verbose=bool(self.verbose),
+            monitor="valid_score" if self.selection == "score" else "valid_loss",
+            greater_is_better=self.selection == "score",
         )
-        result = train(SupervisedObjective(model), plan, load, settings, validate=validate if len(valid_rows) else None)
-        self.history_ = result.history
+        if self.clinical_init:
+            _initialise_heads(model, tensors, train_rows, targets)
+        result = train(
+            SupervisedObjective(model),
+            plan,
+            load,
+            settings,
+            validate=validate if len(valid_rows) else None,
+            validate_first=self.clinical_init,
+        )
+        initial = [record for record in result.history if record["epoch"] == 0]  # the initialised heads
+        self.initial_validation_ = {k: v for k, v in initial[0].items() if k != "epoch"} if initial else None
+        self.history_ = [record for record in result.history if record["epoch"] > 0]
         self.n_iter_ = result.n_iter
         self.best_epoch_ = result.best_epoch
-        self.loss_curve_ = [record["train_loss"] for record in result.history]
-        self.validation_loss_curve_ = [record["valid_loss"] for record in result.history if "valid_loss" in record]
+        self.loss_curve_ = [record["train_loss"] for record in self.history_]
+        self.validation_loss_curve_ = [record["valid_loss"] for record in self.history_ if "valid_loss" in record]
         self.model_ = model.eval()
         if self.target in ("progression", "both"):
             self.risk_head_refit_ = "off"
@@ -540,6 +574,76 @@ class VisitProgressionEstimator(BaseEstimator):
         from ehrprog.persistence import load_estimator
 
         return load_estimator(cls, path)
+
+
+def _clinical_inputs(model: VisitSequenceModel, tensors: VisitTensors, rows: np.ndarray) -> np.ndarray:
+    """The clinical part of the heads' input for the points ``rows``, ``[len(rows), n_stages + 3 + F]``:
+    as :meth:`VisitSequenceModel.head_features` lays it out after the state."""
+    stage = np.eye(model.n_stages + 1)[np.clip(tensors.point_stage[rows], 0, model.n_stages)]
+    value = np.stack([tensors.point_value[rows], tensors.point_has_value[rows]], axis=1)
+    parts = [stage, value] + ([tensors.point_features[rows]] if model.n_point_features else [])
+    return np.hstack(parts).astype(np.float64)
+
+
+def _initialise_heads(
+    model: VisitSequenceModel, tensors: VisitTensors, rows: np.ndarray, targets: dict[str, np.ndarray]
+) -> None:
+    """Start each head at the exact linear model on the clinical inputs of the training points
+    ``rows``: ridge-penalised Cox (Breslow ties) for the risk head, multinomial logistic
+    regression for the stage head; the state's and the clinical layer's weights start at zero.
+    Training then only moves away from this where the validation score improves (the initial
+    model is epoch 0 of early stopping)."""
+    from sklearn.linear_model import LogisticRegression
+    from sksurv.linear_model import CoxPHSurvivalAnalysis
+    from sksurv.util import Surv
+
+    clinical = _clinical_inputs(model, tensors, rows)
+    mean, scale = clinical.mean(axis=0), clinical.std(axis=0)
+    scale = np.where(scale > 1e-8, scale, 1.0)
+    z = (clinical - mean) / scale
+    start, width = model.hidden, clinical.shape[1]
+    with torch.no_grad():
+        for head in (model.stage_head, model.risk_head):
+            if head is not None:
+                head.weight.zero_()
+                head.bias.zero_()
+        event, time = targets["event"][rows].astype(bool), targets["time"][rows].astype(float)
+        if model.risk_head is not None and event.sum() >= 2:
+            cox = CoxPHSurvivalAnalysis(alpha=1.0, ties="breslow", n_iter=100).fit(z, Surv.from_arrays(event, time))
+            if np.isfinite(cox.coef_).all():
+                model.risk_head.weight[0, start : start + width] = torch.from_numpy(cox.coef_ / scale).float()
+                model.risk_head.bias.fill_(float(-(cox.coef_ * mean / scale).sum()))
+        labels = targets["stage_label"][rows]
+        known = labels >= 0
+        if model.stage_head is not None and len(np.unique(labels[known])) >= 2:
+            logistic = LogisticRegression(C=1.0, max_iter=1000).fit(z[known], labels[known])
+            coef = np.zeros((model.stage_head.out_features, width))
+            intercept = np.zeros(model.stage_head.out_features)
+            present = logistic.classes_
+            if len(present) == 2:  # sklearn's binary model: one row for the second class
+                coef[present[1]], intercept[present[1]] = logistic.coef_[0], logistic.intercept_[0]
+            else:
+                coef[present], intercept[present] = logistic.coef_, logistic.intercept_
+                intercept[np.setdiff1d(np.arange(len(intercept)), present)] = -10.0
+            model.stage_head.weight[:, start : start + width] = torch.from_numpy(coef / scale).float()
+            model.stage_head.bias.copy_(torch.from_numpy(intercept - (coef * mean / scale).sum(axis=1)).float())
+
+
+def _validation_score(
+    logits: np.ndarray | None, risk: np.ndarray | None, targets: dict[str, np.ndarray]
+) -> float | None:
+    """What ``score`` reports, on the validation points: macro AUROC of the known stages, Harrell's
+    C of the risks, or their mean; ``None`` where neither is defined (one stage, no event)."""
+    scores = []
+    if logits is not None:
+        labels = targets["stage_label"]
+        known = labels >= 0
+        if len(np.unique(labels[known])) >= 2:
+            proba = torch.softmax(torch.from_numpy(logits[known]), dim=1).numpy()
+            scores.append(macro_auroc(labels[known], proba, np.arange(logits.shape[1])))
+    if risk is not None and targets["event"].any():
+        scores.append(harrell_c(targets["event"].astype(bool), targets["time"], risk))
+    return float(np.mean(scores)) if scores else None
 
 
 def _with_targets(batch: Batch, targets: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:

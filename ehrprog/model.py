@@ -124,6 +124,8 @@ class VisitSequenceModel(nn.Module):
         hidden: int = 64,
         sequence_encoder: str = "gru",
         dropout: float = 0.1,
+        n_point_features: int = 0,
+        clinical_hidden: int = 0,
     ) -> None:
         super().__init__()
         dim = backbone.dim
@@ -143,8 +145,17 @@ class VisitSequenceModel(nn.Module):
         else:
             raise ValueError(f"sequence_encoder must be 'gru', 'lstm' or 'transformer', got {sequence_encoder!r}")
         self.n_stages = n_stages
+        self.hidden = hidden
         self.dropout = nn.Dropout(dropout)
-        head_in = hidden + n_stages + 1 + 2  # state, current stage one-hot, current lab value and its flag
+        self.n_point_features = n_point_features
+        # What a clinician reads: current stage one-hot, current lab value and flag, point features.
+        clinical_in = n_stages + 1 + 2 + n_point_features
+        self.clinical = (
+            nn.Sequential(nn.Linear(clinical_in, clinical_hidden), nn.GELU(), nn.Dropout(dropout))
+            if clinical_hidden > 0
+            else None
+        )
+        head_in = hidden + clinical_in + clinical_hidden
         if n_classes < 1 and not risk:
             raise ValueError("the model needs a stage head (n_classes >= 1), a risk head (risk=True) or both")
         self.stage_head = nn.Linear(head_in, n_classes) if n_classes > 0 else None
@@ -187,8 +198,15 @@ class VisitSequenceModel(nn.Module):
         gathered = states[batch["point_subject"], batch["point_visit"]]  # [P,H]
         stage = nn.functional.one_hot(batch["current_stage"].clamp(0, self.n_stages), self.n_stages + 1)
         value = torch.stack([batch["current_value"], batch["has_current_value"].to(gathered.dtype)], dim=-1)
-        # Dropout regularises the learned state only; the current stage and value enter intact.
-        return torch.cat([self.dropout(gathered), stage.to(gathered.dtype), value.to(gathered.dtype)], dim=-1)
+        parts = [stage.to(gathered.dtype), value.to(gathered.dtype)]
+        if self.n_point_features:
+            parts.append(batch["point_features"].to(gathered.dtype))
+        clinical = torch.cat(parts, dim=-1)
+        # Dropout regularises the learned state only; what a clinician reads enters intact.
+        out = [self.dropout(gathered), clinical]
+        if self.clinical is not None:
+            out.append(self.clinical(clinical))
+        return torch.cat(out, dim=-1)
 
 
 class SupervisedObjective(nn.Module):

@@ -33,7 +33,7 @@ from ehrprog.errors import SavedModelError
 if TYPE_CHECKING:
     from ehrprog.estimator import VisitProgressionEstimator
 
-FORMAT = "ehrprog.VisitProgressionEstimator/2"
+FORMAT = "ehrprog.VisitProgressionEstimator/3"
 CONFIG, WEIGHTS = "config.json", "model.safetensors"
 #: Largest vocabulary and stage count a saved model may declare.
 MAX_CODES, MAX_CLASSES = 10_000_000, 1_000
@@ -75,20 +75,46 @@ class SavedVocabulary(_Strict):
         return self
 
 
+class SavedPointFeatures(_Strict):
+    """The fitted :class:`~ehrprog.features.PointFeatures` (labs, their standardisation, static codes)."""
+
+    max_labs: int = Field(ge=0, le=MAX_CODES)
+    min_readings: int = Field(ge=0)
+    trend_years: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    min_trend_days: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+    max_static_codes: int = Field(ge=0, le=MAX_CODES)
+    labs: list[str] = Field(max_length=MAX_CODES)
+    lab_mean: list[Finite]
+    lab_std: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]]
+    static_codes: list[str] = Field(max_length=MAX_CODES)
+    age_mean: Finite
+    age_std: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SavedPointFeatures:
+        if not len(self.labs) == len(self.lab_mean) == len(self.lab_std):
+            raise ValueError(f"lab_mean and lab_std need one entry per lab ({len(self.labs)})")
+        if len(set(self.labs)) != len(self.labs) or len(set(self.static_codes)) != len(self.static_codes):
+            raise ValueError("labs and static_codes must be distinct")
+        return self
+
+
 class SavedEstimator(_Strict):
     """The schema of ``config.json``."""
 
-    format: Literal["ehrprog.VisitProgressionEstimator/2"]
+    format: Literal["ehrprog.VisitProgressionEstimator/3"]
     versions: SavedVersions
     params: dict[str, Scalar]
     vocabulary: SavedVocabulary
     backbone_architecture: dict[str, bool | int | Finite | str | list[str] | None] | None
     n_classes: int = Field(ge=0, le=MAX_CLASSES)
     value_scale: tuple[Finite, Annotated[float, Field(gt=0, allow_inf_nan=False)]]
+    point_features: SavedPointFeatures | None
     classes: list[int] | None
     event_times: list[Finite] | None
     cumulative_baseline_hazard: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]] | None
     history: list[dict[str, Finite]]
+    initial_validation: dict[str, Finite] | None = None
     risk_head_refit: str | None = None
     best_epoch: int = Field(ge=0)
     n_iter: int = Field(ge=0)
@@ -118,7 +144,9 @@ class SavedEstimator(_Strict):
                 )
             if sorted(set(self.classes)) != self.classes:
                 raise ValueError("classes: must be distinct and increasing")
-        elif self.n_classes != 0 or self.classes is not None:
+        if bool(self.params["point_features"]) != (self.point_features is not None):
+            raise ValueError("point_features: must be saved exactly when params.point_features is true")
+        if target == "progression" and (self.n_classes != 0 or self.classes is not None):
             raise ValueError("n_classes: target 'progression' has no stage head: n_classes must be 0, classes null")
         if target in ("progression", "both"):
             times, hazard = self.event_times, self.cumulative_baseline_hazard
@@ -171,12 +199,14 @@ def save_estimator(estimator: VisitProgressionEstimator, path: str | Path) -> Pa
         "backbone_architecture": model.backbone.architecture() if hasattr(model.backbone, "architecture") else None,
         "n_classes": int(model.stage_head.out_features) if model.stage_head is not None else 0,
         "value_scale": list(estimator.value_scale_),
+        "point_features": estimator.point_features_.state() if estimator.point_features else None,
         "classes": estimator.classes_.tolist() if hasattr(estimator, "classes_") else None,
         "event_times": estimator.event_times_.tolist() if hasattr(estimator, "event_times_") else None,
         "cumulative_baseline_hazard": estimator.cumulative_baseline_hazard_.tolist()
         if hasattr(estimator, "cumulative_baseline_hazard_")
         else None,
         "history": estimator.history_,
+        "initial_validation": estimator.initial_validation_,
         "risk_head_refit": getattr(estimator, "risk_head_refit_", None),
         "best_epoch": estimator.best_epoch_,
         "n_iter": estimator.n_iter_,
@@ -237,6 +267,7 @@ def load_estimator(cls: type[VisitProgressionEstimator], path: str | Path) -> Vi
     from sklearn.utils._param_validation import InvalidParameterError
 
     from ehrprog.batching import Vocabulary
+    from ehrprog.features import PointFeatures
 
     root = Path(path)
     config = read_config(root)
@@ -255,6 +286,8 @@ def load_estimator(cls: type[VisitProgressionEstimator], path: str | Path) -> Vi
         np.asarray(vocab.value_std, np.float32),
         vocab.descriptions,
     )
+    if config.point_features is not None:
+        estimator.point_features_ = PointFeatures(**config.point_features.model_dump())
     shapes = _weight_shapes(root / WEIGHTS)
     try:
         with torch.device("meta"):
@@ -281,6 +314,7 @@ def load_estimator(cls: type[VisitProgressionEstimator], path: str | Path) -> Vi
     estimator.value_scale_ = tuple(config.value_scale)
     estimator.n_features_in_ = 1
     estimator.history_ = config.history
+    estimator.initial_validation_ = config.initial_validation
     estimator.loss_curve_ = [record["train_loss"] for record in config.history if "train_loss" in record]
     estimator.validation_loss_curve_ = [record["valid_loss"] for record in config.history if "valid_loss" in record]
     estimator.best_epoch_, estimator.n_iter_ = config.best_epoch, config.n_iter

@@ -53,8 +53,9 @@ class TrainSettings:
         n_iter_no_change: epochs without an improvement larger than ``tol`` before stopping
             (``None``: never stop early; the last epoch's weights are kept).
         tol: the least improvement of the monitored value that counts.
-        monitor: the history key to monitor (``"valid_loss"``, ``"valid_score"``...); falls back
-            to ``"train_loss"`` where the record lacks it.
+        monitor: the history key to monitor (``"valid_loss"``, ``"valid_score"``...); where a
+            record lacks it (a score undefined on the validation set) the validation loss, else
+            the training loss, is minimised instead.
         greater_is_better: whether a larger monitored value is better (a score, not a loss).
         device: where the objective trains.
         seed: seeds dropout per epoch (the caller seeds initialisation and batch order).
@@ -168,7 +169,9 @@ def train(
         settings: see :class:`TrainSettings`.
         validate: ``validate(objective)`` gives held-out figures for the record (run on every rank
             with the unwrapped objective, so every rank decides alike).
-        validate_first: record the untrained objective's validation as epoch 0.
+        validate_first: record the untrained objective's validation as epoch 0; with early
+            stopping on a monitored value it holds, epoch 0 is a candidate (``best_epoch`` 0
+            returns the objective as it came in).
         on_epoch: called with each epoch's record.
     """
     device = settings.device
@@ -183,12 +186,16 @@ def train(
     optimizer = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
     amp = device.type == "cuda"
     history: list[dict[str, float]] = []
+    sign = -1.0 if settings.greater_is_better else 1.0
+    best, best_epoch, best_state, stale, stopped = np.inf, 0, None, 0, False
     if validate_first and validate is not None:
         history.append({"epoch": 0, **validate(objective)})
         if on_epoch is not None:
             on_epoch(history[-1])
-    sign = -1.0 if settings.greater_is_better else 1.0
-    best, best_epoch, best_state, stale, stopped = np.inf, 0, None, 0, False
+        if settings.monitor in history[-1] and settings.n_iter_no_change is not None:
+            # The starting point is a candidate too: an initialised model training cannot improve is kept.
+            best = sign * history[-1][settings.monitor]
+            best_state = {k: v.detach().clone() for k, v in objective.state_dict().items()}
     for epoch in range(1, settings.max_epochs + 1):
         started = time.perf_counter()
         trained.train()
@@ -228,7 +235,10 @@ def train(
         history.append(record)
         if on_epoch is not None:
             on_epoch(record)
-        monitored = sign * record.get(settings.monitor, record["train_loss"])
+        if settings.monitor in record:
+            monitored = sign * record[settings.monitor]
+        else:  # a loss, never a score, stands in for a monitored value a record lacks
+            monitored = record.get("valid_loss", record["train_loss"])
         if monitored < best - settings.tol:
             best, best_epoch, stale = monitored, epoch, 0
             if settings.n_iter_no_change is not None:

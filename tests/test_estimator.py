@@ -71,6 +71,7 @@ def test_stage_model_predicts_probabilities_and_scores_macro_auroc(stage_model, 
     assert set(stage_model.predict(cohort.X)) <= set(stage_model.classes_)
     assert 0.5 < stage_model.score(cohort.X, cohort.y) <= 1.0
     assert [h["epoch"] for h in stage_model.history_] == [1, 2, 3]
+    assert "valid_score" in stage_model.initial_validation_  # the initialised heads, before epoch 1
     assert {"train_loss", "valid_loss", "seconds"} <= set(stage_model.history_[0])
 
 

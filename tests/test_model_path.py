@@ -258,7 +258,9 @@ def test_the_model_learns_from_history_what_a_current_stage_model_cannot():
     scores 0.5 by construction; the model must read the history (fails when the encoder is dead)."""
     X, y = _marker_cohort(240, seed=0)
     X_test, y_test = _marker_cohort(120, seed=1)
+    # Without point features: with them, a dead encoder still reads age and visit counts.
     params = {**TINY, "max_epochs": 25, "n_iter_no_change": 25, "embedding_dim": 16, "hidden_dim": 16}
+    params["point_features"] = False
     stage = VisitProgressionEstimator(target="stage", **params).fit(X, y)
     assert stage.score(X_test, y_test) > 0.9
     progression = VisitProgressionEstimator(target="progression", **params).fit(X, y)
@@ -294,8 +296,12 @@ def test_sklearn_style_training_attributes_and_fresh_randomness(cohort):
     X, y = cohort.X[:300], cohort.y[:300]
     est = VisitProgressionEstimator(target="stage", **{**TINY, "max_epochs": 3}).fit(X, y)
     assert est.n_iter_ == len(est.history_) == len(est.loss_curve_) == len(est.validation_loss_curve_)
-    assert 1 <= est.best_epoch_ <= est.n_iter_
-    assert est.validation_loss_curve_[est.best_epoch_ - 1] == min(est.validation_loss_curve_)
+    assert 0 <= est.best_epoch_ <= est.n_iter_
+    scores = [est.initial_validation_["valid_score"]] + [h["valid_score"] for h in est.history_]
+    assert scores[est.best_epoch_] == max(scores)  # selection="score": the best validation score is kept
+    by_loss = VisitProgressionEstimator(target="stage", **{**TINY, "max_epochs": 3, "selection": "loss"}).fit(X, y)
+    losses = [by_loss.initial_validation_["valid_loss"], *by_loss.validation_loss_curve_]
+    assert losses[by_loss.best_epoch_] == min(losses)
     fresh = {**TINY, "random_state": None}
     a = VisitProgressionEstimator(target="stage", **fresh).fit(X, y).predict_proba(X)
     b = VisitProgressionEstimator(target="stage", **fresh).fit(X, y).predict_proba(X)

@@ -1,5 +1,5 @@
 """Synthetic datasets: the embedded default for the demo and benchmarks (never a substitute for real data in tests)."""
 
-from ehrprog.datasets.simulate import egfr_to_creatinine, simulate_ckd, simulate_events
+from ehrprog.datasets.simulate import egfr_to_creatinine, oracle_risk, simulate_ckd, simulate_events, simulated_truth
 
-__all__ = ["egfr_to_creatinine", "simulate_ckd", "simulate_events"]
+__all__ = ["egfr_to_creatinine", "oracle_risk", "simulate_ckd", "simulate_events", "simulated_truth"]

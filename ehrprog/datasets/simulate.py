@@ -90,13 +90,9 @@ def egfr_to_creatinine(egfr: np.ndarray, age: np.ndarray, female: np.ndarray) ->
     return ratio * kappa
 
 
-def simulate_events(n_subjects: int, seed: int = 0) -> pl.DataFrame:
-    """The simulated cohort as one event table (MEDS codes plus ``domain`` and ``visit_id``)."""
-    if n_subjects < 1:
-        raise ValueError(f"n_subjects must be at least 1, got {n_subjects}")
-    rng = np.random.default_rng(seed)
-    n = n_subjects
-    ids = np.arange(1, n + 1, dtype=np.int64)
+def _draw_subjects(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+    """Each subject's attributes and true kidney trajectory: the first draws of a seed's stream
+    (so :func:`simulated_truth` recomputes them without drawing visits)."""
     female = rng.random(n) < 0.52
     age0 = rng.uniform(35, 85, n)
     start_day = (datetime(2008, 1, 1) - _EPOCH).days + rng.uniform(0, 5 * _YEAR_DAYS, n)
@@ -113,6 +109,87 @@ def simulate_events(n_subjects: int, seed: int = 0) -> pl.DataFrame:
     death_years = rng.exponential(1.0 / hazard)
     dies = death_years < follow_years
     follow_years = np.where(dies, death_years, follow_years)
+
+    return {
+        "female": female,
+        "age0": age0,
+        "start_day": start_day,
+        "birth_day": birth_day,
+        "diabetes": diabetes,
+        "hypertension": hypertension,
+        "ace": ace,
+        "sglt2": sglt2,
+        "egfr0": egfr0,
+        "slope": slope,
+        "follow_years": follow_years,
+        "dies": dies,
+    }
+
+
+def simulated_truth(n_subjects: int, seed: int = 0) -> pl.DataFrame:
+    """What the simulator drew for each subject of ``simulate_events(n_subjects, seed)``: the true
+    kidney trajectory behind the records, for oracle scores (never a model input).
+
+    Returns one row per subject: ``subject_id``, ``start`` (first visit, Datetime), ``egfr0``
+    (true eGFR at ``start``, mL/min/1.73 m2), ``slope`` (true eGFR change, mL/min/1.73 m2 per
+    year; negative), ``female``, ``diabetes``, ``hypertension``. The true eGFR at time ``t``
+    is ``max(egfr0 + slope * years since start, 3)``.
+    """
+    if n_subjects < 1:
+        raise ValueError(f"n_subjects must be at least 1, got {n_subjects}")
+    people = _draw_subjects(np.random.default_rng(seed), n_subjects)
+    return pl.DataFrame(
+        {
+            "subject_id": np.arange(1, n_subjects + 1, dtype=np.int64),
+            "start": (people["start_day"] * _DAY_US).astype(np.int64),
+            "egfr0": people["egfr0"],
+            "slope": people["slope"],
+            "female": people["female"],
+            "diabetes": people["diabetes"],
+            "hypertension": people["hypertension"],
+        }
+    ).with_columns(pl.col("start").cast(pl.Datetime("us")))
+
+
+def oracle_risk(
+    points: pl.DataFrame, truth: pl.DataFrame, bands: tuple[float, ...] = (90.0, 60.0, 30.0, 15.0)
+) -> np.ndarray:
+    """The true progression risk of each prediction point: minus the years until the subject's
+    true eGFR falls below the lower bound of the point's current stage (KDIGO ``bands``: the
+    lower bound of stage ``s`` is ``bands[s - 1]``), 0 when it already has. Ranking points by
+    it gives the oracle C-index: what a model that knew the simulator's trajectories would reach.
+
+    Args:
+        points: ``subject_id``, ``prediction_time`` and ``current_stage`` (a ``CohortX.points``).
+        truth: :func:`simulated_truth` for the same subjects and seed.
+
+    Returns:
+        ``[n_points]`` float64, higher = sooner (NaN for a stage without a lower bound).
+    """
+    table = points.select("subject_id", "prediction_time", "current_stage").join(
+        truth.select("subject_id", "start", "egfr0", "slope"), on="subject_id", how="left", maintain_order="left"
+    )
+    if table["egfr0"].null_count():
+        raise ValueError("oracle_risk: some points' subjects are not in the truth table")
+    years = (table["prediction_time"] - table["start"]).dt.total_microseconds().to_numpy() / (_DAY_US * _YEAR_DAYS)
+    egfr = np.maximum(table["egfr0"].to_numpy() + table["slope"].to_numpy() * years, 3.0)
+    stage = table["current_stage"].fill_null(0).to_numpy().astype(np.int64)
+    lower = np.array([np.nan, *bands, np.nan])[np.clip(stage, 0, len(bands) + 1)]
+    to_threshold = np.maximum(egfr - lower, 0.0) / np.maximum(-table["slope"].to_numpy(), 1e-9)
+    return -to_threshold
+
+
+def simulate_events(n_subjects: int, seed: int = 0) -> pl.DataFrame:
+    """The simulated cohort as one event table (MEDS codes plus ``domain`` and ``visit_id``)."""
+    if n_subjects < 1:
+        raise ValueError(f"n_subjects must be at least 1, got {n_subjects}")
+    rng = np.random.default_rng(seed)
+    n = n_subjects
+    ids = np.arange(1, n + 1, dtype=np.int64)
+    people = _draw_subjects(rng, n)
+    female, age0, start_day, birth_day = people["female"], people["age0"], people["start_day"], people["birth_day"]
+    diabetes, hypertension, ace, sglt2 = people["diabetes"], people["hypertension"], people["ace"], people["sglt2"]
+    egfr0, slope, follow_years, dies = people["egfr0"], people["slope"], people["follow_years"], people["dies"]
 
     # visits by thinning a Poisson process at the maximum rate
     max_rate = 9.5

@@ -20,13 +20,17 @@ class CohortX:
     The input history of a point is the first ``n_visits`` visits of its subject in
     ``visits.frame``: every one of them ended at or before the prediction time, so nothing
     recorded after it (in particular the records that define the label) can be read. The visit
-    frame carries no death date. Indexing (``X[idx]`` with ints, slices, boolean masks or integer
+    frame carries no death date. ``labs`` (optional, shared like the visits) holds the task's
+    staging-lab readings of these subjects, recorded or derived (``subject_id``, ``time``, ``lab``,
+    ``value``; for CKD, eGFR including the values computed from creatinine); a reader takes only
+    those at or before a point's prediction time (:class:`~ehrprog.features.PointFeatures`). Indexing (``X[idx]`` with ints, slices, boolean masks or integer
     arrays) returns a new ``CohortX`` over the same visits, so scikit-learn's splitters work on it.
     """
 
-    def __init__(self, points: pl.DataFrame, visits: VisitFrame) -> None:
+    def __init__(self, points: pl.DataFrame, visits: VisitFrame, labs: pl.DataFrame | None = None) -> None:
         self.points = points
         self.visits = visits
+        self.labs = labs
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -41,11 +45,11 @@ class CohortX:
         if isinstance(key, int | np.integer):
             key = [int(key)]
         if isinstance(key, slice):
-            return CohortX(self.points[key], self.visits)
+            return CohortX(self.points[key], self.visits, self.labs)
         index = np.asarray(key)
         if index.dtype == bool:
             index = np.flatnonzero(index)
-        return CohortX(self.points[index.astype(np.int64)], self.visits)
+        return CohortX(self.points[index.astype(np.int64)], self.visits, self.labs)
 
     def __repr__(self) -> str:
         return f"CohortX(points={self.points.height}, subjects={self.points['subject_id'].n_unique()})"

@@ -234,8 +234,13 @@ class ProgressionTask:
         # Shared, not copied: the visit frame without death dates (dropping a column copies nothing).
         # It may hold subjects without points; points only ever read their own subject's visits.
         safe_visits = VisitFrame(visit_frame.frame.drop("death"), visit_frame.strategy, visit_frame.codes)
+        lab_readings = records.filter(pl.col("source") != "diagnosis").select(
+            "subject_id", "time", pl.col("source").alias("lab"), "value"
+        )
         X = CohortX(
-            points.select("subject_id", "prediction_time", "n_visits", "current_stage", "current_value"), safe_visits
+            points.select("subject_id", "prediction_time", "n_visits", "current_stage", "current_value"),
+            safe_visits,
+            lab_readings,
         )
         y = points.select(pl.col("next_stage").alias("stage"), "event", "time_to_event_days")
         labels = points.select(

@@ -1,0 +1,282 @@
+"""What a clinician reads off a chart at a prediction point, as a fixed-width feature row.
+
+:class:`PointFeatures` turns each prediction point of a :class:`~ehrprog.tasks.CohortX` into
+``[n_features]`` numbers the model's heads read beside the learned history state (and that any
+tabular model can use). It is general, not a CKD special case: the labs are the task's own
+staging labs (``CohortX.labs``: for CKD, eGFR recorded or computed from creatinine) and every
+coded measurement frequent enough in training (HbA1c, potassium, ...). Per lab:
+
+* ``last``: the last reading at or before the prediction time, carried forward, standardised by
+  the training readings' mean and standard deviation (0 when none);
+* ``has``: whether there is one;
+* ``age``: ``log1p`` of the years since that reading;
+* ``slope``: the least-squares trend of the readings in the ``trend_years`` before (and
+  including) the last one, in training standard deviations per year, clipped to +-10, where at
+  least two readings span ``min_trend_days`` or more (0 otherwise), and ``has_slope``.
+
+Then the subject's age at the prediction time, sex (female, male; both 0 when unknown),
+``log1p`` of the number of input visits and of the years of history, and one indicator per
+frequent static code (race, ethnicity...). Readings are timed: a task lab reading at its record
+time, a coded reading at the end of its visit; only readings at or before the prediction time
+are used, so no feature reads what defines a label after it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from ehrprog.events import sex_expr
+from ehrprog.tasks.cohort import CohortX
+
+_DAY_US = 86_400_000_000
+_YEAR_US = _DAY_US * 365.25
+_PER_LAB = ("last", "has", "age", "slope", "has_slope", "trend_value")
+
+
+@dataclass
+class PointFeatures:
+    """Clinician features per prediction point (see the module docstring).
+
+    Args:
+        max_labs: coded measurements kept (the most often read in training, beyond the task's labs).
+        min_readings: readings a coded measurement needs in training to be kept.
+        trend_years: the window of readings a slope is fitted over (years before the last reading).
+        min_trend_days: the least time between the first and last reading of a slope.
+        max_static_codes: static codes kept (the most frequent, present in at least 1% of subjects).
+    """
+
+    max_labs: int = 16
+    min_readings: int = 20
+    trend_years: float = 5.0
+    min_trend_days: float = 90.0
+    max_static_codes: int = 20
+    labs: list[str] = field(default_factory=list)
+    lab_mean: list[float] = field(default_factory=list)
+    lab_std: list[float] = field(default_factory=list)
+    static_codes: list[str] = field(default_factory=list)
+    age_mean: float = 0.0
+    age_std: float = 1.0
+
+    @property
+    def names(self) -> list[str]:
+        """The name of each column, in order."""
+        per_lab = [f"{lab}:{part}" for lab in self.labs for part in _PER_LAB]
+        return [*per_lab, "age", "female", "male", "log_visits", "log_history_years"] + [
+            f"static:{code}" for code in self.static_codes
+        ]
+
+    @property
+    def n_features(self) -> int:
+        return len(self.names)
+
+    def fit(self, X: CohortX) -> PointFeatures:
+        """Choose the labs and static codes and fit the standardisation on ``X``'s readings."""
+        readings = _readings(X)
+        task_labs = _task_lab_names(X)
+        counts = (
+            readings.filter(~pl.col("lab").is_in(task_labs))
+            .group_by("lab")
+            .agg(pl.len().alias("n"))
+            .filter(pl.col("n") >= self.min_readings)
+            .sort(["n", "lab"], descending=[True, False])
+            .head(self.max_labs)
+        )
+        self.labs = [*task_labs, *sorted(counts["lab"].to_list())]
+        stats = readings.group_by("lab").agg(pl.col("value").mean().alias("m"), pl.col("value").std().alias("s"))
+        found = {row["lab"]: row for row in stats.iter_rows(named=True)}
+        self.lab_mean = [float(found[lab]["m"]) if lab in found else 0.0 for lab in self.labs]
+        self.lab_std = [
+            float(found[lab]["s"]) if lab in found and (found[lab]["s"] or 0) > 1e-6 else 1.0 for lab in self.labs
+        ]
+        age = _points(X)["_age"].drop_nulls()
+        self.age_mean = float(age.mean()) if age.len() else 0.0
+        self.age_std = float(age.std()) if age.len() > 1 and (age.std() or 0) > 1e-6 else 1.0
+        subjects = X.visits.frame.filter(pl.col("subject_id").is_in(X.points["subject_id"].unique().implode()))
+        static = (
+            subjects.select(pl.col("static_codes").list.unique())
+            .explode("static_codes")
+            .drop_nulls()
+            .group_by("static_codes")
+            .agg(pl.len().alias("n"))
+            .filter(pl.col("n") >= max(1, 0.01 * subjects.height))
+            .sort(["n", "static_codes"], descending=[True, False])
+            .head(self.max_static_codes)
+        )
+        codes = pl.DataFrame({"code": static["static_codes"].cast(pl.String)})
+        not_sex = codes.with_columns(sex_expr().is_null().alias("_keep")).filter("_keep")["code"]
+        self.static_codes = sorted(not_sex.to_list())  # sex has its own columns
+        return self
+
+    def transform(self, X: CohortX) -> np.ndarray:
+        """``[n_points, n_features]`` float32, in the order of ``X.points``."""
+        points = _points(X)
+        n = points.height
+        columns: list[np.ndarray] = []
+        # Readings of a lab at the same time (one visit's) are one reading, their mean: the order
+        # of ties can then decide nothing.
+        readings = (
+            _readings(X)
+            .filter(pl.col("lab").is_in(self.labs))
+            .group_by("subject_id", "lab", "time")
+            .agg(pl.col("value").mean())
+        )
+        window = f"{int(round(self.trend_years * 365.25))}d"
+        trends = (
+            readings.sort("subject_id", "lab", "time")
+            .with_columns((pl.col("time").dt.epoch("us") / _YEAR_US).alias("_t"))
+            .rolling(index_column="time", period=window, group_by=["subject_id", "lab"])
+            .agg(
+                pl.col("value").last().alias("_last"),
+                pl.len().alias("_n"),
+                pl.col("_t").sum().alias("_st"),
+                pl.col("value").sum().alias("_sv"),
+                (pl.col("_t") * pl.col("_t")).sum().alias("_stt"),
+                (pl.col("_t") * pl.col("value")).sum().alias("_stv"),
+                (pl.col("_t").max() - pl.col("_t").min()).alias("_span"),
+                pl.col("_t").last().alias("_tlast"),
+            )
+        )
+        n_, st, sv, stt, stv = (pl.col(c) for c in ("_n", "_st", "_sv", "_stt", "_stv"))
+        slope = (n_ * stv - st * sv) / (n_ * stt - st * st)
+        trends = (
+            trends.with_columns(
+                pl.when((pl.col("_span") * 365.25 >= self.min_trend_days) & (n_ >= 2)).then(slope).alias("_slope")
+            )
+            .with_columns(
+                # The trend line at the last reading: a less noisy current value than the reading itself.
+                pl.when(pl.col("_slope").is_not_null())
+                .then(sv / n_ + pl.col("_slope") * (pl.col("_tlast") - st / n_))
+                .otherwise(pl.col("_last"))
+                .alias("_fitted")
+            )
+            .select("subject_id", "lab", pl.col("time").alias("_time"), "_last", "_slope", "_fitted")
+        )
+        keyed = points.select("_point", "subject_id", "prediction_time").sort("prediction_time")
+        # Sorted by time as a whole, so by time within every subject (polars cannot check it with 'by').
+        for lab, mean, std in zip(self.labs, self.lab_mean, self.lab_std, strict=True):
+            series = trends.filter(pl.col("lab") == lab).drop("lab").sort("_time")
+            found = (
+                keyed.join_asof(
+                    series,
+                    left_on="prediction_time",
+                    right_on="_time",
+                    by="subject_id",
+                    strategy="backward",
+                    check_sortedness=False,
+                )
+                .sort("_point")
+                .select(
+                    ((pl.col("_last") - mean) / std).alias("last"),
+                    ((pl.col("prediction_time") - pl.col("_time")).dt.total_microseconds() / _YEAR_US).alias("age"),
+                    (pl.col("_slope") / std).clip(-10.0, 10.0).alias("slope"),
+                    ((pl.col("_fitted") - mean) / std).alias("fitted"),
+                )
+            )
+            last = found["last"].fill_null(np.nan).to_numpy()
+            has = np.isfinite(last)
+            slope_values = found["slope"].fill_null(np.nan).to_numpy()
+            has_slope = np.isfinite(slope_values)
+            age = found["age"].fill_null(0.0).to_numpy()
+            columns += [
+                np.where(has, last, 0.0),
+                has.astype(np.float64),
+                np.where(has, np.log1p(np.maximum(age, 0.0)), 0.0),
+                np.where(has_slope, slope_values, 0.0),
+                has_slope.astype(np.float64),
+                np.where(has, found["fitted"].fill_null(np.nan).to_numpy(), 0.0),
+            ]
+        age = points["_age"].fill_null(np.nan).to_numpy()
+        sex = points["sex"].to_numpy()
+        columns += [
+            np.where(np.isfinite(age), (age - self.age_mean) / self.age_std, 0.0),
+            (sex == "F").astype(np.float64),
+            (sex == "M").astype(np.float64),
+            np.log1p(points["n_visits"].cast(pl.Float64).to_numpy()),
+            np.log1p(np.maximum(points["_history"].fill_null(0.0).to_numpy(), 0.0)),
+        ]
+        if self.static_codes:
+            static = points["static_codes"].list.eval(pl.element().cast(pl.String))
+            for code in self.static_codes:
+                columns.append(static.list.contains(code).fill_null(False).to_numpy().astype(np.float64))
+        table = np.column_stack(columns) if columns else np.zeros((n, 0))
+        return np.clip(np.nan_to_num(table, nan=0.0, posinf=0.0, neginf=0.0), -10.0, 10.0).astype(np.float32)
+
+    def fit_transform(self, X: CohortX) -> np.ndarray:
+        return self.fit(X).transform(X)
+
+    def state(self) -> dict:
+        """The fitted state as plain JSON values (for saving)."""
+        return {
+            "max_labs": self.max_labs,
+            "min_readings": self.min_readings,
+            "trend_years": self.trend_years,
+            "min_trend_days": self.min_trend_days,
+            "max_static_codes": self.max_static_codes,
+            "labs": list(self.labs),
+            "lab_mean": list(self.lab_mean),
+            "lab_std": list(self.lab_std),
+            "static_codes": list(self.static_codes),
+            "age_mean": self.age_mean,
+            "age_std": self.age_std,
+        }
+
+
+def _task_lab_names(X: CohortX) -> list[str]:
+    if X.labs is None or X.labs.height == 0:
+        return []
+    return sorted(X.labs["lab"].unique().to_list())
+
+
+def _points(X: CohortX) -> pl.DataFrame:
+    """``X.points`` numbered (``_point``) with the subject's sex, static codes, age at the
+    prediction time (``_age``, years) and years since the first visit (``_history``)."""
+    people = X.visits.frame.select(
+        "subject_id",
+        "birth",
+        "sex",
+        "static_codes",
+        pl.col("visits").list.first().struct.field("start").alias("_first"),
+    )
+    years = (pl.col("prediction_time") - pl.col("birth")).dt.total_microseconds() / _YEAR_US
+    return (
+        X.points.select("subject_id", "prediction_time", "n_visits")
+        .with_row_index("_point")
+        .join(people, on="subject_id", how="left", maintain_order="left")
+        .with_columns(
+            years.alias("_age"),
+            ((pl.col("prediction_time") - pl.col("_first")).dt.total_microseconds() / _YEAR_US).alias("_history"),
+        )
+    )
+
+
+def _readings(X: CohortX) -> pl.DataFrame:
+    """Every finite reading of ``X``'s subjects: ``subject_id``, ``time``, ``lab`` (the task lab's
+    name, or the code), ``value`` (Float64). Coded readings are timed at the end of their visit."""
+    subjects = X.points["subject_id"].unique().implode()
+    coded = (
+        X.visits.frame.filter(pl.col("subject_id").is_in(subjects))
+        .select("subject_id", "visits")
+        .explode("visits")
+        .drop_nulls("visits")
+        .select(
+            "subject_id",
+            pl.col("visits").struct.field("end").alias("time"),
+            pl.col("visits").struct.field("codes").alias("lab"),
+            pl.col("visits").struct.field("numeric_values").alias("value"),
+        )
+        .explode("lab", "value")
+        .filter(pl.col("value").is_finite())
+        .select("subject_id", "time", pl.col("lab").cast(pl.String), pl.col("value").cast(pl.Float64))
+    )
+    if X.labs is None or X.labs.height == 0:
+        return coded
+    task = X.labs.filter(pl.col("subject_id").is_in(subjects) & pl.col("value").is_finite()).select(
+        "subject_id", "time", pl.col("lab").cast(pl.String), pl.col("value").cast(pl.Float64)
+    )
+    return pl.concat([task, coded])
+
+
+__all__ = ["PointFeatures"]
