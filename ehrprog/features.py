@@ -123,7 +123,7 @@ class PointFeatures:
             .group_by("subject_id", "lab", "time")
             .agg(pl.col("value").mean())
         )
-        window = f"{int(round(self.trend_years * 365.25))}d"
+        window = f"{round(self.trend_years * 365.25)}d"
         trends = (
             readings.sort("subject_id", "lab", "time")
             .with_columns((pl.col("time").dt.epoch("us") / _YEAR_US).alias("_t"))

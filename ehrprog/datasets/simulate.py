@@ -187,7 +187,7 @@ def simulate_events(n_subjects: int, seed: int = 0) -> pl.DataFrame:
     n = n_subjects
     ids = np.arange(1, n + 1, dtype=np.int64)
     people = _draw_subjects(rng, n)
-    female, age0, start_day, birth_day = people["female"], people["age0"], people["start_day"], people["birth_day"]
+    female, start_day, birth_day = people["female"], people["start_day"], people["birth_day"]
     diabetes, hypertension, ace, sglt2 = people["diabetes"], people["hypertension"], people["ace"], people["sglt2"]
     egfr0, slope, follow_years, dies = people["egfr0"], people["slope"], people["follow_years"], people["dies"]
 

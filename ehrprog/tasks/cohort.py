@@ -23,8 +23,9 @@ class CohortX:
     frame carries no death date. ``labs`` (optional, shared like the visits) holds the task's
     staging-lab readings of these subjects, recorded or derived (``subject_id``, ``time``, ``lab``,
     ``value``; for CKD, eGFR including the values computed from creatinine); a reader takes only
-    those at or before a point's prediction time (:class:`~ehrprog.features.PointFeatures`). Indexing (``X[idx]`` with ints, slices, boolean masks or integer
-    arrays) returns a new ``CohortX`` over the same visits, so scikit-learn's splitters work on it.
+    those at or before a point's prediction time (:class:`~ehrprog.features.PointFeatures`).
+    Indexing (``X[idx]`` with ints, slices, boolean masks or integer arrays) returns a new
+    ``CohortX`` over the same visits, so scikit-learn's splitters work on it.
     """
 
     def __init__(self, points: pl.DataFrame, visits: VisitFrame, labs: pl.DataFrame | None = None) -> None:
