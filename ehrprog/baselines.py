@@ -5,6 +5,12 @@
   creatinine), current stage, age, sex, number of visits and years of history.
 * :class:`StageBaseline`: bag-of-codes logistic regression or gradient boosting for the next stage.
 * :class:`CoxBaseline`: Cox proportional hazards (scikit-survival) on those features.
+* :class:`BoostedCoxBaseline`: gradient-boosted trees under the Cox partial likelihood
+  (XGBoost's ``survival:cox``) on the same features, with a Breslow baseline hazard:
+  count-feature boosting, the baseline the EHR literature finds hardest to beat.
+* :class:`ClinicalCoxBaseline`: Cox on exactly the clinical inputs the model's heads read
+  (:class:`~ehrprog.features.PointFeatures`, current stage and lab value): a reference that
+  shows what the model's sequence encoder adds beyond them.
 * :class:`KFREBaseline`: a Kidney Failure Risk Equation-style score from age, sex and eGFR
   (the 4-variable KFRE of Tangri et al. 2011 without its albuminuria term, which these data lack).
 
@@ -25,7 +31,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
 from ehrprog.metrics import harrell_c, macro_auroc
-from ehrprog.targets import check_survival_targets, split_targets
+from ehrprog.targets import breslow_baseline, check_survival_targets, split_targets
 from ehrprog.tasks.ckd import CREATININE_MASS_CODES, CREATININE_MOLAR_CODES, EGFR_CODES
 from ehrprog.tasks.cohort import CohortX
 from ehrprog.tasks.rules import match_code_lists
@@ -224,6 +230,137 @@ class CoxBaseline(BaseEstimator):
     @property
     def event_times_(self) -> np.ndarray:
         return self.model_.unique_times_
+
+    def score(self, X: CohortX, y: Any) -> float:
+        _, event, time = split_targets(y, len(X))
+        return harrell_c(event, time, self.predict(X))
+
+
+class ClinicalCoxBaseline(BaseEstimator):
+    """Ridge Cox (scikit-survival, Breslow ties) on the model's clinical inputs: point features,
+    current stage one-hot, and the current staging-lab value with its flag (standardised)."""
+
+    def __init__(self, alpha: float = 1.0) -> None:
+        self.alpha = alpha
+
+    def _table(self, X: CohortX) -> np.ndarray:
+        points = X.points
+        stage = points["current_stage"].fill_null(0).clip(0, 5).to_numpy().astype(np.int64)
+        value = points["current_value"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+        has = np.isfinite(value)
+        return np.column_stack(
+            [self.features_.transform(X), np.eye(6)[stage], np.where(has, value, 0.0), has.astype(np.float64)]
+        )
+
+    def fit(self, X: CohortX, y: Any) -> ClinicalCoxBaseline:
+        from sksurv.linear_model import CoxPHSurvivalAnalysis
+        from sksurv.util import Surv
+
+        from ehrprog.features import PointFeatures
+
+        _, event, time = split_targets(y, len(X))
+        check_survival_targets(event, time)
+        self.features_ = PointFeatures().fit(X)
+        self.scaler_ = StandardScaler()
+        table = self.scaler_.fit_transform(self._table(X))
+        self.model_ = CoxPHSurvivalAnalysis(alpha=self.alpha, ties="breslow").fit(
+            table, Surv.from_arrays(event.astype(bool), time)
+        )
+        return self
+
+    def predict(self, X: CohortX) -> np.ndarray:
+        """Risk score (higher = sooner)."""
+        check_is_fitted(self, "model_")
+        return self.model_.predict(self.scaler_.transform(self._table(X)))
+
+    def predict_survival_function(self, X: CohortX, return_array: bool = False):
+        check_is_fitted(self, "model_")
+        return self.model_.predict_survival_function(self.scaler_.transform(self._table(X)), return_array=return_array)
+
+    def score(self, X: CohortX, y: Any) -> float:
+        _, event, time = split_targets(y, len(X))
+        return harrell_c(event, time, self.predict(X))
+
+
+class BoostedCoxBaseline(BaseEstimator):
+    """Gradient-boosted Cox model on history features (XGBoost ``survival:cox``, histogram trees).
+
+    XGBoost rather than scikit-survival's ``GradientBoostingSurvivalAnalysis``: on the 1,000-subject
+    simulator cohort (9.6k points, 47 features) scikit-survival took 211 s for 200 trees, XGBoost
+    1.4 s for 500. Survival curves use Breslow's baseline hazard of the training margins.
+
+    Args:
+        max_codes: code count columns (as :class:`HistoryFeatures`).
+        n_estimators, max_depth, learning_rate, subsample, colsample_bytree, min_child_weight,
+        reg_lambda: XGBoost's (defaults chosen on simulator seed 0).
+        random_state: XGBoost's seed.
+    """
+
+    def __init__(
+        self,
+        max_codes: int = 200,
+        n_estimators: int = 500,
+        max_depth: int = 2,
+        learning_rate: float = 0.05,
+        subsample: float = 0.8,
+        colsample_bytree: float = 0.8,
+        min_child_weight: float = 5.0,
+        reg_lambda: float = 1.0,
+        random_state: int = 0,
+    ) -> None:
+        self.max_codes = max_codes
+        self.n_estimators = n_estimators
+        self.max_depth = max_depth
+        self.learning_rate = learning_rate
+        self.subsample = subsample
+        self.colsample_bytree = colsample_bytree
+        self.min_child_weight = min_child_weight
+        self.reg_lambda = reg_lambda
+        self.random_state = random_state
+
+    def fit(self, X: CohortX, y: Any) -> BoostedCoxBaseline:
+        from xgboost import XGBRegressor
+
+        _, event, time = split_targets(y, len(X))
+        check_survival_targets(event, time)
+        self.features_ = HistoryFeatures(self.max_codes)
+        features = self.features_.fit_transform(X)
+        self.model_ = XGBRegressor(
+            objective="survival:cox",
+            n_estimators=self.n_estimators,
+            max_depth=self.max_depth,
+            learning_rate=self.learning_rate,
+            subsample=self.subsample,
+            colsample_bytree=self.colsample_bytree,
+            min_child_weight=self.min_child_weight,
+            reg_lambda=self.reg_lambda,
+            tree_method="hist",
+            random_state=self.random_state,
+            n_jobs=0,
+        )
+        # XGBoost's Cox label: the time, negative when censored.
+        self.model_.fit(features, np.where(event.astype(bool), time, -time))
+        self.event_times_, self.cumulative_baseline_hazard_ = breslow_baseline(
+            self._margin(features), time, event.astype(bool)
+        )
+        return self
+
+    def _margin(self, features: np.ndarray) -> np.ndarray:
+        return self.model_.predict(features, output_margin=True).astype(np.float64)
+
+    def predict(self, X: CohortX) -> np.ndarray:
+        """Log relative risk (higher = sooner)."""
+        check_is_fitted(self, "model_")
+        return self._margin(self.features_.transform(X))
+
+    def predict_survival_function(self, X: CohortX, return_array: bool = False):
+        """``S(t | x) = exp(-H0(t) exp(r(x)))`` over ``event_times_`` (days)."""
+        from sksurv.functions import StepFunction
+
+        survival = np.exp(-np.outer(np.exp(self.predict(X)), self.cumulative_baseline_hazard_))
+        if return_array:
+            return survival
+        return np.array([StepFunction(self.event_times_, row) for row in survival])
 
     def score(self, X: CohortX, y: Any) -> float:
         _, event, time = split_targets(y, len(X))

@@ -246,6 +246,7 @@ class VisitProgressionEstimator(BaseEstimator):
         from ehrprog.plugins import get_backbone
 
         spec = get_backbone(self.backbone)
+        features = getattr(self, "point_features_", None) if self.point_features else None
         routed = self._routed("backbone__")
         if saved:
             routed = {k: v for k, v in routed.items() if not isinstance(v, str)}
@@ -259,7 +260,7 @@ class VisitProgressionEstimator(BaseEstimator):
         )
         return VisitSequenceModel(
             backbone,
-            n_point_features=self.point_features_.n_features if self.point_features else 0,
+            n_point_features=features.n_features if features is not None else 0,
             n_classes=n_classes if self.target in ("stage", "both") else 0,
             risk=self.target in ("progression", "both"),
             hidden=self.hidden_dim,
@@ -364,7 +365,7 @@ class VisitProgressionEstimator(BaseEstimator):
             greater_is_better=self.selection == "score",
         )
         if self.clinical_init:
-            _initialise_heads(model, tensors, train_rows, targets)
+            _initialise_heads(model, tensors, train_rows, valid_rows, targets, seed)
         result = train(
             SupervisedObjective(model),
             plan,
@@ -576,44 +577,58 @@ class VisitProgressionEstimator(BaseEstimator):
         return load_estimator(cls, path)
 
 
-def _clinical_inputs(model: VisitSequenceModel, tensors: VisitTensors, rows: np.ndarray) -> np.ndarray:
-    """The clinical part of the heads' input for the points ``rows``, ``[len(rows), n_stages + 3 + F]``:
-    as :meth:`VisitSequenceModel.head_features` lays it out after the state."""
-    stage = np.eye(model.n_stages + 1)[np.clip(tensors.point_stage[rows], 0, model.n_stages)]
-    value = np.stack([tensors.point_value[rows], tensors.point_has_value[rows]], axis=1)
-    parts = [stage, value] + ([tensors.point_features[rows]] if model.n_point_features else [])
-    return np.hstack(parts).astype(np.float64)
+def _clinical_inputs(model: VisitSequenceModel, tensors: VisitTensors, rows: np.ndarray) -> torch.Tensor:
+    """The clinical inputs (:meth:`VisitSequenceModel.clinical_inputs`) of the points ``rows``, on the CPU."""
+    batch = {
+        "current_stage": torch.from_numpy(tensors.point_stage[rows]),
+        "current_value": torch.from_numpy(tensors.point_value[rows]),
+        "has_current_value": torch.from_numpy(tensors.point_has_value[rows]),
+        "point_features": torch.from_numpy(tensors.point_features[rows]),
+    }
+    return model.clinical_inputs(batch)
 
 
 def _initialise_heads(
-    model: VisitSequenceModel, tensors: VisitTensors, rows: np.ndarray, targets: dict[str, np.ndarray]
+    model: VisitSequenceModel,
+    tensors: VisitTensors,
+    train_rows: np.ndarray,
+    valid_rows: np.ndarray,
+    targets: dict[str, np.ndarray],
+    seed: int,
 ) -> None:
-    """Start each head at the exact linear model on the clinical inputs of the training points
-    ``rows``: ridge-penalised Cox (Breslow ties) for the risk head, multinomial logistic
-    regression for the stage head; the state's and the clinical layer's weights start at zero.
-    Training then only moves away from this where the validation score improves (the initial
-    model is epoch 0 of early stopping)."""
+    """Start the heads from the best model of the clinical inputs alone, before any sequence training.
+
+    First each head is set to the exact linear model on the clinical inputs of the training
+    points: ridge-penalised Cox (Breslow ties) for the risk head, multinomial logistic regression
+    for the stage head (the state's weights start at zero). Then, where the model has a clinical
+    MLP, it and the heads' clinical weights are trained full-batch on those inputs (AdamW, up to
+    1,000 steps), keeping the step with the best validation score (checked every 10 steps; the
+    linear start is a candidate), or 100 steps without validation points. Sequence training then
+    starts here and keeps its changes only where they improve the validation score.
+    """
     from sklearn.linear_model import LogisticRegression
     from sksurv.linear_model import CoxPHSurvivalAnalysis
     from sksurv.util import Surv
 
-    clinical = _clinical_inputs(model, tensors, rows)
+    clinical = _clinical_inputs(model, tensors, train_rows).double().numpy()
     mean, scale = clinical.mean(axis=0), clinical.std(axis=0)
     scale = np.where(scale > 1e-8, scale, 1.0)
     z = (clinical - mean) / scale
     start, width = model.hidden, clinical.shape[1]
     with torch.no_grad():
+        model.clinical_mean.copy_(torch.from_numpy(mean).float())
+        model.clinical_scale.copy_(torch.from_numpy(scale).float())
         for head in (model.stage_head, model.risk_head):
             if head is not None:
                 head.weight.zero_()
                 head.bias.zero_()
-        event, time = targets["event"][rows].astype(bool), targets["time"][rows].astype(float)
+        event, time = targets["event"][train_rows].astype(bool), targets["time"][train_rows].astype(float)
         if model.risk_head is not None and event.sum() >= 2:
             cox = CoxPHSurvivalAnalysis(alpha=1.0, ties="breslow", n_iter=100).fit(z, Surv.from_arrays(event, time))
             if np.isfinite(cox.coef_).all():
                 model.risk_head.weight[0, start : start + width] = torch.from_numpy(cox.coef_ / scale).float()
                 model.risk_head.bias.fill_(float(-(cox.coef_ * mean / scale).sum()))
-        labels = targets["stage_label"][rows]
+        labels = targets["stage_label"][train_rows]
         known = labels >= 0
         if model.stage_head is not None and len(np.unique(labels[known])) >= 2:
             logistic = LogisticRegression(C=1.0, max_iter=1000).fit(z[known], labels[known])
@@ -627,6 +642,76 @@ def _initialise_heads(
                 intercept[np.setdiff1d(np.arange(len(intercept)), present)] = -10.0
             model.stage_head.weight[:, start : start + width] = torch.from_numpy(coef / scale).float()
             model.stage_head.bias.copy_(torch.from_numpy(intercept - (coef * mean / scale).sum(axis=1)).float())
+    if model.clinical is not None:
+        _fit_clinical_mlp(model, tensors, train_rows, valid_rows, targets, seed)
+
+
+def _fit_clinical_mlp(
+    model: VisitSequenceModel,
+    tensors: VisitTensors,
+    train_rows: np.ndarray,
+    valid_rows: np.ndarray,
+    targets: dict[str, np.ndarray],
+    seed: int,
+    lr: float = 3e-3,
+    weight_decay: float = 1e-2,
+    max_steps: int = 1000,
+    check_every: int = 10,
+    patience: int = 10,
+) -> None:
+    """Train the clinical MLP and the heads on the clinical inputs alone, full-batch (see
+    :func:`_initialise_heads`); the state's head weights stay at zero (they see zeros)."""
+    heads = [head for head in (model.stage_head, model.risk_head) if head is not None]
+    parameters = list(model.clinical.parameters()) + [p for head in heads for p in head.parameters()]
+    device = parameters[0].device
+
+    def outputs(rows: np.ndarray) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        clinical = _clinical_inputs(model, tensors, rows).to(device)
+        state = torch.zeros((len(rows), model.hidden), device=device)
+        return model.heads(model.clinical_features(state, clinical))
+
+    def as_tensors(rows: np.ndarray) -> dict[str, torch.Tensor]:
+        return {name: torch.from_numpy(values[rows]).to(device) for name, values in targets.items()}
+
+    def score() -> float | None:
+        model.eval()
+        with torch.no_grad():
+            logits, risk = outputs(valid_rows)
+        model.train()
+        return _validation_score(
+            None if logits is None else logits.float().cpu().numpy(),
+            None if risk is None else risk.float().cpu().numpy(),
+            {name: values[valid_rows] for name, values in targets.items()},
+        )
+
+    train_targets = as_tensors(train_rows)
+    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
+    validated = len(valid_rows) > 0 and score() is not None
+    steps = max_steps if validated else 100
+    snapshot = lambda: [p.detach().clone() for p in parameters]  # noqa: E731
+    best, best_params, stale = (score(), snapshot(), 0) if validated else (None, None, 0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model.train()
+        for step in range(1, steps + 1):
+            logits, risk = outputs(train_rows)
+            loss = supervised_loss(logits, risk, train_targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if validated and step % check_every == 0:
+                current = score()
+                if current is not None and current > best + 1e-4:
+                    best, best_params, stale = current, snapshot(), 0
+                else:
+                    stale += 1
+                    if stale >= patience:
+                        break
+    if best_params is not None:
+        with torch.no_grad():
+            for param, value in zip(parameters, best_params, strict=True):
+                param.copy_(value)
+    model.eval()
 
 
 def _validation_score(

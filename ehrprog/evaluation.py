@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 from sklearn.model_selection import GroupShuffleSplit
 
-from ehrprog.baselines import CoxBaseline, KFREBaseline, StageBaseline
+from ehrprog.baselines import BoostedCoxBaseline, ClinicalCoxBaseline, CoxBaseline, KFREBaseline, StageBaseline
 from ehrprog.metrics import (
     evaluation_times,
     expected_calibration_error,
@@ -23,7 +23,7 @@ from ehrprog.metrics import (
     macro_auroc,
     quadratic_weighted_kappa,
 )
-from ehrprog.tasks.cohort import Cohort
+from ehrprog.tasks.cohort import Cohort, CohortX
 
 #: The estimator settings the demo and the quality benchmark use (tuned on simulator seed 0 only).
 DEMO_MODEL_PARAMS: dict[str, Any] = {
@@ -37,6 +37,12 @@ DEMO_MODEL_PARAMS: dict[str, Any] = {
     "max_epochs": 30,
     "n_iter_no_change": 6,
 }
+
+
+#: The name of the oracle row (the simulator's true risk): a ceiling, not a competitor.
+ORACLE = "oracle (true simulated risk)"
+#: The name of the reference row: Cox on the model's own clinical inputs (what the sequence adds).
+REFERENCE = "ref: Cox on the model's inputs"
 
 
 @dataclass
@@ -59,22 +65,43 @@ def evaluate(
     test: np.ndarray,
     model_params: dict[str, Any] | None = None,
     random_state: int = 0,
+    oracle: np.ndarray | None = None,
 ) -> tuple[list[Row], dict[str, Any]]:
-    """Fit the estimator and every baseline on ``train``, score them on ``test``.
+    """Fit the estimator and every baseline on the rows ``train`` of ``cohort``, score them on ``test``
+    (see :func:`evaluate_split`)."""
+    return evaluate_split(
+        cohort.X[train], cohort.y[train], cohort.X[test], cohort.y[test], model_params, random_state, oracle
+    )
 
-    Returns the rows of the comparison table and the fitted objects (``model``, ``cox``...).
+
+def evaluate_split(
+    X_tr: CohortX,
+    y_tr: pl.DataFrame,
+    X_te: CohortX,
+    y_te: pl.DataFrame,
+    model_params: dict[str, Any] | None = None,
+    random_state: int = 0,
+    oracle: np.ndarray | None = None,
+    reference: bool = True,
+) -> tuple[list[Row], dict[str, Any]]:
+    """Fit the estimator and every baseline on ``X_tr``/``y_tr``, score them on ``X_te``/``y_te``.
+
+    ``oracle`` (simulated data only): the true risk of each test point
+    (:func:`~ehrprog.datasets.oracle_risk`), scored as a last row: the ceiling. ``reference``
+    adds :class:`~ehrprog.baselines.ClinicalCoxBaseline` (Cox on the model's own clinical inputs).
+
+    Returns the rows of the comparison table and the fitted objects (``model``, ``cox``...) and,
+    under ``"risks"``, every method's test risk scores by row name (for paired comparisons).
     """
     from ehrprog.estimator import VisitProgressionEstimator
 
-    X_tr, X_te = cohort.X[train], cohort.X[test]
-    y_tr, y_te = cohort.y[train], cohort.y[test]
     stage_te = y_te["stage"].cast(pl.Float64).fill_null(np.nan).to_numpy()
     known = ~np.isnan(stage_te)
     ev_tr, t_tr = y_tr["event"].to_numpy(), y_tr["time_to_event_days"].to_numpy()
     ev_te, t_te = y_te["event"].to_numpy(), y_te["time_to_event_days"].to_numpy()
     times = evaluation_times(t_tr, t_te) if ev_te.any() and ev_tr.any() else np.array([])
     rows: list[Row] = []
-    fitted: dict[str, Any] = {}
+    fitted: dict[str, Any] = {"risks": {}}
 
     def stage_metrics(row: Row, proba: np.ndarray, classes: np.ndarray) -> None:
         if len(np.unique(stage_te[known])) < 2:
@@ -84,6 +111,7 @@ def evaluate(
         row.metrics["ece"] = expected_calibration_error(stage_te[known], proba[known], classes)
 
     def survival_metrics(row: Row, risk: np.ndarray, survival_fn) -> None:
+        fitted["risks"][row.name] = risk
         if not ev_te.any():
             return  # no event among the test points: concordance is undefined
         row.metrics["c_index"] = harrell_c(ev_te, t_te, risk)
@@ -114,10 +142,23 @@ def evaluate(
     row, risk = _timed("Cox PH (counts, last labs, eGFR)", lambda: cox.fit(X_tr, y_tr), lambda: cox.predict(X_te))
     survival_metrics(row, risk, cox.predict_survival_function(X_te))
     rows.append(row)
+    boosted = fitted["boosted_cox"] = BoostedCoxBaseline(random_state=random_state)
+    row, risk = _timed("gradient-boosted Cox (XGBoost)", lambda: boosted.fit(X_tr, y_tr), lambda: boosted.predict(X_te))
+    survival_metrics(row, risk, boosted.predict_survival_function(X_te))
+    rows.append(row)
+    if reference:
+        clinical = fitted["clinical_cox"] = ClinicalCoxBaseline()
+        row, risk = _timed(REFERENCE, lambda: clinical.fit(X_tr, y_tr), lambda: clinical.predict(X_te))
+        survival_metrics(row, risk, clinical.predict_survival_function(X_te))
+        rows.append(row)
     kfre = KFREBaseline()
     row, risk = _timed("KFRE-style (age, sex, eGFR)", lambda: kfre.fit(X_tr), lambda: kfre.predict(X_te))
     survival_metrics(row, risk, None)
     rows.append(row)
+    if oracle is not None:
+        row = Row(ORACLE)
+        survival_metrics(row, np.asarray(oracle, dtype=np.float64), None)
+        rows.append(row)
     return rows, fitted
 
 
@@ -146,5 +187,6 @@ def format_table(rows: list[Row]) -> str:
     lines = [header, "-" * len(header)]
     for row in rows:
         cells = "".join(f"{row.metrics[key]:12.3f}" if key in row.metrics else f"{'-':>12s}" for key, _ in columns)
-        lines.append(f"{row.name:34s}{cells}{row.fit_s:9.1f}{row.predict_s:11.2f}")
+        timing = f"{row.fit_s:9.1f}{row.predict_s:11.2f}" if np.isfinite(row.fit_s) else f"{'-':>9s}{'-':>11s}"
+        lines.append(f"{row.name:34s}{cells}{timing}")
     return "\n".join(lines)

@@ -14,6 +14,16 @@ coded measurement frequent enough in training (HbA1c, potassium, ...). Per lab:
   including) the last one, in training standard deviations per year, clipped to +-10, where at
   least two readings span ``min_trend_days`` or more (0 otherwise), and ``has_slope``.
 
+For a task lab with staging bands (``CohortX.lab_bands``), three more, about the boundary below
+which the point's current stage would rise (the lower bound of its band):
+
+* ``band_distance``: ``log`` of the trend value's distance above that bound, in training standard
+  deviations (at least 0.02);
+* ``band_below``: whether the trend value is already below it;
+* ``band_years``: ``log`` of the years until the trend line reaches it (distance over the rate of
+  decline, that rate at least 0.02 standard deviations a year; 0 without a trend): "at this rate,
+  stage 4 in about three years".
+
 Then the subject's age at the prediction time, sex (female, male; both 0 when unknown),
 ``log1p`` of the number of input visits and of the years of history, and one indicator per
 frequent static code (race, ethnicity...). Readings are timed: a task lab reading at its record
@@ -34,6 +44,9 @@ from ehrprog.tasks.cohort import CohortX
 _DAY_US = 86_400_000_000
 _YEAR_US = _DAY_US * 365.25
 _PER_LAB = ("last", "has", "age", "slope", "has_slope", "trend_value")
+_PER_BAND = ("band_distance", "band_below", "band_years")
+#: Smallest distance (standard deviations) and rate of decline (standard deviations a year) the band features use.
+_BAND_FLOOR = 0.02
 
 
 @dataclass
@@ -54,6 +67,7 @@ class PointFeatures:
     min_trend_days: float = 90.0
     max_static_codes: int = 20
     labs: list[str] = field(default_factory=list)
+    bands: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
     lab_mean: list[float] = field(default_factory=list)
     lab_std: list[float] = field(default_factory=list)
     static_codes: list[str] = field(default_factory=list)
@@ -64,6 +78,7 @@ class PointFeatures:
     def names(self) -> list[str]:
         """The name of each column, in order."""
         per_lab = [f"{lab}:{part}" for lab in self.labs for part in _PER_LAB]
+        per_lab += [f"{lab}:{part}" for lab in self.labs if lab in self.bands for part in _PER_BAND]
         return [*per_lab, "age", "female", "male", "log_visits", "log_history_years"] + [
             f"static:{code}" for code in self.static_codes
         ]
@@ -85,6 +100,12 @@ class PointFeatures:
             .head(self.max_labs)
         )
         self.labs = [*task_labs, *sorted(counts["lab"].to_list())]
+        # Finite bounds only: the last band (no bound below it) cannot rise further.
+        self.bands = {
+            lab: [(float(low), int(stage)) for low, stage in X.lab_bands[lab] if np.isfinite(low)]
+            for lab in task_labs
+            if lab in X.lab_bands
+        }
         stats = readings.group_by("lab").agg(pl.col("value").mean().alias("m"), pl.col("value").std().alias("s"))
         found = {row["lab"]: row for row in stats.iter_rows(named=True)}
         self.lab_mean = [float(found[lab]["m"]) if lab in found else 0.0 for lab in self.labs]
@@ -155,6 +176,8 @@ class PointFeatures:
             .select("subject_id", "lab", pl.col("time").alias("_time"), "_last", "_slope", "_fitted")
         )
         keyed = points.select("_point", "subject_id", "prediction_time").sort("prediction_time")
+        band_columns: list[np.ndarray] = []
+        stage = X.points["current_stage"].fill_null(0).to_numpy().astype(np.int64)
         # Sorted by time as a whole, so by time within every subject (polars cannot check it with 'by').
         for lab, mean, std in zip(self.labs, self.lab_mean, self.lab_std, strict=True):
             series = trends.filter(pl.col("lab") == lab).drop("lab").sort("_time")
@@ -180,14 +203,19 @@ class PointFeatures:
             slope_values = found["slope"].fill_null(np.nan).to_numpy()
             has_slope = np.isfinite(slope_values)
             age = found["age"].fill_null(0.0).to_numpy()
+            fitted = found["fitted"].fill_null(np.nan).to_numpy()
             columns += [
                 np.where(has, last, 0.0),
                 has.astype(np.float64),
                 np.where(has, np.log1p(np.maximum(age, 0.0)), 0.0),
                 np.where(has_slope, slope_values, 0.0),
                 has_slope.astype(np.float64),
-                np.where(has, found["fitted"].fill_null(np.nan).to_numpy(), 0.0),
+                np.where(has, fitted, 0.0),
             ]
+            if lab in self.bands:
+                slopes = np.where(has_slope, slope_values, np.nan)
+                band_columns += _band_features(self.bands[lab], stage, fitted, mean, std, slopes)
+        columns += band_columns
         age = points["_age"].fill_null(np.nan).to_numpy()
         sex = points["sex"].to_numpy()
         columns += [
@@ -216,12 +244,34 @@ class PointFeatures:
             "min_trend_days": self.min_trend_days,
             "max_static_codes": self.max_static_codes,
             "labs": list(self.labs),
+            "bands": {lab: [list(band) for band in bands] for lab, bands in self.bands.items()},
             "lab_mean": list(self.lab_mean),
             "lab_std": list(self.lab_std),
             "static_codes": list(self.static_codes),
             "age_mean": self.age_mean,
             "age_std": self.age_std,
         }
+
+
+def _band_features(
+    bands: list[tuple[float, int]], stage: np.ndarray, trend: np.ndarray, mean: float, std: float, slope: np.ndarray
+) -> list[np.ndarray]:
+    """``band_distance``, ``band_below`` and ``band_years`` (see the module docstring) of points at
+    ``stage`` ``[n]`` with standardised trend values ``trend`` and slopes ``slope`` (NaN: none)."""
+    bound = np.full(int(max(stage.max(initial=0), max((s for _, s in bands), default=0))) + 1, np.nan)
+    for low, band_stage in bands:  # the lowest bound of each stage's band
+        bound[band_stage] = low if np.isnan(bound[band_stage]) else min(bound[band_stage], low)
+    lower = (bound[np.clip(stage, 0, len(bound) - 1)] - mean) / std
+    distance = trend - lower
+    known = np.isfinite(distance)
+    log_distance = np.log(np.maximum(np.where(known, distance, 1.0), _BAND_FLOOR))
+    decline = np.maximum(-slope, _BAND_FLOOR)
+    trended = known & np.isfinite(slope)
+    return [
+        np.where(known, log_distance, 0.0),
+        (known & (distance < _BAND_FLOOR)).astype(np.float64),
+        np.where(trended, log_distance - np.log(np.where(trended, decline, 1.0)), 0.0),
+    ]
 
 
 def _task_lab_names(X: CohortX) -> list[str]:

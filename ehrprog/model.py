@@ -10,8 +10,16 @@ last input visit.
       -> within-visit encoder (masked attention pooling, or a transformer layer then pooling) [B,V,D]
       -> + time features (years since first / previous visit, age) [B,V,D]
       -> causal sequence encoder (GRU, LSTM or causal transformer) [B,V,H]
-      -> gather at each point's last input visit [P,H] (+ current stage one-hot, current lab value)
-      -> stage head (class logits [P,K]) and survival head (log relative risk [P])
+      -> gather at each point's last input visit [P,H]
+      -> + clinical inputs [P,C]: current stage one-hot, current lab value, point features
+         (ehrprog.features: per lab last value, trend, trend value, band distance; age, sex...)
+      -> + clinical MLP of the standardised clinical inputs [P,M] (two GELU layers, dropout)
+      -> stage head (class logits [P,K]) and survival head (log relative risk [P]), both linear
+         in [state, clinical inputs, MLP output]
+
+The estimator starts the heads from the clinical inputs alone (exact linear models, then the
+clinical MLP trained full-batch with validation selection) and trains the sequence on top,
+keeping only what improves the validation score; see ``VisitProgressionEstimator.fit``.
 
 The survival head is a Cox proportional-hazards model: trained with the partial likelihood
 (Breslow's handling of ties) and given a Breslow baseline hazard after training. It was chosen
@@ -22,9 +30,10 @@ loops over visits or codes in ``forward``.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
+
+from ehrprog.targets import breslow_baseline
 
 #: Per-visit context every backbone may read (keyword arguments of its ``forward``):
 #: ``times`` ``[B,V,3]`` (years since first visit, years since previous, age / 100 years) and
@@ -125,7 +134,8 @@ class VisitSequenceModel(nn.Module):
         sequence_encoder: str = "gru",
         dropout: float = 0.1,
         n_point_features: int = 0,
-        clinical_hidden: int = 0,
+        clinical_hidden: int = 128,
+        clinical_dropout: float = 0.5,
     ) -> None:
         super().__init__()
         dim = backbone.dim
@@ -150,12 +160,25 @@ class VisitSequenceModel(nn.Module):
         self.n_point_features = n_point_features
         # What a clinician reads: current stage one-hot, current lab value and flag, point features.
         clinical_in = n_stages + 1 + 2 + n_point_features
+        self.clinical_in = clinical_in
+        # A small MLP over the clinical inputs: the interactions a linear head cannot form
+        # (e.g. how far the lab is from the next band boundary against how fast it is moving).
         self.clinical = (
-            nn.Sequential(nn.Linear(clinical_in, clinical_hidden), nn.GELU(), nn.Dropout(dropout))
+            nn.Sequential(
+                nn.Linear(clinical_in, clinical_hidden),
+                nn.GELU(),
+                nn.Dropout(clinical_dropout),
+                nn.Linear(clinical_hidden, clinical_hidden),
+                nn.GELU(),
+                nn.Dropout(clinical_dropout),
+            )
             if clinical_hidden > 0
             else None
         )
         head_in = hidden + clinical_in + clinical_hidden
+        # The clinical MLP reads standardised inputs (set from the training points by the estimator).
+        self.register_buffer("clinical_mean", torch.zeros(clinical_in))
+        self.register_buffer("clinical_scale", torch.ones(clinical_in))
         if n_classes < 1 and not risk:
             raise ValueError("the model needs a stage head (n_classes >= 1), a risk head (risk=True) or both")
         self.stage_head = nn.Linear(head_in, n_classes) if n_classes > 0 else None
@@ -186,27 +209,39 @@ class VisitSequenceModel(nn.Module):
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Stage logits ``[P, K]`` and log relative risks ``[P]`` for the batch's points
         (``None`` for a head the model does not have)."""
-        features = self.head_features(batch, embedded)
+        return self.heads(self.head_features(batch, embedded))
+
+    def heads(self, features: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Stage logits and log relative risks from head features ``[P, head_in]``."""
         logits = self.stage_head(features) if self.stage_head is not None else None
         risk = self.risk_head(features).squeeze(-1) if self.risk_head is not None else None
         return logits, risk
 
+    def clinical_inputs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """What a clinician reads, ``[P, n_stages + 3 + F]``: the current stage one-hot, the
+        current lab value with its presence flag, and the point features."""
+        stage = nn.functional.one_hot(batch["current_stage"].clamp(0, self.n_stages), self.n_stages + 1)
+        value = torch.stack([batch["current_value"], batch["has_current_value"].float()], dim=-1)
+        parts = [stage.float(), value.float()]
+        if self.n_point_features:
+            parts.append(batch["point_features"].float())
+        return torch.cat(parts, dim=-1)
+
+    def clinical_features(self, state: torch.Tensor, clinical: torch.Tensor) -> torch.Tensor:
+        """Head features from states ``[P, H]`` and clinical inputs ``[P, C]``: the state (with
+        dropout), the clinical inputs intact, and the clinical MLP's output where there is one."""
+        clinical = clinical.to(state.dtype)
+        out = [self.dropout(state), clinical]
+        if self.clinical is not None:
+            out.append(self.clinical((clinical - self.clinical_mean) / self.clinical_scale))
+        return torch.cat(out, dim=-1)
+
     def head_features(self, batch: dict[str, torch.Tensor], embedded: torch.Tensor | None = None) -> torch.Tensor:
-        """What both heads read, ``[P, H + n_stages + 3]``: the state at each point's last visit,
-        the current stage one-hot, and the current lab value with its presence flag."""
+        """What both heads read, ``[P, H + C (+ clinical_hidden)]``: the state at each point's last
+        visit and :meth:`clinical_features`."""
         states = self.encode(batch, embedded)
         gathered = states[batch["point_subject"], batch["point_visit"]]  # [P,H]
-        stage = nn.functional.one_hot(batch["current_stage"].clamp(0, self.n_stages), self.n_stages + 1)
-        value = torch.stack([batch["current_value"], batch["has_current_value"].to(gathered.dtype)], dim=-1)
-        parts = [stage.to(gathered.dtype), value.to(gathered.dtype)]
-        if self.n_point_features:
-            parts.append(batch["point_features"].to(gathered.dtype))
-        clinical = torch.cat(parts, dim=-1)
-        # Dropout regularises the learned state only; what a clinician reads enters intact.
-        out = [self.dropout(gathered), clinical]
-        if self.clinical is not None:
-            out.append(self.clinical(clinical))
-        return torch.cat(out, dim=-1)
+        return self.clinical_features(gathered, self.clinical_inputs(batch))
 
 
 class SupervisedObjective(nn.Module):
@@ -263,21 +298,6 @@ def cox_partial_likelihood(risk: torch.Tensor, time: torch.Tensor, event: torch.
     if n_events == 0:
         return risk.sum() * 0.0
     return -((r - denominators) * e).sum() / n_events
-
-
-def breslow_baseline(risk: np.ndarray, time: np.ndarray, event: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Breslow's cumulative baseline hazard ``H0(t)`` at each distinct event time (days).
-
-    ``H0(t_k) = sum_{l <= k} d_l / sum_{j: t_j >= t_l} exp(r_j)`` with ``d_l`` events at ``t_l``.
-    """
-    event = event.astype(bool)
-    order = np.argsort(time, kind="stable")
-    t_sorted = time[order]
-    exp_risk = np.exp(risk[order].astype(np.float64))
-    at_risk_from = np.cumsum(exp_risk[::-1])[::-1]  # sum over j >= i in time order
-    times, deaths = np.unique(time[event], return_counts=True)
-    at_risk = at_risk_from[np.searchsorted(t_sorted, times, side="left")]
-    return times.astype(np.float64), np.cumsum(deaths / np.maximum(at_risk, 1e-300))
 
 
 __all__ = [

@@ -84,6 +84,7 @@ class SavedPointFeatures(_Strict):
     min_trend_days: Annotated[float, Field(ge=0, allow_inf_nan=False)]
     max_static_codes: int = Field(ge=0, le=MAX_CODES)
     labs: list[str] = Field(max_length=MAX_CODES)
+    bands: dict[str, list[tuple[Finite, int]]]
     lab_mean: list[Finite]
     lab_std: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]]
     static_codes: list[str] = Field(max_length=MAX_CODES)
@@ -96,6 +97,8 @@ class SavedPointFeatures(_Strict):
             raise ValueError(f"lab_mean and lab_std need one entry per lab ({len(self.labs)})")
         if len(set(self.labs)) != len(self.labs) or len(set(self.static_codes)) != len(self.static_codes):
             raise ValueError("labs and static_codes must be distinct")
+        if not set(self.bands) <= set(self.labs):
+            raise ValueError("bands: every banded lab must be one of the labs")
         return self
 
 

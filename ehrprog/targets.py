@@ -2,7 +2,8 @@
 
 A cohort's ``y`` frame (``stage``, ``event``, ``time_to_event_days``), a scikit-survival
 structured array ``(event, time)`` or a plain array of stages are all accepted; every
-survival target is checked against the rules a survival model needs before anything is fitted.
+survival target is checked against the rules a survival model needs before anything is fitted;
+:func:`breslow_baseline` turns any fitted risk score into absolute survival.
 """
 
 from __future__ import annotations
@@ -74,4 +75,19 @@ def check_survival_targets(event: np.ndarray | None, time: np.ndarray | None, *,
         )
 
 
-__all__ = ["check_survival_targets", "split_targets"]
+def breslow_baseline(risk: np.ndarray, time: np.ndarray, event: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Breslow's cumulative baseline hazard ``H0(t)`` at each distinct event time (days).
+
+    ``H0(t_k) = sum_{l <= k} d_l / sum_{j: t_j >= t_l} exp(r_j)`` with ``d_l`` events at ``t_l``.
+    """
+    event = event.astype(bool)
+    order = np.argsort(time, kind="stable")
+    t_sorted = time[order]
+    exp_risk = np.exp(risk[order].astype(np.float64))
+    at_risk_from = np.cumsum(exp_risk[::-1])[::-1]  # sum over j >= i in time order
+    times, deaths = np.unique(time[event], return_counts=True)
+    at_risk = at_risk_from[np.searchsorted(t_sorted, times, side="left")]
+    return times.astype(np.float64), np.cumsum(deaths / np.maximum(at_risk, 1e-300))
+
+
+__all__ = ["breslow_baseline", "check_survival_targets", "split_targets"]

@@ -23,15 +23,24 @@ class CohortX:
     frame carries no death date. ``labs`` (optional, shared like the visits) holds the task's
     staging-lab readings of these subjects, recorded or derived (``subject_id``, ``time``, ``lab``,
     ``value``; for CKD, eGFR including the values computed from creatinine); a reader takes only
-    those at or before a point's prediction time (:class:`~ehrprog.features.PointFeatures`).
+    those at or before a point's prediction time (:class:`~ehrprog.features.PointFeatures`);
+    ``lab_bands`` maps each of those labs to its staging bands (``(lower bound, stage)``, bounds
+    descending, as :class:`~ehrprog.tasks.rules.LabThreshold` holds them).
     Indexing (``X[idx]`` with ints, slices, boolean masks or integer arrays) returns a new
     ``CohortX`` over the same visits, so scikit-learn's splitters work on it.
     """
 
-    def __init__(self, points: pl.DataFrame, visits: VisitFrame, labs: pl.DataFrame | None = None) -> None:
+    def __init__(
+        self,
+        points: pl.DataFrame,
+        visits: VisitFrame,
+        labs: pl.DataFrame | None = None,
+        lab_bands: dict[str, list[tuple[float, int]]] | None = None,
+    ) -> None:
         self.points = points
         self.visits = visits
         self.labs = labs
+        self.lab_bands = lab_bands or {}
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -46,11 +55,11 @@ class CohortX:
         if isinstance(key, int | np.integer):
             key = [int(key)]
         if isinstance(key, slice):
-            return CohortX(self.points[key], self.visits, self.labs)
+            return CohortX(self.points[key], self.visits, self.labs, self.lab_bands)
         index = np.asarray(key)
         if index.dtype == bool:
             index = np.flatnonzero(index)
-        return CohortX(self.points[index.astype(np.int64)], self.visits, self.labs)
+        return CohortX(self.points[index.astype(np.int64)], self.visits, self.labs, self.lab_bands)
 
     def __repr__(self) -> str:
         return f"CohortX(points={self.points.height}, subjects={self.points['subject_id'].n_unique()})"

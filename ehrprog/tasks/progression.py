@@ -241,6 +241,7 @@ class ProgressionTask:
             points.select("subject_id", "prediction_time", "n_visits", "current_stage", "current_value"),
             safe_visits,
             lab_readings,
+            {lab.name: list(lab.bands) for lab in self.rule.labs},
         )
         y = points.select(pl.col("next_stage").alias("stage"), "event", "time_to_event_days")
         labels = points.select(
