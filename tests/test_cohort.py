@@ -79,10 +79,16 @@ def test_stage_decrease_is_not_progression():
             (1, "2021-01-01", "ICD10CM/N18.4"),
         ]
     )
-    cohort = CKDProgression().build(ev)
-    assert cohort.y["stage"].to_list() == [2, 4]
-    assert cohort.y["event"].to_list() == [True, True]
-    assert cohort.y["time_to_event_days"].to_list() == [366.0, 245.0]
+    current = CKDProgression(progression="above_current").build(ev)
+    assert current.y["stage"].to_list() == [2, 4]
+    assert current.y["event"].to_list() == [True, True]
+    assert current.y["time_to_event_days"].to_list() == [366.0, 245.0]
+    # The default: a chronic stage does not regress; the N18.2 record leaves the stage at 3.
+    highest = CKDProgression().build(ev)
+    assert highest.X.points["current_stage"].to_list() == [3, 3]
+    assert highest.y["stage"].to_list() == [3, 4]
+    assert highest.y["event"].to_list() == [True, True]
+    assert highest.y["time_to_event_days"].to_list() == [366.0, 245.0]
 
 
 def test_points_at_the_final_stage_and_without_follow_up_are_left_out_and_counted():

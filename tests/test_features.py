@@ -106,11 +106,17 @@ def test_no_trend_from_readings_closer_than_min_trend_days():
     assert row["L/X:has"] == 1.0 and row["L/X:has_slope"] == 0.0 and row["L/X:slope"] == 0.0
 
 
-def test_the_task_lab_comes_first_and_holds_computed_values(cohort):
+def test_the_task_lab_comes_first_and_holds_computed_values(cohort, sim_omop):
     """CKD's eGFR (recorded or computed from creatinine) is a lab of its own, read from the task."""
     features = PointFeatures().fit(cohort.X)
     assert features.labs[0] == "egfr"
-    assert cohort.X.labs.height == cohort.stages.filter(pl.col("source") == "egfr").height
+    # Every plausible reading, recorded or computed (the label options change only the labels).
+    readings = (
+        ep.tasks.CKDProgression()
+        .stage_events(ep.read_omop(sim_omop))
+        .filter((pl.col("source") == "egfr") & pl.col("subject_id").is_in(cohort.groups.tolist()))
+    )
+    assert cohort.X.labs.filter(pl.col("subject_id").is_in(cohort.groups.tolist())).height == readings.height
     table = features.transform(cohort.X)
     assert table.shape == (len(cohort.X), features.n_features)
     assert np.isfinite(table).all()

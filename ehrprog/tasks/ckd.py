@@ -15,6 +15,7 @@ with serum creatinine ``Scr`` in mg/dL (µmol/L divided by 88.42) and age in yea
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import polars as pl
 
@@ -127,8 +128,13 @@ class CKDProgression(ProgressionTask):
         visits: visit grouping strategy.
         compute_egfr: compute eGFR with CKD-EPI 2021 from creatinine where eGFR is not recorded
             at the same time.
-        exclude_final_stage, require_disease_evidence, evidence_min_lab_stage: see
-            :class:`~ehrprog.tasks.progression.ProgressionTask`.
+        exclude_final_stage, require_disease_evidence, evidence_min_lab_stage, progression,
+        confirm_days: see :class:`~ehrprog.tasks.progression.ProgressionTask`. The defaults are
+            the labels a nephrologist accepts: eGFR stages sustained for 90 days (KDIGO's
+            chronicity rule) and progression above the highest stage recorded so far. On the
+            simulator their events agree far better with the true kidney trajectories (oracle
+            C-index 0.961 against 0.902 for single readings and the current stage; see
+            docs/labels.md); ``progression="above_current", confirm_days=None`` gives the old labels.
     """
 
     def __init__(
@@ -139,6 +145,8 @@ class CKDProgression(ProgressionTask):
         exclude_final_stage: bool = True,
         require_disease_evidence: bool = True,
         evidence_min_lab_stage: int = 3,
+        progression: Literal["above_current", "above_highest"] = "above_highest",
+        confirm_days: float | None = 90.0,
     ) -> None:
         super().__init__(
             ckd_rule(),
@@ -146,6 +154,8 @@ class CKDProgression(ProgressionTask):
             exclude_final_stage=exclude_final_stage,
             require_disease_evidence=require_disease_evidence,
             evidence_min_lab_stage=evidence_min_lab_stage,
+            progression=progression,
+            confirm_days=confirm_days,
         )
         self.compute_egfr = compute_egfr
 

@@ -92,6 +92,8 @@ class Cohort:
         labels: the same targets in the MEDS label schema (:data:`~ehrprog.schema.LABEL_SCHEMA`).
         stages: every stage record found (``stage_events``).
         report: counts of points and records left out, by reason.
+        warnings: what makes the labels look implausible (e.g. many subjects whose recorded stage
+            falls by two or more stages and rises again), for the summary and the report.
     """
 
     X: CohortX
@@ -100,6 +102,7 @@ class Cohort:
     labels: pl.DataFrame
     stages: pl.DataFrame
     report: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         """A short human-readable description of the cohort."""
@@ -127,4 +130,5 @@ class Cohort:
         )
         for reason, count in self.report.items():
             lines.append(f"left out: {reason}: {count:,}")
+        lines += [f"warning: {warning}" for warning in self.warnings]
         return "\n".join(lines)

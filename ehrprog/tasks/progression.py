@@ -38,6 +38,17 @@ class ProgressionTask:
         require_disease_evidence: keep only subjects with a diagnosis code of the disease or a lab
             stage of at least ``evidence_min_lab_stage`` (a normal lab alone is not disease).
         evidence_min_lab_stage: see above.
+        progression: ``"above_current"`` (an event is a later record of a stage above the point's
+            current stage) or ``"above_highest"`` (above the highest stage recorded so far: a
+            chronic disease does not regress, so every record's stage becomes the running maximum
+            of the subject's records, and a record that falls back and rises again is no event).
+        confirm_days: with a number of days, a lab stage counts only once sustained: a reading's
+            stage is the lowest of its own, of every reading of that lab in the ``confirm_days``
+            before it, and of the last reading at least ``confirm_days`` before it (KDIGO stages
+            chronic kidney disease on eGFR sustained for at least 90 days); readings with no
+            earlier reading that far back stage nothing (counted in ``Cohort.report``). It is
+            decided at the confirming reading, so it reads nothing later. ``None``: every reading
+            stages on its own. Diagnoses are not affected.
     """
 
     def __init__(
@@ -49,13 +60,21 @@ class ProgressionTask:
         require_disease_evidence: bool = True,
         evidence_min_lab_stage: int = 3,
         death: Literal["censor"] = "censor",
+        progression: Literal["above_current", "above_highest"] = "above_current",
+        confirm_days: float | None = None,
     ) -> None:
+        if progression not in ("above_current", "above_highest"):
+            raise ValueError(f"progression must be 'above_current' or 'above_highest', got {progression!r}")
+        if confirm_days is not None and not confirm_days > 0:
+            raise ValueError(f"confirm_days must be a positive number of days or None, got {confirm_days!r}")
         self.rule = rule
         self.visits = visits
         self.exclude_final_stage = exclude_final_stage
         self.require_disease_evidence = require_disease_evidence
         self.evidence_min_lab_stage = evidence_min_lab_stage
         self.death = death
+        self.progression = progression
+        self.confirm_days = confirm_days
 
     # ---------------------------------------------------------------- staging
     def derived_inputs(self, events: EventFrame) -> pl.DataFrame:
@@ -173,6 +192,11 @@ class ProgressionTask:
             EmptyCohortError: no prediction point could be made.
         """
         all_records, counts = self._stage(events, include_unstaged=True)
+        # Inputs keep every plausible lab reading; the label options below change only the labels.
+        lab_readings = all_records.filter(pl.col("stage").is_not_null() & (pl.col("source") != "diagnosis"))
+        recorded = all_records.filter(pl.col("stage").is_not_null())  # as recorded, for the label warnings
+        if self.confirm_days is not None:
+            all_records = self._confirm(all_records, counts)
         staged = pl.col("stage").is_not_null()
         if not self.require_disease_evidence:
             records = all_records.filter(staged)
@@ -186,6 +210,8 @@ class ProgressionTask:
                 counts[
                     f"subjects with lab stages but no diagnosis and no lab stage >= {self.evidence_min_lab_stage}"
                 ] = left_out
+        if self.progression == "above_highest":
+            records = records.with_columns(pl.col("stage").cum_max().over("subject_id"))
         if records.height == 0:
             raise EmptyCohortError(
                 f"no {self.rule.name} stage records found: no cohort can be built",
@@ -234,7 +260,7 @@ class ProgressionTask:
         # Shared, not copied: the visit frame without death dates (dropping a column copies nothing).
         # It may hold subjects without points; points only ever read their own subject's visits.
         safe_visits = VisitFrame(visit_frame.frame.drop("death"), visit_frame.strategy, visit_frame.codes)
-        lab_readings = records.filter(pl.col("source") != "diagnosis").select(
+        lab_readings = lab_readings.filter(pl.col("subject_id").is_in(staged_subjects.implode())).select(
             "subject_id", "time", pl.col("source").alias("lab"), "value"
         )
         X = CohortX(
@@ -254,7 +280,85 @@ class ProgressionTask:
             "event",
             "time_to_event_days",
         ).cast(LABEL_SCHEMA)
-        return Cohort(X, y, points["subject_id"].to_numpy(), labels, records, counts)
+        warnings = self._label_warnings(recorded, staged_subjects)
+        return Cohort(X, y, points["subject_id"].to_numpy(), labels, records, counts, warnings)
+
+    def _label_warnings(self, recorded: pl.DataFrame, subjects: pl.Series, share: float = 0.05) -> list[str]:
+        """A warning when at least ``share`` of the cohort's subjects have recorded stages that fall by
+        two or more stages from one record time to the next: chronic disease does not do that, so
+        such records are noise (a coding or unit error, an acute illness) that single-reading labels
+        would count as progression."""
+        per_time = _per_time(recorded.filter(pl.col("subject_id").is_in(subjects.implode())), "time")
+        drops = per_time.with_columns(
+            (pl.col("stage").shift(1).over("subject_id") - pl.col("stage")).fill_null(0).alias("_drop")
+        )
+        flagged = drops.filter(pl.col("_drop") >= 2)["subject_id"].unique()
+        n = subjects.n_unique()
+        if n == 0 or flagged.len() < max(1, share * n):
+            return []
+        worst = (
+            drops.filter(pl.col("subject_id").is_in(flagged.implode()))
+            .group_by("subject_id")
+            .agg((pl.col("_drop") >= 2).sum().alias("n"), pl.col("stage"))
+            .sort(["n", "subject_id"], descending=[True, False])[0]
+        )
+        path = [s for i, s in enumerate(worst["stage"][0]) if i == 0 or s != worst["stage"][0][i - 1]]
+        shown = " -> ".join(str(s) for s in path[:8]) + (" ..." if len(path) > 8 else "")
+        robust = self.confirm_days is not None and self.progression == "above_highest"
+        advice = (
+            "these labels use sustained stages and the highest stage so far, which absorb such swings"
+            if robust
+            else "consider confirm_days=90 and progression='above_highest'"
+        )
+        return [
+            f"{flagged.len():,} of {n:,} subjects ({flagged.len() / n:.0%}) have recorded stages that fall by 2+ "
+            f"stages between records (e.g. subject {worst['subject_id'][0]}: {shown}): implausible for a chronic "
+            f"disease; {advice}"
+        ]
+
+    def _confirm(self, records: pl.DataFrame, counts: dict[str, int]) -> pl.DataFrame:
+        """Lab stage records replaced by their sustained stage (see ``confirm_days``); order kept."""
+        numbered = records.with_row_index("_order")
+        is_lab = (pl.col("source") != "diagnosis") & pl.col("stage").is_not_null()
+        labs = numbered.filter(is_lab)
+        if labs.height == 0:
+            return records
+        period = f"{round(self.confirm_days * 86_400)}s"
+        recent = labs.rolling(index_column="time", period=period, group_by=["subject_id", "source"]).agg(
+            pl.col("_order").last(), pl.col("stage").min().alias("_recent")
+        )  # readings in (t - confirm_days, t]
+        shift = pl.duration(seconds=round(self.confirm_days * 86_400))
+        anchors = labs.select(
+            "subject_id", "source", pl.col("time").alias("_anchor_time"), pl.col("stage").alias("_anchor")
+        )
+        confirmed = (
+            recent.with_columns((pl.col("time") - shift).alias("_back"))
+            .sort("_back")
+            .join_asof(
+                anchors.sort("_anchor_time"),
+                left_on="_back",
+                right_on="_anchor_time",
+                by=["subject_id", "source"],
+                strategy="backward",
+                check_sortedness=False,  # sorted by time as a whole, so within every group
+            )
+            .select(  # no reading that far back: not yet sustained (min_horizontal would skip the null)
+                "_order",
+                pl.when(pl.col("_anchor").is_not_null())
+                .then(pl.min_horizontal("_recent", "_anchor"))
+                .alias("_confirmed"),
+            )
+        )
+        unconfirmed = confirmed.filter(pl.col("_confirmed").is_null()).height
+        if unconfirmed:
+            counts[
+                f"lab stages with no reading of that lab {self.confirm_days:g}+ days earlier (not yet sustained)"
+            ] = unconfirmed
+        merged = numbered.join(confirmed, on="_order", how="left").sort("_order")
+        stage = pl.when(is_lab).then(pl.col("_confirmed").cast(pl.Int8)).otherwise(pl.col("stage"))
+        return (
+            merged.with_columns(stage.alias("stage")).filter(pl.col("stage").is_not_null()).drop("_order", "_confirmed")
+        )
 
     @staticmethod
     def _points(records: pl.DataFrame, visits: pl.DataFrame, keys: SubjectTimeKeys | None = None) -> pl.DataFrame:
