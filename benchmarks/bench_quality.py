@@ -171,6 +171,70 @@ def synpuf(seeds: list[int], boot: int, folds: int = 5) -> None:
     print("\n".join(compare(runs, None, None, None, boot, None)))
 
 
+LABEL_OPTIONS = {
+    "single readings, above current": {"progression": "above_current", "confirm_days": None},
+    "single readings, above highest": {"progression": "above_highest", "confirm_days": None},
+    "sustained 90 d, above current": {"progression": "above_current", "confirm_days": 90},
+    "sustained 90 d, above highest (default)": {"progression": "above_highest", "confirm_days": 90},
+}
+
+
+def labels(test_subjects: int) -> None:
+    """Each label option's cohorts and every method's C-index under it (simulator N=1,000 seed 0 on
+    the shared test cohort, and the oracle; SynPUF 5-fold CV; Synthea 27 NJ cohort counts)."""
+    from sklearn.model_selection import GroupKFold
+
+    print("\nlabel options (issue 12, item 7): cohorts and C-index under each")
+    sources = {
+        "simulator N=1,000 (seed 0)": CACHE / "sim_1000_0",
+        "test cohort (seed 99)": CACHE / f"sim_{test_subjects}_99",
+    }
+    for name in ("synpuf_1k_omop", "synthea27nj_omop/parquet"):
+        if (SHARED / name).exists():
+            sources[name] = SHARED / name
+    events = {name: ep.read_omop(path) for name, path in sources.items()}
+    truth = simulated_truth(test_subjects, 99)
+    for title, options in LABEL_OPTIONS.items():
+        task = ep.tasks.CKDProgression(**options)
+        cohorts = {name: task.build(frame) for name, frame in events.items()}
+        counts = "; ".join(
+            f"{name}: {len(c.X):,} points, {int(c.y['event'].sum()):,} events, {len(np.unique(c.groups))} subjects"
+            for name, c in cohorts.items()
+        )
+        print(f"\n  {title}: {counts}")
+        train, test = cohorts["simulator N=1,000 (seed 0)"], cohorts["test cohort (seed 99)"]
+        rows, _ = evaluate_split(
+            train.X, train.y, test.X, test.y, random_state=0, oracle=oracle_risk(test.X.points, truth)
+        )
+        print(
+            "    simulator C: "
+            + ", ".join(f"{r.name} {r.metrics['c_index']:.4f}" for r in rows if "c_index" in r.metrics)
+        )
+        if "synpuf_1k_omop" in cohorts:
+            cohort = cohorts["synpuf_1k_omop"]
+            per_method: dict[str, list[float]] = {}
+            for fold_train, fold_test in GroupKFold(5, shuffle=True, random_state=0).split(
+                cohort.X.points, groups=cohort.groups
+            ):
+                if not cohort.y[fold_test]["event"].any():
+                    continue
+                rows, _ = evaluate_split(
+                    cohort.X[fold_train],
+                    cohort.y[fold_train],
+                    cohort.X[fold_test],
+                    cohort.y[fold_test],
+                    {"max_epochs": 30},
+                    random_state=0,
+                )
+                for r in rows:
+                    if "c_index" in r.metrics:
+                        per_method.setdefault(r.name, []).append(r.metrics["c_index"])
+            print("    SynPUF C (5-fold mean): " + ", ".join(f"{n} {np.mean(v):.4f}" for n, v in per_method.items()))
+        for name, cohort in cohorts.items():
+            for warning in cohort.warnings:
+                print(f"    warning ({name}): {warning}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 4000, 10000])
@@ -178,6 +242,7 @@ def main() -> None:
     parser.add_argument("--test-subjects", type=int, default=2000)
     parser.add_argument("--boot", type=int, default=1000)
     parser.add_argument("--skip-real", action="store_true")
+    parser.add_argument("--labels", action="store_true", help="also compare the label options (item 7)")
     args = parser.parse_args()
     print(
         f"bench_quality: ehrprog {ep.__version__}, {platform.machine()}, {os.cpu_count()} cores; "
@@ -186,6 +251,8 @@ def main() -> None:
     simulator(args.sizes, args.seeds, args.test_subjects, args.boot)
     if not args.skip_real:
         synpuf(args.seeds, args.boot)
+    if args.labels:
+        labels(args.test_subjects)
 
 
 if __name__ == "__main__":

@@ -602,7 +602,7 @@ def _initialise_heads(
     points: ridge-penalised Cox (Breslow ties) for the risk head, multinomial logistic regression
     for the stage head (the state's weights start at zero). Then, where the model has a clinical
     MLP, it and the heads' clinical weights are trained full-batch on those inputs (AdamW, up to
-    1,000 steps), keeping the step with the best validation score (checked every 10 steps; the
+    1,000 steps), keeping the step with the best validation score (checked every 5 steps; the
     linear start is a candidate), or 100 steps without validation points. Sequence training then
     starts here and keeps its changes only where they improve the validation score.
     """
@@ -653,11 +653,11 @@ def _fit_clinical_mlp(
     valid_rows: np.ndarray,
     targets: dict[str, np.ndarray],
     seed: int,
-    lr: float = 3e-3,
+    lr: float = 1e-3,
     weight_decay: float = 1e-2,
     max_steps: int = 1000,
-    check_every: int = 10,
-    patience: int = 10,
+    check_every: int = 5,
+    patience: int = 20,
 ) -> None:
     """Train the clinical MLP and the heads on the clinical inputs alone, full-batch (see
     :func:`_initialise_heads`); the state's head weights stay at zero (they see zeros)."""
