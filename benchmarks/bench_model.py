@@ -102,8 +102,12 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, default=2000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--skip-real", action="store_true")
+    parser.add_argument("--speed-only", action="store_true", help="only the speed part (quality: bench_quality.py)")
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; run {time.strftime('%Y-%m-%d %H:%M')}")
+    if args.speed_only:
+        speed(args.subjects)
+        return
     runs = []
     for seed in args.seeds:
         cohort = ep.tasks.CKDProgression().build(

@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/bench_quality.py [--sizes 1000 4000 10000] [--seeds 0 1 2] [--boot 1000]
-        [--test-subjects 2000] [--skip-real]
+        [--test-subjects 2000] [--skip-real] [--labels | --labels-only]
 
 Simulator: for each size N and seed s, the model and every baseline are trained on the CKD cohort
 of N simulated people (seed s) and scored on ONE test cohort (``--test-subjects`` people, seed 99)
@@ -243,11 +243,17 @@ def main() -> None:
     parser.add_argument("--boot", type=int, default=1000)
     parser.add_argument("--skip-real", action="store_true")
     parser.add_argument("--labels", action="store_true", help="also compare the label options (item 7)")
+    parser.add_argument("--labels-only", action="store_true", help="only compare the label options")
     args = parser.parse_args()
     print(
         f"bench_quality: ehrprog {ep.__version__}, {platform.machine()}, {os.cpu_count()} cores; "
         f"run {time.strftime('%Y-%m-%d %H:%M')}"
     )
+    if args.labels_only:
+        simulated(args.test_subjects, 99)
+        simulated(1000, 0)
+        labels(args.test_subjects)
+        return
     simulator(args.sizes, args.seeds, args.test_subjects, args.boot)
     if not args.skip_real:
         synpuf(args.seeds, args.boot)

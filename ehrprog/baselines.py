@@ -195,30 +195,43 @@ class StageBaseline(ClassifierMixin, BaseEstimator):
         return macro_auroc(stage[known], self.predict_proba(X)[known], self.classes_)
 
 
-class CoxBaseline(BaseEstimator):
-    """Cox proportional hazards (scikit-survival, Breslow ties, small ridge) on history features."""
+class _SurvivalBaseline(BaseEstimator):
+    """``score``: Harrell's C of ``predict`` (the risk score, higher = sooner)."""
 
-    def __init__(self, max_codes: int = 50, alpha: float = 1.0) -> None:
-        self.max_codes = max_codes
-        self.alpha = alpha
+    def predict(self, X: CohortX) -> np.ndarray:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
 
-    def fit(self, X: CohortX, y: Any) -> CoxBaseline:
+    def score(self, X: CohortX, y: Any) -> float:
+        _, event, time = split_targets(y, len(X))
+        return harrell_c(event, time, self.predict(X))
+
+
+class _RidgeCox(_SurvivalBaseline):
+    """Ridge Cox (scikit-survival, Breslow ties) on a standardised feature table that a subclass
+    builds: ``_fit_table(X)`` (fitting its features) and ``_table(X)``."""
+
+    def _fit_table(self, X: CohortX) -> np.ndarray:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def _table(self, X: CohortX) -> np.ndarray:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def fit(self, X: CohortX, y: Any):
         from sksurv.linear_model import CoxPHSurvivalAnalysis
         from sksurv.util import Surv
 
         _, event, time = split_targets(y, len(X))
         check_survival_targets(event, time)
-        self.features_ = HistoryFeatures(self.max_codes)
         self.scaler_ = StandardScaler()
-        features = self.scaler_.fit_transform(self.features_.fit_transform(X))
+        table = self.scaler_.fit_transform(self._fit_table(X))
         self.model_ = CoxPHSurvivalAnalysis(alpha=self.alpha, ties="breslow").fit(
-            features, Surv.from_arrays(event.astype(bool), time)
+            table, Surv.from_arrays(event.astype(bool), time)
         )
         return self
 
     def _features(self, X: CohortX) -> np.ndarray:
         check_is_fitted(self, "model_")
-        return self.scaler_.transform(self.features_.transform(X))
+        return self.scaler_.transform(self._table(X))
 
     def predict(self, X: CohortX) -> np.ndarray:
         """Risk score (higher = sooner)."""
@@ -231,17 +244,34 @@ class CoxBaseline(BaseEstimator):
     def event_times_(self) -> np.ndarray:
         return self.model_.unique_times_
 
-    def score(self, X: CohortX, y: Any) -> float:
-        _, event, time = split_targets(y, len(X))
-        return harrell_c(event, time, self.predict(X))
+
+class CoxBaseline(_RidgeCox):
+    """Cox proportional hazards (scikit-survival, Breslow ties, small ridge) on history features."""
+
+    def __init__(self, max_codes: int = 50, alpha: float = 1.0) -> None:
+        self.max_codes = max_codes
+        self.alpha = alpha
+
+    def _fit_table(self, X: CohortX) -> np.ndarray:
+        self.features_ = HistoryFeatures(self.max_codes)
+        return self.features_.fit_transform(X)
+
+    def _table(self, X: CohortX) -> np.ndarray:
+        return self.features_.transform(X)
 
 
-class ClinicalCoxBaseline(BaseEstimator):
+class ClinicalCoxBaseline(_RidgeCox):
     """Ridge Cox (scikit-survival, Breslow ties) on the model's clinical inputs: point features,
     current stage one-hot, and the current staging-lab value with its flag (standardised)."""
 
     def __init__(self, alpha: float = 1.0) -> None:
         self.alpha = alpha
+
+    def _fit_table(self, X: CohortX) -> np.ndarray:
+        from ehrprog.features import PointFeatures
+
+        self.features_ = PointFeatures().fit(X)
+        return self._table(X)
 
     def _table(self, X: CohortX) -> np.ndarray:
         points = X.points
@@ -252,37 +282,8 @@ class ClinicalCoxBaseline(BaseEstimator):
             [self.features_.transform(X), np.eye(6)[stage], np.where(has, value, 0.0), has.astype(np.float64)]
         )
 
-    def fit(self, X: CohortX, y: Any) -> ClinicalCoxBaseline:
-        from sksurv.linear_model import CoxPHSurvivalAnalysis
-        from sksurv.util import Surv
 
-        from ehrprog.features import PointFeatures
-
-        _, event, time = split_targets(y, len(X))
-        check_survival_targets(event, time)
-        self.features_ = PointFeatures().fit(X)
-        self.scaler_ = StandardScaler()
-        table = self.scaler_.fit_transform(self._table(X))
-        self.model_ = CoxPHSurvivalAnalysis(alpha=self.alpha, ties="breslow").fit(
-            table, Surv.from_arrays(event.astype(bool), time)
-        )
-        return self
-
-    def predict(self, X: CohortX) -> np.ndarray:
-        """Risk score (higher = sooner)."""
-        check_is_fitted(self, "model_")
-        return self.model_.predict(self.scaler_.transform(self._table(X)))
-
-    def predict_survival_function(self, X: CohortX, return_array: bool = False):
-        check_is_fitted(self, "model_")
-        return self.model_.predict_survival_function(self.scaler_.transform(self._table(X)), return_array=return_array)
-
-    def score(self, X: CohortX, y: Any) -> float:
-        _, event, time = split_targets(y, len(X))
-        return harrell_c(event, time, self.predict(X))
-
-
-class BoostedCoxBaseline(BaseEstimator):
+class BoostedCoxBaseline(_SurvivalBaseline):
     """Gradient-boosted Cox model on history features (XGBoost ``survival:cox``, histogram trees).
 
     XGBoost rather than scikit-survival's ``GradientBoostingSurvivalAnalysis``: on the 1,000-subject
@@ -362,12 +363,8 @@ class BoostedCoxBaseline(BaseEstimator):
             return survival
         return np.array([StepFunction(self.event_times_, row) for row in survival])
 
-    def score(self, X: CohortX, y: Any) -> float:
-        _, event, time = split_targets(y, len(X))
-        return harrell_c(event, time, self.predict(X))
 
-
-class KFREBaseline(BaseEstimator):
+class KFREBaseline(_SurvivalBaseline):
     """KFRE-style risk from age, sex and eGFR, with the 4-variable KFRE coefficients (no fitting).
 
     Linear predictor ``-0.2201 (age/10 - 7.036) + 0.2467 (male - 0.5642) - 0.5567 (eGFR/5 - 7.222)``;
@@ -386,7 +383,3 @@ class KFREBaseline(BaseEstimator):
         age, female = clinical[:, 6], clinical[:, 7]
         age = np.where(np.isnan(age), 65.0, age)
         return -0.2201 * (age / 10 - 7.036) + 0.2467 * ((1 - female) - 0.5642) - 0.5567 * (egfr / 5 - 7.222)
-
-    def score(self, X: CohortX, y: Any) -> float:
-        _, event, time = split_targets(y, len(X))
-        return harrell_c(event, time, self.predict(X))

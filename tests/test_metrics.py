@@ -79,3 +79,27 @@ def test_survival_metrics_reward_the_true_risk_over_noise():
     flat = np.tile(np.exp(-times / 365 * np.exp(risk).mean()), (risk.size, 1))
     assert integrated_brier(train, train, truth, times) < integrated_brier(train, train, flat, times)
     assert Surv.from_arrays(event, time).shape == (risk.size,)
+
+
+def test_paired_bootstrap_c_is_harrell_c_with_every_subject_once_and_pairs_methods():
+    from ehrprog.metrics import _subject_pair_sums, interval, paired_bootstrap_c
+
+    rng = np.random.default_rng(3)
+    n = 600
+    groups = np.sort(rng.integers(0, 120, n))
+    time = np.round(rng.exponential(400, n))  # rounded: ties in time
+    event = rng.random(n) < 0.4
+    good = -time + rng.normal(0, 150, n)
+    tied = np.round(rng.normal(size=n), 1)  # ties in risk
+    _, subject = np.unique(groups, return_inverse=True)
+    comparable, (n_good, n_tied) = _subject_pair_sums(event, time, [good, tied], subject, subject.max() + 1, 1e-8)
+    assert n_good.sum() / comparable.sum() == pytest.approx(harrell_c(event, time, good), abs=1e-12)
+    assert n_tied.sum() / comparable.sum() == pytest.approx(harrell_c(event, time, tied), abs=1e-12)
+    boots = paired_bootstrap_c(event, time, {"good": good, "tied": tied}, groups, n_boot=300, seed=0)
+    low, high = interval(boots["good"] - boots["tied"])
+    assert low > 0  # the informative score wins on every resample's pairs, the noise does not
+    low, high = interval(boots["good"] - boots["good"])
+    assert low == high == 0.0  # the same method against itself: paired, exactly zero
+    again = paired_bootstrap_c(event, time, {"good": good}, groups, n_boot=300, seed=0)["good"]
+    np.testing.assert_array_equal(again, boots["good"])
+    assert abs(np.mean(boots["good"]) - harrell_c(event, time, good)) < 0.02
