@@ -149,6 +149,14 @@ def main(argv: list[str] | None = None) -> int:
     why += [
         f"  {r['code']} at visit {r['visit_index']}: {r['attribution']:+.3f}" for r in top_codes.iter_rows(named=True)
     ]
+    if not attributions["attribution"].abs().max() > 0:
+        # Honest, not silent: attributions cover the coded history only.
+        why = [
+            f"subject {subject}: every code attribution is 0: no epoch of history training bettered the model of "
+            f"the clinical inputs alone on validation (best epoch {model.best_epoch_}), so this model predicts "
+            "from the clinical inputs (stage, eGFR level, trend and distance to the next stage, age, sex), "
+            "which explain() does not attribute yet"
+        ]
     say("\n".join(why))
     notes = [
         f"{len(cohort.X):,} prediction points; split by subject; metrics on the test subjects.",
