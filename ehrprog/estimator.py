@@ -64,9 +64,12 @@ class VisitProgressionEstimator(BaseEstimator):
         sequence_encoder: ``"gru"``, ``"lstm"`` or ``"transformer"`` (causal).
         dropout: dropout before the heads (and inside transformers).
         max_epochs, batch_size (subjects per batch), lr, weight_decay: AdamW training.
-        n_iter_no_change, tol: stop when the validation loss (the training loss when
-            ``validation_fraction`` is 0) has not improved by more than ``tol`` for
-            ``n_iter_no_change`` epochs; the best epoch's weights are kept (as scikit-learn's MLP).
+        n_iter_no_change, tol: stop when the monitored value (see ``selection``) has not improved
+            by more than ``tol`` for ``n_iter_no_change`` epochs; the best epoch's weights are kept
+            (as scikit-learn's MLP).
+        selection: ``"score"`` monitors the validation score (what ``score`` reports: C-index,
+            macro AUROC or their mean); ``"loss"`` the validation loss (the training loss when
+            ``validation_fraction`` is 0, and whenever the score is undefined).
         validation_fraction: share of subjects held out (by subject) for early stopping; 0 disables it.
         max_codes_per_visit, max_visits: truncation (first codes of a visit; last visits of a history).
         min_code_count: codes seen fewer times in training share the unknown embedding.
@@ -74,6 +77,12 @@ class VisitProgressionEstimator(BaseEstimator):
             Cox optimum on the frozen features of the held-out **validation** subjects (the
             network never trained on them, so their features are not overfitted) when they hold
             at least 20 events, else on the training points; ``risk_head_refit_`` says which.
+            Off by default: with point features it cost 0.06 C-index on the simulator.
+        point_features: give the heads :class:`~ehrprog.features.PointFeatures` (per lab last
+            value, trend, trend value, distance to the next stage's boundary; age, sex...).
+        clinical_init: start the heads from the clinical inputs alone (exact linear models, then
+            the clinical MLP fitted full-batch with validation selection); sequence training is
+            then kept only where it improves the validation score (``best_epoch_`` 0 otherwise).
         device: ``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"``...; training
             and prediction both run there.
         random_state: an int seeds everything (the same data and seed give the same model on
