@@ -54,3 +54,23 @@ def explained_vs_output_change(estimator, X, attributions: pl.DataFrame) -> tupl
         embedded = model.backbone.embed(inputs["codes"], inputs["values"], inputs["has_value"])
         change = model(inputs)[1][0] - model(inputs, torch.zeros_like(embedded))[1][0]
     return float(attributions.filter(pl.col("point") == 0)["attribution"].sum()), float(change)
+
+
+def points(subject_ids: list[int], times: list[datetime], n_visits: list[int], stage: int = 2) -> pl.DataFrame:
+    """A ``CohortX.points`` frame: one point per entry, all at ``stage``, no current lab value."""
+    return pl.DataFrame(
+        {
+            "subject_id": subject_ids,
+            "prediction_time": times,
+            "n_visits": n_visits,
+            "current_stage": [stage] * len(subject_ids),
+            "current_value": [None] * len(subject_ids),
+        },
+        schema={
+            "subject_id": pl.Int64,
+            "prediction_time": pl.Datetime("us"),
+            "n_visits": pl.Int64,
+            "current_stage": pl.Int64,
+            "current_value": pl.Float64,
+        },
+    )

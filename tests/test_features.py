@@ -12,6 +12,7 @@ import ehrprog as ep
 from ehrprog.features import PointFeatures
 from ehrprog.tasks.cohort import CohortX
 from tests.helpers import events as make_events
+from tests.helpers import points as make_points
 
 
 @pytest.fixture(scope="module")
@@ -64,22 +65,7 @@ def _series_x(days: list[int], values: list[float], predict_at: int) -> CohortX:
     rows += [(1, (start + timedelta(days=d)).isoformat(), "L/X", v) for d, v in zip(days, values, strict=True)]
     visits = ep.group_visits(make_events(rows), "same_day")
     n_visits = sum(1 for d in days if d <= predict_at)
-    points = pl.DataFrame(
-        {
-            "subject_id": [1],
-            "prediction_time": [start + timedelta(days=predict_at, hours=23)],
-            "n_visits": [n_visits],
-            "current_stage": [2],
-            "current_value": [None],
-        },
-        schema={
-            "subject_id": pl.Int64,
-            "prediction_time": pl.Datetime("us"),
-            "n_visits": pl.Int64,
-            "current_stage": pl.Int64,
-            "current_value": pl.Float64,
-        },
-    )
+    points = make_points([1], [start + timedelta(days=predict_at, hours=23)], [n_visits])
     return CohortX(points, visits)
 
 

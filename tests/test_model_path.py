@@ -19,6 +19,7 @@ from ehrprog.batching import VisitTensors, Vocabulary
 from ehrprog.tasks.cohort import CohortX
 from ehrprog.training import NonFiniteLossError
 from tests.helpers import events as make_events
+from tests.helpers import points as make_points
 
 TINY = {"embedding_dim": 8, "hidden_dim": 8, "max_epochs": 2, "batch_size": 16, "lr": 1e-2, "random_state": 0}
 
@@ -27,22 +28,7 @@ TINY = {"embedding_dim": 8, "hidden_dim": 8, "max_epochs": 2, "batch_size": 16, 
 def _cohort_x(rows: list[tuple], points: list[tuple[int, int]]) -> CohortX:
     """``CohortX`` over hand-made events; ``points`` are ``(subject_id, n_visits)``."""
     visits = ep.group_visits(make_events(rows), "same_day")
-    frame = pl.DataFrame(
-        {
-            "subject_id": [p[0] for p in points],
-            "prediction_time": [datetime(2020, 1, 1)] * len(points),
-            "n_visits": [p[1] for p in points],
-            "current_stage": [2] * len(points),
-            "current_value": [None] * len(points),
-        },
-        schema={
-            "subject_id": pl.Int64,
-            "prediction_time": pl.Datetime("us"),
-            "n_visits": pl.Int64,
-            "current_stage": pl.Int64,
-            "current_value": pl.Float64,
-        },
-    )
+    frame = make_points([p[0] for p in points], [datetime(2020, 1, 1)] * len(points), [p[1] for p in points])
     return CohortX(frame, visits)
 
 
