@@ -403,7 +403,7 @@ class VisitProgressionEstimator(BaseEstimator):
                         except (ValueError, ArithmeticError, np.linalg.LinAlgError) as error:
                             self.risk_head_refit_ = f"skipped: {error}"
                         break
-            risk = self._predict_outputs(X[train_rows])[1]
+            risk = self._outputs(self.model_, tensors, train_rows, device)[1]  # the tensors already built
             self.event_times_, self.cumulative_baseline_hazard_ = breslow_baseline(
                 risk, tte[train_rows], event[train_rows].astype(bool)
             )
@@ -674,9 +674,12 @@ def _fit_clinical_mlp(
     parameters = list(model.clinical.parameters()) + [p for head in heads for p in head.parameters()]
     device = parameters[0].device
 
-    def outputs(rows: np.ndarray) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        clinical = _clinical_inputs(model, tensors, rows).to(device)
-        state = torch.zeros((len(rows), model.hidden), device=device)
+    # The clinical inputs are fixed: built once, not at every step.
+    train_inputs = _clinical_inputs(model, tensors, train_rows).to(device)
+    valid_inputs = _clinical_inputs(model, tensors, valid_rows).to(device)
+
+    def outputs(clinical: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        state = torch.zeros((len(clinical), model.hidden), device=device)
         return model.heads(model.clinical_features(state, clinical))
 
     def as_tensors(rows: np.ndarray) -> dict[str, torch.Tensor]:
@@ -685,7 +688,7 @@ def _fit_clinical_mlp(
     def score() -> float | None:
         model.eval()
         with torch.no_grad():
-            logits, risk = outputs(valid_rows)
+            logits, risk = outputs(valid_inputs)
         model.train()
         return _validation_score(
             None if logits is None else logits.float().cpu().numpy(),
@@ -703,7 +706,7 @@ def _fit_clinical_mlp(
         torch.manual_seed(seed)
         model.train()
         for step in range(1, steps + 1):
-            logits, risk = outputs(train_rows)
+            logits, risk = outputs(train_inputs)
             loss = supervised_loss(logits, risk, train_targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
