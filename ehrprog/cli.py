@@ -195,6 +195,8 @@ def _pretrain(args: argparse.Namespace) -> int:
             random_state=args.seed,
             device=args.device,
             progress=report,
+            objective=args.objective,
+            tte_codes=args.tte_codes,
             **params,
         )
     except ValueError as error:
@@ -236,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     plugins = sub.add_parser("plugins", help="list installed plugins and the backbones they register")
     plugins.set_defaults(func=_plugins)
     pre = sub.add_parser("pretrain", help="pre-train a backbone on your own OMOP or MEDS data")
-    pre.add_argument("--backbone", required=True, help="a registered backbone with a pre-training objective")
+    pre.add_argument("--backbone", required=True, help="a registered backbone (`ehrprog plugins` lists them)")
     pre.add_argument("--data", required=True, type=Path, help="an OMOP folder or a MEDS dataset")
     pre.add_argument("--out", required=True, type=Path, help="folder to write the checkpoint to")
     pre.add_argument("--format", choices=["auto", "omop", "meds"], default="auto")
@@ -252,6 +254,14 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--init", type=Path, default=None, help="continue from a checkpoint folder")
     pre.add_argument("--device", default="auto")
     pre.add_argument("--seed", type=int, default=0)
+    pre.add_argument(
+        "--objective",
+        choices=["mlm", "tte", "mlm+tte"],
+        default="mlm",
+        help="mlm: the backbone's own (masked LM...); tte: time to the next occurrence of frequent codes "
+        "(piecewise-exponential, any backbone); mlm+tte: both",
+    )
+    pre.add_argument("--tte-codes", type=int, default=256, help="codes the time-to-event objective predicts")
     pre.set_defaults(func=_pretrain)
     verify = sub.add_parser(
         "verify-checkpoint",

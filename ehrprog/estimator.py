@@ -29,6 +29,7 @@ from ehrprog.batching import Batch, VisitTensors, Vocabulary
 from ehrprog.features import PointFeatures
 from ehrprog.metrics import harrell_c, macro_auroc
 from ehrprog.model import SupervisedObjective, VisitSequenceModel, breslow_baseline, supervised_loss
+from ehrprog.survival import DAYS_PER_YEAR, SURVIVAL_PIECES_YEARS, base_log_hazards, cumulative_hazard, risk_score
 from ehrprog.targets import check_survival_targets, split_targets
 from ehrprog.tasks.cohort import CohortX
 from ehrprog.training import TrainSettings, broadcast_seed, train
@@ -83,6 +84,14 @@ class VisitProgressionEstimator(BaseEstimator):
         clinical_init: start the heads from the clinical inputs alone (exact linear models, then
             the clinical MLP fitted full-batch with validation selection); sequence training is
             then kept only where it improves the validation score (``best_epoch_`` 0 otherwise).
+        survival_head: ``"cox"`` (log relative risk, partial likelihood, Breslow baseline) or
+            ``"piecewise"`` (log hazards per piece of :data:`~ehrprog.survival.SURVIVAL_PIECES_YEARS`,
+            exact piecewise-exponential likelihood: absolute risks at any horizon without a
+            proportional-hazards assumption; ``predict_risk`` is the log cumulative hazard at 5 years).
+        backbone_probe: the heads also read the backbone's own output at the prediction visit
+            (for a pre-trained backbone, its patient representation), and the initial head fit
+            includes it, as a linear probe of frozen pre-trained features would. ``"auto"``: on
+            when ``backbone__checkpoint`` is given.
         device: ``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"``...; training
             and prediction both run there.
         random_state: an int seeds everything (the same data and seed give the same model on
@@ -130,6 +139,8 @@ class VisitProgressionEstimator(BaseEstimator):
         "point_features": ["boolean"],
         "clinical_init": ["boolean"],
         "selection": [StrOptions({"loss", "score"})],
+        "backbone_probe": ["boolean", StrOptions({"auto"})],
+        "survival_head": [StrOptions({"cox", "piecewise"})],
         "device": [str],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -158,6 +169,8 @@ class VisitProgressionEstimator(BaseEstimator):
         point_features: bool = True,
         clinical_init: bool = True,
         selection: str = "score",
+        backbone_probe: bool | str = "auto",
+        survival_head: str = "cox",
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
@@ -184,6 +197,8 @@ class VisitProgressionEstimator(BaseEstimator):
         self.point_features = point_features
         self.clinical_init = clinical_init
         self.selection = selection
+        self.backbone_probe = backbone_probe
+        self.survival_head = survival_head
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -234,6 +249,12 @@ class VisitProgressionEstimator(BaseEstimator):
                 raise ValueError(f"device={self.device!r}: this machine has {count} CUDA device(s)")
         return device
 
+    def _probe(self) -> bool:
+        """Whether the heads read the backbone's output (``backbone_probe``, ``"auto"`` resolved)."""
+        if self.backbone_probe == "auto":
+            return getattr(self, "backbone__checkpoint", None) is not None
+        return bool(self.backbone_probe)
+
     def _seed(self) -> int:
         """The seed of this fit: ``random_state``'s, or a fresh one when it is ``None``."""
         if isinstance(self.random_state, np.random.RandomState):
@@ -260,12 +281,15 @@ class VisitProgressionEstimator(BaseEstimator):
         if saved:
             routed = {k: v for k, v in routed.items() if not isinstance(v, str)}
         backbone = spec.factory(
-            vocab_size=self.vocabulary_.size,
-            dim=self.embedding_dim,
-            visit_encoder=self.visit_encoder,
-            dropout=self.dropout,
-            vocabulary=self.vocabulary_,
-            **{**routed, **(architecture or {})},
+            **{
+                "vocab_size": self.vocabulary_.size,
+                "dim": self.embedding_dim,
+                "visit_encoder": self.visit_encoder,
+                "dropout": self.dropout,
+                "vocabulary": self.vocabulary_,
+                **routed,
+                **(architecture or {}),
+            }
         )
         return VisitSequenceModel(
             backbone,
@@ -275,6 +299,8 @@ class VisitProgressionEstimator(BaseEstimator):
             hidden=self.hidden_dim,
             sequence_encoder=self.sequence_encoder,
             dropout=self.dropout,
+            probe=self._probe(),
+            survival_pieces=len(SURVIVAL_PIECES_YEARS) + 1 if self.survival_head == "piecewise" else 0,
             **self._routed("module__"),
         )
 
@@ -306,6 +332,8 @@ class VisitProgressionEstimator(BaseEstimator):
                     "(or a scikit-survival structured array)"
                 )
             check_survival_targets(event, tte)
+        if self.refit_risk_head and self.survival_head == "piecewise":
+            raise ValueError("refit_risk_head refits a Cox head; it does not apply to survival_head='piecewise'")
         if len(X) == 0:
             raise ValueError("cannot fit on an empty cohort")
         device = self._device()
@@ -403,10 +431,14 @@ class VisitProgressionEstimator(BaseEstimator):
                         except (ValueError, ArithmeticError, np.linalg.LinAlgError) as error:
                             self.risk_head_refit_ = f"skipped: {error}"
                         break
-            risk = self._outputs(self.model_, tensors, train_rows, device)[1]  # the tensors already built
-            self.event_times_, self.cumulative_baseline_hazard_ = breslow_baseline(
-                risk, tte[train_rows], event[train_rows].astype(bool)
-            )
+            if self.survival_head == "piecewise":  # absolute hazards come from the head itself
+                self.event_times_ = np.unique(tte[train_rows][event[train_rows].astype(bool)]).astype(np.float64)
+                self.cumulative_baseline_hazard_ = None
+            else:
+                risk = self._outputs(self.model_, tensors, train_rows, device)[1]  # the tensors already built
+                self.event_times_, self.cumulative_baseline_hazard_ = breslow_baseline(
+                    risk, tte[train_rows], event[train_rows].astype(bool)
+                )
         return self
 
     def _refit_risk_head(self, X: CohortX, event: np.ndarray, tte: np.ndarray) -> None:
@@ -451,7 +483,9 @@ class VisitProgressionEstimator(BaseEstimator):
         position[rows] = np.arange(len(rows))
         stage_head = model.stage_head
         logits = np.zeros((len(rows), stage_head.out_features), np.float32) if stage_head is not None else None
-        risk = np.zeros(len(rows), np.float32) if model.risk_head is not None else None
+        risk = None
+        if model.risk_head is not None:  # [n] log relative risks, or [n, T] log hazards (piecewise)
+            risk = np.zeros((len(rows), model.survival_pieces) if model.survival_pieces else len(rows), np.float32)
         was_training = model.training
         model.eval()
         with torch.no_grad():
@@ -481,10 +515,11 @@ class VisitProgressionEstimator(BaseEstimator):
         return torch.softmax(torch.from_numpy(logits), dim=1).numpy()
 
     def predict_risk(self, X: CohortX) -> np.ndarray:
-        """Log relative risk of progression ``[n]`` (higher = sooner)."""
+        """Risk score of progression ``[n]`` (higher = sooner): the log relative risk (Cox head) or
+        the log cumulative hazard at 5 years (piecewise head)."""
         self._check(X)
         self._require("progression", "predict_risk")
-        return self._predict_outputs(X)[1]
+        return _risk_score(self._predict_outputs(X)[1])
 
     def predict(self, X: CohortX) -> np.ndarray:
         """The most probable next stage (``target`` stage/both) or the progression risk score."""
@@ -494,15 +529,23 @@ class VisitProgressionEstimator(BaseEstimator):
         return self.classes_[proba.argmax(axis=1)]
 
     def predict_survival_function(self, X: CohortX, return_array: bool = False):
-        """Progression-free survival ``S(t | x) = exp(-H0(t) exp(r(x)))`` (Breslow ``H0``).
+        """Progression-free survival: ``S(t | x) = exp(-H0(t) exp(r(x)))`` (Cox head, Breslow
+        ``H0``) or ``exp(-H(t | x))`` from the piecewise hazards (piecewise head).
 
         Returns scikit-survival ``StepFunction`` objects over ``event_times_`` (days), or with
         ``return_array=True`` an array ``[n, len(event_times_)]``.
         """
         from sksurv.functions import StepFunction
 
-        risk = self.predict_risk(X).astype(np.float64)
-        survival = np.exp(-np.outer(np.exp(risk), self.cumulative_baseline_hazard_))
+        if self.survival_head == "piecewise":
+            self._check(X)
+            self._require("progression", "predict_survival_function")
+            log_hazard = torch.from_numpy(self._predict_outputs(X)[1]).double()
+            years = torch.from_numpy(self.event_times_ / DAYS_PER_YEAR)
+            survival = torch.exp(-cumulative_hazard(log_hazard, years, SURVIVAL_PIECES_YEARS)).numpy()
+        else:
+            risk = self.predict_risk(X).astype(np.float64)
+            survival = np.exp(-np.outer(np.exp(risk), self.cumulative_baseline_hazard_))
         if return_array:
             return survival
         return np.array([StepFunction(self.event_times_, row) for row in survival])
@@ -566,7 +609,7 @@ class VisitProgressionEstimator(BaseEstimator):
         """Write the fitted (fine-tuned) backbone as a pre-trained folder (``config.json``,
         ``model.safetensors``, ``vocab.json``) that ``backbone__checkpoint=path`` loads into
         another estimator, aligned to that estimator's codes. Backbones with a pre-trained layout
-        only (a ``model_type``: CEHR-BERT, Med-BERT, BEHRT, ClinicalBERT)."""
+        only (a ``model_type``: default, CEHR-BERT, Med-BERT, BEHRT, ClinicalBERT)."""
         check_is_fitted(self, "model_")
         from ehrprog.backbones.checkpoint import save_pretrained
 
@@ -597,6 +640,25 @@ def _clinical_inputs(model: VisitSequenceModel, tensors: VisitTensors, rows: np.
     return model.clinical_inputs(batch)
 
 
+def _probe_inputs(model: VisitSequenceModel, tensors: VisitTensors, rows: np.ndarray, batch_size: int = 256):
+    """The backbone's output at the last input visit of each point ``rows`` ``[len(rows), D]``, on
+    the CPU, in evaluation mode and without gradients (the probe's fixed inputs)."""
+    device = next(model.parameters()).device
+    out = torch.zeros((len(rows), model.probe))
+    position = np.empty(tensors.n_points, dtype=np.int64)
+    position[rows] = np.arange(len(rows))
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for part in tensors.plan_batches(rows, batch_size):
+            batch = tensors.batch(part)
+            inputs = batch.tensors(device)
+            visits = model.visit_embeddings(inputs)
+            out[position[batch.point_index]] = visits[inputs["point_subject"], inputs["point_visit"]].float().cpu()
+    model.train(was_training)
+    return out
+
+
 def _initialise_heads(
     model: VisitSequenceModel,
     tensors: VisitTensors,
@@ -622,11 +684,19 @@ def _initialise_heads(
     clinical = _clinical_inputs(model, tensors, train_rows).double().numpy()
     mean, scale = clinical.mean(axis=0), clinical.std(axis=0)
     scale = np.where(scale > 1e-8, scale, 1.0)
-    z = (clinical - mean) / scale
-    start, width = model.hidden, clinical.shape[1]
     with torch.no_grad():
         model.clinical_mean.copy_(torch.from_numpy(mean).float())
         model.clinical_scale.copy_(torch.from_numpy(scale).float())
+    head_in = model.risk_head.in_features if model.risk_head is not None else model.stage_head.in_features
+    columns = np.arange(model.hidden, model.hidden + clinical.shape[1])  # the head columns of the linear fit
+    if model.probe:  # the backbone's output at each point's visit: the last head columns
+        probe = _probe_inputs(model, tensors, train_rows).double().numpy()
+        clinical = np.concatenate([clinical, probe], axis=1)
+        columns = np.concatenate([columns, np.arange(head_in - model.probe, head_in)])
+        mean = np.concatenate([mean, probe.mean(axis=0)])
+        scale = np.concatenate([scale, np.where(probe.std(axis=0) > 1e-8, probe.std(axis=0), 1.0)])
+    z = (clinical - mean) / scale
+    with torch.no_grad():
         for head in (model.stage_head, model.risk_head):
             if head is not None:
                 head.weight.zero_()
@@ -635,13 +705,31 @@ def _initialise_heads(
         if model.risk_head is not None and event.sum() >= 2:
             cox = CoxPHSurvivalAnalysis(alpha=1.0, ties="breslow", n_iter=100).fit(z, Surv.from_arrays(event, time))
             if np.isfinite(cox.coef_).all():
-                model.risk_head.weight[0, start : start + width] = torch.from_numpy(cox.coef_ / scale).float()
-                model.risk_head.bias.fill_(float(-(cox.coef_ * mean / scale).sum()))
+                # Every row the same coefficients: a piecewise head starts proportional, its
+                # baseline log hazard per piece the maximum-likelihood one given the Cox offsets.
+                model.risk_head.weight[:, columns] = torch.from_numpy(cox.coef_ / scale).float()
+                shift = float(-(cox.coef_ * mean / scale).sum())
+                if model.survival_pieces:
+                    base = base_log_hazards(
+                        torch.from_numpy(time / DAYS_PER_YEAR),
+                        torch.from_numpy(event),
+                        SURVIVAL_PIECES_YEARS,
+                        torch.from_numpy(z @ cox.coef_),
+                    )
+                    model.risk_head.bias.copy_((base + shift).float())
+                else:
+                    model.risk_head.bias.fill_(shift)
+            elif model.survival_pieces:
+                model.risk_head.bias.copy_(
+                    base_log_hazards(
+                        torch.from_numpy(time / DAYS_PER_YEAR), torch.from_numpy(event), SURVIVAL_PIECES_YEARS
+                    ).float()
+                )
         labels = targets["stage_label"][train_rows]
         known = labels >= 0
         if model.stage_head is not None and len(np.unique(labels[known])) >= 2:
             logistic = LogisticRegression(C=1.0, max_iter=1000).fit(z[known], labels[known])
-            coef = np.zeros((model.stage_head.out_features, width))
+            coef = np.zeros((model.stage_head.out_features, len(columns)))
             intercept = np.zeros(model.stage_head.out_features)
             present = logistic.classes_
             if len(present) == 2:  # sklearn's binary model: one row for the second class
@@ -649,7 +737,7 @@ def _initialise_heads(
             else:
                 coef[present], intercept[present] = logistic.coef_, logistic.intercept_
                 intercept[np.setdiff1d(np.arange(len(intercept)), present)] = -10.0
-            model.stage_head.weight[:, start : start + width] = torch.from_numpy(coef / scale).float()
+            model.stage_head.weight[:, columns] = torch.from_numpy(coef / scale).float()
             model.stage_head.bias.copy_(torch.from_numpy(intercept - (coef * mean / scale).sum(axis=1)).float())
     if model.clinical is not None:
         _fit_clinical_mlp(model, tensors, train_rows, valid_rows, targets, seed)
@@ -674,13 +762,17 @@ def _fit_clinical_mlp(
     parameters = list(model.clinical.parameters()) + [p for head in heads for p in head.parameters()]
     device = parameters[0].device
 
-    # The clinical inputs are fixed: built once, not at every step.
-    train_inputs = _clinical_inputs(model, tensors, train_rows).to(device)
-    valid_inputs = _clinical_inputs(model, tensors, valid_rows).to(device)
+    # The clinical inputs (and the probe's backbone outputs) are fixed: built once, not at every step.
+    def inputs(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
+        probe = _probe_inputs(model, tensors, rows).to(device) if model.probe else None
+        return _clinical_inputs(model, tensors, rows).to(device), probe
 
-    def outputs(clinical: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    train_inputs, valid_inputs = inputs(train_rows), inputs(valid_rows)
+
+    def outputs(fixed: tuple[torch.Tensor, torch.Tensor | None]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        clinical, probe = fixed
         state = torch.zeros((len(clinical), model.hidden), device=device)
-        return model.heads(model.clinical_features(state, clinical))
+        return model.heads(model.clinical_features(state, clinical, probe))
 
     def as_tensors(rows: np.ndarray) -> dict[str, torch.Tensor]:
         return {name: torch.from_numpy(values[rows]).to(device) for name, values in targets.items()}
@@ -726,6 +818,14 @@ def _fit_clinical_mlp(
     model.eval()
 
 
+def _risk_score(risk: np.ndarray | None) -> np.ndarray | None:
+    """The ranking score ``[n]`` of a risk output (itself, or of log hazards ``[n, T]`` the log
+    cumulative hazard at the risk horizon)."""
+    if risk is None or risk.ndim == 1:
+        return risk
+    return risk_score(torch.from_numpy(risk).double()).float().numpy()
+
+
 def _validation_score(
     logits: np.ndarray | None, risk: np.ndarray | None, targets: dict[str, np.ndarray]
 ) -> float | None:
@@ -739,7 +839,7 @@ def _validation_score(
             proba = torch.softmax(torch.from_numpy(logits[known]), dim=1).numpy()
             scores.append(macro_auroc(labels[known], proba, np.arange(logits.shape[1])))
     if risk is not None and targets["event"].any():
-        scores.append(harrell_c(targets["event"].astype(bool), targets["time"], risk))
+        scores.append(harrell_c(targets["event"].astype(bool), targets["time"], _risk_score(risk)))
     return float(np.mean(scores)) if scores else None
 
 

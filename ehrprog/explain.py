@@ -92,7 +92,7 @@ def _chunk_attributions(
     scaled = (alphas[:, None, None, None] * embedded.repeat(steps, 1, 1, 1)).requires_grad_(True)
     logits, risk = model(stacked, scaled)
     if output == "risk":
-        value = risk.sum()
+        value = model.risk_score(risk).sum()
     else:
         value = logits.gather(1, chosen.repeat(steps)[:, None]).sum()
     (grad,) = torch.autograd.grad(value, scaled)

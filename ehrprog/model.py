@@ -30,9 +30,13 @@ loops over visits or codes in ``forward``.
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 from torch import nn
 
+from ehrprog import survival
+from ehrprog.survival import SURVIVAL_PIECES_YEARS
 from ehrprog.targets import breslow_baseline
 
 #: Per-visit context every backbone may read (keyword arguments of its ``forward``):
@@ -57,8 +61,13 @@ class AttentionPool(nn.Module):
 class DefaultBackbone(nn.Module):
     """Code embeddings and a within-visit encoder learned from scratch: visits -> ``[B, V, D]``.
 
-    Backbone plugins (issue 4) replace this module behind the same ``forward`` signature.
+    Backbone plugins replace this module behind the same ``forward`` signature. It can be
+    pre-trained (``ehrprog pretrain --objective tte``) and loaded back with ``backbone__checkpoint``.
     """
+
+    model_type: ClassVar[str] = "ehrprog-default"
+    #: Parameters indexed by code (re-aligned to another vocabulary when a checkpoint is loaded).
+    vocab_parameters: ClassVar[tuple[str, ...]] = ("code_embedding.weight", "value_direction.weight")
 
     def __init__(self, vocab_size: int, dim: int = 64, visit_encoder: str = "attention", dropout: float = 0.1) -> None:
         super().__init__()
@@ -78,6 +87,15 @@ class DefaultBackbone(nn.Module):
         )
         self.pool = AttentionPool(dim)
         self.dim = dim
+
+    def architecture(self) -> dict[str, Any]:
+        """Factory parameters that rebuild this module without its pre-trained source (its sizes
+        win over the estimator's ``embedding_dim`` and ``visit_encoder``)."""
+        return {"dim": self.dim, "within_transformer": self.within is not None, "checkpoint": None}
+
+    def pretrained_config(self) -> dict[str, Any]:
+        """What a checkpoint folder records beyond ``architecture()`` (the sizes the estimator sets)."""
+        return {"dim": self.dim, "visit_encoder": "transformer" if self.within is not None else "attention"}
 
     def code_embeddings(self) -> torch.Tensor:
         """The code embedding matrix ``[vocab, D]`` (row 0 padding, row 1 unknown codes)."""
@@ -136,6 +154,8 @@ class VisitSequenceModel(nn.Module):
         n_point_features: int = 0,
         clinical_hidden: int = 128,
         clinical_dropout: float = 0.5,
+        probe: bool = False,
+        survival_pieces: int = 0,
     ) -> None:
         super().__init__()
         dim = backbone.dim
@@ -175,14 +195,19 @@ class VisitSequenceModel(nn.Module):
             if clinical_hidden > 0
             else None
         )
-        head_in = hidden + clinical_in + clinical_hidden
+        # The probe: the backbone's own output at the prediction visit read linearly by the heads
+        # (a pre-trained backbone's patient representation, usable before any fine-tuning).
+        self.probe = dim if probe else 0
+        head_in = hidden + clinical_in + clinical_hidden + self.probe
         # The clinical MLP reads standardised inputs (set from the training points by the estimator).
         self.register_buffer("clinical_mean", torch.zeros(clinical_in))
         self.register_buffer("clinical_scale", torch.ones(clinical_in))
         if n_classes < 1 and not risk:
             raise ValueError("the model needs a stage head (n_classes >= 1), a risk head (risk=True) or both")
         self.stage_head = nn.Linear(head_in, n_classes) if n_classes > 0 else None
-        self.risk_head = nn.Linear(head_in, 1) if risk else None
+        # Cox: one log relative risk; piecewise: one log hazard per piece of SURVIVAL_PIECES_YEARS.
+        self.survival_pieces = survival_pieces
+        self.risk_head = nn.Linear(head_in, survival_pieces or 1) if risk else None
         # The heads start from the current stage and value alone (the state's weights at zero), like
         # a linear model on them; the learned history then enters as training finds it useful.
         with torch.no_grad():
@@ -190,12 +215,20 @@ class VisitSequenceModel(nn.Module):
                 if head is not None:
                     head.weight[:, :hidden].zero_()
 
-    def encode(self, batch: dict[str, torch.Tensor], embedded: torch.Tensor | None = None) -> torch.Tensor:
-        """Per-visit causal states ``[B, V, H]``: state v depends on visits 0..v only."""
+    def visit_embeddings(self, batch: dict[str, torch.Tensor], embedded: torch.Tensor | None = None) -> torch.Tensor:
+        """The backbone's per-visit output ``[B, V, D]`` (visit v reads visits 0..v only)."""
         context = {key: batch[key] for key in CONTEXT if key in batch}
-        visits = self.backbone(
+        return self.backbone(
             batch["codes"], batch["values"], batch["has_value"], batch["visit_mask"], embedded, **context
         )
+
+    def encode(
+        self, batch: dict[str, torch.Tensor], embedded: torch.Tensor | None = None, visits: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Per-visit causal states ``[B, V, H]``: state v depends on visits 0..v only
+        (``visits``: the :meth:`visit_embeddings` when already computed)."""
+        if visits is None:
+            visits = self.visit_embeddings(batch, embedded)
         x = visits + self.time_projection(batch["times"])
         if self.sequence_encoder == "transformer":
             length = x.shape[1]
@@ -207,15 +240,23 @@ class VisitSequenceModel(nn.Module):
     def forward(
         self, batch: dict[str, torch.Tensor], embedded: torch.Tensor | None = None
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Stage logits ``[P, K]`` and log relative risks ``[P]`` for the batch's points
-        (``None`` for a head the model does not have)."""
+        """Stage logits ``[P, K]`` and the risk output (log relative risks ``[P]`` or log hazards
+        ``[P, T]``, see :meth:`heads`) for the batch's points (``None`` for a missing head)."""
         return self.heads(self.head_features(batch, embedded))
 
     def heads(self, features: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Stage logits and log relative risks from head features ``[P, head_in]``."""
+        """Stage logits ``[P, K]`` and the risk output from head features ``[P, head_in]``: log
+        relative risks ``[P]`` (Cox) or log hazards per year ``[P, T]`` (``survival_pieces`` T)."""
         logits = self.stage_head(features) if self.stage_head is not None else None
-        risk = self.risk_head(features).squeeze(-1) if self.risk_head is not None else None
+        risk = self.risk_head(features) if self.risk_head is not None else None
+        if risk is not None and not self.survival_pieces:
+            risk = risk.squeeze(-1)
         return logits, risk
+
+    def risk_score(self, risk: torch.Tensor) -> torch.Tensor:
+        """The ranking score ``[P]`` of a risk output: itself (Cox), or the log cumulative hazard
+        at :data:`~ehrprog.survival.RISK_HORIZON_YEARS` (piecewise)."""
+        return survival.risk_score(risk) if self.survival_pieces else risk
 
     def clinical_inputs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """What a clinician reads, ``[P, n_stages + 3 + F]``: the current stage one-hot, the
@@ -227,21 +268,27 @@ class VisitSequenceModel(nn.Module):
             parts.append(batch["point_features"].float())
         return torch.cat(parts, dim=-1)
 
-    def clinical_features(self, state: torch.Tensor, clinical: torch.Tensor) -> torch.Tensor:
+    def clinical_features(
+        self, state: torch.Tensor, clinical: torch.Tensor, probe: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Head features from states ``[P, H]`` and clinical inputs ``[P, C]``: the state (with
-        dropout), the clinical inputs intact, and the clinical MLP's output where there is one."""
+        dropout), the clinical inputs intact, the clinical MLP's output where there is one, and
+        the probe ``[P, D]`` (the backbone's output at the point's visit) where the model has one."""
         clinical = clinical.to(state.dtype)
         out = [self.dropout(state), clinical]
         if self.clinical is not None:
             out.append(self.clinical((clinical - self.clinical_mean) / self.clinical_scale))
+        if self.probe:
+            out.append(probe.to(state.dtype))
         return torch.cat(out, dim=-1)
 
     def head_features(self, batch: dict[str, torch.Tensor], embedded: torch.Tensor | None = None) -> torch.Tensor:
-        """What both heads read, ``[P, H + C (+ clinical_hidden)]``: the state at each point's last
-        visit and :meth:`clinical_features`."""
-        states = self.encode(batch, embedded)
-        gathered = states[batch["point_subject"], batch["point_visit"]]  # [P,H]
-        return self.clinical_features(gathered, self.clinical_inputs(batch))
+        """What both heads read, ``[P, H + C (+ clinical_hidden) (+ D)]``: the state at each
+        point's last visit and :meth:`clinical_features`."""
+        visits = self.visit_embeddings(batch, embedded)
+        states = self.encode(batch, visits=visits)
+        at = (batch["point_subject"], batch["point_visit"])
+        return self.clinical_features(states[at], self.clinical_inputs(batch), visits[at] if self.probe else None)
 
 
 class SupervisedObjective(nn.Module):
@@ -266,7 +313,8 @@ def supervised_loss(
     logits: torch.Tensor | None, risk: torch.Tensor | None, targets: dict[str, torch.Tensor]
 ) -> torch.Tensor:
     """Cross-entropy of known stages (``stage_label`` >= 0) plus the Cox partial likelihood of
-    ``risk`` given ``event`` and ``time``, for whichever heads are present."""
+    ``risk`` ``[P]`` given ``event`` and ``time`` (days), or for log hazards ``[P, T]`` the mean
+    piecewise-exponential negative log-likelihood, for whichever heads are present."""
     anchor = logits if logits is not None else risk
     loss = anchor.sum() * 0.0
     if logits is not None:
@@ -274,7 +322,11 @@ def supervised_loss(
         known = labels >= 0
         if bool(known.any()):
             loss = loss + nn.functional.cross_entropy(logits[known].float(), labels[known])
-    if risk is not None:
+    if risk is not None and risk.dim() == 2:  # piecewise-exponential hazards, times in years
+        years = targets["time"].float() / survival.DAYS_PER_YEAR
+        nll = survival.piecewise_exponential_nll(risk.float(), years, targets["event"] > 0, SURVIVAL_PIECES_YEARS)
+        loss = loss + nll.mean()
+    elif risk is not None:
         loss = loss + cox_partial_likelihood(risk, targets["time"], targets["event"])
     return loss
 

@@ -33,7 +33,7 @@ from ehrprog.errors import SavedModelError
 if TYPE_CHECKING:
     from ehrprog.estimator import VisitProgressionEstimator
 
-FORMAT = "ehrprog.VisitProgressionEstimator/3"
+FORMAT = "ehrprog.VisitProgressionEstimator/4"
 CONFIG, WEIGHTS = "config.json", "model.safetensors"
 #: Largest vocabulary and stage count a saved model may declare.
 MAX_CODES, MAX_CLASSES = 10_000_000, 1_000
@@ -105,7 +105,7 @@ class SavedPointFeatures(_Strict):
 class SavedEstimator(_Strict):
     """The schema of ``config.json``."""
 
-    format: Literal["ehrprog.VisitProgressionEstimator/3"]
+    format: Literal["ehrprog.VisitProgressionEstimator/4"]
     versions: SavedVersions
     params: dict[str, Scalar]
     vocabulary: SavedVocabulary
@@ -153,6 +153,10 @@ class SavedEstimator(_Strict):
             raise ValueError("n_classes: target 'progression' has no stage head: n_classes must be 0, classes null")
         if target in ("progression", "both"):
             times, hazard = self.event_times, self.cumulative_baseline_hazard
+            if self.params.get("survival_head") == "piecewise":  # hazards come from the head itself
+                if not times or hazard is not None:
+                    raise ValueError("event_times: a piecewise head needs event_times and no baseline hazard")
+                hazard = [0.0] * len(times)
             if times is None or hazard is None or len(times) != len(hazard) or not times:
                 raise ValueError("cumulative_baseline_hazard: must have one value per entry of 'event_times'")
             if np.any(np.diff(times) <= 0) or np.any(np.diff(hazard) < 0):
@@ -206,7 +210,7 @@ def save_estimator(estimator: VisitProgressionEstimator, path: str | Path) -> Pa
         "classes": estimator.classes_.tolist() if hasattr(estimator, "classes_") else None,
         "event_times": estimator.event_times_.tolist() if hasattr(estimator, "event_times_") else None,
         "cumulative_baseline_hazard": estimator.cumulative_baseline_hazard_.tolist()
-        if hasattr(estimator, "cumulative_baseline_hazard_")
+        if getattr(estimator, "cumulative_baseline_hazard_", None) is not None
         else None,
         "history": estimator.history_,
         "initial_validation": estimator.initial_validation_,
@@ -325,7 +329,8 @@ def load_estimator(cls: type[VisitProgressionEstimator], path: str | Path) -> Vi
         estimator.classes_ = np.asarray(config.classes, dtype=np.int64)
     if config.event_times is not None:
         estimator.event_times_ = np.asarray(config.event_times)
-        estimator.cumulative_baseline_hazard_ = np.asarray(config.cumulative_baseline_hazard)
+        hazard = config.cumulative_baseline_hazard
+        estimator.cumulative_baseline_hazard_ = np.asarray(hazard) if hazard is not None else None
         if config.risk_head_refit is not None:
             estimator.risk_head_refit_ = config.risk_head_refit
     return estimator

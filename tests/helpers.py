@@ -74,3 +74,16 @@ def points(subject_ids: list[int], times: list[datetime], n_visits: list[int], s
             "current_value": pl.Float64,
         },
     )
+
+
+def truncated(X, row: int):
+    """Point ``row`` of a ``CohortX`` alone over data that ends at its prediction time: visits after
+    its input visits and task-lab readings after its prediction time removed."""
+    from ehrprog.tasks.cohort import CohortX
+    from ehrprog.visits import VisitFrame
+
+    point = X.points[row]
+    subject, n, time = point["subject_id"].item(), point["n_visits"].item(), point["prediction_time"].item()
+    frame = X.visits.frame.filter(pl.col("subject_id") == subject).with_columns(pl.col("visits").list.head(n))
+    labs = X.labs.filter((pl.col("subject_id") == subject) & (pl.col("time") <= time))
+    return CohortX(point, VisitFrame(frame, X.visits.strategy, X.visits.codes), labs, X.lab_bands)

@@ -349,7 +349,7 @@ def test_pretrain_command_refuses_a_backbone_without_an_objective(tmp_path, sim_
         )
         == 2
     )
-    assert "no pre-training objective" in capsys.readouterr().err
+    assert "no masked-LM objective" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------- ClinicalBERT

@@ -13,21 +13,12 @@ from ehrprog.features import PointFeatures
 from ehrprog.tasks.cohort import CohortX
 from tests.helpers import events as make_events
 from tests.helpers import points as make_points
+from tests.helpers import truncated
 
 
 @pytest.fixture(scope="module")
 def cohort(sim_omop):
     return ep.tasks.CKDProgression().build(ep.read_omop(sim_omop))
-
-
-def _truncated(X: CohortX, row: int) -> CohortX:
-    """Point ``row`` alone over data that ends at its prediction time: visits after its input
-    visits and task-lab readings after its prediction time removed."""
-    point = X.points[row]
-    subject, n, time = point["subject_id"].item(), point["n_visits"].item(), point["prediction_time"].item()
-    frame = X.visits.frame.filter(pl.col("subject_id") == subject).with_columns(pl.col("visits").list.head(n))
-    labs = X.labs.filter((pl.col("subject_id") == subject) & (pl.col("time") <= time))
-    return CohortX(point, ep.VisitFrame(frame, X.visits.strategy, X.visits.codes), labs)
 
 
 def test_features_read_nothing_after_the_prediction_time(cohort):
@@ -40,7 +31,7 @@ def test_features_read_nothing_after_the_prediction_time(cohort):
         pl.col("n_visits") < pl.col("n_visits").max().over("subject_id")
     )["row"]
     for row in rng.choice(later.to_numpy(), size=25, replace=False):
-        alone = features.transform(_truncated(cohort.X, int(row)))
+        alone = features.transform(truncated(cohort.X, int(row)))
         np.testing.assert_array_equal(alone[0], full[row], err_msg=f"point {row} reads past its prediction time")
 
 

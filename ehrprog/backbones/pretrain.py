@@ -20,24 +20,45 @@ import numpy as np
 import polars as pl
 import torch
 
-from ehrprog.batching import VisitTensors, Vocabulary
+from ehrprog.backbones.tte import TimeToEventObjective, base_log_rates, frequent_codes
+from ehrprog.batching import VisitTensors, Vocabulary, _input_visits
 from ehrprog.tasks.cohort import CohortX
 from ehrprog.training import TrainSettings, train
 from ehrprog.visits import VisitFrame
 
+#: The objectives ``pretrain`` offers: the backbone's own (its paper's masked LM and secondary
+#: objective), time to event (:mod:`ehrprog.backbones.tte`), or both summed.
+OBJECTIVES = ("mlm", "tte", "mlm+tte")
+
 
 class PretrainingObjective(torch.nn.Module):
-    """A backbone's pre-training objective for the training engine: ``forward(inputs)`` is its
-    ``pretraining_loss`` under this objective's masking ``generator`` (going through ``forward``
-    lets DDP synchronise gradients)."""
+    """Pre-training objectives for the training engine: ``forward(inputs)`` is the sum of the
+    backbone's ``pretraining_loss`` (when ``mlm``, under the masking ``generator``) and the
+    time-to-event loss (when ``tte`` is given). Going through ``forward`` lets DDP synchronise."""
 
-    def __init__(self, module: torch.nn.Module, generator: torch.Generator) -> None:
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        generator: torch.Generator,
+        mlm: bool = True,
+        tte: TimeToEventObjective | None = None,
+    ) -> None:
         super().__init__()
         self.module = module
         self.generator = generator
+        self.mlm = mlm
+        self.tte = tte
 
-    def forward(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        loss, parts = self.module.pretraining_loss(inputs, self.generator)
+    def forward(
+        self, inputs: dict[str, torch.Tensor], generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        loss, parts = None, {}
+        if self.mlm:
+            loss, parts = self.module.pretraining_loss(inputs, generator or self.generator)
+        if self.tte is not None:
+            tte_loss, tte_parts = self.tte.loss(self.module, inputs)
+            loss = tte_loss if loss is None else loss + tte_loss
+            parts = {**parts, **tte_parts}
         return loss, {**parts, "weight": float(len(inputs["point_subject"]))}
 
 
@@ -80,13 +101,16 @@ def pretrain(
     device: str = "auto",
     random_state: int = 0,
     progress: Callable[[dict[str, float]], None] | None = None,
+    objective: str = "mlm",
+    tte_codes: int = 256,
     **params: Any,
 ) -> PretrainResult:
     """Pre-train the registered backbone ``backbone`` on ``visits`` and write it to ``out``.
 
     Args:
-        backbone: a registered backbone whose module defines ``pretraining_loss`` (CEHR-BERT,
-            Med-BERT, BEHRT and any plugin's that does).
+        backbone: a registered backbone. ``"mlm"`` needs a module that defines
+            ``pretraining_loss`` (CEHR-BERT, Med-BERT, BEHRT, a plugin's that does); ``"tte"``
+            works with any backbone that can be saved (a ``model_type`` and ``architecture()``).
         visits: grouped visits of the pre-training subjects.
         out: folder to write (created).
         epochs, batch_size (subjects), lr, weight_decay: AdamW training.
@@ -96,10 +120,18 @@ def pretrain(
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``.
         random_state: seeds the split, the initialisation, the order and the masking.
         progress: called with each epoch's record.
+        objective: ``"mlm"`` (the backbone's own objectives), ``"tte"`` (time to the next
+            occurrence of the ``tte_codes`` most frequent codes, piecewise-exponential, see
+            :mod:`ehrprog.backbones.tte`) or ``"mlm+tte"`` (both summed).
+        tte_codes: how many task codes the time-to-event objective predicts.
         **params: further backbone parameters (``num_hidden_layers=...``).
     """
     from ehrprog.plugins import get_backbone
 
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    if tte_codes < 1:
+        raise ValueError(f"tte_codes must be at least 1, got {tte_codes}")
     spec = get_backbone(backbone)
     X = whole_histories(visits)
     if len(X) < 2:
@@ -129,11 +161,24 @@ def pretrain(
             )
         except TypeError as error:
             raise ValueError(f"backbone {backbone!r} does not take the parameters {sorted(params)}: {error}") from error
-    if not hasattr(module, "pretraining_loss"):
+    if "mlm" in objective and not hasattr(module, "pretraining_loss"):
         raise ValueError(
-            f"backbone {backbone!r} has no pre-training objective (its module defines no pretraining_loss)"
+            f"backbone {backbone!r} has no masked-LM objective (its module defines no pretraining_loss); "
+            "use objective='tte'"
         )
-    objective = PretrainingObjective(module, torch.Generator().manual_seed(random_state))
+    if not getattr(module, "model_type", "") or not hasattr(module, "architecture"):
+        raise ValueError(f"backbone {backbone!r} cannot be saved as a pre-trained folder (no model_type)")
+    tte = None
+    if "tte" in objective:
+        task_rows = frequent_codes(_input_visits(X[train_rows]), vocabulary.codes, tte_codes)
+        if not len(task_rows):
+            raise ValueError("the time-to-event objective found no codes in the training subjects")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(random_state + 1)
+            tte = TimeToEventObjective(task_rows, vocabulary.size, _output_size(module, dim))
+        sample = tensors.subject_batches(train_rows[: min(len(train_rows), 2000)], 256)
+        tte.head.log_base.data.copy_(torch.from_numpy(base_log_rates(tte, (b.tensors("cpu") for b in sample))))
+    task = PretrainingObjective(module, torch.Generator().manual_seed(random_state), mlm="mlm" in objective, tte=tte)
     result = PretrainResult(Path(out), n_subjects=len(X), n_codes=len(vocabulary.codes))
 
     def plan(epoch: int) -> list[np.ndarray]:
@@ -143,13 +188,13 @@ def pretrain(
         return tensors.batch(rows).tensors(device)
 
     def validate(objective: PretrainingObjective) -> dict[str, float]:
-        return _validation(objective.module, tensors, valid_rows, batch_size, torch_device, random_state)
+        return _validation(objective, tensors, valid_rows, batch_size, torch_device, random_state)
 
     settings = TrainSettings(
         max_epochs=epochs, lr=lr, weight_decay=weight_decay, device=torch_device, seed=random_state
     )
     trained = train(
-        objective,
+        task,
         plan,
         load,
         settings,
@@ -159,7 +204,9 @@ def pretrain(
     )
     result.history = trained.history
     result.objectives = sorted(
-        k[6:] for k in result.history[-1] if k.startswith("train_") and k != "train_loss" and "accuracy" not in k
+        k[6:]
+        for k in result.history[-1]
+        if k.startswith("train_") and k != "train_loss" and "accuracy" not in k and "rate" not in k
     )
     from ehrprog.backbones.checkpoint import save_pretrained
 
@@ -169,6 +216,7 @@ def pretrain(
         vocabulary.codes,
         out,
         backbone=backbone,
+        **(module.pretrained_config() if hasattr(module, "pretrained_config") else {}),
         pretraining={
             "subjects": len(X),
             "validation_subjects": len(valid_rows),
@@ -178,6 +226,8 @@ def pretrain(
             "max_visits": max_visits,
             "max_codes_per_visit": max_codes_per_visit,
             "random_state": random_state,
+            "objective": objective,
+            "tte_codes": tte.n_codes if tte is not None else 0,
         },
     )
     (Path(out) / "pretraining_history.json").write_text(json.dumps(result.history, indent=1))
@@ -195,14 +245,23 @@ def _accepts(factory: Callable, name: str) -> bool:
     return name in parameters
 
 
-def _validation(module, tensors: VisitTensors, rows: np.ndarray, batch_size: int, device, seed: int) -> dict:
+def _output_size(module: torch.nn.Module, dim: int) -> int:
+    """The width ``H`` of a backbone's per-visit output."""
+    config = getattr(module, "config", None)
+    return int(getattr(config, "hidden_size", None) or getattr(module, "dim", dim))
+
+
+def _validation(
+    objective: PretrainingObjective, tensors: VisitTensors, rows, batch_size: int, device, seed: int
+) -> dict:
     """Held-out losses under one fixed masking draw (the same every epoch)."""
-    module.eval()
+    objective.eval()
     generator = torch.Generator().manual_seed(seed + 1)
     total, count, parts_sum = 0.0, 0, {}
     with torch.no_grad():
         for batch in tensors.subject_batches(rows, batch_size):
-            loss, parts = module.pretraining_loss(batch.tensors(device), generator)
+            loss, parts = objective(batch.tensors(device), generator)
+            parts.pop("weight", None)
             n = len(batch.point_index)
             total += float(loss) * n
             count += n
@@ -211,4 +270,4 @@ def _validation(module, tensors: VisitTensors, rows: np.ndarray, batch_size: int
     return {"valid_loss": total / max(count, 1), **{f"valid_{k}": v / max(count, 1) for k, v in parts_sum.items()}}
 
 
-__all__ = ["PretrainResult", "pretrain", "whole_histories"]
+__all__ = ["OBJECTIVES", "PretrainResult", "PretrainingObjective", "pretrain", "whole_histories"]
