@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/bench_quality.py [--sizes 1000 4000 10000] [--seeds 0 1 2] [--boot 1000]
-        [--test-subjects 2000] [--skip-real] [--labels | --labels-only]
+        [--test-subjects 2000] [--skip-real] [--labels | --labels-only] [--variants piecewise]
 
 Simulator: for each size N and seed s, the model and every baseline are trained on the CKD cohort
 of N simulated people (seed s) and scored on ONE test cohort (``--test-subjects`` people, seed 99)
@@ -13,7 +13,9 @@ test points, :func:`ehrprog.datasets.oracle_risk`), and for the model against th
 against the reference (Cox on the model's own clinical inputs) the difference in C with a paired
 bootstrap 95% interval (subjects of the test cohort resampled; the same resamples for every method
 and seed; the interval is of the difference averaged over seeds), and the share of the gap
-between the best baseline and the oracle that the model closes.
+between the best baseline and the oracle that the model closes. Survival rows also show their
+calibration at 1, 2 and 5 years (ICI: risk deciles, Kaplan-Meier observed). ``--variants
+piecewise`` adds the model with the piecewise-exponential survival head as a row.
 
 SynPUF 1k (../shared/data): 5-fold cross-validation by subject, the same folds for every method;
 per-fold C, and the paired bootstrap interval of the fold-averaged difference.
@@ -36,6 +38,9 @@ from ehrprog.metrics import interval, paired_bootstrap_c
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MODEL = "VisitProgressionEstimator"
+#: Rows of model variants start with this (never a baseline).
+VARIANT = "model, "
+VARIANTS = {"piecewise": {f"{VARIANT}piecewise survival head": {"survival_head": "piecewise"}}}
 CACHE = Path(os.environ.get("EHRPROG_BENCH_CACHE", "/tmp/ehrprog_quality"))
 
 
@@ -53,7 +58,7 @@ def compare(runs: list[dict], event, time_, groups, boot: int, oracle: np.ndarra
     mean_c = {
         n: np.mean([next(r for r in run["rows"] if r.name == n).metrics["c_index"] for run in runs]) for n in names
     }
-    baselines = [n for n in names if n != REFERENCE]
+    baselines = [n for n in names if n != REFERENCE and not n.startswith(VARIANT)]
     best = max(baselines, key=mean_c.get)
     lines = []
     for other in [best] + ([REFERENCE] if REFERENCE in names else []):
@@ -85,20 +90,27 @@ def compare(runs: list[dict], event, time_, groups, boot: int, oracle: np.ndarra
 
 def table(runs: list[dict]) -> list[str]:
     names = [r.name for r in runs[0]["rows"]]
-    lines = [f"  {'method':36s}{'C-index':>18s}{'stage AUROC':>18s}{'IBS':>18s}{'fit s':>8s}"]
+    lines = [f"  {'method':36s}{'C-index':>18s}{'stage AUROC':>18s}{'IBS':>18s}{'ICI 1y/2y/5y':>22s}{'fit s':>8s}"]
     for i, name in enumerate(names):
         cells = []
         for metric in ("c_index", "macro_auroc", "ibs"):
             values = [run["rows"][i].metrics[metric] for run in runs if metric in run["rows"][i].metrics]
             cells.append(f"{np.mean(values):9.4f} ± {np.std(values):.4f}" if values else f"{'-':>16s}")
+        ici = []
+        for years in (1, 2, 5):
+            values = [run["rows"][i].metrics.get(f"ici_{years}y") for run in runs]
+            ici.append(f"{np.mean(values):.3f}" if all(v is not None for v in values) else "-")
         fit = np.mean([run["rows"][i].fit_s for run in runs])
         lines.append(
-            f"  {name:36s}" + "".join(f"{c:>18s}" for c in cells) + (f"{fit:8.1f}" if np.isfinite(fit) else "")
+            f"  {name:36s}"
+            + "".join(f"{c:>18s}" for c in cells)
+            + f"{'/'.join(ici):>22s}"
+            + (f"{fit:8.1f}" if np.isfinite(fit) else "")
         )
     return lines
 
 
-def simulator(sizes: list[int], seeds: list[int], test_subjects: int, boot: int) -> None:
+def simulator(sizes: list[int], seeds: list[int], test_subjects: int, boot: int, variants: dict | None = None) -> None:
     test = simulated(test_subjects, 99)
     truth = oracle_risk(test.X.points, simulated_truth(test_subjects, 99))
     event = test.y["event"].to_numpy()
@@ -112,7 +124,9 @@ def simulator(sizes: list[int], seeds: list[int], test_subjects: int, boot: int)
         for seed in seeds:
             train = simulated(n, seed)
             started = time.perf_counter()
-            rows, fitted = evaluate_split(train.X, train.y, test.X, test.y, random_state=seed, oracle=truth)
+            rows, fitted = evaluate_split(
+                train.X, train.y, test.X, test.y, random_state=seed, oracle=truth, variants=variants
+            )
             runs.append({"rows": rows, "risks": fitted["risks"]})
             model = fitted["model"]
             print(
@@ -244,6 +258,9 @@ def main() -> None:
     parser.add_argument("--skip-real", action="store_true")
     parser.add_argument("--labels", action="store_true", help="also compare the label options (item 7)")
     parser.add_argument("--labels-only", action="store_true", help="only compare the label options")
+    parser.add_argument(
+        "--variants", nargs="*", default=[], choices=sorted(VARIANTS), help="model variants to add as rows"
+    )
     args = parser.parse_args()
     print(
         f"bench_quality: ehrprog {ep.__version__}, {platform.machine()}, {os.cpu_count()} cores; "
@@ -254,7 +271,8 @@ def main() -> None:
         simulated(1000, 0)
         labels(args.test_subjects)
         return
-    simulator(args.sizes, args.seeds, args.test_subjects, args.boot)
+    variants = {name: params for key in args.variants for name, params in VARIANTS[key].items()}
+    simulator(args.sizes, args.seeds, args.test_subjects, args.boot, variants)
     if not args.skip_real:
         synpuf(args.seeds, args.boot)
     if args.labels:

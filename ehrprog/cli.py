@@ -12,6 +12,7 @@ from pathlib import Path
 import polars as pl
 
 from ehrprog.errors import InputError
+from ehrprog.redaction import redact
 
 
 def _visit_strategy(text: str):
@@ -42,7 +43,6 @@ def _add_database_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from ehrprog.io.database import redact
     from ehrprog.sources import read_events
     from ehrprog.tasks import CKDProgression
     from ehrprog.visits import group_visits
@@ -211,6 +211,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ehrprog", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     inspect = sub.add_parser("inspect", help="summarise an OMOP or MEDS dataset and its ingest report")
     inspect.add_argument("path", help="an OMOP folder, a MEDS dataset, or postgresql://... / duckdb:///... URI")
@@ -239,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     plugins.set_defaults(func=_plugins)
     pre = sub.add_parser("pretrain", help="pre-train a backbone on your own OMOP or MEDS data")
     pre.add_argument("--backbone", required=True, help="a registered backbone (`ehrprog plugins` lists them)")
-    pre.add_argument("--data", required=True, type=Path, help="an OMOP folder or a MEDS dataset")
+    pre.add_argument("--data", required=True, help="an OMOP folder, a MEDS dataset or a database URI")
     pre.add_argument("--out", required=True, type=Path, help="folder to write the checkpoint to")
     pre.add_argument("--format", choices=["auto", "omop", "meds"], default="auto")
     pre.add_argument("--codes", choices=["standard", "source", "concept_id"], default=None, help="OMOP code spelling")
@@ -279,8 +280,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except InputError as error:
-        print(f"ehrprog: error: {error}", file=sys.stderr)
+    except Exception as error:  # one line, never a password; the traceback only with --debug
+        if args.debug:
+            raise
+        message = str(error) if isinstance(error, InputError) else f"{type(error).__name__}: {error}"
+        print(f"ehrprog: error: {redact(' '.join(message.split()))}", file=sys.stderr)
         return 2
 
 

@@ -13,6 +13,10 @@ class InputError(ValueError):
     """
 
     def __init__(self, rule: str, *, file: str | None = None, column: str | None = None) -> None:
+        from ehrprog.redaction import redact  # a connection string's password never reaches a message
+
+        file = redact(file) if file is not None else None
+        rule = redact(rule)
         self.file = file
         self.column = column
         self.rule = rule

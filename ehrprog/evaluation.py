@@ -22,6 +22,7 @@ from ehrprog.metrics import (
     integrated_brier,
     macro_auroc,
     quadratic_weighted_kappa,
+    survival_calibration,
 )
 from ehrprog.tasks.cohort import Cohort, CohortX
 
@@ -38,6 +39,9 @@ DEMO_MODEL_PARAMS: dict[str, Any] = {
     "n_iter_no_change": 6,
 }
 
+
+#: Horizons (years) at which survival rows report calibration.
+CALIBRATION_YEARS = (1, 2, 5)
 
 #: The name of the oracle row (the simulator's true risk): a ceiling, not a competitor.
 ORACLE = "oracle (true simulated risk)"
@@ -83,8 +87,15 @@ def evaluate_split(
     random_state: int = 0,
     oracle: np.ndarray | None = None,
     reference: bool = True,
+    variants: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[list[Row], dict[str, Any]]:
     """Fit the estimator and every baseline on ``X_tr``/``y_tr``, score them on ``X_te``/``y_te``.
+
+    Survival rows with a survival function also get ``ici_1y``, ``ici_2y``, ``ici_5y``: the
+    calibration (integrated calibration index over risk deciles, Kaplan-Meier observed) of the
+    predicted risk of progression by 1, 2 and 5 years (:func:`~ehrprog.metrics.survival_calibration`),
+    where the horizon is inside the test follow-up. ``variants`` adds estimator rows: name ->
+    parameters over the model's (e.g. ``{"model, piecewise head": {"survival_head": "piecewise"}}``).
 
     ``oracle`` (simulated data only): the true risk of each test point
     (:func:`~ehrprog.datasets.oracle_risk`), scored as a last row: the ceiling. ``reference``
@@ -119,6 +130,11 @@ def evaluate_split(
             # Survival is flat after a model's last event time: evaluate there beyond it.
             survival = np.vstack([fn(np.clip(times, fn.x[0], fn.x[-1])) for fn in survival_fn])
             row.metrics["ibs"] = integrated_brier((ev_tr, t_tr), (ev_te, t_te), survival, times)
+            for years in CALIBRATION_YEARS:
+                horizon = years * 365.25
+                if horizon < t_te.max():
+                    at = np.array([fn(np.clip(horizon, fn.x[0], fn.x[-1])) for fn in survival_fn])
+                    row.metrics[f"ici_{years}y"] = survival_calibration(ev_te, t_te, 1 - at, horizon)["ici"]
 
     params = {**DEMO_MODEL_PARAMS, **(model_params or {}), "random_state": random_state}
     model = VisitProgressionEstimator(**params)
@@ -131,6 +147,14 @@ def evaluate_split(
     survival_metrics(row, risk, model.predict_survival_function(X_te))
     rows.append(row)
     fitted["model"] = model
+    for name, extra in (variants or {}).items():
+        variant = fitted[name] = VisitProgressionEstimator(**{**params, **extra})
+        row, (proba, risk) = _timed(
+            name, lambda v=variant: v.fit(X_tr, y_tr), lambda v=variant: (v.predict_proba(X_te), v.predict_risk(X_te))
+        )
+        stage_metrics(row, proba, variant.classes_)
+        survival_metrics(row, risk, variant.predict_survival_function(X_te))
+        rows.append(row)
     for name, baseline in [
         ("bag-of-codes logistic", StageBaseline("logistic")),
         ("bag-of-codes gradient boosting", StageBaseline("gbm", random_state=random_state)),

@@ -104,8 +104,9 @@ def survival_calibration(
 ) -> dict[str, np.ndarray | float]:
     """Calibration of predicted risks of an event by ``horizon`` (the time unit of ``time``).
 
-    Points are grouped into ``n_bins`` quantile bins (by rank, ties together) of ``predicted`` (the predicted probability
-    of the event by ``horizon``, ``1 - S(horizon)``); in each bin the observed risk is the
+    Points are grouped into ``n_bins`` quantile bins (by rank, ties together) of ``predicted``
+    (the predicted probability of the event by ``horizon``, ``1 - S(horizon)``); in each bin the
+    observed risk is the
     Kaplan-Meier estimate ``1 - KM(horizon)`` of that bin (censoring handled as the field does,
     e.g. in Austin et al. 2020's calibration curves, by grouping). Returns ``predicted`` and
     ``observed`` per bin, ``count`` per bin, and ``ici``: the bin-size-weighted mean absolute

@@ -22,15 +22,17 @@ import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import polars as pl
 
 from ehrprog.errors import InputError
 from ehrprog.events import EventFrame
 from ehrprog.io.omop_tables import EVENT_TABLES
+from ehrprog.redaction import RedactingFilter, redact
 
 log = logging.getLogger(__name__)
+log.addFilter(RedactingFilter())
 
 SCHEMES = ("postgresql://", "postgres://", "duckdb://")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
@@ -57,15 +59,6 @@ _VOCABULARY_TABLES = ("concept", "source_to_standard_vocab_map")
 def is_database_uri(source: Any) -> bool:
     """Whether ``source`` is a database URI this reader handles."""
     return isinstance(source, str) and source.lower().startswith(SCHEMES)
-
-
-def redact(uri: str) -> str:
-    """``uri`` with any password replaced by ``***``."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def needed_columns(table: str) -> tuple[str, ...]:
@@ -134,7 +127,7 @@ class _Connection:
         text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         if self._secret:
             text = text.replace(self._secret, "***")
-        return text.replace(self.uri, self.label)
+        return redact(text.replace(self.uri, self.label))
 
     def _explain(self, error: Exception) -> str:
         text = self._scrub(error)
