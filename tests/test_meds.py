@@ -160,3 +160,18 @@ def test_a_subject_split_across_shards_is_merged_in_time_order(tmp_path):
     frame = ep.read_meds(root).collect()
     assert frame["subject_id"].to_list() == [1, 1, 1, 1, 2]
     assert frame["code"].to_list() == ["A", "B", "D", "E", "C"]
+
+
+def test_fractional_subject_and_visit_ids_are_counted_not_truncated(tmp_path):
+    (tmp_path / "d" / "data").mkdir(parents=True)
+    pl.DataFrame(
+        {"subject_id": ["4", "4.5", "5.0"], "time": [None, None, None], "code": ["A", "B", "C"]},
+        schema={"subject_id": pl.String, "time": pl.Datetime("us"), "code": pl.String},
+    ).write_parquet(tmp_path / "d" / "data" / "0.parquet")
+    pl.DataFrame(
+        {"subject_id": [1.0, 4.5], "time": [None, None], "code": ["A", "B"]},
+        schema={"subject_id": pl.Float64, "time": pl.Datetime("us"), "code": pl.String},
+    ).write_parquet(tmp_path / "d" / "data" / "1.parquet")
+    events = ep.read_meds(tmp_path / "d")
+    assert sorted(events.collect()["subject_id"].to_list()) == [1, 4, 5]
+    assert events.report.dropped == {"subject_id: not an integer": 2}

@@ -201,3 +201,46 @@ def test_bad_rows_are_dropped_and_counted_by_reason(tmp_path):
     assert kept.height == 1
     with pytest.raises(ep.InputError, match="break the rule"):
         ep.read_omop(root, strict=True)
+
+
+def test_fractional_or_float_formatted_ids_are_never_truncated_onto_another_person(tmp_path):
+    huge = 9007199254740993  # 2^53 + 1: a float64 would turn it into its neighbour
+    _write_minimal(
+        tmp_path / "omop",
+        [
+            [2, 8532, 1950, 1, 1, None, 0, 0],
+            ["3.0", 8532, 1950, 1, 1, None, 0, 0],
+            [f"{huge}.0", 8507, 1960, 1, 1, None, 0, 0],
+        ],
+        [
+            [1, "2.7", 443612, "2020-01-01", None, None, "N18.4", 0],  # not person 2: dropped, counted
+            [2, "3.000", 443597, "2020-01-01", None, None, "N18.3", 0],  # person 3
+            [3, f"{huge}.0", 443597, "2020-01-01", None, None, "N18.3", 0],  # exactly 2^53 + 1
+            [4, "1e0", 443597, "2020-01-01", None, None, "N18.3", 0],  # not an integer as written
+        ],
+    )
+    events = ep.read_omop(tmp_path / "omop")
+    conds = events.collect().filter(pl.col("source") == "omop/condition_occurrence")
+    assert sorted(conds["subject_id"].to_list()) == [3, huge]
+    assert 2 not in conds["subject_id"].to_list()
+    assert events.report.dropped["person_id: null or not an integer"] == 2
+
+
+def test_float_id_columns_in_parquet_are_exact_or_dropped(tmp_path):
+    root = tmp_path / "omop"
+    root.mkdir()
+    pl.DataFrame(
+        {"person_id": [1.0, 2.5], "gender_concept_id": [8532, 8507], "year_of_birth": [1950, 1960]}
+    ).write_parquet(root / "person.parquet")
+    pl.DataFrame(
+        {
+            "condition_occurrence_id": [1, 2, 3],
+            "person_id": [1.0, 1.5, float(2**53 + 2)],
+            "condition_concept_id": [443597, 443597, 443597],
+            "condition_start_date": ["2020-01-01"] * 3,
+        }
+    ).write_parquet(root / "condition_occurrence.parquet")
+    events = ep.read_omop(root)
+    conds = events.collect().filter(pl.col("source") == "omop/condition_occurrence")
+    assert conds["subject_id"].to_list() == [1]
+    assert events.report.dropped["person_id: null or not an integer"] == 1 + 2  # person 2.5; rows 1.5 and 2^53+2

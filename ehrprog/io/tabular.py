@@ -142,15 +142,29 @@ def clean_string_expr(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
     return pl.when(expr.str.len_bytes() > 0).then(expr).otherwise(None)
 
 
+#: The largest integer a float64 holds exactly (2^53): float ids beyond it may be another id.
+_EXACT_FLOAT = 2**53
+_INTEGRAL_TEXT = r"^[+-]?\d+(\.0*)?$"
+
+
 def parse_int(column: str, dtype: pl.DataType) -> pl.Expr:
-    """A column as Int64; text that is no integer (``"1.0"`` is accepted) becomes null."""
+    """A column as Int64, exactly: anything that is not an integer becomes null (never truncated).
+
+    Text is an integer when it reads as one, optionally with a zero fraction (``"12"``, ``"12.0"``,
+    ``"12.000"``), parsed from the digits (so ``"9007199254740993.0"`` stays itself); ``"2.7"``,
+    ``"1e3"`` or ``"abc"`` are null. A float column's value is an integer when it has no fraction
+    and is below 2^53 in size (beyond that a float cannot tell neighbouring ids apart). Readers
+    count the rows a null id drops.
+    """
     if dtype.is_integer():
         return pl.col(column).cast(pl.Int64)
     if dtype.is_float():
-        return pl.col(column).cast(pl.Int64, strict=False)
+        value = pl.col(column)
+        exact = value.is_finite() & (value == value.floor()) & (value.abs() < _EXACT_FLOAT)
+        return pl.when(exact).then(value.cast(pl.Int64, strict=False)).otherwise(None)
     text = clean_string(column, dtype)
-    as_int = text.cast(pl.Int64, strict=False)
-    return pl.coalesce(as_int, text.cast(pl.Float64, strict=False).cast(pl.Int64, strict=False))
+    digits = text.str.replace(r"\.0*$", "")
+    return pl.when(text.str.contains(_INTEGRAL_TEXT)).then(digits.cast(pl.Int64, strict=False)).otherwise(None)
 
 
 def parse_float(column: str, dtype: pl.DataType) -> pl.Expr:
