@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from ehrprog.accounting import DROP, DROP_DTYPE, NO_REASON, IngestReport, reason
+from ehrprog.accounting import DROP, DROP_DTYPE, NO_REASON, VALUE, IngestReport, kept, reason
 from ehrprog.ordering import merge_on_subject, sort_canonically
 from ehrprog.schema import BIRTH_CODE, DEATH_CODE, EVENT_SCHEMA, conform_events, row_hash
 
@@ -52,7 +52,7 @@ class EventFrame:
                 checked = _canonical_order(checked.lazy()).collect(engine="in-memory")
             # Count once, then hold only the kept rows.
             self._report = IngestReport.from_checked(checked, self._notes)
-            self._kept: pl.DataFrame | None = _compact(checked.filter(pl.col(DROP).is_null()).drop(DROP))
+            self._kept: pl.DataFrame | None = _compact(kept(checked))
             self._checked: pl.LazyFrame | None = None
         else:
             self._kept = None
@@ -105,25 +105,25 @@ class EventFrame:
         partitioned by a hash of the subject) the kept rows are put in subject order at the end
         by a stable sort, which keeps each subject's rows in their order.
         """
-        kept, counts = [], []
+        retained, reports = [], []
         for piece in pieces:
-            counts.append(IngestReport.from_checked(piece, []).counts)
-            kept.append(piece.filter(pl.col(DROP).is_null()).drop(DROP))
+            reports.append(IngestReport.from_checked(piece, []))
+            retained.append(kept(piece))
             del piece
-        frame = cls(pl.DataFrame(schema={**EVENT_SCHEMA, DROP: DROP_DTYPE}), **kwargs)
-        events = _compact(pl.concat(kept)) if kept else pl.DataFrame(schema=EVENT_SCHEMA)
-        del kept  # the pieces' columns now live in ``events`` only
+        frame = cls(pl.DataFrame(schema={**EVENT_SCHEMA, DROP: DROP_DTYPE, VALUE: DROP_DTYPE}), **kwargs)
+        events = _compact(pl.concat(retained)) if retained else pl.DataFrame(schema=EVENT_SCHEMA)
+        del retained  # the pieces' columns now live in ``events`` only
         if not ordered and not events["subject_id"].is_sorted():
             events = _stable_order_by_subject(events)
         frame._kept = events
-        frame._report = IngestReport(_merge_counts(counts), frame._notes)
+        frame._report = IngestReport.merge(reports, frame._notes)
         return frame
 
     @classmethod
     def from_piece_stream(cls, make_pieces: Callable[[], Iterator[pl.DataFrame]], **kwargs: Any) -> EventFrame:
         """A lazy frame read in pieces on demand (database sources): :meth:`shards` streams the
         pieces, so memory is bounded by one piece; anything else reads every piece (again)."""
-        schema = {**EVENT_SCHEMA, DROP: DROP_DTYPE}
+        schema = {**EVENT_SCHEMA, DROP: DROP_DTYPE, VALUE: DROP_DTYPE}
         checked = pl.defer(lambda: pl.concat(list(make_pieces())), schema=schema)
         frame = cls(checked, **kwargs)
         frame._pieces = make_pieces
@@ -140,7 +140,7 @@ class EventFrame:
     def lazy(self) -> pl.LazyFrame:
         if self._kept is not None:
             return self._kept.lazy()
-        return self._checked.filter(pl.col(DROP).is_null()).drop(DROP)
+        return kept(self._checked)
 
     def collect(self) -> pl.DataFrame:
         """The kept events as a DataFrame, ordered by subject and time."""
@@ -178,22 +178,22 @@ class EventFrame:
             for shard in range(n_shards):
                 yield self._kept.filter(bucket == shard)
             return
-        counts = []
+        reports = []
         if self._pieces is not None:  # a database read: its person chunks are the shards
             for piece in self._pieces():
-                counts.append(IngestReport.from_checked(piece, self._notes).counts)
-                yield piece.filter(pl.col(DROP).is_null()).drop(DROP)
+                reports.append(IngestReport.from_checked(piece, self._notes))
+                yield kept(piece)
             if self._report is None:
-                self._report = IngestReport(_merge_counts(counts), list(self._notes))
+                self._report = IngestReport.merge(reports, self._notes)
             return
         for shard in range(n_shards):
             # The reader's plan applies the subject filter at every source, below the sort.
             plan = self._plan(bucket == shard) if self._plan is not None else self._checked.filter(bucket == shard)
             part = plan.collect(engine="streaming")
-            counts.append(IngestReport.from_checked(part, self._notes).counts)
-            yield part.filter(pl.col(DROP).is_null()).drop(DROP)
+            reports.append(IngestReport.from_checked(part, self._notes))
+            yield kept(part)
         if self._report is None:
-            self._report = IngestReport(_merge_counts(counts), list(self._notes))
+            self._report = IngestReport.merge(reports, self._notes)
 
     def subject_slices(self, rows: int = 1_000_000) -> list[pl.DataFrame]:
         """The in-memory events cut into zero-copy slices of about ``rows`` rows, never splitting a subject."""
@@ -289,15 +289,6 @@ def _canonical_order(frame: pl.LazyFrame) -> pl.LazyFrame:
         frame.with_columns(row_hash().alias("_hash"))
         .map_batches(sort_canonically, predicate_pushdown=True)
         .drop("_hash")
-    )
-
-
-def _merge_counts(counts: list[pl.DataFrame]) -> pl.DataFrame:
-    return (
-        pl.concat(counts)
-        .group_by("source", "reason")
-        .agg(pl.col("rows").sum())
-        .sort("source", "reason", nulls_last=False)
     )
 
 

@@ -175,3 +175,24 @@ def test_fractional_subject_and_visit_ids_are_counted_not_truncated(tmp_path):
     events = ep.read_meds(tmp_path / "d")
     assert sorted(events.collect()["subject_id"].to_list()) == [1, 4, 5]
     assert events.report.dropped == {"subject_id: not an integer": 2}
+
+
+def test_meds_values_that_cannot_be_kept_are_nulled_and_counted(tmp_path):
+    (tmp_path / "d" / "data").mkdir(parents=True)
+    pl.DataFrame(
+        {
+            "subject_id": [1, 1, 1, 1],
+            "time": [None] * 4,
+            "code": ["A", "B", "C", "D"],
+            "numeric_value": ["2,5", "x", "inf", "3"],
+        },
+        schema={"subject_id": pl.Int64, "time": pl.Datetime("us"), "code": pl.String, "numeric_value": pl.String},
+    ).write_parquet(tmp_path / "d" / "data" / "0.parquet")
+    pl.DataFrame(
+        {"subject_id": [2, 2], "time": [None] * 2, "code": ["B"] * 2, "numeric_value": [float("nan"), 1.0]},
+        schema={"subject_id": pl.Int64, "time": pl.Datetime("us"), "code": pl.String, "numeric_value": pl.Float64},
+    ).write_parquet(tmp_path / "d" / "data" / "1.parquet")
+    events = ep.read_meds(tmp_path / "d")
+    frame = events.collect().sort("subject_id", "numeric_value", nulls_last=True)
+    assert frame.height == 6 and frame["numeric_value"].drop_nulls().to_list() == [2.5, 3.0, 1.0]
+    assert events.report.values_nulled == {"numeric_value: not a finite number (nulled)": 3}

@@ -244,3 +244,34 @@ def test_float_id_columns_in_parquet_are_exact_or_dropped(tmp_path):
     conds = events.collect().filter(pl.col("source") == "omop/condition_occurrence")
     assert conds["subject_id"].to_list() == [1]
     assert events.report.dropped["person_id: null or not an integer"] == 1 + 2  # person 2.5; rows 1.5 and 2^53+2
+
+
+def test_values_that_cannot_be_kept_are_nulled_and_counted_by_column_and_reason(tmp_path):
+    root = tmp_path / "omop"
+    _write_minimal(root, [[1, 8532, 1950, 1, 1, None, 0, 0]], [])
+    header = [
+        "measurement_id",
+        "person_id",
+        "measurement_concept_id",
+        "measurement_date",
+        "value_as_number",
+        "visit_occurrence_id",
+        "measurement_source_value",
+    ]
+    values = ["1.5", "2,5", "abc", "NaN", "inf", "1e400", "", "-0.25"]
+    rows = [[i, 1, 3016723, f"2020-01-{i + 1:02d}", v, 7, "CREAT"] for i, v in enumerate(values)]
+    rows.append([99, 1, 3016723, "2020-02-01", "1.0", "2.7", "CREAT"])  # a fractional visit id
+    write_csv(root / "measurement.csv", header, rows, sep=";")  # so "2,5" needs no quoting
+    events = ep.read_omop(root)
+    labs = events.collect().filter(pl.col("source") == "omop/measurement").sort("time")
+    assert labs.height == len(rows)  # no row dropped for a bad value
+    kept = labs["numeric_value"].to_list()
+    assert kept[:2] == [1.5, 2.5] and kept[7] == -0.25 and kept[8] == 1.0
+    assert all(v is None for v in kept[2:7])
+    assert labs["visit_id"].to_list()[-1] is None
+    nulled = events.report.values_nulled
+    assert nulled == {
+        "value_as_number: not a finite number (nulled)": 4,  # abc, NaN, inf, 1e400 (a blank is no value)
+        "visit_occurrence_id: not an integer (nulled)": 1,
+    }
+    assert "values nulled 4 in omop/measurement: value_as_number: not a finite number (nulled)" in str(events.report)

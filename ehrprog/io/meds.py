@@ -17,7 +17,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ehrprog.accounting import DROP, NO_REASON, reason
+from ehrprog.accounting import DROP, NO_REASON, VALUE, reason, value_issues
 from ehrprog.errors import InputError
 from ehrprog.events import EventFrame, collect_two_at_a_time, empty_codes, mark_event_drops
 from ehrprog.io import tabular
@@ -77,18 +77,25 @@ def _read_shard(path: Path, root: Path, visit_id_column: str | None, notes: list
         else pl.lit(f"meds/{relative}")
     )
     visit = visit_id_column or ("visit_id" if "visit_id" in schema else None)
+    numeric = opt("numeric_value", tabular.parse_float, pl.Float64)
+    visit_id = opt(visit, tabular.parse_int, pl.Int64)
+    issues = value_issues(
+        tabular.value_issue(*tabular.in_schema(schema, "numeric_value"), numeric, "not a finite number"),
+        tabular.value_issue(*tabular.in_schema(schema, visit), visit_id, "not an integer"),
+    )
     typed = frame.select(
         tabular.parse_int("subject_id", schema["subject_id"]).alias("subject_id"),
         tabular.parse_datetime("time", schema["time"]).alias("time"),
         pl.col("code").cast(pl.String).cast(pl.Categorical).alias("code"),
-        opt("numeric_value", tabular.parse_float, pl.Float32).alias("numeric_value"),
+        numeric.cast(pl.Float32).alias("numeric_value"),
         opt("text_value", keep_str, pl.String).alias("text_value"),
-        opt(visit, tabular.parse_int, pl.Int64).alias("visit_id"),
+        visit_id.alias("visit_id"),
         opt("visit_type", keep_str, pl.Categorical).alias("visit_type"),
         opt("unit", keep_str, pl.Categorical).alias("unit"),
         source.cast(pl.Categorical).alias("source"),
         time_present.alias("_has_raw_time"),
         pl.col("subject_id").is_not_null().alias("_has_raw_subject"),
+        issues.alias(VALUE),
     )
     drop = (
         pl.when(pl.col("subject_id").is_null() & pl.col("_has_raw_subject"))
@@ -101,7 +108,7 @@ def _read_shard(path: Path, root: Path, visit_id_column: str | None, notes: list
         .then(reason("time: unparseable"))
         .otherwise(NO_REASON)
     )
-    return typed.with_columns(drop.alias(DROP)).select(*EVENT_SCHEMA, DROP)
+    return typed.with_columns(drop.alias(DROP)).select(*EVENT_SCHEMA, DROP, VALUE)
 
 
 def read_meds(

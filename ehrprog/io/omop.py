@@ -16,7 +16,7 @@ from typing import Literal, NamedTuple
 
 import polars as pl
 
-from ehrprog.accounting import DROP, NO_REASON, reason
+from ehrprog.accounting import DROP, NO_REASON, NO_VALUE_ISSUE, VALUE, reason, value_issues
 from ehrprog.errors import InputError
 from ehrprog.events import EventFrame, empty_codes, mark_event_drops
 from ehrprog.io import tabular
@@ -225,6 +225,11 @@ def _typed_table(folder: _Folder, spec: EventTable) -> _TypedTable | None:
         time_exprs = [pl.when(day.is_null() | on_day).then(precise), day]
     raw_time_present = pl.any_horizontal([tabular.present(c, schema[c]).fill_null(False) for c in times])
     visit_id = opt(spec.visit, tabular.parse_int)  # visit_occurrence_id in every table that has a visit
+    numeric = opt(spec.numeric, tabular.parse_float)
+    issues = value_issues(
+        tabular.value_issue(*tabular.in_schema(schema, spec.numeric), numeric, "not a finite number"),
+        tabular.value_issue(*tabular.in_schema(schema, spec.visit), visit_id, "not an integer"),
+    )
 
     typed = frame.select(
         tabular.parse_int("person_id", schema["person_id"]).alias("subject_id"),
@@ -232,12 +237,13 @@ def _typed_table(folder: _Folder, spec: EventTable) -> _TypedTable | None:
         raw_time_present.alias("_has_raw_time"),
         tabular.parse_int(spec.concept, schema[spec.concept]).alias("_std_id"),
         opt(source_concept, tabular.parse_int).cast(pl.Int64).alias("_src_id"),
-        opt(spec.numeric, tabular.parse_float).cast(pl.Float32).alias("numeric_value"),
+        numeric.cast(pl.Float32).alias("numeric_value"),
         opt(spec.text, tabular.clean_string).cast(pl.String).alias("text_value"),
         visit_id.cast(pl.Int64).alias("visit_id"),
         opt(spec.unit_concept, tabular.parse_int).cast(pl.Int64).alias("_unit_id"),
         *([pl.col(source_value).alias("_raw_src_value")] if source_value else []),
         *([pl.col(spec.unit).alias("_raw_unit")] if spec.unit in schema else []),
+        issues.alias(VALUE),
     )
     return _TypedTable(spec, typed, schema, times, source_value, source_concept)
 
@@ -285,7 +291,7 @@ def _events_from(table: _TypedTable, distinct: pl.DataFrame, concepts: pl.DataFr
             pl.lit(f"omop/{spec.name}", pl.Categorical).alias("source"),
         )
         .with_columns(drop.alias(DROP))
-        .select(*EVENT_SCHEMA, DROP)
+        .select(*EVENT_SCHEMA, DROP, VALUE)
     )
 
 
@@ -360,6 +366,7 @@ def _person_events(folder: _Folder, concepts: pl.DataFrame) -> pl.LazyFrame:
                 for c, t in EVENT_SCHEMA.items()
             ],
             DROP,
+            NO_VALUE_ISSUE.alias(VALUE),
         )
         .with_columns([pl.col(c).cast(t) for c, t in EVENT_SCHEMA.items()])
     )
@@ -394,6 +401,7 @@ def _death_events(folder: _Folder) -> pl.LazyFrame | None:
                 for c, t in EVENT_SCHEMA.items()
             ],
             DROP,
+            NO_VALUE_ISSUE.alias(VALUE),
         )
     )
 

@@ -167,11 +167,43 @@ def parse_int(column: str, dtype: pl.DataType) -> pl.Expr:
     return pl.when(text.str.contains(_INTEGRAL_TEXT)).then(digits.cast(pl.Int64, strict=False)).otherwise(None)
 
 
+#: The largest magnitude a float32 holds (values are stored as float32): beyond it is infinity.
+_FLOAT32_MAX = 3.4028234663852886e38
+_DECIMAL_COMMA = r"^[+-]?\d+,\d+$"
+
+
 def parse_float(column: str, dtype: pl.DataType) -> pl.Expr:
-    """A column as Float64; unparseable text becomes null."""
+    """A column as a finite Float64, or null.
+
+    Text reads as a number in the usual forms, and with a decimal comma where that is unambiguous
+    (``"2,5"``: digits, one comma, digits; never ``"1,000.5"``). NaN, infinities and magnitudes a
+    float32 cannot hold (``"1e400"``, ``"1e39"``) become null: readers count them
+    (:func:`value_issue`).
+    """
     if dtype.is_numeric():
-        return pl.col(column).cast(pl.Float64)
-    return clean_string(column, dtype).cast(pl.Float64, strict=False)
+        value = pl.col(column).cast(pl.Float64)
+    else:
+        text = clean_string(column, dtype)
+        text = pl.when(text.str.contains(_DECIMAL_COMMA)).then(text.str.replace(",", ".", literal=True)).otherwise(text)
+        value = text.cast(pl.Float64, strict=False)
+    return pl.when(value.is_finite() & (value.abs() <= _FLOAT32_MAX)).then(value).otherwise(None)
+
+
+def in_schema(schema: dict[str, pl.DataType], column: str | None) -> tuple[str | None, pl.DataType | None]:
+    """``(column, dtype)`` when the table has the column, else ``(None, None)``."""
+    return (column, schema[column]) if column is not None and column in schema else (None, None)
+
+
+def value_issue(
+    column: str | None, dtype: pl.DataType | None, parsed: pl.Expr, rule: str
+) -> tuple[pl.Expr, str] | None:
+    """Where a value of ``column`` was nulled, with the reason: the source held a value (not
+    blank) that ``parsed`` (its parsed expression) could not keep. ``rule`` says what it is not
+    (``"not a finite number"``); the reason reads ``"<column>: <rule> (nulled)"``. ``None`` when
+    the table lacks the column (see :func:`ehrprog.accounting.value_issues`)."""
+    if column is None or dtype is None:
+        return None
+    return present(column, dtype).fill_null(False) & parsed.is_null(), f"{column}: {rule} (nulled)"
 
 
 def parse_datetime(column: str, dtype: pl.DataType) -> pl.Expr:
