@@ -275,3 +275,21 @@ def test_values_that_cannot_be_kept_are_nulled_and_counted_by_column_and_reason(
         "visit_occurrence_id: not an integer (nulled)": 1,
     }
     assert "values nulled 4 in omop/measurement: value_as_number: not a finite number (nulled)" in str(events.report)
+
+
+def test_a_line_with_more_fields_than_the_header_is_an_error_naming_file_and_line(tmp_path):
+    root = tmp_path / "omop"
+    _write_minimal(root, [[1, 8532, 1950, 1, 1, None, 0, 0]], [[1, 1, 0, "2020-01-01", None, None, "N18.4", 0]])
+    with open(root / "condition_occurrence.csv", "a") as handle:
+        handle.write('2,1,0,2020-01-02,,,"CKD, stage 4",0\n')  # quoted: fine
+        handle.write("3,1,0,2020-01-03,,,CKD, stage 4,0\n")  # unquoted: one field too many
+    with pytest.raises(
+        ep.InputError, match=r"1 line\(s\) hold more fields than the 8 columns.*first at line 4"
+    ) as info:
+        ep.read_omop(root)
+    assert info.value.file.endswith("condition_occurrence.csv")
+    # quoted, the same value is read whole
+    lines = (root / "condition_occurrence.csv").read_text().splitlines()
+    (root / "condition_occurrence.csv").write_text("\n".join(lines[:-1]) + "\n")
+    codes = ep.read_omop(root).collect().filter(pl.col("source") == "omop/condition_occurrence")["code"].to_list()
+    assert "SOURCE/CKD, stage 4" in codes

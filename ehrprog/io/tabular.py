@@ -109,6 +109,8 @@ def scan_table(table: TableFile, ddl_versions: dict[str, Sequence[str]], cdm_ver
                 file=str(table.path),
             )
         new_columns = list(ddl_versions[matches[0]])
+    n_columns = len(new_columns) if new_columns is not None else _header_width(table)
+    _refuse_ragged_lines(table, n_columns)
     frame = pl.scan_csv(
         table.path,
         separator=table.separator,
@@ -122,6 +124,45 @@ def scan_table(table: TableFile, ddl_versions: dict[str, Sequence[str]], cdm_ver
     if table.has_header:
         frame = frame.rename({c: c.strip().strip('"').lower() for c in frame.collect_schema().names()})
     return frame
+
+
+def _header_width(table: TableFile) -> int:
+    with _open_text(table.path) as handle:
+        return handle.readline().rstrip("\r\n").count(table.separator) + 1
+
+
+def _refuse_ragged_lines(table: TableFile, n_columns: int) -> None:
+    """Raise :class:`InputError` when a line of a text table holds more fields than its header.
+
+    The CSV reader would cut such a line's extra fields off (``1,0,2020-01-01,CKD, stage 4``
+    under a 4-column header would become code ``CKD``): a silent change of the row. A field is a
+    stretch between separators outside double quotes; a line whose quotes do not pair up (a quoted
+    field running over several lines) is left to the reader.
+    """
+    lines = pl.scan_csv(
+        table.path,
+        has_header=False,
+        separator="\x1f",
+        quote_char=None,
+        new_columns=["line"],
+        infer_schema=False,
+        encoding="utf8-lossy",
+    ).with_row_index("index", offset=1)
+    line = pl.col("line")
+    fields = line.str.replace_all(r'"[^"]*"', "").str.count_matches(table.separator, literal=True) + 1
+    balanced = line.str.count_matches('"', literal=True) % 2 == 0
+    found = (
+        lines.filter((fields > n_columns) & balanced)
+        .select(pl.len().alias("n"), pl.col("index").min().alias("first"), fields.max().alias("widest"))
+        .collect()
+    )
+    if found["n"][0]:
+        raise InputError(
+            f"{found['n'][0]} line(s) hold more fields than the {n_columns} columns of the table "
+            f"(first at line {found['first'][0]}, up to {found['widest'][0]} fields): a value containing the "
+            f"separator {table.separator!r} must be quoted; the extra fields would otherwise be cut off",
+            file=str(table.path),
+        )
 
 
 def present(column: str, dtype: pl.DataType) -> pl.Expr:
