@@ -339,7 +339,11 @@ def subject_attributes(events: pl.LazyFrame, codes: pl.Series | None = None) -> 
 
 
 def mark_event_drops(
-    checked: pl.LazyFrame, vitals: pl.DataFrame | None = None, *, known_subjects: bool = False
+    checked: pl.LazyFrame,
+    vitals: pl.DataFrame | None = None,
+    *,
+    known_subjects: bool = False,
+    across_sources: bool = False,
 ) -> pl.LazyFrame:
     """Mark the rows that break cross-row rules (each row keeps the first reason it got).
 
@@ -349,7 +353,8 @@ def mark_event_drops(
     ``vitals`` are the birth and death rows (with ``_drop``), when the caller has them at hand;
     otherwise they are read from ``checked`` first, so the big plan is not evaluated twice. With
     ``known_subjects=True`` (OMOP), rows of subjects without a kept vital row (no person row) are
-    dropped too.
+    dropped too. With ``across_sources=True`` (MEDS: the source is the shard a row came from)
+    rows equal in every column but ``source`` are duplicates too.
     """
     if vitals is None:
         vitals = checked.filter(pl.col("code").is_in([BIRTH_CODE, DEATH_CODE])).collect()
@@ -369,7 +374,8 @@ def mark_event_drops(
         .sort("subject_id")
     )
     is_vital = pl.col("code").is_in([BIRTH_CODE, DEATH_CODE])
-    event_cols = list(EVENT_SCHEMA)
+    ignore = ("source",) if across_sources else ()
+    event_cols = [c for c in EVENT_SCHEMA if c not in ignore]
     # Sorting by subject, time and a row hash puts exact duplicates next to each other, so one
     # comparison with the previous row finds them (O(n) after the sort, which ordering needs anyway).
     same_as_previous = pl.all_horizontal([pl.col(c).eq_missing(pl.col(c).shift(1)) for c in [*event_cols, DROP]])

@@ -80,13 +80,15 @@ def conform_events(frame: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def row_hash() -> pl.Expr:
-    """A 64-bit hash of an event row's content (all ``EVENT_SCHEMA`` columns).
+    """A 64-bit hash of an event row's content: every ``EVENT_SCHEMA`` column but ``source`` (where
+    a row came from is no part of what it says), so the same event read from two tables or shards
+    hashes the same and the canonical order puts the copies next to each other.
 
     Each column is hashed with its own seed and the hashes are combined with XOR: about six times
     faster than hashing a struct of the columns, and as good for what it is used for (a content-
     determined tie order, and putting identical rows next to each other).
     """
-    hashes = [pl.col(name).hash(seed=index) for index, name in enumerate(EVENT_SCHEMA)]
+    hashes = [pl.col(name).hash(seed=index) for index, name in enumerate(EVENT_SCHEMA) if name != "source"]
     combined = hashes[0]
     for expr in hashes[1:]:
         combined = combined ^ expr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 import meds
 import polars as pl
@@ -196,3 +197,15 @@ def test_meds_values_that_cannot_be_kept_are_nulled_and_counted(tmp_path):
     frame = events.collect().sort("subject_id", "numeric_value", nulls_last=True)
     assert frame.height == 6 and frame["numeric_value"].drop_nulls().to_list() == [2.5, 3.0, 1.0]
     assert events.report.values_nulled == {"numeric_value: not a finite number (nulled)": 3}
+
+
+def test_the_same_rows_in_two_shards_are_one_event_and_the_copy_is_counted(tmp_path):
+    (tmp_path / "d" / "data").mkdir(parents=True)
+    rows = {"subject_id": [1, 1], "time": [datetime(2020, 1, 1), datetime(2020, 2, 1)], "code": ["A", "B"]}
+    for shard in ("0", "1"):
+        pl.DataFrame(rows, schema={"subject_id": pl.Int64, "time": pl.Datetime("us"), "code": pl.String}).write_parquet(
+            tmp_path / "d" / "data" / f"{shard}.parquet"
+        )
+    events = ep.read_meds(tmp_path / "d")
+    assert events.collect().height == 2
+    assert sum(n for r, n in events.report.dropped.items() if r.startswith("duplicate event")) == 2

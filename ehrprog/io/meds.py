@@ -138,7 +138,7 @@ def read_meds(
     def plan(subjects: pl.Expr | None = None) -> pl.LazyFrame:
         """The checked events, optionally for a subset of subjects only (filtered at every shard)."""
         shards = parts if subjects is None else [part.filter(subjects) for part in parts]
-        return mark_event_drops(pl.concat(shards, how="vertical_relaxed"))
+        return mark_event_drops(pl.concat(shards, how="vertical_relaxed"), across_sources=True)
 
     meta_dir = root / "metadata" if root.is_dir() else root.parent / "metadata"
     codes, splits, metadata = _read_metadata(meta_dir, notes)
@@ -150,7 +150,7 @@ def read_meds(
         if len(parts) > 1 and known.n_unique() == known.len():
             # Shards hold disjoint subjects (MEDS shards partition subjects, often by a hash): each
             # shard is a piece, read once. (Subject-range pieces would read every shard per piece.)
-            pieces = collect_two_at_a_time(mark_event_drops(part) for part in parts)
+            pieces = collect_two_at_a_time(mark_event_drops(part, across_sources=True) for part in parts)
             events = EventFrame.from_pieces(pieces, ordered=False, plan=plan, **options)
         else:
             events = EventFrame.from_plan(plan, subject_ids, **options)
