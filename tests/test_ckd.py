@@ -123,6 +123,39 @@ def test_creatinine_is_converted_to_egfr_in_mg_dl_and_umol_l():
     assert staged["value"][3] == 55.0
 
 
+@pytest.mark.parametrize(
+    ("value", "unit"),
+    [
+        (1.2, "mg/dL"),
+        (12.0, "mg/L"),
+        (0.012, "g/L"),
+        (106.1, "µmol/L"),
+        (0.1061, "mmol/L"),
+        (1.2, "milligram per deciliter"),
+    ],
+)
+def test_creatinine_units_are_converted_by_their_factor(value, unit):
+    ev = make_events([*PERSON, (1, "2010-01-01", "LOINC/2160-0", value, unit)])
+    staged = CKDProgression().stage_events(ev)
+    assert staged["value"][0] == pytest.approx(_reference_ckd_epi(1.2, 50.0027, True), rel=2e-3)
+
+
+def test_creatinine_in_an_unknown_unit_is_never_staged_and_is_counted():
+    ev = make_events(
+        [
+            *PERSON,
+            (1, "2010-01-01", "LOINC/2160-0", 1.2, "mg/dL"),
+            (1, "2011-01-01", "LOINC/2160-0", 3.0, "furlongs"),
+            (1, "2012-01-01", "LOINC/2160-0", 1.3, "mg/dL"),
+            (1, "2014-01-01", "ICD10CM/I10"),  # follow-up
+        ]
+    )
+    staged = CKDProgression().stage_events(ev)
+    assert staged["time"].dt.year().to_list() == [2010, 2012]  # the unknown unit is not read as mg/dL
+    cohort = CKDProgression().build(ev)
+    assert cohort.report["creatinine not staged: unit not known ('furlongs')"] == 1
+
+
 def test_creatinine_without_sex_or_for_children_is_not_converted():
     ev = make_events(
         [

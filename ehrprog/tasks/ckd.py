@@ -106,19 +106,53 @@ def ckd_epi_2021(creatinine_mg_dl: pl.Expr, age_years: pl.Expr, female: pl.Expr)
     return 142.0 * exponent.exp() * pl.when(female).then(1.012).otherwise(1.0)
 
 
-def creatinine_mg_dl(value: pl.Expr, unit: pl.Expr, molar_code: pl.Expr) -> pl.Expr:
-    """Creatinine in mg/dL: µmol/L (any spelling of micromol) and mmol/L converted; a molar LOINC
-    code without a unit is taken as µmol/L."""
-    unit = unit.cast(pl.String).str.to_lowercase().str.replace_all(r"\s", "")
-    micro = unit.str.contains(r"^(u|µ|μ|micro)mol")
-    milli = unit.str.contains(r"^mmol")
-    return (
-        pl.when(micro | (unit.is_null() & molar_code))
-        .then(value / CREATININE_UMOL_PER_MGDL)
-        .when(milli)
-        .then(value * 1000.0 / CREATININE_UMOL_PER_MGDL)
-        .otherwise(value)
-    )
+#: Creatinine units (normalised spelling, see :func:`normalise_unit`) -> factor to mg/dL. UCUM
+#: codes and the usual variants; OMOP unit concept names are normalised to these first.
+CREATININE_UNITS: dict[str, float] = {
+    "mg/dl": 1.0,
+    "mg/100ml": 1.0,
+    "mg%": 1.0,
+    "mg/l": 0.1,
+    "ug/ml": 0.1,
+    "g/l": 100.0,
+    "mg/ml": 100.0,
+    "g/dl": 1000.0,
+    "umol/l": 1.0 / CREATININE_UMOL_PER_MGDL,
+    "nmol/ml": 1.0 / CREATININE_UMOL_PER_MGDL,
+    "mmol/l": 1000.0 / CREATININE_UMOL_PER_MGDL,
+    "mmol/dl": 10000.0 / CREATININE_UMOL_PER_MGDL,
+}
+_UNIT_WORDS = (
+    (r"micro(gram|mole)s?", lambda m: "ug" if m.group(1) == "gram" else "umol"),
+    (r"milli(gram|mole)s?", lambda m: "mg" if m.group(1) == "gram" else "mmol"),
+    (r"nano(mole)s?", lambda m: "nmol"),
+    (r"grams?", lambda m: "g"),
+    (r"(deci)?(liter|litre)s?", lambda m: "dl" if m.group(1) else "l"),
+    (r"milli(liter|litre)s?", lambda m: "ml"),
+)
+
+
+def normalise_unit(unit: str) -> str:
+    """A unit spelling reduced for lookup: lower case, no spaces or UCUM annotations (``{...}``),
+    ``µ``/``μ``/``mc`` as ``u``, unit names (``milligram per deciliter``) as symbols (``mg/dl``)."""
+    import re
+
+    text = re.sub(r"\{[^}]*\}", "", unit.strip().lower())
+    text = re.sub(r"milli(liter|litre)s?", "ml", text)
+    for pattern, symbol in _UNIT_WORDS:
+        text = re.sub(pattern, symbol, text)
+    text = re.sub(r"\s*per\s*", "/", text)
+    text = text.replace("µ", "u").replace("μ", "u").replace("mcg", "ug").replace("mcmol", "umol")
+    return re.sub(r"\s+", "", text)
+
+
+def creatinine_factor(unit: str | None, molar_code: bool) -> float | None:
+    """The factor that turns a creatinine value in ``unit`` into mg/dL, or ``None`` for a unit not
+    in :data:`CREATININE_UNITS` (never staged; counted). Without a unit, a mass code's value is
+    taken as mg/dL and a molar (substance-concentration) code's as µmol/L."""
+    if unit is None or not unit.strip():
+        return 1.0 / CREATININE_UMOL_PER_MGDL if molar_code else 1.0
+    return CREATININE_UNITS.get(normalise_unit(unit))
 
 
 class CKDProgression(ProgressionTask):
@@ -193,20 +227,30 @@ class CKDProgression(ProgressionTask):
         # The unit conversion is worked out once per distinct unit and code kind and mapped onto
         # the rows by category (map_categories): no per-row string work.
         units = recorded["unit"].unique().drop_nulls()
-        per_unit = pl.DataFrame({"unit": units.cast(pl.String)})
         factor = {}
-        one = pl.lit(1.0, pl.Float64)
         for kind in ("mass", "molar"):
-            molar = pl.lit(kind == "molar")
-            by_unit = per_unit.select(creatinine_mg_dl(one, pl.col("unit"), molar))
-            unitless = pl.select(creatinine_mg_dl(one, pl.lit(None, pl.String), molar)).item()
-            factor[kind] = map_categories("unit", units, by_unit.to_series(), pl.Float64).fill_null(unitless)
+            by_unit = pl.Series(
+                [creatinine_factor(u, kind == "molar") for u in units.cast(pl.String)], dtype=pl.Float64
+            )
+            unitless = creatinine_factor(None, kind == "molar")
+            factor[kind] = (
+                pl.when(pl.col("unit").is_null())
+                .then(pl.lit(unitless))
+                .otherwise(map_categories("unit", units, by_unit, pl.Float64))
+            )
         per = pl.when(pl.col("input") == "molar").then(factor["molar"]).otherwise(factor["mass"])
+        unknown = [u for u, f in zip(units.cast(pl.String).to_list(), by_unit.to_list(), strict=True) if f is None]
         people = events.subjects().select("subject_id", "birth", "sex")
         rows = attach_to_subjects(recorded, people).with_columns(
             (pl.col("numeric_value").cast(pl.Float64) * per).alias("_scr"),
             ((pl.col("time") - pl.col("birth")).dt.total_days() / 365.25).alias("_age"),
         )
+        if unknown:  # a unit not in the table: never read as mg/dL
+            unknown_rows = rows.filter(pl.col("_scr").is_null() & pl.col("unit").is_not_null())
+            if unknown_rows.height:
+                shown = ", ".join(repr(u) for u in sorted(unknown)[:5])
+                counts[f"creatinine not staged: unit not known ({shown})"] = unknown_rows.height
+            rows = rows.filter(pl.col("_scr").is_not_null() | pl.col("unit").is_null())
         usable = (
             pl.col("sex").is_not_null() & (pl.col("_age") >= 18) & pl.col("_scr").is_between(0.1, 30.0)
         ).fill_null(False)
