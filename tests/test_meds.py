@@ -209,3 +209,16 @@ def test_the_same_rows_in_two_shards_are_one_event_and_the_copy_is_counted(tmp_p
     events = ep.read_meds(tmp_path / "d")
     assert events.collect().height == 2
     assert sum(n for r, n in events.report.dropped.items() if r.startswith("duplicate event")) == 2
+
+
+@pytest.mark.parametrize("where", ["data/0.parquet", "metadata/codes.parquet", "metadata/subject_splits.parquet"])
+def test_corrupt_meds_files_are_errors_naming_the_file(tmp_path, where):
+    (tmp_path / "d" / "data").mkdir(parents=True)
+    (tmp_path / "d" / "metadata").mkdir()
+    pl.DataFrame({"subject_id": [1], "time": [datetime(2020, 1, 1)], "code": ["A"]}).write_parquet(
+        tmp_path / "d" / "data" / "0.parquet"
+    )
+    (tmp_path / "d" / where).write_bytes(b"garbage, not parquet")
+    with pytest.raises(ep.InputError, match="not a readable Parquet file") as info:
+        ep.read_meds(tmp_path / "d")
+    assert info.value.file.endswith(where.split("/")[-1])

@@ -293,3 +293,34 @@ def test_a_line_with_more_fields_than_the_header_is_an_error_naming_file_and_lin
     (root / "condition_occurrence.csv").write_text("\n".join(lines[:-1]) + "\n")
     codes = ep.read_omop(root).collect().filter(pl.col("source") == "omop/condition_occurrence")["code"].to_list()
     assert "SOURCE/CKD, stage 4" in codes
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("person.parquet", b"", "the file is empty"),
+        ("person.parquet", b"PAR1 this is not parquet at all", "not a readable Parquet file"),
+        ("person.csv", b"", "the file is empty"),
+        ("person.csv", b'person_id,gender_concept_id,year_of_birth\n1,8532,"1950\n2,8507,1960\n', "never closed"),
+    ],
+)
+def test_corrupt_files_are_errors_naming_the_file(tmp_path, name, content, message):
+    root = tmp_path / "omop"
+    root.mkdir()
+    (root / name).write_bytes(content)
+    with pytest.raises(ep.InputError, match=message) as info:
+        ep.read_omop(root)
+    assert info.value.file.endswith(name)
+
+
+def test_a_truncated_parquet_file_is_an_error_naming_it(tmp_path):
+    root = tmp_path / "omop"
+    root.mkdir()
+    pl.DataFrame({"person_id": list(range(1000)), "gender_concept_id": 8532, "year_of_birth": 1950}).write_parquet(
+        root / "person.parquet"
+    )
+    data = (root / "person.parquet").read_bytes()
+    (root / "person.parquet").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ep.InputError, match="not a readable Parquet file") as info:
+        ep.read_omop(root)
+    assert info.value.file.endswith("person.parquet")

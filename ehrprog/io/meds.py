@@ -39,7 +39,7 @@ def _shards(root: Path) -> list[Path]:
 
 def _read_shard(path: Path, root: Path, visit_id_column: str | None, notes: list[str]) -> pl.LazyFrame:
     frame = pl.scan_parquet(path)
-    schema = dict(frame.collect_schema())
+    schema = tabular.readable_schema(frame, path, "Parquet")
     file = str(path)
     if "subject_id" not in schema and "patient_id" in schema:
         frame = frame.rename({"patient_id": "subject_id"})
@@ -165,7 +165,7 @@ def _read_metadata(meta_dir: Path, notes: list[str]) -> tuple[pl.DataFrame, pl.D
     codes = empty_codes()
     codes_path = meta_dir / "codes.parquet"
     if codes_path.is_file():
-        raw = pl.read_parquet(codes_path)
+        raw = tabular.read_parquet_file(codes_path)
         if "code" not in raw.columns:
             raise InputError("codes metadata needs a 'code' column", file=str(codes_path), column="code")
         codes = raw.select(
@@ -176,7 +176,7 @@ def _read_metadata(meta_dir: Path, notes: list[str]) -> tuple[pl.DataFrame, pl.D
     splits = None
     splits_path = meta_dir / "subject_splits.parquet"
     if splits_path.is_file():
-        raw = pl.read_parquet(splits_path)
+        raw = tabular.read_parquet_file(splits_path)
         if "patient_id" in raw.columns and "subject_id" not in raw.columns:
             raw = raw.rename({"patient_id": "subject_id"})
         for column in ("subject_id", "split"):

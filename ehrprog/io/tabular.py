@@ -94,7 +94,7 @@ def scan_table(table: TableFile, ddl_versions: dict[str, Sequence[str]], cdm_ver
     if table.fmt == "parquet":
         source = str(table.path / "*.parquet") if table.path.is_dir() else str(table.path)
         frame = pl.scan_parquet(source)
-        return frame.rename({c: c.lower() for c in frame.collect_schema().names()})
+        return frame.rename({c: c.lower() for c in readable_schema(frame, table.path, "Parquet")})
     new_columns = None
     if not table.has_header:
         with _open_text(table.path) as handle:
@@ -109,8 +109,6 @@ def scan_table(table: TableFile, ddl_versions: dict[str, Sequence[str]], cdm_ver
                 file=str(table.path),
             )
         new_columns = list(ddl_versions[matches[0]])
-    n_columns = len(new_columns) if new_columns is not None else _header_width(table)
-    _refuse_ragged_lines(table, n_columns)
     frame = pl.scan_csv(
         table.path,
         separator=table.separator,
@@ -121,14 +119,42 @@ def scan_table(table: TableFile, ddl_versions: dict[str, Sequence[str]], cdm_ver
         truncate_ragged_lines=True,
         encoding="utf8-lossy",
     )
+    names = readable_schema(frame, table.path, "delimited text")
+    try:
+        _refuse_ragged_lines(table, len(names))
+    except pl.exceptions.PolarsError as error:
+        raise InputError(f"cannot read the file: {_first_line(error)}", file=str(table.path)) from None
     if table.has_header:
-        frame = frame.rename({c: c.strip().strip('"').lower() for c in frame.collect_schema().names()})
+        frame = frame.rename({c: c.strip().strip('"').lower() for c in names})
     return frame
 
 
-def _header_width(table: TableFile) -> int:
-    with _open_text(table.path) as handle:
-        return handle.readline().rstrip("\r\n").count(table.separator) + 1
+def readable_schema(frame: pl.LazyFrame, path: Path, kind: str) -> dict[str, pl.DataType]:
+    """The schema of a scanned file, or an :class:`InputError` naming it when it cannot be read
+    (empty, truncated, corrupt, or not ``kind`` at all) instead of the engine's bare error."""
+    try:
+        return dict(frame.collect_schema())
+    except (pl.exceptions.PolarsError, OSError) as error:
+        empty = path.is_file() and path.stat().st_size == 0
+        what = "the file is empty" if empty else f"not a readable {kind} file (truncated or corrupt?)"
+        raise InputError(f"{what}: {_first_line(error)}", file=str(path)) from None
+
+
+def read_parquet_file(path: Path, kind: str = "Parquet") -> pl.DataFrame:
+    """A whole Parquet file, or an :class:`InputError` naming it (see :func:`readable_schema`)."""
+    frame = pl.scan_parquet(path)
+    readable_schema(frame, path, kind)
+    try:
+        return frame.collect()
+    except (pl.exceptions.PolarsError, OSError) as error:
+        raise InputError(
+            f"not a readable {kind} file (truncated or corrupt?): {_first_line(error)}", file=str(path)
+        ) from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _refuse_ragged_lines(table: TableFile, n_columns: int) -> None:
@@ -150,7 +176,16 @@ def _refuse_ragged_lines(table: TableFile, n_columns: int) -> None:
     ).with_row_index("index", offset=1)
     line = pl.col("line")
     fields = line.str.replace_all(r'"[^"]*"', "").str.count_matches(table.separator, literal=True) + 1
-    balanced = line.str.count_matches('"', literal=True) % 2 == 0
+    quotes = line.str.count_matches('"', literal=True).fill_null(0)
+    balanced = quotes % 2 == 0
+    # A quote that never closes: the quote count over the file is odd; it opened on the last line
+    # where the running count turned odd.
+    if lines.select(quotes.sum()).collect().item() % 2:
+        odd = quotes.cum_sum() % 2
+        opened = lines.filter((odd == 1) & (odd.shift(1, fill_value=0) == 0)).select(pl.col("index").last()).collect()
+        raise InputError(
+            f"a double quote opened at line {opened.item()} is never closed (a broken quote)", file=str(table.path)
+        )
     found = (
         lines.filter((fields > n_columns) & balanced)
         .select(pl.len().alias("n"), pl.col("index").min().alias("first"), fields.max().alias("widest"))
