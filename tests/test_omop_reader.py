@@ -302,6 +302,13 @@ def test_a_line_with_more_fields_than_the_header_is_an_error_naming_file_and_lin
         ("person.parquet", b"PAR1 this is not parquet at all", "not a readable Parquet file"),
         ("person.csv", b"", "the file is empty"),
         ("person.csv", b'person_id,gender_concept_id,year_of_birth\n1,8532,"1950\n2,8507,1960\n', "never closed"),
+        (
+            "person.csv",
+            "person_id,gender_concept_id,year_of_birth,gender_source_value\n1,8532,1950,M\xe4nnlich\n".encode(
+                "latin-1"
+            ),
+            "not valid UTF-8 .first at line 2",
+        ),
     ],
 )
 def test_corrupt_files_are_errors_naming_the_file(tmp_path, name, content, message):

@@ -178,6 +178,14 @@ def _refuse_ragged_lines(table: TableFile, n_columns: int) -> None:
     fields = line.str.replace_all(r'"[^"]*"', "").str.count_matches(table.separator, literal=True) + 1
     quotes = line.str.count_matches('"', literal=True).fill_null(0)
     balanced = quotes % 2 == 0
+    # Bytes that are not UTF-8 (a Latin-1 export) would be replaced by U+FFFD, which can merge codes.
+    bad_text = lines.filter(line.str.contains("\ufffd", literal=True)).select(pl.col("index").min(), pl.len()).collect()
+    if bad_text["len"][0]:
+        raise InputError(
+            f"{bad_text['len'][0]} line(s) are not valid UTF-8 (first at line {bad_text['index'][0]}): the file "
+            "must be UTF-8; re-encode it (e.g. iconv -f latin1 -t utf-8)",
+            file=str(table.path),
+        )
     # A quote that never closes: the quote count over the file is odd; it opened on the last line
     # where the running count turned odd.
     if lines.select(quotes.sum()).collect().item() % 2:
