@@ -363,7 +363,17 @@ def mark_event_drops(
         kept.group_by("subject_id")
         .agg(
             pl.col("time").filter(pl.col("code") == BIRTH_CODE).min().alias("birth"),
-            pl.col("time").filter(pl.col("code") == DEATH_CODE).min().alias("death"),
+            # a death before the birth day is no bound (that death row is dropped below)
+            pl.col("time")
+            .filter(
+                (pl.col("code") == DEATH_CODE)
+                & (
+                    pl.col("time").dt.truncate("1d")
+                    >= pl.col("time").filter(pl.col("code") == BIRTH_CODE).min().dt.truncate("1d")
+                ).fill_null(True)
+            )
+            .min()
+            .alias("death"),
         )
         .select(
             "subject_id",
@@ -391,6 +401,8 @@ def mark_event_drops(
             .then(pl.col(DROP))
             .when(pl.lit(known_subjects) & ~pl.col("_known").fill_null(False))
             .then(reason("person_id: not in the person table"))
+            .when((pl.col("code") == DEATH_CODE) & (pl.col("time").dt.truncate("1d") < pl.col("_birth")))
+            .then(reason("death: before the subject's birth day"))
             .when(~is_vital & (pl.col("time") < pl.col("_birth")))
             .then(reason("time: event before the subject's birth"))
             .when(~is_vital & (pl.col("time") >= pl.col("_death_end")))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 import polars as pl
 import pytest
@@ -331,3 +331,41 @@ def test_a_truncated_parquet_file_is_an_error_naming_it(tmp_path):
     with pytest.raises(ep.InputError, match="not a readable Parquet file") as info:
         ep.read_omop(root)
     assert info.value.file.endswith("person.parquet")
+
+
+def test_person_records_that_contradict_themselves_are_counted_not_resolved_silently(tmp_path):
+    root = tmp_path / "omop"
+    _write_minimal(
+        root,
+        [
+            [1, 8532, 1950, 13, 5, None, 0, 0],  # month 13: not December
+            [2, 8507, 1960, 2, 30, None, 0, 0],  # 30 February
+            [3, 8507, 1970, 1, 1, None, 0, 0],
+            [3, 8532, 1975, 1, 1, None, 0, 0],  # a second, different row for person 3
+            [4, 8532, 1980, 4, 30, None, 0, 0],  # a valid 30th
+        ],
+        [[1, 4, 443597, "2020-01-01", None, None, "N18.3", 0]],
+    )
+    write_csv(root / "death.csv", ["person_id", "death_date"], [[4, "1979-01-01"]])  # death before birth
+    events = ep.read_omop(root)
+    births = events.collect().filter(pl.col("code") == "MEDS_BIRTH").sort("subject_id")
+    assert births["time"].dt.date().to_list() == [
+        date(1950, 1, 5),
+        date(1960, 2, 1),
+        date(1970, 1, 1),
+        date(1980, 4, 30),
+    ]
+    sex = events.subjects().sort("subject_id")["sex"].to_list()
+    assert sex[2] == "M"  # person 3 keeps its first row's attributes
+    assert events.report.values_nulled == {
+        "month_of_birth: outside 1-12 (left out: January)": 1,
+        "day_of_birth: not a day of the month (left out: the 1st)": 1,
+    }
+    dropped = events.report.dropped
+    assert dropped["person_id: more than one person row for the person (the first kept)"] == 1
+    assert dropped["death: before the subject's birth day"] == 1
+    # the bogus death bounds nothing: person 4's condition in 2020 is kept
+    assert (
+        events.collect().filter((pl.col("subject_id") == 4) & (pl.col("source") == "omop/condition_occurrence")).height
+        == 1
+    )

@@ -306,19 +306,29 @@ def _person_events(folder: _Folder, concepts: pl.DataFrame) -> pl.LazyFrame:
         return tabular.parse_int(column, schema[column]) if column in schema else pl.lit(None, pl.Int64)
 
     year, month, day = opt_int("year_of_birth"), opt_int("month_of_birth"), opt_int("day_of_birth")
-    from_parts = pl.datetime(year, month.fill_null(1).clip(1, 12), day.fill_null(1).clip(1, 28))
-    birth = (
-        pl.coalesce(tabular.parse_datetime("birth_datetime", schema["birth_datetime"]), from_parts)
-        if "birth_datetime" in schema
-        else from_parts
-    )
+    # A month outside 1-12 or a day the month does not have is not clipped into another date: it
+    # is left out (the 1st month / day), and counted.
+    month_ok = month.is_between(1, 12)
+    month_used = pl.when(month_ok).then(month).otherwise(1)
+    days_in_month = pl.date(year, month_used, 1).dt.month_end().dt.day()
+    day_ok = day.is_between(1, days_in_month)
+    from_parts = pl.datetime(year, month_used, pl.when(day_ok).then(day).otherwise(1))
+    given = tabular.parse_datetime("birth_datetime", schema["birth_datetime"]) if "birth_datetime" in schema else None
+    birth = pl.coalesce(given, from_parts) if given is not None else from_parts
+    parts_used = given.is_null() if given is not None else pl.lit(True)
     person = frame.select(
         tabular.parse_int("person_id", schema["person_id"]).alias("subject_id"),
         birth.alias("_birth"),
         year.alias("_year"),
+        (parts_used & month.is_not_null() & ~month_ok.fill_null(False)).alias("_bad_month"),
+        (parts_used & month_ok.fill_null(False) & day.is_not_null() & ~day_ok.fill_null(False)).alias("_bad_day"),
         opt_int("gender_concept_id").alias("_gender"),
         opt_int("race_concept_id").alias("_race"),
         opt_int("ethnicity_concept_id").alias("_ethnicity"),
+    )
+    # A second row for the same person: its attributes are not mixed in (the first row is kept).
+    person = person.with_columns(
+        (pl.int_range(pl.len()).over("subject_id") > 0).and_(pl.col("subject_id").is_not_null()).alias("_repeat")
     )
     codes = concepts.lazy()
     rows = []
@@ -329,6 +339,9 @@ def _person_events(folder: _Folder, concepts: pl.DataFrame) -> pl.LazyFrame:
                 pl.lit(BIRTH_CODE).alias("code"),
                 time.alias("time"),
                 pl.col("_year").is_null().alias("_missing"),
+                "_repeat",
+                "_bad_month",
+                "_bad_day",
             )
         else:
             # Attribute rows of a person row that is itself dropped are not counted again.
@@ -338,6 +351,7 @@ def _person_events(folder: _Folder, concepts: pl.DataFrame) -> pl.LazyFrame:
                     & (pl.col(column) != 0)
                     & pl.col("subject_id").is_not_null()
                     & pl.col("_year").is_not_null()
+                    & ~pl.col("_repeat")
                 )
                 .join(codes.rename({"concept_id": column}), on=column, how="left")
                 .select(
@@ -345,6 +359,9 @@ def _person_events(folder: _Folder, concepts: pl.DataFrame) -> pl.LazyFrame:
                     pl.coalesce("code", pl.format("OMOP/{}", column)).alias("code"),
                     pl.lit(None, pl.Datetime("us")).alias("time"),
                     pl.lit(False).alias("_missing"),
+                    pl.lit(False).alias("_repeat"),
+                    pl.lit(False).alias("_bad_month"),
+                    pl.lit(False).alias("_bad_day"),
                 )
             )
         rows.append(part)
@@ -356,7 +373,13 @@ def _person_events(folder: _Folder, concepts: pl.DataFrame) -> pl.LazyFrame:
         .then(reason("year_of_birth: null or not an integer"))
         .when((pl.col("code") == BIRTH_CODE) & pl.col("time").is_null())
         .then(reason("birth_datetime: unparseable date"))
+        .when(pl.col("_repeat"))
+        .then(reason("person_id: more than one person row for the person (the first kept)"))
         .otherwise(NO_REASON)
+    )
+    issues = value_issues(
+        (pl.col("_bad_month"), "month_of_birth: outside 1-12 (left out: January)"),
+        (pl.col("_bad_day"), "day_of_birth: not a day of the month (left out: the 1st)"),
     )
     return (
         events.with_columns(drop.alias(DROP), pl.lit("omop/person").alias("source"))
@@ -366,7 +389,7 @@ def _person_events(folder: _Folder, concepts: pl.DataFrame) -> pl.LazyFrame:
                 for c, t in EVENT_SCHEMA.items()
             ],
             DROP,
-            NO_VALUE_ISSUE.alias(VALUE),
+            issues.alias(VALUE),
         )
         .with_columns([pl.col(c).cast(t) for c, t in EVENT_SCHEMA.items()])
     )
