@@ -193,8 +193,8 @@ def test_bad_rows_are_dropped_and_counted_by_reason(tmp_path):
     assert any("duplicate event" in r and n == 1 for r, n in dropped.items())
     assert dropped["condition_start_date: unparseable date"] == 1
     assert dropped["condition_start_date: null date"] == 1
-    assert dropped["time: event before the subject's birth"] == 1
-    assert dropped["time: event after the day of the subject's death"] == 1
+    assert dropped["time: event before the subject's birth (DQD plausibleAfterBirth)"] == 1
+    assert dropped["time: event after the day of the subject's death (DQD plausibleBeforeDeath)"] == 1
     assert dropped["person_id: not in the person table"] == 1
     assert dropped["condition_concept_id: no concept and no source value"] == 1
     kept = events.collect().filter(pl.col("source") == "omop/condition_occurrence")
@@ -363,7 +363,7 @@ def test_person_records_that_contradict_themselves_are_counted_not_resolved_sile
     }
     dropped = events.report.dropped
     assert dropped["person_id: more than one person row for the person (the first kept)"] == 1
-    assert dropped["death: before the subject's birth day"] == 1
+    assert dropped["death: before the subject's birth day (DQD plausibleAfterBirth)"] == 1
     # the bogus death bounds nothing: person 4's condition in 2020 is kept
     assert (
         events.collect().filter((pl.col("subject_id") == 4) & (pl.col("source") == "omop/condition_occurrence")).height

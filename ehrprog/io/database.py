@@ -348,7 +348,9 @@ def read_omop_database(
     db.notes[:] = list(dict.fromkeys(db.notes))
     if strict:
         events.report.raise_on_drops()
-    return events
+    from ehrprog.quality import add_plausibility_notes
+
+    return add_plausibility_notes(events)
 
 
 def _chunks(ids: pl.Series, size: int, cohort: bool) -> list[tuple[Any, Any, list[int] | None, bool]]:

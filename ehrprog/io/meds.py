@@ -158,7 +158,9 @@ def read_meds(
         events = EventFrame(plan(), plan=plan, **options)
     if strict:
         events.report.raise_on_drops()
-    return events
+    from ehrprog.quality import add_plausibility_notes
+
+    return add_plausibility_notes(events)
 
 
 def _read_metadata(meta_dir: Path, notes: list[str]) -> tuple[pl.DataFrame, pl.DataFrame | None, dict[str, Any]]:

@@ -523,7 +523,9 @@ def read_omop(
         events = EventFrame(plan(), plan=plan, **options)
     if strict:
         events.report.raise_on_drops()
-    return events
+    from ehrprog.quality import add_plausibility_notes
+
+    return add_plausibility_notes(events)
 
 
 def concept_table(folder, codes: CodeMode) -> tuple[pl.DataFrame, pl.DataFrame]:

@@ -152,7 +152,10 @@ class ProgressionTask:
             )
             unstaged = staged.filter(pl.col("stage").is_null()).height
             if unstaged:
-                counts[f"{lab.name}: value missing or outside the plausible range {lab.plausible}"] = unstaged
+                counts[
+                    f"{lab.name}: value missing or outside the plausible range {lab.plausible} "
+                    "(DQD plausibleValueLow/High; not staged)"
+                ] = unstaged
             parts.append(staged.filter(pl.col("stage").is_not_null()).select("_row", *STAGE_EVENT_SCHEMA))
         frame = pl.concat(parts, how="vertical_relaxed")
         if not include_unstaged:
