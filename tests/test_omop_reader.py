@@ -301,6 +301,7 @@ def test_a_line_with_more_fields_than_the_header_is_an_error_naming_file_and_lin
         ("person.parquet", b"", "the file is empty"),
         ("person.parquet", b"PAR1 this is not parquet at all", "not a readable Parquet file"),
         ("person.csv", b"", "the file is empty"),
+        ("person.csv", b"person_id,gender_concept_id,year_of_birth\n1,8532,1950\n2;8507;1960\n", "another separator"),
         ("person.csv", b'person_id,gender_concept_id,year_of_birth\n1,8532,"1950\n2,8507,1960\n', "never closed"),
         (
             "person.csv",

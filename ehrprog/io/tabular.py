@@ -194,6 +194,20 @@ def _refuse_ragged_lines(table: TableFile, n_columns: int) -> None:
         raise InputError(
             f"a double quote opened at line {opened.item()} is never closed (a broken quote)", file=str(table.path)
         )
+    # A line written with another separator than the header's reads as one field.
+    others = [sep for sep in ("\t", ",", "|", ";") if sep != table.separator]
+    other = pl.any_horizontal([line.str.replace_all(r'"[^"]*"', "").str.contains(sep, literal=True) for sep in others])
+    mixed = (
+        lines.filter((fields == 1) & (n_columns > 1) & other & balanced)
+        .select(pl.len().alias("n"), pl.col("index").min().alias("first"))
+        .collect()
+    )
+    if mixed["n"][0]:
+        raise InputError(
+            f"{mixed['n'][0]} line(s) use another separator than the header's {table.separator!r} (first at line "
+            f"{mixed['first'][0]}): a file must use one separator throughout",
+            file=str(table.path),
+        )
     found = (
         lines.filter((fields > n_columns) & balanced)
         .select(pl.len().alias("n"), pl.col("index").min().alias("first"), fields.max().alias("widest"))
