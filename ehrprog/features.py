@@ -25,8 +25,11 @@ which the point's current stage would rise (the lower bound of its band):
   stage 4 in about three years".
 
 Then the subject's age at the prediction time, sex (female, male; both 0 when unknown),
-``log1p`` of the number of input visits and of the years of history, and one indicator per
-frequent static code (race, ethnicity...). Readings are timed: a task lab reading at its record
+``log1p`` of the number of input visits and of the years of history, one indicator per
+frequent static code (race, ethnicity...), and the **problem list**: one indicator per frequent
+code of the history (the ``max_history_codes`` codes recorded for the most training subjects,
+labs excluded: diagnoses, drugs, procedures), set when the code appears in the point's input
+visits. Readings are timed: a task lab reading at its record
 time, a coded reading at the end of its visit; only readings at or before the prediction time
 are used, so no feature reads what defines a label after it.
 """
@@ -59,6 +62,8 @@ class PointFeatures:
         trend_years: the window of readings a slope is fitted over (years before the last reading).
         min_trend_days: the least time between the first and last reading of a slope.
         max_static_codes: static codes kept (the most frequent, present in at least 1% of subjects).
+        max_history_codes: history codes kept for the problem list (the most frequent by subject,
+            present in at least 1% of subjects; 0 turns it off).
     """
 
     max_labs: int = 16
@@ -66,11 +71,13 @@ class PointFeatures:
     trend_years: float = 5.0
     min_trend_days: float = 90.0
     max_static_codes: int = 20
+    max_history_codes: int = 0
     labs: list[str] = field(default_factory=list)
     bands: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
     lab_mean: list[float] = field(default_factory=list)
     lab_std: list[float] = field(default_factory=list)
     static_codes: list[str] = field(default_factory=list)
+    history_codes: list[str] = field(default_factory=list)
     age_mean: float = 0.0
     age_std: float = 1.0
 
@@ -79,9 +86,11 @@ class PointFeatures:
         """The name of each column, in order."""
         per_lab = [f"{lab}:{part}" for lab in self.labs for part in _PER_LAB]
         per_lab += [f"{lab}:{part}" for lab in self.labs if lab in self.bands for part in _PER_BAND]
-        return [*per_lab, "age", "female", "male", "log_visits", "log_history_years"] + [
-            f"static:{code}" for code in self.static_codes
-        ]
+        return (
+            [*per_lab, "age", "female", "male", "log_visits", "log_history_years"]
+            + [f"static:{code}" for code in self.static_codes]
+            + [f"history:{code}" for code in self.history_codes]
+        )
 
     @property
     def n_features(self) -> int:
@@ -129,6 +138,19 @@ class PointFeatures:
         codes = pl.DataFrame({"code": static["static_codes"].cast(pl.String)})
         not_sex = codes.with_columns(sex_expr().is_null().alias("_keep")).filter("_keep")["code"]
         self.static_codes = sorted(not_sex.to_list())  # sex has its own columns
+        self.history_codes = []
+        if self.max_history_codes > 0:
+            history = (
+                _visit_codes(X)
+                .filter(~pl.col("code").is_in(readings["lab"].unique().implode()))
+                .unique(["subject_id", "code"])
+                .group_by("code")
+                .agg(pl.len().alias("n"))
+                .filter(pl.col("n") >= max(1, 0.01 * subjects.height))
+                .sort(["n", "code"], descending=[True, False])
+                .head(self.max_history_codes)
+            )
+            self.history_codes = sorted(history["code"].to_list())
         return self
 
     def transform(self, X: CohortX) -> np.ndarray:
@@ -229,6 +251,22 @@ class PointFeatures:
             static = points["static_codes"].list.eval(pl.element().cast(pl.String))
             for code in self.static_codes:
                 columns.append(static.list.contains(code).fill_null(False).to_numpy().astype(np.float64))
+        if self.history_codes:
+            # The first input visit holding each code; a point's problem list is what came before its end.
+            first = (
+                _visit_codes(X)
+                .filter(pl.col("code").is_in(self.history_codes))
+                .group_by("subject_id", "code")
+                .agg(pl.col("visit_index").min().alias("_first_visit"))
+            )
+            for code in self.history_codes:
+                seen = points.join(
+                    first.filter(pl.col("code") == code).drop("code"),
+                    on="subject_id",
+                    how="left",
+                    maintain_order="left",
+                )
+                columns.append((seen["_first_visit"] < seen["n_visits"]).fill_null(False).to_numpy().astype(np.float64))
         table = np.column_stack(columns) if columns else np.zeros((n, 0))
         return np.clip(np.nan_to_num(table, nan=0.0, posinf=0.0, neginf=0.0), -10.0, 10.0).astype(np.float32)
 
@@ -248,6 +286,8 @@ class PointFeatures:
             "lab_mean": list(self.lab_mean),
             "lab_std": list(self.lab_std),
             "static_codes": list(self.static_codes),
+            "max_history_codes": self.max_history_codes,
+            "history_codes": list(self.history_codes),
             "age_mean": self.age_mean,
             "age_std": self.age_std,
         }
@@ -299,6 +339,25 @@ def _points(X: CohortX) -> pl.DataFrame:
             years.alias("_age"),
             ((pl.col("prediction_time") - pl.col("_first")).dt.total_microseconds() / _YEAR_US).alias("_history"),
         )
+    )
+
+
+def _visit_codes(X: CohortX) -> pl.DataFrame:
+    """``subject_id``, ``visit_index``, ``code`` of every code in the visits of ``X``'s subjects."""
+    subjects = X.points["subject_id"].unique().implode()
+    return (
+        X.visits.frame.filter(pl.col("subject_id").is_in(subjects))
+        .select("subject_id", "visits")
+        .explode("visits")
+        .drop_nulls("visits")
+        .select(
+            "subject_id",
+            pl.col("visits").struct.field("visit_index"),
+            pl.col("visits").struct.field("codes").alias("code"),
+        )
+        .explode("code")
+        .drop_nulls("code")
+        .with_columns(pl.col("code").cast(pl.String))
     )
 
 

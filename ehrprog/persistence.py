@@ -88,6 +88,8 @@ class SavedPointFeatures(_Strict):
     lab_mean: list[Finite]
     lab_std: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]]
     static_codes: list[str] = Field(max_length=MAX_CODES)
+    max_history_codes: int = Field(default=0, ge=0, le=MAX_CODES)
+    history_codes: list[str] = Field(default_factory=list, max_length=MAX_CODES)
     age_mean: Finite
     age_std: Annotated[float, Field(gt=0, allow_inf_nan=False)]
 

@@ -23,7 +23,8 @@ def cohort(sim_omop):
 
 def test_features_read_nothing_after_the_prediction_time(cohort):
     """Every feature of a point is the same when everything after its prediction time is deleted."""
-    features = PointFeatures().fit(cohort.X)
+    features = PointFeatures(max_history_codes=16).fit(cohort.X)
+    assert features.history_codes
     full = features.transform(cohort.X)
     rng = np.random.default_rng(0)
     # Points with later history (not a subject's last point), where a leak would show.
@@ -98,3 +99,26 @@ def test_the_task_lab_comes_first_and_holds_computed_values(cohort, sim_omop):
     assert table.shape == (len(cohort.X), features.n_features)
     assert np.isfinite(table).all()
     assert table[:, features.names.index("egfr:has")].mean() > 0.95
+
+
+def test_the_problem_list_flags_a_code_from_the_first_visit_holding_it(cohort):
+    features = PointFeatures(max_history_codes=8).fit(cohort.X)
+    assert len(features.history_codes) == 8 and not set(features.history_codes) & set(features.labs)
+    table = features.transform(cohort.X)
+    code = features.history_codes[0]
+    column = table[:, features.names.index(f"history:{code}")]
+    # By hand: the first visit index holding the code, per subject; a point sees it when it came earlier.
+    visits = cohort.X.visits.frame.select("subject_id", "visits").explode("visits").unnest("visits")
+    first = dict(
+        visits.filter(pl.col("codes").list.contains(code))
+        .group_by("subject_id")
+        .agg(pl.col("visit_index").min())
+        .iter_rows()
+    )
+    points = cohort.X.points
+    expected = [
+        float(s in first and first[s] < n)
+        for s, n in zip(points["subject_id"].to_list(), points["n_visits"].to_list(), strict=True)
+    ]
+    np.testing.assert_array_equal(column, expected)
+    assert 0 < column.mean() < 1
