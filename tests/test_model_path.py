@@ -1,5 +1,5 @@
 """The modelling path is correct in every case: windows, non-finite values, devices, targets,
-code order, routing and a live sequence encoder (issue 11's defects, each pinned here)."""
+code order, routing and a live sequence encoder (each defect found once, pinned here)."""
 
 from __future__ import annotations
 
