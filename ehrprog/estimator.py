@@ -88,6 +88,9 @@ class VisitProgressionEstimator(BaseEstimator):
             ``"piecewise"`` (log hazards per piece of :data:`~ehrprog.survival.SURVIVAL_PIECES_YEARS`,
             exact piecewise-exponential likelihood: absolute risks at any horizon without a
             proportional-hazards assumption; ``predict_risk`` is the log cumulative hazard at 5 years).
+        clinical_booster: give the heads one more clinical input, the log-risk margin of a
+            gradient-boosted Cox model (XGBoost) on the clinical inputs, stacked (out-of-fold on
+            training subjects; see :mod:`ehrprog.booster`). ``target`` progression or both.
         backbone_probe: the heads also read the backbone's own output at the prediction visit
             (for a pre-trained backbone, its patient representation), and the initial head fit
             includes it, as a linear probe of frozen pre-trained features would. ``"auto"``: on
@@ -141,6 +144,7 @@ class VisitProgressionEstimator(BaseEstimator):
         "selection": [StrOptions({"loss", "score"})],
         "backbone_probe": ["boolean", StrOptions({"auto"})],
         "survival_head": [StrOptions({"cox", "piecewise"})],
+        "clinical_booster": ["boolean"],
         "device": [str],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -171,6 +175,7 @@ class VisitProgressionEstimator(BaseEstimator):
         selection: str = "score",
         backbone_probe: bool | str = "auto",
         survival_head: str = "cox",
+        clinical_booster: bool = False,
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
@@ -199,6 +204,7 @@ class VisitProgressionEstimator(BaseEstimator):
         self.selection = selection
         self.backbone_probe = backbone_probe
         self.survival_head = survival_head
+        self.clinical_booster = clinical_booster
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -277,6 +283,7 @@ class VisitProgressionEstimator(BaseEstimator):
 
         spec = get_backbone(self.backbone)
         features = getattr(self, "point_features_", None) if self.point_features else None
+        n_point_features = (features.n_features if features is not None else 0) + int(self.clinical_booster)
         routed = self._routed("backbone__")
         if saved:
             routed = {k: v for k, v in routed.items() if not isinstance(v, str)}
@@ -293,7 +300,7 @@ class VisitProgressionEstimator(BaseEstimator):
         )
         return VisitSequenceModel(
             backbone,
-            n_point_features=features.n_features if features is not None else 0,
+            n_point_features=n_point_features,
             n_classes=n_classes if self.target in ("stage", "both") else 0,
             risk=self.target in ("progression", "both"),
             hidden=self.hidden_dim,
@@ -305,8 +312,16 @@ class VisitProgressionEstimator(BaseEstimator):
         )
 
     def _visit_tensors(self, X: CohortX) -> VisitTensors:
+        """The model's input arrays for ``X`` (with the booster's margin as the last point feature
+        once a booster is fitted)."""
         features = self.point_features_.transform(X) if self.point_features else None
-        return VisitTensors(X, self.vocabulary_, self.max_codes_per_visit, self.max_visits, self.value_scale_, features)
+        tensors = VisitTensors(
+            X, self.vocabulary_, self.max_codes_per_visit, self.max_visits, self.value_scale_, features
+        )
+        if getattr(self, "booster_", None) is not None:
+            margin = self.booster_.predict(_clinical_table(tensors))
+            tensors.point_features = np.column_stack([tensors.point_features, margin]).astype(np.float32)
+        return tensors
 
     # ----------------------------------------------------------- training
     def fit(self, X: CohortX, y: Any, groups: Any = None) -> VisitProgressionEstimator:
@@ -332,6 +347,8 @@ class VisitProgressionEstimator(BaseEstimator):
                     "(or a scikit-survival structured array)"
                 )
             check_survival_targets(event, tte)
+        if self.clinical_booster and self.target == "stage":
+            raise ValueError("clinical_booster stacks a survival model: it needs target='progression' or 'both'")
         if self.refit_risk_head and self.survival_head == "piecewise":
             raise ValueError("refit_risk_head refits a Cox head; it does not apply to survival_head='piecewise'")
         if len(X) == 0:
@@ -363,7 +380,15 @@ class VisitProgressionEstimator(BaseEstimator):
         self.value_scale_ = _value_scale(X[train_rows])
         if self.point_features:
             self.point_features_ = PointFeatures().fit(X[train_rows])
+        self.booster_ = None
         tensors = self._visit_tensors(X)
+        if self.clinical_booster:  # stacked: out-of-fold margins on the training subjects
+            from ehrprog.booster import ClinicalBooster
+
+            booster = ClinicalBooster(seed=seed)
+            margin = booster.fit_stacked(_clinical_table(tensors), event, tte, subjects, train_rows)
+            tensors.point_features = np.column_stack([tensors.point_features, margin]).astype(np.float32)
+            self.booster_ = booster
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = self._build_model(n_classes)
@@ -638,6 +663,20 @@ def _clinical_inputs(model: VisitSequenceModel, tensors: VisitTensors, rows: np.
         "point_features": torch.from_numpy(tensors.point_features[rows]),
     }
     return model.clinical_inputs(batch)
+
+
+def _clinical_table(tensors: VisitTensors, n_stages: int = 5) -> np.ndarray:
+    """The clinical inputs of every point as a float table ``[n, F + n_stages + 3]`` (point
+    features, current stage one-hot, current value and its flag): what the booster reads."""
+    stage = np.clip(tensors.point_stage, 0, n_stages)
+    return np.column_stack(
+        [
+            tensors.point_features,
+            np.eye(n_stages + 1)[stage],
+            tensors.point_value,
+            tensors.point_has_value.astype(np.float64),
+        ]
+    ).astype(np.float64)
 
 
 def _probe_inputs(model: VisitSequenceModel, tensors: VisitTensors, rows: np.ndarray, batch_size: int = 256):

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 FORMAT = "ehrprog.VisitProgressionEstimator/4"
 CONFIG, WEIGHTS = "config.json", "model.safetensors"
+BOOSTER = "booster.json"
 #: Largest vocabulary and stage count a saved model may declare.
 MAX_CODES, MAX_CLASSES = 10_000_000, 1_000
 
@@ -222,6 +223,8 @@ def save_estimator(estimator: VisitProgressionEstimator, path: str | Path) -> Pa
     }
     (root / CONFIG).write_text(json.dumps(config, indent=1))
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(root / WEIGHTS))
+    if getattr(estimator, "booster_", None) is not None:
+        estimator.booster_.save(root / BOOSTER)
     return root
 
 
@@ -314,6 +317,18 @@ def load_estimator(cls: type[VisitProgressionEstimator], path: str | Path) -> Vi
             field=name,
         )
     weights = load_file(str(root / WEIGHTS))
+    estimator.booster_ = None
+    if config.params.get("clinical_booster"):
+        from ehrprog.booster import ClinicalBooster
+
+        if not (root / BOOSTER).is_file():
+            raise SavedModelError(
+                "missing: params.clinical_booster is true but the booster is not saved", file=str(root / BOOSTER)
+            )
+        try:
+            estimator.booster_ = ClinicalBooster.load(root / BOOSTER)
+        except Exception as error:  # XGBoost's own error on a corrupt JSON model
+            raise SavedModelError(f"not a readable XGBoost JSON model: {error}", file=str(root / BOOSTER)) from None
     for name, tensor in weights.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise SavedModelError("holds NaN or infinite values", file=str(root / WEIGHTS), field=name)
