@@ -342,14 +342,21 @@ def _points(X: CohortX) -> pl.DataFrame:
     )
 
 
-def _visit_codes(X: CohortX) -> pl.DataFrame:
-    """``subject_id``, ``visit_index``, ``code`` of every code in the visits of ``X``'s subjects."""
+def _subject_visits(X: CohortX) -> pl.DataFrame:
+    """One row per visit of ``X``'s subjects: ``subject_id`` and the ``visits`` struct."""
     subjects = X.points["subject_id"].unique().implode()
     return (
         X.visits.frame.filter(pl.col("subject_id").is_in(subjects))
         .select("subject_id", "visits")
         .explode("visits")
         .drop_nulls("visits")
+    )
+
+
+def _visit_codes(X: CohortX) -> pl.DataFrame:
+    """``subject_id``, ``visit_index``, ``code`` of every code in the visits of ``X``'s subjects."""
+    return (
+        _subject_visits(X)
         .select(
             "subject_id",
             pl.col("visits").struct.field("visit_index"),
@@ -366,10 +373,7 @@ def _readings(X: CohortX) -> pl.DataFrame:
     name, or the code), ``value`` (Float64). Coded readings are timed at the end of their visit."""
     subjects = X.points["subject_id"].unique().implode()
     coded = (
-        X.visits.frame.filter(pl.col("subject_id").is_in(subjects))
-        .select("subject_id", "visits")
-        .explode("visits")
-        .drop_nulls("visits")
+        _subject_visits(X)
         .select(
             "subject_id",
             pl.col("visits").struct.field("end").alias("time"),

@@ -38,3 +38,11 @@ def sim_meds(tmp_path_factory) -> Path:
     from ehrprog.datasets import simulate_ckd
 
     return simulate_ckd(300, 7, tmp_path_factory.mktemp("sim") / "meds", format="meds")
+
+
+@pytest.fixture(scope="session")
+def sim_cohort(sim_omop):
+    """The CKD cohort of the small simulated OMOP set (shared by the model tests)."""
+    import ehrprog as ep
+
+    return ep.tasks.CKDProgression().build(ep.read_omop(sim_omop))

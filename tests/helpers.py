@@ -35,6 +35,18 @@ def events(rows: list[tuple], **kwargs) -> EventFrame:
     return EventFrame.from_frame(frame, **kwargs)
 
 
+#: The columns of an OMOP measurement table the tests write (a subset of the DDL's).
+MEASUREMENT_HEADER = [
+    "measurement_id",
+    "person_id",
+    "measurement_concept_id",
+    "measurement_date",
+    "value_as_number",
+    "visit_occurrence_id",
+    "measurement_source_value",
+]
+
+
 def write_csv(path, header: list[str] | None, rows: list[list], sep: str = ",") -> None:
     lines = [sep.join(header)] if header else []
     lines += [sep.join("" if v is None else str(v) for v in row) for row in rows]

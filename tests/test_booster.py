@@ -5,17 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import ehrprog as ep
 from ehrprog import VisitProgressionEstimator
 from ehrprog.booster import ClinicalBooster
 from ehrprog.errors import SavedModelError
 
 TINY = {"embedding_dim": 8, "hidden_dim": 8, "max_epochs": 1, "batch_size": 16, "lr": 1e-2, "random_state": 0}
-
-
-@pytest.fixture(scope="module")
-def cohort(sim_omop):
-    return ep.tasks.CKDProgression().build(ep.read_omop(sim_omop))
 
 
 def test_training_margins_are_out_of_fold():
@@ -40,19 +34,19 @@ def test_training_margins_are_out_of_fold():
     assert fold_of_subject0.all()
 
 
-def test_the_booster_margin_is_one_more_clinical_input_and_reloads(tmp_path, cohort):
-    est = VisitProgressionEstimator(target="progression", clinical_booster=True, **TINY).fit(cohort.X, cohort.y)
+def test_the_booster_margin_is_one_more_clinical_input_and_reloads(tmp_path, sim_cohort):
+    est = VisitProgressionEstimator(target="progression", clinical_booster=True, **TINY).fit(sim_cohort.X, sim_cohort.y)
     assert est.model_.n_point_features == est.point_features_.n_features + 1
-    risk = est.predict_risk(cohort.X)
+    risk = est.predict_risk(sim_cohort.X)
     est.save(tmp_path / "m")
     assert (tmp_path / "m" / "booster.json").is_file()
     loaded = VisitProgressionEstimator.load(tmp_path / "m")
-    np.testing.assert_allclose(loaded.predict_risk(cohort.X), risk, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(loaded.predict_risk(sim_cohort.X), risk, rtol=1e-5, atol=1e-6)
     (tmp_path / "m" / "booster.json").write_text("{not json")
     with pytest.raises(SavedModelError, match=r"booster\.json"):
         VisitProgressionEstimator.load(tmp_path / "m")
 
 
-def test_the_booster_needs_a_survival_target(cohort):
+def test_the_booster_needs_a_survival_target(sim_cohort):
     with pytest.raises(ValueError, match="clinical_booster"):
-        VisitProgressionEstimator(target="stage", clinical_booster=True, **TINY).fit(cohort.X, cohort.y)
+        VisitProgressionEstimator(target="stage", clinical_booster=True, **TINY).fit(sim_cohort.X, sim_cohort.y)

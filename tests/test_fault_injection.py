@@ -16,16 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ehrprog as ep
+from tests.helpers import MEASUREMENT_HEADER
 
-MEAS_HEADER = [
-    "measurement_id",
-    "person_id",
-    "measurement_concept_id",
-    "measurement_date",
-    "value_as_number",
-    "visit_occurrence_id",
-    "measurement_source_value",
-]
 PERSON_HEADER = ["person_id", "gender_concept_id", "year_of_birth"]
 NULLED_NUMBER = "value_as_number: not a finite number (nulled)"
 NULLED_VISIT = "visit_occurrence_id: not an integer (nulled)"
@@ -91,10 +83,10 @@ def _write(root: Path, n_people: int, rows: list[dict], faults, file_fault) -> d
             continue  # one fault per cell
         cells[index][column] = change(rows[index])
         expected[index].append((column, outcome))
-    lines = [",".join(cell[c] for c in MEAS_HEADER) for cell in cells]
+    lines = [",".join(cell[c] for c in MEASUREMENT_HEADER) for cell in cells]
     if file_fault in ("ragged line", "broken quote"):
         lines[-1] = FILE_FAULTS[file_fault][0](lines[-1])
-    data = (",".join(MEAS_HEADER) + "\n" + "\n".join(lines) + "\n").encode()
+    data = (",".join(MEASUREMENT_HEADER) + "\n" + "\n".join(lines) + "\n").encode()
     if file_fault == "latin-1 bytes":
         data = data.replace(b",CREAT", ",CR\xc9AT".encode("latin-1"), 1)
     (root / "measurement.csv").write_bytes(data)

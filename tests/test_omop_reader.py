@@ -7,7 +7,7 @@ from datetime import date, datetime
 import polars as pl
 import pytest
 from conftest import OMOP_SETS, shared_path
-from helpers import write_csv
+from helpers import MEASUREMENT_HEADER, write_csv
 
 import ehrprog as ep
 from ehrprog.schema import EVENT_SCHEMA
@@ -249,19 +249,10 @@ def test_float_id_columns_in_parquet_are_exact_or_dropped(tmp_path):
 def test_values_that_cannot_be_kept_are_nulled_and_counted_by_column_and_reason(tmp_path):
     root = tmp_path / "omop"
     _write_minimal(root, [[1, 8532, 1950, 1, 1, None, 0, 0]], [])
-    header = [
-        "measurement_id",
-        "person_id",
-        "measurement_concept_id",
-        "measurement_date",
-        "value_as_number",
-        "visit_occurrence_id",
-        "measurement_source_value",
-    ]
     values = ["1.5", "2,5", "abc", "NaN", "inf", "1e400", "", "-0.25"]
     rows = [[i, 1, 3016723, f"2020-01-{i + 1:02d}", v, 7, "CREAT"] for i, v in enumerate(values)]
     rows.append([99, 1, 3016723, "2020-02-01", "1.0", "2.7", "CREAT"])  # a fractional visit id
-    write_csv(root / "measurement.csv", header, rows, sep=";")  # so "2,5" needs no quoting
+    write_csv(root / "measurement.csv", MEASUREMENT_HEADER, rows, sep=";")  # so "2,5" needs no quoting
     events = ep.read_omop(root)
     labs = events.collect().filter(pl.col("source") == "omop/measurement").sort("time")
     assert labs.height == len(rows)  # no row dropped for a bad value

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-import ehrprog as ep
 from ehrprog import VisitProgressionEstimator
 from ehrprog.metrics import survival_calibration
 from ehrprog.survival import (
@@ -20,11 +19,6 @@ from ehrprog.survival import (
 )
 
 TINY = {"embedding_dim": 8, "hidden_dim": 8, "max_epochs": 2, "batch_size": 16, "lr": 1e-2, "random_state": 0}
-
-
-@pytest.fixture(scope="module")
-def cohort(sim_omop):
-    return ep.tasks.CKDProgression().build(ep.read_omop(sim_omop))
 
 
 def test_exposure_and_cumulative_hazard_by_hand():
@@ -69,29 +63,31 @@ def test_survival_calibration_reads_the_kaplan_meier_risk_of_each_bin():
     assert wrong["ici"] > 0.4
 
 
-def test_the_piecewise_head_gives_absolute_risks_and_reloads_identically(tmp_path, cohort):
-    est = VisitProgressionEstimator(target="both", survival_head="piecewise", **TINY).fit(cohort.X, cohort.y)
+def test_the_piecewise_head_gives_absolute_risks_and_reloads_identically(tmp_path, sim_cohort):
+    est = VisitProgressionEstimator(target="both", survival_head="piecewise", **TINY).fit(sim_cohort.X, sim_cohort.y)
     assert est.model_.risk_head.out_features == len(SURVIVAL_PIECES_YEARS) + 1
     assert est.cumulative_baseline_hazard_ is None and len(est.event_times_) > 0
-    risk = est.predict_risk(cohort.X)
-    assert risk.shape == (len(cohort.X),) and np.isfinite(risk).all()
-    survival = est.predict_survival_function(cohort.X, return_array=True)
-    assert survival.shape == (len(cohort.X), len(est.event_times_))
+    risk = est.predict_risk(sim_cohort.X)
+    assert risk.shape == (len(sim_cohort.X),) and np.isfinite(risk).all()
+    survival = est.predict_survival_function(sim_cohort.X, return_array=True)
+    assert survival.shape == (len(sim_cohort.X), len(est.event_times_))
     assert (np.diff(survival, axis=1) <= 1e-12).all() and (survival >= 0).all() and (survival <= 1).all()
     # Ranking by risk = ranking by the 5-year cumulative hazard: the later survival orders the same way.
     five = np.searchsorted(est.event_times_, 5 * 365.25) - 1
     if five > 0:
         assert np.corrcoef(np.argsort(np.argsort(risk)), np.argsort(np.argsort(-survival[:, five])))[0, 1] > 0.99
-    assert 0.5 < est.score(cohort.X, cohort.y) <= 1.0
+    assert 0.5 < est.score(sim_cohort.X, sim_cohort.y) <= 1.0
     est.save(tmp_path / "m")
     loaded = VisitProgressionEstimator.load(tmp_path / "m")
-    np.testing.assert_allclose(loaded.predict_survival_function(cohort.X, return_array=True), survival, rtol=1e-5)
+    np.testing.assert_allclose(loaded.predict_survival_function(sim_cohort.X, return_array=True), survival, rtol=1e-5)
 
 
-def test_the_piecewise_head_starts_from_the_proportional_hazards_fit(cohort):
+def test_the_piecewise_head_starts_from_the_proportional_hazards_fit(sim_cohort):
     # No clinical MLP and a negligible learning rate: the head stays where the initialisation put it.
     params = {**TINY, "max_epochs": 1, "lr": 1e-12, "module__clinical_hidden": 0}
-    est = VisitProgressionEstimator(target="progression", survival_head="piecewise", **params).fit(cohort.X, cohort.y)
+    est = VisitProgressionEstimator(target="progression", survival_head="piecewise", **params).fit(
+        sim_cohort.X, sim_cohort.y
+    )
     weight, bias = est.model_.risk_head.weight.detach(), est.model_.risk_head.bias.detach()
     clinical = slice(est.model_.hidden, est.model_.hidden + est.model_.clinical_in)
     assert weight[:, clinical].abs().sum() > 0
@@ -99,7 +95,7 @@ def test_the_piecewise_head_starts_from_the_proportional_hazards_fit(cohort):
     assert bias.std() > 0.05  # the baseline hazard differs by piece (the pieces are not one exponential)
 
 
-def test_a_cox_refit_of_a_piecewise_head_is_refused(cohort):
+def test_a_cox_refit_of_a_piecewise_head_is_refused(sim_cohort):
     est = VisitProgressionEstimator(target="progression", survival_head="piecewise", refit_risk_head=True, **TINY)
     with pytest.raises(ValueError, match="refit_risk_head"):
-        est.fit(cohort.X, cohort.y)
+        est.fit(sim_cohort.X, sim_cohort.y)

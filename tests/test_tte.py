@@ -28,11 +28,6 @@ TINY = {"embedding_dim": 16, "hidden_dim": 16, "max_epochs": 1, "batch_size": 32
 
 
 @pytest.fixture(scope="module")
-def cohort(sim_omop):
-    return ep.tasks.CKDProgression().build(ep.read_omop(sim_omop))
-
-
-@pytest.fixture(scope="module")
 def visits(sim_omop):
     return ep.group_visits(ep.read_omop(sim_omop), "same_day")
 
@@ -84,11 +79,11 @@ def test_the_piecewise_nll_is_minimised_by_events_over_exposure_in_each_piece():
     assert mle.grad.abs().max() < 1e-8
 
 
-def _objective_on_a_batch(cohort, n_codes: int = 8):
+def _objective_on_a_batch(sim_cohort, n_codes: int = 8):
     from ehrprog.backbones.pretrain import whole_histories
     from ehrprog.batching import VisitTensors, Vocabulary, _input_visits
 
-    X = whole_histories(cohort.X.visits)
+    X = whole_histories(sim_cohort.X.visits)
     vocabulary = Vocabulary.fit(X)
     rows = frequent_codes(_input_visits(X), vocabulary.codes, n_codes)
     objective = TimeToEventObjective(rows, vocabulary.size, hidden=16)
@@ -96,8 +91,8 @@ def _objective_on_a_batch(cohort, n_codes: int = 8):
     return objective, tensors, vocabulary, rows
 
 
-def test_task_codes_are_the_most_frequent_and_targets_read_only_later_visits(cohort):
-    objective, tensors, _, rows = _objective_on_a_batch(cohort)
+def test_task_codes_are_the_most_frequent_and_targets_read_only_later_visits(sim_cohort):
+    objective, tensors, _, rows = _objective_on_a_batch(sim_cohort)
     assert len(rows) == 8 and len(set(rows.tolist())) == 8 and rows.min() >= 2
     batch = tensors.batch(np.arange(20)).tensors("cpu")
     years, event = objective.targets(batch)
@@ -115,7 +110,7 @@ def test_task_codes_are_the_most_frequent_and_targets_read_only_later_visits(coh
 
 # ----------------------------------------------------------------- pre-training with it
 @pytest.mark.parametrize("backbone", ["default", "cehrbert"])
-def test_tte_pretraining_lowers_held_out_loss_and_the_estimator_starts_from_it(tmp_path, visits, cohort, backbone):
+def test_tte_pretraining_lowers_held_out_loss_and_the_estimator_starts_from_it(tmp_path, visits, sim_cohort, backbone):
     extra = {} if backbone == "default" else {"num_hidden_layers": 1}
     result = pretrain(
         backbone, visits, tmp_path / backbone, epochs=3, lr=3e-3, dim=16, objective="tte", random_state=0, **extra
@@ -127,7 +122,7 @@ def test_tte_pretraining_lowers_held_out_loss_and_the_estimator_starts_from_it(t
     assert config["pretraining"]["objective"] == "tte" and config["pretraining"]["tte_codes"] > 10
     est = VisitProgressionEstimator(
         target="progression", backbone=backbone, backbone__checkpoint=str(tmp_path / backbone), **TINY
-    ).fit(cohort.X, cohort.y)
+    ).fit(sim_cohort.X, sim_cohort.y)
     from safetensors.torch import load_file
 
     state = load_file(str(tmp_path / backbone / "model.safetensors"))
@@ -161,24 +156,24 @@ def test_pretrain_command_takes_the_objective(tmp_path, sim_meds, capsys):
 
 
 # ----------------------------------------------------------------- the probe
-def test_the_probe_heads_start_from_the_backbone_output_and_reload_identically(tmp_path, cohort):
-    est = VisitProgressionEstimator(target="both", backbone_probe=True, **TINY).fit(cohort.X, cohort.y)
+def test_the_probe_heads_start_from_the_backbone_output_and_reload_identically(tmp_path, sim_cohort):
+    est = VisitProgressionEstimator(target="both", backbone_probe=True, **TINY).fit(sim_cohort.X, sim_cohort.y)
     model = est.model_
     assert model.probe == 16 and model.risk_head.in_features == 16 + model.clinical_in + 128 + 16
     # The initial linear fit used the probe: its head columns are not zero.
     assert model.risk_head.weight[0, -16:].abs().sum() > 0 and model.stage_head.weight[:, -16:].abs().sum() > 0
     est.save(tmp_path / "m")
     loaded = VisitProgressionEstimator.load(tmp_path / "m")
-    np.testing.assert_allclose(loaded.predict_risk(cohort.X), est.predict_risk(cohort.X), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(loaded.predict_risk(sim_cohort.X), est.predict_risk(sim_cohort.X), rtol=1e-5, atol=1e-6)
     assert not VisitProgressionEstimator(**TINY)._probe()  # "auto" without a checkpoint: off
 
 
-def test_a_points_prediction_with_the_probe_reads_nothing_after_its_prediction_time(cohort):
-    est = VisitProgressionEstimator(target="progression", backbone_probe=True, **TINY).fit(cohort.X, cohort.y)
-    full = est.predict_risk(cohort.X)
-    later = cohort.X.points.with_row_index("row").filter(
+def test_a_points_prediction_with_the_probe_reads_nothing_after_its_prediction_time(sim_cohort):
+    est = VisitProgressionEstimator(target="progression", backbone_probe=True, **TINY).fit(sim_cohort.X, sim_cohort.y)
+    full = est.predict_risk(sim_cohort.X)
+    later = sim_cohort.X.points.with_row_index("row").filter(
         pl.col("n_visits") < pl.col("n_visits").max().over("subject_id")
     )["row"]
     for row in np.random.default_rng(0).choice(later.to_numpy(), size=10, replace=False):
-        alone = est.predict_risk(truncated(cohort.X, int(row)))
+        alone = est.predict_risk(truncated(sim_cohort.X, int(row)))
         np.testing.assert_allclose(alone[0], full[row], rtol=1e-5, atol=1e-6, err_msg=f"point {row}")
