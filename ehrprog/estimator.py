@@ -90,7 +90,9 @@ class VisitProgressionEstimator(BaseEstimator):
             proportional-hazards assumption; ``predict_risk`` is the log cumulative hazard at 5 years).
         clinical_booster: give the heads one more clinical input, the log-risk margin of a
             gradient-boosted Cox model (XGBoost) on the clinical inputs, stacked (out-of-fold on
-            training subjects; see :mod:`ehrprog.booster`). ``target`` progression or both.
+            training subjects; see :mod:`ehrprog.booster`). ``"auto"``: on for ``target``
+            progression or both (+0.006 C at 1,000 simulated people, 3 seeds), off for stage;
+            ``True`` with ``target="stage"`` is an error.
         backbone_probe: the heads also read the backbone's own output at the prediction visit
             (for a pre-trained backbone, its patient representation), and the initial head fit
             includes it, as a linear probe of frozen pre-trained features would. ``"auto"``: on
@@ -144,7 +146,7 @@ class VisitProgressionEstimator(BaseEstimator):
         "selection": [StrOptions({"loss", "score"})],
         "backbone_probe": ["boolean", StrOptions({"auto"})],
         "survival_head": [StrOptions({"cox", "piecewise"})],
-        "clinical_booster": ["boolean"],
+        "clinical_booster": ["boolean", StrOptions({"auto"})],
         "device": [str],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -175,7 +177,7 @@ class VisitProgressionEstimator(BaseEstimator):
         selection: str = "score",
         backbone_probe: bool | str = "auto",
         survival_head: str = "cox",
-        clinical_booster: bool = False,
+        clinical_booster: bool | str = "auto",
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
@@ -261,6 +263,12 @@ class VisitProgressionEstimator(BaseEstimator):
             return getattr(self, "backbone__checkpoint", None) is not None
         return bool(self.backbone_probe)
 
+    def _booster(self) -> bool:
+        """Whether a clinical booster is stacked (``clinical_booster``, ``"auto"`` resolved)."""
+        if self.clinical_booster == "auto":
+            return self.target in ("progression", "both")
+        return bool(self.clinical_booster)
+
     def _seed(self) -> int:
         """The seed of this fit: ``random_state``'s, or a fresh one when it is ``None``."""
         if isinstance(self.random_state, np.random.RandomState):
@@ -283,7 +291,7 @@ class VisitProgressionEstimator(BaseEstimator):
 
         spec = get_backbone(self.backbone)
         features = getattr(self, "point_features_", None) if self.point_features else None
-        n_point_features = (features.n_features if features is not None else 0) + int(self.clinical_booster)
+        n_point_features = (features.n_features if features is not None else 0) + int(self._booster())
         routed = self._routed("backbone__")
         if saved:
             routed = {k: v for k, v in routed.items() if not isinstance(v, str)}
@@ -347,7 +355,7 @@ class VisitProgressionEstimator(BaseEstimator):
                     "(or a scikit-survival structured array)"
                 )
             check_survival_targets(event, tte)
-        if self.clinical_booster and self.target == "stage":
+        if self.clinical_booster is True and self.target == "stage":
             raise ValueError("clinical_booster stacks a survival model: it needs target='progression' or 'both'")
         if self.refit_risk_head and self.survival_head == "piecewise":
             raise ValueError("refit_risk_head refits a Cox head; it does not apply to survival_head='piecewise'")
@@ -382,7 +390,7 @@ class VisitProgressionEstimator(BaseEstimator):
             self.point_features_ = PointFeatures().fit(X[train_rows])
         self.booster_ = None
         tensors = self._visit_tensors(X)
-        if self.clinical_booster:  # stacked: out-of-fold margins on the training subjects
+        if self._booster():  # stacked: out-of-fold margins on the training subjects
             from ehrprog.booster import ClinicalBooster
 
             booster = ClinicalBooster(seed=seed)

@@ -318,7 +318,7 @@ def load_estimator(cls: type[VisitProgressionEstimator], path: str | Path) -> Vi
         )
     weights = load_file(str(root / WEIGHTS))
     estimator.booster_ = None
-    if config.params.get("clinical_booster"):
+    if estimator._booster():
         from ehrprog.booster import ClinicalBooster
 
         if not (root / BOOSTER).is_file():
