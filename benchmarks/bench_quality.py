@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/bench_quality.py [--sizes 1000 4000 10000] [--seeds 0 1 2] [--boot 1000]
-        [--test-subjects 2000] [--skip-real] [--labels | --labels-only] [--variants piecewise]
+        [--test-subjects 2000] [--skip-real] [--labels | --labels-only] [--variants piecewise no-booster]
 
 Simulator: for each size N and seed s, the model and every baseline are trained on the CKD cohort
 of N simulated people (seed s) and scored on ONE test cohort (``--test-subjects`` people, seed 99)
@@ -15,7 +15,8 @@ bootstrap 95% interval (subjects of the test cohort resampled; the same resample
 and seed; the interval is of the difference averaged over seeds), and the share of the gap
 between the best baseline and the oracle that the model closes. Survival rows also show their
 calibration at 1, 2 and 5 years (ICI: risk deciles, Kaplan-Meier observed). ``--variants
-piecewise`` adds the model with the piecewise-exponential survival head as a row.
+piecewise`` adds the model with the piecewise-exponential survival head as a row, ``no-booster``
+the model without the clinical booster.
 
 SynPUF 1k (../shared/data): 5-fold cross-validation by subject, the same folds for every method;
 per-fold C, and the paired bootstrap interval of the fold-averaged difference.
@@ -40,7 +41,10 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MODEL = "VisitProgressionEstimator"
 #: Rows of model variants start with this (never a baseline).
 VARIANT = "model, "
-VARIANTS = {"piecewise": {f"{VARIANT}piecewise survival head": {"survival_head": "piecewise"}}}
+VARIANTS = {
+    "piecewise": {f"{VARIANT}piecewise survival head": {"survival_head": "piecewise"}},
+    "no-booster": {f"{VARIANT}without the clinical booster": {"clinical_booster": False}},
+}
 CACHE = Path(os.environ.get("EHRPROG_BENCH_CACHE", "/tmp/ehrprog_quality"))
 
 

@@ -300,6 +300,20 @@ def load_estimator(cls: type[VisitProgressionEstimator], path: str | Path) -> Vi
     )
     if config.point_features is not None:
         estimator.point_features_ = PointFeatures(**config.point_features.model_dump())
+    estimator.booster_ = None
+    if (root / BOOSTER).is_file() or estimator.clinical_booster is True:
+        from ehrprog.booster import ClinicalBooster
+
+        if not estimator._booster():
+            raise SavedModelError("a booster is saved but params.clinical_booster is off", file=str(root / BOOSTER))
+        if not (root / BOOSTER).is_file():
+            raise SavedModelError(
+                "missing: params.clinical_booster is true but the booster is not saved", file=str(root / BOOSTER)
+            )
+        try:
+            estimator.booster_ = ClinicalBooster.load(root / BOOSTER)
+        except Exception as error:  # XGBoost's own error on a corrupt JSON model
+            raise SavedModelError(f"not a readable XGBoost JSON model: {error}", file=str(root / BOOSTER)) from None
     shapes = _weight_shapes(root / WEIGHTS)
     try:
         with torch.device("meta"):
@@ -317,18 +331,6 @@ def load_estimator(cls: type[VisitProgressionEstimator], path: str | Path) -> Vi
             field=name,
         )
     weights = load_file(str(root / WEIGHTS))
-    estimator.booster_ = None
-    if estimator._booster():
-        from ehrprog.booster import ClinicalBooster
-
-        if not (root / BOOSTER).is_file():
-            raise SavedModelError(
-                "missing: params.clinical_booster is true but the booster is not saved", file=str(root / BOOSTER)
-            )
-        try:
-            estimator.booster_ = ClinicalBooster.load(root / BOOSTER)
-        except Exception as error:  # XGBoost's own error on a corrupt JSON model
-            raise SavedModelError(f"not a readable XGBoost JSON model: {error}", file=str(root / BOOSTER)) from None
     for name, tensor in weights.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise SavedModelError("holds NaN or infinite values", file=str(root / WEIGHTS), field=name)
