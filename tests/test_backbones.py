@@ -194,8 +194,13 @@ def test_a_fine_tuned_backbone_saves_as_a_checkpoint_another_estimator_loads(tmp
     torch.testing.assert_close(rebuilt.text_table[:-1], clinical.model_.backbone.text_table[:-3])
     torch.testing.assert_close(rebuilt.projection.weight, clinical.model_.backbone.projection.weight)
     assert rebuilt.text_table[-1].abs().sum() > 0 and rebuilt.code_embedding.weight[-1].abs().sum() == 0
-    with pytest.raises(ValueError, match="no pre-trained folder layout"):
-        VisitProgressionEstimator(backbone="default", **TINY).fit(cohort.X, cohort.y).save_backbone(tmp_path / "d")
+    # The default backbone has the layout too (it can be pre-trained): saved, reloaded, the same weights.
+    default = VisitProgressionEstimator(target="stage", backbone="default", **TINY).fit(cohort.X, cohort.y)
+    folder = default.save_backbone(tmp_path / "d")
+    again = VisitProgressionEstimator(target="stage", backbone="default", backbone__checkpoint=str(folder))
+    again.vocabulary_ = default.vocabulary_
+    reloaded = again._build_model(n_classes=3).backbone.state_dict()
+    assert all(torch.equal(reloaded[k], v) for k, v in default.model_.backbone.state_dict().items())
 
 
 # ----------------------------------------------------------------- alignment

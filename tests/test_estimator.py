@@ -115,7 +115,9 @@ def test_same_random_state_gives_the_same_predictions_on_cpu(cohort):
 def test_save_and_load_round_trip_without_pickle(tmp_path, cohort):
     est = VisitProgressionEstimator(target="both", **SMALL).fit(cohort.X, cohort.y)
     root = est.save(tmp_path / "model")
-    assert sorted(p.name for p in root.iterdir()) == ["config.json", "model.safetensors"]
+    # weights, configuration and (target with survival, enough events) the booster's JSON model
+    assert est.booster_ is not None
+    assert sorted(p.name for p in root.iterdir()) == ["booster.json", "config.json", "model.safetensors"]
     assert json.loads((root / "config.json").read_text())["params"]["target"] == "both"
     loaded = VisitProgressionEstimator.load(root)
     np.testing.assert_allclose(loaded.predict_proba(cohort.X), est.predict_proba(cohort.X), rtol=1e-6)
