@@ -274,13 +274,12 @@ class ClinicalCoxBaseline(_RidgeCox):
         return self._table(X)
 
     def _table(self, X: CohortX) -> np.ndarray:
+        from ehrprog.features import clinical_table
+
         points = X.points
         stage = points["current_stage"].fill_null(0).clip(0, 5).to_numpy().astype(np.int64)
         value = points["current_value"].cast(pl.Float64).fill_null(np.nan).to_numpy()
-        has = np.isfinite(value)
-        return np.column_stack(
-            [self.features_.transform(X), np.eye(6)[stage], np.where(has, value, 0.0), has.astype(np.float64)]
-        )
+        return clinical_table(self.features_.transform(X), stage, value, np.isfinite(value))
 
 
 class BoostedCoxBaseline(_SurvivalBaseline):

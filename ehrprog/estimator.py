@@ -26,7 +26,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ehrprog.batching import Batch, VisitTensors, Vocabulary
-from ehrprog.features import PointFeatures
+from ehrprog.features import PointFeatures, clinical_table
 from ehrprog.metrics import harrell_c, macro_auroc
 from ehrprog.model import SupervisedObjective, VisitSequenceModel, breslow_baseline, supervised_loss
 from ehrprog.survival import DAYS_PER_YEAR, SURVIVAL_PIECES_YEARS, base_log_hazards, cumulative_hazard, risk_score
@@ -680,18 +680,9 @@ def _clinical_inputs(model: VisitSequenceModel, tensors: VisitTensors, rows: np.
     return model.clinical_inputs(batch)
 
 
-def _clinical_table(tensors: VisitTensors, n_stages: int = 5) -> np.ndarray:
-    """The clinical inputs of every point as a float table ``[n, F + n_stages + 3]`` (point
-    features, current stage one-hot, current value and its flag): what the booster reads."""
-    stage = np.clip(tensors.point_stage, 0, n_stages)
-    return np.column_stack(
-        [
-            tensors.point_features,
-            np.eye(n_stages + 1)[stage],
-            tensors.point_value,
-            tensors.point_has_value.astype(np.float64),
-        ]
-    ).astype(np.float64)
+def _clinical_table(tensors: VisitTensors) -> np.ndarray:
+    """What the booster reads: :func:`~ehrprog.features.clinical_table` of the tensors' points."""
+    return clinical_table(tensors.point_features, tensors.point_stage, tensors.point_value, tensors.point_has_value)
 
 
 def _probe_inputs(model: VisitSequenceModel, tensors: VisitTensors, rows: np.ndarray, batch_size: int = 256):
@@ -735,7 +726,12 @@ def _initialise_heads(
     from sksurv.linear_model import CoxPHSurvivalAnalysis
     from sksurv.util import Surv
 
-    clinical = _clinical_inputs(model, tensors, train_rows).double().numpy()
+    # The fixed inputs of the training points, built once for the linear fit and the MLP stage.
+    train_inputs = (
+        _clinical_inputs(model, tensors, train_rows),
+        _probe_inputs(model, tensors, train_rows) if model.probe else None,
+    )
+    clinical = train_inputs[0].double().numpy()
     mean, scale = clinical.mean(axis=0), clinical.std(axis=0)
     scale = np.where(scale > 1e-8, scale, 1.0)
     with torch.no_grad():
@@ -744,7 +740,7 @@ def _initialise_heads(
     head_in = model.risk_head.in_features if model.risk_head is not None else model.stage_head.in_features
     columns = np.arange(model.hidden, model.hidden + clinical.shape[1])  # the head columns of the linear fit
     if model.probe:  # the backbone's output at each point's visit: the last head columns
-        probe = _probe_inputs(model, tensors, train_rows).double().numpy()
+        probe = train_inputs[1].double().numpy()
         clinical = np.concatenate([clinical, probe], axis=1)
         columns = np.concatenate([columns, np.arange(head_in - model.probe, head_in)])
         mean = np.concatenate([mean, probe.mean(axis=0)])
@@ -794,7 +790,7 @@ def _initialise_heads(
             model.stage_head.weight[:, columns] = torch.from_numpy(coef / scale).float()
             model.stage_head.bias.copy_(torch.from_numpy(intercept - (coef * mean / scale).sum(axis=1)).float())
     if model.clinical is not None:
-        _fit_clinical_mlp(model, tensors, train_rows, valid_rows, targets, seed)
+        _fit_clinical_mlp(model, tensors, train_rows, valid_rows, targets, seed, train_inputs)
 
 
 def _fit_clinical_mlp(
@@ -804,6 +800,7 @@ def _fit_clinical_mlp(
     valid_rows: np.ndarray,
     targets: dict[str, np.ndarray],
     seed: int,
+    train_inputs: tuple[torch.Tensor, torch.Tensor | None],
     lr: float = 1e-3,
     weight_decay: float = 1e-2,
     max_steps: int = 1000,
@@ -811,7 +808,8 @@ def _fit_clinical_mlp(
     patience: int = 20,
 ) -> None:
     """Train the clinical MLP and the heads on the clinical inputs alone, full-batch (see
-    :func:`_initialise_heads`); the state's head weights stay at zero (they see zeros)."""
+    :func:`_initialise_heads`); the state's head weights stay at zero (they see zeros).
+    ``train_inputs``: the training points' clinical inputs and probe (``None`` without one)."""
     heads = [head for head in (model.stage_head, model.risk_head) if head is not None]
     parameters = list(model.clinical.parameters()) + [p for head in heads for p in head.parameters()]
     device = parameters[0].device
@@ -821,7 +819,8 @@ def _fit_clinical_mlp(
         probe = _probe_inputs(model, tensors, rows).to(device) if model.probe else None
         return _clinical_inputs(model, tensors, rows).to(device), probe
 
-    train_inputs, valid_inputs = inputs(train_rows), inputs(valid_rows)
+    train_inputs = tuple(t.to(device) if t is not None else None for t in train_inputs)
+    valid_inputs = inputs(valid_rows)
 
     def outputs(fixed: tuple[torch.Tensor, torch.Tensor | None]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         clinical, probe = fixed

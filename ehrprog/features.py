@@ -293,6 +293,23 @@ class PointFeatures:
         }
 
 
+def clinical_table(
+    features: np.ndarray, stage: np.ndarray, value: np.ndarray, has_value: np.ndarray, n_stages: int = 5
+) -> np.ndarray:
+    """The clinical inputs as one float64 table ``[n, F + n_stages + 3]``: point features
+    ``[n, F]``, the current stage one-hot (``0..n_stages``), the current staging-lab value (0 where
+    none) and its flag. Read by the clinical booster and ``ClinicalCoxBaseline``."""
+    has = np.asarray(has_value, dtype=bool)
+    return np.column_stack(
+        [
+            features,
+            np.eye(n_stages + 1)[np.clip(stage, 0, n_stages)],
+            np.where(has, value, 0.0),
+            has.astype(np.float64),
+        ]
+    ).astype(np.float64)
+
+
 def _band_features(
     bands: list[tuple[float, int]], stage: np.ndarray, trend: np.ndarray, mean: float, std: float, slope: np.ndarray
 ) -> list[np.ndarray]:
@@ -392,4 +409,4 @@ def _readings(X: CohortX) -> pl.DataFrame:
     return pl.concat([task, coded])
 
 
-__all__ = ["PointFeatures"]
+__all__ = ["PointFeatures", "clinical_table"]

@@ -175,48 +175,53 @@ def _refuse_ragged_lines(table: TableFile, n_columns: int) -> None:
         encoding="utf8-lossy",
     ).with_row_index("index", offset=1)
     line = pl.col("line")
-    fields = line.str.replace_all(r'"[^"]*"', "").str.count_matches(table.separator, literal=True) + 1
+    unquoted = line.str.replace_all(r'"[^"]*"', "")
+    fields = unquoted.str.count_matches(table.separator, literal=True) + 1
     quotes = line.str.count_matches('"', literal=True).fill_null(0)
     balanced = quotes % 2 == 0
-    # Bytes that are not UTF-8 (a Latin-1 export) would be replaced by U+FFFD, which can merge codes.
-    bad_text = lines.filter(line.str.contains("\ufffd", literal=True)).select(pl.col("index").min(), pl.len()).collect()
-    if bad_text["len"][0]:
+    others = [sep for sep in ("\t", ",", "|", ";") if sep != table.separator]
+    other = pl.any_horizontal([unquoted.str.contains(sep, literal=True) for sep in others])
+
+    def count_and_first(mask: pl.Expr, name: str) -> list[pl.Expr]:
+        return [mask.sum().alias(f"{name}_n"), pl.col("index").filter(mask).min().alias(f"{name}_first")]
+
+    # Every check in one pass over the lines: bytes that are not UTF-8 (replaced by U+FFFD, which
+    # can merge codes), the quote count (odd: a quote never closes), lines written with another
+    # separator (they read as one field), lines with more fields than the columns.
+    ragged = (fields > n_columns) & balanced
+    found = (
+        lines.select(
+            *count_and_first(line.str.contains("\ufffd", literal=True), "bad_text"),
+            quotes.sum().alias("quotes"),
+            *count_and_first((fields == 1) & (n_columns > 1) & other & balanced, "mixed"),
+            *count_and_first(ragged, "ragged"),
+            fields.filter(ragged).max().alias("widest"),
+        )
+        .collect()
+        .row(0, named=True)
+    )
+    if found["bad_text_n"]:
         raise InputError(
-            f"{bad_text['len'][0]} line(s) are not valid UTF-8 (first at line {bad_text['index'][0]}): the file "
+            f"{found['bad_text_n']} line(s) are not valid UTF-8 (first at line {found['bad_text_first']}): the file "
             "must be UTF-8; re-encode it (e.g. iconv -f latin1 -t utf-8)",
             file=str(table.path),
         )
-    # A quote that never closes: the quote count over the file is odd; it opened on the last line
-    # where the running count turned odd.
-    if lines.select(quotes.sum()).collect().item() % 2:
+    if found["quotes"] % 2:  # it opened on the last line where the running count turned odd (rare: a second pass)
         odd = quotes.cum_sum() % 2
         opened = lines.filter((odd == 1) & (odd.shift(1, fill_value=0) == 0)).select(pl.col("index").last()).collect()
         raise InputError(
             f"a double quote opened at line {opened.item()} is never closed (a broken quote)", file=str(table.path)
         )
-    # A line written with another separator than the header's reads as one field.
-    others = [sep for sep in ("\t", ",", "|", ";") if sep != table.separator]
-    other = pl.any_horizontal([line.str.replace_all(r'"[^"]*"', "").str.contains(sep, literal=True) for sep in others])
-    mixed = (
-        lines.filter((fields == 1) & (n_columns > 1) & other & balanced)
-        .select(pl.len().alias("n"), pl.col("index").min().alias("first"))
-        .collect()
-    )
-    if mixed["n"][0]:
+    if found["mixed_n"]:
         raise InputError(
-            f"{mixed['n'][0]} line(s) use another separator than the header's {table.separator!r} (first at line "
-            f"{mixed['first'][0]}): a file must use one separator throughout",
+            f"{found['mixed_n']} line(s) use another separator than the header's {table.separator!r} (first at line "
+            f"{found['mixed_first']}): a file must use one separator throughout",
             file=str(table.path),
         )
-    found = (
-        lines.filter((fields > n_columns) & balanced)
-        .select(pl.len().alias("n"), pl.col("index").min().alias("first"), fields.max().alias("widest"))
-        .collect()
-    )
-    if found["n"][0]:
+    if found["ragged_n"]:
         raise InputError(
-            f"{found['n'][0]} line(s) hold more fields than the {n_columns} columns of the table "
-            f"(first at line {found['first'][0]}, up to {found['widest'][0]} fields): a value containing the "
+            f"{found['ragged_n']} line(s) hold more fields than the {n_columns} columns of the table "
+            f"(first at line {found['ragged_first']}, up to {found['widest']} fields): a value containing the "
             f"separator {table.separator!r} must be quoted; the extra fields would otherwise be cut off",
             file=str(table.path),
         )
