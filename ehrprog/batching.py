@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 
 from ehrprog.tasks.cohort import CohortX
+from ehrprog.visit_arrays import VisitArrays, merge_code_stats
 
 PAD, UNKNOWN = 0, 1
 
@@ -37,22 +38,27 @@ class Vocabulary:
 
     @classmethod
     def fit(cls, X: CohortX, min_count: int = 1) -> Vocabulary:
-        """Codes seen at least ``min_count`` times in the input histories of ``X``'s subjects."""
-        visits = _input_visits(X)
-        flat = visits.select(pl.col("codes").alias("code"), pl.col("numeric_values").alias("value")).explode(
-            "code", "value"
-        )
-        finite = pl.col("value").filter(pl.col("value").is_finite())  # NaN / inf never reach a mean
-        stats = (
-            flat.group_by("code")
-            .agg(pl.len().alias("n"), finite.mean().alias("mean"), finite.std().alias("std"))
-            .filter(pl.col("n") >= min_count)
-            .sort("code")
-        )
+        """Codes seen at least ``min_count`` times in the input histories of ``X``'s subjects.
+
+        One pass over ``X``'s parts (its shards, for a cohort on disk): each part's per-code sums
+        are merged exactly (:func:`~ehrprog.visit_arrays.merge_code_stats`)."""
+        parts = []
+        for part, _ in X.parts():
+            arrays = visit_arrays(part)
+            points = part.points
+            needed = arrays.visits_needed(points["subject_id"].to_numpy(), points["n_visits"].to_numpy())
+            parts.append(arrays.code_stats(needed))
+        stats = merge_code_stats(parts).filter(pl.col("n") >= min_count)
         mean = np.concatenate([[0.0, 0.0], stats["mean"].fill_null(0.0).to_numpy()]).astype(np.float32)
         std = stats["std"].fill_null(1.0).to_numpy()
         std = np.concatenate([[1.0, 1.0], np.where(std > 1e-6, std, 1.0)]).astype(np.float32)
-        return cls(stats["code"].to_list(), mean, std, _descriptions(stats["code"], X.visits.codes))
+        return cls(stats["code"].to_list(), mean, std, _descriptions(stats["code"], X.code_metadata))
+
+    def lookup_table(self, codes: list[str]) -> np.ndarray:
+        """``[len(codes)]`` int64: the embedding row of each code string (``UNKNOWN`` if unseen)."""
+        if not codes:
+            return np.zeros(0, dtype=np.int64)
+        return self.lookup(pl.Series("code", codes, dtype=pl.String)).to_numpy().astype(np.int64)
 
     def lookup(self, codes: pl.Expr) -> pl.Expr:
         """Embedding rows for a code column (unseen codes -> ``UNKNOWN``)."""
@@ -67,6 +73,15 @@ def _descriptions(codes: pl.Series, metadata: pl.DataFrame | None) -> list[str |
     described = metadata.select("code", "description").drop_nulls().unique("code", keep="first")
     frame = pl.DataFrame({"code": codes.cast(pl.String)}).join(described, on="code", how="left", maintain_order="left")
     return frame["description"].to_list()
+
+
+def visit_arrays(X: CohortX) -> VisitArrays:
+    """``X``'s input visits as :class:`~ehrprog.visit_arrays.VisitArrays` (those a part read from
+    disk carries, else built from ``X.visits``)."""
+    arrays = getattr(X, "arrays", None)
+    if arrays is not None:
+        return arrays
+    return VisitArrays.from_visits(_input_visits(X).sort("subject_id", "visit_index"))
 
 
 def _input_visits(X: CohortX) -> pl.DataFrame:
@@ -174,6 +189,8 @@ class VisitTensors:
         value_scale: mean and standard deviation that standardise the points' current lab value.
         point_features: ``[n_points, F]`` features per point of ``X`` (see
             :class:`~ehrprog.features.PointFeatures`); none by default.
+        arrays: ``X``'s visits as :class:`~ehrprog.visit_arrays.VisitArrays` when already at hand
+            (a shard read from disk); built from ``X`` otherwise.
     """
 
     def __init__(
@@ -184,34 +201,23 @@ class VisitTensors:
         max_visits: int = 256,
         value_scale: tuple[float, float] = (0.0, 1.0),
         point_features: np.ndarray | None = None,
+        arrays: VisitArrays | None = None,
     ) -> None:
         self.max_codes = max_codes
         self.max_visits = max_visits
-        visits = _input_visits(X).sort("subject_id", "visit_index")
-        subjects = visits.group_by("subject_id", maintain_order=True).agg(pl.len().alias("n"))
-        self.subject_ids = subjects["subject_id"].to_numpy()
-        lengths = subjects["n"].to_numpy()
-        self.starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-        self.lengths = lengths.astype(np.int64)
-        n_rows = visits.height
-        flat = (
-            visits.with_row_index("_row")
-            .select(
-                "_row",
-                pl.col("codes").list.head(max_codes).alias("code"),
-                pl.col("numeric_values").list.head(max_codes).alias("value"),
-            )
-            .explode("code", "value")
-            .drop_nulls("code")
-            .with_columns(
-                pl.int_range(pl.len()).over("_row").alias("_pos"),
-                vocabulary.lookup(pl.col("code")).alias("_id"),
-            )
-        )
-        ids = flat["_id"].to_numpy()
-        rows = flat["_row"].to_numpy().astype(np.int64)
-        pos = flat["_pos"].to_numpy().astype(np.int64)
-        raw = flat["value"].to_numpy().astype(np.float32)
+        if arrays is None:
+            arrays = visit_arrays(X)
+        self.subject_ids = np.asarray(arrays.subject_ids)
+        self.starts = np.asarray(arrays.starts)
+        self.lengths = np.asarray(arrays.lengths)
+        n_rows = arrays.n_visits
+        counts = np.diff(arrays.code_offsets)
+        pos = np.arange(len(arrays.code_index), dtype=np.int64) - np.repeat(arrays.code_offsets[:-1], counts)
+        keep = pos < max_codes  # the first max_codes codes of each visit, in the visit's order
+        rows = np.repeat(np.arange(n_rows, dtype=np.int64), counts)[keep]
+        pos = pos[keep]
+        ids = vocabulary.lookup_table(arrays.code_table)[arrays.code_index[keep]].astype(np.int32)
+        raw = np.asarray(arrays.raw_values)[keep]
         present = np.isfinite(raw)  # a NaN or infinite reading is no reading
         z = np.where(present, (raw - vocabulary.value_mean[ids]) / vocabulary.value_std[ids], 0.0)
         self.codes = np.zeros((n_rows, max_codes), dtype=np.int32)
@@ -220,24 +226,11 @@ class VisitTensors:
         self.codes[rows, pos] = ids
         self.values[rows, pos] = np.clip(z, -10, 10)
         self.has_value[rows, pos] = present
-        self.times = (
-            visits.select(
-                pl.col("days_since_first") / 365.25,
-                pl.col("days_since_prev") / 365.25,
-                (pl.col("age_days") / 36525.0).fill_null(0.0),
-            )
-            .to_numpy()
-            .astype(np.float32)
-        )
-        _day_us = 86_400_000_000
-        self.visit_days = (visits["start"].dt.epoch("us").to_numpy() / _day_us).astype(np.float32)
-        self.visit_los = ((visits["end"] - visits["start"]).dt.total_microseconds().to_numpy() / _day_us).astype(
-            np.float32
-        )
-        types = visits["visit_type"]
-        self.visit_types = ["<unknown>", *sorted(types.drop_nulls().unique().to_list())]
-        type_index = dict(zip(self.visit_types[1:], range(1, len(self.visit_types)), strict=True))
-        self.visit_type = types.replace_strict(type_index, default=0, return_dtype=pl.Int32).to_numpy()
+        self.times = np.asarray(arrays.times)
+        self.visit_days = np.asarray(arrays.visit_days)
+        self.visit_los = np.asarray(arrays.visit_los)
+        self.visit_types = list(arrays.type_table)
+        self.visit_type = np.asarray(arrays.visit_type)
         points = X.points
         index = pl.DataFrame({"subject_id": self.subject_ids, "_pos": np.arange(len(self.subject_ids))})
         located = points.select("subject_id").join(index, on="subject_id", how="left", maintain_order="left")

@@ -97,13 +97,16 @@ class PointFeatures:
         return len(self.names)
 
     def fit(self, X: CohortX) -> PointFeatures:
-        """Choose the labs and static codes and fit the standardisation on ``X``'s readings."""
-        readings = _readings(X)
-        task_labs = _task_lab_names(X)
+        """Choose the labs and static codes and fit the standardisation on ``X``'s readings.
+
+        One pass over ``X``'s parts (its shards, for a cohort on disk): counts and moments are
+        taken per part and merged exactly (one part gives exactly its own figures)."""
+        parts = [self._part_statistics(part) for part, _ in X.parts()]
+        task_labs = sorted({lab for part in parts for lab in part["task_labs"]})
+        bands = {lab: b for part in parts for lab, b in part["lab_bands"].items()}
+        readings = _merge_moments([part["readings"] for part in parts], "lab")
         counts = (
             readings.filter(~pl.col("lab").is_in(task_labs))
-            .group_by("lab")
-            .agg(pl.len().alias("n"))
             .filter(pl.col("n") >= self.min_readings)
             .sort(["n", "lab"], descending=[True, False])
             .head(self.max_labs)
@@ -111,50 +114,84 @@ class PointFeatures:
         self.labs = [*task_labs, *sorted(counts["lab"].to_list())]
         # Finite bounds only: the last band (no bound below it) cannot rise further.
         self.bands = {
-            lab: [(float(low), int(stage)) for low, stage in X.lab_bands[lab] if np.isfinite(low)]
+            lab: [(float(low), int(stage)) for low, stage in bands[lab] if np.isfinite(low)]
             for lab in task_labs
-            if lab in X.lab_bands
+            if lab in bands
         }
-        stats = readings.group_by("lab").agg(pl.col("value").mean().alias("m"), pl.col("value").std().alias("s"))
-        found = {row["lab"]: row for row in stats.iter_rows(named=True)}
-        self.lab_mean = [float(found[lab]["m"]) if lab in found else 0.0 for lab in self.labs]
+        found = {row["lab"]: row for row in readings.iter_rows(named=True)}
+        self.lab_mean = [float(found[lab]["mean"]) if lab in found else 0.0 for lab in self.labs]
         self.lab_std = [
-            float(found[lab]["s"]) if lab in found and (found[lab]["s"] or 0) > 1e-6 else 1.0 for lab in self.labs
+            float(found[lab]["std"]) if lab in found and (found[lab]["std"] or 0) > 1e-6 else 1.0 for lab in self.labs
         ]
-        age = _points(X)["_age"].drop_nulls()
-        self.age_mean = float(age.mean()) if age.len() else 0.0
-        self.age_std = float(age.std()) if age.len() > 1 and (age.std() or 0) > 1e-6 else 1.0
-        subjects = X.visits.frame.filter(pl.col("subject_id").is_in(X.points["subject_id"].unique().implode()))
+        age = _merge_moments([part["age"] for part in parts], "key").row(0, named=True)
+        self.age_mean = float(age["mean"]) if age["n"] else 0.0
+        self.age_std = float(age["std"]) if age["n"] > 1 and (age["std"] or 0) > 1e-6 else 1.0
+        n_subjects = sum(part["subjects"] for part in parts)
         static = (
-            subjects.select(pl.col("static_codes").list.unique())
-            .explode("static_codes")
-            .drop_nulls()
-            .group_by("static_codes")
-            .agg(pl.len().alias("n"))
-            .filter(pl.col("n") >= max(1, 0.01 * subjects.height))
-            .sort(["n", "static_codes"], descending=[True, False])
+            pl.concat([part["static"] for part in parts])
+            .group_by("code")
+            .agg(pl.col("n").sum())
+            .filter(pl.col("n") >= max(1, 0.01 * n_subjects))
+            .sort(["n", "code"], descending=[True, False])
             .head(self.max_static_codes)
         )
-        codes = pl.DataFrame({"code": static["static_codes"].cast(pl.String)})
+        codes = static.select("code")
         not_sex = codes.with_columns(sex_expr().is_null().alias("_keep")).filter("_keep")["code"]
         self.static_codes = sorted(not_sex.to_list())  # sex has its own columns
         self.history_codes = []
         if self.max_history_codes > 0:
             history = (
-                _visit_codes(X)
-                .filter(~pl.col("code").is_in(readings["lab"].unique().implode()))
-                .unique(["subject_id", "code"])
+                pl.concat([part["history"] for part in parts])
+                .filter(~pl.col("code").is_in(readings["lab"].implode()))
                 .group_by("code")
-                .agg(pl.len().alias("n"))
-                .filter(pl.col("n") >= max(1, 0.01 * subjects.height))
+                .agg(pl.col("n").sum())
+                .filter(pl.col("n") >= max(1, 0.01 * n_subjects))
                 .sort(["n", "code"], descending=[True, False])
                 .head(self.max_history_codes)
             )
             self.history_codes = sorted(history["code"].to_list())
         return self
 
+    def _part_statistics(self, X: CohortX) -> dict:
+        """What :meth:`fit` merges, of one part: reading moments per lab, age moments, subject
+        counts per static code and per history code, the task's labs and bands."""
+        readings = _readings(X)
+        age = _points(X).select(pl.lit("age").alias("key"), pl.col("_age").alias("value")).drop_nulls("value")
+        subjects = X.visits.frame.filter(pl.col("subject_id").is_in(X.points["subject_id"].unique().implode()))
+        static = (
+            subjects.select(pl.col("static_codes").list.unique())
+            .explode("static_codes")
+            .drop_nulls()
+            .group_by(pl.col("static_codes").cast(pl.String).alias("code"))
+            .agg(pl.len().cast(pl.Int64).alias("n"))
+        )
+        history = pl.DataFrame(schema={"code": pl.String, "n": pl.Int64})
+        if self.max_history_codes > 0:
+            history = (
+                _visit_codes(X).unique(["subject_id", "code"]).group_by("code").agg(pl.len().cast(pl.Int64).alias("n"))
+            )
+        return {
+            "readings": _moments(readings.rename({"lab": "key"}), "key").rename({"key": "lab"}),
+            "age": _moments(age, "key"),
+            "subjects": subjects.height,
+            "static": static,
+            "history": history,
+            "task_labs": _task_lab_names(X),
+            "lab_bands": {lab: X.lab_bands[lab] for lab in _task_lab_names(X) if lab in X.lab_bands},
+        }
+
     def transform(self, X: CohortX) -> np.ndarray:
-        """``[n_points, n_features]`` float32, in the order of ``X.points``."""
+        """``[n_points, n_features]`` float32, in the order of ``X.points`` (part by part for a
+        cohort on disk)."""
+        parts = list(X.parts()) if type(X) is not CohortX else [(X, None)]
+        if len(parts) == 1 and parts[0][1] is None:
+            return self._transform(X)
+        table = np.zeros((len(X), self.n_features), dtype=np.float32)
+        for part, rows in parts:
+            table[rows] = self._transform(part)
+        return table
+
+    def _transform(self, X: CohortX) -> np.ndarray:
         points = _points(X)
         n = points.height
         columns: list[np.ndarray] = []
@@ -308,6 +345,52 @@ def clinical_table(
             has.astype(np.float64),
         ]
     ).astype(np.float64)
+
+
+def _moments(frame: pl.DataFrame, key: str) -> pl.DataFrame:
+    """Per ``key``: ``n``, ``mean``, ``std`` (ddof 1, as polars), ``total`` and ``m2`` (the sum
+    of squared deviations from the mean) of the finite ``value`` column (float64)."""
+    value = pl.col("value").cast(pl.Float64)
+    return (
+        frame.filter(value.is_finite())
+        .group_by(key)
+        .agg(
+            pl.len().cast(pl.Int64).alias("n"),
+            value.mean().alias("mean"),
+            value.std().alias("std"),
+            value.sum().alias("total"),
+            ((value - value.mean()) ** 2).sum().alias("m2"),
+        )
+        .sort(key)
+    )
+
+
+def _merge_moments(parts: list[pl.DataFrame], key: str) -> pl.DataFrame:
+    """Merge :func:`_moments` of disjoint parts (Chan et al.'s pairwise update) into ``key``,
+    ``n``, ``mean``, ``std``; one part is returned as it is (exactly its own figures). A key no
+    part has gives ``n`` 0 and null moments."""
+    if len(parts) == 1:
+        merged = parts[0].select(key, "n", "mean", "std")
+    else:
+        merged = (
+            pl.concat(parts)
+            .with_columns((pl.col("total").sum().over(key) / pl.col("n").sum().over(key)).alias("_mean"))
+            .group_by(key)
+            .agg(
+                pl.col("n").sum(),
+                pl.col("_mean").first().alias("mean"),
+                (pl.col("m2") + pl.col("n") * (pl.col("mean") - pl.col("_mean")) ** 2).sum().alias("_m2"),
+            )
+            .with_columns(pl.when(pl.col("n") >= 2).then((pl.col("_m2") / (pl.col("n") - 1)).sqrt()).alias("std"))
+            .select(key, "n", "mean", "std")
+            .sort(key)
+        )
+    if key == "key" and merged.height == 0:  # a single statistic that no part has
+        return pl.DataFrame(
+            {key: ["age"], "n": [0], "mean": [None], "std": [None]},
+            schema_overrides={"mean": pl.Float64, "std": pl.Float64},
+        )
+    return merged
 
 
 def _band_features(

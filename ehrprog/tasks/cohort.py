@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +64,17 @@ class CohortX:
 
     def __repr__(self) -> str:
         return f"CohortX(points={self.points.height}, subjects={self.points['subject_id'].n_unique()})"
+
+    def parts(self) -> Iterator[tuple[CohortX, np.ndarray]]:
+        """The pieces ``X`` is processed in, each with the rows of ``X`` it holds: here ``X``
+        itself; a cohort on disk (:class:`~ehrprog.store.StoredCohortX`) yields one in-memory
+        ``CohortX`` per shard, so statistics and features are computed shard by shard."""
+        yield self, np.arange(len(self), dtype=np.int64)
+
+    @property
+    def code_metadata(self) -> pl.DataFrame | None:
+        """Code metadata (``code``, ``description``, ...) of the data, where it has any."""
+        return self.visits.codes
 
     def histories(self) -> pl.DataFrame:
         """The input visits of every point, long form (one row per point and visit).
