@@ -15,6 +15,10 @@ from ehrprog.visits import Gap, VisitFrame, group_visits
 
 def __getattr__(name: str) -> Any:
     # The estimator pulls in torch: import it only when asked for, so the data layer stays light.
+    if name == "load_cohort":
+        from ehrprog.store import load_cohort
+
+        return load_cohort
     if name == "VisitProgressionEstimator":
         from ehrprog.estimator import VisitProgressionEstimator
 
@@ -32,6 +36,7 @@ __all__ = [
     "__version__",
     "datasets",
     "group_visits",
+    "load_cohort",
     "read_meds",
     "read_omop",
     "tasks",

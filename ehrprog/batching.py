@@ -153,6 +153,52 @@ class Batch:
             point_subject=tile(self.point_subject) + shift,
         )
 
+    @classmethod
+    def stack(cls, batches: list[Batch]) -> Batch:
+        """One batch holding the rows and points of ``batches`` in order (visit and code axes
+        padded to the widest)."""
+        width_v = max(b.codes.shape[1] for b in batches)
+        width_c = max(b.codes.shape[2] for b in batches)
+
+        def pad(array: np.ndarray, *widths: int) -> np.ndarray:
+            extra = [(0, 0)] + [(0, w - n) for w, n in zip(widths, array.shape[1:], strict=False)]
+            extra += [(0, 0)] * (array.ndim - len(extra))
+            return np.pad(array, extra)
+
+        shift = np.cumsum([0] + [len(b.codes) for b in batches[:-1]])
+        joined = {
+            name: np.concatenate([pad(getattr(b, name), width_v, width_c) for b in batches])
+            for name in ("codes", "values", "has_value")
+        }
+        joined.update(
+            {
+                name: np.concatenate([pad(getattr(b, name), width_v) for b in batches])
+                for name in ("times", "visit_days", "visit_los", "visit_type", "visit_mask")
+            }
+        )
+        joined["point_subject"] = np.concatenate([b.point_subject + s for b, s in zip(batches, shift, strict=True)])
+        for name in (
+            "point_visit",
+            "point_index",
+            "visit_offset",
+            "row_subject",
+            "current_stage",
+            "current_value",
+            "has_current_value",
+            "point_features",
+        ):
+            joined[name] = np.concatenate([getattr(b, name) for b in batches])
+        return cls(**joined)
+
+    def per_point_rows(self, order: np.ndarray) -> Batch:
+        """For a batch with one row per point (row k reads point k): rows and points reordered
+        so that the new row k is the old ``order[k]``."""
+        names = [f for f in self.__dataclass_fields__ if f != "point_subject"]
+        return Batch(
+            **{name: getattr(self, name)[order] for name in names},
+            point_subject=np.arange(len(order), dtype=np.int64),
+        )
+
     def tensors(self, device) -> dict:
         """The arrays the model reads, as torch tensors on ``device`` (codes as int64)."""
         import torch
@@ -175,6 +221,53 @@ class Batch:
         out.update({name: torch.from_numpy(getattr(self, name)).to(device) for name in names})
         out["visit_type"] = torch.from_numpy(self.visit_type.astype(np.int64)).to(device)
         return out
+
+
+def point_arrays(
+    points: pl.DataFrame, value_scale: tuple[float, float], features: np.ndarray | None
+) -> dict[str, np.ndarray]:
+    """The per-point arrays of :class:`VisitTensors`: ``n_visits`` (int64), ``stage`` (int64, 0
+    if unknown), ``value`` (float32, the standardised current staging-lab value, 0 if none),
+    ``has_value`` (bool) and ``features`` (``[n, F]`` float32)."""
+    n_visits = points["n_visits"].to_numpy().astype(np.int64)
+    if (n_visits < 1).any():
+        raise ValueError("every prediction point needs at least one input visit (n_visits >= 1)")
+    raw_value = (
+        points["current_value"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+        if "current_value" in points.columns
+        else np.full(points.height, np.nan)
+    )
+    has_value = np.isfinite(raw_value)
+    mean, std = value_scale
+    if features is None:
+        features = np.zeros((points.height, 0), dtype=np.float32)
+    if len(features) != points.height:
+        raise ValueError(f"point_features has {len(features)} rows for {points.height} points")
+    return {
+        "n_visits": n_visits,
+        "stage": points["current_stage"].fill_null(0).to_numpy().astype(np.int64),
+        "value": np.where(has_value, (raw_value - mean) / std, 0.0).astype(np.float32),
+        "has_value": has_value,
+        "features": np.ascontiguousarray(features, dtype=np.float32),
+    }
+
+
+def plan_by_subject(
+    point_rows: np.ndarray, owner: np.ndarray, batch_size: int, rng: np.random.Generator | None = None
+) -> list[np.ndarray]:
+    """Split ``point_rows`` into batches of ``batch_size`` subjects (``owner``: each row's subject,
+    any integer key), all points of a subject together; subjects in key order, or in a random
+    order when ``rng`` is given."""
+    if not len(point_rows):
+        return []
+    subjects, inverse = np.unique(owner, return_inverse=True)
+    rank = np.arange(len(subjects))
+    if rng is not None:
+        rank[rng.permutation(len(subjects))] = np.arange(len(subjects))
+    order = np.argsort(rank[inverse], kind="stable")
+    chunk = rank[inverse][order] // batch_size
+    bounds = np.flatnonzero(np.diff(chunk)) + 1
+    return np.split(np.asarray(point_rows)[order], bounds)
 
 
 class VisitTensors:
@@ -235,23 +328,10 @@ class VisitTensors:
         index = pl.DataFrame({"subject_id": self.subject_ids, "_pos": np.arange(len(self.subject_ids))})
         located = points.select("subject_id").join(index, on="subject_id", how="left", maintain_order="left")
         self.point_subject = located["_pos"].to_numpy().astype(np.int64)
-        self.point_n_visits = points["n_visits"].to_numpy().astype(np.int64)
-        self.point_stage = points["current_stage"].fill_null(0).to_numpy().astype(np.int64)
-        raw_value = (
-            points["current_value"].cast(pl.Float64).fill_null(np.nan).to_numpy()
-            if "current_value" in points.columns
-            else np.full(points.height, np.nan)
-        )
-        self.point_has_value = np.isfinite(raw_value)
-        mean, std = value_scale
-        self.point_value = np.where(self.point_has_value, (raw_value - mean) / std, 0.0).astype(np.float32)
-        if point_features is None:
-            point_features = np.zeros((points.height, 0), dtype=np.float32)
-        if len(point_features) != points.height:
-            raise ValueError(f"point_features has {len(point_features)} rows for {points.height} points")
-        self.point_features = np.ascontiguousarray(point_features, dtype=np.float32)
-        if (self.point_n_visits < 1).any():
-            raise ValueError("every prediction point needs at least one input visit (n_visits >= 1)")
+        arrays_of_points = point_arrays(points, value_scale, point_features)
+        self.point_n_visits, self.point_stage = arrays_of_points["n_visits"], arrays_of_points["stage"]
+        self.point_value, self.point_has_value = arrays_of_points["value"], arrays_of_points["has_value"]
+        self.point_features = arrays_of_points["features"]
 
     @property
     def n_points(self) -> int:
@@ -319,16 +399,7 @@ class VisitTensors:
         """The point rows of each batch of about ``batch_size`` subjects (all points of a subject
         together), in a random subject order when ``rng`` is given."""
         point_rows = np.asarray(point_rows)
-        owner = self.point_subject[point_rows]
-        subjects = np.unique(owner)
-        if rng is not None:
-            subjects = rng.permutation(subjects)
-        rank = np.empty(len(self.subject_ids) if len(self.subject_ids) else 1, dtype=np.int64)
-        rank[subjects] = np.arange(len(subjects))
-        order = np.argsort(rank[owner], kind="stable")
-        chunk = rank[owner][order] // batch_size
-        bounds = np.flatnonzero(np.diff(chunk)) + 1
-        return np.split(point_rows[order], bounds) if len(order) else []
+        return plan_by_subject(point_rows, self.point_subject[point_rows], batch_size, rng)
 
     def subject_batches(self, point_rows: np.ndarray, batch_size: int, rng: np.random.Generator | None = None):
         """Yield the batches of :meth:`plan_batches`."""

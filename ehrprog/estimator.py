@@ -29,6 +29,7 @@ from ehrprog.batching import Batch, VisitTensors, Vocabulary
 from ehrprog.features import PointFeatures, clinical_table
 from ehrprog.metrics import harrell_c, macro_auroc
 from ehrprog.model import SupervisedObjective, VisitSequenceModel, breslow_baseline, supervised_loss
+from ehrprog.store import visit_tensors
 from ehrprog.survival import DAYS_PER_YEAR, SURVIVAL_PIECES_YEARS, base_log_hazards, cumulative_hazard, risk_score
 from ehrprog.targets import check_survival_targets, split_targets
 from ehrprog.tasks.cohort import CohortX
@@ -326,10 +327,11 @@ class VisitProgressionEstimator(BaseEstimator):
         )
 
     def _visit_tensors(self, X: CohortX) -> VisitTensors:
-        """The model's input arrays for ``X`` (with the booster's margin as the last point feature
+        """The model's input arrays for ``X``, in memory or read shard by shard for a cohort on
+        disk (with the booster's margin as the last point feature
         once a booster is fitted)."""
         features = self.point_features_.transform(X) if self.point_features else None
-        tensors = VisitTensors(
+        tensors = visit_tensors(
             X, self.vocabulary_, self.max_codes_per_visit, self.max_visits, self.value_scale_, features
         )
         if getattr(self, "booster_", None) is not None:

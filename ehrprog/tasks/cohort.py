@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -56,11 +57,15 @@ class CohortX:
         if isinstance(key, int | np.integer):
             key = [int(key)]
         if isinstance(key, slice):
-            return CohortX(self.points[key], self.visits, self.labs, self.lab_bands)
+            key = np.arange(len(self))[key]
         index = np.asarray(key)
         if index.dtype == bool:
             index = np.flatnonzero(index)
-        return CohortX(self.points[index.astype(np.int64)], self.visits, self.labs, self.lab_bands)
+        return self._take(index.astype(np.int64))
+
+    def _take(self, index: np.ndarray) -> CohortX:
+        """The points at positions ``index``, over the same visits."""
+        return CohortX(self.points[index], self.visits, self.labs, self.lab_bands)
 
     def __repr__(self) -> str:
         return f"CohortX(points={self.points.height}, subjects={self.points['subject_id'].n_unique()})"
@@ -102,7 +107,8 @@ class Cohort:
             ``time_to_event_days`` (to that record, or to the end of follow-up when censored).
         groups: the subject id of each point (numpy int64), for ``GroupKFold``.
         labels: the same targets in the MEDS label schema (:data:`~ehrprog.schema.LABEL_SCHEMA`).
-        stages: every stage record found (``stage_events``).
+        stages: every stage record found (``stage_events``); a ``polars.LazyFrame`` for a cohort
+            loaded from disk.
         report: counts of points and records left out, by reason.
         warnings: what makes the labels look implausible (e.g. many subjects whose recorded stage
             falls by two or more stages and rises again), for the summary and the report.
@@ -115,6 +121,13 @@ class Cohort:
     stages: pl.DataFrame
     report: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+
+    def save(self, path: str | Path, *, subjects_per_shard: int = 5_000) -> Path:
+        """Write the cohort to ``path`` as subject shards (see :mod:`ehrprog.store`); read it back
+        with :func:`ehrprog.load_cohort`, whose inputs stay on disk."""
+        from ehrprog.store import save_cohort
+
+        return save_cohort(self, path, subjects_per_shard=subjects_per_shard)
 
     def summary(self) -> str:
         """A short human-readable description of the cohort."""
@@ -136,7 +149,7 @@ class Cohort:
                 f"{r['stage'] if r['stage'] is not None else 'none'}: {r['len']:,}" for r in nxt.iter_rows(named=True)
             )
         )
-        by_source = self.stages.group_by("source").len().sort("source")
+        by_source = self.stages.lazy().group_by("source").len().sort("source").collect()
         lines.append(
             "stage records: " + ", ".join(f"{r['source']}: {r['len']:,}" for r in by_source.iter_rows(named=True))
         )

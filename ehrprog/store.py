@@ -1,0 +1,491 @@
+"""Cohorts on disk: subject shards that the estimator reads lazily, one shard at a time.
+
+A saved cohort is a folder::
+
+    manifest.json            format, shards in order, counts, the ingest/cohort report
+    codes.parquet            code metadata (descriptions), when the data had any
+    shards/<name>/
+        shard.json           what the shard holds, its source, and the SHA-256 of every file
+        points.parquet       one row per prediction point: the inputs' point columns and the targets
+        labels.parquet       the same points in the MEDS label schema
+        visits.parquet       the subjects' visit frame (for point features and inspection)
+        labs.parquet         the task's staging-lab readings of the subjects
+        stages.parquet       every stage record found
+        arrays/*.npy         the visits as :class:`~ehrprog.visit_arrays.VisitArrays` (the array
+                             form the model reads, vocabulary-free; memory-mappable)
+
+A shard is written to a hidden temporary folder and renamed into place when complete, so a
+crashed writer never leaves a shard that looks whole; :func:`shard_is_complete` checks a shard
+against its ``shard.json`` (file sizes and content hashes), which is how a re-run skips the
+shards already written.
+
+:func:`load_cohort` gives a :class:`~ehrprog.tasks.Cohort` whose ``X`` is a
+:class:`StoredCohortX`: the points (a few numbers per point) are in memory; the visits stay on
+disk and are read shard by shard, for statistics (:meth:`StoredCohortX.parts`) and for batches
+(:class:`ShardedVisitTensors`). ``GroupKFold``, ``GridSearchCV`` and the estimator take it as
+they take an in-memory cohort.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections import OrderedDict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from ehrprog.batching import Batch, VisitTensors, Vocabulary, plan_by_subject, point_arrays, visit_arrays
+from ehrprog.errors import InputError
+from ehrprog.tasks.cohort import Cohort, CohortX
+from ehrprog.visit_arrays import VisitArrays
+from ehrprog.visits import Gap, VisitFrame
+
+FORMAT = "ehrprog-cohort/1"
+MANIFEST = "manifest.json"
+SHARD_META = "shard.json"
+POINT_COLUMNS = ["subject_id", "prediction_time", "n_visits", "current_stage", "current_value"]
+TARGET_COLUMNS = ["stage", "event", "time_to_event_days"]
+#: Subjects per shard when a cohort in memory is saved.
+SUBJECTS_PER_SHARD = 5_000
+#: Shards whose encoded tensors are kept in memory at once while batches are read.
+CACHED_SHARDS = 2
+
+
+# ---------------------------------------------------------------------------------------- write
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _strategy_json(strategy: Any) -> Any:
+    return {"gap_hours": strategy.hours} if isinstance(strategy, Gap) else strategy
+
+
+def _strategy_from_json(value: Any) -> Any:
+    return Gap(hours=value["gap_hours"]) if isinstance(value, dict) else value
+
+
+def write_shard(cohort: Cohort, root: str | Path, name: str, *, source: str = "", fingerprint: str = "") -> dict:
+    """Write ``cohort`` (the subjects of one shard) as ``root/shards/<name>`` and return its
+    ``shard.json`` record. ``source`` names what it was built from; ``fingerprint`` identifies
+    that input (a re-run compares it, see :func:`shard_is_complete`)."""
+    shards = Path(root) / "shards"
+    shards.mkdir(parents=True, exist_ok=True)
+    final = shards / name
+    temporary = shards / f".{name}.tmp-{os.getpid()}"
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir()
+    X = cohort.X
+    points = pl.concat([X.points.select(POINT_COLUMNS), cohort.y.select(TARGET_COLUMNS)], how="horizontal")
+    points.write_parquet(temporary / "points.parquet")
+    cohort.labels.write_parquet(temporary / "labels.parquet")
+    X.visits.frame.write_parquet(temporary / "visits.parquet")
+    labs = X.labs if X.labs is not None else pl.DataFrame(schema={"subject_id": pl.Int64, "time": pl.Datetime("us")})
+    labs.write_parquet(temporary / "labs.parquet")
+    stages = cohort.stages.collect() if isinstance(cohort.stages, pl.LazyFrame) else cohort.stages
+    stages.write_parquet(temporary / "stages.parquet")
+    visit_arrays(X).save(temporary / "arrays")
+    files = sorted(p for p in temporary.rglob("*") if p.is_file())
+    meta = {
+        "name": name,
+        "source": source,
+        "fingerprint": fingerprint,
+        "subjects": int(points["subject_id"].n_unique()),
+        "points": points.height,
+        "visits": int(X.visits.frame["visits"].list.len().sum() or 0),
+        "strategy": _strategy_json(X.visits.strategy),
+        "lab_bands": {lab: [list(band) for band in bands] for lab, bands in X.lab_bands.items()},
+        "report": dict(cohort.report),
+        "warnings": list(cohort.warnings),
+        "files": {str(p.relative_to(temporary)): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files},
+    }
+    (temporary / SHARD_META).write_text(json.dumps(meta, indent=1))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(temporary, final)
+    return meta
+
+
+def shard_is_complete(root: str | Path, name: str, fingerprint: str = "", verify: bool = True) -> bool:
+    """Whether ``root/shards/<name>`` is a whole shard built from the input ``fingerprint``: its
+    ``shard.json`` exists and names that fingerprint, and every file it lists is there with the
+    same size (and, with ``verify``, the same SHA-256)."""
+    folder = Path(root) / "shards" / name
+    try:
+        meta = json.loads((folder / SHARD_META).read_text())
+    except (OSError, ValueError):
+        return False
+    if meta.get("fingerprint", "") != fingerprint:
+        return False
+    for relative, expected in meta.get("files", {}).items():
+        path = folder / relative
+        if not path.is_file() or path.stat().st_size != expected["bytes"]:
+            return False
+        if verify and _sha256(path) != expected["sha256"]:
+            return False
+    return True
+
+
+def finalize(root: str | Path, names: list[str], *, codes: pl.DataFrame | None = None, dataset: str = "") -> dict:
+    """Write ``manifest.json`` over the shards ``names`` (in that order): totals, the summed
+    report, the shards' warnings (each once) and the code metadata."""
+    root = Path(root)
+    shards = [json.loads((root / "shards" / name / SHARD_META).read_text()) for name in names]
+    if not shards:
+        raise ValueError("a saved cohort needs at least one shard")
+    report: dict[str, int] = {}
+    warnings: list[str] = []
+    for shard in shards:
+        for reason, count in shard["report"].items():
+            report[reason] = report.get(reason, 0) + int(count)
+        warnings += [w for w in shard["warnings"] if w not in warnings]
+    if codes is not None and codes.height:
+        codes.write_parquet(root / "codes.parquet")
+    manifest = {
+        "format": FORMAT,
+        "dataset": dataset,
+        "shards": [
+            {key: shard[key] for key in ("name", "source", "fingerprint", "subjects", "points", "visits")}
+            for shard in shards
+        ],
+        "subjects": sum(s["subjects"] for s in shards),
+        "points": sum(s["points"] for s in shards),
+        "visits": sum(s["visits"] for s in shards),
+        "strategy": shards[0]["strategy"],
+        "lab_bands": shards[0]["lab_bands"],
+        "report": report,
+        "warnings": warnings,
+    }
+    (root / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
+def subset_cohort(cohort: Cohort, subject_ids: np.ndarray) -> Cohort:
+    """The part of ``cohort`` about ``subject_ids`` (points, visits, labs, labels, stages)."""
+    keep = np.isin(cohort.groups, subject_ids)
+    wanted = pl.col("subject_id").is_in(pl.Series(subject_ids, dtype=pl.Int64).implode())
+    X = cohort.X
+    visits = VisitFrame(X.visits.frame.filter(wanted), X.visits.strategy, X.visits.codes)
+    labs = X.labs.filter(wanted) if X.labs is not None else None
+    rows = np.flatnonzero(keep)
+    part = CohortX(X.points[rows], visits, labs, X.lab_bands)
+    stages = cohort.stages.filter(wanted)
+    return Cohort(part, cohort.y[rows], cohort.groups[rows], cohort.labels[rows], stages, {}, [])
+
+
+def save_cohort(cohort: Cohort, path: str | Path, *, subjects_per_shard: int = SUBJECTS_PER_SHARD) -> Path:
+    """Write an in-memory cohort to ``path`` as shards of ``subjects_per_shard`` subjects
+    (contiguous ranges of the ids of subjects with points or stage records), then its manifest.
+    An existing saved cohort there is replaced."""
+    if subjects_per_shard < 1:
+        raise ValueError(f"subjects_per_shard must be at least 1, got {subjects_per_shard}")
+    root = Path(path)
+    if (root / MANIFEST).exists() or (root / "shards").exists():
+        (root / MANIFEST).unlink(missing_ok=True)
+        shutil.rmtree(root / "shards", ignore_errors=True)
+    root.mkdir(parents=True, exist_ok=True)
+    # Subjects with points, and those with stage records only (kept in `stages`, as in memory).
+    staged = cohort.stages.lazy().select("subject_id").collect()["subject_id"].to_numpy()
+    subjects = np.union1d(cohort.groups, staged)
+    names = []
+    for number, start in enumerate(range(0, len(subjects), subjects_per_shard)):
+        name = f"{number:05d}"
+        write_shard(subset_cohort(cohort, subjects[start : start + subjects_per_shard]), root, name)
+        names.append(name)
+    manifest = finalize(root, names, codes=cohort.X.visits.codes)
+    # The cohort-level report and warnings (of the whole build), not a sum of empty shard reports.
+    manifest.update(report=dict(cohort.report), warnings=list(cohort.warnings))
+    (root / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    return root
+
+
+# ----------------------------------------------------------------------------------------- read
+class CohortStore:
+    """A saved cohort's manifest, its points in memory, and its shards read on demand."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.root = Path(path)
+        manifest_path = self.root / MANIFEST
+        if not manifest_path.is_file():
+            raise InputError("not a saved cohort: no manifest.json (write one with cohort.save)", file=str(self.root))
+        try:
+            self.manifest = json.loads(manifest_path.read_text())
+        except ValueError as error:
+            raise InputError(f"manifest.json is not valid JSON: {error}", file=str(manifest_path)) from None
+        if self.manifest.get("format") != FORMAT:
+            raise InputError(
+                f"unknown saved-cohort format {self.manifest.get('format')!r} (this version reads {FORMAT!r})",
+                file=str(manifest_path),
+            )
+        self.names = [shard["name"] for shard in self.manifest["shards"]]
+        for name in self.names:
+            if not (self.shard_folder(name) / SHARD_META).is_file():
+                raise InputError("shard listed in the manifest is missing", file=str(self.shard_folder(name)))
+        frames = [pl.read_parquet(self.shard_folder(name) / "points.parquet") for name in self.names]
+        counts = np.array([frame.height for frame in frames], dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        table = pl.concat(frames)
+        self.points = table.select(POINT_COLUMNS)
+        self.targets = table.select(TARGET_COLUMNS)
+        self.point_shard = np.repeat(np.arange(len(self.names), dtype=np.int64), counts)
+        self.strategy = _strategy_from_json(self.manifest["strategy"])
+        self.lab_bands = {lab: [tuple(band) for band in bands] for lab, bands in self.manifest["lab_bands"].items()}
+        codes = self.root / "codes.parquet"
+        self.codes = pl.read_parquet(codes) if codes.is_file() else None
+
+    def shard_folder(self, name: str) -> Path:
+        return self.root / "shards" / name
+
+    def shard_points(self, shard: int) -> pl.DataFrame:
+        return self.points[int(self.offsets[shard]) : int(self.offsets[shard + 1])]
+
+    def read(self, shard: int, table: str) -> pl.DataFrame:
+        """One table (``visits``, ``labs``, ``labels``, ``stages``) of one shard."""
+        return pl.read_parquet(self.shard_folder(self.names[shard]) / f"{table}.parquet")
+
+    def arrays(self, shard: int, mmap: bool = False) -> VisitArrays:
+        return VisitArrays.load(self.shard_folder(self.names[shard]) / "arrays", mmap=mmap)
+
+    def part(self, shard: int, local_rows: np.ndarray | None = None) -> CohortX:
+        """Shard ``shard`` as an in-memory :class:`CohortX` (its points ``local_rows``, all by
+        default), carrying its visit arrays."""
+        points = self.shard_points(shard)
+        if local_rows is not None:
+            points = points[local_rows]
+        visits = VisitFrame(self.read(shard, "visits"), self.strategy, self.codes)
+        part = CohortX(points, visits, self.read(shard, "labs"), self.lab_bands)
+        part.arrays = self.arrays(shard)
+        return part
+
+
+class StoredCohortX(CohortX):
+    """The inputs of a saved cohort: points in memory, visits on disk (see the module docstring).
+
+    Indexing gives a ``StoredCohortX`` over the same store. ``visits`` and ``labs`` read every
+    shard that holds one of its points into memory (for baselines and inspection on cohorts that
+    fit); the estimator never asks for them.
+    """
+
+    def __init__(self, store: CohortStore, rows: np.ndarray) -> None:
+        self.store = store
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.points = store.points[self.rows]
+        self.lab_bands = store.lab_bands
+        self._loaded: tuple[VisitFrame, pl.DataFrame] | None = None
+
+    def _take(self, index: np.ndarray) -> StoredCohortX:
+        return StoredCohortX(self.store, self.rows[index])
+
+    def __repr__(self) -> str:
+        shards = len(np.unique(self.store.point_shard[self.rows]))
+        return f"StoredCohortX(points={len(self)}, shards={shards}, path={str(self.store.root)!r})"
+
+    def _shards(self) -> np.ndarray:
+        return np.unique(self.store.point_shard[self.rows])
+
+    def _load(self) -> tuple[VisitFrame, pl.DataFrame]:
+        if self._loaded is None:
+            shards = self._shards()
+            frame = pl.concat([self.store.read(s, "visits") for s in shards]) if len(shards) else None
+            labs = pl.concat([self.store.read(s, "labs") for s in shards]) if len(shards) else None
+            self._loaded = (VisitFrame(frame, self.store.strategy, self.store.codes), labs)
+        return self._loaded
+
+    @property
+    def visits(self) -> VisitFrame:  # type: ignore[override]
+        return self._load()[0]
+
+    @property
+    def labs(self) -> pl.DataFrame:  # type: ignore[override]
+        return self._load()[1]
+
+    @property
+    def code_metadata(self) -> pl.DataFrame | None:
+        return self.store.codes
+
+    def parts(self) -> Iterator[tuple[CohortX, np.ndarray]]:
+        """One in-memory :class:`CohortX` per shard holding some of these points, with the rows
+        of ``self`` it holds (shard order)."""
+        shard_of = self.store.point_shard[self.rows]
+        for shard in np.unique(shard_of):
+            positions = np.flatnonzero(shard_of == shard)
+            yield self.store.part(int(shard), self.rows[positions] - self.store.offsets[shard]), positions
+
+
+def load_cohort(path: str | Path) -> Cohort:
+    """A saved cohort (see :func:`save_cohort`), its inputs on disk.
+
+    Returns:
+        A :class:`~ehrprog.tasks.Cohort` whose ``X`` is a :class:`StoredCohortX`; ``y``,
+        ``groups`` and ``labels`` are in memory (one row per point), ``stages`` is a
+        ``polars.LazyFrame`` over the shards.
+    """
+    store = CohortStore(path)
+    labels = pl.concat([store.read(s, "labels") for s in range(len(store.names))])
+    stages = pl.scan_parquet([store.shard_folder(name) / "stages.parquet" for name in store.names])
+    X = StoredCohortX(store, np.arange(store.points.height))
+    return Cohort(
+        X,
+        store.targets,
+        store.points["subject_id"].to_numpy(),
+        labels,
+        stages,
+        dict(store.manifest.get("report", {})),
+        list(store.manifest.get("warnings", [])),
+    )
+
+
+# -------------------------------------------------------------------------------------- tensors
+class ShardedVisitTensors:
+    """:class:`~ehrprog.batching.VisitTensors` for a :class:`StoredCohortX`, one shard at a time.
+
+    Point arrays (stage, value, features: a few numbers per point) are in memory; a shard's visits
+    are read and encoded when a batch needs them, and at most :data:`CACHED_SHARDS` shards are
+    held. :meth:`plan_batches` keeps every batch within one shard and, in training, shuffles the
+    shard order and the subjects within each shard; under DDP each rank takes whole shards (shard
+    ``k`` of the shuffled order goes to rank ``k % world``). Batches hold exactly what the
+    in-memory tensors would give for the same points.
+    """
+
+    def __init__(
+        self,
+        X: StoredCohortX,
+        vocabulary: Vocabulary,
+        max_codes: int = 64,
+        max_visits: int = 256,
+        value_scale: tuple[float, float] = (0.0, 1.0),
+        point_features: np.ndarray | None = None,
+    ) -> None:
+        self.X, self.store, self.vocabulary = X, X.store, vocabulary
+        self.max_codes, self.max_visits, self.value_scale = max_codes, max_visits, value_scale
+        arrays = point_arrays(X.points, value_scale, point_features)
+        self.point_n_visits, self.point_stage = arrays["n_visits"], arrays["stage"]
+        self.point_value, self.point_has_value = arrays["value"], arrays["has_value"]
+        self.point_features = arrays["features"]
+        self.point_shard = self.store.point_shard[X.rows]
+        self.point_local = X.rows - self.store.offsets[self.point_shard]
+        self.point_owner = X.points["subject_id"].to_numpy()
+        self._cache: OrderedDict[int, VisitTensors] = OrderedDict()
+        self.shards_read = 0
+
+    @property
+    def n_points(self) -> int:
+        return len(self.point_shard)
+
+    @property
+    def visit_types(self) -> list[str]:
+        types = {t for s in np.unique(self.point_shard) for t in self.store.arrays(int(s), mmap=True).type_table[1:]}
+        return ["<unknown>", *sorted(types)]
+
+    def shard(self, shard: int) -> VisitTensors:
+        """The encoded tensors of one shard (all its points), from the cache or read now."""
+        if shard in self._cache:
+            self._cache.move_to_end(shard)
+            return self._cache[shard]
+        while len(self._cache) >= CACHED_SHARDS:
+            self._cache.popitem(last=False)
+        points = self.store.shard_points(shard)
+        tensors = VisitTensors(
+            CohortX(points, None),
+            self.vocabulary,
+            self.max_codes,
+            self.max_visits,
+            self.value_scale,
+            arrays=self.store.arrays(shard),
+        )
+        self._cache[shard] = tensors
+        self.shards_read += 1
+        return tensors
+
+    def batch(self, point_rows: np.ndarray, per_point: bool = False) -> Batch:
+        """As :meth:`VisitTensors.batch`; rows from several shards are gathered shard by shard
+        and stacked."""
+        point_rows = np.asarray(point_rows, dtype=np.int64)
+        shard_of = self.point_shard[point_rows]
+        pieces = []
+        for shard in dict.fromkeys(shard_of.tolist()):  # first-seen order
+            rows = point_rows[shard_of == shard]
+            piece = self.shard(shard).batch(self.point_local[rows], per_point)
+            piece.point_index = rows
+            piece.point_features = self.point_features[rows]
+            pieces.append(piece)
+        if len(pieces) == 1:
+            return pieces[0]
+        stacked = Batch.stack(pieces)
+        if not per_point:
+            return stacked
+        # One row per point, in the order asked for (row k is point point_rows[k]).
+        by_point = np.argsort(stacked.point_index, kind="stable")
+        wanted = by_point[np.searchsorted(stacked.point_index[by_point], point_rows)]
+        return stacked.per_point_rows(wanted)
+
+    def plan_batches(
+        self, point_rows: np.ndarray, batch_size: int, rng: np.random.Generator | None = None
+    ) -> list[np.ndarray]:
+        """Batches of about ``batch_size`` subjects, each within one shard (see the class docstring)."""
+        point_rows = np.asarray(point_rows, dtype=np.int64)
+        shard_of = self.point_shard[point_rows]
+        shards = np.unique(shard_of)
+        if rng is not None and len(shards) > 1:
+            shards = rng.permutation(shards)
+        plans = [
+            plan_by_subject(point_rows[shard_of == s], self.point_owner[point_rows[shard_of == s]], batch_size, rng)
+            for s in shards
+        ]
+        world = _rank_and_world()[1]
+        if rng is None or world == 1 or len(shards) < world:
+            return [rows for plan in plans for rows in plan]
+        # Each rank its own shards; batches interleaved so that batch k * world + r is rank r's k-th.
+        per_rank = [[rows for plan in plans[r::world] for rows in plan] for r in range(world)]
+        steps = min(len(batches) for batches in per_rank)
+        return [per_rank[r][k] for k in range(steps) for r in range(world)]
+
+    def subject_batches(self, point_rows: np.ndarray, batch_size: int, rng: np.random.Generator | None = None):
+        for rows in self.plan_batches(point_rows, batch_size, rng):
+            yield self.batch(rows)
+
+
+def _rank_and_world() -> tuple[int, int]:
+    try:
+        import torch.distributed as dist
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return 0, 1
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def visit_tensors(
+    X: CohortX,
+    vocabulary: Vocabulary,
+    max_codes: int = 64,
+    max_visits: int = 256,
+    value_scale: tuple[float, float] = (0.0, 1.0),
+    point_features: np.ndarray | None = None,
+) -> VisitTensors | ShardedVisitTensors:
+    """The model's input tensors for ``X``: in memory, or read shard by shard for a cohort on disk."""
+    kind = ShardedVisitTensors if isinstance(X, StoredCohortX) else VisitTensors
+    return kind(X, vocabulary, max_codes, max_visits, value_scale, point_features)
+
+
+__all__ = [
+    "CohortStore",
+    "ShardedVisitTensors",
+    "StoredCohortX",
+    "finalize",
+    "load_cohort",
+    "save_cohort",
+    "shard_is_complete",
+    "subset_cohort",
+    "visit_tensors",
+    "write_shard",
+]
