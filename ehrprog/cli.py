@@ -1,5 +1,5 @@
 """The ``ehrprog`` command line: ``inspect``, ``convert omop-to-meds``, ``simulate``, ``plugins``,
-``pretrain`` and ``verify-checkpoint``."""
+``pretrain``, ``build`` and ``verify-checkpoint``."""
 
 from __future__ import annotations
 
@@ -209,6 +209,36 @@ def _pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build(args: argparse.Namespace) -> int:
+    from ehrprog.build import build_cohort
+    from ehrprog.store import CohortStore
+    from ehrprog.tasks import CKDProgression
+
+    options = _database_options(args, args.data)
+    if args.codes:
+        options["codes"] = args.codes
+    result = build_cohort(
+        args.data,
+        args.out,
+        task=CKDProgression(visits=args.visits),
+        format=args.format,
+        subjects_per_shard=args.subjects_per_shard,
+        workers=args.workers,
+        ray_address=args.ray_address,
+        retries=args.retries,
+        progress=not args.quiet,
+        **options,
+    )
+    manifest = CohortStore(result.path).manifest
+    print(
+        f"cohort of {manifest['points']:,} prediction points from {manifest['subjects']:,} subjects in "
+        f"{len(manifest['shards'])} shards: {len(result.built)} built, {len(result.skipped)} already complete, "
+        f"{len(result.empty)} with no point; {result.events:,} events read in {result.seconds:.1f} s; wrote "
+        f"{result.path} (ehrprog.load_cohort reads it)"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ehrprog", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
@@ -264,6 +294,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pre.add_argument("--tte-codes", type=int, default=256, help="codes the time-to-event objective predicts")
     pre.set_defaults(func=_pretrain)
+    build = sub.add_parser(
+        "build",
+        help="build the CKD cohort of a dataset into a folder of subject shards (ehrprog.load_cohort reads it)",
+    )
+    build.add_argument("--data", required=True, help="a MEDS dataset, an OMOP folder or a database URI")
+    build.add_argument("--out", required=True, type=Path, help="the cohort folder (re-runs skip complete shards)")
+    build.add_argument("--format", choices=["auto", "omop", "meds"], default="auto")
+    build.add_argument("--codes", choices=["standard", "source", "concept_id"], default=None, help="OMOP code spelling")
+    build.add_argument("--visits", type=_visit_strategy, default="same_day", help="same_day, visit_id or gap:HOURS")
+    build.add_argument(
+        "--subjects-per-shard", type=int, default=5000, help="OMOP: persons per shard (MEDS keeps its own shards)"
+    )
+    build.add_argument("--workers", type=int, default=None, help="run shards as Ray tasks on a local cluster of N CPUs")
+    build.add_argument("--ray-address", default=None, help="run shards on this Ray cluster ('auto' after ray start)")
+    build.add_argument("--retries", type=int, default=2, help="further attempts of a failed shard")
+    build.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_database_options(build)
+    build.set_defaults(func=_build)
     verify = sub.add_parser(
         "verify-checkpoint",
         help="check that a backbone's loader reproduces a checkpoint's reference outputs",

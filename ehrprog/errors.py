@@ -45,3 +45,21 @@ class SavedModelError(ValueError):
         self.rule = rule
         where = f"{file}" + (f", field {field!r}" if field else "")
         super().__init__(f"{where}: {rule}")
+
+
+class BuildError(RuntimeError):
+    """Shards of a cohort build failed after their retries.
+
+    Attributes:
+        failures: shard name -> the last error, for every shard that failed.
+    """
+
+    def __init__(self, failures: dict[str, str], attempts: int, total: int) -> None:
+        from ehrprog.redaction import redact
+
+        self.failures = {name: redact(error) for name, error in failures.items()}
+        lines = [f"{name}: {error}" for name, error in self.failures.items()]
+        super().__init__(
+            f"{len(failures)} of {total} shards failed after {attempts} attempt(s) each (the others are written; "
+            "a re-run builds only what is missing): " + "; ".join(lines)
+        )

@@ -41,7 +41,7 @@ import numpy as np
 import polars as pl
 
 from ehrprog.batching import Batch, VisitTensors, Vocabulary, plan_by_subject, point_arrays, visit_arrays
-from ehrprog.errors import InputError
+from ehrprog.errors import EmptyCohortError, InputError
 from ehrprog.tasks.cohort import Cohort, CohortX
 from ehrprog.visit_arrays import VisitArrays
 from ehrprog.visits import Gap, VisitFrame
@@ -94,6 +94,8 @@ def write_shard(cohort: Cohort, root: str | Path, name: str, *, source: str = ""
     stages = cohort.stages.collect() if isinstance(cohort.stages, pl.LazyFrame) else cohort.stages
     stages.write_parquet(temporary / "stages.parquet")
     visit_arrays(X).save(temporary / "arrays")
+    if X.visits.codes is not None and X.visits.codes.height:
+        X.visits.codes.write_parquet(temporary / "codes.parquet")
     files = sorted(p for p in temporary.rglob("*") if p.is_file())
     meta = {
         "name": name,
@@ -112,6 +114,27 @@ def write_shard(cohort: Cohort, root: str | Path, name: str, *, source: str = ""
     if final.exists():
         shutil.rmtree(final)
     os.replace(temporary, final)
+    return meta
+
+
+def write_empty_shard(root: str | Path, name: str, reason: str, *, source: str = "", fingerprint: str = "") -> dict:
+    """Record that the input of shard ``name`` yields no prediction point (``reason``), so a
+    re-run skips it too; :func:`finalize` lists it under ``empty_shards``."""
+    folder = Path(root) / "shards" / name
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    meta = {
+        "name": name,
+        "source": source,
+        "fingerprint": fingerprint,
+        "subjects": 0,
+        "points": 0,
+        "visits": 0,
+        "report": {f"shards with no prediction point ({reason})": 1},
+        "warnings": [],
+        "files": {},
+    }
+    (folder / SHARD_META).write_text(json.dumps(meta, indent=1))
     return meta
 
 
@@ -139,12 +162,16 @@ def finalize(root: str | Path, names: list[str], *, codes: pl.DataFrame | None =
     """Write ``manifest.json`` over the shards ``names`` (in that order): totals, the summed
     report, the shards' warnings (each once) and the code metadata."""
     root = Path(root)
-    shards = [json.loads((root / "shards" / name / SHARD_META).read_text()) for name in names]
+    records = [json.loads((root / "shards" / name / SHARD_META).read_text()) for name in names]
+    shards = [record for record in records if record["points"] > 0]
+    empty = [record for record in records if record["points"] == 0]
     if not shards:
-        raise ValueError("a saved cohort needs at least one shard")
+        raise EmptyCohortError("no shard holds a prediction point: the cohort is empty", file=str(root))
+    if codes is None and (root / "shards" / shards[0]["name"] / "codes.parquet").is_file():
+        codes = pl.read_parquet(root / "shards" / shards[0]["name"] / "codes.parquet")
     report: dict[str, int] = {}
     warnings: list[str] = []
-    for shard in shards:
+    for shard in records:
         for reason, count in shard["report"].items():
             report[reason] = report.get(reason, 0) + int(count)
         warnings += [w for w in shard["warnings"] if w not in warnings]
@@ -157,6 +184,7 @@ def finalize(root: str | Path, names: list[str], *, codes: pl.DataFrame | None =
             {key: shard[key] for key in ("name", "source", "fingerprint", "subjects", "points", "visits")}
             for shard in shards
         ],
+        "empty_shards": [{key: shard[key] for key in ("name", "source", "fingerprint")} for shard in empty],
         "subjects": sum(s["subjects"] for s in shards),
         "points": sum(s["points"] for s in shards),
         "visits": sum(s["visits"] for s in shards),

@@ -99,3 +99,30 @@ def truncated(X, row: int):
     frame = X.visits.frame.filter(pl.col("subject_id") == subject).with_columns(pl.col("visits").list.head(n))
     labs = X.labs.filter((pl.col("subject_id") == subject) & (pl.col("time") <= time))
     return CohortX(point, VisitFrame(frame, X.visits.strategy, X.visits.codes), labs, X.lab_bands)
+
+
+class FlakyCKD:
+    """A CKD task whose build fails the first time it meets each piece (a marker file per piece in
+    ``markers``), and every time for the piece holding the subject id written in the file
+    ``broken`` while that file exists: for retry tests (the task's settings stay the same)."""
+
+    def __init__(self, markers: str, broken: str | None = None) -> None:
+        from ehrprog.tasks import CKDProgression
+
+        self.task = CKDProgression()
+        self.markers = markers
+        self.broken = broken
+
+    def build(self, events):
+        from pathlib import Path
+
+        subjects = events.collect()["subject_id"]
+        if self.broken is not None and Path(self.broken).exists():
+            subject = int(Path(self.broken).read_text())
+            if (subjects == subject).any():
+                raise RuntimeError(f"this piece holds subject {subject}")
+        marker = Path(self.markers) / f"seen-{int(subjects.min())}"
+        if not marker.exists():
+            marker.touch()
+            raise OSError("transient failure (first attempt)")
+        return self.task.build(events)

@@ -26,7 +26,7 @@ from ehrprog.schema import CATEGORICAL_COLUMNS, EVENT_SCHEMA
 MEDS_VERSION = "0.4.1"
 
 
-def _shards(root: Path) -> list[Path]:
+def data_shards(root: Path) -> list[Path]:
     if root.is_file():
         return [root]
     data = root / "data"
@@ -117,6 +117,7 @@ def read_meds(
     visit_id_column: str | None = None,
     strict: bool = False,
     materialize: bool = True,
+    files: list[str | Path] | None = None,
 ) -> EventFrame:
     """Read a MEDS dataset (or a single MEDS parquet file) into an :class:`~ehrprog.events.EventFrame`.
 
@@ -125,6 +126,8 @@ def read_meds(
         visit_id_column: an extra data column to use as the visit id (e.g. ``"hadm_id"``).
         strict: raise instead of dropping rows.
         materialize: read now (default) or stay lazy for streaming.
+        files: read only these data shards of the dataset (its metadata still from its
+            ``metadata/``), e.g. one shard per worker.
 
     Static rows (null ``time``) are kept. Codes metadata, subject splits and dataset metadata are
     attached to the result (``.codes``, ``.splits``, ``.metadata``).
@@ -133,7 +136,14 @@ def read_meds(
     if not root.exists():
         raise InputError("MEDS dataset not found", file=str(root))
     notes: list[str] = []
-    parts = [_read_shard(shard, root, visit_id_column, notes) for shard in _shards(root)]
+    shards = data_shards(root)
+    if files is not None:
+        wanted = [Path(f) for f in files]
+        unknown = [str(f) for f in wanted if f.resolve() not in {s.resolve() for s in shards}]
+        if unknown:
+            raise InputError(f"not data shards of this MEDS dataset: {unknown}", file=str(root))
+        shards = wanted
+    parts = [_read_shard(shard, root, visit_id_column, notes) for shard in shards]
 
     def plan(subjects: pl.Expr | None = None) -> pl.LazyFrame:
         """The checked events, optionally for a subset of subjects only (filtered at every shard)."""
