@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +51,9 @@ class Piece:
 @dataclass
 class BuildResult:
     """What :func:`build_cohort` did: the cohort folder, shards ``built``, ``skipped`` (already
-    complete) and ``empty`` (no prediction point), the events read and the wall time (seconds)."""
+    complete) and ``empty`` (no prediction point), the events read, the wall time (seconds) and
+    the largest peak resident memory of a process that built a piece (MiB; the worker's own
+    under Ray)."""
 
     path: Path
     built: list[str] = field(default_factory=list)
@@ -58,6 +61,7 @@ class BuildResult:
     empty: list[str] = field(default_factory=list)
     events: int = 0
     seconds: float = 0.0
+    peak_mib: float = 0.0
 
 
 def _canonical(value: Any) -> Any:
@@ -135,7 +139,8 @@ def build_piece(piece: Piece, data: str, out: str, task: Any, fmt: str, read_opt
         meta = write_empty_shard(out, piece.name, error.rule, source=piece.source, fingerprint=piece.fingerprint)
     else:
         meta = write_shard(cohort, out, piece.name, source=piece.source, fingerprint=piece.fingerprint)
-    return {**meta, "events": n_events}
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux: KiB)
+    return {**meta, "events": n_events, "peak_mib": peak}
 
 
 def _attempt(piece: Piece, data: str, out: str, task: Any, fmt: str, read_options: dict, retries: int):
@@ -209,6 +214,7 @@ def build_cohort(
         else:
             (result.empty if meta["points"] == 0 else result.built).append(piece.name)
             result.events += int(meta.get("events", 0))
+            result.peak_mib = max(result.peak_mib, float(meta.get("peak_mib", 0.0)))
         bar.update(1)
         bar.set_postfix(built=len(result.built), skipped=len(result.skipped), failed=len(failures))
 

@@ -167,9 +167,17 @@ def _pretrain(args: argparse.Namespace) -> int:
     if args.codes and args.format == "meds":
         raise InputError("--codes applies to OMOP data only", file=str(args.data))
     started = time.perf_counter()
-    events = read_events(args.data, args.format, **options)
-    visits = group_visits(events, args.visits)
-    print(f"{visits.n_subjects:,} subjects, {visits.n_visits:,} visits read in {time.perf_counter() - started:.1f} s")
+    if (Path(args.data) / "manifest.json").is_file():  # a population saved by `ehrprog build --population`
+        from ehrprog.store import load_cohort
+
+        visits = load_cohort(args.data).X
+        print(f"{len(visits):,} subjects in {len(visits.store.names)} shards on disk (read shard by shard)")
+    else:
+        events = read_events(args.data, args.format, **options)
+        visits = group_visits(events, args.visits)
+        print(
+            f"{visits.n_subjects:,} subjects, {visits.n_visits:,} visits read in {time.perf_counter() - started:.1f} s"
+        )
     params = {}
     if args.layers is not None:
         params["num_hidden_layers"] = args.layers
@@ -212,7 +220,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 def _build(args: argparse.Namespace) -> int:
     from ehrprog.build import build_cohort
     from ehrprog.store import CohortStore
-    from ehrprog.tasks import CKDProgression
+    from ehrprog.tasks import CKDProgression, Population
 
     options = _database_options(args, args.data)
     if args.codes:
@@ -220,7 +228,7 @@ def _build(args: argparse.Namespace) -> int:
     result = build_cohort(
         args.data,
         args.out,
-        task=CKDProgression(visits=args.visits),
+        task=Population(args.visits) if args.population else CKDProgression(visits=args.visits),
         format=args.format,
         subjects_per_shard=args.subjects_per_shard,
         workers=args.workers,
@@ -270,7 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
     plugins.set_defaults(func=_plugins)
     pre = sub.add_parser("pretrain", help="pre-train a backbone on your own OMOP or MEDS data")
     pre.add_argument("--backbone", required=True, help="a registered backbone (`ehrprog plugins` lists them)")
-    pre.add_argument("--data", required=True, help="an OMOP folder, a MEDS dataset or a database URI")
+    pre.add_argument(
+        "--data",
+        required=True,
+        help="an OMOP folder, a MEDS dataset, a database URI, or a population saved by `ehrprog build --population` "
+        "(read shard by shard)",
+    )
     pre.add_argument("--out", required=True, type=Path, help="folder to write the checkpoint to")
     pre.add_argument("--format", choices=["auto", "omop", "meds"], default="auto")
     pre.add_argument("--codes", choices=["standard", "source", "concept_id"], default=None, help="OMOP code spelling")
@@ -310,6 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--ray-address", default=None, help="run shards on this Ray cluster ('auto' after ray start)")
     build.add_argument("--retries", type=int, default=2, help="further attempts of a failed shard")
     build.add_argument("--quiet", action="store_true", help="no progress bar")
+    build.add_argument(
+        "--population",
+        action="store_true",
+        help="save every subject's whole history instead of the CKD cohort (for `ehrprog pretrain --data OUT`)",
+    )
     _add_database_options(build)
     build.set_defaults(func=_build)
     verify = sub.add_parser(

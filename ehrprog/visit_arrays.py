@@ -156,6 +156,17 @@ class VisitArrays:
         )
         return frame.filter(pl.col("n") > 0)
 
+    def visit_counts(self, visit_rows: np.ndarray | None = None) -> pl.DataFrame:
+        """Per code: ``code`` and ``visits``, the visits of ``visit_rows`` (``[R]`` bool; all when
+        ``None``) that hold it at least once."""
+        counts = np.diff(self.code_offsets)
+        row = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+        keep = np.repeat(visit_rows if visit_rows is not None else np.ones(len(counts), bool), counts)
+        size = max(len(self.code_table), 1)
+        pairs = np.unique(row[keep] * size + self.code_index[keep])
+        visits = np.bincount(pairs % size, minlength=len(self.code_table))
+        return pl.DataFrame({"code": self.code_table, "visits": visits}, schema={"code": pl.String, "visits": pl.Int64})
+
     def save(self, folder: str | Path) -> None:
         """One ``.npy`` file per array and ``tables.json`` (code and visit-type tables)."""
         folder = Path(folder)

@@ -177,3 +177,37 @@ def test_cli_build_writes_a_cohort_and_skips_on_rerun(meds4, tmp_path, capsys):
     assert main(["build", "--data", str(meds4), "--out", str(tmp_path / "c"), "--quiet"]) == 0
     assert "0 built, 4 already complete" in capsys.readouterr().out
     assert len(ep.load_cohort(tmp_path / "c").X) > 0
+
+
+# ----------------------------------------------------------------- pre-training from disk
+def test_pretraining_from_a_saved_population_equals_pretraining_in_memory(sim_meds, tmp_path):
+    from ehrprog.backbones.pretrain import pretrain
+    from ehrprog.tasks.population import population_cohort
+
+    visits = ep.group_visits(ep.read_meds(sim_meds))
+    saved = population_cohort(visits).save(tmp_path / "population", subjects_per_shard=10**6)  # one shard
+    options = {"epochs": 1, "dim": 16, "objective": "tte", "tte_codes": 12, "random_state": 0}
+    memory = pretrain("default", visits, tmp_path / "memory", **options)
+    disk = pretrain("default", ep.load_cohort(saved).X, tmp_path / "disk", **options)
+    assert disk.n_subjects == memory.n_subjects and disk.n_codes == memory.n_codes
+    def losses(history):
+        return [{k: v for k, v in record.items() if k != "seconds"} for record in history]
+
+    assert losses(disk.history) == losses(memory.history)
+    assert (tmp_path / "disk" / "model.safetensors").read_bytes() == (
+        tmp_path / "memory" / "model.safetensors"
+    ).read_bytes()
+
+
+def test_build_population_and_pretrain_from_it_on_the_command_line(meds4, tmp_path, capsys):
+    from ehrprog.cli import main
+
+    out = tmp_path / "population"
+    assert main(["build", "--data", str(meds4), "--out", str(out), "--population", "--quiet"]) == 0
+    population = ep.load_cohort(out)
+    frame = ep.group_visits(ep.read_meds(meds4)).frame
+    assert len(population.X) == frame.filter(pl.col("visits").list.len() > 0).height  # every subject with a visit
+    argv = ["pretrain", "--backbone", "default", "--data", str(out), "--out", str(tmp_path / "ck"), "--epochs", "1"]
+    assert main([*argv, "--objective", "tte", "--hidden", "16", "--tte-codes", "8"]) == 0
+    printed = capsys.readouterr().out
+    assert "in 4 shards on disk" in printed and "pre-trained default (tte)" in printed

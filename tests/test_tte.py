@@ -81,11 +81,11 @@ def test_the_piecewise_nll_is_minimised_by_events_over_exposure_in_each_piece():
 
 def _objective_on_a_batch(sim_cohort, n_codes: int = 8):
     from ehrprog.backbones.pretrain import whole_histories
-    from ehrprog.batching import VisitTensors, Vocabulary, _input_visits
+    from ehrprog.batching import VisitTensors, Vocabulary
 
     X = whole_histories(sim_cohort.X.visits)
     vocabulary = Vocabulary.fit(X)
-    rows = frequent_codes(_input_visits(X), vocabulary.codes, n_codes)
+    rows = frequent_codes(X, vocabulary.codes, n_codes)
     objective = TimeToEventObjective(rows, vocabulary.size, hidden=16)
     tensors = VisitTensors(X, vocabulary, 32, 64)
     return objective, tensors, vocabulary, rows

@@ -21,7 +21,8 @@ import polars as pl
 import torch
 
 from ehrprog.backbones.tte import TimeToEventObjective, base_log_rates, frequent_codes
-from ehrprog.batching import VisitTensors, Vocabulary, _input_visits
+from ehrprog.batching import VisitTensors, Vocabulary
+from ehrprog.store import visit_tensors
 from ehrprog.tasks.cohort import CohortX
 from ehrprog.training import TrainSettings, train
 from ehrprog.visits import VisitFrame
@@ -85,7 +86,7 @@ def whole_histories(visits: VisitFrame) -> CohortX:
 
 def pretrain(
     backbone: str,
-    visits: VisitFrame,
+    visits: VisitFrame | CohortX,
     out: str | Path,
     *,
     epochs: int = 5,
@@ -111,7 +112,9 @@ def pretrain(
         backbone: a registered backbone. ``"mlm"`` needs a module that defines
             ``pretraining_loss`` (CEHR-BERT, Med-BERT, BEHRT, a plugin's that does); ``"tte"``
             works with any backbone that can be saved (a ``model_type`` and ``architecture()``).
-        visits: grouped visits of the pre-training subjects.
+        visits: grouped visits of the pre-training subjects, or a population saved on disk
+            (``ehrprog.load_cohort(DIR).X`` of ``ehrprog build --population``), whose visits are
+            then read shard by shard: memory does not grow with the population.
         out: folder to write (created).
         epochs, batch_size (subjects), lr, weight_decay: AdamW training.
         max_visits, max_codes_per_visit, min_code_count: sequence truncation and vocabulary.
@@ -133,7 +136,7 @@ def pretrain(
     if tte_codes < 1:
         raise ValueError(f"tte_codes must be at least 1, got {tte_codes}")
     spec = get_backbone(backbone)
-    X = whole_histories(visits)
+    X = visits if isinstance(visits, CohortX) else whole_histories(visits)
     if len(X) < 2:
         raise ValueError(f"pre-training needs at least 2 subjects with visits, got {len(X)}")
     rng = np.random.default_rng(random_state)
@@ -142,7 +145,7 @@ def pretrain(
     n_valid = min(max(n_valid, 1 if validation_fraction > 0 else 0), len(X) - 1)
     valid_rows, train_rows = np.sort(subjects[:n_valid]), np.sort(subjects[n_valid:])
     vocabulary = Vocabulary.fit(X[train_rows], min_count=min_code_count)
-    tensors = VisitTensors(X, vocabulary, max_codes_per_visit, max_visits)
+    tensors = visit_tensors(X, vocabulary, max_codes_per_visit, max_visits)
     if "visit_types" not in params and "checkpoint" not in params and _accepts(spec.factory, "visit_types"):
         params["visit_types"] = tensors.visit_types  # the label set of a visit-type objective
     if device == "auto":
@@ -170,7 +173,7 @@ def pretrain(
         raise ValueError(f"backbone {backbone!r} cannot be saved as a pre-trained folder (no model_type)")
     tte = None
     if "tte" in objective:
-        task_rows = frequent_codes(_input_visits(X[train_rows]), vocabulary.codes, tte_codes)
+        task_rows = frequent_codes(X[train_rows], vocabulary.codes, tte_codes)
         if not len(task_rows):
             raise ValueError("the time-to-event objective found no codes in the training subjects")
         with torch.random.fork_rng(devices=[]):

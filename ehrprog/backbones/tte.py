@@ -33,17 +33,21 @@ _YEAR = 365.25
 PIECES_YEARS: tuple[float, ...] = tuple(d / _YEAR for d in PIECES_DAYS)
 
 
-def frequent_codes(visits: pl.DataFrame, vocabulary_codes: list[str], k: int) -> np.ndarray:
-    """Vocabulary rows (``2..``) of the ``k`` codes present at the most visits, most frequent first.
+def frequent_codes(X, vocabulary_codes: list[str], k: int) -> np.ndarray:
+    """Vocabulary rows (``2..``) of the ``k`` codes present at the most input visits of ``X``'s
+    points (a :class:`~ehrprog.tasks.CohortX`, counted part by part), most frequent first."""
+    from ehrprog.batching import visit_arrays
 
-    ``visits`` is a frame with a ``codes`` list column (one row per visit).
-    """
+    parts = []
+    for part, _ in X.parts():
+        arrays = visit_arrays(part)
+        needed = arrays.visits_needed(part.points["subject_id"].to_numpy(), part.points["n_visits"].to_numpy())
+        parts.append(arrays.visit_counts(needed))
     counts = (
-        visits.select(pl.col("codes").list.unique().alias("code"))
-        .explode("code")
-        .drop_nulls()
+        pl.concat(parts)
         .group_by("code")
-        .len()
+        .agg(pl.col("visits").sum().alias("len"))
+        .filter(pl.col("len") > 0)
         .sort(["len", "code"], descending=[True, False])
     )
     row = {code: i + 2 for i, code in enumerate(vocabulary_codes)}

@@ -2,6 +2,7 @@
 
 from ehrprog.tasks.ckd import CKDProgression, ckd_epi_2021, ckd_rule
 from ehrprog.tasks.cohort import Cohort, CohortX
+from ehrprog.tasks.population import Population
 from ehrprog.tasks.progression import ProgressionTask
 from ehrprog.tasks.rules import DiagnosisCode, LabThreshold, StagingRule
 
@@ -11,6 +12,7 @@ __all__ = [
     "CohortX",
     "DiagnosisCode",
     "LabThreshold",
+    "Population",
     "ProgressionTask",
     "StagingRule",
     "ckd_epi_2021",

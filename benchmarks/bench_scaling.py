@@ -1,0 +1,166 @@
+"""Scaling benchmark: cohorts on disk, training that streams them, and the Ray build.
+
+Usage: ``python benchmarks/bench_scaling.py [--sizes 100000 300000 1000000] [--ray-size 100000]``
+
+Every figure is measured in this run, each step in its own process so that its peak resident
+memory (ru_maxrss) is its own:
+
+1. A simulated population of each size is written as a MEDS dataset of 50,000-subject shards
+   (simulated shard by shard, so the simulator never holds the whole population; cached under
+   ``benchmarks/_data``).
+2. ``build_cohort`` (single process, shard by shard) writes the CKD cohort to disk: events/s and
+   peak RSS.
+3. One epoch of ``VisitProgressionEstimator`` from the cohort on disk (``load_cohort``; batches
+   read shard by shard): points/s, subjects/s and peak RSS. The point-level clinical fits (the
+   Cox/logistic start of the heads, the booster, the Cox refit) are switched off here: they are
+   full-batch fits over all training points and are measured by ``bench_quality.py``.
+4. The Ray build with 1 and 2 workers on a local cluster, beside the single-process build, on
+   the ``--ray-size`` population (each wall time includes starting the cluster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / "_data"
+PER_FILE = 50_000
+
+PEAK = "import resource; PEAK = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB\n"
+SIMULATE = """
+import sys, shutil
+from pathlib import Path
+import polars as pl
+import ehrprog as ep
+from ehrprog.datasets.simulate import simulate_events, _codes_metadata
+from ehrprog.events import EventFrame
+from ehrprog.io.meds import write_meds
+root, n, per_file = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+(root / "data").mkdir(parents=True, exist_ok=True)
+for number, start in enumerate(range(0, n, per_file)):
+    size = min(per_file, n - start)
+    frame = simulate_events(size, seed=1000 + number).with_columns(pl.col("subject_id") + start)
+    types = frame.filter(pl.col("domain") == "visit").select("visit_id", pl.col("code").alias("visit_type"))
+    frame = frame.join(types, on="visit_id", how="left").with_columns(pl.format("sim/{}", "domain").alias("source"))
+    scratch = root / f".part{number}"
+    events = EventFrame.from_frame(frame, codes=_codes_metadata(frame), metadata={"dataset_name": f"sim_{n}"})
+    write_meds(events, scratch)
+    shutil.move(next((scratch / "data").rglob("*.parquet")), root / "data" / f"{number:04d}.parquet")
+    if number == 0:
+        shutil.copytree(scratch / "metadata", root / "metadata", dirs_exist_ok=True)
+    shutil.rmtree(scratch)
+"""
+BUILD = (
+    PEAK
+    + """
+import json, sys, time
+from ehrprog.build import build_cohort
+start = time.perf_counter()
+workers = None if sys.argv[3] == "0" else int(sys.argv[3])
+result = build_cohort(sys.argv[1], sys.argv[2], workers=workers, progress=False)
+print(json.dumps({"events": result.events, "shards": len(result.built), "seconds": time.perf_counter() - start,
+                  "peak_mib": PEAK(), "piece_peak_mib": result.peak_mib}))
+"""
+)
+TRAIN = (
+    PEAK
+    + """
+import json, sys, time
+import numpy as np
+import ehrprog as ep
+start = time.perf_counter()
+cohort = ep.load_cohort(sys.argv[1])
+loaded = time.perf_counter()
+est = ep.VisitProgressionEstimator(target="progression", max_epochs=1, random_state=0, clinical_init=False,
+                                   clinical_booster=False, refit_risk_head=False)
+est.fit(cohort.X, cohort.y)
+print(json.dumps({"points": len(cohort.X), "subjects": int(len(np.unique(cohort.groups))),
+                  "load_s": loaded - start, "fit_s": time.perf_counter() - loaded,
+                  "epoch_s": est.history_[0]["seconds"], "peak_mib": PEAK()}))
+"""
+)
+
+
+def run(code: str, *args: str) -> dict:
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"step failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def population(n: int, per_file: int = PER_FILE) -> Path:
+    root = DATA / f"meds_scaling_{n}_{per_file}"
+    if not (root / "metadata").is_dir():
+        shutil.rmtree(root, ignore_errors=True)
+        subprocess.run([sys.executable, "-c", SIMULATE, str(root), str(n), str(per_file)], check=True)
+    return root
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
+    parser.add_argument("--ray-size", type=int, default=100_000)
+    parser.add_argument("--ray-per-file", type=int, default=10_000, help="subjects per MEDS shard of the Ray build")
+    parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--skip-ray", action="store_true")
+    args = parser.parse_args()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    rows = []
+    for n in args.sizes:
+        data = population(n)
+        out = DATA / f"cohort_scaling_{n}"
+        shutil.rmtree(out, ignore_errors=True)
+        build = run(BUILD, str(data), str(out), "0")
+        row = {"subjects": n, **{f"build_{k}": v for k, v in build.items()}}
+        if not args.skip_train:
+            row.update({f"train_{k}": v for k, v in run(TRAIN, str(out)).items()})
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print(
+        "\n| population | events | build s | build events/s | build peak RSS | points | epoch s | "
+        "points/s | fit peak RSS |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        train = (
+            f"{r['train_points']:,} | {r['train_epoch_s']:.0f} | {r['train_points'] / r['train_epoch_s']:,.0f} | "
+            f"{r['train_peak_mib']:,.0f} MiB"
+            if "train_points" in r
+            else "- | - | - | -"
+        )
+        print(
+            f"| {r['subjects']:,} | {r['build_events']:,} | {r['build_seconds']:.1f} | "
+            f"{r['build_events'] / r['build_seconds']:,.0f} | {r['build_peak_mib']:,.0f} MiB | {train} |"
+        )
+    if not args.skip_ray:
+        data = population(args.ray_size, args.ray_per_file)
+        walls = {}
+        for label, workers in (("single process", "0"), ("Ray, 1 worker", "1"), ("Ray, 2 workers", "2")):
+            out = DATA / f"cohort_ray_{workers}"
+            shutil.rmtree(out, ignore_errors=True)
+            started = time.perf_counter()
+            result = run(BUILD, str(data), str(out), workers)
+            walls[label] = time.perf_counter() - started
+            print(
+                f"{label}: {result['seconds']:.1f} s in the build call, {walls[label]:.1f} s with the process, "
+                f"{result['events'] / result['seconds']:,.0f} events/s, peak {result['peak_mib']:,.0f} MiB",
+                flush=True,
+            )
+            walls[label] = result["seconds"]
+        one, two, single = walls["Ray, 1 worker"], walls["Ray, 2 workers"], walls["single process"]
+        print(
+            f"\n2 workers vs 1: {one / two:.2f}x (target >= 1.6x); Ray at 1 worker vs single process: "
+            f"{(one / single - 1) * 100:+.0f}% (target < +15%)"
+        )
+
+
+if __name__ == "__main__":
+    main()
