@@ -14,7 +14,10 @@ memory (ru_maxrss) is its own:
    read shard by shard): points/s, subjects/s and peak RSS. The point-level clinical fits (the
    Cox/logistic start of the heads, the booster, the Cox refit) are switched off here: they are
    full-batch fits over all training points and are measured by ``bench_quality.py``.
-4. The Ray build with 1 and 2 workers on a local cluster, beside the single-process build, on
+4. ``ehrprog pretrain`` (default backbone, time-to-event objective, one epoch of
+   ``--pretrain-steps`` batches) from a population saved by ``ehrprog build --population``, for
+   each of ``--pretrain-sizes``: peak RSS (the build of the population is not counted).
+5. The Ray build with 1 and 2 workers on a local cluster, beside the single-process build, on
    the ``--ray-size`` population (each wall time includes starting the cluster).
 """
 
@@ -88,6 +91,19 @@ print(json.dumps({"points": len(cohort.X), "subjects": int(len(np.unique(cohort.
 """
 )
 
+PRETRAIN = (
+    PEAK
+    + """
+import json, sys, time
+from ehrprog.cli import main
+start = time.perf_counter()
+code = main(["pretrain", "--backbone", "default", "--objective", "tte", "--data", sys.argv[1], "--out", sys.argv[2],
+             "--epochs", "1", "--steps-per-epoch", sys.argv[3], "--hidden", "64"])
+assert code == 0
+print(json.dumps({"seconds": time.perf_counter() - start, "peak_mib": PEAK()}))
+"""
+)
+
 
 def run(code: str, *args: str) -> dict:
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
@@ -106,7 +122,9 @@ def population(n: int, per_file: int = PER_FILE) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[100_000, 300_000, 1_000_000])
+    parser.add_argument("--pretrain-sizes", type=int, nargs="*", default=[20_000, 100_000, 300_000])
+    parser.add_argument("--pretrain-steps", type=int, default=200)
     parser.add_argument("--ray-size", type=int, default=100_000)
     parser.add_argument("--ray-per-file", type=int, default=10_000, help="subjects per MEDS shard of the Ray build")
     parser.add_argument("--skip-train", action="store_true")
@@ -139,6 +157,24 @@ def main() -> None:
         print(
             f"| {r['subjects']:,} | {r['build_events']:,} | {r['build_seconds']:.1f} | "
             f"{r['build_events'] / r['build_seconds']:,.0f} | {r['build_peak_mib']:,.0f} MiB | {train} |"
+        )
+    if args.pretrain_sizes:
+        print("\n| population | subjects saved | pre-training s | pre-training peak RSS |")
+        print("|---:|---:|---:|---:|")
+    for n in args.pretrain_sizes:
+        data = population(n)
+        out = DATA / f"population_{n}"
+        shutil.rmtree(out, ignore_errors=True)
+        built = run(
+            BUILD.replace("progress=False)", "progress=False, task=__import__('ehrprog').tasks.Population())"),
+            str(data),
+            str(out),
+            "0",
+        )
+        result = run(PRETRAIN, str(out), str(DATA / f"pretrained_{n}"), str(args.pretrain_steps))
+        print(
+            f"| {n:,} | {built['events']:,} events | {result['seconds']:.0f} | {result['peak_mib']:,.0f} MiB |",
+            flush=True,
         )
     if not args.skip_ray:
         data = population(args.ray_size, args.ray_per_file)

@@ -12,6 +12,9 @@ from ehrprog.events import EventFrame
 from ehrprog.io import read_meds, read_omop, write_meds
 from ehrprog.visits import Gap, VisitFrame, group_visits
 
+#: Submodules reachable as attributes (``ep.metrics``) without importing them up front (torch is heavy).
+_SUBMODULES = ("metrics", "baselines", "evaluation", "testing", "store", "build", "ray_train", "features")
+
 
 def __getattr__(name: str) -> Any:
     # The estimator pulls in torch: import it only when asked for, so the data layer stays light.
@@ -19,6 +22,10 @@ def __getattr__(name: str) -> Any:
         from ehrprog.store import load_cohort
 
         return load_cohort
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"ehrprog.{name}")
     if name == "VisitProgressionEstimator":
         from ehrprog.estimator import VisitProgressionEstimator
 

@@ -310,12 +310,16 @@ class VisitTensors:
         rows = np.repeat(np.arange(n_rows, dtype=np.int64), counts)[keep]
         pos = pos[keep]
         ids = vocabulary.lookup_table(arrays.code_table)[arrays.code_index[keep]].astype(np.int32)
+        #: Share of the kept input codes the vocabulary does not know (0 without codes).
+        self.unknown_share = float((ids == UNKNOWN).mean()) if len(ids) else 0.0
         raw = np.asarray(arrays.raw_values)[keep]
         present = np.isfinite(raw)  # a NaN or infinite reading is no reading
         z = np.where(present, (raw - vocabulary.value_mean[ids]) / vocabulary.value_std[ids], 0.0)
-        self.codes = np.zeros((n_rows, max_codes), dtype=np.int32)
-        self.values = np.zeros((n_rows, max_codes), dtype=np.float32)
-        self.has_value = np.zeros((n_rows, max_codes), dtype=bool)
+        # As wide as the widest visit kept (at most max_codes): batches are trimmed to their own widest anyway.
+        width = max(int(pos.max()) + 1 if len(pos) else 1, 1)
+        self.codes = np.zeros((n_rows, width), dtype=np.int32)
+        self.values = np.zeros((n_rows, width), dtype=np.float32)
+        self.has_value = np.zeros((n_rows, width), dtype=bool)
         self.codes[rows, pos] = ids
         self.values[rows, pos] = np.clip(z, -10, 10)
         self.has_value[rows, pos] = present

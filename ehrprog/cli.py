@@ -205,6 +205,7 @@ def _pretrain(args: argparse.Namespace) -> int:
             progress=report,
             objective=args.objective,
             tte_codes=args.tte_codes,
+            steps_per_epoch=args.steps_per_epoch,
             **params,
         )
     except ValueError as error:
@@ -306,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(piecewise-exponential, any backbone); mlm+tte: both",
     )
     pre.add_argument("--tte-codes", type=int, default=256, help="codes the time-to-event objective predicts")
+    pre.add_argument("--steps-per-epoch", type=int, default=None, help="batches an epoch at most (default: all)")
     pre.set_defaults(func=_pretrain)
     build = sub.add_parser(
         "build",

@@ -12,6 +12,7 @@ attributions in :mod:`ehrprog.explain`, saving and loading in :mod:`ehrprog.pers
 from __future__ import annotations
 
 import os
+import warnings
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,9 @@ _PREFIXES = ("backbone__", "module__")
 #: Training events ``clinical_booster="auto"`` needs before it stacks a booster (trees fitted on
 #: fewer overfit: on SynPUF folds, ~85 events, the booster cost 0.045 C).
 MIN_BOOSTER_EVENTS = 200
+
+#: Share of unseen input codes above which prediction warns (the history then adds little).
+UNKNOWN_CODES_WARNING = 0.5
 
 #: Subjects per batch at prediction time (more than in training: no gradients are kept).
 PREDICT_BATCH_SUBJECTS = 256
@@ -302,17 +306,25 @@ class VisitProgressionEstimator(BaseEstimator):
         routed = self._routed("backbone__")
         if saved:
             routed = {k: v for k, v in routed.items() if not isinstance(v, str)}
-        backbone = spec.factory(
-            **{
-                "vocab_size": self.vocabulary_.size,
-                "dim": self.embedding_dim,
-                "visit_encoder": self.visit_encoder,
-                "dropout": self.dropout,
-                "vocabulary": self.vocabulary_,
-                **routed,
-                **(architecture or {}),
-            }
-        )
+        try:
+            backbone = spec.factory(
+                **{
+                    "vocab_size": self.vocabulary_.size,
+                    "dim": self.embedding_dim,
+                    "visit_encoder": self.visit_encoder,
+                    "dropout": self.dropout,
+                    "vocabulary": self.vocabulary_,
+                    **routed,
+                    **(architecture or {}),
+                }
+            )
+        except TypeError as error:
+            given = ", ".join(f"backbone__{name}" for name in sorted(routed)) or "none"
+            raise ValueError(
+                f"backbone {self.backbone!r} does not take the parameters given to it ({given}): {error}. "
+                "In a grid over several backbones, give each its own parameters with a list of grids: "
+                '[{"backbone": ["default"]}, {"backbone": ["cehrbert"], "backbone__checkpoint": [DIR]}]'
+            ) from error
         return VisitSequenceModel(
             backbone,
             n_point_features=n_point_features,
@@ -547,7 +559,16 @@ class VisitProgressionEstimator(BaseEstimator):
         computed on the estimator's ``device``."""
         device = self._device()
         self.model_.to(device)
-        return self._outputs(self.model_, self._visit_tensors(X), np.arange(len(X)), device)
+        tensors = self._visit_tensors(X)
+        unknown = getattr(tensors, "unknown_share", 0.0)
+        if unknown > UNKNOWN_CODES_WARNING:
+            warnings.warn(
+                f"{unknown:.0%} of the input codes were never seen in training (e.g. another code system, "
+                "'OMOP/<id>' vs 'SNOMED/...'): the history adds almost nothing to these predictions",
+                UserWarning,
+                stacklevel=3,
+            )
+        return self._outputs(self.model_, tensors, np.arange(len(X)), device)
 
     def predict_proba(self, X: CohortX) -> np.ndarray:
         """Stage probabilities ``[n, len(classes_)]``."""

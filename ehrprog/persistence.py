@@ -29,6 +29,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ehrprog.errors import SavedModelError
+from ehrprog.files import save_tensors
 
 if TYPE_CHECKING:
     from ehrprog.estimator import VisitProgressionEstimator
@@ -189,7 +190,6 @@ def _versions() -> dict[str, str]:
 
 def save_estimator(estimator: VisitProgressionEstimator, path: str | Path) -> Path:
     """Write ``estimator`` (fitted) to the folder ``path``: ``config.json`` and ``model.safetensors``."""
-    from safetensors.torch import save_file
 
     root = Path(path)
     root.mkdir(parents=True, exist_ok=True)
@@ -222,7 +222,7 @@ def save_estimator(estimator: VisitProgressionEstimator, path: str | Path) -> Pa
         "n_iter": estimator.n_iter_,
     }
     (root / CONFIG).write_text(json.dumps(config, indent=1))
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(root / WEIGHTS))
+    save_tensors({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, root / WEIGHTS)
     if getattr(estimator, "booster_", None) is not None:
         estimator.booster_.save(root / BOOSTER)
     return root

@@ -70,6 +70,9 @@ class VisitFrame:
     def n_visits(self) -> int:
         return int(self.frame["visits"].list.len().sum())
 
+    def __repr__(self) -> str:
+        return f"VisitFrame(subjects={self.n_subjects:,}, visits={self.n_visits:,}, strategy={self.strategy!r})"
+
     def visits(self) -> pl.DataFrame:
         """One row per visit (``subject_id`` plus the visit struct's fields)."""
         return self.frame.select("subject_id", "visits").explode("visits").drop_nulls("visits").unnest("visits")

@@ -190,6 +190,7 @@ def test_pretraining_from_a_saved_population_equals_pretraining_in_memory(sim_me
     memory = pretrain("default", visits, tmp_path / "memory", **options)
     disk = pretrain("default", ep.load_cohort(saved).X, tmp_path / "disk", **options)
     assert disk.n_subjects == memory.n_subjects and disk.n_codes == memory.n_codes
+
     def losses(history):
         return [{k: v for k, v in record.items() if k != "seconds"} for record in history]
 

@@ -21,9 +21,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from ehrprog.backbones.tokens import SPECIAL_TOKENS
+from ehrprog.files import save_tensors
 
 FORMAT = "ehrprog.backbone/1"
 
@@ -61,7 +62,7 @@ def save_pretrained(module: torch.nn.Module, codes: Sequence[str], folder: str |
     architecture = {k: v for k, v in module.architecture().items() if k != "checkpoint"}
     config = {"format": FORMAT, "model_type": module.model_type, "architecture": architecture, **extra}
     (root / "config.json").write_text(json.dumps(config, indent=1))
-    save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()}, str(root / "model.safetensors"))
+    save_tensors({k: v.detach().contiguous() for k, v in module.state_dict().items()}, root / "model.safetensors")
     (root / "vocab.json").write_text(json.dumps({"codes": list(codes), "special_tokens": list(SPECIAL_TOKENS)}))
     return root
 

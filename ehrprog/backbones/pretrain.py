@@ -104,6 +104,7 @@ def pretrain(
     progress: Callable[[dict[str, float]], None] | None = None,
     objective: str = "mlm",
     tte_codes: int = 256,
+    steps_per_epoch: int | None = None,
     **params: Any,
 ) -> PretrainResult:
     """Pre-train the registered backbone ``backbone`` on ``visits`` and write it to ``out``.
@@ -127,6 +128,8 @@ def pretrain(
             occurrence of the ``tte_codes`` most frequent codes, piecewise-exponential, see
             :mod:`ehrprog.backbones.tte`) or ``"mlm+tte"`` (both summed).
         tte_codes: how many task codes the time-to-event objective predicts.
+        steps_per_epoch: train on at most this many batches an epoch (the first of its shuffled
+            order; ``None``: all).
         **params: further backbone parameters (``num_hidden_layers=...``).
     """
     from ehrprog.plugins import get_backbone
@@ -135,6 +138,8 @@ def pretrain(
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     if tte_codes < 1:
         raise ValueError(f"tte_codes must be at least 1, got {tte_codes}")
+    if steps_per_epoch is not None and steps_per_epoch < 1:
+        raise ValueError(f"steps_per_epoch must be at least 1 or None, got {steps_per_epoch}")
     spec = get_backbone(backbone)
     X = visits if isinstance(visits, CohortX) else whole_histories(visits)
     if len(X) < 2:
@@ -185,7 +190,8 @@ def pretrain(
     result = PretrainResult(Path(out), n_subjects=len(X), n_codes=len(vocabulary.codes))
 
     def plan(epoch: int) -> list[np.ndarray]:
-        return tensors.plan_batches(train_rows, batch_size, np.random.default_rng([random_state, epoch]))
+        batches = tensors.plan_batches(train_rows, batch_size, np.random.default_rng([random_state, epoch]))
+        return batches[:steps_per_epoch] if steps_per_epoch is not None else batches
 
     def load(rows: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
         return tensors.batch(rows).tensors(device)

@@ -298,7 +298,13 @@ def _events_from(table: _TypedTable, distinct: pl.DataFrame, concepts: pl.DataFr
 def _person_events(folder: _Folder, concepts: pl.DataFrame) -> pl.LazyFrame:
     scanned = folder.scan("person")
     if scanned is None:
-        raise InputError("an OMOP extract must hold a person table (person.csv or person.parquet)", file=str(folder))
+        inside = sorted(
+            sub.name for sub in folder.root.iterdir() if sub.is_dir() and tabular.find_table(sub, "person") is not None
+        )
+        hint = f"; its subfolders {inside} each hold one: read one of them" if inside else ""
+        raise InputError(
+            f"an OMOP extract must hold a person table (person.csv or person.parquet){hint}", file=str(folder)
+        )
     frame, schema, file = scanned
     _require(schema, ["person_id", "year_of_birth"], file, "person")
 

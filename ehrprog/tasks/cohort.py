@@ -96,7 +96,7 @@ class CohortX:
         )
 
 
-@dataclass
+@dataclass(repr=False)
 class Cohort:
     """A labelled cohort.
 
@@ -121,6 +121,13 @@ class Cohort:
     stages: pl.DataFrame
     report: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        events = int(self.y["event"].sum()) if "event" in self.y.columns else 0
+        return (
+            f"Cohort(points={len(self.X):,}, subjects={len(np.unique(self.groups)):,}, progression events={events:,}; "
+            "cohort.summary() describes it)"
+        )
 
     def save(self, path: str | Path, *, subjects_per_shard: int = 5_000) -> Path:
         """Write the cohort to ``path`` as subject shards (see :mod:`ehrprog.store`); read it back

@@ -1,0 +1,58 @@
+"""What a newcomer meets in the first hour: short reprs, clear errors, warnings that say what happened."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+
+import pytest
+
+import ehrprog as ep
+from ehrprog import VisitProgressionEstimator
+from ehrprog.errors import InputError
+
+TINY = {"embedding_dim": 8, "hidden_dim": 8, "max_epochs": 1, "batch_size": 32, "random_state": 0}
+
+
+def test_cohort_and_visits_print_as_one_short_line(sim_cohort):
+    for value in (sim_cohort, sim_cohort.X, sim_cohort.X.visits):
+        text = repr(value)
+        assert "\n" not in text and len(text) < 160, text
+    assert f"points={len(sim_cohort.X):,}" in repr(sim_cohort)
+
+
+def test_predicting_on_codes_never_seen_in_training_warns(sim_omop, sim_cohort):
+    est = VisitProgressionEstimator(target="progression", **TINY).fit(sim_cohort.X, sim_cohort.y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the training codes themselves: no warning
+        est.predict_risk(sim_cohort.X)
+    other = ep.tasks.CKDProgression().build(ep.read_omop(sim_omop, codes="concept_id"))  # OMOP/<id> codes
+    with pytest.warns(UserWarning, match="never seen in training"):
+        est.predict_risk(other.X)
+
+
+def test_a_parameter_a_backbone_does_not_take_is_named(sim_cohort):
+    est = VisitProgressionEstimator(backbone="default", backbone__num_hidden_layers=1, **TINY)
+    with pytest.raises(ValueError, match=r"backbone .default. does not take .*backbone__num_hidden_layers.*grids"):
+        est.fit(sim_cohort.X, sim_cohort.y)
+
+
+def test_an_omop_folder_of_extract_subfolders_points_at_them(sim_omop, tmp_path):
+    for sub in ("csv", "parquet"):
+        shutil.copytree(sim_omop, tmp_path / sub)
+    with pytest.raises(InputError, match=r"subfolders \['csv', 'parquet'\] each hold one"):
+        ep.read_omop(tmp_path)
+
+
+def test_saved_weights_get_the_usual_file_mode(sim_cohort, tmp_path):
+    est = VisitProgressionEstimator(target="stage", **TINY).fit(sim_cohort.X, sim_cohort.y)
+    est.save(tmp_path / "model")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "model" / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_submodules_are_attributes_of_the_package():
+    assert ep.metrics.harrell_c is not None
+    assert ep.baselines is not None and ep.evaluation.evaluate is not None and ep.testing.check_backbone is not None
