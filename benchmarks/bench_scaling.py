@@ -15,10 +15,12 @@ memory (ru_maxrss) is its own:
    Cox/logistic start of the heads, the booster, the Cox refit) are switched off here: they are
    full-batch fits over all training points and are measured by ``bench_quality.py``.
 4. ``ehrprog pretrain`` (default backbone, time-to-event objective, one epoch of
-   ``--pretrain-steps`` batches) from a population saved by ``ehrprog build --population``, for
-   each of ``--pretrain-sizes``: peak RSS (the build of the population is not counted).
+   ``--pretrain-steps`` batches) from a population saved by ``ehrprog build --population`` (MEDS
+   shards of ``--pretrain-per-file`` subjects), for each of ``--pretrain-sizes``: peak RSS (the
+   build of the population is not counted).
 5. The Ray build with 1 and 2 workers on a local cluster, beside the single-process build, on
-   the ``--ray-size`` population (each wall time includes starting the cluster).
+   the ``--ray-size`` population written as ``--ray-per-file`` shards. The cluster is started
+   before the timed build (as ``ray start`` leaves it); its start is printed on its own.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ import platform
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -64,13 +65,22 @@ for number, start in enumerate(range(0, n, per_file)):
 BUILD = (
     PEAK
     + """
-import json, sys, time
+import json, os, sys, time
 from ehrprog.build import build_cohort
-start = time.perf_counter()
 workers = None if sys.argv[3] == "0" else int(sys.argv[3])
+cluster = 0.0
+if workers is not None:  # a warm cluster, as `ray start` leaves one: its start is timed on its own
+    import ray
+    threads = str(max(1, os.cpu_count() // workers))
+    started = time.perf_counter()
+    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             runtime_env={"env_vars": {"POLARS_MAX_THREADS": threads, "OMP_NUM_THREADS": threads}})
+    ray.get([ray.remote(lambda: None).remote() for _ in range(workers)])
+    cluster = time.perf_counter() - started
+start = time.perf_counter()
 result = build_cohort(sys.argv[1], sys.argv[2], workers=workers, progress=False)
 print(json.dumps({"events": result.events, "shards": len(result.built), "seconds": time.perf_counter() - start,
-                  "peak_mib": PEAK(), "piece_peak_mib": result.peak_mib}))
+                  "cluster_s": cluster, "peak_mib": PEAK(), "piece_peak_mib": result.peak_mib}))
 """
 )
 TRAIN = (
@@ -125,6 +135,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="*", default=[100_000, 300_000, 1_000_000])
     parser.add_argument("--pretrain-sizes", type=int, nargs="*", default=[20_000, 100_000, 300_000])
     parser.add_argument("--pretrain-steps", type=int, default=200)
+    parser.add_argument("--pretrain-per-file", type=int, default=10_000, help="subjects per MEDS shard, pre-training")
     parser.add_argument("--ray-size", type=int, default=100_000)
     parser.add_argument("--ray-per-file", type=int, default=10_000, help="subjects per MEDS shard of the Ray build")
     parser.add_argument("--skip-train", action="store_true")
@@ -159,10 +170,10 @@ def main() -> None:
             f"{r['build_events'] / r['build_seconds']:,.0f} | {r['build_peak_mib']:,.0f} MiB | {train} |"
         )
     if args.pretrain_sizes:
-        print("\n| population | subjects saved | pre-training s | pre-training peak RSS |")
+        print("\n| population | events read | pre-training s | pre-training peak RSS |")
         print("|---:|---:|---:|---:|")
     for n in args.pretrain_sizes:
-        data = population(n)
+        data = population(n, args.pretrain_per_file)
         out = DATA / f"population_{n}"
         shutil.rmtree(out, ignore_errors=True)
         built = run(
@@ -182,12 +193,13 @@ def main() -> None:
         for label, workers in (("single process", "0"), ("Ray, 1 worker", "1"), ("Ray, 2 workers", "2")):
             out = DATA / f"cohort_ray_{workers}"
             shutil.rmtree(out, ignore_errors=True)
-            started = time.perf_counter()
             result = run(BUILD, str(data), str(out), workers)
-            walls[label] = time.perf_counter() - started
             print(
-                f"{label}: {result['seconds']:.1f} s in the build call, {walls[label]:.1f} s with the process, "
-                f"{result['events'] / result['seconds']:,.0f} events/s, peak {result['peak_mib']:,.0f} MiB",
+                f"{label}: {result['shards']} shards in {result['seconds']:.1f} s "
+                f"({result['events'] / result['seconds']:,.0f} events/s)"
+                + (f" on a cluster started beforehand in {result['cluster_s']:.1f} s" if workers != "0" else "")
+                + f"; peak {result['peak_mib']:,.0f} MiB (driver), {result['piece_peak_mib']:,.0f} MiB (largest "
+                "process that built a piece)",
                 flush=True,
             )
             walls[label] = result["seconds"]
