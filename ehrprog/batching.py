@@ -97,6 +97,21 @@ def _input_visits(X: CohortX) -> pl.DataFrame:
     )
 
 
+#: Batch fields with a visit axis (padded when batches are stacked), and those without one
+#: (``point_subject`` aside: it is shifted, not copied).
+_PADDED = ("codes", "values", "has_value", "times", "visit_days", "visit_los", "visit_type", "visit_mask")
+_UNPADDED = (
+    "point_visit",
+    "point_index",
+    "visit_offset",
+    "row_subject",
+    "current_stage",
+    "current_value",
+    "has_current_value",
+    "point_features",
+)
+
+
 @dataclass
 class Batch:
     """Padded arrays for a set of subjects and the positions of their prediction points."""
@@ -123,35 +138,9 @@ class Batch:
         """The batch stacked ``copies`` times along the row axis (copy ``k`` holds rows
         ``k*B .. (k+1)*B - 1`` and their points), e.g. one copy per integration step."""
         rows = len(self.codes)
-
-        def tile(array: np.ndarray) -> np.ndarray:
-            return np.concatenate([array] * copies, axis=0)
-
         shift = np.repeat(np.arange(copies, dtype=np.int64) * rows, len(self.point_subject))
-        return Batch(
-            **{
-                name: tile(getattr(self, name))
-                for name in (
-                    "codes",
-                    "values",
-                    "has_value",
-                    "times",
-                    "visit_days",
-                    "visit_los",
-                    "visit_type",
-                    "visit_mask",
-                    "point_visit",
-                    "point_index",
-                    "visit_offset",
-                    "row_subject",
-                    "current_stage",
-                    "current_value",
-                    "has_current_value",
-                    "point_features",
-                )
-            },
-            point_subject=tile(self.point_subject) + shift,
-        )
+        tiled = {name: np.concatenate([getattr(self, name)] * copies, axis=0) for name in _UNPADDED + _PADDED}
+        return Batch(**tiled, point_subject=np.tile(self.point_subject, copies) + shift)
 
     @classmethod
     def stack(cls, batches: list[Batch]) -> Batch:
@@ -173,21 +162,12 @@ class Batch:
         joined.update(
             {
                 name: np.concatenate([pad(getattr(b, name), width_v) for b in batches])
-                for name in ("times", "visit_days", "visit_los", "visit_type", "visit_mask")
+                for name in _PADDED
+                if name not in joined
             }
         )
         joined["point_subject"] = np.concatenate([b.point_subject + s for b, s in zip(batches, shift, strict=True)])
-        for name in (
-            "point_visit",
-            "point_index",
-            "visit_offset",
-            "row_subject",
-            "current_stage",
-            "current_value",
-            "has_current_value",
-            "point_features",
-        ):
-            joined[name] = np.concatenate([getattr(b, name) for b in batches])
+        joined.update({name: np.concatenate([getattr(b, name) for b in batches]) for name in _UNPADDED})
         return cls(**joined)
 
     def per_point_rows(self, order: np.ndarray) -> Batch:

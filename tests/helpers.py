@@ -126,3 +126,26 @@ class FlakyCKD:
             marker.touch()
             raise OSError("transient failure (first attempt)")
         return self.task.build(events)
+
+
+def torchrun(script, *args: str, processes: int = 2, timeout: int = 600):
+    """Run ``script`` with ``args`` under ``torchrun`` (``processes`` CPU ranks on loopback, gloo);
+    the completed process (``returncode``, ``stderr``)."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:  # a port free on loopback now, for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={processes}",
+        "--master_addr=127.0.0.1",
+        f"--master_port={port}",
+        str(script),
+        *args,
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)

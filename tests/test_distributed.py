@@ -5,39 +5,19 @@ no part in fine-tuning), keeps the ranks identical."""
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import torchrun
+
 SCRIPT = Path(__file__).parent / "scripts" / "ddp_fit.py"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.parametrize("backbone", ["default", "cehrbert"])
 @pytest.mark.parametrize("target", ["stage", "progression", "both"])
 def test_two_process_gloo_training_keeps_ranks_in_sync(tmp_path, sim_omop, target, backbone):
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "--master_addr=127.0.0.1",
-        f"--master_port={_free_port()}",
-        str(SCRIPT),
-        str(tmp_path),
-        str(sim_omop),
-        target,
-        backbone,
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    result = torchrun(SCRIPT, str(tmp_path), str(sim_omop), target, backbone)
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world"] for r in ranks] == [2, 2]

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +15,7 @@ import ehrprog as ep
 from ehrprog.build import build_cohort
 from ehrprog.errors import BuildError
 from ehrprog.io.meds import write_meds
-from tests.helpers import FlakyCKD
+from tests.helpers import FlakyCKD, torchrun
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (make installs the ray extra)")
 
@@ -128,31 +125,14 @@ def test_in_process_build_names_a_failing_shard_too(meds4, tmp_path):
         build_cohort(meds4, tmp_path / "c", task=FlakyCKD(str(tmp_path), broken=str(broken)), progress=False)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_ray_train_gives_the_model_torchrun_gives(cluster, sim_cohort, tmp_path):
     from safetensors.numpy import load_file
 
     from ehrprog.ray_train import fit_on_ray
 
     cohort_dir = sim_cohort.save(tmp_path / "cohort", subjects_per_shard=40)
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "--master_addr=127.0.0.1",
-        f"--master_port={_free_port()}",
-        str(ROOT / "tests" / "scripts" / "ddp_fit_stored.py"),
-        str(cohort_dir),
-        str(tmp_path / "torchrun"),
-        json.dumps(PARAMS),
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    script = ROOT / "tests" / "scripts" / "ddp_fit_stored.py"
+    done = torchrun(script, str(cohort_dir), str(tmp_path / "torchrun"), json.dumps(PARAMS))
     assert done.returncode == 0, done.stderr[-3000:]
     on_ray = fit_on_ray(ep.VisitProgressionEstimator(**PARAMS), cohort_dir, tmp_path / "ray", num_workers=2)
     a = load_file(str(tmp_path / "torchrun" / "model.safetensors"))
