@@ -159,13 +159,14 @@ def _verify_checkpoint(args: argparse.Namespace) -> int:
 
 def _pretrain(args: argparse.Namespace) -> int:
     """Pre-train a backbone on an OMOP or MEDS dataset; one line per epoch, the folder at the end."""
-    from ehrprog.backbones.pretrain import pretrain
+    from ehrprog.backbones.pretrain import check_objective, pretrain
     from ehrprog.sources import read_events
     from ehrprog.visits import group_visits
 
     options = {"codes": args.codes} if args.codes else {}
     if args.codes and args.format == "meds":
         raise InputError("--codes applies to OMOP data only", file=str(args.data))
+    check_objective(args.backbone, args.objective)  # before reading the data: a wrong choice fails at once
     started = time.perf_counter()
     if (Path(args.data) / "manifest.json").is_file():  # a population saved by `ehrprog build --population`
         from ehrprog.store import load_cohort
@@ -208,10 +209,11 @@ def _pretrain(args: argparse.Namespace) -> int:
             steps_per_epoch=args.steps_per_epoch,
             **params,
         )
-    except ValueError as error:
-        raise InputError(str(error), file=str(args.data)) from error
+    except ValueError as error:  # a setting, not the data file, is at fault: say so without blaming the file
+        raise InputError(f"pretrain: {error}") from error
     print(
-        f"pre-trained {args.backbone} ({', '.join(result.objectives)}) on {result.n_subjects:,} subjects, "
+        f"pre-trained {args.backbone} ({', '.join(result.objectives)}) on {result.n_subjects - result.n_validation:,} "
+        f"subjects ({result.n_validation:,} more held out for the validation loss), "
         f"{result.n_codes:,} codes; wrote {result.folder} "
         f"(use it with VisitProgressionEstimator(backbone={args.backbone!r}, backbone__checkpoint=...))"
     )
@@ -248,11 +250,20 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command(sub, name: str, **options) -> argparse.ArgumentParser:
+    """A sub-command whose ``--help`` shows each option's default."""
+    return sub.add_parser(name, formatter_class=argparse.ArgumentDefaultsHelpFormatter, **options)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ehrprog", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="ehrprog",
+        description="ehrprog: chronic disease progression from OMOP CDM or MEDS records. "
+        "`ehrprog COMMAND --help` describes each command.",
+    )
     parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
-    sub = parser.add_subparsers(dest="command", required=True)
-    inspect = sub.add_parser("inspect", help="summarise an OMOP or MEDS dataset and its ingest report")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    inspect = _command(sub, "inspect", help="summarise an OMOP or MEDS dataset and its ingest report")
     inspect.add_argument("path", help="an OMOP folder, a MEDS dataset, or postgresql://... / duckdb:///... URI")
     inspect.add_argument("--format", choices=["auto", "omop", "meds"], default="auto")
     inspect.add_argument(
@@ -261,23 +272,23 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--top", type=int, default=10, help="how many frequent codes to list")
     _add_database_options(inspect)
     inspect.set_defaults(func=_inspect)
-    convert = sub.add_parser("convert", help="convert between formats")
+    convert = _command(sub, "convert", help="convert between formats")
     kinds = convert.add_subparsers(dest="kind", required=True)
-    o2m = kinds.add_parser("omop-to-meds", help="stream an OMOP extract into a MEDS dataset")
+    o2m = _command(kinds, "omop-to-meds", help="stream an OMOP extract into a MEDS dataset")
     o2m.add_argument("source", help="an OMOP folder or a postgresql://... / duckdb:///... URI")
     o2m.add_argument("destination", type=Path)
     o2m.add_argument("--codes", choices=["standard", "source", "concept_id"], default="standard")
     _add_database_options(o2m)
     o2m.set_defaults(func=_convert)
-    simulate = sub.add_parser("simulate", help="write a simulated CKD cohort")
+    simulate = _command(sub, "simulate", help="write a simulated CKD cohort")
     simulate.add_argument("out", type=Path)
     simulate.add_argument("--subjects", type=int, default=1000)
     simulate.add_argument("--seed", type=int, default=0)
     simulate.add_argument("--format", choices=["omop", "meds"], default="omop")
     simulate.set_defaults(func=_simulate)
-    plugins = sub.add_parser("plugins", help="list installed plugins and the backbones they register")
+    plugins = _command(sub, "plugins", help="list installed plugins and the backbones they register")
     plugins.set_defaults(func=_plugins)
-    pre = sub.add_parser("pretrain", help="pre-train a backbone on your own OMOP or MEDS data")
+    pre = _command(sub, "pretrain", help="pre-train a backbone on your own OMOP or MEDS data")
     pre.add_argument("--backbone", required=True, help="a registered backbone (`ehrprog plugins` lists them)")
     pre.add_argument(
         "--data",
@@ -309,7 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--tte-codes", type=int, default=256, help="codes the time-to-event objective predicts")
     pre.add_argument("--steps-per-epoch", type=int, default=None, help="batches an epoch at most (default: all)")
     pre.set_defaults(func=_pretrain)
-    build = sub.add_parser(
+    build = _command(
+        sub,
         "build",
         help="build the CKD cohort of a dataset into a folder of subject shards (ehrprog.load_cohort reads it)",
     )
@@ -332,7 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_database_options(build)
     build.set_defaults(func=_build)
-    verify = sub.add_parser(
+    verify = _command(
+        sub,
         "verify-checkpoint",
         help="check that a backbone's loader reproduces a checkpoint's reference outputs",
     )

@@ -95,9 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     say(table)
     say()
     model = fitted["model"]
+    stopped = getattr(model, "n_iter_", len(model.history_)) < model.max_epochs
+    how = "stopped early" if stopped else f"the cap of {model.max_epochs}"
     say(
-        f"model: {len(model.history_)} epochs (early stopping on a subject-level validation split), "
-        f"{len(model.vocabulary_.codes):,} codes"
+        f"model: {len(model.history_)} epochs ({how}; weights of epoch {model.best_epoch_}, the best on a "
+        f"subject-level validation split), {len(model.vocabulary_.codes):,} codes"
     )
     say(verdict(rows, fitted["risks"], cohort.y[test], cohort.groups[test], args.seed))
 

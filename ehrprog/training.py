@@ -206,7 +206,11 @@ def train(
         with torch.random.fork_rng(devices=[device] if amp else []):
             torch.manual_seed(settings.seed + epoch + 1000 * rank)
             bar = tqdm(
-                mine, total=len(mine), disable=not settings.verbose or rank > 0, desc=f"{settings.description} {epoch}"
+                mine,
+                total=len(mine),
+                disable=not settings.verbose or rank > 0,
+                desc=f"{settings.description} {epoch}",
+                leave=True,
             )
             for number, item in enumerate(bar, start=1):
                 inputs = load(item, device)
@@ -221,6 +225,8 @@ def train(
                 weight = float(parts.pop("weight", 1.0))
                 losses.append(value)
                 weights.append(weight)
+                if number % 10 == 0 or number == len(mine):
+                    bar.set_postfix(loss=f"{np.average(losses, weights=weights):.4f}", refresh=False)
                 for key, part in parts.items():
                     parts_sum[key] = parts_sum.get(key, 0.0) + part * weight
         total = max(sum(weights), 1e-12)

@@ -56,3 +56,30 @@ def test_saved_weights_get_the_usual_file_mode(sim_cohort, tmp_path):
 def test_submodules_are_attributes_of_the_package():
     assert ep.metrics.harrell_c is not None
     assert ep.baselines is not None and ep.evaluation.evaluate is not None and ep.testing.check_backbone is not None
+
+
+def test_pretrain_with_an_objective_the_backbone_lacks_fails_before_reading_the_data(tmp_path, capsys):
+    from ehrprog.cli import main
+
+    absent = tmp_path / "no-such-data"  # never read: the choice fails first
+    argv = ["pretrain", "--backbone", "default", "--data", str(absent), "--out", str(tmp_path / "o")]
+    assert main([*argv, "--objective", "mlm"]) == 2
+    error = capsys.readouterr().err
+    assert "no masked-LM objective" in error and "use --objective tte" in error
+    assert str(absent) not in error
+
+
+def test_pretrain_says_how_many_subjects_were_held_out(sim_meds, tmp_path, capsys):
+    from ehrprog.cli import main
+
+    argv = ["pretrain", "--backbone", "default", "--objective", "tte", "--data", str(sim_meds)]
+    assert main([*argv, "--out", str(tmp_path / "o"), "--epochs", "1", "--hidden", "8"]) == 0
+    assert "(30 more held out for the validation loss)" in capsys.readouterr().out
+
+
+def test_command_help_shows_defaults(capsys):
+    from ehrprog.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["build", "--help"])
+    assert "(default: 5000)" in capsys.readouterr().out

@@ -65,13 +65,36 @@ class PretrainingObjective(torch.nn.Module):
 
 @dataclass
 class PretrainResult:
-    """What :func:`pretrain` did: the folder written, per-epoch losses, sizes."""
+    """What :func:`pretrain` did: the folder written, per-epoch losses, sizes (``n_subjects``
+    counts the ``n_validation`` subjects held out too)."""
 
     folder: Path
     history: list[dict[str, float]] = field(default_factory=list)
     n_subjects: int = 0
+    n_validation: int = 0
     n_codes: int = 0
     objectives: list[str] = field(default_factory=list)
+
+
+def check_objective(backbone: str, objective: str) -> None:
+    """Raise ``ValueError`` now, before any data is read, when ``backbone`` is not registered or
+    cannot train with ``objective`` (masked LM needs the module's ``pretraining_loss``)."""
+    from ehrprog.plugins import get_backbone
+
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    spec = get_backbone(backbone)
+    if "mlm" not in objective:
+        return
+    try:  # a tiny module tells whether the backbone has a masked-LM objective
+        module = spec.factory(vocab_size=8, dim=8, visit_encoder="attention", dropout=0.0, vocabulary=None)
+    except Exception:  # a factory that needs real data: checked later, on the real module
+        return
+    if not hasattr(module, "pretraining_loss"):
+        raise ValueError(
+            f"backbone {backbone!r} has no masked-LM objective (its module defines no pretraining_loss); "
+            "use --objective tte"
+        )
 
 
 def whole_histories(visits: VisitFrame) -> CohortX:
@@ -187,7 +210,7 @@ def pretrain(
         sample = tensors.subject_batches(train_rows[: min(len(train_rows), 2000)], 256)
         tte.head.log_base.data.copy_(torch.from_numpy(base_log_rates(tte, (b.tensors("cpu") for b in sample))))
     task = PretrainingObjective(module, torch.Generator().manual_seed(random_state), mlm="mlm" in objective, tte=tte)
-    result = PretrainResult(Path(out), n_subjects=len(X), n_codes=len(vocabulary.codes))
+    result = PretrainResult(Path(out), n_subjects=len(X), n_validation=len(valid_rows), n_codes=len(vocabulary.codes))
 
     def plan(epoch: int) -> list[np.ndarray]:
         batches = tensors.plan_batches(train_rows, batch_size, np.random.default_rng([random_state, epoch]))
@@ -279,4 +302,4 @@ def _validation(
     return {"valid_loss": total / max(count, 1), **{f"valid_{k}": v / max(count, 1) for k, v in parts_sum.items()}}
 
 
-__all__ = ["OBJECTIVES", "PretrainResult", "PretrainingObjective", "pretrain", "whole_histories"]
+__all__ = ["OBJECTIVES", "PretrainResult", "PretrainingObjective", "check_objective", "pretrain", "whole_histories"]
