@@ -87,7 +87,7 @@ def write_shard(cohort: Cohort, root: str | Path, name: str, *, source: str = ""
     X = cohort.X
     points = pl.concat([X.points.select(POINT_COLUMNS), cohort.y.select(TARGET_COLUMNS)], how="horizontal")
     points.write_parquet(temporary / "points.parquet")
-    cohort.labels.write_parquet(temporary / "labels.parquet")
+    cohort.labels.lazy().collect().write_parquet(temporary / "labels.parquet")
     X.visits.frame.write_parquet(temporary / "visits.parquet")
     labs = X.labs if X.labs is not None else pl.DataFrame(schema={"subject_id": pl.Int64, "time": pl.Datetime("us")})
     labs.write_parquet(temporary / "labs.parquet")
@@ -207,7 +207,8 @@ def subset_cohort(cohort: Cohort, subject_ids: np.ndarray) -> Cohort:
     rows = np.flatnonzero(keep)
     part = CohortX(X.points[rows], visits, labs, X.lab_bands)
     stages = cohort.stages.filter(wanted)
-    return Cohort(part, cohort.y[rows], cohort.groups[rows], cohort.labels[rows], stages, {}, [])
+    labels = cohort.labels.lazy().collect()[rows]
+    return Cohort(part, cohort.y[rows], cohort.groups[rows], labels, stages, {}, [])
 
 
 def save_cohort(cohort: Cohort, path: str | Path, *, subjects_per_shard: int = SUBJECTS_PER_SHARD) -> Path:
@@ -306,7 +307,8 @@ class StoredCohortX(CohortX):
     def __init__(self, store: CohortStore, rows: np.ndarray) -> None:
         self.store = store
         self.rows = np.asarray(rows, dtype=np.int64)
-        self.points = store.points[self.rows]
+        whole = len(self.rows) == store.points.height and bool((self.rows == np.arange(len(self.rows))).all())
+        self.points = store.points if whole else store.points[self.rows]  # the whole cohort: no copy
         self.lab_bands = store.lab_bands
         self._loaded: tuple[VisitFrame, pl.DataFrame] | None = None
 
@@ -353,12 +355,12 @@ def load_cohort(path: str | Path) -> Cohort:
     """A saved cohort (see :func:`save_cohort`), its inputs on disk.
 
     Returns:
-        A :class:`~ehrprog.tasks.Cohort` whose ``X`` is a :class:`StoredCohortX`; ``y``,
-        ``groups`` and ``labels`` are in memory (one row per point), ``stages`` is a
-        ``polars.LazyFrame`` over the shards.
+        A :class:`~ehrprog.tasks.Cohort` whose ``X`` is a :class:`StoredCohortX`; ``y`` and
+        ``groups`` are in memory (one row per point), ``labels`` and ``stages`` are
+        ``polars.LazyFrame`` scans over the shards.
     """
     store = CohortStore(path)
-    labels = pl.concat([store.read(s, "labels") for s in range(len(store.names))])
+    labels = pl.scan_parquet([store.shard_folder(name) / "labels.parquet" for name in store.names])
     stages = pl.scan_parquet([store.shard_folder(name) / "stages.parquet" for name in store.names])
     X = StoredCohortX(store, np.arange(store.points.height))
     return Cohort(
@@ -391,14 +393,17 @@ class ShardedVisitTensors:
         max_codes: int = 64,
         max_visits: int = 256,
         value_scale: tuple[float, float] = (0.0, 1.0),
-        point_features: np.ndarray | None = None,
+        point_features: np.ndarray | Any | None = None,
     ) -> None:
         self.X, self.store, self.vocabulary = X, X.store, vocabulary
         self.max_codes, self.max_visits, self.value_scale = max_codes, max_visits, value_scale
-        arrays = point_arrays(X.points, value_scale, point_features)
+        # A feature transformer is applied shard by shard when a shard is read (no array over
+        # every point) until something asks for `point_features` as a whole.
+        self._transformer = point_features if hasattr(point_features, "transform") else None
+        arrays = point_arrays(X.points, value_scale, None if self._transformer else point_features)
         self.point_n_visits, self.point_stage = arrays["n_visits"], arrays["stage"]
         self.point_value, self.point_has_value = arrays["value"], arrays["has_value"]
-        self.point_features = arrays["features"]
+        self._features: np.ndarray | None = None if self._transformer else arrays["features"]
         self.point_shard = self.store.point_shard[X.rows]
         self.point_local = X.rows - self.store.offsets[self.point_shard]
         self.point_owner = X.points["subject_id"].to_numpy()
@@ -408,6 +413,18 @@ class ShardedVisitTensors:
     @property
     def n_points(self) -> int:
         return len(self.point_shard)
+
+    @property
+    def point_features(self) -> np.ndarray:
+        """``[n_points, F]`` float32 for every point (computed now, part by part, from a feature
+        transformer; then kept)."""
+        if self._features is None:
+            self._features = np.ascontiguousarray(self._transformer.transform(self.X), dtype=np.float32)
+        return self._features
+
+    @point_features.setter
+    def point_features(self, value: np.ndarray) -> None:
+        self._features = value
 
     @property
     def visit_types(self) -> list[str]:
@@ -422,12 +439,16 @@ class ShardedVisitTensors:
         while len(self._cache) >= CACHED_SHARDS:
             self._cache.popitem(last=False)
         points = self.store.shard_points(shard)
+        features = None
+        if self._features is None and self._transformer is not None:
+            features = self._transformer.transform(self.store.part(shard))  # the shard's points
         tensors = VisitTensors(
             CohortX(points, None),
             self.vocabulary,
             self.max_codes,
             self.max_visits,
             self.value_scale,
+            features,
             arrays=self.store.arrays(shard),
         )
         self._cache[shard] = tensors
@@ -444,7 +465,8 @@ class ShardedVisitTensors:
             rows = point_rows[shard_of == shard]
             piece = self.shard(shard).batch(self.point_local[rows], per_point)
             piece.point_index = rows
-            piece.point_features = self.point_features[rows]
+            if self._features is not None:  # else the shard's own features, computed when it was read
+                piece.point_features = self._features[rows]
             pieces.append(piece)
         if len(pieces) == 1:
             return pieces[0]
@@ -500,9 +522,15 @@ def visit_tensors(
     value_scale: tuple[float, float] = (0.0, 1.0),
     point_features: np.ndarray | None = None,
 ) -> VisitTensors | ShardedVisitTensors:
-    """The model's input tensors for ``X``: in memory, or read shard by shard for a cohort on disk."""
-    kind = ShardedVisitTensors if isinstance(X, StoredCohortX) else VisitTensors
-    return kind(X, vocabulary, max_codes, max_visits, value_scale, point_features)
+    """The model's input tensors for ``X``: in memory, or read shard by shard for a cohort on disk.
+
+    ``point_features``: an array ``[n_points, F]``, or a fitted transformer
+    (:class:`~ehrprog.features.PointFeatures`) that a cohort on disk applies shard by shard."""
+    if isinstance(X, StoredCohortX):
+        return ShardedVisitTensors(X, vocabulary, max_codes, max_visits, value_scale, point_features)
+    if hasattr(point_features, "transform"):
+        point_features = point_features.transform(X)
+    return VisitTensors(X, vocabulary, max_codes, max_visits, value_scale, point_features)
 
 
 __all__ = [

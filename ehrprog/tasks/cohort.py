@@ -106,7 +106,8 @@ class Cohort:
             when none is recorded), ``event`` (a higher stage is recorded later) and
             ``time_to_event_days`` (to that record, or to the end of follow-up when censored).
         groups: the subject id of each point (numpy int64), for ``GroupKFold``.
-        labels: the same targets in the MEDS label schema (:data:`~ehrprog.schema.LABEL_SCHEMA`).
+        labels: the same targets in the MEDS label schema (:data:`~ehrprog.schema.LABEL_SCHEMA`);
+            a ``polars.LazyFrame`` for a cohort loaded from disk.
         stages: every stage record found (``stage_events``); a ``polars.LazyFrame`` for a cohort
             loaded from disk.
         report: counts of points and records left out, by reason.
