@@ -342,7 +342,7 @@ class VisitProgressionEstimator(BaseEstimator):
         """The model's input arrays for ``X``, in memory or read shard by shard for a cohort on
         disk (with the booster's margin as the last point feature
         once a booster is fitted)."""
-        features = self.point_features_ if self.point_features else None  # applied shard by shard on disk
+        features = self.point_features_.transform(X) if self.point_features else None
         tensors = visit_tensors(
             X, self.vocabulary_, self.max_codes_per_visit, self.max_visits, self.value_scale_, features
         )

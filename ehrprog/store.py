@@ -393,17 +393,14 @@ class ShardedVisitTensors:
         max_codes: int = 64,
         max_visits: int = 256,
         value_scale: tuple[float, float] = (0.0, 1.0),
-        point_features: np.ndarray | Any | None = None,
+        point_features: np.ndarray | None = None,
     ) -> None:
         self.X, self.store, self.vocabulary = X, X.store, vocabulary
         self.max_codes, self.max_visits, self.value_scale = max_codes, max_visits, value_scale
-        # A feature transformer is applied shard by shard when a shard is read (no array over
-        # every point) until something asks for `point_features` as a whole.
-        self._transformer = point_features if hasattr(point_features, "transform") else None
-        arrays = point_arrays(X.points, value_scale, None if self._transformer else point_features)
+        arrays = point_arrays(X.points, value_scale, point_features)
         self.point_n_visits, self.point_stage = arrays["n_visits"], arrays["stage"]
         self.point_value, self.point_has_value = arrays["value"], arrays["has_value"]
-        self._features: np.ndarray | None = None if self._transformer else arrays["features"]
+        self.point_features = arrays["features"]
         self.point_shard = self.store.point_shard[X.rows]
         self.point_local = X.rows - self.store.offsets[self.point_shard]
         self.point_owner = X.points["subject_id"].to_numpy()
@@ -413,18 +410,6 @@ class ShardedVisitTensors:
     @property
     def n_points(self) -> int:
         return len(self.point_shard)
-
-    @property
-    def point_features(self) -> np.ndarray:
-        """``[n_points, F]`` float32 for every point (computed now, part by part, from a feature
-        transformer; then kept)."""
-        if self._features is None:
-            self._features = np.ascontiguousarray(self._transformer.transform(self.X), dtype=np.float32)
-        return self._features
-
-    @point_features.setter
-    def point_features(self, value: np.ndarray) -> None:
-        self._features = value
 
     @property
     def visit_types(self) -> list[str]:
@@ -439,16 +424,12 @@ class ShardedVisitTensors:
         while len(self._cache) >= CACHED_SHARDS:
             self._cache.popitem(last=False)
         points = self.store.shard_points(shard)
-        features = None
-        if self._features is None and self._transformer is not None:
-            features = self._transformer.transform(self.store.part(shard))  # the shard's points
         tensors = VisitTensors(
             CohortX(points, None),
             self.vocabulary,
             self.max_codes,
             self.max_visits,
             self.value_scale,
-            features,
             arrays=self.store.arrays(shard),
         )
         self._cache[shard] = tensors
@@ -465,8 +446,7 @@ class ShardedVisitTensors:
             rows = point_rows[shard_of == shard]
             piece = self.shard(shard).batch(self.point_local[rows], per_point)
             piece.point_index = rows
-            if self._features is not None:  # else the shard's own features, computed when it was read
-                piece.point_features = self._features[rows]
+            piece.point_features = self.point_features[rows]
             pieces.append(piece)
         if len(pieces) == 1:
             return pieces[0]
@@ -522,15 +502,9 @@ def visit_tensors(
     value_scale: tuple[float, float] = (0.0, 1.0),
     point_features: np.ndarray | None = None,
 ) -> VisitTensors | ShardedVisitTensors:
-    """The model's input tensors for ``X``: in memory, or read shard by shard for a cohort on disk.
-
-    ``point_features``: an array ``[n_points, F]``, or a fitted transformer
-    (:class:`~ehrprog.features.PointFeatures`) that a cohort on disk applies shard by shard."""
-    if isinstance(X, StoredCohortX):
-        return ShardedVisitTensors(X, vocabulary, max_codes, max_visits, value_scale, point_features)
-    if hasattr(point_features, "transform"):
-        point_features = point_features.transform(X)
-    return VisitTensors(X, vocabulary, max_codes, max_visits, value_scale, point_features)
+    """The model's input tensors for ``X``: in memory, or read shard by shard for a cohort on disk."""
+    kind = ShardedVisitTensors if isinstance(X, StoredCohortX) else VisitTensors
+    return kind(X, vocabulary, max_codes, max_visits, value_scale, point_features)
 
 
 __all__ = [

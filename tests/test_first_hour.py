@@ -83,3 +83,9 @@ def test_command_help_shows_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["build", "--help"])
     assert "(default: 5000)" in capsys.readouterr().out
+
+
+def test_a_folder_named_for_its_format_does_not_name_the_dataset(sim_omop, tmp_path):
+    shutil.copytree(sim_omop, tmp_path / "hospital_a" / "parquet")
+    events = ep.read_omop(tmp_path / "hospital_a" / "parquet")
+    assert events.metadata["dataset_name"] == "hospital_a/parquet"

@@ -147,17 +147,6 @@ def test_a_damaged_shard_is_not_complete(sim_cohort, tmp_path):
     assert not shard_is_complete(saved, name, fingerprint="another input")
 
 
-def test_point_features_are_computed_shard_by_shard_without_an_array_over_every_point(sim_cohort, loaded):
-    features = PointFeatures().fit(sim_cohort.X)
-    vocabulary = Vocabulary.fit(sim_cohort.X)
-    tensors = visit_tensors(loaded.X, vocabulary, point_features=features)
-    expected = features.transform(sim_cohort.X)
-    for rows in tensors.plan_batches(np.arange(len(loaded.X)), 16)[:6]:
-        np.testing.assert_allclose(tensors.batch(rows).point_features, expected[rows], rtol=1e-6, atol=1e-6)
-    assert tensors._features is None  # no array over every point was made
-    np.testing.assert_allclose(tensors.point_features, expected, rtol=1e-6, atol=1e-6)  # made when asked for
-
-
 def test_a_lean_fit_from_one_shard_is_the_in_memory_fit(sim_cohort, tmp_path):
     lean = {**FAST, "clinical_init": False, "clinical_booster": False, "refit_risk_head": False}
     loaded = ep.load_cohort(sim_cohort.save(tmp_path / "one", subjects_per_shard=10**6))

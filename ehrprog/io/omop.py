@@ -33,7 +33,9 @@ class _Folder:
 
     def __init__(self, root: Path, cdm_version: str | None) -> None:
         self.root = root
-        self.name = root.name
+        # A folder named for its format ("csv", "parquet") names no dataset: take its parent's name too.
+        generic = root.name.lower() in {"csv", "parquet", "tsv", "data", "tables", "omop", "cdm"}
+        self.name = f"{root.resolve().parent.name}/{root.name}" if generic else root.name
         self.cdm_version = cdm_version
         self.notes: list[str] = []
 
