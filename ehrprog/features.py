@@ -123,7 +123,8 @@ class PointFeatures:
         self.lab_std = [
             float(found[lab]["std"]) if lab in found and (found[lab]["std"] or 0) > 1e-6 else 1.0 for lab in self.labs
         ]
-        age = _merge_moments([part["age"] for part in parts], "key").row(0, named=True)
+        ages = _merge_moments([part["age"] for part in parts], "key")
+        age = ages.row(0, named=True) if ages.height else {"n": 0, "mean": None, "std": None}
         self.age_mean = float(age["mean"]) if age["n"] else 0.0
         self.age_std = float(age["std"]) if age["n"] > 1 and (age["std"] or 0) > 1e-6 else 1.0
         n_subjects = sum(part["subjects"] for part in parts)
@@ -367,8 +368,7 @@ def _moments(frame: pl.DataFrame, key: str) -> pl.DataFrame:
 
 def _merge_moments(parts: list[pl.DataFrame], key: str) -> pl.DataFrame:
     """Merge :func:`_moments` of disjoint parts (Chan et al.'s pairwise update) into ``key``,
-    ``n``, ``mean``, ``std``; one part is returned as it is (exactly its own figures). A key no
-    part has gives ``n`` 0 and null moments."""
+    ``n``, ``mean``, ``std``; one part is returned as it is (exactly its own figures)."""
     if len(parts) == 1:
         merged = parts[0].select(key, "n", "mean", "std")
     else:
@@ -384,11 +384,6 @@ def _merge_moments(parts: list[pl.DataFrame], key: str) -> pl.DataFrame:
             .with_columns(pl.when(pl.col("n") >= 2).then((pl.col("_m2") / (pl.col("n") - 1)).sqrt()).alias("std"))
             .select(key, "n", "mean", "std")
             .sort(key)
-        )
-    if key == "key" and merged.height == 0:  # a single statistic that no part has
-        return pl.DataFrame(
-            {key: ["age"], "n": [0], "mean": [None], "std": [None]},
-            schema_overrides={"mean": pl.Float64, "std": pl.Float64},
         )
     return merged
 

@@ -28,12 +28,14 @@ they take an in-memory cohort.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import shutil
 from collections import OrderedDict
 from collections.abc import Iterator
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -207,8 +209,7 @@ def subset_cohort(cohort: Cohort, subject_ids: np.ndarray) -> Cohort:
     rows = np.flatnonzero(keep)
     part = CohortX(X.points[rows], visits, labs, X.lab_bands)
     stages = cohort.stages.filter(wanted)
-    labels = cohort.labels.lazy().collect()[rows]
-    return Cohort(part, cohort.y[rows], cohort.groups[rows], labels, stages, {}, [])
+    return Cohort(part, cohort.y[rows], cohort.groups[rows], cohort.labels[rows], stages, {}, [])
 
 
 def save_cohort(cohort: Cohort, path: str | Path, *, subjects_per_shard: int = SUBJECTS_PER_SHARD) -> Path:
@@ -225,6 +226,8 @@ def save_cohort(cohort: Cohort, path: str | Path, *, subjects_per_shard: int = S
     # Subjects with points, and those with stage records only (kept in `stages`, as in memory).
     staged = cohort.stages.lazy().select("subject_id").collect()["subject_id"].to_numpy()
     subjects = np.union1d(cohort.groups, staged)
+    if isinstance(cohort.labels, pl.LazyFrame):  # a loaded cohort saved again: its labels read once
+        cohort = dataclasses.replace(cohort, labels=cohort.labels.collect())
     names = []
     for number, start in enumerate(range(0, len(subjects), subjects_per_shard)):
         name = f"{number:05d}"
@@ -284,16 +287,34 @@ class CohortStore:
     def arrays(self, shard: int, mmap: bool = False) -> VisitArrays:
         return VisitArrays.load(self.shard_folder(self.names[shard]) / "arrays", mmap=mmap)
 
-    def part(self, shard: int, local_rows: np.ndarray | None = None) -> CohortX:
-        """Shard ``shard`` as an in-memory :class:`CohortX` (its points ``local_rows``, all by
-        default), carrying its visit arrays."""
+    def part(self, shard: int, local_rows: np.ndarray | None = None) -> ShardPart:
+        """Shard ``shard`` as a :class:`ShardPart` (its points ``local_rows``, all by default)."""
         points = self.shard_points(shard)
-        if local_rows is not None:
-            points = points[local_rows]
-        visits = VisitFrame(self.read(shard, "visits"), self.strategy, self.codes)
-        part = CohortX(points, visits, self.read(shard, "labs"), self.lab_bands)
-        part.arrays = self.arrays(shard)
-        return part
+        return ShardPart(self, shard, points if local_rows is None else points[local_rows])
+
+
+class ShardPart(CohortX):
+    """One shard's points as a :class:`CohortX` whose visit arrays, visits and labs are read from
+    disk when first asked for (the vocabulary needs only the arrays; point features the visits)."""
+
+    def __init__(self, store: CohortStore, shard: int, points: pl.DataFrame) -> None:
+        self.store, self.shard, self.points, self.lab_bands = store, shard, points, store.lab_bands
+
+    @cached_property
+    def arrays(self) -> VisitArrays:
+        return self.store.arrays(self.shard)
+
+    @cached_property
+    def visits(self) -> VisitFrame:  # type: ignore[override]
+        return VisitFrame(self.store.read(self.shard, "visits"), self.store.strategy, self.store.codes)
+
+    @cached_property
+    def labs(self) -> pl.DataFrame:  # type: ignore[override]
+        return self.store.read(self.shard, "labs")
+
+    @property
+    def code_metadata(self) -> pl.DataFrame | None:
+        return self.store.codes
 
 
 class StoredCohortX(CohortX):
@@ -316,8 +337,7 @@ class StoredCohortX(CohortX):
         return StoredCohortX(self.store, self.rows[index])
 
     def __repr__(self) -> str:
-        shards = len(np.unique(self.store.point_shard[self.rows]))
-        return f"StoredCohortX(points={len(self)}, shards={shards}, path={str(self.store.root)!r})"
+        return f"StoredCohortX(points={len(self)}, shards={len(self._shards())}, path={str(self.store.root)!r})"
 
     def _shards(self) -> np.ndarray:
         return np.unique(self.store.point_shard[self.rows])
@@ -467,10 +487,10 @@ class ShardedVisitTensors:
         shards = np.unique(shard_of)
         if rng is not None and len(shards) > 1:
             shards = rng.permutation(shards)
-        plans = [
-            plan_by_subject(point_rows[shard_of == s], self.point_owner[point_rows[shard_of == s]], batch_size, rng)
-            for s in shards
-        ]
+        plans = []
+        for shard in shards:
+            rows = point_rows[shard_of == shard]
+            plans.append(plan_by_subject(rows, self.point_owner[rows], batch_size, rng))
         world = _rank_and_world()[1]
         if rng is None or world == 1 or len(shards) < world:
             return [rows for plan in plans for rows in plan]

@@ -13,7 +13,7 @@ identically.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -187,22 +187,13 @@ class VisitArrays:
         }
         return cls(**arrays, code_table=tables["codes"], type_table=tables["visit_types"])
 
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, VisitArrays):
-            return NotImplemented
-        return all(
-            np.array_equal(getattr(self, f.name), getattr(other, f.name), equal_nan=f.name == "raw_values")
-            if f.name in _ARRAYS
-            else getattr(self, f.name) == getattr(other, f.name)
-            for f in fields(self)
-        )
-
 
 def merge_code_stats(parts: list[pl.DataFrame]) -> pl.DataFrame:
     """Merge :meth:`VisitArrays.code_stats` of disjoint parts (Chan et al.'s pairwise update):
     ``code``, ``n``, ``mean`` (null without finite values) and ``std`` (ddof 1; null under two
-    finite values), sorted by code. One part gives exactly its own figures."""
-    frame = pl.concat(parts) if len(parts) != 1 else parts[0]
+    finite values), sorted by code. One part gives exactly its own figures (its update term is
+    an exact zero)."""
+    frame = pl.concat(parts)
     merged = (
         frame.with_columns(
             (pl.col("total") / pl.col("n_finite")).alias("_part_mean"),
@@ -224,8 +215,6 @@ def merge_code_stats(parts: list[pl.DataFrame]) -> pl.DataFrame:
         )
         .sort("code")
     )
-    if len(parts) == 1:  # one part: its own sums, no update terms (exactly its figures)
-        merged = merged.drop("m2").join(frame.select("code", "m2"), on="code", how="left", maintain_order="left")
     return merged.select(
         "code",
         "n",
