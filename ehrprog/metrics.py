@@ -186,7 +186,8 @@ def paired_bootstrap_c(
     the points. With every subject once this is exactly :func:`harrell_c`.
 
     Args:
-        event, time: ``[n]`` event indicators and times (days).
+        event: ``[n]`` event indicators.
+        time: ``[n]`` times to event or censoring (days).
         risks: ``[n]`` risk scores per method (higher = sooner), on the same points.
         groups: ``[n]`` subject ids.
         n_boot: resamples.

@@ -30,12 +30,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ehrprog.errors import SavedModelError
 from ehrprog.files import save_tensors
+from ehrprog.model_card import model_card
 
 if TYPE_CHECKING:
     from ehrprog.estimator import VisitProgressionEstimator
 
 FORMAT = "ehrprog.VisitProgressionEstimator/4"
-CONFIG, WEIGHTS = "config.json", "model.safetensors"
+CONFIG, WEIGHTS, MODEL_CARD = "config.json", "model.safetensors", "MODEL_CARD.md"
 BOOSTER = "booster.json"
 #: Largest vocabulary and stage count a saved model may declare.
 MAX_CODES, MAX_CLASSES = 10_000_000, 1_000
@@ -106,6 +107,13 @@ class SavedPointFeatures(_Strict):
         return self
 
 
+class SavedHeldout(_Strict):
+    """Scores on held-out subjects (for the model card): which points, and the metrics."""
+
+    description: str = Field(max_length=1000)
+    metrics: dict[str, Finite]
+
+
 class SavedEstimator(_Strict):
     """The schema of ``config.json``."""
 
@@ -125,6 +133,8 @@ class SavedEstimator(_Strict):
     risk_head_refit: str | None = None
     best_epoch: int = Field(ge=0)
     n_iter: int = Field(ge=0)
+    training_data: dict[str, int | Finite | str] | None = None
+    heldout: SavedHeldout | None = None
 
     @field_validator("params")
     @classmethod
@@ -189,7 +199,8 @@ def _versions() -> dict[str, str]:
 
 
 def save_estimator(estimator: VisitProgressionEstimator, path: str | Path) -> Path:
-    """Write ``estimator`` (fitted) to the folder ``path``: ``config.json`` and ``model.safetensors``."""
+    """Write ``estimator`` (fitted) to the folder ``path``: ``config.json``, ``model.safetensors`` and
+    ``MODEL_CARD.md`` (documentation; loading never reads it)."""
 
     root = Path(path)
     root.mkdir(parents=True, exist_ok=True)
@@ -220,9 +231,12 @@ def save_estimator(estimator: VisitProgressionEstimator, path: str | Path) -> Pa
         "risk_head_refit": getattr(estimator, "risk_head_refit_", None),
         "best_epoch": estimator.best_epoch_,
         "n_iter": estimator.n_iter_,
+        "training_data": getattr(estimator, "training_data_", None),
+        "heldout": getattr(estimator, "heldout_", None),
     }
     (root / CONFIG).write_text(json.dumps(config, indent=1))
     save_tensors({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, root / WEIGHTS)
+    (root / MODEL_CARD).write_text(model_card(estimator), encoding="utf-8")
     if getattr(estimator, "booster_", None) is not None:
         estimator.booster_.save(root / BOOSTER)
     return root
@@ -344,6 +358,8 @@ def load_estimator(cls: type[VisitProgressionEstimator], path: str | Path) -> Vi
     estimator.loss_curve_ = [record["train_loss"] for record in config.history if "train_loss" in record]
     estimator.validation_loss_curve_ = [record["valid_loss"] for record in config.history if "valid_loss" in record]
     estimator.best_epoch_, estimator.n_iter_ = config.best_epoch, config.n_iter
+    estimator.training_data_ = config.training_data
+    estimator.heldout_ = config.heldout.model_dump() if config.heldout is not None else None
     if config.classes is not None:
         estimator.classes_ = np.asarray(config.classes, dtype=np.int64)
     if config.event_times is not None:

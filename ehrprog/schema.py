@@ -6,11 +6,12 @@ pydantic models elsewhere; tables are described here as polars schemas.
 
 from __future__ import annotations
 
+import meds
 import polars as pl
 
-#: MEDS code for a subject's birth, and for death.
-BIRTH_CODE = "MEDS_BIRTH"
-DEATH_CODE = "MEDS_DEATH"
+#: MEDS code for a subject's birth, and for death (the ``meds`` package's constants).
+BIRTH_CODE: str = meds.birth_code
+DEATH_CODE: str = meds.death_code
 
 #: The event table: MEDS v0.4 data schema followed by ehrprog's optional extension columns.
 #: ``code``, ``visit_type``, ``unit`` and ``source`` are few distinct strings repeated over many
@@ -53,14 +54,13 @@ VISIT_STRUCT = pl.Struct(
     }
 )
 
-#: MEDS label schema plus the survival pair used by progression tasks.
+#: The ``meds`` package's label schema (polars types; ``float_value`` widened to Float64 as the
+#: time to event in days needs) plus the survival pair used by progression tasks.
 LABEL_SCHEMA: dict[str, pl.DataType] = {
-    "subject_id": pl.Int64(),
-    "prediction_time": pl.Datetime("us"),
-    "boolean_value": pl.Boolean(),
-    "integer_value": pl.Int64(),
-    "float_value": pl.Float64(),
-    "categorical_value": pl.String(),
+    **{
+        name: pl.Float64() if dtype == pl.Float32 else dtype
+        for name, dtype in pl.DataFrame(meds.LabelSchema.schema().empty_table()).schema.items()
+    },
     "event": pl.Boolean(),
     "time_to_event_days": pl.Float64(),
 }

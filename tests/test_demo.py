@@ -11,6 +11,9 @@ def test_demo_prints_the_comparison_table_and_writes_the_report(tmp_path, capsys
     for name in ("VisitProgressionEstimator", "bag-of-codes logistic", "Cox PH", "KFRE-style"):
         assert name in out
     assert "C-index" in out and "stage AUROC" in out
-    for name in ("report.html", "km_by_risk.png", "calibration.png", "patient.png", "labels.parquet"):
+    for name in ("report.html", "report.txt", "labels.parquet"):
         assert (tmp_path / name).stat().st_size > 0
-    assert "<img src='km_by_risk.png'" in (tmp_path / "report.html").read_text()
+    page = (tmp_path / "report.html").read_text()
+    for key in ("km", "stage_calibration", "survival_calibration", "auc", "patient"):
+        assert f'id="chart-{key}"' in page
+    assert "the best baseline" in (tmp_path / "report.txt").read_text()

@@ -140,10 +140,16 @@ def pretrain(
             (``ehrprog.load_cohort(DIR).X`` of ``ehrprog build --population``), whose visits are
             then read shard by shard: memory does not grow with the population.
         out: folder to write (created).
-        epochs, batch_size (subjects), lr, weight_decay: AdamW training.
-        max_visits, max_codes_per_visit, min_code_count: sequence truncation and vocabulary.
+        epochs: passes over the training subjects (AdamW).
+        batch_size: subjects per batch.
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        max_visits: last visits of each history read.
+        max_codes_per_visit: first codes of each visit read.
+        min_code_count: codes seen fewer times share the unknown embedding.
         validation_fraction: subjects held out for the reported validation loss.
-        dim, dropout: hidden size (when ``params`` holds no ``hidden_size``) and dropout.
+        dim: hidden size (when ``params`` holds no ``hidden_size``).
+        dropout: dropout inside the encoder.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``.
         random_state: seeds the split, the initialisation, the order and the masking.
         progress: called with each epoch's record.

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import meds
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -29,9 +30,9 @@ MEDS_VERSION = "0.4.1"
 def data_shards(root: Path) -> list[Path]:
     if root.is_file():
         return [root]
-    data = root / "data"
+    data = root / meds.data_subdirectory
     base = data if data.is_dir() else root
-    shards = sorted(p for p in base.rglob("*.parquet") if "metadata" not in p.relative_to(base).parts)
+    shards = sorted(p for p in base.rglob("*.parquet") if _METADATA not in p.relative_to(base).parts)
     if not shards:
         raise InputError("a MEDS dataset needs parquet shards under data/ (data/**/*.parquet)", file=str(root))
     return shards
@@ -150,7 +151,7 @@ def read_meds(
         shards = parts if subjects is None else [part.filter(subjects) for part in parts]
         return mark_event_drops(pl.concat(shards, how="vertical_relaxed"), across_sources=True)
 
-    meta_dir = root / "metadata" if root.is_dir() else root.parent / "metadata"
+    meta_dir = root / _METADATA if root.is_dir() else root.parent / _METADATA
     codes, splits, metadata = _read_metadata(meta_dir, notes)
     options = {"notes": notes, "codes": codes, "splits": splits, "metadata": metadata}
     if materialize:
@@ -175,7 +176,7 @@ def read_meds(
 
 def _read_metadata(meta_dir: Path, notes: list[str]) -> tuple[pl.DataFrame, pl.DataFrame | None, dict[str, Any]]:
     codes = empty_codes()
-    codes_path = meta_dir / "codes.parquet"
+    codes_path = meta_dir / Path(meds.code_metadata_filepath).name
     if codes_path.is_file():
         raw = tabular.read_parquet_file(codes_path)
         if "code" not in raw.columns:
@@ -186,7 +187,7 @@ def _read_metadata(meta_dir: Path, notes: list[str]) -> tuple[pl.DataFrame, pl.D
             (pl.col("parent_codes") if "parent_codes" in raw.columns else pl.lit(None)).cast(pl.List(pl.String)),
         )
     splits = None
-    splits_path = meta_dir / "subject_splits.parquet"
+    splits_path = meta_dir / Path(meds.subject_splits_filepath).name
     if splits_path.is_file():
         raw = tabular.read_parquet_file(splits_path)
         if "patient_id" in raw.columns and "subject_id" not in raw.columns:
@@ -196,7 +197,7 @@ def _read_metadata(meta_dir: Path, notes: list[str]) -> tuple[pl.DataFrame, pl.D
                 raise InputError("subject splits need this column", file=str(splits_path), column=column)
         splits = raw.select(pl.col("subject_id").cast(pl.Int64), pl.col("split").cast(pl.String))
     metadata: dict[str, Any] = {}
-    for name in ("dataset.json", "metadata.json"):
+    for name in (Path(meds.dataset_metadata_filepath).name, "metadata.json"):
         candidate = meta_dir / name
         if candidate.is_file():
             try:
@@ -231,28 +232,26 @@ def write_meds(
         The dataset root.
     """
     root = Path(path)
-    (root / "data").mkdir(parents=True, exist_ok=True)
-    (root / "metadata").mkdir(parents=True, exist_ok=True)
+    (root / meds.data_subdirectory).mkdir(parents=True, exist_ok=True)
+    (root / _METADATA).mkdir(parents=True, exist_ok=True)
     shards = n_shards if n_shards is not None else (1 if events.in_memory else 8)
     split_of = events.splits.select("subject_id", "split") if events.splits is not None else None
     for index, shard in enumerate(events.shards(shards)):
         if split_of is None:
-            _write_shard(shard, root / "data" / f"{index}.parquet")
+            _write_shard(shard, root / meds.data_subdirectory / f"{index}.parquet")
             continue
         tagged = shard.join(split_of, on="subject_id", how="left", maintain_order="left").with_columns(
-            pl.col("split").fill_null("train")
+            pl.col("split").fill_null(meds.train_split)
         )
         for (split,), part in tagged.group_by("split", maintain_order=True):
-            (root / "data" / split).mkdir(exist_ok=True)
-            _write_shard(part.drop("split"), root / "data" / split / f"{index}.parquet")
+            (root / meds.data_subdirectory / split).mkdir(exist_ok=True)
+            _write_shard(part.drop("split"), root / meds.data_subdirectory / split / f"{index}.parquet")
     if events.splits is not None:
         pq.write_table(
-            events.splits.select("subject_id", "split")
-            .to_arrow()
-            .cast(pa.schema([("subject_id", pa.int64()), ("split", pa.string())])),
-            root / "metadata" / "subject_splits.parquet",
+            events.splits.select("subject_id", "split").to_arrow().cast(_SPLITS_ARROW_SCHEMA),
+            root / meds.subject_splits_filepath,
         )
-    pq.write_table(events.codes.to_arrow().cast(_CODES_ARROW_SCHEMA), root / "metadata" / "codes.parquet")
+    pq.write_table(events.codes.to_arrow().cast(_CODES_ARROW_SCHEMA), root / meds.code_metadata_filepath)
     metadata = {
         "dataset_name": dataset_name or events.metadata.get("dataset_name", root.name),
         "dataset_version": str(events.metadata.get("dataset_version", "1")),
@@ -261,28 +260,25 @@ def write_meds(
         "meds_version": MEDS_VERSION,
         "created_at": datetime.now(UTC).isoformat(),
     }
-    (root / "metadata" / "dataset.json").write_text(json.dumps(metadata, indent=2))
+    (root / meds.dataset_metadata_filepath).write_text(json.dumps(metadata, indent=2))
     return root
 
 
-#: Arrow types the ``meds`` package validates (its DataSchema wants ``string`` codes and
-#: ``large_string`` text values; polars alone would write ``large_string`` for both).
+#: Arrow types of a shard: the ``meds`` package's DataSchema (``string`` codes, ``large_string``
+#: text values; polars alone would write ``large_string`` for both), then ehrprog's extension columns.
+#: The metadata folder of a MEDS dataset (the ``meds`` package names its files inside it).
+_METADATA = Path(meds.code_metadata_filepath).parent.name
 _DATA_ARROW_SCHEMA = pa.schema(
     [
-        ("subject_id", pa.int64()),
-        ("time", pa.timestamp("us")),
-        ("code", pa.string()),
-        ("numeric_value", pa.float32()),
-        ("text_value", pa.large_string()),
+        *meds.DataSchema.schema(),
         ("visit_id", pa.int64()),
         ("visit_type", pa.string()),
         ("unit", pa.string()),
         ("source", pa.string()),
     ]
 )
-_CODES_ARROW_SCHEMA = pa.schema(
-    [("code", pa.string()), ("description", pa.string()), ("parent_codes", pa.list_(pa.string()))]
-)
+_CODES_ARROW_SCHEMA = meds.CodeMetadataSchema.schema()
+_SPLITS_ARROW_SCHEMA = meds.SubjectSplitSchema.schema()
 
 
 def _write_shard(frame: pl.DataFrame, path: Path) -> None:

@@ -162,8 +162,11 @@ class CKDProgression(ProgressionTask):
         visits: visit grouping strategy.
         compute_egfr: compute eGFR with CKD-EPI 2021 from creatinine where eGFR is not recorded
             at the same time.
-        exclude_final_stage, require_disease_evidence, evidence_min_lab_stage, progression,
-        confirm_days: see :class:`~ehrprog.tasks.progression.ProgressionTask`. The defaults are
+        exclude_final_stage: see :class:`~ehrprog.tasks.progression.ProgressionTask`.
+        require_disease_evidence: as there.
+        evidence_min_lab_stage: as there.
+        progression: as there.
+        confirm_days: as there. The defaults of these five are
             the labels a nephrologist accepts: eGFR stages sustained for 90 days (KDIGO's
             chronicity rule) and progression above the highest stage recorded so far. On the
             simulator their events agree far better with the true kidney trajectories (oracle

@@ -1,0 +1,152 @@
+"""The model card ``est.save()`` writes beside the weights (``MODEL_CARD.md``).
+
+It says what the model is, what it was trained on (:func:`training_summary`, recorded by ``fit``),
+how well it did on held-out subjects where that was measured (``est.heldout_``, set by
+:func:`~ehrprog.evaluation.evaluate_split` and ``ehrprog fit``/``evaluate``) or else on the
+validation subjects of early stopping (said to be optimistic), its intended use and its known
+limits. It is documentation: loading a model never reads it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from ehrprog.estimator import VisitProgressionEstimator
+    from ehrprog.tasks.cohort import CohortX
+
+_METRIC_NAMES = {
+    "macro_auroc": "next-stage macro AUROC",
+    "qwk": "next-stage quadratic weighted kappa",
+    "ece": "next-stage expected calibration error",
+    "c_index": "progression C-index (Harrell)",
+    "ibs": "integrated Brier score",
+    "ici_1y": "calibration (ICI) of the risk by 1 year",
+    "ici_2y": "calibration (ICI) of the risk by 2 years",
+    "ici_5y": "calibration (ICI) of the risk by 5 years",
+    "valid_loss": "validation loss",
+    "valid_c_index": "validation C-index",
+    "valid_macro_auroc": "validation next-stage macro AUROC",
+}
+
+
+def training_summary(
+    X: CohortX, event: np.ndarray | None, tte: np.ndarray | None, stage: np.ndarray | None
+) -> dict[str, Any]:
+    """What a fit saw: counts of points and subjects, events and follow-up, stages, the time span of
+    the prediction points (ISO dates) and the share of each current stage. Scalars only (JSON)."""
+    points = X.points
+    summary: dict[str, Any] = {
+        "points": len(X),
+        "subjects": int(points["subject_id"].n_unique()),
+    }
+    times = points["prediction_time"]
+    if len(times):
+        summary["first_prediction"] = str(times.min().date())
+        summary["last_prediction"] = str(times.max().date())
+    if event is not None and tte is not None:
+        summary["events"] = int(np.asarray(event).sum())
+        summary["median_follow_up_days"] = float(np.median(tte))
+    if stage is not None:
+        known = ~np.isnan(stage)
+        summary["points_with_next_stage"] = int(known.sum())
+    for value, count in points["current_stage"].value_counts().sort("current_stage").iter_rows():
+        if value is not None:
+            summary[f"current_stage_{value}"] = int(count)
+    return summary
+
+
+def _metrics_table(metrics: dict[str, float]) -> list[str]:
+    lines = ["| metric | value |", "|---|---|"]
+    lines += [f"| {_METRIC_NAMES.get(k, k)} | {v:.3f} |" for k, v in metrics.items()]
+    return lines
+
+
+def model_card(estimator: VisitProgressionEstimator) -> str:
+    """The card of a fitted estimator as Markdown."""
+    from ehrprog import __version__
+
+    params = estimator.get_params()
+    backbone = params.get("backbone")
+    backbone_name = backbone if isinstance(backbone, str) else type(backbone).__name__
+    heads = {"stage": "next-stage classification", "progression": "time to progression (survival)"}
+    target = estimator.target
+    outputs = [heads[t] for t in ("stage", "progression") if target in (t, "both")]
+    lines = [
+        "# Model card: ehrprog VisitProgressionEstimator",
+        "",
+        "## Model",
+        f"- ehrprog {__version__}; target `{target}` ({' and '.join(outputs)}).",
+        f"- Backbone `{backbone_name}` (codes within a visit, then the sequence of at most "
+        f"{params['max_visits']} visits), {len(estimator.vocabulary_.codes):,} codes in the vocabulary "
+        f"(codes seen fewer than {params['min_code_count']} times are unknown).",
+        f"- Trained {len(estimator.history_)} epochs; weights of epoch {estimator.best_epoch_}, the best on a "
+        "subject-level validation split.",
+    ]
+    if getattr(estimator, "classes_", None) is not None and target in ("stage", "both"):
+        lines.append(f"- Stages predicted: {', '.join(str(c) for c in estimator.classes_)} (KDIGO G1-G5 as 1-5).")
+    if target in ("progression", "both"):
+        lines.append(
+            f"- Survival head `{params['survival_head']}`: `predict_risk` ranks points (higher = sooner), "
+            "`predict_survival_function` gives P(no progression by t)."
+        )
+    data = getattr(estimator, "training_data_", None) or {}
+    lines += ["", "## Training data"]
+    if data:
+        lines.append(f"- {data['points']:,} prediction points from {data['subjects']:,} subjects.")
+        if "first_prediction" in data:
+            lines.append(f"- Prediction points from {data['first_prediction']} to {data['last_prediction']}.")
+        if "events" in data:
+            lines.append(
+                f"- {data['events']:,} progression events; median time to event or censoring "
+                f"{data['median_follow_up_days']:.0f} days."
+            )
+        stages = {k.rsplit("_", 1)[1]: v for k, v in data.items() if k.startswith("current_stage_")}
+        if stages:
+            lines.append(
+                "- Current stage at prediction (points): " + ", ".join(f"{s}: {n:,}" for s, n in stages.items()) + "."
+            )
+    else:
+        lines.append("- Not recorded (a model saved before ehrprog recorded it).")
+    lines += ["", "## Performance"]
+    heldout = getattr(estimator, "heldout_", None)
+    if heldout:
+        lines += [f"On {heldout['description']}:", "", *_metrics_table(heldout["metrics"])]
+    else:
+        lines.append(
+            "Not measured on held-out subjects (run `ehrprog evaluate`, `ehrprog fit` or "
+            "`ehrprog.evaluation.evaluate_split` to measure it)."
+        )
+        best = next((h for h in estimator.history_ if h.get("epoch") == estimator.best_epoch_), None)
+        validation = {k: v for k, v in (best or {}).items() if k.startswith("valid_")}
+        if validation:
+            lines += [
+                "",
+                f"On the validation subjects of early stopping (epoch {estimator.best_epoch_}; optimistic: the "
+                "epoch was chosen on them):",
+                "",
+                *_metrics_table(validation),
+            ]
+    lines += [
+        "",
+        "## Intended use",
+        "- Research on chronic kidney disease progression from structured records (OMOP CDM or MEDS): "
+        "ranking patients by risk of progressing to a worse stage, and estimating the stage at the next "
+        "staged visit, at visits where a stage is known.",
+        "- Not a medical device; not for individual clinical decisions without local validation.",
+        "",
+        "## Known limits",
+        "- The model knows only the codes of its training data: on data coded differently (another "
+        "vocabulary, local codes) it falls back on its clinical inputs, and `predict` warns when most "
+        "codes are unknown.",
+        "- Stage comes from KDIGO eGFR bands and stage diagnoses; 3a and 3b are one stage.",
+        "- Calibration holds for populations like the training data; check it on yours (`ehrprog evaluate` "
+        "draws calibration charts) before reading probabilities as absolute risks.",
+        "- Events after the end of follow-up are unseen: risks beyond the longest training follow-up are "
+        "extrapolated flat.",
+    ]
+    if data.get("points", 0) and data["points"] < 5_000:
+        lines.append(f"- Trained on a small cohort ({data['points']:,} points): expect wide uncertainty.")
+    return "\n".join(lines) + "\n"
