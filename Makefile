@@ -27,8 +27,8 @@ demo: $(STAMP)
 	$(BIN)/python -m ehrprog.demo
 
 test: $(STAMP)
-	@sh scripts/ensure-postgres.sh
-	@sh scripts/ensure-chromium.sh
+	@sh scripts/ensure-debian-package.sh postgresql "server binaries for the database tests" initdb "/usr/lib/postgresql/*/bin/initdb"
+	@sh scripts/ensure-debian-package.sh chromium "headless browser for the report test" chromium chromium-browser
 	$(BIN)/python -m pytest -q
 
 docs: $(STAMP)

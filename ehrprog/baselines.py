@@ -30,6 +30,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
+from ehrprog.errors import one_warning
 from ehrprog.metrics import harrell_c, macro_auroc
 from ehrprog.targets import breslow_baseline, check_survival_targets, split_targets
 from ehrprog.tasks.ckd import CREATININE_MASS_CODES, CREATININE_MOLAR_CODES, EGFR_CODES
@@ -224,9 +225,12 @@ class _RidgeCox(_SurvivalBaseline):
         check_survival_targets(event, time)
         self.scaler_ = StandardScaler()
         table = self.scaler_.fit_transform(self._fit_table(X))
-        self.model_ = CoxPHSurvivalAnalysis(alpha=self.alpha, ties="breslow").fit(
-            table, Surv.from_arrays(event.astype(bool), time)
-        )
+        with one_warning(
+            f"{type(self).__name__} (scikit-survival's Cox)", lambda e: "it failed" if e else "its fit was kept"
+        ):
+            self.model_ = CoxPHSurvivalAnalysis(alpha=self.alpha, ties="breslow").fit(
+                table, Surv.from_arrays(event.astype(bool), time)
+            )
         return self
 
     def _features(self, X: CohortX) -> np.ndarray:

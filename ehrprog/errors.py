@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 
 class InputError(ValueError):
     """Input data breaks a rule of the schema.
@@ -63,3 +67,35 @@ class BuildError(RuntimeError):
             f"{len(failures)} of {total} shards failed after {attempts} attempt(s) each (the others are written; "
             "a re-run builds only what is missing): " + "; ".join(lines)
         )
+
+
+class NumericalWarning(UserWarning):
+    """A numerical fit (a Cox or logistic start, a baseline) met trouble and was handled."""
+
+
+@contextmanager
+def one_warning(
+    what: str, outcome: Callable[[BaseException | None], str] | None = None
+) -> Iterator[list[warnings.WarningMessage]]:
+    """Collect every warning raised inside (scikit-survival's overflows and ill-conditioned
+    matrices come by the dozen) and issue at most one :class:`NumericalWarning` afterwards, in words:
+    ``"{what}: {n} numerical warning(s) (kinds...); {outcome(error)}"``. ``outcome`` says what was
+    done about it; it is called after the block, with the exception the block raised (which then
+    propagates) or ``None``."""
+    caught: list[warnings.WarningMessage] = []
+    failure: BaseException | None = None
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield caught
+    except Exception as error:
+        failure = error
+        raise
+    finally:
+        if caught:
+            kinds = sorted({f"{w.category.__name__}: {str(w.message).splitlines()[0][:80]}" for w in caught})
+            shown = "; ".join(kinds[:3]) + (f"; and {len(kinds) - 3} more kinds" if len(kinds) > 3 else "")
+            message = f"{what}: {len(caught)} numerical warning(s) ({shown})"
+            if outcome is not None:
+                message += f"; {outcome(failure)}"
+            warnings.warn(message, NumericalWarning, stacklevel=3)

@@ -27,6 +27,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ehrprog.batching import Batch, VisitTensors, Vocabulary
+from ehrprog.errors import one_warning
 from ehrprog.features import PointFeatures, clinical_table
 from ehrprog.metrics import harrell_c, macro_auroc
 from ehrprog.model import SupervisedObjective, VisitSequenceModel, breslow_baseline, supervised_loss
@@ -521,9 +522,17 @@ class VisitProgressionEstimator(BaseEstimator):
                 features[batch.point_index] = self.model_.head_features(batch.tensors(device)).float().cpu().numpy()
         scale = features.std(axis=0)
         scale = np.where(scale > 1e-8, scale, 1.0)
-        cox = CoxPHSurvivalAnalysis(alpha=1.0, ties="breslow", n_iter=200).fit(
-            features / scale, Surv.from_arrays(event.astype(bool), tte.astype(float))
-        )
+        with one_warning(
+            "the risk-head refit (Cox on the frozen head features)",
+            lambda error: (
+                f"it failed ({error}), so the trained risk head was kept (risk_head_refit_ says so)"
+                if error is not None
+                else "it finished; risk_head_refit_ says whether its coefficients replaced the trained head"
+            ),
+        ):
+            cox = CoxPHSurvivalAnalysis(alpha=1.0, ties="breslow", n_iter=200).fit(
+                features / scale, Surv.from_arrays(event.astype(bool), tte.astype(float))
+            )
         if not np.isfinite(cox.coef_).all():
             raise ArithmeticError("the Cox refit did not converge to finite coefficients")
         with torch.no_grad():
@@ -786,8 +795,21 @@ def _initialise_heads(
                 head.bias.zero_()
         event, time = targets["event"][train_rows].astype(bool), targets["time"][train_rows].astype(float)
         if model.risk_head is not None and event.sum() >= 2:
-            cox = CoxPHSurvivalAnalysis(alpha=1.0, ties="breslow", n_iter=100).fit(z, Surv.from_arrays(event, time))
-            if np.isfinite(cox.coef_).all():
+            try:
+                with one_warning(
+                    "the clinical start (a linear Cox on the clinical inputs)",
+                    lambda error: (
+                        f"it failed ({error}), so the risk head starts at zero"
+                        if error is not None
+                        else "its coefficients start the risk head where they are finite (else it starts at zero)"
+                    ),
+                ):
+                    cox = CoxPHSurvivalAnalysis(alpha=1.0, ties="breslow", n_iter=100).fit(
+                        z, Surv.from_arrays(event, time)
+                    )
+            except (ValueError, ArithmeticError, np.linalg.LinAlgError):
+                cox = None
+            if cox is not None and np.isfinite(cox.coef_).all():
                 # Every row the same coefficients: a piecewise head starts proportional, its
                 # baseline log hazard per piece the maximum-likelihood one given the Cox offsets.
                 model.risk_head.weight[:, columns] = torch.from_numpy(cox.coef_ / scale).float()
@@ -811,7 +833,8 @@ def _initialise_heads(
         labels = targets["stage_label"][train_rows]
         known = labels >= 0
         if model.stage_head is not None and len(np.unique(labels[known])) >= 2:
-            logistic = LogisticRegression(C=1.0, max_iter=1000).fit(z[known], labels[known])
+            with one_warning("the clinical start (a logistic model of the next stage)", lambda _: "its fit was used"):
+                logistic = LogisticRegression(C=1.0, max_iter=1000).fit(z[known], labels[known])
             coef = np.zeros((model.stage_head.out_features, len(columns)))
             intercept = np.zeros(model.stage_head.out_features)
             present = logistic.classes_

@@ -30,7 +30,9 @@ def pg():
     (no CONCEPT) and ``vocab`` (CONCEPT only)."""
     source = shared_path(SET)
     if postgres_binaries() is None:
-        pytest.skip("PostgreSQL server binaries not found (scripts/ensure-postgres.sh installs Debian's postgresql)")
+        pytest.skip(
+            "PostgreSQL server binaries not found (scripts/ensure-debian-package.sh installs Debian's postgresql)"
+        )
     import os
     import pwd
 

@@ -89,3 +89,29 @@ def test_a_folder_named_for_its_format_does_not_name_the_dataset(sim_omop, tmp_p
     shutil.copytree(sim_omop, tmp_path / "hospital_a" / "parquet")
     events = ep.read_omop(tmp_path / "hospital_a" / "parquet")
     assert events.metadata["dataset_name"] == "hospital_a/parquet"
+
+
+def test_a_flood_of_numerical_warnings_is_said_once_in_words():
+    import numpy as np
+    from sksurv.linear_model import CoxPHSurvivalAnalysis
+    from sksurv.util import Surv
+
+    from ehrprog.errors import NumericalWarning, one_warning
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 3))
+    time = np.argsort(np.argsort(-x[:, 0])).astype(float) + 1.0  # the first column orders the events
+    x[:, 0] *= 1e3  # and is badly scaled: the Newton steps overflow
+    y = Surv.from_arrays(rng.random(60) < 0.7, time)
+    with warnings.catch_warnings(record=True) as raw, pytest.raises(ValueError):
+        warnings.simplefilter("always")
+        CoxPHSurvivalAnalysis(alpha=1.0, n_iter=100).fit(x, y)
+    assert len(raw) > 5  # what a user saw before: a dozen warnings from one fit
+    with warnings.catch_warnings(record=True) as said, pytest.raises(ValueError):
+        warnings.simplefilter("always")
+        with one_warning("a Cox start", lambda error: f"it failed ({type(error).__name__}), so it was skipped"):
+            CoxPHSurvivalAnalysis(alpha=1.0, n_iter=100).fit(x, y)
+    assert [w.category for w in said] == [NumericalWarning]
+    message = str(said[0].message)
+    assert message.startswith(f"a Cox start: {len(raw)} numerical warning(s) (")
+    assert message.endswith("it failed (ValueError), so it was skipped")

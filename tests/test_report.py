@@ -143,7 +143,7 @@ def _chromium() -> str:
             return found
     pytest.skip(
         "no Chromium: `make test` installs Debian's chromium where it runs as root with apt-get "
-        "(scripts/ensure-chromium.sh); install it to run the browser test"
+        "(scripts/ensure-debian-package.sh); install it to run the browser test"
     )
 
 
