@@ -117,7 +117,12 @@ def test_save_and_load_round_trip_without_pickle(tmp_path, cohort):
     root = est.save(tmp_path / "model")
     # weights, configuration and (target with survival, enough events) the booster's JSON model
     assert est.booster_ is not None
-    assert sorted(p.name for p in root.iterdir()) == ["booster.json", "config.json", "model.safetensors"]
+    assert sorted(p.name for p in root.iterdir()) == [
+        "MODEL_CARD.md",
+        "booster.json",
+        "config.json",
+        "model.safetensors",
+    ]
     assert json.loads((root / "config.json").read_text())["params"]["target"] == "both"
     loaded = VisitProgressionEstimator.load(root)
     np.testing.assert_allclose(loaded.predict_proba(cohort.X), est.predict_proba(cohort.X), rtol=1e-6)
