@@ -392,9 +392,19 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default after its help, unless there is none (``None``: the help says
+    what happens then)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _command(sub, name: str, **options) -> argparse.ArgumentParser:
     """A sub-command whose ``--help`` shows each option's default."""
-    return sub.add_parser(name, formatter_class=argparse.ArgumentDefaultsHelpFormatter, **options)
+    return sub.add_parser(name, formatter_class=_Defaults, **options)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -414,19 +424,23 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--data", required=True, help="an OMOP folder, a MEDS dataset, a database URI or a cohort saved by build"
         )
-        command.add_argument("--format", choices=["auto", "omop", "meds"], default="auto")
-        command.add_argument("--codes", choices=["standard", "source", "concept_id"], default=None, help="OMOP codes")
+        command.add_argument("--format", choices=["auto", "omop", "meds"], default="auto", help="auto: detected")
+        command.add_argument(
+            "--codes", choices=["standard", "source", "concept_id"], default=None, help="OMOP codes (standard)"
+        )
         command.add_argument("--visits", type=_visit_strategy, default="same_day", help="same_day, visit_id or gap:H")
         _add_database_options(command)
     for command in (evaluate, fit):
         command.add_argument("--test-size", type=float, default=0.3 if command is evaluate else 0.2,
                              help="share of subjects held out and scored")  # fmt: skip
-        command.add_argument("--seed", type=int, default=0)
+        command.add_argument("--seed", type=int, default=0, help="seeds the split and the model")
         command.add_argument("--max-epochs", type=int, default=None, help="override the model's epochs (30)")
-        command.add_argument("--target", choices=["stage", "progression", "both"], default=None, help="default both")
+        command.add_argument(
+            "--target", choices=["stage", "progression", "both"], default=None, help="the model's heads (both)"
+        )
         command.add_argument("--backbone", default=None, help="a registered backbone (`ehrprog plugins`)")
         command.add_argument("--checkpoint", type=Path, default=None, help="the backbone's pre-trained folder")
-        command.add_argument("--device", default="auto")
+        command.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     evaluate.add_argument("--out", type=Path, default=Path("ehrprog_report"), help="report and model folder")
     evaluate.add_argument("--subject", type=int, default=None, help="the patient shown (default: one who progressed)")
     evaluate.set_defaults(func=_evaluate)
