@@ -32,7 +32,7 @@ import ehrprog as ep
 from ehrprog.backbones.pretrain import pretrain
 from ehrprog.baselines import CoxBaseline
 from ehrprog.evaluation import DEMO_MODEL_PARAMS, subject_split
-from ehrprog.metrics import evaluation_times, harrell_c, integrated_brier, macro_auroc
+from ehrprog.metrics import evaluation_times, harrell_c, integrated_brier, macro_auroc, survival_at
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 BACKBONES = ["default", "cehrbert", "medbert", "behrt", "clinicalbert"]
@@ -114,7 +114,7 @@ def run_split(cohort, train, test, checkpoints: dict[str, Path], seed: int, epoc
         )
     cox = CoxBaseline().fit(X_tr, y_tr)
     fns = cox.predict_survival_function(X_te)
-    surv = np.vstack([fn(np.clip(times, fn.x[0], fn.x[-1])) for fn in fns])
+    surv = survival_at(fns, times)
     rows.append(
         {
             "backbone": "Cox PH baseline",

@@ -38,6 +38,14 @@ def _database_options(args: argparse.Namespace, source: str) -> dict:
     return given
 
 
+def _read_options(args: argparse.Namespace, source: str) -> dict:
+    """What reading ``source`` takes from the command line: database schemas and OMOP ``--codes``."""
+    options = _database_options(args, source)
+    if args.codes:
+        options["codes"] = args.codes
+    return options
+
+
 def _add_database_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--schema", default=None, help="database URIs: schema of the CDM tables (default public)")
     parser.add_argument("--vocabulary-schema", default=None, help="database URIs: schema of CONCEPT (default --schema)")
@@ -226,9 +234,7 @@ def _build(args: argparse.Namespace) -> int:
     from ehrprog.store import CohortStore
     from ehrprog.tasks import CKDProgression, Population
 
-    options = _database_options(args, args.data)
-    if args.codes:
-        options["codes"] = args.codes
+    options = _read_options(args, args.data)
     result = build_cohort(
         args.data,
         args.out,
@@ -263,10 +269,7 @@ def _load_cohort(args: argparse.Namespace):
     if (Path(args.data) / "manifest.json").is_file():
         cohort = load_cohort(args.data)
     else:
-        options = _database_options(args, args.data)
-        if args.codes:
-            options["codes"] = args.codes
-        events = read_events(args.data, args.format, **options)
+        events = read_events(args.data, args.format, **_read_options(args, args.data))
         cohort = CKDProgression(visits=args.visits).build(events, group_visits(events, args.visits))
     if len(cohort.X) == 0:
         raise InputError("the data hold no CKD prediction point (no staged visit): nothing to fit or score")
@@ -291,16 +294,6 @@ def _model_params(args: argparse.Namespace) -> dict:
     return params
 
 
-def _report_parts(model, X, y, stages, subject, y_train=None, risks=None):
-    """The cohort charts and one patient's section (``subject``, or an instructive one)."""
-    from ehrprog import report
-
-    charts = report.cohort_charts(model, X, y, y_train, risks)
-    if subject is None:
-        subject = report.pick_subject(X, y)
-    return charts, report.patient_chart(model, X, stages, int(subject))
-
-
 def _evaluate(args: argparse.Namespace) -> int:
     """Split by subject, fit the model and the baselines, print the table, write the report and the model."""
     from ehrprog import report
@@ -311,11 +304,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(f"split by subject: {len(train):,} training points, {len(test):,} held-out points")
     rows, fitted = evaluate(cohort, train, test, _model_params(args), random_state=args.seed)
     table = format_table(rows)
-    lines = verdict(rows, fitted["risks"], cohort.y[test], cohort.groups[test], args.seed).splitlines()
+    lines = verdict(rows, fitted["risks"], cohort.y[test], cohort.groups[test], args.seed)
     print(table)
     print("\n".join(lines))
     X_te, y_te = cohort.X[test], cohort.y[test]
-    charts, patient = _report_parts(
+    charts, patient = report.sections(
         fitted["model"], X_te, y_te, cohort.stages, args.subject, cohort.y[train], fitted["risks"]
     )
     path = report.write_report(
@@ -367,14 +360,14 @@ def _report(args: argparse.Namespace) -> int:
     """A saved model's report on some data: the cohort charts and one patient."""
     from ehrprog import report
     from ehrprog.estimator import VisitProgressionEstimator
-    from ehrprog.evaluation import Scorer
+    from ehrprog.evaluation import MODEL, Scorer
 
     model = VisitProgressionEstimator.load(args.model)
     cohort = _load_cohort(args)
     if args.subject is not None and args.subject not in set(cohort.groups.tolist()):
         raise InputError(f"--subject {args.subject}: no prediction point of this subject in the data")
-    row = Scorer(cohort.y, cohort.y).model("VisitProgressionEstimator", model, cohort.X)
-    charts, patient = _report_parts(model, cohort.X, cohort.y, cohort.stages, args.subject)
+    row = Scorer(cohort.y, cohort.y).model(MODEL, model, cohort.X)
+    charts, patient = report.sections(model, cohort.X, cohort.y, cohort.stages, args.subject)
     path = report.write_report(
         args.out,
         f"ehrprog report: {redact(str(args.model))} on {redact(str(args.data))}",

@@ -66,12 +66,11 @@ def main(argv: list[str] | None = None) -> int:
         f"model: {len(model.history_)} epochs ({how}; weights of epoch {model.best_epoch_}, the best on a "
         f"subject-level validation split), {len(model.vocabulary_.codes):,} codes"
     )
-    verdict_lines = verdict(rows, fitted["risks"], cohort.y[test], cohort.groups[test], args.seed).splitlines()
+    verdict_lines = verdict(rows, fitted["risks"], cohort.y[test], cohort.groups[test], args.seed)
     say("\n".join(verdict_lines))
 
     X_te, y_te = cohort.X[test], cohort.y[test]
-    charts = report.cohort_charts(model, X_te, y_te, cohort.y[train], fitted["risks"])
-    patient = report.patient_chart(model, X_te, cohort.stages, report.pick_subject(X_te, y_te))
+    charts, patient = report.sections(model, X_te, y_te, cohort.stages, None, cohort.y[train], fitted["risks"])
     say("\n".join(patient.lines))
     notes = [
         f"{len(cohort.X):,} prediction points; split by subject; metrics on the test subjects.",

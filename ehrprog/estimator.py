@@ -509,8 +509,6 @@ class VisitProgressionEstimator(BaseEstimator):
         """Refit the (linear) risk head to the exact optimum of the ridge-penalised Cox partial
         likelihood on the frozen head features of ``X`` (Newton's method, as scikit-survival's
         CoxPHSurvivalAnalysis with Breslow ties); mini-batch AdamW leaves it short."""
-        from sksurv.linear_model import CoxPHSurvivalAnalysis
-        from sksurv.util import Surv
 
         device = self._device()
         tensors = self._visit_tensors(X)
@@ -522,17 +520,14 @@ class VisitProgressionEstimator(BaseEstimator):
                 features[batch.point_index] = self.model_.head_features(batch.tensors(device)).float().cpu().numpy()
         scale = features.std(axis=0)
         scale = np.where(scale > 1e-8, scale, 1.0)
-        with one_warning(
+        cox = _ridge_cox(
             "the risk-head refit (Cox on the frozen head features)",
-            lambda error: (
-                f"it failed ({error}), so the trained risk head was kept (risk_head_refit_ says so)"
-                if error is not None
-                else "it finished; risk_head_refit_ says whether its coefficients replaced the trained head"
-            ),
-        ):
-            cox = CoxPHSurvivalAnalysis(alpha=1.0, ties="breslow", n_iter=200).fit(
-                features / scale, Surv.from_arrays(event.astype(bool), tte.astype(float))
-            )
+            "the trained risk head is kept (risk_head_refit_ says so)",
+            features / scale,
+            event,
+            tte,
+            n_iter=200,
+        )
         if not np.isfinite(cox.coef_).all():
             raise ArithmeticError("the Cox refit did not converge to finite coefficients")
         with torch.no_grad():
@@ -746,6 +741,27 @@ def _probe_inputs(model: VisitSequenceModel, tensors: VisitTensors, rows: np.nda
     return out
 
 
+def _ridge_cox(what: str, fallback: str, z: np.ndarray, event: np.ndarray, time: np.ndarray, n_iter: int):
+    """scikit-survival's ridge-penalised Cox (alpha 1, Breslow ties) of ``z`` ``[n, k]`` on
+    ``event``/``time`` (days), its numerical warnings said once (:func:`~ehrprog.errors.one_warning`):
+    ``what`` names the fit, ``fallback`` what happens when it fails or its coefficients are not
+    finite (the caller sees to it). Exceptions propagate."""
+    from sksurv.linear_model import CoxPHSurvivalAnalysis
+    from sksurv.util import Surv
+
+    with one_warning(
+        what,
+        lambda error: (
+            f"it failed ({error}), so {fallback}"
+            if error is not None
+            else f"it finished (if its coefficients are not finite, {fallback})"
+        ),
+    ):
+        return CoxPHSurvivalAnalysis(alpha=1.0, ties="breslow", n_iter=n_iter).fit(
+            z, Surv.from_arrays(event.astype(bool), time.astype(float))
+        )
+
+
 def _initialise_heads(
     model: VisitSequenceModel,
     tensors: VisitTensors,
@@ -765,8 +781,6 @@ def _initialise_heads(
     starts here and keeps its changes only where they improve the validation score.
     """
     from sklearn.linear_model import LogisticRegression
-    from sksurv.linear_model import CoxPHSurvivalAnalysis
-    from sksurv.util import Surv
 
     # The fixed inputs of the training points, built once for the linear fit and the MLP stage.
     train_inputs = (
@@ -796,17 +810,14 @@ def _initialise_heads(
         event, time = targets["event"][train_rows].astype(bool), targets["time"][train_rows].astype(float)
         if model.risk_head is not None and event.sum() >= 2:
             try:
-                with one_warning(
+                cox = _ridge_cox(
                     "the clinical start (a linear Cox on the clinical inputs)",
-                    lambda error: (
-                        f"it failed ({error}), so the risk head starts at zero"
-                        if error is not None
-                        else "its coefficients start the risk head where they are finite (else it starts at zero)"
-                    ),
-                ):
-                    cox = CoxPHSurvivalAnalysis(alpha=1.0, ties="breslow", n_iter=100).fit(
-                        z, Surv.from_arrays(event, time)
-                    )
+                    "the risk head starts at zero",
+                    z,
+                    event,
+                    time,
+                    n_iter=100,
+                )
             except (ValueError, ArithmeticError, np.linalg.LinAlgError):
                 cox = None
             if cox is not None and np.isfinite(cox.coef_).all():

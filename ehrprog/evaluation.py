@@ -24,6 +24,7 @@ from ehrprog.metrics import (
     macro_auroc,
     paired_bootstrap_c,
     quadratic_weighted_kappa,
+    survival_at,
     survival_calibration,
 )
 from ehrprog.tasks.cohort import Cohort, CohortX
@@ -45,6 +46,8 @@ DEMO_MODEL_PARAMS: dict[str, Any] = {
 #: Horizons (years) at which survival rows report calibration.
 CALIBRATION_YEARS = (1, 2, 5)
 
+#: The name of the estimator's row (and of its risks in ``evaluate_split``'s ``fitted["risks"]``).
+MODEL = "VisitProgressionEstimator"
 #: The name of the oracle row (the simulator's true risk): a ceiling, not a competitor.
 ORACLE = "oracle (true simulated risk)"
 #: The name of the reference row: Cox on the model's own clinical inputs (what the sequence adds).
@@ -98,12 +101,12 @@ class Scorer:
         row.metrics["c_index"] = harrell_c(ev_te, t_te, risk)
         if survival_fn is not None and len(times):
             # Survival is flat after a model's last event time: evaluate there beyond it.
-            survival = np.vstack([fn(np.clip(times, fn.x[0], fn.x[-1])) for fn in survival_fn])
+            survival = survival_at(survival_fn, times)
             row.metrics["ibs"] = integrated_brier((self.ev_tr, self.t_tr), (ev_te, t_te), survival, times)
             for years in CALIBRATION_YEARS:
                 horizon = years * 365.25
                 if horizon < t_te.max():
-                    at = np.array([fn(np.clip(horizon, fn.x[0], fn.x[-1])) for fn in survival_fn])
+                    at = survival_at(survival_fn, horizon)
                     row.metrics[f"ici_{years}y"] = survival_calibration(ev_te, t_te, 1 - at, horizon)["ici"]
 
     def model(self, name: str, model: Any, X_te: CohortX) -> Row:
@@ -131,8 +134,7 @@ def meds_predictions(model: Any, X: CohortX, y: pl.DataFrame, horizon_years: flo
     time = y["time_to_event_days"].to_numpy().astype(float)
     labelled = (event & (time <= horizon)) | (time > horizon)
     rows = np.flatnonzero(labelled)
-    functions = model.predict_survival_function(X[rows])
-    probability = 1.0 - np.array([fn(min(horizon, fn.x[-1])) for fn in functions])
+    probability = 1.0 - survival_at(model.predict_survival_function(X[rows]), horizon)
     points = X.points[rows]
     frame = pl.DataFrame(
         {
@@ -216,17 +218,16 @@ def evaluate_split(
     scorer = Scorer(y_tr, y_te)
     rows: list[Row] = []
     fitted: dict[str, Any] = {"risks": scorer.risks}
-    stage_metrics, survival_metrics = scorer.stage, scorer.survival
 
     params = {**DEMO_MODEL_PARAMS, **(model_params or {}), "random_state": random_state}
     model = VisitProgressionEstimator(**params)
     row, (proba, risk) = _timed(
-        "VisitProgressionEstimator",
+        MODEL,
         lambda: model.fit(X_tr, y_tr),
         lambda: (model.predict_proba(X_te), model.predict_risk(X_te)),
     )
-    stage_metrics(row, proba, model.classes_)
-    survival_metrics(row, risk, model.predict_survival_function(X_te))
+    scorer.stage(row, proba, model.classes_)
+    scorer.survival(row, risk, model.predict_survival_function(X_te))
     rows.append(row)
     fitted["model"] = model
     model.heldout_ = heldout_record(row.metrics, X_te)
@@ -235,43 +236,46 @@ def evaluate_split(
         row, (proba, risk) = _timed(
             name, lambda v=variant: v.fit(X_tr, y_tr), lambda v=variant: (v.predict_proba(X_te), v.predict_risk(X_te))
         )
-        stage_metrics(row, proba, variant.classes_)
-        survival_metrics(row, risk, variant.predict_survival_function(X_te))
+        scorer.stage(row, proba, variant.classes_)
+        scorer.survival(row, risk, variant.predict_survival_function(X_te))
         rows.append(row)
     for name, baseline in [
         ("bag-of-codes logistic", StageBaseline("logistic")),
         ("bag-of-codes gradient boosting", StageBaseline("gbm", random_state=random_state)),
     ]:
         row, proba = _timed(name, lambda b=baseline: b.fit(X_tr, y_tr), lambda b=baseline: b.predict_proba(X_te))
-        stage_metrics(row, proba, baseline.classes_)
+        scorer.stage(row, proba, baseline.classes_)
         rows.append(row)
     cox = fitted["cox"] = CoxBaseline()
     row, risk = _timed("Cox PH (counts, last labs, eGFR)", lambda: cox.fit(X_tr, y_tr), lambda: cox.predict(X_te))
-    survival_metrics(row, risk, cox.predict_survival_function(X_te))
+    scorer.survival(row, risk, cox.predict_survival_function(X_te))
     rows.append(row)
     boosted = fitted["boosted_cox"] = BoostedCoxBaseline(random_state=random_state)
     row, risk = _timed("gradient-boosted Cox (XGBoost)", lambda: boosted.fit(X_tr, y_tr), lambda: boosted.predict(X_te))
-    survival_metrics(row, risk, boosted.predict_survival_function(X_te))
+    scorer.survival(row, risk, boosted.predict_survival_function(X_te))
     rows.append(row)
     if reference:
         clinical = fitted["clinical_cox"] = ClinicalCoxBaseline()
         row, risk = _timed(REFERENCE, lambda: clinical.fit(X_tr, y_tr), lambda: clinical.predict(X_te))
-        survival_metrics(row, risk, clinical.predict_survival_function(X_te))
+        scorer.survival(row, risk, clinical.predict_survival_function(X_te))
         rows.append(row)
     kfre = KFREBaseline()
     row, risk = _timed("KFRE-style (age, sex, eGFR)", lambda: kfre.fit(X_tr), lambda: kfre.predict(X_te))
-    survival_metrics(row, risk, None)
+    scorer.survival(row, risk, None)
     rows.append(row)
     if oracle is not None:
         row = Row(ORACLE)
-        survival_metrics(row, np.asarray(oracle, dtype=np.float64), None)
+        scorer.survival(row, np.asarray(oracle, dtype=np.float64), None)
         rows.append(row)
     return rows, fitted
 
 
-def verdict(rows: list[Row], risks: dict[str, np.ndarray], y_test: pl.DataFrame, groups: np.ndarray, seed: int) -> str:
+def verdict(
+    rows: list[Row], risks: dict[str, np.ndarray], y_test: pl.DataFrame, groups: np.ndarray, seed: int
+) -> list[str]:
     """The model against the best baseline on progression C-index, with a paired bootstrap 95%
-    interval of the difference (test subjects resampled, 200 times), and against the oracle."""
+    interval of the difference (test subjects resampled, 200 times), and against the oracle: one
+    sentence a line."""
     model = rows[0]
     competitors = [r for r in rows[1:] if "c_index" in r.metrics and r.name not in (ORACLE, REFERENCE)]
     best = max(competitors, key=lambda r: r.metrics["c_index"])
@@ -299,7 +303,7 @@ def verdict(rows: list[Row], risks: dict[str, np.ndarray], y_test: pl.DataFrame,
             if gap > 0
             else f"oracle (the simulator's true risk) {oracle.metrics['c_index']:.3f}"
         )
-    return "\n".join(lines)
+    return lines
 
 
 def _timed(name: str, fit: Callable[[], Any], predict: Callable[[], Any]) -> tuple[Row, Any]:

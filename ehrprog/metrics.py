@@ -10,6 +10,8 @@ C and of the differences between methods scored on the same points.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
 from sksurv.metrics import (
@@ -97,6 +99,13 @@ def evaluation_times(train_time: np.ndarray, test_time: np.ndarray, n: int = 20)
     low, high = np.percentile(np.asarray(test_time, float), [10, 80])
     high = min(high, np.max(train_time) - 1, np.max(test_time) - 1)
     return np.unique(np.linspace(low, high, n).round())
+
+
+def survival_at(functions: Iterable, times: float | np.ndarray) -> np.ndarray:
+    """Each survival step function (scikit-survival's ``StepFunction``) at ``times`` (days), held
+    flat outside its support (before the first and after the last event time it knows): ``[n]``
+    for one time, ``[n, len(times)]`` for an array."""
+    return np.array([fn(np.clip(times, fn.x[0], fn.x[-1])) for fn in functions])
 
 
 def survival_calibration(

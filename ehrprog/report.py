@@ -31,7 +31,8 @@ from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 from sksurv.nonparametric import kaplan_meier_estimator
 
-from ehrprog.metrics import survival_calibration, time_dependent_auc
+from ehrprog.evaluation import MODEL, ORACLE, format_table
+from ehrprog.metrics import survival_at, survival_calibration, time_dependent_auc
 from ehrprog.survival import DAYS_PER_YEAR
 
 #: Horizons (years) of the survival calibration chart and of the patient's risk lines.
@@ -216,14 +217,18 @@ def cohort_charts(
 
     ``y_train`` (the training targets) gives the censoring distribution of the time-dependent AUC
     (``y_test`` stands in for it when absent); ``risks`` adds other methods' risk scores of the same
-    test points to that chart (name -> ``[n]``; the model's own is computed when missing).
+    test points to that chart (name -> ``[n]``, as ``evaluate_split`` returns them; the model's own,
+    under ``ehrprog.evaluation.MODEL``, is computed when missing).
     """
     charts: list[Chart] = []
     event = y_test["event"].to_numpy().astype(bool)
     time = y_test["time_to_event_days"].to_numpy().astype(float)
     survival = model.target in ("progression", "both")
+    risks = dict(risks or {})
     if survival:
-        risk = model.predict_risk(X_test)
+        if MODEL not in risks:  # evaluate_split's risks hold the model's own already
+            risks = {MODEL: model.predict_risk(X_test), **risks}
+        risk = risks[MODEL]
         charts.append(km_by_risk(event, time, risk))
     if model.target in ("stage", "both"):
         known = y_test["stage"].is_not_null().to_numpy()
@@ -233,16 +238,15 @@ def cohort_charts(
     if survival and event.any():
         functions = model.predict_survival_function(X_test)
         horizons = [y for y in HORIZONS_YEARS if y * DAYS_PER_YEAR < time.max()]
-        risk_by = {y: 1.0 - np.array([fn(min(y * DAYS_PER_YEAR, fn.x[-1])) for fn in functions]) for y in horizons}
+        risk_by = {y: 1.0 - survival_at(functions, y * DAYS_PER_YEAR) for y in horizons}
         if risk_by:
             charts.append(survival_calibration_chart(event, time, risk_by))
         train = y_train if y_train is not None else y_test
-        all_risks = {"VisitProgressionEstimator": risk, **(risks or {})}
         charts.append(
             auc_over_time(
                 (train["event"].to_numpy().astype(bool), train["time_to_event_days"].to_numpy().astype(float)),
                 (event, time),
-                all_risks,
+                risks,
             )
         )
     return charts
@@ -300,7 +304,7 @@ def patient_chart(model: Any, X: Any, stages: pl.DataFrame | pl.LazyFrame, subje
             exclude_empty_subplots=False,
         )  # fmt: skip
         figure.add_annotation(
-            x=0.0, xref="x domain", y=(low + upper) / 2 if upper < 1e9 else low + 5, yref="y", text=f"G{stage}",
+            x=0.0, xref="x domain", y=(low + upper) / 2, yref="y", text=f"G{stage}",
             showarrow=False, font={"size": 10, "color": "#555"}, xanchor="left",
         )  # fmt: skip
         centre[stage] = (low + upper) / 2
@@ -336,7 +340,7 @@ def patient_chart(model: Any, X: Any, stages: pl.DataFrame | pl.LazyFrame, subje
         functions = model.predict_survival_function(patient)
         for i, years in enumerate(HORIZONS_YEARS):
             horizon = years * DAYS_PER_YEAR
-            risk = 1.0 - np.array([fn(min(horizon, fn.x[-1])) for fn in functions])
+            risk = 1.0 - survival_at(functions, horizon)
             figure.add_scatter(
                 x=times, y=risk, mode="lines+markers", name=f"risk by {years} y", row=3, col=1,
                 line={"color": LINE_COLOURS[(i + 5) % len(LINE_COLOURS)]},
@@ -344,10 +348,10 @@ def patient_chart(model: Any, X: Any, stages: pl.DataFrame | pl.LazyFrame, subje
             )  # fmt: skip
         figure.update_yaxes(tickformat=".0%", row=3, col=1)
     # Visits, coloured by how much each raised the last prediction (integrated gradients).
-    attribution = model.explain(patient[len(rows) - 1 :], steps=steps) if len(rows) else None
+    attribution = model.explain(patient[len(rows) - 1 :], steps=steps)
     if visit_rows.height:
         by_visit = {}
-        if attribution is not None and attribution.height:
+        if attribution.height:
             per_visit = attribution.group_by("visit_index").agg(
                 pl.col("attribution").sum().alias("total"),
                 pl.struct("code", "attribution").sort_by("attribution", descending=True).head(3).alias("top"),
@@ -377,7 +381,7 @@ def patient_chart(model: Any, X: Any, stages: pl.DataFrame | pl.LazyFrame, subje
             text=hover, hovertemplate="%{text}<extra></extra>", row=4, col=1,
         )  # fmt: skip
         figure.update_yaxes(visible=False, row=4, col=1)
-        if attribution is not None and attribution.height and float(attribution["attribution"].abs().max()) > 0:
+        if attribution.height and float(attribution["attribution"].abs().max()) > 0:
             top_visits = (
                 attribution.group_by("visit_index", "visit_start")
                 .agg(pl.col("attribution").sum())
@@ -418,6 +422,22 @@ def patient_chart(model: Any, X: Any, stages: pl.DataFrame | pl.LazyFrame, subje
     return Patient(subject_id, chart, lines)
 
 
+def sections(
+    model: Any,
+    X_test: Any,
+    y_test: pl.DataFrame,
+    stages: pl.DataFrame | pl.LazyFrame,
+    subject: int | None = None,
+    y_train: pl.DataFrame | None = None,
+    risks: dict[str, np.ndarray] | None = None,
+) -> tuple[list[Chart], Patient]:
+    """The report's charts: :func:`cohort_charts` and the :func:`patient_chart` of ``subject``
+    (default :func:`pick_subject`)."""
+    charts = cohort_charts(model, X_test, y_test, y_train, risks)
+    subject = pick_subject(X_test, y_test) if subject is None else int(subject)
+    return charts, patient_chart(model, X_test, stages, subject)
+
+
 # ------------------------------------------------------------------------------------------ page
 def table_html(rows: Sequence[Any], columns: Sequence[tuple[str, str, bool]] | None = None) -> str:
     """The comparison rows (:class:`~ehrprog.evaluation.Row`) as an HTML table; the best value of
@@ -430,8 +450,6 @@ def table_html(rows: Sequence[Any], columns: Sequence[tuple[str, str, bool]] | N
         ("ibs", "IBS", False),
         ("ici_2y", "ICI 2 y", False),
     ]
-    from ehrprog.evaluation import ORACLE
-
     best = {}
     for key, _, higher in columns:
         values = [r.metrics[key] for r in rows if key in r.metrics and r.name != ORACLE]
@@ -508,8 +526,6 @@ def write_report(
         text: what ``report.txt`` holds (default: the table, the lines, the summary and the patient's
             attributions as text).
     """
-    from ehrprog.evaluation import format_table
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     parts = [
