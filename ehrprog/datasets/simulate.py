@@ -25,6 +25,7 @@ from ehrprog.schema import BIRTH_CODE, DEATH_CODE
 _DAY_US = 86_400_000_000
 _YEAR_DAYS = 365.25
 _EPOCH = datetime(1970, 1, 1)
+World = Literal["labs", "history"]
 
 #: (code, OMOP domain, standard concept id or None, description). Standard ids are real OMOP ids.
 _CODES: list[tuple[str, str, int | None, str]] = [
@@ -126,17 +127,29 @@ def _draw_subjects(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
     }
 
 
-def simulated_truth(n_subjects: int, seed: int = 0) -> pl.DataFrame:
-    """What the simulator drew for each subject of ``simulate_events(n_subjects, seed)``: the true
-    kidney trajectory behind the records, for oracle scores (never a model input).
+def simulated_truth(n_subjects: int, seed: int = 0, world: World = "labs") -> pl.DataFrame:
+    """What the simulator drew for each subject of ``simulate_events(n_subjects, seed, world)``:
+    the true kidney trajectory behind the records, for oracle scores (never a model input).
 
-    Returns one row per subject: ``subject_id``, ``start`` (first visit, Datetime), ``egfr0``
-    (true eGFR at ``start``, mL/min/1.73 m2), ``slope`` (true eGFR change, mL/min/1.73 m2 per
-    year; negative), ``female``, ``diabetes``, ``hypertension``. The true eGFR at time ``t``
-    is ``max(egfr0 + slope * years since start, 3)``.
+    World ``"labs"``: one row per subject: ``subject_id``, ``start`` (first visit, Datetime),
+    ``egfr0`` (true eGFR at ``start``, mL/min/1.73 m2), ``slope`` (true eGFR change, mL/min/1.73
+    m2 per year; negative), ``female``, ``diabetes``, ``hypertension``. The true eGFR at time
+    ``t`` is ``max(egfr0 + slope * years since start, 3)``.
+
+    World ``"history"``: one row per subject and month of follow-up: ``subject_id``, ``time``
+    (the month's start), ``egfr`` (true eGFR then), ``slope`` (the decline in force during the
+    month, per year: traits, albuminuria, drugs and past injuries), ``log_uacr`` (true log UACR,
+    mg/g, as the drugs leave it), ``aki_episodes`` (acute kidney injuries before the month), and
+    the person's ``female``, ``diabetes``, ``hypertension`` and
+    latent phenotypes (``diabetic_microvascular``, ``cardiorenal``, ``glomerular``, ``obstructive``).
     """
+    _check_world(world)
     if n_subjects < 1:
         raise ValueError(f"n_subjects must be at least 1, got {n_subjects}")
+    if world == "history":
+        from ehrprog.datasets.history import simulate_history
+
+        return simulate_history(n_subjects, seed)[1]
     people = _draw_subjects(np.random.default_rng(seed), n_subjects)
     return pl.DataFrame(
         {
@@ -158,6 +171,9 @@ def oracle_risk(
     true eGFR falls below the lower bound of the point's current stage (KDIGO ``bands``: the
     lower bound of stage ``s`` is ``bands[s - 1]``), 0 when it already has. Ranking points by
     it gives the oracle C-index: what a model that knew the simulator's trajectories would reach.
+    In world ``"history"`` (a monthly ``truth``) the eGFR and the slope are those in force at the
+    prediction time: every latent trait, the albuminuria, the drugs and the past injuries are
+    known, the future's random events (injuries, drug changes, noise) are not.
 
     Args:
         points: ``subject_id``, ``prediction_time`` and ``current_stage`` (a ``CohortX.points``).
@@ -166,6 +182,10 @@ def oracle_risk(
     Returns:
         ``[n_points]`` float64, higher = sooner (NaN for a stage without a lower bound).
     """
+    if "time" in truth.columns:  # world "history": a monthly truth
+        from ehrprog.datasets.history import history_oracle
+
+        return history_oracle(points, truth, bands)
     table = points.select("subject_id", "prediction_time", "current_stage").join(
         truth.select("subject_id", "start", "egfr0", "slope"), on="subject_id", how="left", maintain_order="left"
     )
@@ -179,10 +199,16 @@ def oracle_risk(
     return -to_threshold
 
 
-def simulate_events(n_subjects: int, seed: int = 0) -> pl.DataFrame:
-    """The simulated cohort as one event table (MEDS codes plus ``domain`` and ``visit_id``)."""
+def simulate_events(n_subjects: int, seed: int = 0, world: World = "labs") -> pl.DataFrame:
+    """The simulated people as one event table (MEDS codes plus ``domain`` and ``visit_id``; world
+    ``"history"`` adds ``end``: the discharge day of inpatient visits, the end of drug exposures)."""
+    _check_world(world)
     if n_subjects < 1:
         raise ValueError(f"n_subjects must be at least 1, got {n_subjects}")
+    if world == "history":
+        from ehrprog.datasets.history import simulate_history
+
+        return simulate_history(n_subjects, seed)[0]
     rng = np.random.default_rng(seed)
     n = n_subjects
     ids = np.arange(1, n + 1, dtype=np.int64)
@@ -349,34 +375,48 @@ def simulate_ckd(
     format: Literal["omop", "meds"] = "omop",
     *,
     file_format: Literal["parquet", "csv"] = "parquet",
+    world: World = "labs",
 ) -> Path:
-    """Simulate a CKD cohort and write it as an OMOP CDM 5.4 folder or a MEDS dataset.
+    """Simulate people and write them as an OMOP CDM 5.4 folder or a MEDS dataset.
 
     Args:
         n_subjects: number of people.
         seed: random seed; the same seed gives identical files.
-        path: output folder (created); default ``./ckd_sim_<format>_<n>_<seed>``.
+        path: output folder (created); default ``./ckd_sim_<format>_<n>_<seed>`` (``_history``
+            appended for that world).
         format: ``"omop"`` (person, death, visit_occurrence, condition_occurrence, measurement,
             drug_exposure, procedure_occurrence and a CONCEPT table) or ``"meds"``.
         file_format: for OMOP, Parquet (default) or CSV files.
+        world: ``"labs"`` (a CKD cohort whose progression is all in the eGFR trajectory: a linear
+            decline from static traits) or ``"history"`` (a general adult population, about 14%
+            with CKD, where albuminuria, acute kidney injury, dated medications and latent
+            comorbidity phenotypes expressed through many sparse codes change the decline; see
+            :mod:`ehrprog.datasets.history` and docs/simulator.md).
 
     Returns:
         The folder written.
     """
+    _check_world(world)
     if format not in ("omop", "meds"):
         raise ValueError(f"format must be 'omop' or 'meds', got {format!r}")
-    root = Path(path) if path is not None else Path(f"ckd_sim_{format}_{n_subjects}_{seed}")
-    events = simulate_events(n_subjects, seed)
+    suffix = "_history" if world == "history" else ""
+    root = Path(path) if path is not None else Path(f"ckd_sim_{format}_{n_subjects}_{seed}{suffix}")
+    events = simulate_events(n_subjects, seed, world)
+    descriptions = _DESCRIPTIONS
+    if world == "history":
+        from ehrprog.datasets.codes import descriptions as world_descriptions
+
+        descriptions = {**_DESCRIPTIONS, **world_descriptions()}
     if format == "meds":
         from ehrprog.events import EventFrame
         from ehrprog.io.meds import write_meds
 
-        frame = events
+        frame = events.drop("end", strict=False)
         visit_types = frame.filter(pl.col("domain") == "visit").select("visit_id", pl.col("code").alias("_vt"))
         frame = frame.join(visit_types, on="visit_id", how="left").with_columns(
             pl.col("_vt").alias("visit_type"), pl.format("sim/{}", "domain").alias("source")
         )
-        codes = _codes_metadata(events)
+        codes = _codes_metadata(events, descriptions)
         write_meds(
             EventFrame.from_frame(
                 frame.drop("_vt"), codes=codes, metadata={"dataset_name": f"ckd_sim_{n_subjects}_{seed}"}
@@ -384,19 +424,24 @@ def simulate_ckd(
             root,
         )
         return root
-    _write_omop(events, root, file_format)
+    _write_omop(events, root, file_format, descriptions)
     return root
 
 
-def _codes_metadata(events: pl.DataFrame) -> pl.DataFrame:
+def _check_world(world: str) -> None:
+    if world not in ("labs", "history"):
+        raise ValueError(f"world must be 'labs' or 'history', got {world!r}")
+
+
+def _codes_metadata(events: pl.DataFrame, descriptions: dict[str, str]) -> pl.DataFrame:
     codes = events.select("code").unique().sort("code")
     return codes.with_columns(
-        pl.col("code").replace_strict(_DESCRIPTIONS, default=None, return_dtype=pl.String).alias("description"),
+        pl.col("code").replace_strict(descriptions, default=None, return_dtype=pl.String).alias("description"),
         pl.lit(None, pl.List(pl.String)).alias("parent_codes"),
     )
 
 
-def _concept_table(events: pl.DataFrame) -> pl.DataFrame:
+def _concept_table(events: pl.DataFrame, descriptions: dict[str, str]) -> pl.DataFrame:
     """Concepts for every simulated code: real OMOP ids where known, else local ids (>= 2,000,000,001)."""
     codes = events.filter(~pl.col("domain").is_in(["person", "death"])).select("code").unique().sort("code")
     standard = {code: cid for code, _, cid, _ in _CODES if cid is not None} | _VISITS
@@ -406,7 +451,7 @@ def _concept_table(events: pl.DataFrame) -> pl.DataFrame:
     table = pl.DataFrame(
         {
             "concept_id": [local[c] for c in codes["code"]],
-            "concept_name": [_DESCRIPTIONS.get(c, c) for c in codes["code"]],
+            "concept_name": [descriptions.get(c, c) for c in codes["code"]],
             "vocabulary_id": vocab,
             "concept_code": concept_code,
             "source_code": codes["code"],
@@ -428,9 +473,9 @@ def _concept_table(events: pl.DataFrame) -> pl.DataFrame:
         if code not in local:
             continue
         if cid in snomed:
-            extra.append((cid, _DESCRIPTIONS.get(code, code), "SNOMED", snomed[cid], None))
+            extra.append((cid, descriptions.get(code, code), "SNOMED", snomed[cid], None))
         else:
-            extra.append((cid, _DESCRIPTIONS.get(code, code), code.split("/")[0], code.split("/")[1], None))
+            extra.append((cid, descriptions.get(code, code), code.split("/")[0], code.split("/")[1], None))
     std = pl.DataFrame(extra, schema=table.schema, orient="row")
     mapping = pl.DataFrame(
         {
@@ -442,9 +487,12 @@ def _concept_table(events: pl.DataFrame) -> pl.DataFrame:
     return pl.concat([table, std]), mapping
 
 
-def _write_omop(events: pl.DataFrame, root: Path, file_format: str) -> None:
+def _write_omop(events: pl.DataFrame, root: Path, file_format: str, descriptions: dict[str, str]) -> None:
     root.mkdir(parents=True, exist_ok=True)
-    concepts, mapping = _concept_table(events)
+    concepts, mapping = _concept_table(events, descriptions)
+    has_end = "end" in events.columns
+    if not has_end:  # world "labs": every visit lasts its day, no exposure has an end date
+        events = events.with_columns(pl.col("time").alias("end"))
 
     def write(frame: pl.DataFrame, name: str) -> None:
         if file_format == "csv":
@@ -510,8 +558,8 @@ def _write_omop(events: pl.DataFrame, root: Path, file_format: str) -> None:
             pl.col("standard_concept_id").alias("visit_concept_id"),
             pl.col("time").dt.date().alias("visit_start_date"),
             pl.col("time").alias("visit_start_datetime"),
-            pl.col("time").dt.date().alias("visit_end_date"),
-            pl.col("time").alias("visit_end_datetime"),
+            pl.col("end").dt.date().alias("visit_end_date"),
+            pl.col("end").alias("visit_end_datetime"),
             pl.lit(32817).alias("visit_type_concept_id"),
             pl.col("code").str.extract(r"/(.*)$", 1).alias("visit_source_value"),
         ),
@@ -538,4 +586,6 @@ def _write_omop(events: pl.DataFrame, root: Path, file_format: str) -> None:
         ]
         if domain == "measurement":
             columns += [pl.col("numeric_value").alias("value_as_number"), pl.col("unit").alias("unit_source_value")]
+        if domain == "drug" and has_end:
+            columns += [pl.col("end").fill_null(pl.col("time")).dt.date().alias("drug_exposure_end_date")]
         write(rows.select(columns), table)

@@ -1,0 +1,663 @@
+"""World "history": a general adult population in which chronic kidney disease is one part, with
+the mechanisms nephrology documents, so that the order and content of a person's records carry
+risk that the latest labs do not.
+
+Each person enters a health system (2008-2013) and is followed for 2-10 years, month by month.
+Their kidney function (true eGFR, mL/min/1.73 m2) declines at a rate that changes over time:
+
+* with **albuminuria** (UACR, mg/g; a latent log level that drifts, lowered while on an ACE
+  inhibitor/ARB or an SGLT2 inhibitor): categories A1 < 30, A2 30-300, A3 > 300 decline faster;
+* after **acute kidney injury** during an inpatient stay (creatinine rising 1.5-4.5x within the
+  stay, KDIGO's definition), with incomplete recovery: a step loss of eGFR and a faster slope
+  from then on; AKI is more likely with diabetes, heart failure, NSAID exposure and low eGFR;
+* from the **date a medication starts** (ACE inhibitor/ARB about -30% decline, SGLT2 inhibitor
+  about -50%; NSAID episodes +30% while exposed), started at visits, stopped and restarted;
+* with **latent comorbidity phenotypes** (diabetic microvascular, cardiorenal, glomerular/
+  autoimmune, obstructive uropathy), each expressed through 32-35 real ICD-10-CM codes recorded
+  rarely per visit, and each adding to the decline.
+
+Visits come more often to sicker people (comorbidity, low eGFR, albuminuria). Every record is
+drawn from these states: creatinine and eGFR, UACR, HbA1c, potassium, haemoglobin, BNP, CKD stage
+diagnoses (N18.x, lagging the true stage by three months and recorded at under half the visits
+where they apply), AKI diagnoses (N17.9, recorded for about a third of episodes), drugs as dated
+exposures with RxNorm ingredients, phenotype codes, and a background of about 3,000 unrelated
+codes with Zipf frequencies. Deaths follow age, heart failure and eGFR.
+
+Every parameter is a field of :class:`HistoryWorld` and each has its source in docs/simulator.md.
+The values were fixed from the sources (and the population shares checked against them) before
+any model was run on this world; they are not tuned to any method.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+import polars as pl
+
+from ehrprog.datasets import codes as C
+
+_EPOCH = datetime(1970, 1, 1)
+_DAY_US = 86_400_000_000
+_YEAR_DAYS = 365.25
+_MONTH_DAYS = _YEAR_DAYS / 12
+
+
+@dataclass(frozen=True)
+class HistoryWorld:
+    """The parameters of world "history" (rates per year unless named otherwise; eGFR slopes in
+    mL/min/1.73 m2 per year, negative = decline). docs/simulator.md gives each one's source."""
+
+    # population
+    female_share: float = 0.51
+    age_mean: float = 50.0
+    age_sd: float = 17.0
+    #: diabetes prevalence by age band 18-44 / 45-64 / 65+
+    diabetes_by_age: tuple[float, float, float] = (0.042, 0.175, 0.268)
+    #: hypertension prevalence by age band 18-39 / 40-59 / 60+ (and +0.15 with diabetes)
+    hypertension_by_age: tuple[float, float, float] = (0.224, 0.545, 0.745)
+    hypertension_with_diabetes: float = 0.15
+    #: share of people with diabetes who have microvascular disease
+    microvascular_in_diabetes: float = 0.285
+    #: cardiorenal disease by age band 18-44 / 45-64 / 65+, times 1.5 with diabetes
+    cardiorenal_by_age: tuple[float, float, float] = (0.02, 0.08, 0.20)
+    cardiorenal_diabetes_factor: float = 1.5
+    glomerular_share: float = 0.01
+    #: obstructive uropathy: men 45-64 / men 65+ / women
+    obstructive_shares: tuple[float, float, float] = (0.05, 0.12, 0.02)
+    # kidney function
+    egfr_intercept: float = 130.0
+    egfr_per_year_of_age: float = -0.75
+    egfr_sd: float = 14.0
+    #: baseline eGFR shifts: diabetes, hypertension, cardiorenal, glomerular, obstructive
+    egfr_shifts: tuple[float, float, float, float, float] = (-4.0, -3.0, -6.0, -20.0, -8.0)
+    aging_slope: float = -0.75  # from age 40
+    #: excess decline: diabetes, hypertension, microvascular, cardiorenal, glomerular, obstructive
+    excess_slopes: tuple[float, ...] = (-0.6, -0.3, -1.0, -1.0, -3.0, -1.2)
+    #: excess decline by albuminuria category A2 / A3
+    albuminuria_slopes: tuple[float, float] = (-1.0, -2.5)
+    frailty_sigma: float = 0.5  # log-normal, mean one: person-to-person spread of the excess decline
+    monthly_noise_sd: float = 0.35  # random walk of the true eGFR, per month
+    # albuminuria
+    uacr_log_intercept: float = 1.3  # log mg/g at age 50 without risk factors
+    uacr_log_sd: float = 1.0
+    uacr_log_per_decade: float = 0.1
+    #: log-UACR shifts: diabetes, hypertension, microvascular, cardiorenal, glomerular, obstructive
+    uacr_log_shifts: tuple[float, ...] = (0.6, 0.4, 1.2, 0.5, 2.8, 0.2)
+    uacr_log_per_egfr_below_60: float = 0.02
+    #: log-UACR drift per year: everyone, more with diabetes, more with glomerular disease
+    uacr_drift: tuple[float, float, float] = (0.03, 0.08, 0.25)
+    uacr_measurement_sd: float = 0.4  # within-person day-to-day variability (log scale)
+    # medications
+    ace_slope_factor: float = 0.70
+    ace_uacr_factor: float = 0.65
+    sglt2_slope_factor: float = 0.50
+    sglt2_uacr_factor: float = 0.70
+    nsaid_slope_factor: float = 1.30
+    ace_start_per_visit: float = 0.04
+    ace_stop_per_month: float = 0.012
+    sglt2_start_per_visit: float = 0.03
+    sglt2_stop_per_month: float = 0.02
+    sglt2_available_from: datetime = datetime(2014, 1, 1)
+    sglt2_ckd_from: datetime = datetime(2020, 5, 1)
+    nsaid_start_per_visit: float = 0.04
+    nsaid_start_per_visit_ckd: float = 0.015
+    nsaid_mean_months: float = 2.0
+    drug_recorded_per_visit: float = 0.85
+    nsaid_recorded: float = 0.7
+    # acute kidney injury
+    admissions_per_year: float = 0.05  # at age 50 without risk factors
+    admissions_per_year_of_age: float = 0.03  # log-linear
+    #: admission rate factors: cardiorenal, diabetes, eGFR < 45
+    admission_factors: tuple[float, float, float] = (2.5, 1.5, 2.0)
+    stay_mean_days: float = 4.5
+    aki_base_risk: float = 0.10  # per stay, without risk factors
+    #: AKI odds ratios: diabetes, heart failure (cardiorenal), NSAID exposure, eGFR < 60, obstructive
+    aki_odds_ratios: tuple[float, ...] = (1.4, 1.9, 1.7, 2.0, 1.3)
+    #: KDIGO AKI stage shares 1/2/3 and creatinine ratio ranges
+    aki_stage_shares: tuple[float, float, float] = (0.70, 0.18, 0.12)
+    aki_ratio_ranges: tuple[tuple[float, float], ...] = ((1.5, 2.0), (2.0, 3.0), (3.0, 4.5))
+    #: share recovering fully by stage 1/2/3; eGFR loss ranges (fraction) with and without recovery
+    aki_full_recovery: tuple[float, float, float] = (0.60, 0.45, 0.30)
+    aki_loss_recovered: tuple[float, float] = (0.0, 0.05)
+    aki_loss_incomplete: tuple[float, float] = (0.10, 0.30)
+    aki_slope_factor_step: float = 0.5  # each AKI multiplies the decline by (1 + 0.5 n), at most 2.5
+    aki_slope_factor_max: float = 2.5
+    aki_coded: float = 0.35
+    # visits
+    visit_base_per_year: float = 1.2
+    visit_per_year_of_age: float = 0.025  # from 18
+    #: extra visits a year: diabetes, hypertension, cardiorenal, glomerular, obstructive, eGFR < 60,
+    #: eGFR < 30, A3
+    visit_extra: tuple[float, ...] = (1.5, 0.5, 1.5, 1.5, 0.8, 2.0, 3.0, 1.0)
+    er_share: float = 0.05
+    # records
+    stage_dx_per_visit: float = 0.45
+    early_stage_dx_per_visit: float = 0.05
+    stage_dx_lag_months: int = 3
+    phenotype_codes_per_visit: float = 0.5
+    phenotype_false_codes_per_visit: float = 0.01
+    background_codes_per_visit: float = 2.0
+    background_vocabulary: int = 3000
+    # deaths
+    death_per_year_at_60: float = 0.006
+    death_per_year_of_age: float = 0.085  # log-linear (Gompertz)
+    death_cardiorenal_factor: float = 2.0
+    #: death hazard ratios by eGFR 45-59 / 30-44 / 15-29 / < 15
+    death_egfr_ratios: tuple[float, float, float, float] = (1.2, 1.8, 3.2, 5.9)
+    follow_years: tuple[float, float] = (2.0, 10.0)
+
+
+WORLD = HistoryWorld()
+
+
+def _band(age: np.ndarray, cuts: tuple[float, float], values: tuple[float, float, float]) -> np.ndarray:
+    return np.select([age < cuts[0], age < cuts[1]], [values[0], values[1]], values[2])
+
+
+def _category(log_uacr: np.ndarray) -> np.ndarray:
+    """Albuminuria category 1/2/3 (A1 < 30, A2 30-300, A3 > 300 mg/g) of a log UACR."""
+    return 1 + (log_uacr >= np.log(30.0)).astype(np.int8) + (log_uacr > np.log(300.0)).astype(np.int8)
+
+
+def draw_people(rng: np.random.Generator, n: int, world: HistoryWorld = WORLD) -> dict[str, np.ndarray]:
+    """Each person's static traits and baseline kidney state (the first draws of a seed)."""
+    w = world
+    female = rng.random(n) < w.female_share
+    age0 = np.clip(rng.normal(w.age_mean, w.age_sd, n), 18, 95)
+    start_day = (datetime(2008, 1, 1) - _EPOCH).days + rng.uniform(0, 5 * _YEAR_DAYS, n)
+    diabetes = rng.random(n) < _band(age0, (45, 65), w.diabetes_by_age)
+    p_htn = np.minimum(_band(age0, (40, 60), w.hypertension_by_age) + w.hypertension_with_diabetes * diabetes, 0.95)
+    hypertension = rng.random(n) < p_htn
+    microvascular = diabetes & (rng.random(n) < w.microvascular_in_diabetes)
+    p_cardio = _band(age0, (45, 65), w.cardiorenal_by_age) * np.where(diabetes, w.cardiorenal_diabetes_factor, 1.0)
+    cardiorenal = rng.random(n) < p_cardio
+    glomerular = rng.random(n) < w.glomerular_share
+    male = ~female
+    p_obs = np.where(
+        male,
+        np.where(age0 >= 65, w.obstructive_shares[1], np.where(age0 >= 45, w.obstructive_shares[0], 0.01)),
+        w.obstructive_shares[2],
+    )
+    obstructive = rng.random(n) < p_obs
+    traits = np.column_stack([diabetes, hypertension, cardiorenal, glomerular, obstructive]).astype(float)
+    egfr0 = w.egfr_intercept + w.egfr_per_year_of_age * age0 + traits @ np.array(w.egfr_shifts)
+    egfr0 = np.clip(egfr0 + rng.normal(0, w.egfr_sd, n), 5, 140)
+    uacr_traits = np.column_stack([diabetes, hypertension, microvascular, cardiorenal, glomerular, obstructive]).astype(
+        float
+    )
+    log_uacr0 = (
+        w.uacr_log_intercept
+        + w.uacr_log_per_decade * (age0 - 50) / 10
+        + uacr_traits @ np.array(w.uacr_log_shifts)
+        + w.uacr_log_per_egfr_below_60 * np.clip(60 - egfr0, 0, None)
+        + rng.normal(0, w.uacr_log_sd, n)
+    )
+    frailty = rng.lognormal(-0.5 * w.frailty_sigma**2, w.frailty_sigma, n)
+    follow_years = rng.uniform(*w.follow_years, n)
+    return {
+        "female": female,
+        "age0": age0,
+        "start_day": start_day,
+        "birth_day": start_day - age0 * _YEAR_DAYS,
+        "diabetes": diabetes,
+        "hypertension": hypertension,
+        "diabetic_microvascular": microvascular,
+        "cardiorenal": cardiorenal,
+        "glomerular": glomerular,
+        "obstructive": obstructive,
+        "egfr0": egfr0,
+        "log_uacr0": log_uacr0,
+        "frailty": frailty,
+        "follow_years": follow_years,
+    }
+
+
+@dataclass
+class _Visits:
+    """Visit-level draws collected month by month (one list entry per month)."""
+
+    subject: list[np.ndarray] = field(default_factory=list)
+    day: list[np.ndarray] = field(default_factory=list)
+    kind: list[np.ndarray] = field(default_factory=list)  # 0 outpatient, 1 inpatient, 2 emergency
+    month: list[np.ndarray] = field(default_factory=list)
+    egfr: list[np.ndarray] = field(default_factory=list)
+    log_uacr: list[np.ndarray] = field(default_factory=list)
+    ace: list[np.ndarray] = field(default_factory=list)  # drug index on, -1 when off
+    sglt2: list[np.ndarray] = field(default_factory=list)
+    nsaid_start: list[np.ndarray] = field(default_factory=list)
+    stay_days: list[np.ndarray] = field(default_factory=list)
+    aki_ratio: list[np.ndarray] = field(default_factory=list)  # peak creatinine / baseline, 0 without AKI
+    aki_peak: list[np.ndarray] = field(default_factory=list)  # day of the stay with the peak
+
+    def add(self, **columns: np.ndarray) -> None:
+        for name, values in columns.items():
+            getattr(self, name).append(values)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {name: np.concatenate(getattr(self, name)) for name in self.__dataclass_fields__}
+
+
+def simulate_history(n: int, seed: int, world: HistoryWorld = WORLD) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The events of world "history" (as :func:`~ehrprog.datasets.simulate_events` returns them,
+    plus ``end`` for inpatient visits and drug exposures) and the monthly truth (see
+    :func:`~ehrprog.datasets.simulated_truth`)."""
+    w = world
+    rng = np.random.default_rng(seed)
+    people = draw_people(rng, n, w)
+    ids = np.arange(1, n + 1, dtype=np.int64)
+    months = int(np.ceil(people["follow_years"].max() * 12))
+    follow_months = np.floor(people["follow_years"] * 12).astype(np.int64)
+    diabetes, hypertension = people["diabetes"], people["hypertension"]
+    micro, cardio, glom, obstr = (
+        people[k] for k in ("diabetic_microvascular", "cardiorenal", "glomerular", "obstructive")
+    )
+    excess_traits = np.column_stack([diabetes, hypertension, micro, cardio, glom, obstr]).astype(float)
+    excess_static = (excess_traits @ np.array(w.excess_slopes)) * people["frailty"]
+    drift = w.uacr_drift[0] + w.uacr_drift[1] * diabetes + w.uacr_drift[2] * glom
+
+    egfr = people["egfr0"].copy()
+    log_uacr = people["log_uacr0"].copy()
+    alive = np.ones(n, dtype=bool)
+    death_month = np.full(n, -1, dtype=np.int64)
+    ace = np.full(n, -1, dtype=np.int64)
+    sglt2 = np.full(n, -1, dtype=np.int64)
+    ace_drug = rng.integers(0, len(C.ACE_ARB), n)  # the drug of its class a person takes when on one
+    sglt2_drug = rng.integers(0, len(C.SGLT2), n)
+    nsaid_left = np.zeros(n, dtype=np.int64)
+    n_aki = np.zeros(n, dtype=np.int64)
+    truth_egfr = np.full((n, months), np.nan, dtype=np.float32)
+    truth_slope = np.full((n, months), np.nan, dtype=np.float32)
+    truth_log_uacr = np.full((n, months), np.nan, dtype=np.float32)
+    truth_aki = np.zeros((n, months), dtype=np.int16)
+    visits = _Visits()
+    adm_factors = np.array(w.admission_factors)
+    odds = np.log(np.array(w.aki_odds_ratios))
+    visit_extra = np.array(w.visit_extra)
+    sglt2_from = (w.sglt2_available_from - _EPOCH).days
+    sglt2_ckd_from = (w.sglt2_ckd_from - _EPOCH).days
+
+    for m in range(months):
+        active = alive & (m < follow_months)
+        if not active.any():
+            break
+        month_start = people["start_day"] + m * _MONTH_DAYS
+        age = people["age0"] + m / 12
+        on_nsaid = nsaid_left > 0
+        # albuminuria as the drugs leave it, and its category
+        log_uacr_now = log_uacr + np.log(w.ace_uacr_factor) * (ace >= 0) + np.log(w.sglt2_uacr_factor) * (sglt2 >= 0)
+        category = _category(log_uacr_now)
+        excess = excess_static + np.where(category == 2, w.albuminuria_slopes[0], 0.0) * people["frailty"]
+        excess = excess + np.where(category == 3, w.albuminuria_slopes[1], 0.0) * people["frailty"]
+        slope = np.where(age >= 40, w.aging_slope, 0.0) + excess
+        slope = slope * np.where(ace >= 0, w.ace_slope_factor, 1.0) * np.where(sglt2 >= 0, w.sglt2_slope_factor, 1.0)
+        slope = slope * np.where(on_nsaid, w.nsaid_slope_factor, 1.0)
+        slope = slope * np.minimum(1.0 + w.aki_slope_factor_step * n_aki, w.aki_slope_factor_max)
+        truth_egfr[active, m] = egfr[active]
+        truth_slope[active, m] = slope[active]
+        truth_log_uacr[active, m] = log_uacr_now[active]
+        truth_aki[active, m] = n_aki[active]
+
+        # outpatient (and emergency) visits this month: more for sicker people
+        sick = np.column_stack(
+            [diabetes, hypertension, cardio, glom, obstr, egfr < 60, egfr < 30, category == 3]
+        ).astype(float)
+        rate = w.visit_base_per_year + w.visit_per_year_of_age * (age - 18) + sick @ visit_extra
+        count = np.where(active, np.minimum(rng.poisson(rate / 12), 4), 0)
+        subj = np.repeat(np.arange(n), count)
+        day = np.floor(month_start[subj] + rng.random(subj.size) * _MONTH_DAYS)
+        kind = np.where(rng.random(subj.size) < w.er_share, 2, 0)
+        # medications start at visits (one draw per visit), and stop month by month
+        known_ckd = (egfr < 60) | (category >= 2)
+        ace_indicated = hypertension | (diabetes & (category >= 2)) | known_ckd
+        starts = (ace[subj] < 0) & ace_indicated[subj] & (rng.random(subj.size) < w.ace_start_per_visit)
+        ace_start_at = np.full(n, np.inf)
+        np.minimum.at(ace_start_at, subj[starts], day[starts])
+        sglt2_ok = (day >= sglt2_from) & (
+            diabetes[subj] | ((day >= sglt2_ckd_from) & known_ckd[subj] & (category[subj] >= 2))
+        )
+        starts = (sglt2[subj] < 0) & sglt2_ok & (rng.random(subj.size) < w.sglt2_start_per_visit)
+        sglt2_start_at = np.full(n, np.inf)
+        np.minimum.at(sglt2_start_at, subj[starts], day[starts])
+        p_nsaid = np.where(egfr[subj] < 60, w.nsaid_start_per_visit_ckd, w.nsaid_start_per_visit)
+        nsaid_starts = (nsaid_left[subj] == 0) & (kind == 0) & (rng.random(subj.size) < p_nsaid)
+        on_ace = np.where((ace[subj] >= 0) | (day >= ace_start_at[subj]), ace_drug[subj], -1)
+        on_sglt2 = np.where((sglt2[subj] >= 0) | (day >= sglt2_start_at[subj]), sglt2_drug[subj], -1)
+        nsaid_code = np.where(nsaid_starts, rng.integers(0, len(C.NSAID), subj.size), -1)
+        ace = np.where(np.isfinite(ace_start_at), ace_drug, ace)
+        sglt2 = np.where(np.isfinite(sglt2_start_at), sglt2_drug, sglt2)
+        started_nsaid = np.zeros(n, dtype=bool)
+        started_nsaid[subj[nsaid_starts]] = True
+        nsaid_left = np.where(started_nsaid, rng.geometric(1.0 / w.nsaid_mean_months, n), nsaid_left)
+        visits.add(
+            subject=subj,
+            day=day,
+            kind=kind,
+            month=np.full(subj.size, m),
+            egfr=egfr[subj],
+            log_uacr=log_uacr_now[subj],
+            ace=on_ace,
+            sglt2=on_sglt2,
+            nsaid_start=nsaid_code,
+            stay_days=np.ones(subj.size, dtype=np.int64),
+            aki_ratio=np.zeros(subj.size),
+            aki_peak=np.zeros(subj.size, dtype=np.int64),
+        )
+
+        # inpatient stays, and acute kidney injury during them
+        adm_rate = w.admissions_per_year * np.exp(w.admissions_per_year_of_age * (age - 50))
+        adm_rate = adm_rate * np.where(cardio, adm_factors[0], 1.0) * np.where(diabetes, adm_factors[1], 1.0)
+        adm_rate = adm_rate * np.where(egfr < 45, adm_factors[2], 1.0)
+        admitted = active & (rng.random(n) < adm_rate / 12)
+        who = np.flatnonzero(admitted)
+        stay = 1 + rng.poisson(w.stay_mean_days - 1, who.size)
+        logit = (
+            np.log(w.aki_base_risk / (1 - w.aki_base_risk))
+            + odds[0] * diabetes[who]
+            + odds[1] * cardio[who]
+            + odds[2] * on_nsaid[who]
+            + odds[3] * (egfr[who] < 60)
+            + odds[4] * obstr[who]
+        )
+        aki = (rng.random(who.size) < 1 / (1 + np.exp(-logit))) & (stay >= 2)
+        stage = rng.choice(3, who.size, p=np.array(w.aki_stage_shares))
+        low = np.array([r[0] for r in w.aki_ratio_ranges])[stage]
+        high = np.array([r[1] for r in w.aki_ratio_ranges])[stage]
+        ratio = np.where(aki, rng.uniform(low, high), 0.0)
+        peak = np.minimum(stay - 1, 1 + rng.integers(0, 3, who.size))
+        admit_day = np.floor(month_start[who] + rng.random(who.size) * (_MONTH_DAYS - stay.clip(max=25)))
+        visits.add(
+            subject=who,
+            day=admit_day,
+            kind=np.ones(who.size, dtype=np.int64),
+            month=np.full(who.size, m),
+            egfr=egfr[who],
+            log_uacr=log_uacr_now[who],
+            ace=np.where(ace[who] >= 0, ace[who], -1),
+            sglt2=np.where(sglt2[who] >= 0, sglt2[who], -1),
+            nsaid_start=np.full(who.size, -1),
+            stay_days=stay,
+            aki_ratio=ratio,
+            aki_peak=peak,
+        )
+        recovered = rng.random(who.size) < np.array(w.aki_full_recovery)[stage]
+        loss = np.where(
+            recovered, rng.uniform(*w.aki_loss_recovered, who.size), rng.uniform(*w.aki_loss_incomplete, who.size)
+        )
+        step = np.zeros(n)
+        step[who[aki]] = loss[aki]
+        n_aki[who[aki]] += 1
+
+        # the month passes: decline, injury, drift, stops, deaths
+        egfr = np.where(
+            active, np.maximum((egfr + slope / 12 + rng.normal(0, w.monthly_noise_sd, n)) * (1 - step), 3.0), egfr
+        )
+        log_uacr = log_uacr + drift / 12
+        ace = np.where((ace >= 0) & (rng.random(n) < w.ace_stop_per_month), -1, ace)
+        sglt2 = np.where((sglt2 >= 0) & (rng.random(n) < w.sglt2_stop_per_month), -1, sglt2)
+        nsaid_left = np.maximum(nsaid_left - 1, 0)
+        hazard = w.death_per_year_at_60 * np.exp(w.death_per_year_of_age * (age - 60))
+        hazard = hazard * np.where(cardio, w.death_cardiorenal_factor, 1.0)
+        ratios = np.select([egfr < 15, egfr < 30, egfr < 45, egfr < 60], list(w.death_egfr_ratios[::-1]), 1.0)
+        dies = active & (rng.random(n) < hazard * ratios / 12)
+        death_month[dies] = m
+        alive &= ~dies
+
+    v = visits.arrays()
+    events = _emit(rng, people, ids, v, death_month, truth_egfr, w)
+    truth = _truth(people, ids, truth_egfr, truth_slope, truth_log_uacr, truth_aki)
+    return events, truth
+
+
+def _truth(people, ids, egfr, slope, log_uacr, aki) -> pl.DataFrame:
+    n, months = egfr.shape
+    subj = np.repeat(np.arange(n), months)
+    month = np.tile(np.arange(months), n)
+    keep = ~np.isnan(egfr.ravel())
+    subj, month = subj[keep], month[keep]
+    time = ((people["start_day"][subj] + month * _MONTH_DAYS) * _DAY_US).astype(np.int64)
+    static = {k: people[k][subj] for k in ("female", "diabetes", "hypertension", *C.PHENOTYPES)}
+    return pl.DataFrame(
+        {
+            "subject_id": ids[subj],
+            "time": time,
+            "egfr": egfr.ravel()[keep],
+            "slope": slope.ravel()[keep],
+            "log_uacr": log_uacr.ravel()[keep],
+            "aki_episodes": aki.ravel()[keep],
+            **static,
+        }
+    ).with_columns(pl.col("time").cast(pl.Datetime("us")))
+
+
+def _emit(rng, people, ids, v, death_month, truth_egfr, w: HistoryWorld) -> pl.DataFrame:
+    """Every record of every visit, as one event table (vectorised over visits)."""
+    from ehrprog.datasets.simulate import egfr_to_creatinine
+
+    order = np.lexsort((v["kind"], v["day"], v["subject"]))
+    v = {k: a[order] for k, a in v.items()}
+    subj = v["subject"]
+    n_visits = subj.size
+    visit_id = np.arange(1, n_visits + 1, dtype=np.int64) + 10_000_000
+    day = v["day"]
+    age = (day - people["birth_day"][subj]) / _YEAR_DAYS
+    female = people["female"][subj]
+    egfr = v["egfr"]
+    diabetes, hypertension = people["diabetes"][subj], people["hypertension"][subj]
+    cardio, glom = people["cardiorenal"][subj], people["glomerular"][subj]
+    outpatient = v["kind"] != 1
+    rows: dict[str, list] = {k: [] for k in ("visit", "day", "code", "value", "unit", "domain", "end")}
+
+    def emit(idx, code, value=None, unit=None, domain="condition", at=None, end=None) -> None:
+        idx = np.asarray(idx)
+        rows["visit"].append(idx)
+        rows["day"].append(day[idx] if at is None else at)
+        rows["code"].append(np.broadcast_to(np.asarray(code, dtype=object), idx.shape))
+        rows["value"].append(np.full(idx.size, np.nan) if value is None else np.asarray(value, dtype=float))
+        rows["unit"].append(np.broadcast_to(np.asarray(unit, dtype=object), idx.shape))
+        rows["domain"].append(np.broadcast_to(np.asarray(domain, dtype=object), idx.shape))
+        rows["end"].append(np.full(idx.size, np.nan) if end is None else end)
+
+    every = np.arange(n_visits)
+    visit_code = np.array(["Visit/OP", "Visit/IP", "Visit/ER"], dtype=object)[v["kind"]]
+    emit(every, visit_code, domain="visit", end=day + v["stay_days"] - 1)
+
+    # creatinine, eGFR and UACR at outpatient visits
+    risk = diabetes | hypertension | cardio | (egfr < 60) | (v["ace"] >= 0)
+    lab = outpatient & (rng.random(n_visits) < 0.30 + 0.45 * risk)
+    measured = np.clip(egfr * rng.normal(1.0, 0.06, n_visits), 2, None)
+    scr = np.round(egfr_to_creatinine(measured, age, female), 2)
+    molar = rng.random(n_visits) < 0.10
+    idx = np.flatnonzero(lab & ~molar)
+    emit(idx, "LOINC/2160-0", scr[idx], "mg/dL", "measurement")
+    idx = np.flatnonzero(lab & molar)
+    emit(idx, "LOINC/14682-9", np.round(scr[idx] * 88.42), "umol/L", "measurement")
+    idx = np.flatnonzero(lab & (rng.random(n_visits) < 0.7))
+    emit(idx, "LOINC/62238-1", np.round(measured[idx]), "mL/min/{1.73_m2}", "measurement")
+    p_uacr = 0.02 + 0.10 * diabetes + 0.10 * (egfr < 60) + 0.01 * hypertension + 0.2 * glom
+    idx = np.flatnonzero(outpatient & (rng.random(n_visits) < p_uacr))
+    uacr = np.exp(v["log_uacr"][idx] + rng.normal(0, w.uacr_measurement_sd, idx.size))
+    emit(idx, "LOINC/9318-7", np.round(uacr, 1), "mg/g", "measurement")
+
+    # inpatient stays: creatinine every day, rising to the AKI peak and partly back by discharge
+    stays = np.flatnonzero(v["kind"] == 1)
+    stay_len = v["stay_days"][stays]
+    stay_rows = np.repeat(stays, stay_len)
+    offset = np.arange(stay_rows.size) - np.repeat(np.cumsum(stay_len) - stay_len, stay_len)
+    ratio = v["aki_ratio"][stay_rows]
+    peak = np.maximum(v["aki_peak"][stay_rows], 1)
+    rise = np.where(offset <= peak, offset / peak, np.exp(-(offset - peak) / 1.5))
+    factor = np.where(ratio > 0, 1 + (ratio - 1) * rise, 1.0)
+    stay_noise = np.repeat(rng.normal(1.0, 0.04, stays.size), stay_len)  # one reading error per stay
+    base = egfr_to_creatinine(np.clip(egfr[stay_rows] * stay_noise, 2, None), age[stay_rows], female[stay_rows])
+    # measured on most days, always on admission and on the day of the peak (how AKI is found)
+    daily = (rng.random(stay_rows.size) < 0.9) | (offset == 0) | ((ratio > 0) & (offset == peak))
+    emit(
+        stay_rows[daily],
+        "LOINC/2160-0",
+        np.round(base * factor, 2)[daily],
+        "mg/dL",
+        "measurement",
+        at=(day[stay_rows] + offset)[daily],
+    )
+    aki = stays[v["aki_ratio"][stays] > 0]
+    idx = aki[rng.random(aki.size) < w.aki_coded]
+    emit(idx, "ICD10CM/N17.9")
+
+    # stage diagnoses (lagging the true stage), diabetes and hypertension
+    lagged = truth_egfr[subj, np.maximum(v["month"] - w.stage_dx_lag_months, 0)]
+    stage = np.select([lagged >= 90, lagged >= 60, lagged >= 30, lagged >= 15], [1, 2, 3, 4], 5)
+    category = _category(v["log_uacr"])
+    p_dx = np.where(stage >= 3, w.stage_dx_per_visit, np.where(category >= 2, w.early_stage_dx_per_visit, 0.0))
+    dx = outpatient & (rng.random(n_visits) < p_dx)
+    esrd = (stage == 5) & (rng.random(n_visits) < 0.5)
+    stage_code = np.array([f"ICD10CM/N18.{s}" for s in range(0, 7)], dtype=object)[np.where(esrd, 6, stage)]
+    idx = np.flatnonzero(dx)
+    emit(idx, stage_code[idx])
+    emit(np.flatnonzero(diabetes & (rng.random(n_visits) < 0.5)), "ICD10CM/E11.9")
+    emit(np.flatnonzero(hypertension & (rng.random(n_visits) < 0.5)), "ICD10CM/I10")
+
+    # other labs
+    idx = np.flatnonzero(outpatient & diabetes & (rng.random(n_visits) < 0.4))
+    emit(idx, "LOINC/4548-4", np.round(rng.normal(7.4, 1.0, idx.size), 1), "%", "measurement")
+    idx = np.flatnonzero(rng.random(n_visits) < 0.3 + 0.2 * (egfr < 60))
+    potassium = 4.2 + 0.02 * np.clip(60 - egfr[idx], 0, None) + 0.15 * (v["ace"][idx] >= 0)
+    emit(idx, "LOINC/2823-3", np.round(rng.normal(potassium, 0.4), 1), "mmol/L", "measurement")
+    idx = np.flatnonzero(rng.random(n_visits) < 0.25)
+    emit(
+        idx,
+        "LOINC/718-7",
+        np.round(rng.normal(13.5 - 0.05 * np.clip(60 - egfr[idx], 0, None), 1.2), 1),
+        "g/dL",
+        "measurement",
+    )
+    idx = np.flatnonzero(cardio & (rng.random(n_visits) < 0.15))
+    emit(idx, "LOINC/30934-4", np.round(rng.lognormal(np.log(350), 0.7, idx.size)), "pg/mL", "measurement")
+
+    # drugs: the classes a person is on, at the visits while on them; NSAID episodes at their start
+    ace_names = np.array(list(C.ACE_ARB), dtype=object)
+    sglt2_names = np.array(list(C.SGLT2), dtype=object)
+    nsaid_names = np.array(list(C.NSAID), dtype=object)
+    supply = np.where(rng.random(n_visits) < 0.5, 30.0, 90.0)
+    idx = np.flatnonzero((v["ace"] >= 0) & (rng.random(n_visits) < w.drug_recorded_per_visit))
+    emit(idx, ace_names[v["ace"][idx]], domain="drug", end=day[idx] + supply[idx])
+    idx = np.flatnonzero((v["sglt2"] >= 0) & (rng.random(n_visits) < w.drug_recorded_per_visit))
+    emit(idx, sglt2_names[v["sglt2"][idx]], domain="drug", end=day[idx] + supply[idx])
+    idx = np.flatnonzero((v["nsaid_start"] >= 0) & (rng.random(n_visits) < w.nsaid_recorded))
+    emit(idx, nsaid_names[v["nsaid_start"][idx]], domain="drug", end=day[idx] + 14.0)
+    idx = np.flatnonzero(diabetes & (egfr > 30) & (rng.random(n_visits) < 0.6))
+    emit(idx, "RxNorm/6809", domain="drug", end=day[idx] + supply[idx])
+
+    # phenotype codes: many codes, each rare; a little noise in people without the phenotype
+    for name, table in C.PHENOTYPES.items():
+        has = people[name][subj]
+        names = np.array(list(table), dtype=object)
+        weights = 1.0 / np.arange(1, names.size + 1)
+        count = rng.poisson(np.where(has, w.phenotype_codes_per_visit, w.phenotype_false_codes_per_visit))
+        reps = np.repeat(every, count)
+        for women in (False, True):  # a code of the other sex is never drawn
+            allowed = np.array([not (women and code in C.MALE_ONLY) for code in names])
+            p = np.where(allowed, weights, 0.0)
+            rows_of = reps[female[reps] == women]
+            emit(rows_of, names[rng.choice(names.size, rows_of.size, p=p / p.sum())])
+    vocabulary, frequency = C.background_vocabulary(w.background_vocabulary)
+    count = rng.poisson(w.background_codes_per_visit, n_visits)
+    reps = np.repeat(every, count)
+    pick = vocabulary[rng.choice(vocabulary.size, reps.size, p=frequency)]
+    domain = np.where(
+        np.char.startswith(pick.astype(str), "CPT4/"),
+        "procedure",
+        np.where(np.char.startswith(pick.astype(str), "RxNorm/"), "drug", "condition"),
+    )
+    emit(reps, pick, domain=domain.astype(object), end=np.where(domain == "drug", day[reps] + 30.0, np.nan))
+    idx = np.flatnonzero(outpatient)
+    emit(idx, np.where(rng.random(idx.size) < 0.6, "CPT4/99213", "CPT4/99214").astype(object), domain="procedure")
+
+    visit_rows = np.concatenate(rows["visit"])
+    clinical = (
+        pl.DataFrame(
+            {
+                "subject_id": ids[subj[visit_rows]],
+                "time": (np.concatenate(rows["day"]) * _DAY_US).astype(np.int64),
+                "code": pl.Series(np.concatenate(rows["code"]).astype(str), dtype=pl.String),
+                "numeric_value": np.concatenate(rows["value"]).astype(np.float32),
+                "unit": pl.Series(np.concatenate(rows["unit"]).tolist(), dtype=pl.String),
+                "visit_id": visit_id[visit_rows],
+                "domain": pl.Series(np.concatenate(rows["domain"]).astype(str), dtype=pl.String),
+                "end": np.concatenate(rows["end"]),
+            }
+        )
+        .with_columns(
+            pl.col("time").cast(pl.Datetime("us")),
+            pl.col("numeric_value").fill_nan(None),
+            pl.when(pl.col("end").is_nan())
+            .then(None)
+            .otherwise(pl.col("end") * _DAY_US)
+            .cast(pl.Int64)
+            .cast(pl.Datetime("us"))
+            .alias("end"),
+        )
+        .unique(maintain_order=True)
+    )
+    return _with_people(clinical, people, ids, death_month)
+
+
+def _with_people(clinical: pl.DataFrame, people, ids, death_month) -> pl.DataFrame:
+    from ehrprog.schema import BIRTH_CODE, DEATH_CODE
+
+    n = ids.size
+    births = pl.DataFrame(
+        {
+            "subject_id": ids,
+            "time": (np.floor(people["birth_day"]) * _DAY_US).astype(np.int64),
+            "code": BIRTH_CODE,
+            "domain": "person",
+        }
+    ).with_columns(pl.col("time").cast(pl.Datetime("us")))
+    sexes = pl.DataFrame(
+        {"subject_id": ids, "code": np.where(people["female"], "Gender/F", "Gender/M"), "domain": ["person"] * n}
+    ).with_columns(pl.lit(None, pl.Datetime("us")).alias("time"))
+    dead = death_month >= 0
+    death_day = np.ceil(people["start_day"][dead] + (death_month[dead] + 1) * _MONTH_DAYS)
+    deaths = pl.DataFrame(
+        {"subject_id": ids[dead], "time": (death_day * _DAY_US).astype(np.int64), "code": DEATH_CODE, "domain": "death"}
+    ).with_columns(pl.col("time").cast(pl.Datetime("us")))
+    events = pl.concat([births, sexes, deaths, clinical], how="diagonal_relaxed")
+    return events.select(
+        "subject_id",
+        "time",
+        "code",
+        pl.col("numeric_value").cast(pl.Float32),
+        pl.col("unit").cast(pl.String),
+        pl.col("visit_id").cast(pl.Int64),
+        "domain",
+        "end",
+    ).sort("subject_id", "time", "code", nulls_last=False)
+
+
+def history_oracle(points: pl.DataFrame, truth: pl.DataFrame, bands: tuple[float, ...]) -> np.ndarray:
+    """Minus the years until the true eGFR reaches the lower bound of the point's current stage,
+    at the slope in force at the prediction time (the person's traits, albuminuria, drugs and
+    past injuries), from the true eGFR then: no future injury, drug change or noise is known."""
+    table = points.select("subject_id", "prediction_time", "current_stage").with_row_index("_row")
+    joined = (
+        table.sort("prediction_time")
+        .join_asof(
+            truth.select("subject_id", "time", "egfr", "slope").sort("time"),
+            left_on="prediction_time",
+            right_on="time",
+            by="subject_id",
+            strategy="backward",
+            check_sortedness=False,  # sorted by time as a whole, so within every subject
+        )
+        .sort("_row")
+    )
+    if joined["egfr"].null_count():
+        raise ValueError("oracle_risk: some points fall before their subject's first month in the truth table")
+    years = (joined["prediction_time"] - joined["time"]).dt.total_microseconds().to_numpy() / (_DAY_US * _YEAR_DAYS)
+    slope = joined["slope"].to_numpy().astype(np.float64)
+    egfr = np.maximum(joined["egfr"].to_numpy() + slope * years, 3.0)
+    stage = joined["current_stage"].fill_null(0).to_numpy().astype(np.int64)
+    lower = np.array([np.nan, *bands, np.nan])[np.clip(stage, 0, len(bands) + 1)]
+    return -np.maximum(egfr - lower, 0.0) / np.maximum(-slope, 1e-9)
