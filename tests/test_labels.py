@@ -100,3 +100,46 @@ def test_no_warning_for_a_steady_decline():
 def test_confirm_days_must_be_positive(bad):
     with pytest.raises(ValueError, match="confirm_days"):
         CKDProgression(confirm_days=bad)
+
+
+def _late_diagnosis() -> list[tuple]:
+    """eGFR 75 (stage 2) every 60 days for two years, a CKD stage 3 diagnosis on day 400, then
+    readings at 50 (stage 3, sustained) and 25 (stage 4)."""
+    rows = list(PERSON)
+    for i, value in enumerate([75.0] * 7 + [50.0] * 6 + [25.0] * 4):
+        rows.append((1, (START + timedelta(days=60 * i)).isoformat(), EGFR, value))
+    return [*rows, (1, (START + timedelta(days=400)).isoformat(), "ICD10CM/N18.3")]
+
+
+def test_prospective_eligibility_starts_points_at_the_first_evidence_on_record():
+    events = make_events(_late_diagnosis())
+    prospective = CKDProgression().build(events)
+    retrospective = CKDProgression(eligibility="retrospective").build(events)
+    evidence = START + timedelta(days=400)  # the diagnosis; no lab stage >= 3 is sustained before it
+    assert prospective.X.points["prediction_time"].min() >= evidence
+    assert retrospective.X.points["prediction_time"].min() < evidence
+    assert set(prospective.X.points["prediction_time"]) <= set(retrospective.X.points["prediction_time"])
+    left_out = [n for reason, n in prospective.report.items() if "prospective eligibility" in reason]
+    assert left_out and left_out[0] == len(retrospective.X) - len(prospective.X)
+    # The points kept have the same targets under both rules (only the selection differs).
+    kept = retrospective.X.points.with_row_index("_r").join(
+        prospective.X.points.select("prediction_time"), on="prediction_time"
+    )["_r"]
+    assert retrospective.y[kept.to_numpy()].equals(prospective.y)
+
+
+def test_prospective_eligibility_reads_nothing_after_the_prediction_time():
+    """Deleting everything after a point (the diagnosis included) never removes an earlier point:
+    whether a point qualifies is decided by what was recorded up to it."""
+    rows = _late_diagnosis()
+    full = CKDProgression().build(make_events(rows))
+    cut_at = START + timedelta(days=600)
+    kept = [r for r in rows if r[1] is None or datetime.fromisoformat(r[1]) <= cut_at]
+    part = CKDProgression().build(make_events(kept))
+    early = full.X.points.filter(pl.col("prediction_time") < cut_at)["prediction_time"]
+    assert set(early) <= set(part.X.points["prediction_time"])
+
+
+def test_eligibility_must_be_prospective_or_retrospective():
+    with pytest.raises(ValueError, match="eligibility must be"):
+        CKDProgression(eligibility="ever")

@@ -166,6 +166,7 @@ class CKDProgression(ProgressionTask):
         require_disease_evidence: as there.
         evidence_min_lab_stage: as there.
         progression: as there.
+        eligibility: as there (``"prospective"``: a point joins the cohort once CKD is on record).
         confirm_days: as there. The defaults of these five are
             the labels a nephrologist accepts: eGFR stages sustained for 90 days (KDIGO's
             chronicity rule) and progression above the highest stage recorded so far. On the
@@ -184,6 +185,7 @@ class CKDProgression(ProgressionTask):
         evidence_min_lab_stage: int = 3,
         progression: Literal["above_current", "above_highest"] = "above_highest",
         confirm_days: float | None = 90.0,
+        eligibility: Literal["prospective", "retrospective"] = "prospective",
     ) -> None:
         super().__init__(
             ckd_rule(),
@@ -193,6 +195,7 @@ class CKDProgression(ProgressionTask):
             evidence_min_lab_stage=evidence_min_lab_stage,
             progression=progression,
             confirm_days=confirm_days,
+            eligibility=eligibility,
         )
         self.compute_egfr = compute_egfr
 

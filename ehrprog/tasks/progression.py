@@ -38,6 +38,13 @@ class ProgressionTask:
         require_disease_evidence: keep only subjects with a diagnosis code of the disease or a lab
             stage of at least ``evidence_min_lab_stage`` (a normal lab alone is not disease).
         evidence_min_lab_stage: see above.
+        eligibility: when that evidence counts. ``"prospective"`` (default): a prediction point is
+            in the cohort only once the records up to its prediction time hold the evidence, so
+            the cohort is one a clinic can apply at the time it predicts. ``"retrospective"``:
+            every point of a subject who has the evidence at any time, later records included;
+            an outcome-conditioned selection (a subject who progresses later is more likely to
+            qualify), for comparison with studies defined that way. Points left out are counted
+            in ``Cohort.report``.
         progression: ``"above_current"`` (an event is a later record of a stage above the point's
             current stage) or ``"above_highest"`` (above the highest stage recorded so far: a
             chronic disease does not regress, so every record's stage becomes the running maximum
@@ -62,7 +69,10 @@ class ProgressionTask:
         death: Literal["censor"] = "censor",
         progression: Literal["above_current", "above_highest"] = "above_current",
         confirm_days: float | None = None,
+        eligibility: Literal["prospective", "retrospective"] = "prospective",
     ) -> None:
+        if eligibility not in ("prospective", "retrospective"):
+            raise ValueError(f"eligibility must be 'prospective' or 'retrospective', got {eligibility!r}")
         if progression not in ("above_current", "above_highest"):
             raise ValueError(f"progression must be 'above_current' or 'above_highest', got {progression!r}")
         if confirm_days is not None and not confirm_days > 0:
@@ -75,6 +85,7 @@ class ProgressionTask:
         self.death = death
         self.progression = progression
         self.confirm_days = confirm_days
+        self.eligibility = eligibility
 
     # ---------------------------------------------------------------- staging
     def derived_inputs(self, events: EventFrame) -> pl.DataFrame:
@@ -201,11 +212,18 @@ class ProgressionTask:
         if self.confirm_days is not None:
             all_records = self._confirm(all_records, counts)
         staged = pl.col("stage").is_not_null()
+        first_evidence = None
         if not self.require_disease_evidence:
             records = all_records.filter(staged)
         else:
             has_evidence = (pl.col("source") == "diagnosis") | (pl.col("stage") >= self.evidence_min_lab_stage)
-            evidence = all_records.select(pl.col("subject_id").filter(has_evidence).unique())["subject_id"]
+            first_evidence = (
+                all_records.filter(has_evidence)
+                .group_by("subject_id")
+                .agg(pl.col("time").min().alias("_evidence"))
+                .sort("subject_id")
+            )
+            evidence = first_evidence["subject_id"]
             before = all_records.select(pl.col("subject_id").filter(staged).n_unique()).item()
             records = all_records.filter(staged & pl.col("subject_id").is_in(evidence.implode()))  # keeps the order
             left_out = before - records["subject_id"].n_unique()
@@ -249,6 +267,18 @@ class ProgressionTask:
             .select("subject_id", pl.max_horizontal("_last", "death").alias("_censor"))
         )
         points = self._targets(points, records, follow_up, keys)
+        if first_evidence is not None and self.eligibility == "prospective":
+            # Evidence recorded by the prediction time: what the clinic knows when it predicts.
+            eligible = attach_to_subjects(points.select("subject_id", "prediction_time"), first_evidence).select(
+                (pl.col("_evidence") <= pl.col("prediction_time")).fill_null(False)
+            )
+            before = points.height - int(eligible.to_series().sum())
+            if before:
+                counts[
+                    "points before the subject's first disease evidence (prospective eligibility: a diagnosis or "
+                    f"a lab stage >= {self.evidence_min_lab_stage} recorded by the prediction time)"
+                ] = before
+            points = points.filter(eligible.to_series())
         if self.exclude_final_stage:
             final = points.filter(pl.col("current_stage") >= self.rule.n_stages)
             if final.height:
