@@ -11,6 +11,13 @@
 * :class:`ClinicalCoxBaseline`: Cox on exactly the clinical inputs the model's heads read
   (:class:`~ehrprog.features.PointFeatures`, current stage and lab value): a reference that
   shows what the model's sequence encoder adds beyond them.
+* :class:`PointFeaturesBoostedCox`: gradient-boosted Cox on the model's own clinical inputs
+  (:class:`~ehrprog.features.PointFeatures`, current stage and lab value), tuned by a small grid
+  over subject folds of the training points: what the model's clinical booster fits, as a
+  baseline of its own, and the one a user of ehrprog can fit in two lines.
+* :class:`WindowedCountsBoostedCox`: the same on those inputs plus code counts over look-back
+  windows and the latest coded values (:class:`~ehrprog.windowed_counts.WindowedCounts`, in the
+  manner of MEDS-Tab), tuned the same way.
 * :class:`KFREBaseline`: a Kidney Failure Risk Equation-style score from age, sex and eGFR
   (the 4-variable KFRE of Tangri et al. 2011 without its albuminuria term, which these data lack).
 
@@ -391,3 +398,142 @@ class KFREBaseline(_SurvivalBaseline):
         age, female = clinical[:, 6], clinical[:, 7]
         age = np.where(np.isnan(age), 65.0, age)
         return -0.2201 * (age / 10 - 7.036) + 0.2467 * ((1 - female) - 0.5642) - 0.5567 * (egfr / 5 - 7.222)
+
+
+class _TunedBoosting(_SurvivalBaseline):
+    """A :class:`~ehrprog.boosted_cox.TunedBoostedCox` on a feature table a subclass builds
+    (``_fit_features(X)`` fitting its transformers, ``_features(X)``); the grid's folds are the
+    training points' subjects."""
+
+    def _fit_features(self, X: CohortX):  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def _features(self, X: CohortX):  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def fit(self, X: CohortX, y: Any):
+        from ehrprog.boosted_cox import TunedBoostedCox
+
+        _, event, time = split_targets(y, len(X))
+        check_survival_targets(event, time)
+        features = self._fit_features(X)
+        groups = X.points["subject_id"].to_numpy()
+        self.booster_ = TunedBoostedCox(self.param_grid, self.params, self.cv, self.random_state).fit(
+            features, event.astype(bool), time.astype(np.float64), groups
+        )
+        self.best_params_ = self.booster_.best_params_
+        self.event_times_ = self.booster_.event_times_
+        self.cumulative_baseline_hazard_ = self.booster_.cumulative_baseline_hazard_
+        return self
+
+    def predict(self, X: CohortX) -> np.ndarray:
+        """Log relative risk (higher = sooner)."""
+        check_is_fitted(self, "booster_")
+        return self.booster_.margin(self._features(X))
+
+    def predict_survival_function(self, X: CohortX, return_array: bool = False):
+        """``S(t | x) = exp(-H0(t) exp(r(x)))`` over ``event_times_`` (days), Breslow ``H0``."""
+        from sksurv.functions import StepFunction
+
+        check_is_fitted(self, "booster_")
+        survival = self.booster_.survival(self._features(X))
+        if return_array:
+            return survival
+        return np.array([StepFunction(self.event_times_, row) for row in survival])
+
+
+def _clinical_inputs(features: Any, X: CohortX) -> np.ndarray:
+    """The clinical table the model's heads read: point features, current stage, current lab value."""
+    from ehrprog.features import clinical_table
+
+    points = X.points
+    stage = points["current_stage"].fill_null(0).clip(0, 5).to_numpy().astype(np.int64)
+    value = points["current_value"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+    return clinical_table(features.transform(X), stage, value, np.isfinite(value))
+
+
+class PointFeaturesBoostedCox(_TunedBoosting):
+    """Gradient-boosted Cox (XGBoost ``survival:cox``) on the model's clinical inputs: point
+    features, the current stage one-hot and the current staging-lab value with its flag; tuned by
+    ``param_grid`` (default :data:`~ehrprog.boosted_cox.DEFAULT_GRID`: depth 2 or 4, 200 or 500
+    trees) over ``cv`` subject folds of the training points; ``best_params_`` after fit.
+
+    Args:
+        param_grid: the grid searched (``None`` = the default).
+        params: fixed XGBoost settings (over :data:`~ehrprog.boosted_cox.DEFAULT_PARAMS`).
+        cv: subject folds of the search.
+        max_history_codes: :class:`~ehrprog.features.PointFeatures`' problem list (0 = off).
+        random_state: XGBoost's seed.
+    """
+
+    def __init__(
+        self,
+        param_grid: dict[str, list[Any]] | None = None,
+        params: dict[str, Any] | None = None,
+        cv: int = 3,
+        max_history_codes: int = 0,
+        random_state: int = 0,
+    ) -> None:
+        self.param_grid = param_grid
+        self.params = params
+        self.cv = cv
+        self.max_history_codes = max_history_codes
+        self.random_state = random_state
+
+    def _fit_features(self, X: CohortX) -> np.ndarray:
+        from ehrprog.features import PointFeatures
+
+        self.point_features_ = PointFeatures(max_history_codes=self.max_history_codes).fit(X)
+        return self._features(X)
+
+    def _features(self, X: CohortX) -> np.ndarray:
+        return _clinical_inputs(self.point_features_, X)
+
+
+class WindowedCountsBoostedCox(_TunedBoosting):
+    """Gradient-boosted Cox on the clinical inputs of :class:`PointFeaturesBoostedCox` plus code
+    counts over look-back windows (30 days, 365 days, all history) and the latest value of every
+    coded measurement (:class:`~ehrprog.windowed_counts.WindowedCounts`: MEDS-Tab's recipe), as
+    one sparse matrix; tuned the same way.
+
+    Args:
+        param_grid: as :class:`PointFeaturesBoostedCox`.
+        params: as there.
+        cv: as there.
+        windows_days: the look-back windows.
+        min_subjects: a code needs this many training subjects to get columns.
+        max_codes: at most this many codes.
+        random_state: XGBoost's seed.
+    """
+
+    def __init__(
+        self,
+        param_grid: dict[str, list[Any]] | None = None,
+        params: dict[str, Any] | None = None,
+        cv: int = 3,
+        windows_days: tuple[float | None, ...] = (30.0, 365.0, None),
+        min_subjects: int = 5,
+        max_codes: int = 2000,
+        random_state: int = 0,
+    ) -> None:
+        self.param_grid = param_grid
+        self.params = params
+        self.cv = cv
+        self.windows_days = windows_days
+        self.min_subjects = min_subjects
+        self.max_codes = max_codes
+        self.random_state = random_state
+
+    def _fit_features(self, X: CohortX):
+        from ehrprog.features import PointFeatures
+        from ehrprog.windowed_counts import WindowedCounts
+
+        self.point_features_ = PointFeatures().fit(X)
+        self.windowed_ = WindowedCounts(self.windows_days, self.min_subjects, self.max_codes).fit(X)
+        return self._features(X)
+
+    def _features(self, X: CohortX):
+        from scipy import sparse
+
+        dense = sparse.csr_matrix(_clinical_inputs(self.point_features_, X).astype(np.float32))
+        return sparse.hstack([dense, self.windowed_.transform(X)], format="csr")

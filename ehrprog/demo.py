@@ -17,7 +17,17 @@ import numpy as np
 
 import ehrprog as ep
 from ehrprog import report
-from ehrprog.evaluation import ORACLE, REFERENCE, evaluate, format_table, subject_split, verdict
+from ehrprog.evaluation import (
+    ABLATION,
+    BOOSTED_POINT_FEATURES,
+    BOOSTED_WINDOWED,
+    ORACLE,
+    REFERENCE,
+    evaluate,
+    format_table,
+    subject_split,
+    verdict,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,6 +90,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{ORACLE}: the C-index of the simulator's true risk on the same test points, a ceiling, not a method.",
         f"{REFERENCE}: linear Cox on exactly the clinical inputs the model reads; the model's margin over it "
         "is what its clinical MLP and sequence encoder add.",
+        f"{ABLATION}: the fitted model with its sequence state zeroed (clinical inputs kept): the difference "
+        "to the model is what the visit history contributes.",
+        f"{BOOSTED_POINT_FEATURES}: XGBoost Cox on the model's clinical inputs, depth and trees chosen by "
+        f"subject folds of the training points; {BOOSTED_WINDOWED}: the same plus code counts in the last "
+        "30/365 days and all history and the latest coded values (MEDS-Tab's recipe).",
     ]
     html = report.write_report(
         args.out,

@@ -6,7 +6,8 @@ Used by ``make demo`` and by the quality benchmark, so both report identical met
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +15,15 @@ import numpy as np
 import polars as pl
 from sklearn.model_selection import GroupShuffleSplit
 
-from ehrprog.baselines import BoostedCoxBaseline, ClinicalCoxBaseline, CoxBaseline, KFREBaseline, StageBaseline
+from ehrprog.baselines import (
+    BoostedCoxBaseline,
+    ClinicalCoxBaseline,
+    CoxBaseline,
+    KFREBaseline,
+    PointFeaturesBoostedCox,
+    StageBaseline,
+    WindowedCountsBoostedCox,
+)
 from ehrprog.metrics import (
     evaluation_times,
     expected_calibration_error,
@@ -48,10 +57,34 @@ CALIBRATION_YEARS = (1, 2, 5)
 
 #: The name of the estimator's row (and of its risks in ``evaluate_split``'s ``fitted["risks"]``).
 MODEL = "VisitProgressionEstimator"
+#: Names of the tuned boosting baselines' rows.
+BOOSTED_POINT_FEATURES = "boosted Cox on point features (tuned)"
+BOOSTED_WINDOWED = "boosted Cox, windowed counts (tuned)"
 #: The name of the oracle row (the simulator's true risk): a ceiling, not a competitor.
 ORACLE = "oracle (true simulated risk)"
 #: The name of the reference row: Cox on the model's own clinical inputs (what the sequence adds).
 REFERENCE = "ref: Cox on the model's inputs"
+#: The suffix of an ablation row, and the model's: the fitted model with its visit history zeroed
+#: (not a competitor).
+ZEROED = "history zeroed"
+ABLATION = f"model, {ZEROED}"
+#: Rows that are not competitors of the model (never the "best baseline").
+NOT_BASELINES = (MODEL, ORACLE, REFERENCE, ABLATION)
+
+
+@contextmanager
+def history_zeroed(model: Any) -> Iterator[Any]:
+    """The fitted estimator ``model`` with its visit history zeroed while the block runs: its heads
+    read zeros for the sequence state (and the backbone probe) and keep every clinical input and
+    weight. What the model predicts then is what it learned without the visits' order and codes;
+    the difference to the model is the history's contribution."""
+    network = model.model_
+    before = network.history_off
+    network.history_off = True
+    try:
+        yield model
+    finally:
+        network.history_off = before
 
 
 @dataclass
@@ -197,6 +230,7 @@ def evaluate_split(
     oracle: np.ndarray | None = None,
     reference: bool = True,
     variants: dict[str, dict[str, Any]] | None = None,
+    ablation: bool = True,
 ) -> tuple[list[Row], dict[str, Any]]:
     """Fit the estimator and every baseline on ``X_tr``/``y_tr``, score them on ``X_te``/``y_te``.
 
@@ -209,6 +243,10 @@ def evaluate_split(
     ``oracle`` (simulated data only): the true risk of each test point
     (:func:`~ehrprog.datasets.oracle_risk`), scored as a last row: the ceiling. ``reference``
     adds :class:`~ehrprog.baselines.ClinicalCoxBaseline` (Cox on the model's own clinical inputs).
+    ``ablation`` adds the fitted model with its history zeroed (:func:`history_zeroed`) as the row
+    after the model's, so what the visit history contributes is measured beside every table.
+    The baselines include gradient-boosted Cox on the model's point features and on windowed code
+    counts (both tuned on the training subjects): "best baseline" is the best of all of them.
 
     Returns the rows of the comparison table and the fitted objects (``model``, ``cox``...) and,
     under ``"risks"``, every method's test risk scores by row name (for paired comparisons).
@@ -231,6 +269,10 @@ def evaluate_split(
     rows.append(row)
     fitted["model"] = model
     model.heldout_ = heldout_record(row.metrics, X_te)
+    if ablation:
+        with history_zeroed(model):
+            row = scorer.model(ABLATION, model, X_te)
+        rows.append(row)
     for name, extra in (variants or {}).items():
         variant = fitted[name] = VisitProgressionEstimator(**{**params, **extra})
         row, (proba, risk) = _timed(
@@ -239,6 +281,9 @@ def evaluate_split(
         scorer.stage(row, proba, variant.classes_)
         scorer.survival(row, risk, variant.predict_survival_function(X_te))
         rows.append(row)
+        if ablation:
+            with history_zeroed(variant):
+                rows.append(scorer.model(f"{name}, {ZEROED}", variant, X_te))
     for name, baseline in [
         ("bag-of-codes logistic", StageBaseline("logistic")),
         ("bag-of-codes gradient boosting", StageBaseline("gbm", random_state=random_state)),
@@ -250,10 +295,15 @@ def evaluate_split(
     row, risk = _timed("Cox PH (counts, last labs, eGFR)", lambda: cox.fit(X_tr, y_tr), lambda: cox.predict(X_te))
     scorer.survival(row, risk, cox.predict_survival_function(X_te))
     rows.append(row)
-    boosted = fitted["boosted_cox"] = BoostedCoxBaseline(random_state=random_state)
-    row, risk = _timed("gradient-boosted Cox (XGBoost)", lambda: boosted.fit(X_tr, y_tr), lambda: boosted.predict(X_te))
-    scorer.survival(row, risk, boosted.predict_survival_function(X_te))
-    rows.append(row)
+    for key, name, boosted in [
+        ("boosted_cox", "gradient-boosted Cox (XGBoost)", BoostedCoxBaseline(random_state=random_state)),
+        ("boosted_point_features", BOOSTED_POINT_FEATURES, PointFeaturesBoostedCox(random_state=random_state)),
+        ("boosted_windowed", BOOSTED_WINDOWED, WindowedCountsBoostedCox(random_state=random_state)),
+    ]:
+        fitted[key] = boosted
+        row, risk = _timed(name, lambda b=boosted: b.fit(X_tr, y_tr), lambda b=boosted: b.predict(X_te))
+        scorer.survival(row, risk, boosted.predict_survival_function(X_te))
+        rows.append(row)
     if reference:
         clinical = fitted["clinical_cox"] = ClinicalCoxBaseline()
         row, risk = _timed(REFERENCE, lambda: clinical.fit(X_tr, y_tr), lambda: clinical.predict(X_te))
@@ -277,7 +327,7 @@ def verdict(
     interval of the difference (test subjects resampled, 200 times), and against the oracle: one
     sentence a line."""
     model = rows[0]
-    competitors = [r for r in rows[1:] if "c_index" in r.metrics and r.name not in (ORACLE, REFERENCE)]
+    competitors = [r for r in rows[1:] if "c_index" in r.metrics and r.name not in NOT_BASELINES]
     best = max(competitors, key=lambda r: r.metrics["c_index"])
     event, time_ = y_test["event"].to_numpy(), y_test["time_to_event_days"].to_numpy()
     boots = paired_bootstrap_c(event, time_, {"a": risks[model.name], "b": risks[best.name]}, groups, 200, seed)
@@ -294,6 +344,16 @@ def verdict(
         f"{model.metrics['c_index']:.3f} vs {best.metrics['c_index']:.3f} ({difference:+.3f}, paired bootstrap 95% "
         f"[{low:+.3f}, {high:+.3f}])"
     ]
+    zeroed = next((r for r in rows if r.name == ABLATION and "c_index" in r.metrics), None)
+    if zeroed is not None:
+        boots = paired_bootstrap_c(event, time_, {"a": risks[model.name], "b": risks[ABLATION]}, groups, 200, seed)
+        low, high = interval(boots["a"] - boots["b"])
+        added = model.metrics["c_index"] - zeroed.metrics["c_index"]
+        lines.append(
+            f"the visit history adds {added:+.3f} C-index (the same model with its history zeroed: "
+            f"{zeroed.metrics['c_index']:.3f}; paired bootstrap 95% [{low:+.3f}, {high:+.3f}]"
+            f"{'' if low > 0 else ', inside the noise' if high >= 0 else ', below zero'})"
+        )
     oracle = next((r for r in rows if r.name == ORACLE and "c_index" in r.metrics), None)
     if oracle is not None:
         gap = oracle.metrics["c_index"] - best.metrics["c_index"]

@@ -208,6 +208,9 @@ class VisitSequenceModel(nn.Module):
         # Cox: one log relative risk; piecewise: one log hazard per piece of SURVIVAL_PIECES_YEARS.
         self.survival_pieces = survival_pieces
         self.risk_head = nn.Linear(head_in, survival_pieces or 1) if risk else None
+        #: With ``history_off`` the heads read zeros for the sequence state and the probe: the same
+        #: model without its visit history (an ablation; never saved, never set by training).
+        self.history_off = False
         # The heads start from the current stage and value alone (the state's weights at zero), like
         # a linear model on them; the learned history then enters as training finds it useful.
         with torch.no_grad():
@@ -288,7 +291,10 @@ class VisitSequenceModel(nn.Module):
         visits = self.visit_embeddings(batch, embedded)
         states = self.encode(batch, visits=visits)
         at = (batch["point_subject"], batch["point_visit"])
-        return self.clinical_features(states[at], self.clinical_inputs(batch), visits[at] if self.probe else None)
+        state, probe = states[at], visits[at] if self.probe else None
+        if self.history_off:
+            state, probe = torch.zeros_like(state), None if probe is None else torch.zeros_like(probe)
+        return self.clinical_features(state, self.clinical_inputs(batch), probe)
 
 
 class SupervisedObjective(nn.Module):

@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 import ehrprog as ep
-from ehrprog.baselines import BoostedCoxBaseline, ClinicalCoxBaseline, CoxBaseline
+from ehrprog.baselines import (
+    BoostedCoxBaseline,
+    ClinicalCoxBaseline,
+    CoxBaseline,
+    PointFeaturesBoostedCox,
+    WindowedCountsBoostedCox,
+)
+from ehrprog.boosted_cox import TunedBoostedCox
+from ehrprog.windowed_counts import WindowedCounts
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +29,10 @@ def split(sim_omop):
     return cohort.X[train_rows], cohort.y[train_rows], cohort.X[test_rows], cohort.y[test_rows]
 
 
-@pytest.mark.parametrize("baseline", [CoxBaseline, BoostedCoxBaseline, ClinicalCoxBaseline])
+@pytest.mark.parametrize(
+    "baseline",
+    [CoxBaseline, BoostedCoxBaseline, ClinicalCoxBaseline, PointFeaturesBoostedCox, WindowedCountsBoostedCox],
+)
 def test_survival_baselines_rank_held_out_subjects_and_give_survival_curves(split, baseline):
     X_tr, y_tr, X_te, y_te = split
     model = baseline().fit(X_tr, y_tr)
@@ -48,3 +59,81 @@ def test_importing_the_baselines_loads_no_torch():
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
         == "False"
     )
+
+
+@pytest.mark.parametrize("baseline", [PointFeaturesBoostedCox, WindowedCountsBoostedCox])
+def test_tuned_boosting_searches_its_grid_on_the_training_subjects_and_clones(split, baseline):
+    from sklearn.base import clone
+
+    X_tr, y_tr, X_te, _ = split
+    model = baseline(param_grid={"max_depth": [1, 3], "n_estimators": [20, 60]}, random_state=2).fit(X_tr, y_tr)
+    searched = [r["params"] for r in model.booster_.cv_results_]
+    assert len(searched) == 4 and model.best_params_ in searched
+    best = max(model.booster_.cv_results_, key=lambda r: r["mean_c"])
+    assert model.best_params_ == best["params"]
+    again = clone(model).fit(X_tr, y_tr)  # same data, same seed: the same model
+    np.testing.assert_array_equal(again.predict(X_te), model.predict(X_te))
+    assert clone(model).get_params()["param_grid"] == {"max_depth": [1, 3], "n_estimators": [20, 60]}
+
+
+def test_the_search_never_scores_a_subject_it_fitted_on():
+    """Folds are by subject: a booster fitted on one subject's points and scored on another's.
+    A feature that identifies the subject and its outcome (the event flag repeated per subject)
+    is perfect in-sample; the search's held-out C shows no leak across subjects."""
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(60), 10)
+    event = np.repeat(rng.random(60) < 0.5, 10)
+    time = rng.uniform(10, 1000, 600)
+    features = np.column_stack([groups * 1.0, rng.normal(size=600)])  # the subject id only
+    model = TunedBoostedCox({"max_depth": [3], "n_estimators": [50, 100]}, cv=3).fit(features, event, time, groups)
+    assert max(r["mean_c"] for r in model.cv_results_) < 0.7  # ids of unseen subjects tell nothing
+
+
+def test_windowed_counts_count_each_window_and_read_nothing_after_the_point():
+    from helpers import events as make_events
+
+    rows = [(1, None, "Gender/F"), (1, "1950-01-01", "MEDS_BIRTH")]
+    days = {"2020-01-01": 500, "2021-02-05": 100, "2021-05-06": 10}  # days before 2021-05-16
+    for day in days:
+        rows += [(1, day, "ICD10CM/I10"), (1, day, "LOINC/62238-1", 50.0)]
+    rows += [(1, "2021-05-16", "LOINC/62238-1", 25.0), (1, "2021-05-16", "ICD10CM/N18.4")]
+    rows += [(1, "2021-09-01", "ICD10CM/I10"), (1, "2021-12-01", "LOINC/62238-1", 14.0)]
+    cohort = ep.tasks.CKDProgression(confirm_days=None, eligibility="retrospective").build(make_events(rows))
+    X = cohort.X
+    counts = WindowedCounts(min_subjects=1, min_readings=1).fit(X)
+    table = counts.transform(X).toarray()
+    names = counts.names
+    point = int(np.flatnonzero(X.points["prediction_time"].dt.strftime("%Y-%m-%d").to_numpy() == "2021-05-16")[0])
+    row = dict(zip(names, table[point], strict=True))
+    assert (row["ICD10CM/I10:count_30d"], row["ICD10CM/I10:count_365d"], row["ICD10CM/I10:count_all"]) == (1, 2, 3)
+    assert row["LOINC/62238-1:last"] == 25.0  # the prediction visit's own reading, never a later one
+    assert row["ICD10CM/N18.4:count_all"] == 1
+    earliest = int(np.argmin(X.points["prediction_time"].to_numpy()))
+    assert dict(zip(names, table[earliest], strict=True))["ICD10CM/I10:count_all"] == 1
+
+
+def test_the_history_ablation_is_the_model_without_its_state(sim_cohort):
+    """Predicting under ``history_zeroed`` equals the same network with the heads' weights on the
+    sequence state set to zero; outside the block the model is unchanged."""
+    import torch
+
+    from ehrprog.evaluation import history_zeroed
+
+    X, y = sim_cohort.X[:800], sim_cohort.y[:800]
+    model = ep.VisitProgressionEstimator(
+        target="both", max_epochs=1, embedding_dim=8, hidden_dim=8, clinical_booster=False, random_state=0
+    ).fit(X, y)
+    hidden = model.model_.hidden
+    with torch.no_grad():  # give the state a weight (a short fit may keep the clinical start's zeros)
+        for head in (model.model_.risk_head, model.model_.stage_head):
+            head.weight[:, :hidden] = torch.randn_like(head.weight[:, :hidden])
+    before = model.predict_risk(X)
+    with history_zeroed(model):
+        zeroed, proba = model.predict_risk(X), model.predict_proba(X)
+    np.testing.assert_array_equal(model.predict_risk(X), before)
+    with torch.no_grad():
+        for head in (model.model_.risk_head, model.model_.stage_head):
+            head.weight[:, :hidden] = 0.0
+    np.testing.assert_allclose(model.predict_risk(X), zeroed, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(model.predict_proba(X), proba, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(zeroed, before)
