@@ -35,6 +35,7 @@ from typing import Any
 from ehrprog.errors import BuildError, EmptyCohortError
 from ehrprog.redaction import redact
 from ehrprog.store import SUBJECTS_PER_SHARD, finalize, shard_is_complete, write_empty_shard, write_shard
+from ehrprog.store_format import check_target
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,7 @@ def build_cohort(
     started = time.perf_counter()
     task = task if task is not None else CKDProgression()
     data, root = str(data), Path(out)
+    check_target(root, resume=True)  # new, empty, a cohort, or this build's shards: never another's files
     root.mkdir(parents=True, exist_ok=True)
     pieces = plan_pieces(data, format, task, subjects_per_shard, read_options)
     result = BuildResult(root)

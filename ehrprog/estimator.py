@@ -268,6 +268,10 @@ class VisitProgressionEstimator(BaseEstimator):
             device = torch.device(self.device)
         except RuntimeError as error:
             raise ValueError(f"device={self.device!r} is not a torch device: {error}") from None
+        if device.type not in ("cpu", "cuda", "mps"):
+            raise ValueError(
+                f"device={self.device!r}: ehrprog trains and predicts on 'auto', 'cpu', 'cuda[:N]' or 'mps'"
+            )
         if device.type == "cuda":
             count = torch.cuda.device_count() if torch.cuda.is_available() else 0
             if count == 0 or (device.index or 0) >= count:

@@ -9,6 +9,8 @@ Loading never executes code and trusts nothing in the folder:
 * the weights' names and shapes in the safetensors header are compared with the model the config
   describes, built first on the ``meta`` device (no memory), so a config cannot make the loader
   allocate more than the weight file holds; every loaded weight must be finite;
+* ``config.json`` records the size and SHA-256 of the weights (and the booster): a file swapped
+  for another model's, edited, or a link out of the folder is refused before it is read;
 * a saved estimator is self-contained: string-valued backbone parameters (paths to a checkpoint
   or a text encoder) are never passed to a backbone factory on load, and the saved backbone
   architecture may hold no strings, so nothing outside the folder is opened.
@@ -31,11 +33,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ehrprog.errors import SavedModelError
 from ehrprog.files import save_tensors
 from ehrprog.model_card import model_card
+from ehrprog.store_format import sha256
 
 if TYPE_CHECKING:
     from ehrprog.estimator import VisitProgressionEstimator
 
-FORMAT = "ehrprog.VisitProgressionEstimator/4"
+FORMAT = "ehrprog.VisitProgressionEstimator/5"
 CONFIG, WEIGHTS, MODEL_CARD = "config.json", "model.safetensors", "MODEL_CARD.md"
 BOOSTER = "booster.json"
 #: Largest vocabulary and stage count a saved model may declare.
@@ -114,10 +117,21 @@ class SavedHeldout(_Strict):
     metrics: dict[str, Finite]
 
 
+class SavedFile(_Strict):
+    """A file of the folder that config.json vouches for: its size (bytes) and SHA-256 (hex)."""
+
+    bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+#: The devices a saved model may name (``params.device``): where ehrprog trains and predicts.
+DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:\d+)?)$"
+
+
 class SavedEstimator(_Strict):
     """The schema of ``config.json``."""
 
-    format: Literal["ehrprog.VisitProgressionEstimator/4"]
+    format: Literal["ehrprog.VisitProgressionEstimator/5"]
     versions: SavedVersions
     params: dict[str, Scalar]
     vocabulary: SavedVocabulary
@@ -135,6 +149,8 @@ class SavedEstimator(_Strict):
     n_iter: int = Field(ge=0)
     training_data: dict[str, int | Finite | str] | None = None
     heldout: SavedHeldout | None = None
+    #: The weights (and the booster, when saved), tied to this config by size and SHA-256.
+    files: dict[Literal["model.safetensors", "booster.json"], SavedFile]
 
     @field_validator("params")
     @classmethod
@@ -148,6 +164,9 @@ class SavedEstimator(_Strict):
         missing = sorted(known - set(params))
         if missing:
             raise ValueError(f"missing parameters {missing}")
+        device = params.get("device")
+        if not isinstance(device, str) or not re.match(DEVICE_PATTERN, device):
+            raise ValueError(f"device {device!r} is not a device ehrprog runs on (auto, cpu, mps, cuda, cuda:N)")
         return params
 
     @model_validator(mode="after")
@@ -199,11 +218,23 @@ def _versions() -> dict[str, str]:
 
 
 def save_estimator(estimator: VisitProgressionEstimator, path: str | Path) -> Path:
-    """Write ``estimator`` (fitted) to the folder ``path``: ``config.json``, ``model.safetensors`` and
-    ``MODEL_CARD.md`` (documentation; loading never reads it)."""
+    """Write ``estimator`` (fitted) to the folder ``path``: ``config.json`` (with the size and
+    SHA-256 of the weights and the booster), ``model.safetensors``, ``booster.json`` where there is
+    one, and ``MODEL_CARD.md`` (documentation; loading never reads it).
 
-    root = Path(path)
-    root.mkdir(parents=True, exist_ok=True)
+    The folder is written whole beside ``path`` and renamed into place; ``path`` must be new,
+    empty, or a saved model (replaced). A folder holding other files is refused.
+    """
+
+    import os
+    import shutil
+
+    final = Path(path)
+    _check_model_target(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    root = final.parent / f".{final.name}.tmp-{os.getpid()}"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir()
     params = estimator.get_params()
     params["random_state"] = estimator.random_state if isinstance(estimator.random_state, int | None) else None
     model = estimator.model_
@@ -234,12 +265,86 @@ def save_estimator(estimator: VisitProgressionEstimator, path: str | Path) -> Pa
         "training_data": getattr(estimator, "training_data_", None),
         "heldout": getattr(estimator, "heldout_", None),
     }
-    (root / CONFIG).write_text(json.dumps(config, indent=1))
     save_tensors({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, root / WEIGHTS)
-    (root / MODEL_CARD).write_text(model_card(estimator), encoding="utf-8")
     if getattr(estimator, "booster_", None) is not None:
         estimator.booster_.save(root / BOOSTER)
-    return root
+    config["files"] = {
+        name: {"bytes": (root / name).stat().st_size, "sha256": sha256(root / name)}
+        for name in (WEIGHTS, BOOSTER)
+        if (root / name).is_file()
+    }
+    (root / CONFIG).write_text(json.dumps(config, indent=1))
+    (root / MODEL_CARD).write_text(model_card(estimator), encoding="utf-8")
+    _swap_in(root, final)
+    return final
+
+
+#: What a saved estimator folder holds; a folder holding anything else was not written by ehrprog.
+MODEL_ENTRIES = frozenset({CONFIG, WEIGHTS, MODEL_CARD, BOOSTER})
+
+
+def _check_model_target(root: Path) -> None:
+    """Refuse to save into a folder that holds files ehrprog did not write (nothing is deleted)."""
+    if not root.exists():
+        return
+    if root.is_symlink() or not root.is_dir():
+        raise SavedModelError("the output path exists and is not a folder", file=str(root))
+    entries = sorted(p.name for p in root.iterdir())
+    strangers = [e for e in entries if e not in MODEL_ENTRIES]
+    ours = (root / CONFIG).is_file() and '"ehrprog.VisitProgressionEstimator/' in (root / CONFIG).read_text()[:200]
+    if entries and (strangers or not ours):
+        raise SavedModelError(
+            f"the folder holds files ehrprog did not write ({', '.join((strangers or entries)[:5])}); ehrprog never "
+            "deletes or overwrites those: save to a new or empty folder",
+            file=str(root),
+        )
+
+
+def _swap_in(written: Path, final: Path) -> None:
+    """Put the complete folder ``written`` at ``final`` by renames (an old model there is moved
+    aside first and deleted once the new one is in place)."""
+    import os
+    import shutil
+
+    if not final.exists():
+        os.replace(written, final)
+        return
+    old = final.parent / f".{final.name}.old-{os.getpid()}"
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(final, old)
+    try:
+        os.replace(written, final)
+    except OSError:
+        os.replace(old, final)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _check_file(root: Path, name: str, record: SavedFile | None) -> Path:
+    """A file of the folder after checking it is a plain file inside it, of the size and SHA-256
+    config.json records (so a weight file swapped for another model's is refused)."""
+    path = root / name
+    if path.is_symlink():
+        raise SavedModelError(
+            "is a link; a saved model holds plain files (copy the file into the folder)", file=str(path)
+        )
+    try:
+        size = path.stat().st_size
+        with open(path, "rb"):
+            pass
+    except FileNotFoundError:
+        raise SavedModelError("missing", file=str(path)) from None
+    except OSError as error:
+        raise SavedModelError(f"cannot read: {error.strerror or error}", file=str(path)) from None
+    if record is None:
+        raise SavedModelError(f"config.json records no size and SHA-256 for {name}", file=str(root / CONFIG))
+    if size != record.bytes or sha256(path) != record.sha256:
+        raise SavedModelError(
+            f"does not match the size and SHA-256 config.json records ({size:,} bytes, recorded "
+            f"{record.bytes:,}): the file was changed or replaced after the model was saved",
+            file=str(path),
+        )
+    return path
 
 
 def read_config(root: Path) -> SavedEstimator:
@@ -250,6 +355,8 @@ def read_config(root: Path) -> SavedEstimator:
         raw = json.loads(text)
     except FileNotFoundError:
         raise SavedModelError("missing: not a saved estimator folder", file=str(file)) from None
+    except PermissionError as error:
+        raise SavedModelError(f"cannot read: {error.strerror or error}", file=str(file)) from None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise SavedModelError(f"not valid JSON ({error})", file=str(file)) from None
     if not isinstance(raw, dict):
@@ -315,19 +422,21 @@ def load_estimator(cls: type[VisitProgressionEstimator], path: str | Path) -> Vi
     if config.point_features is not None:
         estimator.point_features_ = PointFeatures(**config.point_features.model_dump())
     estimator.booster_ = None
-    if (root / BOOSTER).is_file() or estimator.clinical_booster is True:
+    if (root / BOOSTER).exists() or (root / BOOSTER).is_symlink() or estimator.clinical_booster is True:
         from ehrprog.booster import ClinicalBooster
 
         if not estimator._booster():
             raise SavedModelError("a booster is saved but params.clinical_booster is off", file=str(root / BOOSTER))
-        if not (root / BOOSTER).is_file():
+        if not (root / BOOSTER).exists() and not (root / BOOSTER).is_symlink():
             raise SavedModelError(
                 "missing: params.clinical_booster is true but the booster is not saved", file=str(root / BOOSTER)
             )
+        _check_file(root, BOOSTER, config.files.get(BOOSTER))
         try:
             estimator.booster_ = ClinicalBooster.load(root / BOOSTER)
         except Exception as error:  # XGBoost's own error on a corrupt JSON model
             raise SavedModelError(f"not a readable XGBoost JSON model: {error}", file=str(root / BOOSTER)) from None
+    _check_file(root, WEIGHTS, config.files.get(WEIGHTS))
     shapes = _weight_shapes(root / WEIGHTS)
     try:
         with torch.device("meta"):

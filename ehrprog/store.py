@@ -29,7 +29,6 @@ they take an in-memory cohort.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -44,13 +43,21 @@ import polars as pl
 
 from ehrprog.batching import Batch, VisitTensors, Vocabulary, plan_by_subject, point_arrays, visit_arrays
 from ehrprog.errors import EmptyCohortError, InputError
+from ehrprog.store_format import (
+    FORMAT,
+    MANIFEST,
+    SHARD_META,
+    ShardMeta,
+    check_target,
+    read_manifest,
+    read_shard_meta,
+    same_folder,
+    verify_file,
+)
 from ehrprog.tasks.cohort import Cohort, CohortX
 from ehrprog.visit_arrays import VisitArrays
 from ehrprog.visits import Gap, VisitFrame
 
-FORMAT = "ehrprog-cohort/1"
-MANIFEST = "manifest.json"
-SHARD_META = "shard.json"
 POINT_COLUMNS = ["subject_id", "prediction_time", "n_visits", "current_stage", "current_value"]
 TARGET_COLUMNS = ["stage", "event", "time_to_event_days"]
 #: Subjects per shard when a cohort in memory is saved.
@@ -61,11 +68,9 @@ CACHED_SHARDS = 2
 
 # ---------------------------------------------------------------------------------------- write
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    from ehrprog.store_format import sha256
+
+    return sha256(path)
 
 
 def _strategy_json(strategy: Any) -> Any:
@@ -213,16 +218,32 @@ def subset_cohort(cohort: Cohort, subject_ids: np.ndarray) -> Cohort:
 
 
 def save_cohort(cohort: Cohort, path: str | Path, *, subjects_per_shard: int = SUBJECTS_PER_SHARD) -> Path:
-    """Write an in-memory cohort to ``path`` as shards of ``subjects_per_shard`` subjects
-    (contiguous ranges of the ids of subjects with points or stage records), then its manifest.
-    An existing saved cohort there is replaced."""
+    """Write a cohort to ``path`` as shards of ``subjects_per_shard`` subjects (contiguous ranges
+    of the ids of subjects with points or stage records), then its manifest.
+
+    The cohort is written whole into a hidden sibling folder and renamed into place, so ``path``
+    holds the old cohort or the new one, never a mixture. ``path`` must be new, empty, or a saved
+    cohort (replaced; every entry of it must be ehrprog's: a folder holding other files is
+    refused, nothing is deleted), and never the folder the cohort was loaded from.
+
+    Raises:
+        InputError: ``path`` holds files ehrprog did not write, or is the cohort's own folder.
+    """
     if subjects_per_shard < 1:
         raise ValueError(f"subjects_per_shard must be at least 1, got {subjects_per_shard}")
-    root = Path(path)
-    if (root / MANIFEST).exists() or (root / "shards").exists():
-        (root / MANIFEST).unlink(missing_ok=True)
-        shutil.rmtree(root / "shards", ignore_errors=True)
-    root.mkdir(parents=True, exist_ok=True)
+    final = Path(path)
+    source = getattr(cohort.X, "store", None)
+    if source is not None and final.exists() and same_folder(source.root, final):
+        raise InputError(
+            "cannot save a cohort over the folder it was loaded from (its shards are still being read): "
+            "save it to another folder",
+            file=str(final),
+        )
+    check_target(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    root = final.parent / f".{final.name}.tmp-{os.getpid()}"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir()
     # Subjects with points, and those with stage records only (kept in `stages`, as in memory).
     staged = cohort.stages.lazy().select("subject_id").collect()["subject_id"].to_numpy()
     subjects = np.union1d(cohort.groups, staged)
@@ -237,32 +258,55 @@ def save_cohort(cohort: Cohort, path: str | Path, *, subjects_per_shard: int = S
     # The cohort-level report and warnings (of the whole build), not a sum of empty shard reports.
     manifest.update(report=dict(cohort.report), warnings=list(cohort.warnings))
     (root / MANIFEST).write_text(json.dumps(manifest, indent=1))
-    return root
+    _swap_in(root, final)
+    return final
+
+
+def _swap_in(written: Path, final: Path) -> None:
+    """Put the complete folder ``written`` at ``final`` by renames: an old cohort there is moved
+    aside first and deleted only once the new one is in place."""
+    if not final.exists():
+        os.replace(written, final)
+        return
+    old = final.parent / f".{final.name}.old-{os.getpid()}"
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(final, old)
+    try:
+        os.replace(written, final)
+    except OSError:
+        os.replace(old, final)  # put the old cohort back
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------------------- read
 class CohortStore:
     """A saved cohort's manifest, its points in memory, and its shards read on demand."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, verify: str = "lazy") -> None:
+        if verify not in ("lazy", "all"):
+            raise ValueError(f"verify must be 'lazy' or 'all', got {verify!r}")
         self.root = Path(path)
-        manifest_path = self.root / MANIFEST
-        if not manifest_path.is_file():
-            raise InputError("not a saved cohort: no manifest.json (write one with cohort.save)", file=str(self.root))
-        try:
-            self.manifest = json.loads(manifest_path.read_text())
-        except ValueError as error:
-            raise InputError(f"manifest.json is not valid JSON: {error}", file=str(manifest_path)) from None
-        if self.manifest.get("format") != FORMAT:
-            raise InputError(
-                f"unknown saved-cohort format {self.manifest.get('format')!r} (this version reads {FORMAT!r})",
-                file=str(manifest_path),
-            )
-        self.names = [shard["name"] for shard in self.manifest["shards"]]
-        for name in self.names:
-            if not (self.shard_folder(name) / SHARD_META).is_file():
-                raise InputError("shard listed in the manifest is missing", file=str(self.shard_folder(name)))
-        frames = [pl.read_parquet(self.shard_folder(name) / "points.parquet") for name in self.names]
+        parsed = read_manifest(self.root)
+        self.manifest = parsed.model_dump()
+        self.names = [shard.name for shard in parsed.shards]
+        # Every shard's record validated and every file's size checked now; the small tables'
+        # hashes too (points, labels, stages); visits, labs and arrays when first read (once per
+        # process), or now with verify="all".
+        self.meta: list[ShardMeta] = [read_shard_meta(self.shard_folder(entry.name), entry) for entry in parsed.shards]
+        frames = []
+        for shard, meta in enumerate(self.meta):
+            eager = meta.files if verify == "all" else ("points.parquet", "labels.parquet", "stages.parquet")
+            for relative in eager:
+                self.verified(shard, relative)
+            frame = pl.read_parquet(self.shard_folder(meta.name) / "points.parquet")
+            if frame.height != meta.points or not set(POINT_COLUMNS + TARGET_COLUMNS) <= set(frame.columns):
+                raise InputError(
+                    f"shard {meta.name!r}: points.parquet holds {frame.height:,} rows and columns "
+                    f"{frame.columns}; shard.json records {meta.points:,} points",
+                    file=str(self.shard_folder(meta.name) / "points.parquet"),
+                )
+            frames.append(frame)
         counts = np.array([frame.height for frame in frames], dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         table = pl.concat(frames)
@@ -277,14 +321,29 @@ class CohortStore:
     def shard_folder(self, name: str) -> Path:
         return self.root / "shards" / name
 
+    def verified(self, shard: int, relative: str) -> Path:
+        """The path of one file of a shard, checked against its ``shard.json`` record (size, and
+        the SHA-256 once per process); an :class:`InputError` naming the shard and file if not."""
+        meta = self.meta[shard]
+        record = meta.files.get(relative)
+        if record is None:
+            raise InputError(
+                f"shard {meta.name!r}: shard.json lists no {relative}", file=str(self.shard_folder(meta.name))
+            )
+        return verify_file(self.shard_folder(meta.name), meta.name, relative, record)
+
     def shard_points(self, shard: int) -> pl.DataFrame:
         return self.points[int(self.offsets[shard]) : int(self.offsets[shard + 1])]
 
     def read(self, shard: int, table: str) -> pl.DataFrame:
-        """One table (``visits``, ``labs``, ``labels``, ``stages``) of one shard."""
-        return pl.read_parquet(self.shard_folder(self.names[shard]) / f"{table}.parquet")
+        """One table (``visits``, ``labs``, ``labels``, ``stages``) of one shard, verified first."""
+        return pl.read_parquet(self.verified(shard, f"{table}.parquet"))
 
     def arrays(self, shard: int, mmap: bool = False) -> VisitArrays:
+        """One shard's visit arrays (every ``arrays/`` file verified first)."""
+        for relative in self.meta[shard].files:
+            if relative.startswith("arrays/"):
+                self.verified(shard, relative)
         return VisitArrays.load(self.shard_folder(self.names[shard]) / "arrays", mmap=mmap)
 
     def part(self, shard: int, local_rows: np.ndarray | None = None) -> ShardPart:
@@ -371,15 +430,24 @@ class StoredCohortX(CohortX):
             yield self.store.part(int(shard), self.rows[positions] - self.store.offsets[shard]), positions
 
 
-def load_cohort(path: str | Path) -> Cohort:
+def load_cohort(path: str | Path, *, verify: str = "lazy") -> Cohort:
     """A saved cohort (see :func:`save_cohort`), its inputs on disk.
+
+    Nothing in the folder is trusted unchecked (:mod:`ehrprog.store_format`): the manifest and
+    every ``shard.json`` are validated, every file's size is checked, and the hashes of the points,
+    labels and stages are verified at load; the visits, labs and visit arrays are verified when
+    first read (once per process), or at load with ``verify="all"``.
+
+    Raises:
+        InputError: naming the shard and file of any mismatch (invalid or inconsistent manifest,
+            a shard outside the folder or listed twice, a missing, resized or edited file).
 
     Returns:
         A :class:`~ehrprog.tasks.Cohort` whose ``X`` is a :class:`StoredCohortX`; ``y`` and
         ``groups`` are in memory (one row per point), ``labels`` and ``stages`` are
         ``polars.LazyFrame`` scans over the shards.
     """
-    store = CohortStore(path)
+    store = CohortStore(path, verify)
     labels = pl.scan_parquet([store.shard_folder(name) / "labels.parquet" for name in store.names])
     stages = pl.scan_parquet([store.shard_folder(name) / "stages.parquet" for name in store.names])
     X = StoredCohortX(store, np.arange(store.points.height))

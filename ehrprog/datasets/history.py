@@ -416,7 +416,8 @@ def _truth(people, ids, egfr, slope, log_uacr, aki) -> pl.DataFrame:
     month = np.tile(np.arange(months), n)
     keep = ~np.isnan(egfr.ravel())
     subj, month = subj[keep], month[keep]
-    time = ((people["start_day"][subj] + month * _MONTH_DAYS) * _DAY_US).astype(np.int64)
+    # the first day of the month as the visits count days (floored), so every visit is at or after it
+    time = (np.floor(people["start_day"][subj] + month * _MONTH_DAYS) * _DAY_US).astype(np.int64)
     static = {k: people[k][subj] for k in ("female", "diabetes", "hypertension", *C.PHENOTYPES)}
     return pl.DataFrame(
         {

@@ -1,0 +1,321 @@
+"""What a saved cohort folder must look like, checked before anything in it is trusted.
+
+``manifest.json`` and each ``shards/<name>/shard.json`` are validated with pydantic: shard names
+are plain names inside the folder (no path separators, no ``..``, unique), counts are
+non-negative and add up, every file a shard lists is a relative path inside its shard with a size
+and a SHA-256. A file is then checked against its record before it is read: its size always, its
+hash once per process (:func:`verify_file`), so an edited, truncated, swapped or missing file is
+an :class:`~ehrprog.errors.InputError` naming the shard and the file, never data read silently.
+
+:func:`check_target` guards the folders ehrprog writes: ehrprog never deletes or overwrites a file
+it did not write. A target folder must be new, empty, or a saved cohort whose every entry the
+manifest accounts for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError, field_validator, model_validator
+
+from ehrprog.errors import InputError
+
+FORMAT = "ehrprog-cohort/1"
+MANIFEST = "manifest.json"
+SHARD_META = "shard.json"
+#: A shard name: a plain folder name (what ehrprog writes is ``00000``, ``00001``, ...).
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+#: The files every shard with points holds (besides ``arrays/*.npy``).
+SHARD_TABLES = ("points.parquet", "labels.parquet", "visits.parquet", "labs.parquet", "stages.parquet")
+#: What a saved cohort's folder holds; anything else there was not written by ehrprog.
+COHORT_ENTRIES = frozenset({MANIFEST, "codes.parquet", "shards"})
+
+
+def _plain_name(value: str) -> str:
+    if not _NAME.match(value) or value in (".", ".."):
+        raise ValueError(f"{value!r} is not a plain shard name (letters, digits, '_', '-', '.'; no '/' or '..')")
+    return value
+
+
+class ShardEntry(BaseModel):
+    """One shard as the manifest lists it."""
+
+    model_config = ConfigDict(extra="ignore")
+    name: str
+    source: str = ""
+    fingerprint: str = ""
+    subjects: NonNegativeInt = 0
+    points: NonNegativeInt = 0
+    visits: NonNegativeInt = 0
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        return _plain_name(value)
+
+
+class EmptyShardEntry(BaseModel):
+    """A piece of the input that yielded no prediction point."""
+
+    model_config = ConfigDict(extra="ignore")
+    name: str
+    source: str = ""
+    fingerprint: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        return _plain_name(value)
+
+
+class Manifest(BaseModel):
+    """``manifest.json`` of a saved cohort."""
+
+    model_config = ConfigDict(extra="ignore")
+    format: Literal["ehrprog-cohort/1"]
+    dataset: str = ""
+    shards: list[ShardEntry] = Field(min_length=1)
+    empty_shards: list[EmptyShardEntry] = Field(default_factory=list)
+    subjects: NonNegativeInt
+    points: NonNegativeInt
+    visits: NonNegativeInt
+    strategy: str | dict[str, float]
+    lab_bands: dict[str, list[tuple[float, int]]] = Field(default_factory=dict)
+    report: dict[str, int] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        names = [s.name for s in self.shards] + [s.name for s in self.empty_shards]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"shard names listed more than once: {', '.join(repeated)}")
+        for total in ("subjects", "points", "visits"):
+            summed = sum(getattr(s, total) for s in self.shards)
+            if summed != getattr(self, total):
+                raise ValueError(f"{total} is {getattr(self, total):,} but the shards list {summed:,}")
+        return self
+
+
+class FileRecord(BaseModel):
+    """One file of a shard: its size (bytes) and SHA-256 (hex)."""
+
+    model_config = ConfigDict(extra="forbid")
+    bytes: NonNegativeInt
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class ShardMeta(BaseModel):
+    """``shard.json``: what one shard holds."""
+
+    model_config = ConfigDict(extra="ignore")
+    name: str
+    source: str = ""
+    fingerprint: str = ""
+    subjects: NonNegativeInt
+    points: NonNegativeInt
+    visits: NonNegativeInt
+    files: dict[str, FileRecord]
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        return _plain_name(value)
+
+    @field_validator("files")
+    @classmethod
+    def _relative_inside(cls, files: dict[str, FileRecord]) -> dict[str, FileRecord]:
+        for relative in files:
+            parts = Path(relative).parts
+            if Path(relative).is_absolute() or not parts or ".." in parts or "\\" in relative:
+                raise ValueError(f"file {relative!r} is not a relative path inside the shard")
+        return files
+
+
+def _errors(error: ValidationError) -> str:
+    shown = []
+    for item in error.errors()[:5]:
+        where = ".".join(str(part) for part in item["loc"]) or "(the whole file)"
+        shown.append(f"{where}: {item['msg']}")
+    return "; ".join(shown)
+
+
+def read_json(path: Path, what: str) -> Any:
+    """A JSON file, or an :class:`InputError` naming it (missing, unreadable, not JSON)."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise InputError(f"{what} is missing", file=str(path)) from None
+    except OSError as error:
+        raise InputError(f"cannot read {what}: {error.strerror or error}", file=str(path)) from None
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise InputError(f"{what} is not valid JSON: {error}", file=str(path)) from None
+
+
+def read_manifest(root: Path) -> Manifest:
+    """The validated manifest of the saved cohort at ``root``."""
+    path = root / MANIFEST
+    if not path.is_file():
+        raise InputError("not a saved cohort: no manifest.json (write one with cohort.save)", file=str(root))
+    raw = read_json(path, "manifest.json")
+    if not isinstance(raw, dict):
+        raise InputError(f"manifest.json must hold a JSON object, not {type(raw).__name__}", file=str(path))
+    if raw.get("format") != FORMAT:
+        raise InputError(
+            f"unknown saved-cohort format {raw.get('format')!r} (this version reads {FORMAT!r})", file=str(path)
+        )
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as error:
+        raise InputError(f"manifest.json is not a valid ehrprog manifest: {_errors(error)}", file=str(path)) from None
+
+
+def read_shard_meta(folder: Path, entry: ShardEntry) -> ShardMeta:
+    """The validated ``shard.json`` of the shard ``folder``, checked against the manifest's ``entry``."""
+    path = folder / SHARD_META
+    if folder.is_symlink() or not folder.is_dir():
+        what = "a link" if folder.is_symlink() else "missing"
+        raise InputError(f"shard {entry.name!r} listed in the manifest is {what}", file=str(folder))
+    raw = read_json(path, "shard.json")
+    if not isinstance(raw, dict):
+        raise InputError(f"shard.json must hold a JSON object, not {type(raw).__name__}", file=str(path))
+    try:
+        meta = ShardMeta.model_validate(raw)
+    except ValidationError as error:
+        raise InputError(f"shard.json is not valid: {_errors(error)}", file=str(path)) from None
+    for field in ("name", "points", "subjects", "visits"):
+        if getattr(meta, field) != getattr(entry, field):
+            raise InputError(
+                f"shard {entry.name!r}: {field} is {getattr(meta, field)!r} in shard.json but "
+                f"{getattr(entry, field)!r} in the manifest",
+                file=str(path),
+            )
+    missing = [name for name in SHARD_TABLES if name not in meta.files]
+    if meta.points and (missing or not any(f.startswith("arrays/") for f in meta.files)):
+        raise InputError(f"shard {entry.name!r}: shard.json lists no {', '.join(missing) or 'arrays/'}", file=str(path))
+    for relative, record in meta.files.items():
+        check_size(folder, entry.name, relative, record)
+    return meta
+
+
+def check_size(folder: Path, shard: str, relative: str, record: FileRecord) -> Path:
+    """The path of a shard's file after checking that it is a plain file inside the shard (no
+    link out of it) of the recorded size."""
+    path = folder / relative
+    if path.is_symlink():
+        raise InputError(f"shard {shard!r}: {relative} is a link; saved cohorts hold plain files", file=str(path))
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise InputError(f"shard {shard!r}: {relative} is missing", file=str(path)) from None
+    except OSError as error:
+        raise InputError(
+            f"shard {shard!r}: cannot read {relative}: {error.strerror or error}", file=str(path)
+        ) from None
+    if not path.is_file():
+        raise InputError(f"shard {shard!r}: {relative} is not a file", file=str(path))
+    if size != record.bytes:
+        raise InputError(
+            f"shard {shard!r}: {relative} has {size:,} bytes, shard.json recorded {record.bytes:,} "
+            "(the file was changed, truncated or replaced after it was written)",
+            file=str(path),
+        )
+    return path
+
+
+#: Files verified in this process: (path, size, modification time ns, SHA-256).
+_VERIFIED: set[tuple[str, int, int, str]] = set()
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_file(folder: Path, shard: str, relative: str, record: FileRecord) -> Path:
+    """:func:`check_size`, then the SHA-256 once per process (a file changed since it was verified
+    is hashed again)."""
+    path = check_size(folder, shard, relative, record)
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns, record.sha256)
+    if key in _VERIFIED:
+        return path
+    if sha256(path) != record.sha256:
+        raise InputError(
+            f"shard {shard!r}: {relative} does not match the SHA-256 shard.json recorded (its content was "
+            "changed after it was written)",
+            file=str(path),
+        )
+    _VERIFIED.add(key)
+    return path
+
+
+def is_saved_cohort(root: Path) -> bool:
+    """Whether ``root`` holds a manifest of this format (not whether it is whole)."""
+    try:
+        raw = json.loads((root / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(raw, dict) and raw.get("format") == FORMAT
+
+
+def check_target(root: Path, *, resume: bool = False) -> None:
+    """Refuse to write a cohort into ``root`` unless it is new, empty, or a saved cohort whose
+    every entry ehrprog wrote (with ``resume``, also a build left without its manifest: shard
+    folders each with a ``shard.json``, and hidden temporary folders of a crashed writer)."""
+    if not root.exists():
+        return
+    if root.is_symlink() or not root.is_dir():
+        raise InputError("the output path exists and is not a folder", file=str(root))
+    entries = sorted(p.name for p in root.iterdir())
+    if not entries:
+        return
+    owned = is_saved_cohort(root) or (resume and (root / "shards").is_dir())
+    strangers = [e for e in entries if e not in COHORT_ENTRIES and not (resume and e.startswith("."))]
+    if owned and (root / "shards").is_dir():
+        for shard in (root / "shards").iterdir():
+            if shard.name.startswith("."):
+                continue  # a temporary folder of ehrprog's writer
+            if shard.is_symlink() or not (shard / SHARD_META).is_file():
+                strangers.append(f"shards/{shard.name}")
+    if not owned or strangers:
+        shown = ", ".join((strangers or entries)[:5])
+        raise InputError(
+            f"the output folder holds files ehrprog did not write ({shown}); ehrprog never deletes or "
+            "overwrites those: choose a new or empty folder",
+            file=str(root),
+        )
+
+
+def same_folder(a: Path, b: Path) -> bool:
+    """Whether two paths name the same folder (links resolved)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()
+
+
+__all__ = [
+    "COHORT_ENTRIES",
+    "FORMAT",
+    "MANIFEST",
+    "SHARD_META",
+    "Manifest",
+    "ShardMeta",
+    "check_target",
+    "is_saved_cohort",
+    "read_manifest",
+    "read_shard_meta",
+    "same_folder",
+    "verify_file",
+]
