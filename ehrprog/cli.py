@@ -93,7 +93,7 @@ def _convert(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     events = read_omop(args.source, codes=args.codes, materialize=False, **_database_options(args, args.source))
-    out = write_meds(events, args.destination)
+    out = write_meds(events, args.destination, overwrite=args.overwrite)
     print(events.report)
     print(f"wrote MEDS dataset {out} in {time.perf_counter() - started:.2f} s")
     return 0
@@ -102,7 +102,7 @@ def _convert(args: argparse.Namespace) -> int:
 def _simulate(args: argparse.Namespace) -> int:
     from ehrprog.datasets import simulate_ckd
 
-    out = simulate_ckd(args.subjects, args.seed, args.out, format=args.format)
+    out = simulate_ckd(args.subjects, args.seed, args.out, format=args.format, world=args.world)
     print(f"wrote {args.format} dataset {out}")
     return 0
 
@@ -458,6 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
     o2m.add_argument("source", help="an OMOP folder or a postgresql://... / duckdb:///... URI")
     o2m.add_argument("destination", type=Path)
     o2m.add_argument("--codes", choices=["standard", "source", "concept_id"], default="standard")
+    o2m.add_argument(
+        "--overwrite", action="store_true", help="replace a non-empty destination whole (never merged into it)"
+    )
     _add_database_options(o2m)
     o2m.set_defaults(func=_convert)
     simulate = _command(sub, "simulate", help="write a simulated CKD cohort")
@@ -465,6 +468,13 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--subjects", type=int, default=1000)
     simulate.add_argument("--seed", type=int, default=0)
     simulate.add_argument("--format", choices=["omop", "meds"], default="omop")
+    simulate.add_argument(
+        "--world",
+        choices=["labs", "history"],
+        default="labs",
+        help="labs: a CKD cohort driven by the eGFR trajectory; history: a general population with "
+        "albuminuria, kidney injury, dated drugs and comorbidity phenotypes (docs/simulator.md)",
+    )
     simulate.set_defaults(func=_simulate)
     plugins = _command(sub, "plugins", help="list installed plugins and the backbones they register")
     plugins.set_defaults(func=_plugins)

@@ -78,10 +78,32 @@ def uno_c(
     return float(concordance_index_ipcw(_surv(*train), _surv(*test), np.asarray(risk), tau=tau)[0])
 
 
+def _within_training_follow_up(
+    train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], times: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Test ``(event, time)`` with times past the training follow-up held just below its end.
+
+    scikit-survival estimates the censoring distribution G on the training times and evaluates it
+    at every test time, refusing test times past the training maximum. A test point observed past
+    every evaluation time only ever enters through G at the evaluation times (it is still at risk
+    at each of them), so holding its time anywhere between the last evaluation time and the
+    training maximum changes no score: this lets held-out subjects followed longer than every
+    training subject be scored."""
+    event, time = np.asarray(test[0]), np.asarray(test[1], float)
+    end = float(np.max(train[1]))
+    if time.max() < end:
+        return event, time
+    if np.max(times) >= end - 0.5:
+        raise ValueError(f"evaluation times must end before the training follow-up ({end:g})")
+    return event, np.minimum(time, end - 0.5)
+
+
 def time_dependent_auc(
     train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], risk: np.ndarray, times: np.ndarray
 ) -> tuple[np.ndarray, float]:
-    """Cumulative/dynamic AUC at ``times`` (days) and its mean, as scikit-survival computes it."""
+    """Cumulative/dynamic AUC at ``times`` (days) and its mean, as scikit-survival computes it
+    (test times past the training follow-up held inside it: see :func:`integrated_brier`)."""
+    test = _within_training_follow_up(train, test, np.asarray(times))
     auc, mean = cumulative_dynamic_auc(_surv(*train), _surv(*test), np.asarray(risk), np.asarray(times))
     return auc, float(mean)
 
@@ -89,7 +111,11 @@ def time_dependent_auc(
 def integrated_brier(
     train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], survival: np.ndarray, times: np.ndarray
 ) -> float:
-    """Integrated Brier score of survival probabilities ``[n, len(times)]`` over ``times`` (days)."""
+    """Integrated Brier score of survival probabilities ``[n, len(times)]`` over ``times`` (days),
+    as scikit-survival computes it (IPCW, censoring from ``train``). Test points observed past the
+    training follow-up are scored too: they are at risk at every evaluation time, so their time is
+    held just inside it, which changes no term of the score."""
+    test = _within_training_follow_up(train, test, np.asarray(times))
     return float(integrated_brier_score(_surv(*train), _surv(*test), survival, np.asarray(times)))
 
 

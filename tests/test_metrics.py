@@ -103,3 +103,45 @@ def test_paired_bootstrap_c_is_harrell_c_with_every_subject_once_and_pairs_metho
     again = paired_bootstrap_c(event, time, {"good": good}, groups, n_boot=300, seed=0)["good"]
     np.testing.assert_array_equal(again, boots["good"])
     assert abs(np.mean(boots["good"]) - harrell_c(event, time, good)) < 0.02
+
+
+def _brier_by_hand(train, test, survival, times):
+    """Graf et al.'s IPCW Brier score at each time, integrated by the trapezoid rule over the span
+    (scikit-survival's definition), with G the Kaplan-Meier of the training censoring."""
+    from sksurv.nonparametric import kaplan_meier_estimator
+
+    event_tr, time_tr = train
+    grid, g = kaplan_meier_estimator(~event_tr.astype(bool), time_tr)
+
+    def censoring(t):
+        i = np.searchsorted(grid, t, side="right") - 1
+        return np.where(i >= 0, g[np.clip(i, 0, None)], 1.0)
+
+    event, time = test
+    scores = []
+    for j, t in enumerate(times):
+        died = (time <= t) & event.astype(bool)
+        alive = time > t
+        term = np.where(died, survival[:, j] ** 2 / censoring(time), 0.0)
+        term += np.where(alive, (1 - survival[:, j]) ** 2 / censoring(t), 0.0)
+        scores.append(term.mean())
+    return np.trapezoid(scores, times) / (times[-1] - times[0])
+
+
+def test_the_brier_score_scores_test_points_followed_past_every_training_subject():
+    """scikit-survival refuses test times past the training follow-up; those points are at risk at
+    every evaluation time, so the score is defined and equals Graf's formula computed by hand."""
+    rng = np.random.default_rng(3)
+    time_tr = rng.uniform(1, 100, 200)
+    event_tr = rng.random(200) < 0.5
+    time_te = np.concatenate([rng.uniform(1, 100, 150), rng.uniform(100, 300, 30)])  # 30 past 100
+    event_te = rng.random(180) < 0.5
+    times = np.linspace(10, 90, 9)
+    survival = np.clip(1 - rng.random((180, 1)) * times / 120, 0, 1)
+    ours = integrated_brier((event_tr, time_tr), (event_te, time_te), survival, times)
+    assert ours == pytest.approx(_brier_by_hand((event_tr, time_tr), (event_te, time_te), survival, times), rel=1e-9)
+    inside = time_te < 100  # where scikit-survival itself works, nothing changes
+    same = integrated_brier((event_tr, time_tr), (event_te[inside], time_te[inside]), survival[inside], times)
+    assert same == pytest.approx(
+        _brier_by_hand((event_tr, time_tr), (event_te[inside], time_te[inside]), survival[inside], times), rel=1e-9
+    )

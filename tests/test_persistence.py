@@ -39,6 +39,15 @@ def _edit(folder: Path, change) -> None:
     (folder / "config.json").write_text(json.dumps(config))
 
 
+def _rehash(folder: Path, name: str = "model.safetensors") -> None:
+    """Record a replaced file's size and hash in config.json: an attacker who edits both files
+    meets the checks behind the hash (shapes, finiteness)."""
+    from ehrprog.store_format import sha256
+
+    path = folder / name
+    _edit(folder, lambda c: c["files"].update({name: {"bytes": path.stat().st_size, "sha256": sha256(path)}}))
+
+
 def test_a_saved_model_records_the_versions_it_was_saved_with(saved):
     versions = json.loads((saved / "config.json").read_text())["versions"]
     assert versions["torch"] == torch.__version__ and set(versions) == {"ehrprog", "torch", "polars"}
@@ -83,6 +92,9 @@ def test_nan_weights_are_refused(saved, tmp_path):
     name = next(k for k in weights if weights[k].is_floating_point())
     weights[name][...] = float("nan")
     save_file(weights, str(folder / "model.safetensors"))
+    with pytest.raises(SavedModelError, match="SHA-256"):
+        VisitProgressionEstimator.load(folder)
+    _rehash(folder)
     with pytest.raises(SavedModelError, match="NaN") as caught:
         VisitProgressionEstimator.load(folder)
     assert caught.value.field == name
@@ -91,6 +103,7 @@ def test_nan_weights_are_refused(saved, tmp_path):
 def test_a_corrupt_weight_file_is_a_clear_error(saved, tmp_path):
     folder = _copy(saved, tmp_path)
     (folder / "model.safetensors").write_bytes(b"\x00garbage")
+    _rehash(folder)
     with pytest.raises(SavedModelError, match="safetensors"):
         VisitProgressionEstimator.load(folder)
 
@@ -111,3 +124,64 @@ def test_loading_opens_no_path_taken_from_the_config(cohort, tmp_path):
     _edit(folder, tamper)
     loaded = VisitProgressionEstimator.load(folder)
     np.testing.assert_allclose(loaded.predict_risk(cohort.X[:20]), est.predict_risk(cohort.X[:20]), rtol=1e-5)
+
+
+def test_weights_swapped_for_another_models_are_refused(cohort, saved, tmp_path):
+    """Two fitted models with the same shapes: the second's weights in the first's folder load
+    without a word unless config.json ties the weights to it (size and SHA-256)."""
+    other = VisitProgressionEstimator(target="both", **{**TINY, "random_state": 1}).fit(cohort.X[:400], cohort.y[:400])
+    other_folder = other.save(tmp_path / "other")
+    folder = _copy(saved, tmp_path)
+    shutil.copyfile(other_folder / "model.safetensors", folder / "model.safetensors")
+    with pytest.raises(SavedModelError, match="SHA-256") as caught:
+        VisitProgressionEstimator.load(folder)
+    assert caught.value.file.endswith("model.safetensors")
+
+
+def test_a_weights_file_that_is_a_link_or_unreadable_is_refused(saved, tmp_path):
+    import os
+
+    folder = _copy(saved, tmp_path)
+    outside = tmp_path / "outside.safetensors"
+    shutil.move(folder / "model.safetensors", outside)
+    os.symlink(outside, folder / "model.safetensors")
+    with pytest.raises(SavedModelError, match="is a link"):
+        VisitProgressionEstimator.load(folder)
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(SavedModelError, match="missing"):
+        VisitProgressionEstimator.load(folder)
+    shutil.copyfile(outside, folder / "model.safetensors")
+    os.chmod(folder / "model.safetensors", 0)
+    try:
+        if os.access(folder / "model.safetensors", os.R_OK):
+            pytest.skip("running as a user who reads files whatever their mode (root)")
+        with pytest.raises(SavedModelError, match="cannot read"):
+            VisitProgressionEstimator.load(folder)
+    finally:
+        os.chmod(folder / "model.safetensors", 0o644)
+
+
+def test_a_saved_device_must_be_one_ehrprog_runs_on(saved, tmp_path):
+    folder = _copy(saved, tmp_path)
+    _edit(folder, lambda c: c["params"].update(device="meta"))
+    with pytest.raises(SavedModelError, match="not a device ehrprog runs on") as caught:
+        VisitProgressionEstimator.load(folder)
+    assert caught.value.field.startswith("params")
+    with pytest.raises(ValueError, match="trains and predicts on"):
+        VisitProgressionEstimator(device="meta")._device()
+
+
+def test_saving_never_deletes_files_ehrprog_did_not_write(saved, cohort, tmp_path):
+    target = tmp_path / "mine"
+    target.mkdir()
+    (target / "notes.txt").write_text("my notes")
+    model = VisitProgressionEstimator.load(saved)
+    with pytest.raises(SavedModelError, match="did not write"):
+        model.save(target)
+    assert (target / "notes.txt").read_text() == "my notes"
+    # Over a saved model: replaced whole (written beside it, renamed into place).
+    again = model.save(tmp_path / "again")
+    before = (again / "config.json").read_text()
+    model.save(again)
+    assert (again / "config.json").read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

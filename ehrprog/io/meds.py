@@ -9,6 +9,8 @@ extra data columns, which MEDS allows, so OMOP -> MEDS -> ehrprog is lossless.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,25 @@ from ehrprog.io import tabular
 from ehrprog.schema import CATEGORICAL_COLUMNS, EVENT_SCHEMA
 
 MEDS_VERSION = "0.4.1"
+#: The split names MEDS defines (others are read, and noted).
+MEDS_SPLITS = (meds.train_split, meds.tuning_split, meds.held_out_split)
+
+
+def check_splits(splits: pl.DataFrame, file: str | None) -> None:
+    """Refuse subject splits that put a subject in two splits (or in no split): written out, that
+    subject's events would land in both (a train/test leak)."""
+    if splits["split"].null_count():
+        raise InputError("subject splits: a split is null", file=file, column="split")
+    per = splits.unique().group_by("subject_id").agg(pl.col("split").sort())
+    conflicts = per.filter(pl.col("split").list.len() > 1)
+    if conflicts.height:
+        first = conflicts.sort("subject_id").row(0, named=True)
+        raise InputError(
+            f"subject splits put {conflicts.height:,} subject(s) in more than one split (e.g. subject "
+            f"{first['subject_id']} in {', '.join(first['split'])}): each subject belongs to one split",
+            file=file,
+            column="split",
+        )
 
 
 def data_shards(root: Path) -> list[Path]:
@@ -32,10 +53,26 @@ def data_shards(root: Path) -> list[Path]:
         return [root]
     data = root / meds.data_subdirectory
     base = data if data.is_dir() else root
-    shards = sorted(p for p in base.rglob("*.parquet") if _METADATA not in p.relative_to(base).parts)
+    shards = sorted(p for p in _parquet_files(base) if _METADATA not in p.relative_to(base).parts)
     if not shards:
         raise InputError("a MEDS dataset needs parquet shards under data/ (data/**/*.parquet)", file=str(root))
     return shards
+
+
+def _parquet_files(base: Path) -> list[Path]:
+    """Every ``*.parquet`` file under ``base``, following links to folders as links to files are
+    followed (a split folder may live elsewhere), each real folder once (no cycles)."""
+    found: list[Path] = []
+    seen: set[str] = set()
+    for folder, subfolders, names in os.walk(base, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        subfolders.sort()
+        found += [Path(folder) / name for name in names if name.endswith(".parquet")]
+    return found
 
 
 def _read_shard(path: Path, root: Path, visit_id_column: str | None, notes: list[str]) -> pl.LazyFrame:
@@ -158,6 +195,10 @@ def read_meds(
         per_shard = pl.collect_all([part.select(pl.col("subject_id").unique()) for part in parts])
         subject_ids = pl.concat(per_shard)["subject_id"]
         known = subject_ids.drop_nulls()
+        if splits is not None:
+            absent = splits.filter(~pl.col("subject_id").is_in(known.implode()))["subject_id"].n_unique()
+            if absent:
+                notes.append(f"subject splits name {absent:,} subject(s) with no data in the shards (ignored)")
         if len(parts) > 1 and known.n_unique() == known.len():
             # Shards hold disjoint subjects (MEDS shards partition subjects, often by a hash): each
             # shard is a piece, read once. (Subject-range pieces would read every shard per piece.)
@@ -195,15 +236,35 @@ def _read_metadata(meta_dir: Path, notes: list[str]) -> tuple[pl.DataFrame, pl.D
         for column in ("subject_id", "split"):
             if column not in raw.columns:
                 raise InputError("subject splits need this column", file=str(splits_path), column=column)
-        splits = raw.select(pl.col("subject_id").cast(pl.Int64), pl.col("split").cast(pl.String))
+        parsed = raw.select(
+            tabular.parse_int("subject_id", raw.schema["subject_id"]).alias("id"),
+            pl.col("subject_id").cast(pl.String).alias("raw"),
+        )
+        bad = parsed.filter(pl.col("id").is_null())
+        if bad.height:
+            raise InputError(
+                f"subject splits: {bad.height:,} subject_id value(s) are null or not integers "
+                f"(e.g. {bad['raw'].head(3).to_list()})",
+                file=str(splits_path),
+                column="subject_id",
+            )
+        splits = pl.DataFrame({"subject_id": parsed["id"], "split": raw["split"].cast(pl.String)})
+        check_splits(splits, str(splits_path))
+        unknown = sorted(set(splits["split"].drop_nulls().unique()) - set(MEDS_SPLITS))
+        if unknown:
+            notes.append(f"subject splits name splits other than {', '.join(MEDS_SPLITS)}: {', '.join(unknown)}")
     metadata: dict[str, Any] = {}
     for name in (Path(meds.dataset_metadata_filepath).name, "metadata.json"):
         candidate = meta_dir / name
         if candidate.is_file():
             try:
                 metadata = json.loads(candidate.read_text())
-            except json.JSONDecodeError as error:
-                raise InputError(f"dataset metadata is not valid JSON ({error})", file=str(candidate)) from error
+            except (json.JSONDecodeError, UnicodeDecodeError) as error:
+                raise InputError(f"dataset metadata is not valid JSON ({error})", file=str(candidate)) from None
+            if not isinstance(metadata, dict):
+                raise InputError(
+                    f"dataset metadata must be a JSON object, not {type(metadata).__name__}", file=str(candidate)
+                )
             if name == "metadata.json":
                 notes.append("pre-0.3 MEDS metadata.json read as dataset metadata")
             break
@@ -211,7 +272,12 @@ def _read_metadata(meta_dir: Path, notes: list[str]) -> tuple[pl.DataFrame, pl.D
 
 
 def write_meds(
-    events: EventFrame, path: str | Path, *, dataset_name: str | None = None, n_shards: int | None = None
+    events: EventFrame,
+    path: str | Path,
+    *,
+    dataset_name: str | None = None,
+    n_shards: int | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write events as a MEDS v0.4 dataset.
 
@@ -227,15 +293,36 @@ def write_meds(
         dataset_name: for ``dataset.json``; default the source's name.
         n_shards: subject shards to write; default 1 for in-memory events and 8 for lazy ones.
             Peak memory is about that of the largest shard.
+        overwrite: replace a non-empty ``path`` (a MEDS dataset ehrprog wrote, or any folder: it is
+            replaced whole, never merged). Without it a non-empty ``path`` is refused, so old
+            shards and splits never mix with new ones.
+
+    The dataset is written into a hidden sibling folder and renamed into place when complete.
+
+    Raises:
+        InputError: ``path`` is not empty and ``overwrite`` is false, or is not a folder.
 
     Returns:
         The dataset root.
     """
-    root = Path(path)
+    final = Path(path)
+    if final.exists() and (final.is_symlink() or not final.is_dir()):
+        raise InputError("the output path exists and is not a folder", file=str(final))
+    if final.is_dir() and any(final.iterdir()) and not overwrite:
+        raise InputError(
+            "the output folder is not empty: writing into it would mix old shards and splits with the new "
+            "ones; choose a new or empty folder, or pass overwrite=True (--overwrite) to replace it whole",
+            file=str(final),
+        )
+    final.parent.mkdir(parents=True, exist_ok=True)
+    root = final.parent / f".{final.name}.tmp-{os.getpid()}"
+    shutil.rmtree(root, ignore_errors=True)
     (root / meds.data_subdirectory).mkdir(parents=True, exist_ok=True)
     (root / _METADATA).mkdir(parents=True, exist_ok=True)
     shards = n_shards if n_shards is not None else (1 if events.in_memory else 8)
-    split_of = events.splits.select("subject_id", "split") if events.splits is not None else None
+    split_of = events.splits.select("subject_id", "split").unique() if events.splits is not None else None
+    if split_of is not None:
+        check_splits(split_of, None)
     for index, shard in enumerate(events.shards(shards)):
         if split_of is None:
             _write_shard(shard, root / meds.data_subdirectory / f"{index}.parquet")
@@ -261,7 +348,25 @@ def write_meds(
         "created_at": datetime.now(UTC).isoformat(),
     }
     (root / meds.dataset_metadata_filepath).write_text(json.dumps(metadata, indent=2))
-    return root
+    _replace(root, final)
+    return final
+
+
+def _replace(written: Path, final: Path) -> None:
+    """Put the complete folder ``written`` at ``final`` by renames; an old folder there (its
+    replacement asked for) is moved aside and deleted once the new one is in place."""
+    if not final.exists():
+        os.replace(written, final)
+        return
+    old = final.parent / f".{final.name}.old-{os.getpid()}"
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(final, old)
+    try:
+        os.replace(written, final)
+    except OSError:
+        os.replace(old, final)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 #: Arrow types of a shard: the ``meds`` package's DataSchema (``string`` codes, ``large_string``
