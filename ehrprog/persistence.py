@@ -9,7 +9,8 @@ Loading never executes code and trusts nothing in the folder:
 * the weights' names and shapes in the safetensors header are compared with the model the config
   describes, built first on the ``meta`` device (no memory), so a config cannot make the loader
   allocate more than the weight file holds; every loaded weight must be finite;
-* ``config.json`` records the size and SHA-256 of the weights (and the booster): a file swapped
+* ``config.json`` records the SHA-256 of its own content and the size and SHA-256 of the weights
+  (and the booster): a changed byte of the config, or a file swapped
   for another model's, edited, or a link out of the folder is refused before it is read;
 * a saved estimator is self-contained: string-valued backbone parameters (paths to a checkpoint
   or a text encoder) are never passed to a backbone factory on load, and the saved backbone
@@ -151,6 +152,8 @@ class SavedEstimator(_Strict):
     heldout: SavedHeldout | None = None
     #: The weights (and the booster, when saved), tied to this config by size and SHA-256.
     files: dict[Literal["model.safetensors", "booster.json"], SavedFile]
+    #: The SHA-256 of this file's other content (:func:`config_digest`): a changed byte is seen.
+    config_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
     @field_validator("params")
     @classmethod
@@ -273,6 +276,8 @@ def save_estimator(estimator: VisitProgressionEstimator, path: str | Path) -> Pa
         for name in (WEIGHTS, BOOSTER)
         if (root / name).is_file()
     }
+    config = json.loads(json.dumps(config))  # as it will be read back
+    config["config_sha256"] = config_digest(config)
     (root / CONFIG).write_text(json.dumps(config, indent=1))
     (root / MODEL_CARD).write_text(model_card(estimator), encoding="utf-8")
     _swap_in(root, final)
@@ -347,6 +352,15 @@ def _check_file(root: Path, name: str, record: SavedFile | None) -> Path:
     return path
 
 
+def config_digest(config: dict[str, Any]) -> str:
+    """The SHA-256 of a config's content other than ``config_sha256`` (canonical JSON: sorted keys,
+    no spaces), so any changed value, added or removed key is seen on load."""
+    import hashlib
+
+    content = {key: value for key, value in config.items() if key != "config_sha256"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def read_config(root: Path) -> SavedEstimator:
     """The validated ``config.json`` of a saved estimator folder."""
     file = root / CONFIG
@@ -369,7 +383,7 @@ def read_config(root: Path) -> SavedEstimator:
             field="format",
         )
     try:
-        return SavedEstimator.model_validate_json(text)
+        saved = SavedEstimator.model_validate_json(text)
     except ValidationError as error:
         first = error.errors()[0]
         field = ".".join(str(part) for part in first["loc"])
@@ -379,6 +393,13 @@ def read_config(root: Path) -> SavedEstimator:
         raise SavedModelError(
             f"{first['msg']} ({error.error_count()} problem(s) in all)", file=str(file), field=field
         ) from None
+    if config_digest(raw) != saved.config_sha256:
+        raise SavedModelError(
+            "its content does not match the config_sha256 it records (the file was edited after the model was saved)",
+            file=str(file),
+            field="config_sha256",
+        )
+    return saved
 
 
 def _weight_shapes(file: Path) -> dict[str, tuple[int, ...]]:

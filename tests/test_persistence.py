@@ -34,8 +34,12 @@ def _copy(saved: Path, tmp_path: Path) -> Path:
 
 
 def _edit(folder: Path, change) -> None:
+    """A deliberate edit of config.json, its checksum stamped again (the checks behind it run)."""
+    from ehrprog.persistence import config_digest
+
     config = json.loads((folder / "config.json").read_text())
     change(config)
+    config["config_sha256"] = config_digest(config)
     (folder / "config.json").write_text(json.dumps(config))
 
 
@@ -185,3 +189,14 @@ def test_saving_never_deletes_files_ehrprog_did_not_write(saved, cohort, tmp_pat
     model.save(again)
     assert (again / "config.json").read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_a_changed_byte_of_the_config_is_seen(saved, tmp_path):
+    folder = _copy(saved, tmp_path)
+    text = (folder / "config.json").read_text()
+    config = json.loads(text)
+    config["value_scale"][0] += 0.5  # valid, and every prediction would move
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(SavedModelError, match="config_sha256") as caught:
+        VisitProgressionEstimator.load(folder)
+    assert caught.value.file.endswith("config.json")
