@@ -20,7 +20,12 @@ def _visit_strategy(text: str):
     from ehrprog.visits import Gap
 
     if text.startswith("gap:"):
-        return Gap(hours=float(text.split(":", 1)[1]))
+        try:
+            return Gap(hours=float(text.split(":", 1)[1]))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: gap:HOURS needs a finite non-negative number of hours (e.g. gap:24)"
+            ) from None
     if text in ("same_day", "visit_id"):
         return text
     raise argparse.ArgumentTypeError("visits must be same_day, visit_id or gap:HOURS")
@@ -30,10 +35,14 @@ def _database_options(args: argparse.Namespace, source: str) -> dict:
     """``schema``/``vocabulary_schema`` for a database URI (an error for files, where they mean nothing)."""
     from ehrprog.io.database import is_database_uri
 
-    given = {k: v for k, v in (("schema", args.schema), ("vocabulary_schema", args.vocabulary_schema)) if v}
+    pairs = [("schema", args.schema), ("vocabulary_schema", args.vocabulary_schema)]
+    pairs += [(k, getattr(args, k, None)) for k in ("connect_timeout", "statement_timeout")]
+    given = {k: v for k, v in pairs if v}
     if not is_database_uri(str(source)):
         if given:
-            raise InputError("--schema and --vocabulary-schema apply to database URIs only")
+            raise InputError(
+                "--schema, --vocabulary-schema, --connect-timeout and --statement-timeout apply to database URIs only"
+            )
         return {}
     return given
 
@@ -49,6 +58,12 @@ def _read_options(args: argparse.Namespace, source: str) -> dict:
 def _add_database_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--schema", default=None, help="database URIs: schema of the CDM tables (default public)")
     parser.add_argument("--vocabulary-schema", default=None, help="database URIs: schema of CONCEPT (default --schema)")
+    parser.add_argument(
+        "--connect-timeout", type=float, default=None, help="PostgreSQL: seconds to wait for the server (default 30)"
+    )
+    parser.add_argument(
+        "--statement-timeout", type=float, default=None, help="PostgreSQL: seconds a query may run (default: none)"
+    )
 
 
 def _inspect(args: argparse.Namespace) -> int:

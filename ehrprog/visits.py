@@ -36,8 +36,8 @@ class Gap:
     hours: float
 
     def __post_init__(self) -> None:
-        if not self.hours >= 0:
-            raise ValueError(f"Gap(hours=...) must be a non-negative number of hours, got {self.hours!r}")
+        if not (isinstance(self.hours, int | float) and 0 <= self.hours < float("inf")):
+            raise ValueError(f"Gap(hours=...) must be a finite non-negative number of hours, got {self.hours!r}")
 
 
 Strategy = Literal["same_day", "visit_id"] | Gap

@@ -140,6 +140,34 @@ def test_unreachable_server_is_a_clear_error(pg):
     assert "topsecret" not in str(info.value)
 
 
+def test_a_server_that_accepts_and_never_answers_times_out_naming_host_and_port(pg):
+    """A listening socket that never speaks: without connect_timeout libpq waits for good."""
+    import socket
+    import time
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(5)
+    port = server.getsockname()[1]
+    try:
+        started = time.perf_counter()
+        with pytest.raises(InputError, match=f"127.0.0.1:{port} did not answer within 2 s") as info:
+            ep.read_omop(f"postgresql://ehrprog:topsecret@127.0.0.1:{port}/postgres", schema="cdm", connect_timeout=2)
+        assert time.perf_counter() - started < 20
+        assert "topsecret" not in str(info.value)
+    finally:
+        server.close()
+
+
+def test_a_statement_timeout_stops_a_long_query(pg):
+    from ehrprog.io.database import _Connection
+
+    connection = _Connection(pg.uri(), statement_timeout=0.5)
+    with pytest.raises(InputError, match=r"statement timeout|canceling statement"):
+        connection.frame("SELECT pg_sleep(5)")
+    connection.close()
+
+
 def test_missing_schema_database_and_tables_are_named(pg):
     with pytest.raises(InputError, match="schema 'nope' not found"):
         ep.read_omop(pg.uri(), schema="nope")

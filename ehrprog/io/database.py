@@ -95,12 +95,32 @@ def _driver(module: str):
         ) from error
 
 
+def _with_timeouts(uri: str, connect_timeout: float, statement_timeout: float | None) -> str:
+    """The libpq URI with ``connect_timeout`` (seconds; a server that accepts and never answers
+    cannot hang a read) and, where given, ``statement_timeout`` (seconds, sent as a session
+    option), unless the URI sets them itself."""
+    from urllib.parse import parse_qsl, quote, urlencode
+
+    if not connect_timeout > 0:
+        raise InputError(f"connect_timeout must be a positive number of seconds, got {connect_timeout!r}")
+    parts = urlsplit(uri.replace("postgres://", "postgresql://", 1))
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    query.setdefault("connect_timeout", str(max(1, round(connect_timeout))))
+    if statement_timeout is not None:
+        if not statement_timeout > 0:
+            raise InputError(f"statement_timeout must be a positive number of seconds, got {statement_timeout!r}")
+        option = f"-c statement_timeout={round(statement_timeout * 1000)}"
+        query["options"] = f"{query['options']} {option}" if "options" in query else option
+    return parts._replace(query=urlencode(query, quote_via=quote)).geturl()
+
+
 class _Connection:
     """A DuckDB or PostgreSQL connection that answers SQL with Arrow tables."""
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, connect_timeout: float = 30.0, statement_timeout: float | None = None) -> None:
         self.uri = uri
         self.label = redact(uri)
+        self.connect_timeout = connect_timeout
         self._secret = urlsplit(uri).password if not uri.lower().startswith("duckdb://") else None
         self.kind = "duckdb" if uri.lower().startswith("duckdb://") else "postgresql"
         if self.kind == "duckdb":
@@ -119,7 +139,7 @@ class _Connection:
             adbc = _driver("adbc_driver_postgresql.dbapi")
 
             try:
-                self._con = adbc.connect(uri.replace("postgres://", "postgresql://", 1))
+                self._con = adbc.connect(_with_timeouts(uri, connect_timeout, statement_timeout))
             except Exception as error:
                 raise InputError(self._explain(error), file=self.label) from None
 
@@ -136,6 +156,12 @@ class _Connection:
             return f"the server refused the credentials (wrong user or password): {text}"
         if "does not exist" in lowered and "database" in lowered:
             return f"no such database on the server: {text}"
+        if "timeout expired" in lowered or "timed out" in lowered:
+            where = urlsplit(self.uri)
+            return (
+                f"the database server {where.hostname}:{where.port or 5432} did not answer within "
+                f"{self.connect_timeout:g} s (connect_timeout; raise it with --connect-timeout): {text}"
+            )
         if any(
             s in lowered for s in ("connection refused", "could not connect", "timeout", "no route", "translate host")
         ):
@@ -167,8 +193,15 @@ class Database:
     Offers the source interface of :mod:`ehrprog.io.omop` (``scan``, ``has``, ``notes``, ``name``).
     """
 
-    def __init__(self, uri: str, schema: str, vocabulary_schema: str | None = None) -> None:
-        self.connection = _Connection(uri)
+    def __init__(
+        self,
+        uri: str,
+        schema: str,
+        vocabulary_schema: str | None = None,
+        connect_timeout: float = 30.0,
+        statement_timeout: float | None = None,
+    ) -> None:
+        self.connection = _Connection(uri, connect_timeout, statement_timeout)
         self.schema = schema
         self.vocabulary_schema = vocabulary_schema or schema
         self.name = f"{self.connection.label.rsplit('/', 1)[-1]}.{schema}"
@@ -302,13 +335,15 @@ def read_omop_database(
     condition_era,
     strict: bool,
     materialize: bool,
+    connect_timeout: float = 30.0,
+    statement_timeout: float | None = None,
 ) -> EventFrame:
     """:func:`ehrprog.read_omop` for a database URI (see the module docstring)."""
     from ehrprog.io.omop import _code_metadata, concept_table, event_plan, tables_to_read
 
     if chunk_subjects < 1:
         raise InputError(f"chunk_subjects must be at least 1, got {chunk_subjects}")
-    db = Database(uri, schema, vocabulary_schema)
+    db = Database(uri, schema, vocabulary_schema, connect_timeout, statement_timeout)
     concepts, descriptions = concept_table(db, codes)
     wanted = tables_to_read(db, tables, condition_era)
     ids = db.person_ids(person_ids)

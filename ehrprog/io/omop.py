@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -216,14 +217,25 @@ def _typed_table(folder: _Folder, spec: EventTable) -> _TypedTable | None:
     source_value = spec.source_value if spec.source_value in schema else None
     source_concept = spec.source_concept if spec.source_concept in schema else None
     time_exprs = [tabular.parse_datetime(c, schema[c]) for c in times]
+    time_issues: list[tuple[pl.Expr, str] | None] = []
     if len(time_exprs) == 2:
         # Exports often fill *_datetime with a sentinel (1900-01-01) or a shifted value: trust
-        # the datetime only where it falls on the row's date.
+        # the datetime only where it falls on the row's date (counted where it does not).
         precise, day = time_exprs
         if isinstance(schema[times[1]], pl.Date):  # midnight: two comparisons, no conversions
             on_day = (precise >= day) & (precise < day + pl.duration(days=1))
         else:
             on_day = precise.dt.date() == day.dt.date()
+        time_issues = [
+            (
+                tabular.present(times[0], schema[times[0]]).fill_null(False) & precise.is_null() & day.is_not_null(),
+                f"{times[0]}: unreadable (not an ISO or YYYYMMDD time), the date used",
+            ),
+            (
+                precise.is_not_null() & day.is_not_null() & ~on_day,
+                f"{times[0]}: not on the row's date (a sentinel or shifted time), the date used",
+            ),
+        ]
         time_exprs = [pl.when(day.is_null() | on_day).then(precise), day]
     raw_time_present = pl.any_horizontal([tabular.present(c, schema[c]).fill_null(False) for c in times])
     visit_id = opt(spec.visit, tabular.parse_int)  # visit_occurrence_id in every table that has a visit
@@ -231,6 +243,7 @@ def _typed_table(folder: _Folder, spec: EventTable) -> _TypedTable | None:
     issues = value_issues(
         tabular.value_issue(*tabular.in_schema(schema, spec.numeric), numeric, "not a finite number"),
         tabular.value_issue(*tabular.in_schema(schema, spec.visit), visit_id, "not an integer"),
+        *time_issues,
     )
 
     typed = frame.select(
@@ -250,9 +263,17 @@ def _typed_table(folder: _Folder, spec: EventTable) -> _TypedTable | None:
     return _TypedTable(spec, typed, schema, times, source_value, source_concept)
 
 
-def _events_from(table: _TypedTable, distinct: pl.DataFrame, concepts: pl.DataFrame, mode: CodeMode) -> pl.LazyFrame:
+def _events_from(
+    table: _TypedTable,
+    distinct: pl.DataFrame,
+    concepts: pl.DataFrame,
+    mode: CodeMode,
+    end: datetime | None = None,
+    end_source: str = "",
+) -> pl.LazyFrame:
     """The checked events of a typed table, its concept ids (``distinct``: the table's
-    :meth:`_TypedTable.distinct_ids`) spelled as codes once each and mapped row by row."""
+    :meth:`_TypedTable.distinct_ids`) spelled as codes once each and mapped row by row; events at
+    or after ``end`` (the extract's end, see :func:`extract_end`) are dropped and counted."""
     spec, typed, schema, times = table.spec, table.typed, table.schema, table.times
     source_value, source_concept = table.source_value, table.source_concept
     has_unit = spec.unit in schema
@@ -283,6 +304,8 @@ def _events_from(table: _TypedTable, distinct: pl.DataFrame, concepts: pl.DataFr
         .then(reason(f"{times[-1]}: null date"))
         .when(pl.col("code").is_null())
         .then(reason(f"{spec.concept}: no concept and no source value"))
+        .when((pl.col("time") >= end) if end is not None else pl.lit(False))
+        .then(reason(_future_reason(times[-1], end, end_source)))
         .otherwise(NO_REASON)
     )
     return (
@@ -297,7 +320,12 @@ def _events_from(table: _TypedTable, distinct: pl.DataFrame, concepts: pl.DataFr
     )
 
 
-def _person_events(folder: _Folder, concepts: pl.DataFrame) -> pl.LazyFrame:
+def _future_reason(column: str, end: datetime | None, end_source: str) -> str:
+    last = (end - timedelta(days=1)).date().isoformat() if end is not None else ""
+    return f"{column}: after the extract's end ({last}, {end_source}, DQD plausibleTemporalAfter)"
+
+
+def _person_events(folder: _Folder, concepts: pl.DataFrame, end: datetime | None = None) -> pl.LazyFrame:
     scanned = folder.scan("person")
     if scanned is None:
         inside = sorted(
@@ -322,14 +350,32 @@ def _person_events(folder: _Folder, concepts: pl.DataFrame) -> pl.LazyFrame:
     day_ok = day.is_between(1, days_in_month)
     from_parts = pl.datetime(year, month_used, pl.when(day_ok).then(day).otherwise(1))
     given = tabular.parse_datetime("birth_datetime", schema["birth_datetime"]) if "birth_datetime" in schema else None
+    # birth_datetime is trusted only where it agrees with year/month/day of birth (exports fill it
+    # with a sentinel such as 1900-01-01, or shift it): otherwise the parts are used, and counted.
+    contradicts = pl.lit(False)
+    if given is not None:
+        contradicts = (
+            given.is_not_null()
+            & year.is_not_null()
+            & (
+                (given.dt.year() != year)
+                | (month.is_not_null() & (given.dt.month() != month))
+                | (day.is_not_null() & (given.dt.day() != day))
+            )
+        ).fill_null(False)
+        given = pl.when(contradicts).then(None).otherwise(given)
     birth = pl.coalesce(given, from_parts) if given is not None else from_parts
     parts_used = given.is_null() if given is not None else pl.lit(True)
+    this_year = (end or datetime.now(UTC).replace(tzinfo=None)).year
+    implausible_year = year.is_not_null() & ~year.is_between(1900, this_year)
     person = frame.select(
         tabular.parse_int("person_id", schema["person_id"]).alias("subject_id"),
         birth.alias("_birth"),
         year.alias("_year"),
         (parts_used & month.is_not_null() & ~month_ok.fill_null(False)).alias("_bad_month"),
         (parts_used & month_ok.fill_null(False) & day.is_not_null() & ~day_ok.fill_null(False)).alias("_bad_day"),
+        contradicts.alias("_contradicts"),
+        implausible_year.alias("_bad_year"),
         opt_int("gender_concept_id").alias("_gender"),
         opt_int("race_concept_id").alias("_race"),
         opt_int("ethnicity_concept_id").alias("_ethnicity"),
@@ -350,6 +396,8 @@ def _person_events(folder: _Folder, concepts: pl.DataFrame) -> pl.LazyFrame:
                 "_repeat",
                 "_bad_month",
                 "_bad_day",
+                "_contradicts",
+                "_bad_year",
             )
         else:
             # Attribute rows of a person row that is itself dropped are not counted again.
@@ -360,6 +408,7 @@ def _person_events(folder: _Folder, concepts: pl.DataFrame) -> pl.LazyFrame:
                     & pl.col("subject_id").is_not_null()
                     & pl.col("_year").is_not_null()
                     & ~pl.col("_repeat")
+                    & ~pl.col("_bad_year")
                 )
                 .join(codes.rename({"concept_id": column}), on=column, how="left")
                 .select(
@@ -370,6 +419,8 @@ def _person_events(folder: _Folder, concepts: pl.DataFrame) -> pl.LazyFrame:
                     pl.lit(False).alias("_repeat"),
                     pl.lit(False).alias("_bad_month"),
                     pl.lit(False).alias("_bad_day"),
+                    pl.lit(False).alias("_contradicts"),
+                    pl.lit(False).alias("_bad_year"),
                 )
             )
         rows.append(part)
@@ -379,6 +430,8 @@ def _person_events(folder: _Folder, concepts: pl.DataFrame) -> pl.LazyFrame:
         .then(reason("person_id: null or not an integer"))
         .when(pl.col("_missing"))
         .then(reason("year_of_birth: null or not an integer"))
+        .when(pl.col("_bad_year"))
+        .then(reason(f"year_of_birth: before 1900 or after {this_year} (DQD plausibleValueLow/High)"))
         .when((pl.col("code") == BIRTH_CODE) & pl.col("time").is_null())
         .then(reason("birth_datetime: unparseable date"))
         .when(pl.col("_repeat"))
@@ -388,6 +441,10 @@ def _person_events(folder: _Folder, concepts: pl.DataFrame) -> pl.LazyFrame:
     issues = value_issues(
         (pl.col("_bad_month"), "month_of_birth: outside 1-12 (left out: January)"),
         (pl.col("_bad_day"), "day_of_birth: not a day of the month (left out: the 1st)"),
+        (
+            pl.col("_contradicts"),
+            "birth_datetime: contradicts year/month/day_of_birth (a sentinel such as 1900-01-01?): those used",
+        ),
     )
     return (
         events.with_columns(drop.alias(DROP), pl.lit("omop/person").alias("source"))
@@ -403,7 +460,7 @@ def _person_events(folder: _Folder, concepts: pl.DataFrame) -> pl.LazyFrame:
     )
 
 
-def _death_events(folder: _Folder) -> pl.LazyFrame | None:
+def _death_events(folder: _Folder, end: datetime | None = None, end_source: str = "") -> pl.LazyFrame | None:
     scanned = folder.scan("death")
     if scanned is None:
         return None
@@ -419,6 +476,8 @@ def _death_events(folder: _Folder) -> pl.LazyFrame | None:
         .then(reason("person_id: null or not an integer"))
         .when(pl.col("time").is_null())
         .then(reason("death_date: null or unparseable date"))
+        .when((pl.col("time") >= end) if end is not None else pl.lit(False))
+        .then(reason(_future_reason("death_date", end, end_source)))
         .when(pl.int_range(pl.len()).over("subject_id") > 0)
         .then(reason("death: more than one death record for the person (earliest kept)"))
         .otherwise(NO_REASON)
@@ -450,6 +509,8 @@ def read_omop(
     vocabulary_schema: str | None = None,
     person_ids: Iterable[int] | None = None,
     chunk_subjects: int = 20_000,
+    connect_timeout: float = 30.0,
+    statement_timeout: float | None = None,
 ) -> EventFrame:
     """Read an OMOP CDM extract into an :class:`~ehrprog.events.EventFrame`.
 
@@ -475,6 +536,9 @@ def read_omop(
         vocabulary_schema: database only: the schema holding CONCEPT (default: ``schema``).
         person_ids: read these persons only (a cohort; from a database, in the same chunks).
         chunk_subjects: database only: persons read per query round (bounds the memory of a read).
+        connect_timeout: PostgreSQL only: seconds to wait for the server to answer when connecting
+            (a server that accepts and never answers is an error naming host and port, not a hang).
+        statement_timeout: PostgreSQL only: seconds a query may run (``None``: the server's setting).
 
     Returns:
         The events, ordered by subject and time when materialized, with ``.report`` counting rows
@@ -500,6 +564,8 @@ def read_omop(
             condition_era=condition_era,
             strict=strict,
             materialize=materialize,
+            connect_timeout=connect_timeout,
+            statement_timeout=statement_timeout,
         )
     root = Path(source)
     if not root.is_dir():
@@ -567,9 +633,36 @@ def tables_to_read(folder, tables, condition_era: bool | None) -> list[str]:
     return wanted
 
 
+def extract_end(folder) -> tuple[datetime, str]:
+    """The day after the last day the extract can hold (events from it on are in the future), and
+    where it came from: ``cdm_source``'s latest release date, else the latest
+    ``observation_period_end_date``, else today (UTC)."""
+    for table, columns in (
+        ("cdm_source", ("cdm_release_date", "source_release_date")),
+        ("observation_period", ("observation_period_end_date",)),
+    ):
+        scanned = folder.scan(table) if folder.has(table) else None
+        if scanned is None:
+            continue
+        frame, schema, _ = scanned
+        present = [c for c in columns if c in schema]
+        if not present:
+            continue
+        latest = frame.select(
+            pl.max_horizontal([tabular.parse_datetime(c, schema[c]).max() for c in present]).alias("end")
+        ).collect()["end"][0]
+        if latest is not None:
+            return latest.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1), (
+                f"the latest {' / '.join(present)} of {table}"
+            )
+    today = datetime.now(UTC).replace(tzinfo=None, hour=0, minute=0, second=0, microsecond=0)
+    return today + timedelta(days=1), "today (no cdm_source or observation_period dates)"
+
+
 def event_plan(folder, concepts: pl.DataFrame, wanted: list[str], codes: CodeMode):
     """The checked-events plan of a source (``plan(subjects=None) -> LazyFrame``) and its person ids."""
-    person, death = _person_events(folder, concepts), _death_events(folder)
+    end, end_source = extract_end(folder)
+    person, death = _person_events(folder, concepts, end), _death_events(folder, end, end_source)
     tables = []
     for name in wanted:
         table = _typed_table(folder, EVENT_TABLES[name])
@@ -584,7 +677,9 @@ def event_plan(folder, concepts: pl.DataFrame, wanted: list[str], codes: CodeMod
     n_vitals = 1 if death is None else 2
     people, vitals, distinct = firsts[0], pl.concat(firsts[:n_vitals]), firsts[n_vitals:]
     parts = [vitals.lazy()]
-    parts += [_events_from(table, ids, concepts, codes) for table, ids in zip(tables, distinct, strict=True)]
+    parts += [
+        _events_from(table, ids, concepts, codes, end, end_source) for table, ids in zip(tables, distinct, strict=True)
+    ]
     vital_rows = vitals.filter(pl.col("code").is_in([BIRTH_CODE, DEATH_CODE]))
 
     def plan(subjects: pl.Expr | None = None) -> pl.LazyFrame:

@@ -19,6 +19,23 @@ DDL: dict[str, dict[str, list[str]]] = {
             "ethnicity_source_value ethnicity_source_concept_id"
         ),
     },
+    "cdm_source": {
+        "5.4": _S(
+            "cdm_source_name cdm_source_abbreviation cdm_holder source_description source_documentation_reference "
+            "cdm_etl_reference source_release_date cdm_release_date cdm_version cdm_version_concept_id "
+            "vocabulary_version"
+        ),
+        "5.3": _S(
+            "cdm_source_name cdm_source_abbreviation cdm_holder source_description source_documentation_reference "
+            "cdm_etl_reference source_release_date cdm_release_date cdm_version vocabulary_version"
+        ),
+    },
+    "observation_period": {
+        "5.4": _S(
+            "observation_period_id person_id observation_period_start_date observation_period_end_date "
+            "period_type_concept_id"
+        ),
+    },
     "death": {
         "5.4": _S(
             "person_id death_date death_datetime death_type_concept_id cause_concept_id cause_source_value "

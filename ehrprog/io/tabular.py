@@ -19,6 +19,8 @@ from ehrprog.errors import InputError
 
 _SUFFIXES = (".parquet", ".csv", ".tsv", ".txt", ".csv.gz", ".tsv.gz")
 _DATETIME_FORMATS = ("%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%d", "%Y%m%d")
+#: Formats of text times with a UTC offset (``+05:00``, ``+0500``, ``Z``), converted to UTC.
+_ZONED_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%dT%H:%M%#z")
 
 
 @dataclass(frozen=True)
@@ -91,10 +93,20 @@ def scan_table(table: TableFile, ddl_versions: dict[str, Sequence[str]], cdm_ver
     Raises:
         InputError: a headerless file whose column count matches no known CDM version.
     """
+    known = {c for columns in ddl_versions.values() for c in columns}
     if table.fmt == "parquet":
         source = str(table.path / "*.parquet") if table.path.is_dir() else str(table.path)
         frame = pl.scan_parquet(source)
-        return frame.rename({c: c.lower() for c in readable_schema(frame, table.path, "Parquet")})
+        schema = readable_schema(frame, table.path, "Parquet")
+        _refuse_repeated_columns(list(schema), table.path)
+        for column, dtype in schema.items():
+            if column.lower() in known and dtype.is_nested():
+                raise InputError(
+                    f"column holds {dtype} values; an OMOP column holds one value per row",
+                    file=str(table.path),
+                    column=column,
+                )
+        return frame.rename({c: c.lower() for c in schema})
     new_columns = None
     if not table.has_header:
         with _open_text(table.path) as handle:
@@ -120,6 +132,10 @@ def scan_table(table: TableFile, ddl_versions: dict[str, Sequence[str]], cdm_ver
         encoding="utf8-lossy",
     )
     names = readable_schema(frame, table.path, "delimited text")
+    if table.has_header:
+        with _open_text(table.path) as handle:
+            header = handle.readline().rstrip("\r\n").split(table.separator)
+        _refuse_repeated_columns([h.strip().strip('"') for h in header], table.path)
     try:
         _refuse_ragged_lines(table, len(names))
     except pl.exceptions.PolarsError as error:
@@ -127,6 +143,22 @@ def scan_table(table: TableFile, ddl_versions: dict[str, Sequence[str]], cdm_ver
     if table.has_header:
         frame = frame.rename({c: c.strip().strip('"').lower() for c in names})
     return frame
+
+
+def _refuse_repeated_columns(names: list[str], path: Path) -> None:
+    """A column named twice (``person_id`` and ``PERSON_ID``, or the same name twice): which copy
+    holds the data cannot be told, so neither is read silently."""
+    seen: dict[str, str] = {}
+    for name in names:
+        key = name.strip().lower()
+        if key in seen:
+            raise InputError(
+                f"column named twice ({seen[key]!r} and {name!r}, names are read case-insensitively): "
+                "which copy holds the data cannot be told; keep one",
+                file=str(path),
+                column=name,
+            )
+        seen[key] = name
 
 
 def readable_schema(frame: pl.LazyFrame, path: Path, kind: str) -> dict[str, pl.DataType]:
@@ -310,10 +342,26 @@ def value_issue(
 
 
 def parse_datetime(column: str, dtype: pl.DataType) -> pl.Expr:
-    """A column as ``Datetime("us")`` from a date, a datetime, ISO text or ``YYYYMMDD`` (int or text)."""
+    """A column as ``Datetime("us")`` from a date, a datetime, ISO text or ``YYYYMMDD`` (int or text).
+
+    Times with a UTC offset (``2012-09-25T23:30:00+05:00``, ``...Z``) and time-zone-aware
+    datetimes are converted to UTC, then kept without a zone (every time in ehrprog is naive UTC
+    or local as recorded; an offset is never dropped as if the wall-clock time were UTC). Anything
+    else (an integer that is not ``YYYYMMDD``, such as epoch seconds) does not parse: null.
+    """
     if isinstance(dtype, pl.Datetime):
-        return pl.col(column).dt.replace_time_zone(None).cast(pl.Datetime("us"))
+        value = pl.col(column)
+        if dtype.time_zone is not None:
+            value = value.dt.convert_time_zone("UTC")
+        return value.dt.replace_time_zone(None).cast(pl.Datetime("us"))
     if isinstance(dtype, pl.Date):
         return pl.col(column).cast(pl.Datetime("us"))
     text = clean_string(column, dtype)
-    return pl.coalesce([text.str.strptime(pl.Datetime("us"), fmt, strict=False) for fmt in _DATETIME_FORMATS])
+    zoned = [
+        text.str.strptime(pl.Datetime("us", "UTC"), fmt, strict=False).dt.replace_time_zone(None)
+        for fmt in _ZONED_FORMATS
+    ]
+    plain = [text.str.strptime(pl.Datetime("us"), fmt, strict=False) for fmt in _DATETIME_FORMATS]
+    # Text with an offset must not fall through to a plain format that reads only its date.
+    has_offset = text.str.contains(r"(Z|[+-]\d\d:?\d\d)$")
+    return pl.when(has_offset).then(pl.coalesce(zoned)).otherwise(pl.coalesce(plain))

@@ -23,6 +23,7 @@ from ehrprog.events import EventFrame
 from ehrprog.ordering import attach_to_subjects, join_asof_by_subject
 from ehrprog.tasks.progression import ProgressionTask, map_categories
 from ehrprog.tasks.rules import DiagnosisCode, LabThreshold, StagingRule, match_code_lists
+from ehrprog.units import normalise_unit
 from ehrprog.visits import Strategy
 
 #: µmol/L per mg/dL of creatinine.
@@ -85,6 +86,7 @@ def ckd_rule() -> StagingRule:
         codes=EGFR_CODES,
         bands=[(90.0, 1), (60.0, 2), (30.0, 3), (15.0, 4), (float("-inf"), 5)],
         plausible=(0.5, 250.0),
+        units=EGFR_UNITS,
     )
     return StagingRule(name="CKD", n_stages=5, diagnoses=dx, labs=[egfr])
 
@@ -106,6 +108,26 @@ def ckd_epi_2021(creatinine_mg_dl: pl.Expr, age_years: pl.Expr, female: pl.Expr)
     return 142.0 * exponent.exp() * pl.when(female).then(1.012).otherwise(1.0)
 
 
+#: eGFR units (normalised spelling, see :func:`~ehrprog.units.normalise_unit`) -> factor to
+#: mL/min/1.73 m2. A value without a unit is taken as mL/min/1.73 m2 (what every eGFR LOINC code
+#: reports); a unit outside this table (mg/dL on an eGFR row, say) is never staged, and counted.
+EGFR_UNITS: dict[str, float] = {
+    **dict.fromkeys(
+        [
+            "ml/min",
+            "ml/min/",
+            "ml/min/1.73m2",
+            "ml/min/1.73m^2",
+            "ml/min/1.73m²",
+            "ml/min/1.73sqm",
+            "ml/min/1.73",
+            "ml/minute/1.73squaremeter",
+            "ml/min/1.73squaremeter",
+        ],
+        1.0,
+    ),
+    **dict.fromkeys(["ml/s", "ml/s/", "ml/s/1.73m2", "ml/s/1.73m^2", "ml/s/1.73m²", "ml/second/1.73squaremeter"], 60.0),
+}
 #: Creatinine units (normalised spelling, see :func:`normalise_unit`) -> factor to mg/dL. UCUM
 #: codes and the usual variants; OMOP unit concept names are normalised to these first.
 CREATININE_UNITS: dict[str, float] = {
@@ -122,28 +144,6 @@ CREATININE_UNITS: dict[str, float] = {
     "mmol/l": 1000.0 / CREATININE_UMOL_PER_MGDL,
     "mmol/dl": 10000.0 / CREATININE_UMOL_PER_MGDL,
 }
-_UNIT_WORDS = (
-    (r"micro(gram|mole)s?", lambda m: "ug" if m.group(1) == "gram" else "umol"),
-    (r"milli(gram|mole)s?", lambda m: "mg" if m.group(1) == "gram" else "mmol"),
-    (r"nano(mole)s?", lambda m: "nmol"),
-    (r"grams?", lambda m: "g"),
-    (r"(deci)?(liter|litre)s?", lambda m: "dl" if m.group(1) else "l"),
-    (r"milli(liter|litre)s?", lambda m: "ml"),
-)
-
-
-def normalise_unit(unit: str) -> str:
-    """A unit spelling reduced for lookup: lower case, no spaces or UCUM annotations (``{...}``),
-    ``µ``/``μ``/``mc`` as ``u``, unit names (``milligram per deciliter``) as symbols (``mg/dl``)."""
-    import re
-
-    text = re.sub(r"\{[^}]*\}", "", unit.strip().lower())
-    text = re.sub(r"milli(liter|litre)s?", "ml", text)
-    for pattern, symbol in _UNIT_WORDS:
-        text = re.sub(pattern, symbol, text)
-    text = re.sub(r"\s*per\s*", "/", text)
-    text = text.replace("µ", "u").replace("μ", "u").replace("mcg", "ug").replace("mcmol", "umol")
-    return re.sub(r"\s+", "", text)
 
 
 def creatinine_factor(unit: str | None, molar_code: bool) -> float | None:

@@ -152,8 +152,8 @@ class ProgressionTask:
         ]
         derived = self.derived_lab_values(rows.drop("_dx", "_dx_stage"), events, counts)
         for lab in self.rule.labs:
-            recorded = rows.filter(pl.col("lab") == lab.name).select(
-                "_row", "subject_id", "time", "code", pl.col("numeric_value").cast(pl.Float64).alias("value")
+            recorded = _in_lab_unit(rows.filter(pl.col("lab") == lab.name), lab, counts).select(
+                "_row", "subject_id", "time", "code", "value"
             )
             values = [recorded.with_columns(pl.lit(False).alias("computed"))]
             if lab.name in derived:
@@ -472,6 +472,24 @@ class ProgressionTask:
             )
             .drop("_event_time", "_censor", *[f"_after{stage}" for stage in stages])
         )
+
+
+def _in_lab_unit(rows: pl.DataFrame, lab, counts: dict[str, int]) -> pl.DataFrame:
+    """``rows`` of one lab with ``value``: the numeric value in the unit of the lab's bands (its
+    ``units`` table, one factor per distinct unit); rows in a unit the lab does not know are left
+    out and counted."""
+    value = pl.col("numeric_value").cast(pl.Float64)
+    if lab.units is None or rows.height == 0:
+        return rows.with_columns(value.alias("value"))
+    units = rows["unit"].unique().drop_nulls().cast(pl.String)
+    factors = pl.Series([lab.unit_factor(u) for u in units], dtype=pl.Float64)
+    factor = pl.when(pl.col("unit").is_null()).then(1.0).otherwise(map_categories("unit", units, factors, pl.Float64))
+    converted = rows.with_columns((value * factor).alias("value"), factor.is_null().alias("_foreign"))
+    foreign = converted.filter("_foreign")
+    if foreign.height:
+        shown = ", ".join(repr(u) for u in sorted(foreign["unit"].cast(pl.String).unique().to_list())[:5])
+        counts[f"{lab.name}: unit not a unit of {lab.name} ({shown}; not staged)"] = foreign.height
+    return converted.filter(~pl.col("_foreign")).drop("_foreign")
 
 
 def _per_time(frame: pl.DataFrame, time_column: str, mean_of: str | None = None) -> pl.DataFrame:

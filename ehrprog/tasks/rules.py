@@ -36,8 +36,8 @@ class LabThreshold(BaseModel):
     """Stages from a lab value: ``value >= bands[i][0]`` gives ``bands[i][1]``, first match wins.
 
     ``codes`` are full codes (``LOINC/33914-3``); a data code also matches when its MEDS code
-    metadata lists one of them among its ``parent_codes``. Values outside ``plausible`` are not
-    staged (and are counted).
+    metadata lists one of them among its ``parent_codes``. Values are converted to the bands' unit
+    through ``units`` (where given); values outside ``plausible`` are not staged (and are counted).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -46,6 +46,18 @@ class LabThreshold(BaseModel):
     codes: list[str]
     bands: list[tuple[float, int]] = Field(min_length=1)
     plausible: tuple[float, float] = (float("-inf"), float("inf"))
+    #: Units (as :func:`~ehrprog.units.normalise_unit` spells them) -> factor to the bands' unit.
+    #: ``None``: values are read as recorded, whatever their unit. With a table, a value without a
+    #: unit is in the bands' unit, and a value in a unit outside the table is never staged (counted).
+    units: dict[str, float] | None = None
+
+    def unit_factor(self, unit: str | None) -> float | None:
+        """The factor to the bands' unit of a value recorded in ``unit`` (``None``: not this lab's unit)."""
+        if self.units is None or unit is None or not unit.strip():
+            return 1.0
+        from ehrprog.units import normalise_unit
+
+        return self.units.get(normalise_unit(unit))
 
     @model_validator(mode="after")
     def _bands_descend(self) -> LabThreshold:
