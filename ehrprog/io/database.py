@@ -145,7 +145,7 @@ class _Connection:
 
     def _scrub(self, error: Any) -> str:
         text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        if self._secret:
+        if self._secret and len(self._secret) >= 4:  # a shorter one would garble the text it is in
             text = text.replace(self._secret, "***")
         return redact(text.replace(self.uri, self.label))
 
