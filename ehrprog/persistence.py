@@ -32,7 +32,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ehrprog.errors import SavedModelError
-from ehrprog.files import save_tensors
+from ehrprog.files import replace_folder, save_tensors, temporary_sibling
 from ehrprog.model_card import model_card
 from ehrprog.store_format import sha256
 
@@ -229,15 +229,9 @@ def save_estimator(estimator: VisitProgressionEstimator, path: str | Path) -> Pa
     empty, or a saved model (replaced). A folder holding other files is refused.
     """
 
-    import os
-    import shutil
-
     final = Path(path)
     _check_model_target(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    root = final.parent / f".{final.name}.tmp-{os.getpid()}"
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir()
+    root = temporary_sibling(final)
     params = estimator.get_params()
     params["random_state"] = estimator.random_state if isinstance(estimator.random_state, int | None) else None
     model = estimator.model_
@@ -280,7 +274,7 @@ def save_estimator(estimator: VisitProgressionEstimator, path: str | Path) -> Pa
     config["config_sha256"] = config_digest(config)
     (root / CONFIG).write_text(json.dumps(config, indent=1))
     (root / MODEL_CARD).write_text(model_card(estimator), encoding="utf-8")
-    _swap_in(root, final)
+    replace_folder(root, final)
     return final
 
 
@@ -303,26 +297,6 @@ def _check_model_target(root: Path) -> None:
             "deletes or overwrites those: save to a new or empty folder",
             file=str(root),
         )
-
-
-def _swap_in(written: Path, final: Path) -> None:
-    """Put the complete folder ``written`` at ``final`` by renames (an old model there is moved
-    aside first and deleted once the new one is in place)."""
-    import os
-    import shutil
-
-    if not final.exists():
-        os.replace(written, final)
-        return
-    old = final.parent / f".{final.name}.old-{os.getpid()}"
-    shutil.rmtree(old, ignore_errors=True)
-    os.replace(final, old)
-    try:
-        os.replace(written, final)
-    except OSError:
-        os.replace(old, final)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _check_file(root: Path, name: str, record: SavedFile | None) -> Path:

@@ -43,6 +43,7 @@ import polars as pl
 
 from ehrprog.batching import Batch, VisitTensors, Vocabulary, plan_by_subject, point_arrays, visit_arrays
 from ehrprog.errors import EmptyCohortError, InputError
+from ehrprog.files import replace_folder, temporary_sibling
 from ehrprog.store_format import (
     FORMAT,
     MANIFEST,
@@ -240,10 +241,7 @@ def save_cohort(cohort: Cohort, path: str | Path, *, subjects_per_shard: int = S
             file=str(final),
         )
     check_target(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    root = final.parent / f".{final.name}.tmp-{os.getpid()}"
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir()
+    root = temporary_sibling(final)
     # Subjects with points, and those with stage records only (kept in `stages`, as in memory).
     staged = cohort.stages.lazy().select("subject_id").collect()["subject_id"].to_numpy()
     subjects = np.union1d(cohort.groups, staged)
@@ -258,25 +256,8 @@ def save_cohort(cohort: Cohort, path: str | Path, *, subjects_per_shard: int = S
     # The cohort-level report and warnings (of the whole build), not a sum of empty shard reports.
     manifest.update(report=dict(cohort.report), warnings=list(cohort.warnings))
     (root / MANIFEST).write_text(json.dumps(manifest, indent=1))
-    _swap_in(root, final)
+    replace_folder(root, final)
     return final
-
-
-def _swap_in(written: Path, final: Path) -> None:
-    """Put the complete folder ``written`` at ``final`` by renames: an old cohort there is moved
-    aside first and deleted only once the new one is in place."""
-    if not final.exists():
-        os.replace(written, final)
-        return
-    old = final.parent / f".{final.name}.old-{os.getpid()}"
-    shutil.rmtree(old, ignore_errors=True)
-    os.replace(final, old)
-    try:
-        os.replace(written, final)
-    except OSError:
-        os.replace(old, final)  # put the old cohort back
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------------------- read

@@ -59,18 +59,8 @@ class ShardEntry(BaseModel):
         return _plain_name(value)
 
 
-class EmptyShardEntry(BaseModel):
-    """A piece of the input that yielded no prediction point."""
-
-    model_config = ConfigDict(extra="ignore")
-    name: str
-    source: str = ""
-    fingerprint: str = ""
-
-    @field_validator("name")
-    @classmethod
-    def _check_name(cls, value: str) -> str:
-        return _plain_name(value)
+class EmptyShardEntry(ShardEntry):
+    """A piece of the input that yielded no prediction point (no counts)."""
 
 
 class Manifest(BaseModel):

@@ -76,21 +76,29 @@ def _same(a, b) -> bool:
     return np.array_equal(a, b)
 
 
+FILE_FAULTS = ("delete", "truncate", "edit")
+
+
+def _damage_file(target: Path, fault: str, at: float) -> None:
+    """Delete ``target``, cut it at the fraction ``at`` of its length, or flip the byte there."""
+    if fault == "delete":
+        target.unlink()
+        return
+    data = bytearray(target.read_bytes())
+    if fault == "truncate":
+        data = data[: int(len(data) * at)]
+    elif data:
+        data[int((len(data) - 1) * at)] ^= 0x5A
+    target.write_bytes(bytes(data))
+
+
 def _apply_cohort_fault(folder: Path, other: Path, fault: str, pick: int, at: float) -> None:
     files = [p for p in _files(folder) if "shards" in p.parts]
     target = files[pick % len(files)]
     manifest_path = folder / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
-    if fault == "delete":
-        target.unlink()
-    elif fault == "truncate":
-        data = target.read_bytes()
-        target.write_bytes(data[: int(len(data) * at)])
-    elif fault == "edit":
-        data = bytearray(target.read_bytes())
-        if data:
-            data[int((len(data) - 1) * at)] ^= 0x5A
-        target.write_bytes(bytes(data))
+    if fault in FILE_FAULTS:
+        _damage_file(target, fault, at)
     elif fault == "duplicate shard":
         manifest["shards"].append(dict(manifest["shards"][pick % len(manifest["shards"])]))
         manifest_path.write_text(json.dumps(manifest))
@@ -138,15 +146,8 @@ def test_every_fault_in_a_cohort_folder_is_an_error_naming_it_or_changes_nothing
 def _apply_model_fault(folder: Path, other: Path, fault: str, pick: int, at: float) -> None:
     files = [p for p in _files(folder) if p.name != "MODEL_CARD.md"]
     target = files[pick % len(files)]
-    if fault == "delete":
-        target.unlink()
-    elif fault == "truncate":
-        data = target.read_bytes()
-        target.write_bytes(data[: int(len(data) * at)])
-    elif fault == "edit":
-        data = bytearray(target.read_bytes())
-        data[int((len(data) - 1) * at)] ^= 0x5A
-        target.write_bytes(bytes(data))
+    if fault in FILE_FAULTS:
+        _damage_file(target, fault, at)
     elif fault == "edit a digit":  # most often still valid JSON and a valid config
         data = bytearray(target.read_bytes())
         digits = [i for i, b in enumerate(data) if chr(b).isdigit()]

@@ -624,17 +624,9 @@ def _with_people(clinical: pl.DataFrame, people, ids, death_month) -> pl.DataFra
     deaths = pl.DataFrame(
         {"subject_id": ids[dead], "time": (death_day * _DAY_US).astype(np.int64), "code": DEATH_CODE, "domain": "death"}
     ).with_columns(pl.col("time").cast(pl.Datetime("us")))
-    events = pl.concat([births, sexes, deaths, clinical], how="diagonal_relaxed")
-    return events.select(
-        "subject_id",
-        "time",
-        "code",
-        pl.col("numeric_value").cast(pl.Float32),
-        pl.col("unit").cast(pl.String),
-        pl.col("visit_id").cast(pl.Int64),
-        "domain",
-        "end",
-    ).sort("subject_id", "time", "code", nulls_last=False)
+    from ehrprog.datasets.simulate import event_table
+
+    return event_table(pl.concat([births, sexes, deaths, clinical], how="diagonal_relaxed"), "end")
 
 
 def history_oracle(points: pl.DataFrame, truth: pl.DataFrame, bands: tuple[float, ...]) -> np.ndarray:

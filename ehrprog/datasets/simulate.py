@@ -356,7 +356,11 @@ def simulate_events(n_subjects: int, seed: int = 0, world: World = "labs") -> pl
     deaths = pl.DataFrame({"subject_id": ids[dies], "time": (death_day[dies] * _DAY_US).astype(np.int64)}).with_columns(
         pl.col("time").cast(pl.Datetime("us")), pl.lit(DEATH_CODE).alias("code"), pl.lit("death").alias("domain")
     )
-    events = pl.concat([people, deaths, clinical], how="diagonal_relaxed")
+    return event_table(pl.concat([people, deaths, clinical], how="diagonal_relaxed"))
+
+
+def event_table(events: pl.DataFrame, *extra: str) -> pl.DataFrame:
+    """A simulator's events in its output columns (and ``extra`` ones), ordered by subject, time, code."""
     return events.select(
         "subject_id",
         "time",
@@ -365,6 +369,7 @@ def simulate_events(n_subjects: int, seed: int = 0, world: World = "labs") -> pl
         pl.col("unit").cast(pl.String),
         pl.col("visit_id").cast(pl.Int64),
         "domain",
+        *extra,
     ).sort("subject_id", "time", "code", nulls_last=False)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import pyarrow.parquet as pq
 from ehrprog.accounting import DROP, NO_REASON, VALUE, reason, value_issues
 from ehrprog.errors import InputError
 from ehrprog.events import EventFrame, collect_two_at_a_time, empty_codes, mark_event_drops
+from ehrprog.files import replace_folder, temporary_sibling
 from ehrprog.io import tabular
 from ehrprog.schema import CATEGORICAL_COLUMNS, EVENT_SCHEMA
 
@@ -314,9 +314,7 @@ def write_meds(
             "ones; choose a new or empty folder, or pass overwrite=True (--overwrite) to replace it whole",
             file=str(final),
         )
-    final.parent.mkdir(parents=True, exist_ok=True)
-    root = final.parent / f".{final.name}.tmp-{os.getpid()}"
-    shutil.rmtree(root, ignore_errors=True)
+    root = temporary_sibling(final)
     (root / meds.data_subdirectory).mkdir(parents=True, exist_ok=True)
     (root / _METADATA).mkdir(parents=True, exist_ok=True)
     shards = n_shards if n_shards is not None else (1 if events.in_memory else 8)
@@ -348,25 +346,8 @@ def write_meds(
         "created_at": datetime.now(UTC).isoformat(),
     }
     (root / meds.dataset_metadata_filepath).write_text(json.dumps(metadata, indent=2))
-    _replace(root, final)
+    replace_folder(root, final)
     return final
-
-
-def _replace(written: Path, final: Path) -> None:
-    """Put the complete folder ``written`` at ``final`` by renames; an old folder there (its
-    replacement asked for) is moved aside and deleted once the new one is in place."""
-    if not final.exists():
-        os.replace(written, final)
-        return
-    old = final.parent / f".{final.name}.old-{os.getpid()}"
-    shutil.rmtree(old, ignore_errors=True)
-    os.replace(final, old)
-    try:
-        os.replace(written, final)
-    except OSError:
-        os.replace(old, final)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 #: Arrow types of a shard: the ``meds`` package's DataSchema (``string`` codes, ``large_string``
