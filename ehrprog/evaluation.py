@@ -387,10 +387,12 @@ def format_table(rows: list[Row]) -> str:
         ("c_index", "C-index"),
         ("ibs", "IBS"),
     ]
-    header = f"{'model':34s}" + "".join(f"{title:>12s}" for _, title in columns) + f"{'fit s':>9s}{'predict s':>11s}"
+    width = max([34, *(len(row.name) + 2 for row in rows)])
+    titles = "".join(f"{title:>12s}" for _, title in columns)
+    header = f"{'model':{width}s}{titles}{'fit s':>9s}{'predict s':>11s}"
     lines = [header, "-" * len(header)]
     for row in rows:
         cells = "".join(f"{row.metrics[key]:12.3f}" if key in row.metrics else f"{'-':>12s}" for key, _ in columns)
         timing = f"{row.fit_s:9.1f}{row.predict_s:11.2f}" if np.isfinite(row.fit_s) else f"{'-':>9s}{'-':>11s}"
-        lines.append(f"{row.name:34s}{cells}{timing}")
+        lines.append(f"{row.name:{width}s}{cells}{timing}")
     return "\n".join(lines)

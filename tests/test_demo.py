@@ -16,4 +16,13 @@ def test_demo_prints_the_comparison_table_and_writes_the_report(tmp_path, capsys
     page = (tmp_path / "report.html").read_text()
     for key in ("km", "stage_calibration", "survival_calibration", "auc", "patient"):
         assert f'id="chart-{key}"' in page
-    assert "the best baseline" in (tmp_path / "report.txt").read_text()
+    text = (tmp_path / "report.txt").read_text()
+    assert "the best baseline" in text
+    # The strongest baselines and the history ablation stand beside the model.
+    for name in (
+        "boosted Cox on point features (tuned)",
+        "boosted Cox, windowed counts (tuned)",
+        "model, history zeroed",
+    ):
+        assert name in out and name in text
+    assert "the visit history adds" in out
