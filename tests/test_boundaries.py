@@ -148,3 +148,32 @@ def test_a_time_zone_aware_parquet_datetime_is_converted_to_utc(tmp_path):
     events = ep.read_omop(root)
     time = events.collect().filter(pl.col("source") == "omop/measurement")["time"].to_list()
     assert time == [datetime(2012, 9, 25, 18, 30)]
+
+
+def test_an_event_outside_its_visits_span_loses_the_id_and_is_counted(tmp_path):
+    """A measurement carrying the first visit's id three years later stretched that visit from 2012
+    to 2015 (and zeroed n_visits of every later point): its id is not kept, counted, and the
+    visit_id strategy attaches it by time; a visit ending before it starts spans its start day."""
+    visit_header = ["visit_occurrence_id", "person_id", "visit_concept_id", "visit_start_date", "visit_end_date"]
+    visits = [[1, 1, 9202, "2012-01-10", "2012-01-10"], [2, 1, 9202, "2015-03-01", "2015-02-01"]]
+    rows = [
+        (1, 1, 3016723, "2012-01-10", 1.0, 1, "2160-0", None, "mg/dL"),
+        (2, 1, 3016723, "2015-03-01", 1.1, 1, "2160-0", None, "mg/dL"),  # visit 1's id, three years on
+        (3, 1, 3016723, "2015-03-01", 1.2, 2, "2160-0", None, "mg/dL"),
+    ]
+    root = _omop(
+        tmp_path / "o",
+        [(1, 8507, 1950, 1, 1, None)],
+        measurements=rows,
+        extra={"visit_occurrence": (visit_header, visits)},
+    )
+    events = ep.read_omop(root)
+    labs = events.collect().filter(pl.col("source") == "omop/measurement").sort("time", "numeric_value")
+    assert labs["visit_id"].to_list() == [1, None, 2]
+    assert sum(n for r, n in events.report.values_nulled.items() if "outside its visit's span" in r) == 1
+    assert any(
+        "1 visit(s) in visit_occurrence: visit_end_date: before visit_start_date" in n for n in events.report.notes
+    )
+    visits_frame = ep.group_visits(events, "visit_id").visits()
+    spans = visits_frame.select("visit_id", "start", "end").sort("start")
+    assert spans["end"].dt.year().to_list() == [2012, 2015]  # visit 1 is not stretched to 2015

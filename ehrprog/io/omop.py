@@ -17,7 +17,7 @@ from typing import Literal, NamedTuple
 
 import polars as pl
 
-from ehrprog.accounting import DROP, NO_REASON, NO_VALUE_ISSUE, VALUE, reason, value_issues
+from ehrprog.accounting import DROP, DROP_DTYPE, NO_REASON, NO_VALUE_ISSUE, VALUE, reason, value_issues
 from ehrprog.errors import InputError
 from ehrprog.events import EventFrame, empty_codes, mark_event_drops
 from ehrprog.io import tabular
@@ -659,6 +659,71 @@ def extract_end(folder) -> tuple[datetime, str]:
     return today + timedelta(days=1), "today (no cdm_source or observation_period dates)"
 
 
+#: Why an event's visit id is not kept, and why a visit's end is not.
+OUTSIDE_VISIT = "visit_occurrence_id: the event's date is outside its visit's span (id not kept, attached by time)"
+END_BEFORE_START = "visit_end_date: before visit_start_date (the visit's start day used)"
+
+
+def visit_spans(folder) -> pl.LazyFrame | None:
+    """Each visit's span from ``visit_occurrence`` (``visit_id``, ``_span_start``: the start day,
+    ``_span_end``: the day after the end day, exclusive), or ``None`` without the table. A visit
+    without an end, or ending before it starts, spans its start day."""
+    scanned = folder.scan("visit_occurrence") if folder.has("visit_occurrence") else None
+    if scanned is None:
+        return None
+    frame, schema, _ = scanned
+    if "visit_occurrence_id" not in schema or "visit_start_date" not in schema:
+        return None
+    start = tabular.parse_datetime("visit_start_date", schema["visit_start_date"]).dt.truncate("1d")
+    end = (
+        tabular.parse_datetime("visit_end_date", schema["visit_end_date"]).dt.truncate("1d")
+        if "visit_end_date" in schema
+        else pl.lit(None, pl.Datetime("us"))
+    )
+    return (
+        frame.select(
+            tabular.parse_int("visit_occurrence_id", schema["visit_occurrence_id"]).alias("visit_id"),
+            start.alias("_span_start"),
+            pl.when(end.is_null() | (end < start)).then(start).otherwise(end).alias("_span_end"),
+            (end < start).fill_null(False).alias("_backwards"),
+        )
+        .drop_nulls(["visit_id", "_span_start"])
+        .unique("visit_id", keep="first")
+        .with_columns(pl.col("_span_end") + pl.duration(days=1))
+    )
+
+
+def _within_visits(events: pl.LazyFrame, spans: pl.LazyFrame | None) -> pl.LazyFrame:
+    """Events whose time falls outside the span of the visit their id names lose the id (the
+    ``visit_id`` strategy then attaches them by time, as it does events without an id), counted."""
+    if spans is None:
+        return events
+    joined = events.join(spans, on="visit_id", how="left")
+    outside = (
+        pl.col("visit_id").is_not_null()
+        & pl.col("_span_start").is_not_null()
+        & pl.col("time").is_not_null()
+        & ((pl.col("time") < pl.col("_span_start")) | (pl.col("time") >= pl.col("_span_end")))
+    )
+    return joined.with_columns(
+        pl.when(outside).then(None).otherwise(pl.col("visit_id")).alias("visit_id"),
+        _add_issue(pl.col(VALUE), outside, OUTSIDE_VISIT).alias(VALUE),
+    ).drop("_span_start", "_span_end")
+
+
+def _add_issue(value: pl.Expr, mask: pl.Expr, issue: str) -> pl.Expr:
+    """A row's value issues with ``issue`` added where ``mask`` holds (reasons joined by "; ")."""
+    text = value.cast(pl.String)
+    return (
+        pl.when(mask & text.is_null())
+        .then(pl.lit(issue))
+        .when(mask)
+        .then(pl.concat_str([text, pl.lit(f"; {issue}")]))
+        .otherwise(text)
+        .cast(DROP_DTYPE)
+    )
+
+
 def event_plan(folder, concepts: pl.DataFrame, wanted: list[str], codes: CodeMode):
     """The checked-events plan of a source (``plan(subjects=None) -> LazyFrame``) and its person ids."""
     end, end_source = extract_end(folder)
@@ -677,8 +742,18 @@ def event_plan(folder, concepts: pl.DataFrame, wanted: list[str], codes: CodeMod
     n_vitals = 1 if death is None else 2
     people, vitals, distinct = firsts[0], pl.concat(firsts[:n_vitals]), firsts[n_vitals:]
     parts = [vitals.lazy()]
+    spans = visit_spans(folder) if any(t.spec.visit for t in tables) else None
+    if spans is not None:
+        table = spans.collect()  # one small table (a row per visit), read once
+        backwards = int(table["_backwards"].sum())
+        if backwards:
+            folder.notes.append(f"{backwards:,} visit(s) in visit_occurrence: {END_BEFORE_START}")
+        spans = table.drop("_backwards").lazy()
     parts += [
-        _events_from(table, ids, concepts, codes, end, end_source) for table, ids in zip(tables, distinct, strict=True)
+        _events_from(table, ids, concepts, codes, end, end_source)
+        if table.spec.name == "visit_occurrence" or table.spec.visit is None
+        else _within_visits(_events_from(table, ids, concepts, codes, end, end_source), spans)
+        for table, ids in zip(tables, distinct, strict=True)
     ]
     vital_rows = vitals.filter(pl.col("code").is_in([BIRTH_CODE, DEATH_CODE]))
 
