@@ -178,13 +178,13 @@ def test_a_loss_turning_non_finite_stops_fit_naming_epoch_and_batch(cohort, monk
 
 # ----------------------------------------------------------------- 4. prediction on the estimator's device
 def test_prediction_runs_on_the_estimators_device(cohort):
-    """Predicting sends the batches to ``device`` (was: always the CPU). Here the device is
-    switched after fitting to ``meta`` (no data; every CPU machine has it): the backbone must see
-    its inputs there."""
+    """Predicting sends the batches to the estimator's device (was: always the CPU). Here the
+    device the estimator resolves is switched after fitting to ``meta`` (no data; every CPU machine
+    has it; not a device a user may ask for): the backbone must see its inputs there."""
     est = VisitProgressionEstimator(target="progression", **TINY).fit(cohort.X[:200], cohort.y[:200])
     seen = []
     est.model_.backbone.register_forward_pre_hook(lambda module, args: seen.append(args[0].device.type))
-    est.set_params(device="meta")
+    est._device = lambda: torch.device("meta")
     with pytest.raises((NotImplementedError, RuntimeError)):
         est.predict_risk(cohort.X[:5])
     assert seen and set(seen) == {"meta"}
