@@ -52,8 +52,12 @@ _OTHER_COLUMNS = {
     "death": ("person_id", "death_date", "death_datetime"),
     "concept": ("concept_id", "vocabulary_id", "concept_code", "concept_name"),
     "source_to_standard_vocab_map": ("target_concept_id", "target_concept_name"),
+    "cdm_source": ("cdm_release_date", "source_release_date"),
+    "observation_period": ("person_id", "observation_period_end_date"),
 }
 _VOCABULARY_TABLES = ("concept", "source_to_standard_vocab_map")
+#: Tables read whole, once (not by chunk of persons): the vocabulary, and what dates the extract's end.
+_WHOLE_TABLES = (*_VOCABULARY_TABLES, "cdm_source", "observation_period")
 
 
 def is_database_uri(source: Any) -> bool:
@@ -72,6 +76,8 @@ def needed_columns(table: str) -> tuple[str, ...]:
             columns.append(name)
     if spec.visit:
         columns.append(spec.visit)
+    if table == "visit_occurrence":
+        columns.append("visit_end_date")  # the visit's span (events outside it lose its id)
     if spec.row_id:
         columns.append(spec.row_id)
     return tuple(dict.fromkeys(columns))
@@ -287,7 +293,7 @@ class Database:
             )
             sql = f"SELECT {select} FROM {self._catalog}{_quote(where)}.{_quote(self._tables[(where, name)])}"
             person = available.get("person_id")
-            if person is not None and name not in _VOCABULARY_TABLES:
+            if person is not None and name not in _WHOLE_TABLES:
                 sql += " WHERE " + _predicate(_quote(person), chunk)
             fetched[name] = self.connection.frame(sql)
         return fetched
@@ -297,7 +303,7 @@ class Database:
         self._fetched = tables
 
     def scan(self, name: str) -> tuple[pl.LazyFrame, dict[str, pl.DataType], str] | None:
-        if name in _VOCABULARY_TABLES:
+        if name in _WHOLE_TABLES:
             if name not in self._cache:
                 everything = (None, None, None, True)
                 self._cache[name] = self.fetch([name], everything).get(name)
@@ -345,6 +351,9 @@ def read_omop_database(
         raise InputError(f"chunk_subjects must be at least 1, got {chunk_subjects}")
     db = Database(uri, schema, vocabulary_schema, connect_timeout, statement_timeout)
     concepts, descriptions = concept_table(db, codes)
+    for name in _WHOLE_TABLES:  # read once now: chunks are fetched in a thread, one query at a time
+        if db.has(name):
+            db.scan(name)
     wanted = tables_to_read(db, tables, condition_era)
     ids = db.person_ids(person_ids)
     cohort = person_ids is not None
