@@ -39,7 +39,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ehrprog.errors import one_warning
 from ehrprog.metrics import harrell_c, macro_auroc
-from ehrprog.targets import breslow_baseline, check_survival_targets, split_targets
+from ehrprog.targets import check_survival_targets, split_targets
 from ehrprog.tasks.ckd import CREATININE_MASS_CODES, CREATININE_MOLAR_CODES, EGFR_CODES
 from ehrprog.tasks.cohort import CohortX
 from ehrprog.tasks.rules import match_code_lists
@@ -293,92 +293,6 @@ class ClinicalCoxBaseline(_RidgeCox):
         return clinical_table(self.features_.transform(X), stage, value, np.isfinite(value))
 
 
-class BoostedCoxBaseline(_SurvivalBaseline):
-    """Gradient-boosted Cox model on history features (XGBoost ``survival:cox``, histogram trees).
-
-    XGBoost rather than scikit-survival's ``GradientBoostingSurvivalAnalysis``: on the 1,000-subject
-    simulator cohort (9.6k points, 47 features) scikit-survival took 211 s for 200 trees, XGBoost
-    1.4 s for 500. Survival curves use Breslow's baseline hazard of the training margins.
-
-    Args:
-        max_codes: code count columns (as :class:`HistoryFeatures`).
-        n_estimators: XGBoost's (the defaults here were chosen on simulator seed 0).
-        max_depth: XGBoost's.
-        learning_rate: XGBoost's.
-        subsample: XGBoost's.
-        colsample_bytree: XGBoost's.
-        min_child_weight: XGBoost's.
-        reg_lambda: XGBoost's.
-        random_state: XGBoost's seed.
-    """
-
-    def __init__(
-        self,
-        max_codes: int = 200,
-        n_estimators: int = 500,
-        max_depth: int = 2,
-        learning_rate: float = 0.05,
-        subsample: float = 0.8,
-        colsample_bytree: float = 0.8,
-        min_child_weight: float = 5.0,
-        reg_lambda: float = 1.0,
-        random_state: int = 0,
-    ) -> None:
-        self.max_codes = max_codes
-        self.n_estimators = n_estimators
-        self.max_depth = max_depth
-        self.learning_rate = learning_rate
-        self.subsample = subsample
-        self.colsample_bytree = colsample_bytree
-        self.min_child_weight = min_child_weight
-        self.reg_lambda = reg_lambda
-        self.random_state = random_state
-
-    def fit(self, X: CohortX, y: Any) -> BoostedCoxBaseline:
-        from xgboost import XGBRegressor
-
-        _, event, time = split_targets(y, len(X))
-        check_survival_targets(event, time)
-        self.features_ = HistoryFeatures(self.max_codes)
-        features = self.features_.fit_transform(X)
-        self.model_ = XGBRegressor(
-            objective="survival:cox",
-            n_estimators=self.n_estimators,
-            max_depth=self.max_depth,
-            learning_rate=self.learning_rate,
-            subsample=self.subsample,
-            colsample_bytree=self.colsample_bytree,
-            min_child_weight=self.min_child_weight,
-            reg_lambda=self.reg_lambda,
-            tree_method="hist",
-            random_state=self.random_state,
-            n_jobs=0,
-        )
-        # XGBoost's Cox label: the time, negative when censored.
-        self.model_.fit(features, np.where(event.astype(bool), time, -time))
-        self.event_times_, self.cumulative_baseline_hazard_ = breslow_baseline(
-            self._margin(features), time, event.astype(bool)
-        )
-        return self
-
-    def _margin(self, features: np.ndarray) -> np.ndarray:
-        return self.model_.predict(features, output_margin=True).astype(np.float64)
-
-    def predict(self, X: CohortX) -> np.ndarray:
-        """Log relative risk (higher = sooner)."""
-        check_is_fitted(self, "model_")
-        return self._margin(self.features_.transform(X))
-
-    def predict_survival_function(self, X: CohortX, return_array: bool = False):
-        """``S(t | x) = exp(-H0(t) exp(r(x)))`` over ``event_times_`` (days)."""
-        from sksurv.functions import StepFunction
-
-        survival = np.exp(-np.outer(np.exp(self.predict(X)), self.cumulative_baseline_hazard_))
-        if return_array:
-            return survival
-        return np.array([StepFunction(self.event_times_, row) for row in survival])
-
-
 class KFREBaseline(_SurvivalBaseline):
     """KFRE-style risk from age, sex and eGFR, with the 4-variable KFRE coefficients (no fitting).
 
@@ -440,6 +354,68 @@ class _TunedBoosting(_SurvivalBaseline):
         if return_array:
             return survival
         return np.array([StepFunction(self.event_times_, row) for row in survival])
+
+
+class BoostedCoxBaseline(_TunedBoosting):
+    """Gradient-boosted Cox model on history features (XGBoost ``survival:cox``, histogram trees).
+
+    XGBoost rather than scikit-survival's ``GradientBoostingSurvivalAnalysis``: on the 1,000-subject
+    simulator cohort (9.6k points, 47 features) scikit-survival took 211 s for 200 trees, XGBoost
+    1.4 s for 500. Survival curves use Breslow's baseline hazard of the training margins. The settings
+    are fixed (no search): :class:`~ehrprog.boosted_cox.TunedBoostedCox` with one setting.
+
+    Args:
+        max_codes: code count columns (as :class:`HistoryFeatures`).
+        n_estimators: XGBoost's (the defaults here were chosen on simulator seed 0).
+        max_depth: XGBoost's.
+        learning_rate: XGBoost's.
+        subsample: XGBoost's.
+        colsample_bytree: XGBoost's.
+        min_child_weight: XGBoost's.
+        reg_lambda: XGBoost's.
+        random_state: XGBoost's seed.
+    """
+
+    def __init__(
+        self,
+        max_codes: int = 200,
+        n_estimators: int = 500,
+        max_depth: int = 2,
+        learning_rate: float = 0.05,
+        subsample: float = 0.8,
+        colsample_bytree: float = 0.8,
+        min_child_weight: float = 5.0,
+        reg_lambda: float = 1.0,
+        random_state: int = 0,
+    ) -> None:
+        self.max_codes = max_codes
+        self.n_estimators = n_estimators
+        self.max_depth = max_depth
+        self.learning_rate = learning_rate
+        self.subsample = subsample
+        self.colsample_bytree = colsample_bytree
+        self.min_child_weight = min_child_weight
+        self.reg_lambda = reg_lambda
+        self.random_state = random_state
+
+    #: No search: the one setting the parameters give, fitted on every training point.
+    cv = 1
+
+    @property
+    def param_grid(self) -> dict[str, list[Any]]:
+        return {"max_depth": [self.max_depth], "n_estimators": [self.n_estimators]}
+
+    @property
+    def params(self) -> dict[str, Any]:
+        names = ("learning_rate", "subsample", "colsample_bytree", "min_child_weight", "reg_lambda")
+        return {name: getattr(self, name) for name in names}
+
+    def _fit_features(self, X: CohortX) -> np.ndarray:
+        self.features_ = HistoryFeatures(self.max_codes)
+        return self.features_.fit_transform(X)
+
+    def _features(self, X: CohortX) -> np.ndarray:
+        return self.features_.transform(X)
 
 
 def _clinical_inputs(features: Any, X: CohortX) -> np.ndarray:
@@ -529,11 +505,15 @@ class WindowedCountsBoostedCox(_TunedBoosting):
         from ehrprog.windowed_counts import WindowedCounts
 
         self.point_features_ = PointFeatures().fit(X)
-        self.windowed_ = WindowedCounts(self.windows_days, self.min_subjects, self.max_codes).fit(X)
-        return self._features(X)
+        self.windowed_ = WindowedCounts(self.windows_days, self.min_subjects, self.max_codes)
+        return self._stack(X, self.windowed_.fit_transform(X))
 
     def _features(self, X: CohortX):
+        return self._stack(X, self.windowed_.transform(X))
+
+    def _stack(self, X: CohortX, counts):
+        """The clinical inputs beside the windowed counts, one CSR matrix."""
         from scipy import sparse
 
         dense = sparse.csr_matrix(_clinical_inputs(self.point_features_, X).astype(np.float32))
-        return sparse.hstack([dense, self.windowed_.transform(X)], format="csr")
+        return sparse.hstack([dense, counts], format="csr")

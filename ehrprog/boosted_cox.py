@@ -31,12 +31,14 @@ DEFAULT_PARAMS: dict[str, Any] = {
 """XGBoost settings the grid does not name."""
 
 
-def _label(event: np.ndarray, time: np.ndarray) -> np.ndarray:
+def cox_label(event: np.ndarray, time: np.ndarray) -> np.ndarray:
     """XGBoost's Cox label: the time, negative when censored."""
     return np.where(np.asarray(event, dtype=bool), time, -time).astype(np.float64)
 
 
-def _booster(params: dict[str, Any], seed: int):
+def cox_booster(params: dict[str, Any], seed: int):
+    """An XGBoost regressor under the Cox partial likelihood (``survival:cox``, histogram trees,
+    every core) with ``params``."""
     from xgboost import XGBRegressor
 
     return XGBRegressor(objective="survival:cox", tree_method="hist", random_state=seed, n_jobs=0, **params)
@@ -81,7 +83,7 @@ class TunedBoostedCox:
         fixed = {**DEFAULT_PARAMS, **(self.params or {})}
         trees = sorted(grid.pop("n_estimators", [fixed.pop("n_estimators", 500)]))
         fixed.pop("n_estimators", None)
-        label = _label(event, time)
+        label = cox_label(event, time)
         settings = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())] or [{}]
         folds = min(self.cv, len(np.unique(groups)))
         self.cv_results_: list[dict[str, Any]] = []
@@ -93,7 +95,7 @@ class TunedBoostedCox:
                     if not event[out_rows].any() or not event[fit_rows].any():
                         scores[k] = np.nan
                         continue
-                    model = _booster({**fixed, **setting, "n_estimators": trees[-1]}, self.random_state)
+                    model = cox_booster({**fixed, **setting, "n_estimators": trees[-1]}, self.random_state)
                     model.fit(features[fit_rows], label[fit_rows])
                     for j, n_trees in enumerate(trees):
                         margin = model.predict(features[out_rows], output_margin=True, iteration_range=(0, n_trees))
@@ -106,7 +108,7 @@ class TunedBoostedCox:
             self.best_params_ = dict(best["params"])
         else:
             self.best_params_ = {**settings[0], "n_estimators": trees[-1]}
-        self.model_ = _booster({**fixed, **self.best_params_}, self.random_state).fit(features, label)
+        self.model_ = cox_booster({**fixed, **self.best_params_}, self.random_state).fit(features, label)
         self.event_times_, self.cumulative_baseline_hazard_ = breslow_baseline(
             self.margin(features), np.asarray(time, dtype=np.float64), np.asarray(event, dtype=bool)
         )
@@ -121,4 +123,4 @@ class TunedBoostedCox:
         return np.exp(-np.outer(np.exp(self.margin(features)), self.cumulative_baseline_hazard_))
 
 
-__all__ = ["DEFAULT_GRID", "DEFAULT_PARAMS", "TunedBoostedCox"]
+__all__ = ["DEFAULT_GRID", "DEFAULT_PARAMS", "TunedBoostedCox", "cox_booster", "cox_label"]

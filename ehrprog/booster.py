@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import GroupKFold
 
+from ehrprog.boosted_cox import cox_booster, cox_label
+
 #: XGBoost settings (those of ``BoostedCoxBaseline``, chosen on simulator seed 0).
 BOOSTER_PARAMS = {
     "n_estimators": 500,
@@ -30,17 +32,6 @@ BOOSTER_PARAMS = {
     "min_child_weight": 5.0,
     "reg_lambda": 1.0,
 }
-
-
-def _model(seed: int):
-    from xgboost import XGBRegressor
-
-    return XGBRegressor(objective="survival:cox", tree_method="hist", random_state=seed, n_jobs=0, **BOOSTER_PARAMS)
-
-
-def _label(event: np.ndarray, time: np.ndarray) -> np.ndarray:
-    """XGBoost's Cox label: the time, negative when censored."""
-    return np.where(event.astype(bool), time, -time).astype(np.float64)
 
 
 class ClinicalBooster:
@@ -57,7 +48,7 @@ class ClinicalBooster:
         """Fit on the rows ``train_rows``; return a margin for every row of ``table``: out-of-fold
         (subject folds) for the training rows, the full booster's for the others. ``[n]`` float32."""
         margins = np.zeros(len(table), dtype=np.float64)
-        label = _label(event, time)
+        label = cox_label(event, time)
         n_groups = len(np.unique(groups[train_rows]))
         folds = min(self.folds, n_groups)
         if folds >= 2:
@@ -65,9 +56,9 @@ class ClinicalBooster:
                 fit_rows, out_rows = train_rows[inner_fit], train_rows[inner_out]
                 if not event[fit_rows].any():
                     continue  # a fold without events teaches nothing: its margins stay 0
-                model = _model(self.seed).fit(table[fit_rows], label[fit_rows])
+                model = cox_booster(BOOSTER_PARAMS, self.seed).fit(table[fit_rows], label[fit_rows])
                 margins[out_rows] = model.predict(table[out_rows], output_margin=True)
-        self.model_ = _model(self.seed).fit(table[train_rows], label[train_rows])
+        self.model_ = cox_booster(BOOSTER_PARAMS, self.seed).fit(table[train_rows], label[train_rows])
         others = np.setdiff1d(np.arange(len(table)), train_rows)
         if len(others):
             margins[others] = self.model_.predict(table[others], output_margin=True)

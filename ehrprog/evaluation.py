@@ -72,6 +72,12 @@ ABLATION = f"model, {ZEROED}"
 NOT_BASELINES = (MODEL, ORACLE, REFERENCE, ABLATION)
 
 
+def is_measurement(name: str) -> bool:
+    """Whether a row is a measurement beside the methods rather than a method: the oracle, or a
+    model with its history zeroed (never "best" in a table, never a competitor)."""
+    return name == ORACLE or name.endswith(ZEROED)
+
+
 @contextmanager
 def history_zeroed(model: Any) -> Iterator[Any]:
     """The fitted estimator ``model`` with its visit history zeroed while the block runs: its heads
@@ -327,7 +333,9 @@ def verdict(
     interval of the difference (test subjects resampled, 200 times), and against the oracle: one
     sentence a line."""
     model = rows[0]
-    competitors = [r for r in rows[1:] if "c_index" in r.metrics and r.name not in NOT_BASELINES]
+    competitors = [
+        r for r in rows[1:] if "c_index" in r.metrics and r.name not in NOT_BASELINES and not is_measurement(r.name)
+    ]
     best = max(competitors, key=lambda r: r.metrics["c_index"])
     event, time_ = y_test["event"].to_numpy(), y_test["time_to_event_days"].to_numpy()
     boots = paired_bootstrap_c(event, time_, {"a": risks[model.name], "b": risks[best.name]}, groups, 200, seed)

@@ -1,9 +1,71 @@
-"""Writing files the way users expect (permissions as their umask gives, not safetensors' 0600)."""
+"""The files and folders ehrprog writes and reads back: the modes users expect (not
+safetensors' 0600), folders replaced whole by renames, output folders that never hold someone
+else's files, and files checked against the size and SHA-256 recorded when they were written."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
+
+
+def sha256(path: Path) -> str:
+    """The SHA-256 (hex) of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_problem(path: Path, size: int | None) -> str | None:
+    """What is wrong with a file recorded at ``size`` bytes (``None``: any size), or ``None``: a
+    link (ehrprog's folders hold plain files: a link could lead out of the folder), missing,
+    unreadable, not a file, or of another size. The SHA-256 is the caller's (it may be checked
+    later, or once)."""
+    if path.is_symlink():
+        return "is a link; ehrprog's folders hold plain files"
+    try:
+        actual = path.stat().st_size
+        if path.is_file():
+            with open(path, "rb"):
+                pass
+    except FileNotFoundError:
+        return "is missing"
+    except OSError as error:
+        return f"cannot read it: {error.strerror or error}"
+    if not path.is_file():
+        return "is not a file"
+    if size is not None and actual != size:
+        return (
+            f"has {actual:,} bytes, {size:,} were recorded (it was changed, truncated or replaced after it was written)"
+        )
+    return None
+
+
+#: The SHA-256 mismatch, said the same way for every folder.
+CHANGED = "does not match the SHA-256 recorded when it was written (its content was changed since)"
+
+
+def output_entries(root: Path, error: type[Exception]) -> list[str]:
+    """The names in an output folder ``root`` (none if it is new or empty); ``error`` if ``root``
+    exists and is not a folder."""
+    if not root.exists() and not root.is_symlink():
+        return []
+    if root.is_symlink() or not root.is_dir():
+        raise error("the output path exists and is not a folder", file=str(root))
+    return sorted(p.name for p in root.iterdir())
+
+
+def refuse_foreign(root: Path, foreign: list[str], error: type[Exception]) -> None:
+    """``error`` naming the entries of ``root`` ehrprog did not write (ehrprog never deletes or
+    overwrites those), when there are any."""
+    if foreign:
+        raise error(
+            f"the output folder holds files ehrprog did not write ({', '.join(foreign[:5])}); ehrprog never "
+            "deletes or overwrites those: choose a new or empty folder",
+            file=str(root),
+        )
 
 
 def save_tensors(tensors: dict, path: str | Path) -> None:
@@ -49,4 +111,13 @@ def replace_folder(written: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-__all__ = ["replace_folder", "save_tensors", "temporary_sibling"]
+__all__ = [
+    "CHANGED",
+    "file_problem",
+    "output_entries",
+    "refuse_foreign",
+    "replace_folder",
+    "save_tensors",
+    "sha256",
+    "temporary_sibling",
+]

@@ -288,13 +288,15 @@ class VisitSequenceModel(nn.Module):
     def head_features(self, batch: dict[str, torch.Tensor], embedded: torch.Tensor | None = None) -> torch.Tensor:
         """What both heads read, ``[P, H + C (+ clinical_hidden) (+ D)]``: the state at each
         point's last visit and :meth:`clinical_features`."""
+        clinical = self.clinical_inputs(batch)
+        if self.history_off:  # the ablation: no visit is read at all
+            zeros = clinical.new_zeros((clinical.shape[0], self.hidden), dtype=torch.float32)
+            probe = clinical.new_zeros((clinical.shape[0], self.probe), dtype=torch.float32) if self.probe else None
+            return self.clinical_features(zeros, clinical, probe)
         visits = self.visit_embeddings(batch, embedded)
         states = self.encode(batch, visits=visits)
         at = (batch["point_subject"], batch["point_visit"])
-        state, probe = states[at], visits[at] if self.probe else None
-        if self.history_off:
-            state, probe = torch.zeros_like(state), None if probe is None else torch.zeros_like(probe)
-        return self.clinical_features(state, self.clinical_inputs(batch), probe)
+        return self.clinical_features(states[at], clinical, visits[at] if self.probe else None)
 
 
 class SupervisedObjective(nn.Module):

@@ -32,9 +32,17 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ehrprog.errors import SavedModelError
-from ehrprog.files import replace_folder, save_tensors, temporary_sibling
+from ehrprog.files import (
+    CHANGED,
+    file_problem,
+    output_entries,
+    refuse_foreign,
+    replace_folder,
+    save_tensors,
+    sha256,
+    temporary_sibling,
+)
 from ehrprog.model_card import model_card
-from ehrprog.store_format import sha256
 
 if TYPE_CHECKING:
     from ehrprog.estimator import VisitProgressionEstimator
@@ -284,45 +292,23 @@ MODEL_ENTRIES = frozenset({CONFIG, WEIGHTS, MODEL_CARD, BOOSTER})
 
 def _check_model_target(root: Path) -> None:
     """Refuse to save into a folder that holds files ehrprog did not write (nothing is deleted)."""
-    if not root.exists():
-        return
-    if root.is_symlink() or not root.is_dir():
-        raise SavedModelError("the output path exists and is not a folder", file=str(root))
-    entries = sorted(p.name for p in root.iterdir())
-    strangers = [e for e in entries if e not in MODEL_ENTRIES]
+    entries = output_entries(root, SavedModelError)
     ours = (root / CONFIG).is_file() and '"ehrprog.VisitProgressionEstimator/' in (root / CONFIG).read_text()[:200]
-    if entries and (strangers or not ours):
-        raise SavedModelError(
-            f"the folder holds files ehrprog did not write ({', '.join((strangers or entries)[:5])}); ehrprog never "
-            "deletes or overwrites those: save to a new or empty folder",
-            file=str(root),
-        )
+    foreign = [e for e in entries if e not in MODEL_ENTRIES]
+    refuse_foreign(root, foreign if foreign or ours else entries, SavedModelError)
 
 
 def _check_file(root: Path, name: str, record: SavedFile | None) -> Path:
     """A file of the folder after checking it is a plain file inside it, of the size and SHA-256
     config.json records (so a weight file swapped for another model's is refused)."""
     path = root / name
-    if path.is_symlink():
-        raise SavedModelError(
-            "is a link; a saved model holds plain files (copy the file into the folder)", file=str(path)
-        )
-    try:
-        size = path.stat().st_size
-        with open(path, "rb"):
-            pass
-    except FileNotFoundError:
-        raise SavedModelError("missing", file=str(path)) from None
-    except OSError as error:
-        raise SavedModelError(f"cannot read: {error.strerror or error}", file=str(path)) from None
-    if record is None:
+    problem = file_problem(path, record.bytes if record is not None else None)
+    if problem is None and record is None:
         raise SavedModelError(f"config.json records no size and SHA-256 for {name}", file=str(root / CONFIG))
-    if size != record.bytes or sha256(path) != record.sha256:
-        raise SavedModelError(
-            f"does not match the size and SHA-256 config.json records ({size:,} bytes, recorded "
-            f"{record.bytes:,}): the file was changed or replaced after the model was saved",
-            file=str(path),
-        )
+    if problem is None and sha256(path) != record.sha256:
+        problem = CHANGED
+    if problem is not None:
+        raise SavedModelError(problem, file=str(path))
     return path
 
 

@@ -31,7 +31,7 @@ from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 from sksurv.nonparametric import kaplan_meier_estimator
 
-from ehrprog.evaluation import ABLATION, MODEL, ORACLE, format_table
+from ehrprog.evaluation import MODEL, format_table, is_measurement
 from ehrprog.metrics import survival_at, survival_calibration, time_dependent_auc
 from ehrprog.survival import DAYS_PER_YEAR
 
@@ -452,7 +452,7 @@ def table_html(rows: Sequence[Any], columns: Sequence[tuple[str, str, bool]] | N
     ]
     best = {}
     for key, _, higher in columns:
-        values = [r.metrics[key] for r in rows if key in r.metrics and r.name not in (ORACLE, ABLATION)]
+        values = [r.metrics[key] for r in rows if key in r.metrics and not is_measurement(r.name)]
         if values:
             best[key] = max(values) if higher else min(values)
     head = "".join(f"<th>{html.escape(title)}</th>" for _, title, _ in columns)
@@ -464,7 +464,7 @@ def table_html(rows: Sequence[Any], columns: Sequence[tuple[str, str, bool]] | N
                 cells.append("<td class='na'>-</td>")
                 continue
             value = f"{row.metrics[key]:.3f}"
-            bold = row.name not in (ORACLE, ABLATION) and np.isclose(row.metrics[key], best.get(key, np.nan))
+            bold = not is_measurement(row.name) and np.isclose(row.metrics[key], best.get(key, np.nan))
             cells.append(f"<td><b>{value}</b></td>" if bold else f"<td>{value}</td>")
         timing = (
             f"<td>{row.fit_s:.1f}</td><td>{row.predict_s:.2f}</td>"

@@ -29,6 +29,7 @@ they take an in-memory cohort.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import shutil
@@ -43,7 +44,7 @@ import polars as pl
 
 from ehrprog.batching import Batch, VisitTensors, Vocabulary, plan_by_subject, point_arrays, visit_arrays
 from ehrprog.errors import EmptyCohortError, InputError
-from ehrprog.files import replace_folder, temporary_sibling
+from ehrprog.files import file_problem, replace_folder, sha256, temporary_sibling
 from ehrprog.store_format import (
     FORMAT,
     MANIFEST,
@@ -68,12 +69,6 @@ CACHED_SHARDS = 2
 
 
 # ---------------------------------------------------------------------------------------- write
-def _sha256(path: Path) -> str:
-    from ehrprog.store_format import sha256
-
-    return sha256(path)
-
-
 def _strategy_json(strategy: Any) -> Any:
     return {"gap_hours": strategy.hours} if isinstance(strategy, Gap) else strategy
 
@@ -116,7 +111,7 @@ def write_shard(cohort: Cohort, root: str | Path, name: str, *, source: str = ""
         "lab_bands": {lab: [list(band) for band in bands] for lab, bands in X.lab_bands.items()},
         "report": dict(cohort.report),
         "warnings": list(cohort.warnings),
-        "files": {str(p.relative_to(temporary)): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files},
+        "files": {str(p.relative_to(temporary)): {"bytes": p.stat().st_size, "sha256": sha256(p)} for p in files},
     }
     (temporary / SHARD_META).write_text(json.dumps(meta, indent=1))
     if final.exists():
@@ -159,9 +154,9 @@ def shard_is_complete(root: str | Path, name: str, fingerprint: str = "", verify
         return False
     for relative, expected in meta.get("files", {}).items():
         path = folder / relative
-        if not path.is_file() or path.stat().st_size != expected["bytes"]:
+        if file_problem(path, expected["bytes"]) is not None:
             return False
-        if verify and _sha256(path) != expected["sha256"]:
+        if verify and sha256(path) != expected["sha256"]:
             return False
     return True
 
@@ -277,10 +272,11 @@ class CohortStore:
         self.meta: list[ShardMeta] = [read_shard_meta(self.shard_folder(entry.name), entry) for entry in parsed.shards]
         frames = []
         for shard, meta in enumerate(self.meta):
-            eager = meta.files if verify == "all" else ("points.parquet", "labels.parquet", "stages.parquet")
+            eager = meta.files if verify == "all" else ("labels.parquet", "stages.parquet")
             for relative in eager:
-                self.verified(shard, relative)
-            frame = pl.read_parquet(self.shard_folder(meta.name) / "points.parquet")
+                if relative != "points.parquet":
+                    self.verified(shard, relative)
+            frame = pl.read_parquet(io.BytesIO(self.verified(shard, "points.parquet", contents=True)))
             if frame.height != meta.points or not set(POINT_COLUMNS + TARGET_COLUMNS) <= set(frame.columns):
                 raise InputError(
                     f"shard {meta.name!r}: points.parquet holds {frame.height:,} rows and columns "
@@ -302,16 +298,17 @@ class CohortStore:
     def shard_folder(self, name: str) -> Path:
         return self.root / "shards" / name
 
-    def verified(self, shard: int, relative: str) -> Path:
-        """The path of one file of a shard, checked against its ``shard.json`` record (size, and
-        the SHA-256 once per process); an :class:`InputError` naming the shard and file if not."""
+    def verified(self, shard: int, relative: str, contents: bool = False) -> Path | bytes:
+        """The path of one file of a shard (its bytes, with ``contents``), checked against its
+        ``shard.json`` record (size, and the SHA-256 once per process); an :class:`InputError`
+        naming the shard and file if not."""
         meta = self.meta[shard]
         record = meta.files.get(relative)
         if record is None:
             raise InputError(
                 f"shard {meta.name!r}: shard.json lists no {relative}", file=str(self.shard_folder(meta.name))
             )
-        return verify_file(self.shard_folder(meta.name), meta.name, relative, record)
+        return verify_file(self.shard_folder(meta.name), meta.name, relative, record, contents)
 
     def shard_points(self, shard: int) -> pl.DataFrame:
         return self.points[int(self.offsets[shard]) : int(self.offsets[shard + 1])]

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError, field_validator, model_validator
 
 from ehrprog.errors import InputError
+from ehrprog.files import CHANGED, file_problem, output_entries, refuse_foreign, sha256
 
 FORMAT = "ehrprog-cohort/1"
 MANIFEST = "manifest.json"
@@ -197,26 +198,11 @@ def read_shard_meta(folder: Path, entry: ShardEntry) -> ShardMeta:
 
 def check_size(folder: Path, shard: str, relative: str, record: FileRecord) -> Path:
     """The path of a shard's file after checking that it is a plain file inside the shard (no
-    link out of it) of the recorded size."""
+    link out of it) of the recorded size (``ehrprog.files.file_problem``)."""
     path = folder / relative
-    if path.is_symlink():
-        raise InputError(f"shard {shard!r}: {relative} is a link; saved cohorts hold plain files", file=str(path))
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise InputError(f"shard {shard!r}: {relative} is missing", file=str(path)) from None
-    except OSError as error:
-        raise InputError(
-            f"shard {shard!r}: cannot read {relative}: {error.strerror or error}", file=str(path)
-        ) from None
-    if not path.is_file():
-        raise InputError(f"shard {shard!r}: {relative} is not a file", file=str(path))
-    if size != record.bytes:
-        raise InputError(
-            f"shard {shard!r}: {relative} has {size:,} bytes, shard.json recorded {record.bytes:,} "
-            "(the file was changed, truncated or replaced after it was written)",
-            file=str(path),
-        )
+    problem = file_problem(path, record.bytes)
+    if problem is not None:
+        raise InputError(f"shard {shard!r}: {relative} {problem}", file=str(path))
     return path
 
 
@@ -224,30 +210,20 @@ def check_size(folder: Path, shard: str, relative: str, record: FileRecord) -> P
 _VERIFIED: set[tuple[str, int, int, str]] = set()
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def verify_file(folder: Path, shard: str, relative: str, record: FileRecord) -> Path:
+def verify_file(folder: Path, shard: str, relative: str, record: FileRecord, contents: bool = False) -> Path | bytes:
     """:func:`check_size`, then the SHA-256 once per process (a file changed since it was verified
-    is hashed again)."""
+    is hashed again). With ``contents`` the file's bytes are returned, hashed as they are read
+    (one read, where the caller would read the file anyway)."""
     path = check_size(folder, shard, relative, record)
     stat = path.stat()
     key = (str(path), stat.st_size, stat.st_mtime_ns, record.sha256)
-    if key in _VERIFIED:
-        return path
-    if sha256(path) != record.sha256:
-        raise InputError(
-            f"shard {shard!r}: {relative} does not match the SHA-256 shard.json recorded (its content was "
-            "changed after it was written)",
-            file=str(path),
-        )
-    _VERIFIED.add(key)
-    return path
+    data = path.read_bytes() if contents else None
+    if key not in _VERIFIED:
+        digest = hashlib.sha256(data).hexdigest() if data is not None else sha256(path)
+        if digest != record.sha256:
+            raise InputError(f"shard {shard!r}: {relative} {CHANGED}", file=str(path))
+        _VERIFIED.add(key)
+    return data if data is not None else path
 
 
 def is_saved_cohort(root: Path) -> bool:
@@ -263,28 +239,19 @@ def check_target(root: Path, *, resume: bool = False) -> None:
     """Refuse to write a cohort into ``root`` unless it is new, empty, or a saved cohort whose
     every entry ehrprog wrote (with ``resume``, also a build left without its manifest: shard
     folders each with a ``shard.json``, and hidden temporary folders of a crashed writer)."""
-    if not root.exists():
-        return
-    if root.is_symlink() or not root.is_dir():
-        raise InputError("the output path exists and is not a folder", file=str(root))
-    entries = sorted(p.name for p in root.iterdir())
+    entries = output_entries(root, InputError)
     if not entries:
         return
     owned = is_saved_cohort(root) or (resume and (root / "shards").is_dir())
-    strangers = [e for e in entries if e not in COHORT_ENTRIES and not (resume and e.startswith("."))]
+    foreign = [e for e in entries if e not in COHORT_ENTRIES and not (resume and e.startswith("."))]
     if owned and (root / "shards").is_dir():
-        for shard in (root / "shards").iterdir():
-            if shard.name.startswith("."):
-                continue  # a temporary folder of ehrprog's writer
-            if shard.is_symlink() or not (shard / SHARD_META).is_file():
-                strangers.append(f"shards/{shard.name}")
-    if not owned or strangers:
-        shown = ", ".join((strangers or entries)[:5])
-        raise InputError(
-            f"the output folder holds files ehrprog did not write ({shown}); ehrprog never deletes or "
-            "overwrites those: choose a new or empty folder",
-            file=str(root),
-        )
+        foreign += [
+            f"shards/{shard.name}"
+            for shard in (root / "shards").iterdir()
+            if not shard.name.startswith(".")  # a temporary folder of ehrprog's writer
+            and (shard.is_symlink() or not (shard / SHARD_META).is_file())
+        ]
+    refuse_foreign(root, foreign if owned else entries, InputError)
 
 
 def same_folder(a: Path, b: Path) -> bool:

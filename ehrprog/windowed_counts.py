@@ -50,7 +50,16 @@ class WindowedCounts(TransformerMixin, BaseEstimator):
         self.min_readings = min_readings
 
     def fit(self, X: CohortX, y: Any = None) -> WindowedCounts:
+        self._fit(_flat_codes(X))
+        return self
+
+    def fit_transform(self, X: CohortX, y: Any = None) -> sparse.csr_matrix:
+        """``fit`` then :meth:`transform`, reading the points' histories once."""
         flat = _flat_codes(X)
+        self._fit(flat)
+        return self._transform(flat, len(X))
+
+    def _fit(self, flat: pl.DataFrame) -> None:
         by_subject = (
             flat.group_by("code")
             .agg(pl.col("subject_id").n_unique().alias("subjects"))
@@ -61,7 +70,6 @@ class WindowedCounts(TransformerMixin, BaseEstimator):
         self.codes_ = by_subject["code"].to_list()
         readings = flat.filter(pl.col("value").is_not_null()).group_by("code").agg(pl.len().alias("n"))
         self.lab_codes_ = readings.filter(pl.col("n") >= self.min_readings).sort("code")["code"].to_list()
-        return self
 
     @property
     def names(self) -> list[str]:
@@ -74,8 +82,9 @@ class WindowedCounts(TransformerMixin, BaseEstimator):
     def transform(self, X: CohortX) -> sparse.csr_matrix:
         """``[n_points, len(names)]`` float32 CSR: counts per code and window, then latest values."""
         check_is_fitted(self, "codes_")
-        n = len(X)
-        flat = _flat_codes(X)
+        return self._transform(_flat_codes(X), len(X))
+
+    def _transform(self, flat: pl.DataFrame, n: int) -> sparse.csr_matrix:
         n_windows = len(self.windows_days)
         dtype = flat.schema["code"]  # Categorical in a visit frame: join on the same type
         index = pl.DataFrame({"code": self.codes_, "_col": np.arange(len(self.codes_), dtype=np.int64)})

@@ -150,7 +150,7 @@ def _apply_model_fault(folder: Path, other: Path, fault: str, pick: int, at: flo
         _damage_file(target, fault, at)
     elif fault == "edit a digit":  # most often still valid JSON and a valid config
         data = bytearray(target.read_bytes())
-        digits = [i for i, b in enumerate(data) if chr(b).isdigit()]
+        digits = [i for i, b in enumerate(data) if 48 <= b <= 57]  # ASCII 0-9 only
         if digits:
             i = digits[int((len(digits) - 1) * at)]
             data[i] = ord(str((int(chr(data[i])) + 1) % 10))

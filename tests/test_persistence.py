@@ -46,7 +46,7 @@ def _edit(folder: Path, change) -> None:
 def _rehash(folder: Path, name: str = "model.safetensors") -> None:
     """Record a replaced file's size and hash in config.json: an attacker who edits both files
     meets the checks behind the hash (shapes, finiteness)."""
-    from ehrprog.store_format import sha256
+    from ehrprog.files import sha256
 
     path = folder / name
     _edit(folder, lambda c: c["files"].update({name: {"bytes": path.stat().st_size, "sha256": sha256(path)}}))

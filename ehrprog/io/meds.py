@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from ehrprog.accounting import DROP, NO_REASON, VALUE, reason, value_issues
 from ehrprog.errors import InputError
 from ehrprog.events import EventFrame, collect_two_at_a_time, empty_codes, mark_event_drops
-from ehrprog.files import replace_folder, temporary_sibling
+from ehrprog.files import output_entries, replace_folder, temporary_sibling
 from ehrprog.io import tabular
 from ehrprog.schema import CATEGORICAL_COLUMNS, EVENT_SCHEMA
 
@@ -306,9 +306,7 @@ def write_meds(
         The dataset root.
     """
     final = Path(path)
-    if final.exists() and (final.is_symlink() or not final.is_dir()):
-        raise InputError("the output path exists and is not a folder", file=str(final))
-    if final.is_dir() and any(final.iterdir()) and not overwrite:
+    if output_entries(final, InputError) and not overwrite:
         raise InputError(
             "the output folder is not empty: writing into it would mix old shards and splits with the new "
             "ones; choose a new or empty folder, or pass overwrite=True (--overwrite) to replace it whole",

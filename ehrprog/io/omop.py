@@ -17,7 +17,7 @@ from typing import Literal, NamedTuple
 
 import polars as pl
 
-from ehrprog.accounting import DROP, DROP_DTYPE, NO_REASON, NO_VALUE_ISSUE, VALUE, reason, value_issues
+from ehrprog.accounting import DROP, NO_REASON, NO_VALUE_ISSUE, VALUE, reason, value_issues
 from ehrprog.errors import InputError
 from ehrprog.events import EventFrame, empty_codes, mark_event_drops
 from ehrprog.io import tabular
@@ -190,6 +190,8 @@ class _TypedTable(NamedTuple):
     times: list[str]
     source_value: str | None
     source_concept: str | None
+    #: The value issues the table can have; ``typed`` holds the mask of issue ``i`` as ``_issue{i}``.
+    issues: tuple[str, ...] = ()
 
     def distinct_ids(self) -> pl.LazyFrame:
         """The distinct ids of the three concept columns (and raw units), one list per column."""
@@ -240,11 +242,15 @@ def _typed_table(folder: _Folder, spec: EventTable) -> _TypedTable | None:
     raw_time_present = pl.any_horizontal([tabular.present(c, schema[c]).fill_null(False) for c in times])
     visit_id = opt(spec.visit, tabular.parse_int)  # visit_occurrence_id in every table that has a visit
     numeric = opt(spec.numeric, tabular.parse_float)
-    issues = value_issues(
-        tabular.value_issue(*tabular.in_schema(schema, spec.numeric), numeric, "not a finite number"),
-        tabular.value_issue(*tabular.in_schema(schema, spec.visit), visit_id, "not an integer"),
-        *time_issues,
-    )
+    issues = [
+        issue
+        for issue in (
+            tabular.value_issue(*tabular.in_schema(schema, spec.numeric), numeric, "not a finite number"),
+            tabular.value_issue(*tabular.in_schema(schema, spec.visit), visit_id, "not an integer"),
+            *time_issues,
+        )
+        if issue is not None
+    ]
 
     typed = frame.select(
         tabular.parse_int("person_id", schema["person_id"]).alias("subject_id"),
@@ -258,9 +264,10 @@ def _typed_table(folder: _Folder, spec: EventTable) -> _TypedTable | None:
         opt(spec.unit_concept, tabular.parse_int).cast(pl.Int64).alias("_unit_id"),
         *([pl.col(source_value).alias("_raw_src_value")] if source_value else []),
         *([pl.col(spec.unit).alias("_raw_unit")] if spec.unit in schema else []),
-        issues.alias(VALUE),
+        *(mask.fill_null(False).alias(f"_issue{i}") for i, (mask, _) in enumerate(issues)),
     )
-    return _TypedTable(spec, typed, schema, times, source_value, source_concept)
+    reasons = tuple(reason for _, reason in issues)
+    return _TypedTable(spec, typed, schema, times, source_value, source_concept, reasons)
 
 
 def _events_from(
@@ -268,13 +275,30 @@ def _events_from(
     distinct: pl.DataFrame,
     concepts: pl.DataFrame,
     mode: CodeMode,
-    end: datetime | None = None,
-    end_source: str = "",
+    end: datetime,
+    end_source: str,
+    spans: pl.LazyFrame | None,
 ) -> pl.LazyFrame:
     """The checked events of a typed table, its concept ids (``distinct``: the table's
     :meth:`_TypedTable.distinct_ids`) spelled as codes once each and mapped row by row; events at
-    or after ``end`` (the extract's end, see :func:`extract_end`) are dropped and counted."""
+    or after ``end`` (the extract's end, see :func:`extract_end`) are dropped and counted. With the
+    visits' ``spans`` (:func:`visit_spans`), an event whose time falls outside the span of the
+    visit its id names loses the id (the ``visit_id`` strategy then attaches it by time, as it
+    does events without an id), counted among the value issues."""
     spec, typed, schema, times = table.spec, table.typed, table.schema, table.times
+    issues = [(pl.col(f"_issue{i}"), reason) for i, reason in enumerate(table.issues)]
+    if spans is not None and spec.visit is not None:
+        typed = typed.join(spans, on="visit_id", how="left")
+        outside = (
+            pl.col("visit_id").is_not_null()
+            & pl.col("time").is_not_null()
+            & ((pl.col("time") < pl.col("_span_start")) | (pl.col("time") >= pl.col("_span_end")))
+        ).fill_null(False)
+        typed = typed.with_columns(outside.alias("_outside_visit")).with_columns(
+            pl.when("_outside_visit").then(None).otherwise(pl.col("visit_id")).alias("visit_id")
+        )
+        issues.append((pl.col("_outside_visit"), OUTSIDE_VISIT))
+    typed = typed.with_columns(value_issues(*issues).alias(VALUE))
     source_value, source_concept = table.source_value, table.source_concept
     has_unit = spec.unit in schema
     ids = {name: distinct[name].explode() for name in distinct.columns}
@@ -304,7 +328,7 @@ def _events_from(
         .then(reason(f"{times[-1]}: null date"))
         .when(pl.col("code").is_null())
         .then(reason(f"{spec.concept}: no concept and no source value"))
-        .when((pl.col("time") >= end) if end is not None else pl.lit(False))
+        .when(pl.col("time") >= end)
         .then(reason(_future_reason(times[-1], end, end_source)))
         .otherwise(NO_REASON)
     )
@@ -320,12 +344,12 @@ def _events_from(
     )
 
 
-def _future_reason(column: str, end: datetime | None, end_source: str) -> str:
-    last = (end - timedelta(days=1)).date().isoformat() if end is not None else ""
+def _future_reason(column: str, end: datetime, end_source: str) -> str:
+    last = (end - timedelta(days=1)).date().isoformat()
     return f"{column}: after the extract's end ({last}, {end_source}, DQD plausibleTemporalAfter)"
 
 
-def _person_events(folder: _Folder, concepts: pl.DataFrame, end: datetime | None = None) -> pl.LazyFrame:
+def _person_events(folder: _Folder, concepts: pl.DataFrame, end: datetime) -> pl.LazyFrame:
     scanned = folder.scan("person")
     if scanned is None:
         inside = sorted(
@@ -366,7 +390,7 @@ def _person_events(folder: _Folder, concepts: pl.DataFrame, end: datetime | None
         given = pl.when(contradicts).then(None).otherwise(given)
     birth = pl.coalesce(given, from_parts) if given is not None else from_parts
     parts_used = given.is_null() if given is not None else pl.lit(True)
-    this_year = (end or datetime.now(UTC).replace(tzinfo=None)).year
+    this_year = end.year
     implausible_year = year.is_not_null() & ~year.is_between(1900, this_year)
     person = frame.select(
         tabular.parse_int("person_id", schema["person_id"]).alias("subject_id"),
@@ -460,7 +484,7 @@ def _person_events(folder: _Folder, concepts: pl.DataFrame, end: datetime | None
     )
 
 
-def _death_events(folder: _Folder, end: datetime | None = None, end_source: str = "") -> pl.LazyFrame | None:
+def _death_events(folder: _Folder, end: datetime, end_source: str) -> pl.LazyFrame | None:
     scanned = folder.scan("death")
     if scanned is None:
         return None
@@ -476,7 +500,7 @@ def _death_events(folder: _Folder, end: datetime | None = None, end_source: str 
         .then(reason("person_id: null or not an integer"))
         .when(pl.col("time").is_null())
         .then(reason("death_date: null or unparseable date"))
-        .when((pl.col("time") >= end) if end is not None else pl.lit(False))
+        .when(pl.col("time") >= end)
         .then(reason(_future_reason("death_date", end, end_source)))
         .when(pl.int_range(pl.len()).over("subject_id") > 0)
         .then(reason("death: more than one death record for the person (earliest kept)"))
@@ -693,37 +717,6 @@ def visit_spans(folder) -> pl.LazyFrame | None:
     )
 
 
-def _within_visits(events: pl.LazyFrame, spans: pl.LazyFrame | None) -> pl.LazyFrame:
-    """Events whose time falls outside the span of the visit their id names lose the id (the
-    ``visit_id`` strategy then attaches them by time, as it does events without an id), counted."""
-    if spans is None:
-        return events
-    joined = events.join(spans, on="visit_id", how="left")
-    outside = (
-        pl.col("visit_id").is_not_null()
-        & pl.col("_span_start").is_not_null()
-        & pl.col("time").is_not_null()
-        & ((pl.col("time") < pl.col("_span_start")) | (pl.col("time") >= pl.col("_span_end")))
-    )
-    return joined.with_columns(
-        pl.when(outside).then(None).otherwise(pl.col("visit_id")).alias("visit_id"),
-        _add_issue(pl.col(VALUE), outside, OUTSIDE_VISIT).alias(VALUE),
-    ).drop("_span_start", "_span_end")
-
-
-def _add_issue(value: pl.Expr, mask: pl.Expr, issue: str) -> pl.Expr:
-    """A row's value issues with ``issue`` added where ``mask`` holds (reasons joined by "; ")."""
-    text = value.cast(pl.String)
-    return (
-        pl.when(mask & text.is_null())
-        .then(pl.lit(issue))
-        .when(mask)
-        .then(pl.concat_str([text, pl.lit(f"; {issue}")]))
-        .otherwise(text)
-        .cast(DROP_DTYPE)
-    )
-
-
 def event_plan(folder, concepts: pl.DataFrame, wanted: list[str], codes: CodeMode):
     """The checked-events plan of a source (``plan(subjects=None) -> LazyFrame``) and its person ids."""
     end, end_source = extract_end(folder)
@@ -744,17 +737,14 @@ def event_plan(folder, concepts: pl.DataFrame, wanted: list[str], codes: CodeMod
     parts = [vitals.lazy()]
     spans = visit_spans(folder) if any(t.spec.visit for t in tables) else None
     if spans is not None:
-        table = spans.collect()  # one small table (a row per visit), read once
-        backwards = int(table["_backwards"].sum())
+        collected = spans.collect()  # one small table (a row per visit), read once
+        backwards = int(collected["_backwards"].sum())
         if backwards:
             folder.notes.append(f"{backwards:,} visit(s) in visit_occurrence: {END_BEFORE_START}")
-        spans = table.drop("_backwards").lazy()
-    parts += [
-        _events_from(table, ids, concepts, codes, end, end_source)
-        if table.spec.name == "visit_occurrence" or table.spec.visit is None
-        else _within_visits(_events_from(table, ids, concepts, codes, end, end_source), spans)
-        for table, ids in zip(tables, distinct, strict=True)
-    ]
+        spans = collected.drop("_backwards").lazy()
+    for table, ids in zip(tables, distinct, strict=True):
+        own_spans = None if table.spec.name == "visit_occurrence" else spans  # a visit row spans itself
+        parts.append(_events_from(table, ids, concepts, codes, end, end_source, own_spans))
     vital_rows = vitals.filter(pl.col("code").is_in([BIRTH_CODE, DEATH_CODE]))
 
     def plan(subjects: pl.Expr | None = None) -> pl.LazyFrame:
