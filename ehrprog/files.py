@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from pathlib import Path
 
 
@@ -18,27 +19,27 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def file_problem(path: Path, size: int | None) -> str | None:
+def file_problem(path: str | Path, size: int | None) -> str | None:
     """What is wrong with a file recorded at ``size`` bytes (``None``: any size), or ``None``: a
     link (ehrprog's folders hold plain files: a link could lead out of the folder), missing,
     unreadable, not a file, or of another size. The SHA-256 is the caller's (it may be checked
-    later, or once)."""
-    if path.is_symlink():
-        return "is a link; ehrprog's folders hold plain files"
+    later, or once). One ``lstat`` and one access check (it runs on every file of a cohort at load)."""
     try:
-        actual = path.stat().st_size
-        if path.is_file():
-            with open(path, "rb"):
-                pass
+        status = os.lstat(path)
     except FileNotFoundError:
         return "is missing"
     except OSError as error:
         return f"cannot read it: {error.strerror or error}"
-    if not path.is_file():
+    if stat.S_ISLNK(status.st_mode):
+        return "is a link; ehrprog's folders hold plain files"
+    if not stat.S_ISREG(status.st_mode):
         return "is not a file"
-    if size is not None and actual != size:
+    if not os.access(path, os.R_OK):
+        return "cannot read it: Permission denied"
+    if size is not None and status.st_size != size:
         return (
-            f"has {actual:,} bytes, {size:,} were recorded (it was changed, truncated or replaced after it was written)"
+            f"has {status.st_size:,} bytes, {size:,} were recorded (it was changed, truncated or replaced after it "
+            "was written)"
         )
     return None
 

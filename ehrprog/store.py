@@ -35,6 +35,7 @@ import os
 import shutil
 from collections import OrderedDict
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -270,20 +271,18 @@ class CohortStore:
         # hashes too (points, labels, stages); visits, labs and arrays when first read (once per
         # process), or now with verify="all".
         self.meta: list[ShardMeta] = [read_shard_meta(self.shard_folder(entry.name), entry) for entry in parsed.shards]
-        frames = []
-        for shard, meta in enumerate(self.meta):
-            eager = meta.files if verify == "all" else ("labels.parquet", "stages.parquet")
-            for relative in eager:
-                if relative != "points.parquet":
-                    self.verified(shard, relative)
-            frame = pl.read_parquet(io.BytesIO(self.verified(shard, "points.parquet", contents=True)))
-            if frame.height != meta.points or not set(POINT_COLUMNS + TARGET_COLUMNS) <= set(frame.columns):
-                raise InputError(
-                    f"shard {meta.name!r}: points.parquet holds {frame.height:,} rows and columns "
-                    f"{frame.columns}; shard.json records {meta.points:,} points",
-                    file=str(self.shard_folder(meta.name) / "points.parquet"),
-                )
-            frames.append(frame)
+        eager = [
+            (shard, relative)
+            for shard, meta in enumerate(self.meta)
+            for relative in (meta.files if verify == "all" else ("labels.parquet", "stages.parquet"))
+            if relative != "points.parquet"
+        ]
+        # Hashed on a second thread while the points are read here (hashlib and polars both
+        # release the GIL); the first mismatch in shard order is raised.
+        with ThreadPoolExecutor(max_workers=1) as pool:  # a pool per call: safe in forked workers
+            hashing = pool.submit(lambda: [self.verified(shard, relative) for shard, relative in eager])
+            frames = [self._shard_points_file(shard) for shard in range(len(self.meta))]
+            hashing.result()
         counts = np.array([frame.height for frame in frames], dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         table = pl.concat(frames)
@@ -294,6 +293,18 @@ class CohortStore:
         self.lab_bands = {lab: [tuple(band) for band in bands] for lab, bands in self.manifest["lab_bands"].items()}
         codes = self.root / "codes.parquet"
         self.codes = pl.read_parquet(codes) if codes.is_file() else None
+
+    def _shard_points_file(self, shard: int) -> pl.DataFrame:
+        """One shard's ``points.parquet`` (hashed as it is read), checked against ``shard.json``."""
+        meta = self.meta[shard]
+        frame = pl.read_parquet(io.BytesIO(self.verified(shard, "points.parquet", contents=True)))
+        if frame.height != meta.points or not set(POINT_COLUMNS + TARGET_COLUMNS) <= set(frame.columns):
+            raise InputError(
+                f"shard {meta.name!r}: points.parquet holds {frame.height:,} rows and columns "
+                f"{frame.columns}; shard.json records {meta.points:,} points",
+                file=str(self.shard_folder(meta.name) / "points.parquet"),
+            )
+        return frame
 
     def shard_folder(self, name: str) -> Path:
         return self.root / "shards" / name
@@ -315,13 +326,13 @@ class CohortStore:
 
     def read(self, shard: int, table: str) -> pl.DataFrame:
         """One table (``visits``, ``labs``, ``labels``, ``stages``) of one shard, verified first."""
-        return pl.read_parquet(self.verified(shard, f"{table}.parquet"))
+        return pl.read_parquet(io.BytesIO(self.verified(shard, f"{table}.parquet", contents=True)))
 
     def arrays(self, shard: int, mmap: bool = False) -> VisitArrays:
         """One shard's visit arrays (every ``arrays/`` file verified first)."""
-        for relative in self.meta[shard].files:
-            if relative.startswith("arrays/"):
-                self.verified(shard, relative)
+        files = [relative for relative in self.meta[shard].files if relative.startswith("arrays/")]
+        with ThreadPoolExecutor(max_workers=2) as pool:  # hashlib releases the GIL
+            list(pool.map(lambda relative: self.verified(shard, relative), files))
         return VisitArrays.load(self.shard_folder(self.names[shard]) / "arrays", mmap=mmap)
 
     def part(self, shard: int, local_rows: np.ndarray | None = None) -> ShardPart:

@@ -22,6 +22,7 @@ from ehrprog.errors import InputError
 from ehrprog.events import EventFrame, empty_codes, mark_event_drops
 from ehrprog.io import tabular
 from ehrprog.io.omop_tables import DDL, DEFAULT_TABLES, EVENT_TABLES, KNOWN_CONCEPTS, EventTable
+from ehrprog.io.visit_spans import END_BEFORE_START, OUTSIDE_VISIT, VisitSpans, visit_spans
 from ehrprog.schema import BIRTH_CODE, DEATH_CODE, EVENT_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -277,7 +278,7 @@ def _events_from(
     mode: CodeMode,
     end: datetime,
     end_source: str,
-    spans: pl.LazyFrame | None,
+    spans: VisitSpans | None,
 ) -> pl.LazyFrame:
     """The checked events of a typed table, its concept ids (``distinct``: the table's
     :meth:`_TypedTable.distinct_ids`) spelled as codes once each and mapped row by row; events at
@@ -288,12 +289,7 @@ def _events_from(
     spec, typed, schema, times = table.spec, table.typed, table.schema, table.times
     issues = [(pl.col(f"_issue{i}"), reason) for i, reason in enumerate(table.issues)]
     if spans is not None and spec.visit is not None:
-        typed = typed.join(spans, on="visit_id", how="left")
-        outside = (
-            pl.col("visit_id").is_not_null()
-            & pl.col("time").is_not_null()
-            & ((pl.col("time") < pl.col("_span_start")) | (pl.col("time") >= pl.col("_span_end")))
-        ).fill_null(False)
+        outside = spans.outside(pl.col("visit_id"), pl.col("time"))
         typed = typed.with_columns(outside.alias("_outside_visit")).with_columns(
             pl.when("_outside_visit").then(None).otherwise(pl.col("visit_id")).alias("visit_id")
         )
@@ -683,40 +679,6 @@ def extract_end(folder) -> tuple[datetime, str]:
     return today + timedelta(days=1), "today (no cdm_source or observation_period dates)"
 
 
-#: Why an event's visit id is not kept, and why a visit's end is not.
-OUTSIDE_VISIT = "visit_occurrence_id: the event's date is outside its visit's span (id not kept, attached by time)"
-END_BEFORE_START = "visit_end_date: before visit_start_date (the visit's start day used)"
-
-
-def visit_spans(folder) -> pl.LazyFrame | None:
-    """Each visit's span from ``visit_occurrence`` (``visit_id``, ``_span_start``: the start day,
-    ``_span_end``: the day after the end day, exclusive), or ``None`` without the table. A visit
-    without an end, or ending before it starts, spans its start day."""
-    scanned = folder.scan("visit_occurrence") if folder.has("visit_occurrence") else None
-    if scanned is None:
-        return None
-    frame, schema, _ = scanned
-    if "visit_occurrence_id" not in schema or "visit_start_date" not in schema:
-        return None
-    start = tabular.parse_datetime("visit_start_date", schema["visit_start_date"]).dt.truncate("1d")
-    end = (
-        tabular.parse_datetime("visit_end_date", schema["visit_end_date"]).dt.truncate("1d")
-        if "visit_end_date" in schema
-        else pl.lit(None, pl.Datetime("us"))
-    )
-    return (
-        frame.select(
-            tabular.parse_int("visit_occurrence_id", schema["visit_occurrence_id"]).alias("visit_id"),
-            start.alias("_span_start"),
-            pl.when(end.is_null() | (end < start)).then(start).otherwise(end).alias("_span_end"),
-            (end < start).fill_null(False).alias("_backwards"),
-        )
-        .drop_nulls(["visit_id", "_span_start"])
-        .unique("visit_id", keep="first")
-        .with_columns(pl.col("_span_end") + pl.duration(days=1))
-    )
-
-
 def event_plan(folder, concepts: pl.DataFrame, wanted: list[str], codes: CodeMode):
     """The checked-events plan of a source (``plan(subjects=None) -> LazyFrame``) and its person ids."""
     end, end_source = extract_end(folder)
@@ -736,12 +698,8 @@ def event_plan(folder, concepts: pl.DataFrame, wanted: list[str], codes: CodeMod
     people, vitals, distinct = firsts[0], pl.concat(firsts[:n_vitals]), firsts[n_vitals:]
     parts = [vitals.lazy()]
     spans = visit_spans(folder) if any(t.spec.visit for t in tables) else None
-    if spans is not None:
-        collected = spans.collect()  # one small table (a row per visit), read once
-        backwards = int(collected["_backwards"].sum())
-        if backwards:
-            folder.notes.append(f"{backwards:,} visit(s) in visit_occurrence: {END_BEFORE_START}")
-        spans = collected.drop("_backwards").lazy()
+    if spans is not None and spans.n_backwards:
+        folder.notes.append(f"{spans.n_backwards:,} visit(s) in visit_occurrence: {END_BEFORE_START}")
     for table, ids in zip(tables, distinct, strict=True):
         own_spans = None if table.spec.name == "visit_occurrence" else spans  # a visit row spans itself
         parts.append(_events_from(table, ids, concepts, codes, end, end_source, own_spans))
