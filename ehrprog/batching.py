@@ -11,12 +11,15 @@ serving every point that shares it. Shapes: ``codes`` and ``values`` ``[batch, v
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
-from ehrprog.tasks.cohort import CohortX
 from ehrprog.visit_arrays import VisitArrays, merge_code_stats
+
+if TYPE_CHECKING:
+    from ehrprog.tasks.cohort import CohortX
 
 PAD, UNKNOWN = 0, 1
 

@@ -4,10 +4,10 @@ The source is cut into pieces that hold whole subjects: one per data shard of a 
 one per range of ``subjects_per_shard`` person ids of an OMOP source (a folder of files, DuckDB
 or PostgreSQL: each piece opens its own connection). Each piece runs the single-process pipeline
 (read -> visits -> the task's cohort) on its subjects only and writes one cohort shard
-(:func:`ehrprog.store.write_shard`); the manifest is written once every piece is done. Memory is
+(:func:`ehrprog.store_write.write_shard`); the manifest is written once every piece is done. Memory is
 bounded by the largest piece, not by the source.
 
-* **Idempotent**: a piece whose shard is already complete (:func:`~ehrprog.store.shard_is_complete`:
+* **Idempotent**: a piece whose shard is already complete (:func:`~ehrprog.store_write.shard_is_complete`:
   the same input fingerprint, every file present with its recorded SHA-256) is skipped. The
   fingerprint covers the input (a MEDS file's path, size and modification time; an OMOP piece's
   person ids and the source's files) and the task's settings.
@@ -34,8 +34,8 @@ from typing import Any
 
 from ehrprog.errors import BuildError, EmptyCohortError
 from ehrprog.redaction import redact
-from ehrprog.store import SUBJECTS_PER_SHARD, finalize, shard_is_complete, write_empty_shard, write_shard
 from ehrprog.store_format import check_target
+from ehrprog.store_write import SUBJECTS_PER_SHARD, finalize, shard_is_complete, write_empty_shard, write_shard
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@ third-party plugin registers its own."""
 
 from __future__ import annotations
 
-from ehrprog.plugins import BackboneSpec, hookimpl
+from ehrprog.hookspecs import BackboneSpec, hookimpl
 
 
 def _default(

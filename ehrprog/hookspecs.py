@@ -1,4 +1,5 @@
-"""Plugin hooks (pluggy). A plugin implements them with ``ehrprog.plugins.hookimpl``.
+"""The plugin interface: the hooks (pluggy), the ``hookimpl`` marker a plugin implements them
+with, and the specs it registers (also importable from :mod:`ehrprog.plugins`).
 
 Built-in and third-party plugins are found the same way: through the ``ehrprog`` entry point
 group (``[project.entry-points.ehrprog]`` in a plugin's pyproject).
@@ -7,14 +8,41 @@ group (``[project.entry-points.ehrprog]`` in a plugin's pyproject).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import Any
 
 import pluggy
 
-if TYPE_CHECKING:
-    from ehrprog.plugins import BackboneSpec, CheckpointLoader
-
 hookspec = pluggy.HookspecMarker("ehrprog")
+hookimpl = pluggy.HookimplMarker("ehrprog")
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """A named backbone: ``factory(vocab_size=..., dim=..., visit_encoder=..., dropout=...,
+    vocabulary=..., **params)`` returns the module (its interface: :mod:`ehrprog.plugins`).
+
+    ``vocabulary`` is the estimator's :class:`~ehrprog.batching.Vocabulary` (code strings and
+    descriptions of embedding rows 2.., for aligning pre-trained vocabularies) or ``None``;
+    ``params`` are the estimator's ``backbone__*`` parameters. A module may define
+    ``architecture() -> dict``: the factory parameters that rebuild it without its pre-trained
+    source (a saved estimator then loads without the checkpoint folder)."""
+
+    name: str
+    factory: Callable[..., Any]
+    description: str = ""
+    plugin: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True)
+class CheckpointLoader:
+    """A named loader: ``load(folder) -> torch.nn.Module`` whose ``forward(**inputs)`` returns a
+    dict of output tensors (see ``ehrprog verify-checkpoint``)."""
+
+    name: str
+    load: Callable[[Any], Any]
+    description: str = ""
+    plugin: str = field(default="", compare=False)
 
 
 @hookspec

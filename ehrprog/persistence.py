@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from ehrprog.errors import SavedModelError
 from ehrprog.files import (
@@ -165,10 +166,12 @@ class SavedEstimator(_Strict):
 
     @field_validator("params")
     @classmethod
-    def _known_parameters(cls, params: dict[str, Scalar]) -> dict[str, Scalar]:
-        from ehrprog.estimator import VisitProgressionEstimator
-
-        known = set(VisitProgressionEstimator._get_param_names())
+    def _known_parameters(cls, params: dict[str, Scalar], info: ValidationInfo) -> dict[str, Scalar]:
+        # The estimator's parameter names come from the class that loads (read_config's context):
+        # this module does not import the estimator, which imports it.
+        known = set((info.context or {}).get("parameters", ()))
+        if not known:
+            raise ValueError("no estimator parameter names to check them against (read_config gives them)")
         unknown = sorted(k for k in params if k not in known and not k.startswith(("backbone__", "module__")))
         if unknown:
             raise ValueError(f"unknown parameters {unknown}")
@@ -321,8 +324,9 @@ def config_digest(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def read_config(root: Path) -> SavedEstimator:
-    """The validated ``config.json`` of a saved estimator folder."""
+def read_config(root: Path, parameters: Iterable[str]) -> SavedEstimator:
+    """The validated ``config.json`` of a saved estimator folder, its ``params`` exactly the
+    estimator's ``parameters`` (names; ``backbone__*`` and ``module__*`` besides)."""
     file = root / CONFIG
     try:
         text = file.read_text()
@@ -343,7 +347,7 @@ def read_config(root: Path) -> SavedEstimator:
             field="format",
         )
     try:
-        saved = SavedEstimator.model_validate_json(text)
+        saved = SavedEstimator.model_validate_json(text, context={"parameters": set(parameters)})
     except ValidationError as error:
         first = error.errors()[0]
         field = ".".join(str(part) for part in first["loc"])
@@ -384,7 +388,7 @@ def load_estimator(cls: type[VisitProgressionEstimator], path: str | Path) -> Vi
     from ehrprog.features import PointFeatures
 
     root = Path(path)
-    config = read_config(root)
+    config = read_config(root, cls._get_param_names())
     file = str(root / CONFIG)
     estimator = cls(**config.params)
     try:

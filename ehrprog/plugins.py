@@ -21,44 +21,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
 
 import pluggy
 
-from ehrprog import hookspecs
+from ehrprog import default_backbone, hookspecs
+from ehrprog.hookspecs import BackboneSpec, CheckpointLoader, hookimpl
 
-hookimpl = pluggy.HookimplMarker("ehrprog")
 ENTRY_POINT_GROUP = "ehrprog"
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """A named backbone: ``factory(vocab_size=..., dim=..., visit_encoder=..., dropout=...,
-    vocabulary=..., **params)`` returns the module (see the module docstring for its interface).
-
-    ``vocabulary`` is the estimator's :class:`~ehrprog.batching.Vocabulary` (code strings and
-    descriptions of embedding rows 2.., for aligning pre-trained vocabularies) or ``None``;
-    ``params`` are the estimator's ``backbone__*`` parameters. A module may define
-    ``architecture() -> dict``: the factory parameters that rebuild it without its pre-trained
-    source (a saved estimator then loads without the checkpoint folder)."""
-
-    name: str
-    factory: Callable[..., Any]
-    description: str = ""
-    plugin: str = field(default="", compare=False)
-
-
-@dataclass(frozen=True)
-class CheckpointLoader:
-    """A named loader: ``load(folder) -> torch.nn.Module`` whose ``forward(**inputs)`` returns a
-    dict of output tensors (see ``ehrprog verify-checkpoint``)."""
-
-    name: str
-    load: Callable[[Any], Any]
-    description: str = ""
-    plugin: str = field(default="", compare=False)
 
 
 def make_plugin_manager(*, load_entry_points: bool = True) -> pluggy.PluginManager:
@@ -66,8 +37,6 @@ def make_plugin_manager(*, load_entry_points: bool = True) -> pluggy.PluginManag
     installed under the ``ehrprog`` entry point group."""
     manager = pluggy.PluginManager("ehrprog")
     manager.add_hookspecs(hookspecs)
-    from ehrprog import default_backbone
-
     manager.register(default_backbone, name="ehrprog.default_backbone")
     if load_entry_points:
         manager.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
@@ -147,3 +116,18 @@ def get_backbone(name: str, manager: pluggy.PluginManager | None = None) -> Back
             f"registers it, see docs/plugins.md)"
         )
     return available[name]
+
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "BackboneSpec",
+    "CheckpointLoader",
+    "backbones",
+    "checkpoint_loaders",
+    "get_backbone",
+    "get_checkpoint_loader",
+    "hookimpl",
+    "make_plugin_manager",
+    "plugin_manager",
+    "use_plugin_manager",
+]

@@ -11,6 +11,7 @@ import numpy as np
 import polars as pl
 
 from ehrprog.datasets import codes as C
+from ehrprog.datasets.records import egfr_to_creatinine, event_table
 
 if TYPE_CHECKING:
     from ehrprog.datasets.history import HistoryWorld
@@ -28,8 +29,6 @@ def _category(log_uacr: np.ndarray) -> np.ndarray:
 def emit_records(rng, people, ids, v, death_month, truth_egfr, w: HistoryWorld) -> pl.DataFrame:
     """Every record of every visit (``v``: the visit-level draws of the monthly loop), the birth,
     sex and death rows, as one event table (vectorised over visits)."""
-    from ehrprog.datasets.simulate import egfr_to_creatinine
-
     order = np.lexsort((v["kind"], v["day"], v["subject"]))
     v = {k: a[order] for k, a in v.items()}
     subj = v["subject"]
@@ -218,6 +217,5 @@ def _with_people(clinical: pl.DataFrame, people, ids, death_month) -> pl.DataFra
     deaths = pl.DataFrame(
         {"subject_id": ids[dead], "time": (death_day * _DAY_US).astype(np.int64), "code": DEATH_CODE, "domain": "death"}
     ).with_columns(pl.col("time").cast(pl.Datetime("us")))
-    from ehrprog.datasets.simulate import event_table
 
     return event_table(pl.concat([births, sexes, deaths, clinical], how="diagonal_relaxed"), "end")

@@ -20,6 +20,7 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
+from ehrprog.datasets.records import egfr_to_creatinine, event_table
 from ehrprog.schema import BIRTH_CODE, DEATH_CODE
 
 _DAY_US = 86_400_000_000
@@ -79,16 +80,6 @@ _DESCRIPTIONS = {code: desc for code, _, _, desc in _CODES} | {
     "Visit/IP": "Inpatient Visit",
     "Visit/ER": "Emergency Room Visit",
 }
-
-
-def egfr_to_creatinine(egfr: np.ndarray, age: np.ndarray, female: np.ndarray) -> np.ndarray:
-    """Invert CKD-EPI 2021: the serum creatinine (mg/dL) that gives ``egfr`` at ``age`` for the sex."""
-    kappa = np.where(female, 0.7, 0.9)
-    alpha = np.where(female, -0.241, -0.302)
-    scale = 142.0 * np.power(0.9938, age) * np.where(female, 1.012, 1.0)
-    b = egfr / scale
-    ratio = np.where(b >= 1.0, np.power(b, 1.0 / alpha), np.power(b, 1.0 / -1.200))
-    return ratio * kappa
 
 
 def _draw_subjects(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
@@ -357,20 +348,6 @@ def simulate_events(n_subjects: int, seed: int = 0, world: World = "labs") -> pl
         pl.col("time").cast(pl.Datetime("us")), pl.lit(DEATH_CODE).alias("code"), pl.lit("death").alias("domain")
     )
     return event_table(pl.concat([people, deaths, clinical], how="diagonal_relaxed"))
-
-
-def event_table(events: pl.DataFrame, *extra: str) -> pl.DataFrame:
-    """A simulator's events in its output columns (and ``extra`` ones), ordered by subject, time, code."""
-    return events.select(
-        "subject_id",
-        "time",
-        "code",
-        pl.col("numeric_value").cast(pl.Float32),
-        pl.col("unit").cast(pl.String),
-        pl.col("visit_id").cast(pl.Int64),
-        "domain",
-        *extra,
-    ).sort("subject_id", "time", "code", nulls_last=False)
 
 
 def simulate_ckd(

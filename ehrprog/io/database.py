@@ -28,6 +28,7 @@ import polars as pl
 
 from ehrprog.errors import InputError
 from ehrprog.events import EventFrame
+from ehrprog.io.omop_events import _code_metadata, concept_table, event_plan, tables_to_read
 from ehrprog.io.omop_tables import EVENT_TABLES
 from ehrprog.redaction import RedactingFilter, redact
 
@@ -345,8 +346,6 @@ def read_omop_database(
     statement_timeout: float | None = None,
 ) -> EventFrame:
     """:func:`ehrprog.read_omop` for a database URI (see the module docstring)."""
-    from ehrprog.io.omop import _code_metadata, concept_table, event_plan, tables_to_read
-
     if chunk_subjects < 1:
         raise InputError(f"chunk_subjects must be at least 1, got {chunk_subjects}")
     db = Database(uri, schema, vocabulary_schema, connect_timeout, statement_timeout)

@@ -130,10 +130,22 @@ class Cohort:
             "cohort.summary() describes it)"
         )
 
+    def subset(self, subject_ids: np.ndarray) -> Cohort:
+        """The part of the cohort about ``subject_ids`` (points, visits, labs, labels, stages)."""
+        keep = np.isin(self.groups, subject_ids)
+        wanted = pl.col("subject_id").is_in(pl.Series(subject_ids, dtype=pl.Int64).implode())
+        X = self.X
+        visits = VisitFrame(X.visits.frame.filter(wanted), X.visits.strategy, X.visits.codes)
+        labs = X.labs.filter(wanted) if X.labs is not None else None
+        rows = np.flatnonzero(keep)
+        part = CohortX(X.points[rows], visits, labs, X.lab_bands)
+        stages = self.stages.filter(wanted)
+        return Cohort(part, self.y[rows], self.groups[rows], self.labels[rows], stages, {}, [])
+
     def save(self, path: str | Path, *, subjects_per_shard: int = 5_000) -> Path:
         """Write the cohort to ``path`` as subject shards (see :mod:`ehrprog.store`); read it back
         with :func:`ehrprog.load_cohort`, whose inputs stay on disk."""
-        from ehrprog.store import save_cohort
+        from ehrprog.store_write import save_cohort
 
         return save_cohort(self, path, subjects_per_shard=subjects_per_shard)
 
