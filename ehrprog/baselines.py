@@ -37,6 +37,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
+from ehrprog.breslow import BreslowSurvival
 from ehrprog.errors import one_warning
 from ehrprog.metrics import harrell_c, macro_auroc
 from ehrprog.targets import check_survival_targets, split_targets
@@ -238,6 +239,8 @@ class _RidgeCox(_SurvivalBaseline):
             self.model_ = CoxPHSurvivalAnalysis(alpha=self.alpha, ties="breslow").fit(
                 table, Surv.from_arrays(event.astype(bool), time)
             )
+        # The package's one survival-function component (scikit-survival's own gives the same H0).
+        self.breslow_ = BreslowSurvival().fit(self.model_.predict(table), time, event)
         return self
 
     def _features(self, X: CohortX) -> np.ndarray:
@@ -249,11 +252,12 @@ class _RidgeCox(_SurvivalBaseline):
         return self.model_.predict(self._features(X))
 
     def predict_survival_function(self, X: CohortX, return_array: bool = False):
-        return self.model_.predict_survival_function(self._features(X), return_array=return_array)
+        """``S(t | x) = exp(-H0(t) exp(r(x)))`` over ``event_times_`` (days), Breslow ``H0``."""
+        return self.breslow_.survival_function(self.predict(X), return_array)
 
     @property
     def event_times_(self) -> np.ndarray:
-        return self.model_.unique_times_
+        return self.breslow_.event_times_
 
 
 class CoxBaseline(_RidgeCox):
@@ -347,13 +351,8 @@ class _TunedBoosting(_SurvivalBaseline):
 
     def predict_survival_function(self, X: CohortX, return_array: bool = False):
         """``S(t | x) = exp(-H0(t) exp(r(x)))`` over ``event_times_`` (days), Breslow ``H0``."""
-        from sksurv.functions import StepFunction
-
         check_is_fitted(self, "booster_")
-        survival = self.booster_.survival(self._features(X))
-        if return_array:
-            return survival
-        return np.array([StepFunction(self.event_times_, row) for row in survival])
+        return self.booster_.breslow_.survival_function(self.predict(X), return_array)
 
 
 class BoostedCoxBaseline(_TunedBoosting):

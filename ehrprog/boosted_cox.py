@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import GroupKFold
 
+from ehrprog.breslow import BreslowSurvival
 from ehrprog.metrics import harrell_c
-from ehrprog.targets import breslow_baseline
 
 DEFAULT_GRID: dict[str, list[Any]] = {"max_depth": [2, 4], "n_estimators": [200, 500]}
 """The default grid: shallow and deeper trees, fewer and more of them."""
@@ -109,9 +109,9 @@ class TunedBoostedCox:
         else:
             self.best_params_ = {**settings[0], "n_estimators": trees[-1]}
         self.model_ = cox_booster({**fixed, **self.best_params_}, self.random_state).fit(features, label)
-        self.event_times_, self.cumulative_baseline_hazard_ = breslow_baseline(
-            self.margin(features), np.asarray(time, dtype=np.float64), np.asarray(event, dtype=bool)
-        )
+        self.breslow_ = BreslowSurvival().fit(self.margin(features), time, event)
+        self.event_times_ = self.breslow_.event_times_
+        self.cumulative_baseline_hazard_ = self.breslow_.cumulative_baseline_hazard_
         return self
 
     def margin(self, features: Any) -> np.ndarray:
@@ -120,7 +120,7 @@ class TunedBoostedCox:
 
     def survival(self, features: Any) -> np.ndarray:
         """``S(t | x) = exp(-H0(t) exp(r(x)))`` ``[n, len(event_times_)]`` (days)."""
-        return np.exp(-np.outer(np.exp(self.margin(features)), self.cumulative_baseline_hazard_))
+        return self.breslow_.survival(self.margin(features))
 
 
 __all__ = ["DEFAULT_GRID", "DEFAULT_PARAMS", "TunedBoostedCox", "cox_booster", "cox_label"]

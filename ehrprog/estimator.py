@@ -27,10 +27,11 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ehrprog.batching import Batch, VisitTensors, Vocabulary
+from ehrprog.breslow import BreslowSurvival, step_functions
 from ehrprog.errors import one_warning
 from ehrprog.features import PointFeatures, clinical_table
 from ehrprog.metrics import harrell_c, macro_auroc
-from ehrprog.model import SupervisedObjective, VisitSequenceModel, breslow_baseline, supervised_loss
+from ehrprog.model import SupervisedObjective, VisitSequenceModel, supervised_loss
 from ehrprog.model_card import training_summary
 from ehrprog.store import visit_tensors
 from ehrprog.survival import DAYS_PER_YEAR, SURVIVAL_PIECES_YEARS, base_log_hazards, cumulative_hazard, risk_score
@@ -504,9 +505,9 @@ class VisitProgressionEstimator(BaseEstimator):
                 self.cumulative_baseline_hazard_ = None
             else:
                 risk = self._outputs(self.model_, tensors, train_rows, device)[1]  # the tensors already built
-                self.event_times_, self.cumulative_baseline_hazard_ = breslow_baseline(
-                    risk, tte[train_rows], event[train_rows].astype(bool)
-                )
+                breslow = BreslowSurvival().fit(risk, tte[train_rows], event[train_rows])
+                self.event_times_ = breslow.event_times_
+                self.cumulative_baseline_hazard_ = breslow.cumulative_baseline_hazard_
         return self
 
     def _refit_risk_head(self, X: CohortX, event: np.ndarray, tte: np.ndarray) -> None:
@@ -615,20 +616,15 @@ class VisitProgressionEstimator(BaseEstimator):
         Returns scikit-survival ``StepFunction`` objects over ``event_times_`` (days), or with
         ``return_array=True`` an array ``[n, len(event_times_)]``.
         """
-        from sksurv.functions import StepFunction
-
         if self.survival_head == "piecewise":
             self._check(X)
             self._require("progression", "predict_survival_function")
             log_hazard = torch.from_numpy(self._predict_outputs(X)[1]).double()
             years = torch.from_numpy(self.event_times_ / DAYS_PER_YEAR)
             survival = torch.exp(-cumulative_hazard(log_hazard, years, SURVIVAL_PIECES_YEARS)).numpy()
-        else:
-            risk = self.predict_risk(X).astype(np.float64)
-            survival = np.exp(-np.outer(np.exp(risk), self.cumulative_baseline_hazard_))
-        if return_array:
-            return survival
-        return np.array([StepFunction(self.event_times_, row) for row in survival])
+            return step_functions(self.event_times_, survival, return_array)
+        breslow = BreslowSurvival(self.event_times_, self.cumulative_baseline_hazard_)
+        return breslow.survival_function(self.predict_risk(X), return_array)
 
     def score(self, X: CohortX, y: Any) -> float:
         """Macro one-vs-rest AUROC (stage), Harrell's C (progression), or their mean (both)."""

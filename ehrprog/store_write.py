@@ -1,7 +1,7 @@
 """Writing cohorts to disk (the layout: :mod:`ehrprog.store`): one shard at a time into a hidden
 folder renamed into place, the manifest over the shards, and a cohort in memory saved whole.
 
-This module reads a cohort's attributes only (it does not import :mod:`ehrprog.tasks.cohort`,
+This module reads a cohort's attributes only (it does not import ``ehrprog.tasks.cohort``,
 whose ``Cohort.save`` calls it), so the cohort, the batching and the store import no circle.
 """
 

@@ -1,5 +1,5 @@
 """The checked-events plan of an OMOP CDM source, files or database alike: each table typed and
-checked (:mod:`ehrprog.io.tabular`), concept ids spelled as codes, the person and death rows, the
+checked (``ehrprog.io.tabular``), concept ids spelled as codes, the person and death rows, the
 extract's end, the visit spans; every dropped row and nulled value counted by reason.
 
 A source offers ``scan(name)`` (a lazy table, its schema and a label naming it in errors),
