@@ -371,8 +371,10 @@ class VisitProgressionEstimator(BaseEstimator):
         ``y`` is a cohort's ``y`` frame (the estimator takes what ``target`` needs), a
         scikit-survival structured array (progression) or an array of stages (stage). Points
         without a next stage are ignored by the stage loss. Survival targets must be finite, not
-        negative and hold at least one event. ``groups`` is accepted for API symmetry with
-        ``GroupKFold``; the internal validation split is always by subject. A loss that turns
+        negative and hold at least one event. ``groups`` (``[len(X)]``, optional) are the units the
+        internal validation split holds out whole (by default the subjects; e.g. sites, so that
+        early stopping is judged on unseen sites); fewer than 5 groups means no validation split.
+        A loss that turns
         NaN or infinite stops training with :class:`~ehrprog.training.NonFiniteLossError`.
         """
         self._validate_params()
@@ -412,11 +414,18 @@ class VisitProgressionEstimator(BaseEstimator):
             "time": (tte if tte is not None else np.zeros(len(X))).astype(np.float32),
         }
         subjects = X.points["subject_id"].to_numpy()
+        held_out_units = subjects if groups is None else np.asarray(groups)
+        if held_out_units.shape != (len(X),):
+            raise ValueError(f"groups must hold one value per point ({len(X):,}), got shape {held_out_units.shape}")
+        if groups is not None:  # a subject split between training and validation would leak
+            pairs = pl.DataFrame({"subject": subjects, "group": held_out_units.astype(str)}).unique()
+            if pairs.height != len(np.unique(subjects)):
+                raise ValueError("groups must keep each subject's points in one group (a subject spans several)")
         rows = np.arange(len(X))
         train_rows, valid_rows = rows, np.array([], dtype=np.int64)
-        if self.validation_fraction > 0 and len(np.unique(subjects)) >= 5:
+        if self.validation_fraction > 0 and len(np.unique(held_out_units)) >= 5:
             split = GroupShuffleSplit(n_splits=1, test_size=self.validation_fraction, random_state=seed)
-            train_rows, valid_rows = next(split.split(rows, groups=subjects))
+            train_rows, valid_rows = next(split.split(rows, groups=held_out_units))
         self.vocabulary_ = Vocabulary.fit(X[train_rows], min_count=self.min_code_count)
         self.value_scale_ = _value_scale(X[train_rows])
         if self.point_features:

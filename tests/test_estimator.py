@@ -199,3 +199,26 @@ def test_explain_gives_per_code_and_per_visit_attributions_that_add_up(progressi
     # Completeness: attributions sum to risk(x) - risk(all-padding embeddings).
     total, change = explained_vs_output_change(progression_model, X, attributions)
     assert total == pytest.approx(change, rel=0.05, abs=1e-3)
+
+
+def test_fit_groups_are_the_units_the_validation_split_holds_out(cohort):
+    """``fit(groups=)`` sets what the early-stopping split holds out whole: one group for all
+    points leaves nothing to hold out (no validation curve), the subjects (the default) do; a
+    grouping that splits a subject, or of the wrong length, is refused."""
+    quick = {**SMALL, "max_epochs": 1, "clinical_booster": False}
+    by_subject = VisitProgressionEstimator(target="progression", **quick).fit(cohort.X, cohort.y)
+    assert len(by_subject.validation_loss_curve_) == 1
+    same_as_default = VisitProgressionEstimator(target="progression", **quick).fit(
+        cohort.X, cohort.y, groups=cohort.groups
+    )
+    np.testing.assert_allclose(same_as_default.predict_risk(cohort.X), by_subject.predict_risk(cohort.X))
+    one_site = VisitProgressionEstimator(target="progression", **quick).fit(
+        cohort.X, cohort.y, groups=np.zeros(len(cohort.X))
+    )
+    assert one_site.validation_loss_curve_ == []
+    with pytest.raises(ValueError, match="one group"):
+        VisitProgressionEstimator(target="progression", **quick).fit(
+            cohort.X, cohort.y, groups=np.arange(len(cohort.X))
+        )
+    with pytest.raises(ValueError, match="one value per point"):
+        VisitProgressionEstimator(target="progression", **quick).fit(cohort.X, cohort.y, groups=cohort.groups[:-1])
