@@ -340,9 +340,15 @@ class _TunedBoosting(_SurvivalBaseline):
             features, event.astype(bool), time.astype(np.float64), groups
         )
         self.best_params_ = self.booster_.best_params_
-        self.event_times_ = self.booster_.event_times_
-        self.cumulative_baseline_hazard_ = self.booster_.cumulative_baseline_hazard_
         return self
+
+    @property
+    def event_times_(self) -> np.ndarray:
+        return self.booster_.event_times_
+
+    @property
+    def cumulative_baseline_hazard_(self) -> np.ndarray:
+        return self.booster_.cumulative_baseline_hazard_
 
     def predict(self, X: CohortX) -> np.ndarray:
         """Log relative risk (higher = sooner)."""

@@ -110,9 +110,17 @@ class TunedBoostedCox:
             self.best_params_ = {**settings[0], "n_estimators": trees[-1]}
         self.model_ = cox_booster({**fixed, **self.best_params_}, self.random_state).fit(features, label)
         self.breslow_ = BreslowSurvival().fit(self.margin(features), time, event)
-        self.event_times_ = self.breslow_.event_times_
-        self.cumulative_baseline_hazard_ = self.breslow_.cumulative_baseline_hazard_
         return self
+
+    @property
+    def event_times_(self) -> np.ndarray:
+        """The distinct training event times (days), where ``H0`` steps."""
+        return self.breslow_.event_times_
+
+    @property
+    def cumulative_baseline_hazard_(self) -> np.ndarray:
+        """Breslow's ``H0`` at each of ``event_times_``."""
+        return self.breslow_.cumulative_baseline_hazard_
 
     def margin(self, features: Any) -> np.ndarray:
         """Log relative risk ``[n]`` float64 (higher = sooner)."""
