@@ -196,3 +196,28 @@ def test_the_password_can_stay_out_of_the_uri(pg, monkeypatch, files):
     monkeypatch.setenv("PGPASSWORD", pg.password)
     events = ep.read_omop(f"postgresql://{pg.user}@127.0.0.1:{pg.port}/postgres", schema="cdm")
     assert events.report.rows_kept == files.report.rows_kept
+
+
+def _hashed(ids: pl.Expr) -> pl.Expr:
+    """A bijection of int64 that spreads small ids over the whole range, negative and positive,
+    as the hashed visit ids of several OMOP exports are (multiply by an odd constant mod 2^64)."""
+    return ids.cast(pl.UInt64).mul(pl.lit(0x9E3779B97F4A7C15, pl.UInt64)).reinterpret(signed=True)
+
+
+def test_hashed_64_bit_visit_ids_read_through_files_and_duckdb(files, tmp_path):
+    """The held-out kind of extract: every visit id hashed over int64 (differences overflow).
+    It raised ``negative dimensions are not allowed`` in the visit-span check."""
+    source, hashed = shared_path(SET), tmp_path / "hashed"
+    hashed.mkdir()
+    for file in source.glob("*.parquet"):
+        table = pl.read_parquet(file)
+        ids = [c for c in table.columns if c.lower().endswith("visit_occurrence_id")]
+        table.with_columns(_hashed(pl.col(c)).alias(c) for c in ids).write_parquet(hashed / file.name)
+    visit_ids = pl.read_parquet(hashed / "visit_occurrence.parquet")["visit_occurrence_id"]
+    assert visit_ids.min() < -(2**62) and visit_ids.max() > 2**62  # the difference overflows int64
+    expected = _sorted(files).with_columns(_hashed(pl.col("visit_id")).alias("visit_id")).sort(EVENT_SORT)
+    path = tmp_path / "cdm.duckdb"
+    load_duckdb(path, hashed, "cdm")
+    for events in (ep.read_omop(hashed), ep.read_omop(f"duckdb://{path}", schema="cdm")):
+        assert _sorted(events).equals(expected)
+        assert events.report.counts.sort("source", "reason").equals(files.report.counts.sort("source", "reason"))

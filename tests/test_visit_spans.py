@@ -40,8 +40,12 @@ def _lookup(visits: pl.DataFrame, events: pl.DataFrame) -> list[bool]:
 
 @st.composite
 def visits_and_events(draw):
-    spread = draw(st.sampled_from([10, 10**6, 10**15]))  # dense, dense with gaps, sparse
-    ids = draw(st.lists(st.integers(-spread, spread), min_size=1, max_size=30))
+    # dense, dense with gaps, sparse, and hashed 64-bit ids over the whole int64 range (their
+    # differences overflow int64); dense ids also sit against either end of the range.
+    spread = draw(st.sampled_from([10, 10**6, 10**15, 2**63]))
+    centre = draw(st.sampled_from([0, int(I64.min), int(I64.max)])) if spread < 2**63 else 0
+    low, high = max(centre - spread, int(I64.min)), min(centre + spread, int(I64.max))
+    ids = draw(st.lists(st.integers(low, high), min_size=1, max_size=30))
     base = datetime(2010, 1, 1)
     starts = [base + timedelta(days=draw(st.integers(0, 40))) for _ in ids]
     lengths = [draw(st.integers(1, 5)) for _ in ids]
@@ -97,3 +101,35 @@ def test_a_repeated_visit_id_keeps_its_first_row():
     spans = VisitSpans(ids, start, start + DAY_US, 0)
     events = pl.DataFrame({"visit_id": [5, 5], "time": [datetime(1970, 1, 1), datetime(1970, 1, 11)]})
     assert events.select(spans.outside(pl.col("visit_id"), pl.col("time")))[:, 0].to_list() == [False, True]
+
+
+def test_hashed_ids_spanning_int64_read():
+    """Hashed 64-bit visit ids (negative and positive, differences past int64) are looked up;
+    this raised ``negative dimensions are not allowed`` when the id range overflowed."""
+    ids = np.array([I64.min, -(2**62), -1, 0, 2**62, I64.max], dtype=np.int64)
+    start = np.arange(len(ids), dtype=np.int64) * DAY_US
+    spans = VisitSpans(ids, start, start + DAY_US, 0)
+    assert spans.dense is False
+    events = pl.DataFrame(
+        {"visit_id": [I64.min, I64.min, I64.max, I64.max, 5], "time": [0, 1, 5, 9, 0]},
+        schema={"visit_id": pl.Int64, "time": pl.Int64},
+    ).with_columns((pl.col("time") * DAY_US).cast(pl.Datetime("us")))
+    got = events.select(spans.outside(pl.col("visit_id"), pl.col("time")))[:, 0].to_list()
+    assert got == [False, True, False, True, False]
+
+
+def test_dense_ids_against_either_end_of_int64():
+    """Dense ids at int64's ends: the lookup clips before it subtracts, so nothing overflows."""
+    cases = (
+        (np.arange(I64.max - 9, I64.max + 1, dtype=np.int64), [False, True, False, True, False]),
+        (np.arange(I64.min, I64.min + 10, dtype=np.int64), [False, True, True, False, False]),
+    )
+    for ids, expected in cases:
+        start = np.zeros(len(ids), dtype=np.int64)
+        spans = VisitSpans(ids, start, start + DAY_US, 0)
+        assert spans.dense is True
+        events = pl.DataFrame(  # first and last id outside their day, int64's ends, an unknown id
+            {"visit_id": [ids[0], ids[-1], I64.min, I64.max, 0], "time": [0, 1, 1, 1, 1]},
+            schema={"visit_id": pl.Int64, "time": pl.Int64},
+        ).with_columns((pl.col("time") * DAY_US).cast(pl.Datetime("us")))
+        assert events.select(spans.outside(pl.col("visit_id"), pl.col("time")))[:, 0].to_list() == expected

@@ -39,10 +39,13 @@ class VisitSpans:
         self.ids, self.start, self.end = visit_ids[first], start_us[first], end_us[first]
         self.n_backwards = n_backwards  # visits ending before they start
         self.dense = False
-        if len(self.ids) and self.ids[-1] - self.ids[0] < _DENSE_SLOTS_PER_VISIT * len(self.ids) + 1024:
-            # Slot 0 and the last slot stand for ids below and above the range; an id without a
-            # visit spans all time there, so nothing is outside it.
-            self.low, size = int(self.ids[0]) - 1, int(self.ids[-1] - self.ids[0]) + 3
+        # The id range in Python integers: hashed 64-bit ids span most of int64, and their
+        # difference overflows int64 (it read as a negative array size).
+        if len(self.ids) and int(self.ids[-1]) - int(self.ids[0]) < _DENSE_SLOTS_PER_VISIT * len(self.ids) + 1024:
+            # One slot per id from the lowest to the highest; an id in the range without a visit
+            # spans all time there, so nothing is outside it. Ids outside the range are masked.
+            self.low, self.high = self.ids[0], self.ids[-1]
+            size = int(self.high) - int(self.low) + 1
             start = np.full(size, np.iinfo(np.int64).min, dtype=np.int64)
             end = np.full(size, np.iinfo(np.int64).max, dtype=np.int64)
             start[self.ids - self.low], end[self.ids - self.low] = self.start, self.end
@@ -54,8 +57,13 @@ class VisitSpans:
     def _spans_of(self, visit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(start, end) of int64 visit ids; ``(int64 min, int64 max)`` for an unknown id."""
         if self.dense:
-            pos = np.clip(visit, self.low, self.low + len(self.start) - 1) - self.low  # no overflow
-            return self.start[pos], self.end[pos]
+            # Clipped into [low, high] before the subtraction, so no difference overflows.
+            pos = np.clip(visit, self.low, self.high) - self.low
+            known = (visit >= self.low) & (visit <= self.high)
+            return (
+                np.where(known, self.start[pos], np.iinfo(np.int64).min),
+                np.where(known, self.end[pos], np.iinfo(np.int64).max),
+            )
         pos = np.minimum(np.searchsorted(self.ids, visit), len(self.ids) - 1)
         found = self.ids[pos] == visit
         return np.where(found, self.start[pos], np.iinfo(np.int64).min), np.where(
