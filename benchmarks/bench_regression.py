@@ -75,12 +75,14 @@ SIMULATE = "import sys, ehrprog as ep; ep.datasets.simulate_ckd(int(sys.argv[1])
 
 
 def run(tree: Path, code: str, *args: str) -> dict:
-    """``code`` in a fresh interpreter importing ehrprog from ``tree``; its last line as JSON."""
+    """``code`` in a fresh interpreter importing ehrprog from ``tree``; its last line as JSON (``{}``
+    where it printed nothing)."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
     out = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"step failed in {tree}:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    lines = out.stdout.strip().splitlines()
+    return json.loads(lines[-1]) if lines else {}  # the simulator prints nothing
 
 
 def medians(runs: list[dict], keys: tuple[str, ...]) -> dict[str, float]:

@@ -15,12 +15,15 @@ The booster is saved as XGBoost's JSON model (data only: loading it executes no 
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import numpy as np
 from sklearn.model_selection import GroupKFold
 
 from ehrprog.boosted_cox import cox_booster, cox_label
+from ehrprog.errors import SavedModelError
 
 #: XGBoost settings (those of ``BoostedCoxBaseline``, chosen on simulator seed 0).
 BOOSTER_PARAMS = {
@@ -79,10 +82,34 @@ class ClinicalBooster:
         """Read a booster written by :meth:`save` (JSON: no code is executed)."""
         from xgboost import XGBRegressor
 
+        with open(path, "rb") as handle:
+            raw = json.load(handle)  # NaN and Infinity tokens read as floats, so they are seen
+        bad = _non_finite(raw)
+        if bad:
+            raise SavedModelError(
+                f"holds {bad} non-finite number(s) (NaN or infinite leaves predict NaN)", file=str(path)
+            )
         booster = cls()
         booster.model_ = XGBRegressor()
         booster.model_.load_model(str(path))
         return booster
+
+
+def _non_finite(value: object) -> int:
+    """How many numbers in a parsed JSON value (or numeric strings, as XGBoost writes its
+    ``base_score``) are NaN or infinite."""
+    if isinstance(value, float):
+        return int(not math.isfinite(value))
+    if isinstance(value, str):
+        try:
+            return int(not math.isfinite(float(value)))
+        except ValueError:
+            return 0
+    if isinstance(value, dict):
+        return sum(_non_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(_non_finite(v) for v in value)
+    return 0
 
 
 __all__ = ["BOOSTER_PARAMS", "ClinicalBooster"]

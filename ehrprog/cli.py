@@ -31,6 +31,44 @@ def _visit_strategy(text: str):
     raise argparse.ArgumentTypeError("visits must be same_day, visit_id or gap:HOURS")
 
 
+def _whole(low: int, high: int | None = None):
+    """An argparse type: a whole number in ``[low, high]``, checked before any work starts
+    (``--workers 0`` gave Ray no CPU and hung)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low or (high is not None and value > high):
+            rule = f"is out of range: must be {low} or more" if high is None else f"is outside {low}..{high}"
+            raise argparse.ArgumentTypeError(f"{value} {rule}")
+        return value
+
+    return parse
+
+
+def _real(low: float, high: float | None = None, *, closed_low: bool = False):
+    """An argparse type: a finite number above ``low`` (or at it, with ``closed_low``) and below ``high``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        above = value >= low if closed_low else value > low
+        if not np.isfinite(value) or not above or (high is not None and value >= high):
+            bound = f"{'at least' if closed_low else 'above'} {low:g}" + (f" and below {high:g}" if high else "")
+            raise argparse.ArgumentTypeError(f"{text} is out of range: must be {bound}")
+        return value
+
+    return parse
+
+
+#: Seeds numpy and torch take (``[0, 2**32 - 1]``).
+_SEED = _whole(0, 2**32 - 1)
+
+
 def _database_options(args: argparse.Namespace, source: str) -> dict:
     """``schema``/``vocabulary_schema`` for a database URI (an error for files, where they mean nothing)."""
     from ehrprog.io.database import is_database_uri
@@ -59,10 +97,10 @@ def _add_database_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--schema", default=None, help="database URIs: schema of the CDM tables (default public)")
     parser.add_argument("--vocabulary-schema", default=None, help="database URIs: schema of CONCEPT (default --schema)")
     parser.add_argument(
-        "--connect-timeout", type=float, default=None, help="PostgreSQL: seconds to wait for the server (default 30)"
+        "--connect-timeout", type=_real(0), default=None, help="PostgreSQL: seconds to wait for the server (default 30)"
     )
     parser.add_argument(
-        "--statement-timeout", type=float, default=None, help="PostgreSQL: seconds a query may run (default: none)"
+        "--statement-timeout", type=_real(0), default=None, help="PostgreSQL: seconds a query may run (default: none)"
     )
 
 
@@ -439,10 +477,10 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--visits", type=_visit_strategy, default="same_day", help="same_day, visit_id or gap:H")
         _add_database_options(command)
     for command in (evaluate, fit):
-        command.add_argument("--test-size", type=float, default=0.3 if command is evaluate else 0.2,
+        command.add_argument("--test-size", type=_real(0, 1), default=0.3 if command is evaluate else 0.2,
                              help="share of subjects held out and scored")  # fmt: skip
-        command.add_argument("--seed", type=int, default=0, help="seeds the split and the model")
-        command.add_argument("--max-epochs", type=int, default=None, help="override the model's epochs (30)")
+        command.add_argument("--seed", type=_SEED, default=0, help="seeds the split and the model")
+        command.add_argument("--max-epochs", type=_whole(1), default=None, help="override the model's epochs (30)")
         command.add_argument(
             "--target", choices=["stage", "progression", "both"], default=None, help="the model's heads (both)"
         )
@@ -464,7 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument(
         "--visits", type=_visit_strategy, default="same_day", help="same_day (default), visit_id or gap:HOURS"
     )
-    inspect.add_argument("--top", type=int, default=10, help="how many frequent codes to list")
+    inspect.add_argument("--top", type=_whole(1), default=10, help="how many frequent codes to list")
     _add_database_options(inspect)
     inspect.set_defaults(func=_inspect)
     convert = _command(sub, "convert", help="convert between formats")
@@ -480,8 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
     o2m.set_defaults(func=_convert)
     simulate = _command(sub, "simulate", help="write a simulated CKD cohort")
     simulate.add_argument("out", type=Path)
-    simulate.add_argument("--subjects", type=int, default=1000)
-    simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("--subjects", type=_whole(1), default=1000)
+    simulate.add_argument("--seed", type=_SEED, default=0)
     simulate.add_argument("--format", choices=["omop", "meds"], default="omop")
     simulate.add_argument(
         "--world",
@@ -505,16 +543,16 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--format", choices=["auto", "omop", "meds"], default="auto")
     pre.add_argument("--codes", choices=["standard", "source", "concept_id"], default=None, help="OMOP code spelling")
     pre.add_argument("--visits", type=_visit_strategy, default="same_day", help="same_day, visit_id or gap:HOURS")
-    pre.add_argument("--epochs", type=int, default=5)
-    pre.add_argument("--batch-size", type=int, default=32, help="subjects per batch")
-    pre.add_argument("--lr", type=float, default=1e-3)
-    pre.add_argument("--hidden", type=int, default=64, help="hidden size")
-    pre.add_argument("--layers", type=int, default=None, help="encoder layers (backbone default: 2)")
-    pre.add_argument("--heads", type=int, default=None, help="attention heads (backbone default: 4)")
-    pre.add_argument("--max-visits", type=int, default=64, help="last visits of each subject read")
+    pre.add_argument("--epochs", type=_whole(1), default=5)
+    pre.add_argument("--batch-size", type=_whole(1), default=32, help="subjects per batch")
+    pre.add_argument("--lr", type=_real(0), default=1e-3)
+    pre.add_argument("--hidden", type=_whole(1), default=64, help="hidden size")
+    pre.add_argument("--layers", type=_whole(1), default=None, help="encoder layers (backbone default: 2)")
+    pre.add_argument("--heads", type=_whole(1), default=None, help="attention heads (backbone default: 4)")
+    pre.add_argument("--max-visits", type=_whole(1), default=64, help="last visits of each subject read")
     pre.add_argument("--init", type=Path, default=None, help="continue from a checkpoint folder")
     pre.add_argument("--device", default="auto")
-    pre.add_argument("--seed", type=int, default=0)
+    pre.add_argument("--seed", type=_SEED, default=0)
     pre.add_argument(
         "--objective",
         choices=["mlm", "tte", "mlm+tte"],
@@ -522,8 +560,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="mlm: the backbone's own (masked LM...); tte: time to the next occurrence of frequent codes "
         "(piecewise-exponential, any backbone); mlm+tte: both",
     )
-    pre.add_argument("--tte-codes", type=int, default=256, help="codes the time-to-event objective predicts")
-    pre.add_argument("--steps-per-epoch", type=int, default=None, help="batches an epoch at most (default: all)")
+    pre.add_argument("--tte-codes", type=_whole(1), default=256, help="codes the time-to-event objective predicts")
+    pre.add_argument("--steps-per-epoch", type=_whole(1), default=None, help="batches an epoch at most (default: all)")
     pre.set_defaults(func=_pretrain)
     build = _command(
         sub,
@@ -536,11 +574,13 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--codes", choices=["standard", "source", "concept_id"], default=None, help="OMOP code spelling")
     build.add_argument("--visits", type=_visit_strategy, default="same_day", help="same_day, visit_id or gap:HOURS")
     build.add_argument(
-        "--subjects-per-shard", type=int, default=5000, help="OMOP: persons per shard (MEDS keeps its own shards)"
+        "--subjects-per-shard", type=_whole(1), default=5000, help="OMOP: persons per shard (MEDS keeps its own shards)"
     )
-    build.add_argument("--workers", type=int, default=None, help="run shards as Ray tasks on a local cluster of N CPUs")
+    build.add_argument(
+        "--workers", type=_whole(1), default=None, help="run shards as Ray tasks on a local cluster of N CPUs"
+    )
     build.add_argument("--ray-address", default=None, help="run shards on this Ray cluster ('auto' after ray start)")
-    build.add_argument("--retries", type=int, default=2, help="further attempts of a failed shard")
+    build.add_argument("--retries", type=_whole(0), default=2, help="further attempts of a failed shard")
     build.add_argument("--quiet", action="store_true", help="no progress bar")
     build.add_argument(
         "--population",
@@ -555,7 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="check that a backbone's loader reproduces a checkpoint's reference outputs",
     )
     verify.add_argument("--backbone", required=True)
-    verify.add_argument("--tolerance", type=float, default=1e-5)
+    verify.add_argument("--tolerance", type=_real(0, closed_low=True), default=1e-5)
     verify.add_argument("folder", type=Path, help="holds checkpoint/, inputs.npz, expected_outputs.npz")
     verify.set_defaults(func=_verify_checkpoint)
     return parser

@@ -328,6 +328,11 @@ def read_config(root: Path, parameters: Iterable[str]) -> SavedEstimator:
     """The validated ``config.json`` of a saved estimator folder, its ``params`` exactly the
     estimator's ``parameters`` (names; ``backbone__*`` and ``module__*`` besides)."""
     file = root / CONFIG
+    problem = file_problem(file, None)
+    if problem == "is missing":
+        raise SavedModelError("missing: not a saved estimator folder", file=str(file))
+    if problem is not None:  # a link too: the docs promise links are refused, config.json included
+        raise SavedModelError(problem, file=str(file))
     try:
         text = file.read_text()
         raw = json.loads(text)

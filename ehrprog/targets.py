@@ -17,16 +17,19 @@ import polars as pl
 def split_targets(y: Any, n: int) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """``(stage, event, time)`` from a cohort's ``y`` frame, a scikit-survival structured array or a stage array.
 
-    Missing stages are NaN. Any part the input does not hold is ``None``. Times are days.
+    Missing stages are NaN; a stage that is not a whole number is refused. Events are bool or
+    0/1 only (R's 1/2 convention, -1, nulls and strings are refused, naming the column), so that
+    no coding silently makes every point an event. Any part the input does not hold is ``None``.
+    Times are days.
     """
     if isinstance(y, pl.DataFrame) or hasattr(y, "iloc"):
         frame = y if isinstance(y, pl.DataFrame) else pl.from_pandas(y)
         if frame.height != n:
             raise ValueError(f"y has {frame.height} rows but X has {n} prediction points")
-        stage = frame["stage"].cast(pl.Float64).fill_null(np.nan).to_numpy() if "stage" in frame.columns else None
-        event = frame["event"].cast(pl.Boolean).to_numpy() if "event" in frame.columns else None
+        stage = _stages(frame["stage"], "column 'stage'") if "stage" in frame.columns else None
+        event = _events(frame["event"], "column 'event'") if "event" in frame.columns else None
         tte = (
-            frame["time_to_event_days"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+            _numbers(frame["time_to_event_days"], "column 'time_to_event_days'").fill_null(np.nan).to_numpy()
             if "time_to_event_days" in frame.columns
             else None
         )
@@ -34,16 +37,61 @@ def split_targets(y: Any, n: int) -> tuple[np.ndarray | None, np.ndarray | None,
     array = np.asarray(y)
     if array.dtype.names:  # scikit-survival: (event: bool, time: float)
         names = array.dtype.names
-        event_name = next(n for n in names if array.dtype[n] == np.bool_)
+        if len(names) != 2:
+            raise ValueError(f"a structured survival y has two fields (event, time); got {list(names)}")
+        event_name = next((n for n in names if array.dtype[n] == np.bool_), names[0])
         time_name = next(n for n in names if n != event_name)
         if len(array) != n:
             raise ValueError(f"y has {len(array)} rows but X has {n} prediction points")
-        return None, array[event_name].astype(bool), array[time_name].astype(float)
+        event = _events(pl.Series(array[event_name]), f"field {event_name!r}")
+        return None, event, _numbers(pl.Series(array[time_name]), f"field {time_name!r}").to_numpy().astype(float)
     if array.ndim != 1 or len(array) != n:
         raise ValueError(
             f"y must be a cohort's y frame, a structured survival array or {n} stages; got shape {array.shape}"
         )
-    return array.astype(float), None, None
+    return _stages(pl.Series(array.tolist() if array.dtype == object else array), "the stages"), None, None
+
+
+def _numbers(values: pl.Series, what: str) -> pl.Series:
+    """``values`` as Float64; a column of text or anything else not numeric is refused."""
+    if not (values.dtype.is_numeric() or values.dtype == pl.Boolean or values.dtype == pl.Null):
+        raise ValueError(f"y: {what} must be numeric, got {values.dtype}")
+    return values.cast(pl.Float64)
+
+
+def _events(values: pl.Series, what: str) -> np.ndarray:
+    """A boolean event indicator from bool or 0/1 values, else a ``ValueError`` naming ``what``."""
+    if values.null_count():
+        first = int(values.is_null().arg_max())
+        raise ValueError(f"y: {what} must not be null; {values.null_count()} are (first at row {first})")
+    if values.dtype == pl.Boolean:
+        return values.to_numpy().astype(bool)
+    if not values.dtype.is_numeric():
+        raise ValueError(f"y: {what} must be bool or 0/1 (1 = event observed, 0 = censored), got {values.dtype}")
+    numbers = values.cast(pl.Float64).to_numpy()
+    bad = (numbers != 0) & (numbers != 1)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"y: {what} must be bool or 0/1 (1 = event observed, 0 = censored); {int(bad.sum())} of "
+            f"{len(numbers)} are not (first at row {first}: {numbers[first]:g}). Recode 1/2-coded events "
+            "(R's survival convention) as event == 2"
+        )
+    return numbers.astype(bool)
+
+
+def _stages(values: pl.Series, what: str) -> np.ndarray:
+    """Stages as float (NaN where missing), each a whole number, else a ``ValueError`` naming ``what``."""
+    numbers = _numbers(values, what).fill_nan(None).fill_null(np.nan).to_numpy()
+    known = ~np.isnan(numbers)
+    bad = known & ((numbers != np.round(numbers)) | ~np.isfinite(numbers))
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"y: {what} must hold whole-number stages; {int(bad.sum())} of {len(numbers)} are not "
+            f"(first at row {first}: {numbers[first]:g})"
+        )
+    return numbers
 
 
 def check_survival_targets(event: np.ndarray | None, time: np.ndarray | None, *, what: str = "y") -> None:

@@ -50,3 +50,23 @@ def test_the_booster_margin_is_one_more_clinical_input_and_reloads(tmp_path, sim
 def test_the_booster_needs_a_survival_target(sim_cohort):
     with pytest.raises(ValueError, match="clinical_booster"):
         VisitProgressionEstimator(target="stage", clinical_booster=True, **TINY).fit(sim_cohort.X, sim_cohort.y)
+
+
+def test_a_saved_booster_with_non_finite_leaves_is_refused(tmp_path):
+    """Leaves edited to NaN loaded and predicted NaN; they are refused as NaN weights are."""
+    import json
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 3))
+    booster = ClinicalBooster(seed=0)
+    booster.fit_stacked(x, rng.random(200) < 0.6, rng.exponential(size=200), np.arange(200) // 2, np.arange(200))
+    booster.save(tmp_path / "b.json")
+    np.testing.assert_allclose(ClinicalBooster.load(tmp_path / "b.json").predict(x), booster.predict(x))
+    model = json.loads((tmp_path / "b.json").read_text())
+    tree = model["learner"]["gradient_booster"]["model"]["trees"][0]
+    leaf = tree["left_children"].index(-1)
+    tree["split_conditions"][leaf] = float("nan")
+    (tmp_path / "b.json").write_text(json.dumps(model))  # json writes the token NaN
+    with pytest.raises(SavedModelError, match=r"non-finite") as caught:
+        ClinicalBooster.load(tmp_path / "b.json")
+    assert caught.value.file.endswith("b.json")

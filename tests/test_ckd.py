@@ -189,6 +189,25 @@ def test_lab_codes_are_recognised_through_meds_parent_codes():
     assert staged["stage"].to_list() == [3, 4]
 
 
+@pytest.mark.parametrize(
+    "parents",
+    [["LOINC/2160-0", "LOINC/62238-1"], ["LOINC/33914-3", "LOINC/62238-1"]],
+    ids=["creatinine and egfr", "two egfr codes (no conflict)"],
+)
+def test_a_code_whose_parent_codes_name_two_labs_is_refused(parents):
+    """Parent codes naming creatinine and eGFR were read silently as eGFR: every value changed."""
+    from ehrprog.errors import InputError
+
+    codes = pl.DataFrame({"code": ["LAB//X"], "description": ["?"], "parent_codes": [parents]})
+    ev = make_events([*PERSON, (1, "2020-01-01", "LAB//X", 1.5)], codes=codes)
+    if parents[0] == "LOINC/2160-0":
+        with pytest.raises(InputError, match=r"'LAB//X' belongs to 2 code lists \(egfr, mass\)") as caught:
+            CKDProgression().stage_events(ev)
+        assert caught.value.column == "parent_codes"
+    else:
+        assert CKDProgression().stage_events(ev)["stage"].to_list() == [5]  # an eGFR of 1.5
+
+
 def test_a_custom_disease_rule_builds_the_same_kind_of_cohort():
     rule = StagingRule(
         name="diabetes control",

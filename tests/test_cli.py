@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from conftest import shared_path
 
 from ehrprog.cli import main
@@ -56,3 +57,31 @@ def test_console_script_runs_simulate(tmp_path):
     )
     assert "wrote meds dataset" in result.stdout
     assert (tmp_path / "sim" / "data" / "0.parquet").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, rule",
+    [
+        (["build", "--data", "d", "--out", "o", "--workers", "0"], "argument --workers: 0 is out of range"),
+        (["build", "--data", "d", "--out", "o", "--subjects-per-shard", "-5"], "--subjects-per-shard: -5 is out"),
+        (["build", "--data", "d", "--out", "o", "--retries", "-1"], "--retries: -1 is out of range"),
+        (["evaluate", "d", "--test-size", "1.5"], "--test-size: 1.5 is out of range: must be above 0 and below 1"),
+        (["evaluate", "d", "--test-size", "0"], "--test-size: 0 is out of range"),
+        (["evaluate", "d", "--seed", "-1"], "--seed: -1 is outside 0..4294967295"),
+        (["fit", "d", "--out", "o", "--max-epochs", "0"], "--max-epochs: 0 is out of range"),
+        (["pretrain", "d", "--backbone", "b", "--out", "o", "--epochs", "0"], "--epochs: 0 is out of range"),
+        (["pretrain", "d", "--backbone", "b", "--out", "o", "--batch-size", "0"], "--batch-size: 0 is out"),
+        (["pretrain", "d", "--backbone", "b", "--out", "o", "--hidden", "x"], "--hidden: 'x' is not a whole number"),
+        (["pretrain", "d", "--backbone", "b", "--out", "o", "--lr", "nan"], "--lr: nan is out of range"),
+        (["simulate", "o", "--subjects", "0"], "--subjects: 0 is out of range"),
+    ],
+)
+def test_numeric_options_are_checked_before_any_work(argv, rule, capsys, tmp_path, monkeypatch):
+    """Each out-of-range number is an argparse error naming the option (exit 2), before any data
+    is read or any folder written (the paths here do not exist)."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert rule in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

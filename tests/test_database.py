@@ -132,6 +132,27 @@ def test_wrong_password_is_a_clear_error_without_the_password(pg):
     assert "wrong-horse-battery" not in str(info.value) and ":***@" in str(info.value)
 
 
+def test_a_password_with_unencoded_at_slash_question_mark_and_space_connects_and_never_leaks(pg, files):
+    """libpq split such a URI at the '/', '?' or space and printed the pieces (fragments of the
+    password) in its errors; the user info is encoded before libpq reads it."""
+    import adbc_driver_postgresql.dbapi as adbc
+
+    secret = "Tw0 w@rds/and?more#x"
+    with adbc.connect(pg.uri()) as con, con.cursor() as cursor:
+        escaped = secret.replace("'", "''")
+        cursor.execute("DROP ROLE IF EXISTS odd_pw")
+        cursor.execute(f"CREATE ROLE odd_pw LOGIN SUPERUSER PASSWORD '{escaped}'")
+        con.commit()
+    uri = f"postgresql://odd_pw:{secret}@127.0.0.1:{pg.port}/postgres"
+    assert ep.read_omop(uri, schema="cdm").report.rows_kept == files.report.rows_kept
+    wrong = f"postgresql://odd_pw:{secret}X@127.0.0.1:{pg.port}/postgres"
+    with pytest.raises(InputError, match="refused the credentials") as info:
+        ep.read_omop(wrong, schema="cdm")
+    for fragment in ("w@rds", "rds/and", "and?more", "more#x", "Tw0 w"):
+        assert fragment not in str(info.value)
+    assert ":***@127.0.0.1" in str(info.value)
+
+
 def test_unreachable_server_is_a_clear_error(pg):
     port = pg.port + 1 if pg.port < 65535 else pg.port - 1
     uri = f"postgresql://ehrprog:topsecret@127.0.0.1:{port}/postgres"

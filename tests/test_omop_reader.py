@@ -257,12 +257,13 @@ def test_values_that_cannot_be_kept_are_nulled_and_counted_by_column_and_reason(
     labs = events.collect().filter(pl.col("source") == "omop/measurement").sort("time")
     assert labs.height == len(rows)  # no row dropped for a bad value
     kept = labs["numeric_value"].to_list()
-    assert kept[:2] == [1.5, 2.5] and kept[7] == -0.25 and kept[8] == 1.0
-    assert all(v is None for v in kept[2:7])
+    assert kept[0] == 1.5 and kept[7] == -0.25 and kept[8] == 1.0
+    assert all(v is None for v in kept[1:7])  # "2,5" beside "1.5": the column's decimal mark is the dot
     assert labs["visit_id"].to_list()[-1] is None
     nulled = events.report.values_nulled
     assert nulled == {
         "value_as_number: not a finite number (nulled)": 4,  # abc, NaN, inf, 1e400 (a blank is no value)
+        "value_as_number: a comma in a column that writes decimals with a dot (nulled)": 1,
         "visit_occurrence_id: not an integer (nulled)": 1,
     }
     assert "values nulled 4 in omop/measurement: value_as_number: not a finite number (nulled)" in str(events.report)
@@ -361,3 +362,54 @@ def test_person_records_that_contradict_themselves_are_counted_not_resolved_sile
         events.collect().filter((pl.col("subject_id") == 4) & (pl.col("source") == "omop/condition_occurrence")).height
         == 1
     )
+
+
+@pytest.mark.parametrize(
+    "other",
+    ["person.parquet", "person.csv.gz", "PERSON.csv"],
+)
+def test_two_files_for_one_table_are_refused_naming_both(tmp_path, other):
+    """``person.csv`` beside a stale ``person.parquet`` (or a gzip copy, or another spelling of
+    the name): one was read and the other ignored without a word."""
+    import shutil
+
+    root = tmp_path / "o"
+    root.mkdir()
+    write_csv(root / "person.csv", PERSON_HEADER, [[1, 8507, 1950, 1, 1, "", 0, 0]])
+    assert ep.read_omop(root).collect()["subject_id"].unique().to_list() == [1]
+    if other.endswith(".parquet"):
+        pl.read_csv(root / "person.csv").write_parquet(root / other)
+    elif other.endswith(".gz"):
+        import gzip
+
+        (root / other).write_bytes(gzip.compress((root / "person.csv").read_bytes()))
+    else:
+        shutil.copyfile(root / "person.csv", root / "tmp")
+        (root / "tmp").rename(root / other)
+        if len(list(root.iterdir())) == 1:
+            pytest.skip("a case-insensitive file system holds one of PERSON.csv and person.csv")
+    with pytest.raises(ep.InputError, match="2 files hold") as caught:
+        ep.read_omop(root)
+    assert "person.csv" in str(caught.value) and other in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "values, read, note",
+    [
+        (["2,5", "1,234", "7"], [2.5, 1.234, 7.0], "2 values read with a decimal comma"),  # the column's mark
+        (["2.5", "1,234", "12,345.5"], [2.5, 1234.0, 12345.5], "2 values read with ',' as a thousands separator"),
+        (["2.5", "2,5", "7"], [2.5, None, 7.0], "1 values hold a comma in a column that writes decimals with a dot"),
+    ],
+)
+def test_the_decimal_mark_is_decided_per_column_and_counted(tmp_path, values, read, note):
+    """ "1,234" was read as 1.234 even where the same column wrote decimals with a dot."""
+    root = tmp_path / "omop"
+    _write_minimal(root, [[1, 8532, 1950, 1, 1, None, 0, 0]], [])
+    rows = [[i, 1, 3016723, f"2020-01-{i + 1:02d}", v, 7, "CREAT"] for i, v in enumerate(values)]
+    write_csv(root / "measurement.csv", MEASUREMENT_HEADER, rows, sep=";")
+    events = ep.read_omop(root)
+    labs = events.collect().filter(pl.col("source") == "omop/measurement").sort("time")
+    assert [v is None for v in labs["numeric_value"].to_list()] == [v is None for v in read]
+    kept = [(g, w) for g, w in zip(labs["numeric_value"].to_list(), read, strict=True) if w is not None]
+    assert all(g == pytest.approx(w, rel=1e-6) for g, w in kept)
+    assert any(note in line for line in events.report.notes), events.report.notes

@@ -165,6 +165,19 @@ def test_a_weights_file_that_is_a_link_or_unreadable_is_refused(saved, tmp_path)
         os.chmod(folder / "model.safetensors", 0o644)
 
 
+def test_a_config_that_is_a_link_is_refused(saved, tmp_path):
+    """The docs say links are refused; config.json was read through one."""
+    import os
+
+    folder = _copy(saved, tmp_path)
+    outside = tmp_path / "outside.json"
+    shutil.move(folder / "config.json", outside)
+    os.symlink(outside, folder / "config.json")
+    with pytest.raises(SavedModelError, match="is a link") as caught:
+        VisitProgressionEstimator.load(folder)
+    assert caught.value.file.endswith("config.json")
+
+
 def test_a_saved_device_must_be_one_ehrprog_runs_on(saved, tmp_path):
     folder = _copy(saved, tmp_path)
     _edit(folder, lambda c: c["params"].update(device="meta"))

@@ -32,6 +32,8 @@ SECRET = "Sup3r:s@cret/pw"
             "error near 'postgresql:/alice:hunter22@h/db'",
             "error near 'postgresql:/alice:***@h/db'",
         ),  # a Path-collapsed URI
+        ("postgresql://alice:pa ss/w?rd#1@h:5432/db", "postgresql://alice:***@h:5432/db"),  # space ? # too
+        ("cannot connect to 'postgresql://a:two words@h/db'", "cannot connect to 'postgresql://a:***@h/db'"),
         ("postgresql://alice@h/db", "postgresql://alice@h/db"),  # nothing to hide
         ("no such file 'omop/person.csv' (column person_id)", "no such file 'omop/person.csv' (column person_id)"),
         ("time 12:30:00@UTC", "time 12:30:00@UTC"),
@@ -46,6 +48,16 @@ def test_the_password_from_the_environment_is_redacted_wherever_it_appears(monke
     assert redact("connection to h failed for envhunter22 (user a)") == "connection to h failed for *** (user a)"
     monkeypatch.setenv("PGPASSWORD", "ab")  # too short to search for without blanking ordinary text
     assert redact("table ab") == "table ab"
+
+
+def test_a_uri_is_encoded_for_libpq_and_every_spelling_of_its_password_is_known():
+    from ehrprog.redaction import encoded_uri, uri_secrets
+
+    uri = "postgresql://al ice:pa ss/w?rd@h:5432/db?sslmode=require"
+    assert encoded_uri(uri) == "postgresql://al%20ice:pa%20ss%2Fw%3Frd@h:5432/db?sslmode=require"
+    assert encoded_uri(encoded_uri(uri)) == encoded_uri(uri)  # already encoded: unchanged
+    assert set(uri_secrets(uri)) == {"pa ss/w?rd", "pa%20ss%2Fw%3Frd"}  # pieces under 4 characters left out
+    assert uri_secrets("postgresql://alice@h/db") == []
 
 
 def test_input_errors_never_hold_a_password():

@@ -30,7 +30,7 @@ from ehrprog.errors import InputError
 from ehrprog.events import EventFrame
 from ehrprog.io.omop_events import _code_metadata, concept_table, event_plan, tables_to_read
 from ehrprog.io.omop_tables import EVENT_TABLES
-from ehrprog.redaction import RedactingFilter, redact
+from ehrprog.redaction import RedactingFilter, encoded_uri, redact, uri_secrets
 
 log = logging.getLogger(__name__)
 log.addFilter(RedactingFilter())
@@ -128,7 +128,7 @@ class _Connection:
         self.uri = uri
         self.label = redact(uri)
         self.connect_timeout = connect_timeout
-        self._secret = urlsplit(uri).password if not uri.lower().startswith("duckdb://") else None
+        self._secrets = uri_secrets(uri) if not uri.lower().startswith("duckdb://") else []
         self.kind = "duckdb" if uri.lower().startswith("duckdb://") else "postgresql"
         if self.kind == "duckdb":
             duckdb = _driver("duckdb")
@@ -146,14 +146,15 @@ class _Connection:
             adbc = _driver("adbc_driver_postgresql.dbapi")
 
             try:
-                self._con = adbc.connect(_with_timeouts(uri, connect_timeout, statement_timeout))
+                # The user info encoded: libpq splits an unencoded password at '/', '?' or a space.
+                self._con = adbc.connect(_with_timeouts(encoded_uri(uri), connect_timeout, statement_timeout))
             except Exception as error:
                 raise InputError(self._explain(error), file=self.label) from None
 
     def _scrub(self, error: Any) -> str:
         text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        if self._secret and len(self._secret) >= 4:  # a shorter one would garble the text it is in
-            text = text.replace(self._secret, "***")
+        for secret in self._secrets:  # longest first; pieces under 4 characters are not searched for
+            text = text.replace(secret, "***")
         return redact(text.replace(self.uri, self.label))
 
     def _explain(self, error: Exception) -> str:
@@ -164,7 +165,7 @@ class _Connection:
         if "does not exist" in lowered and "database" in lowered:
             return f"no such database on the server: {text}"
         if "timeout expired" in lowered or "timed out" in lowered:
-            where = urlsplit(self.uri)
+            where = urlsplit(encoded_uri(self.uri))
             return (
                 f"the database server {where.hostname}:{where.port or 5432} did not answer within "
                 f"{self.connect_timeout:g} s (connect_timeout; raise it with --connect-timeout): {text}"

@@ -115,10 +115,15 @@ def _read_shard(path: Path, root: Path, visit_id_column: str | None, notes: list
         else pl.lit(f"meds/{relative}")
     )
     visit = visit_id_column or ("visit_id" if "visit_id" in schema else None)
-    numeric = opt("numeric_value", tabular.parse_float, pl.Float64)
+    numeric, number_issues = pl.lit(None, pl.Float64), []
+    if "numeric_value" in schema:  # text numbers: the decimal mark decided for the shard's whole column
+        mark, marks = tabular.decimal_mark(frame, "numeric_value", schema["numeric_value"])
+        notes.extend(f"{relative} {note}" for note in marks)
+        numeric = tabular.parse_float("numeric_value", schema["numeric_value"], mark)
+        number_issues = tabular.number_issues("numeric_value", schema["numeric_value"], numeric, mark)
     visit_id = opt(visit, tabular.parse_int, pl.Int64)
     issues = value_issues(
-        tabular.value_issue(*tabular.in_schema(schema, "numeric_value"), numeric, "not a finite number"),
+        *number_issues,
         tabular.value_issue(*tabular.in_schema(schema, visit), visit_id, "not an integer"),
     )
     typed = frame.select(

@@ -224,11 +224,16 @@ def _typed_table(folder: Source, spec: EventTable) -> _TypedTable | None:
         time_exprs = [pl.when(day.is_null() | on_day).then(precise), day]
     raw_time_present = pl.any_horizontal([tabular.present(c, schema[c]).fill_null(False) for c in times])
     visit_id = opt(spec.visit, tabular.parse_int)  # visit_occurrence_id in every table that has a visit
-    numeric = opt(spec.numeric, tabular.parse_float)
+    numeric, number_issues = pl.lit(None), []
+    if spec.numeric is not None and spec.numeric in schema:  # the decimal mark decided for the whole column
+        mark, notes = tabular.decimal_mark(frame, spec.numeric, schema[spec.numeric])
+        folder.notes.extend(f"{spec.name} {note}" for note in notes)
+        numeric = tabular.parse_float(spec.numeric, schema[spec.numeric], mark)
+        number_issues = tabular.number_issues(spec.numeric, schema[spec.numeric], numeric, mark)
     issues = [
         issue
         for issue in (
-            tabular.value_issue(*tabular.in_schema(schema, spec.numeric), numeric, "not a finite number"),
+            *number_issues,
             tabular.value_issue(*tabular.in_schema(schema, spec.visit), visit_id, "not an integer"),
             *time_issues,
         )

@@ -36,22 +36,28 @@ class TableFile:
 def find_table(folder: Path, name: str) -> Path | None:
     """Return the file holding table ``name`` in ``folder`` (case-insensitive), or ``None``.
 
-    Parquet is preferred over text when both exist. A sub-folder named for the table holding
-    Parquet parts (``measurement/part-0.parquet``) also counts.
+    A sub-folder named for the table holding Parquet parts (``measurement/part-0.parquet``) also
+    counts. Two files for one table (``person.csv`` beside a stale ``person.parquet``,
+    ``measurement.csv`` beside ``measurement.csv.gz``, ``PERSON.csv`` beside ``person.csv``) are
+    an :class:`~ehrprog.errors.InputError` naming both: which one is current is the user's to say,
+    and reading either without a word lost the other's rows.
     """
-    candidates: dict[str, Path] = {}
+    found = []
     for entry in folder.iterdir():
         lower = entry.name.lower()
-        if entry.is_dir() and lower == name and any(entry.glob("*.parquet")):
-            candidates[".parquet"] = entry
-            continue
-        for suffix in _SUFFIXES:
-            if lower == name + suffix:
-                candidates[suffix] = entry
-    for suffix in _SUFFIXES:
-        if suffix in candidates:
-            return candidates[suffix]
-    return None
+        if entry.is_dir():
+            if lower == name and any(entry.glob("*.parquet")):
+                found.append(entry)
+        elif any(lower == name + suffix for suffix in _SUFFIXES):
+            found.append(entry)
+    if len(found) > 1:
+        names = ", ".join(sorted(entry.name for entry in found))
+        raise InputError(
+            f"{len(found)} files hold the OMOP table {name!r} ({names}); keep one (move the others out of the "
+            "folder): reading either would ignore the other's rows without a word",
+            file=str(folder),
+        )
+    return found[0] if found else None
 
 
 def sniff(path: Path, known_columns: Sequence[str]) -> TableFile:
@@ -305,13 +311,43 @@ def parse_int(column: str, dtype: pl.DataType) -> pl.Expr:
 #: The largest magnitude a float32 holds (values are stored as float32): beyond it is infinity.
 _FLOAT32_MAX = 3.4028234663852886e38
 _DECIMAL_COMMA = r"^[+-]?\d+,\d+$"
+_DECIMAL_POINT = r"^[+-]?\d*\.\d+(?:[eE][+-]?\d+)?$"
+_THOUSANDS = r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$"
 
 
-def parse_float(column: str, dtype: pl.DataType) -> pl.Expr:
+def decimal_mark(frame: pl.LazyFrame, column: str, dtype: pl.DataType) -> tuple[str, list[str]]:
+    """The decimal mark of a text column of numbers, decided once for the whole column: ``","``
+    where it writes ``"2,5"`` and never ``"2.5"``, else ``"."``; and notes counting what the
+    decision changes (values read with a decimal comma; ``"1,234"`` read as 1234 beside dot
+    decimals; other commas nulled). A numeric column needs no decision (``"."``, no notes)."""
+    if dtype.is_numeric() or dtype == pl.Null:
+        return ".", []
+    text = clean_string(column, dtype)
+    counts = frame.select(
+        text.str.contains(_DECIMAL_POINT).sum().alias("point"),
+        text.str.contains(_DECIMAL_COMMA).sum().alias("comma"),
+        text.str.contains(_THOUSANDS).sum().alias("thousands"),
+        (text.str.contains(",", literal=True) & ~text.str.contains(_THOUSANDS)).sum().alias("other"),
+    ).collect()
+    point, comma, thousands, other = (int(counts[name][0] or 0) for name in counts.columns)
+    if comma and not point:
+        return ",", [f"{column}: {comma:,} values read with a decimal comma (the column writes no decimal point)"]
+    notes = []
+    if thousands:
+        notes.append(f"{column}: {thousands:,} values read with ',' as a thousands separator ('1,234' = 1234)")
+    if other:
+        notes.append(f"{column}: {other:,} values hold a comma in a column that writes decimals with a dot (nulled)")
+    return ".", notes
+
+
+def parse_float(column: str, dtype: pl.DataType, decimal: str = ",?") -> pl.Expr:
     """A column as a finite Float64, or null.
 
-    Text reads as a number in the usual forms, and with a decimal comma where that is unambiguous
-    (``"2,5"``: digits, one comma, digits; never ``"1,000.5"``). NaN, infinities and magnitudes a
+    Text reads as a number in the usual forms. ``decimal`` is the column's decimal mark as
+    :func:`decimal_mark` decides it for the whole column: ``","`` reads ``"2,5"`` as 2.5; ``"."``
+    reads ``"1,234"`` and ``"1,234.5"`` with thousands separators and nulls any other comma;
+    ``",?"`` (where no column-wide decision was made) reads a decimal comma where that is the only
+    reading (digits, one comma, digits; never ``"1,000.5"``). NaN, infinities and magnitudes a
     float32 cannot hold (``"1e400"``, ``"1e39"``) become null: readers count them
     (:func:`value_issue`).
     """
@@ -319,9 +355,29 @@ def parse_float(column: str, dtype: pl.DataType) -> pl.Expr:
         value = pl.col(column).cast(pl.Float64)
     else:
         text = clean_string(column, dtype)
-        text = pl.when(text.str.contains(_DECIMAL_COMMA)).then(text.str.replace(",", ".", literal=True)).otherwise(text)
+        if decimal == ".":
+            grouped = text.str.contains(_THOUSANDS)
+            text = pl.when(grouped).then(text.str.replace_all(",", "", literal=True)).otherwise(text)
+            text = pl.when(text.str.contains(",", literal=True)).then(None).otherwise(text)
+        else:
+            decimal_comma = text.str.contains(_DECIMAL_COMMA)
+            text = pl.when(decimal_comma).then(text.str.replace(",", ".", literal=True)).otherwise(text)
         value = text.cast(pl.Float64, strict=False)
     return pl.when(value.is_finite() & (value.abs() <= _FLOAT32_MAX)).then(value).otherwise(None)
+
+
+def number_issues(column: str, dtype: pl.DataType, parsed: pl.Expr, mark: str) -> list[tuple[pl.Expr, str]]:
+    """The value issues of a number column parsed with decimal ``mark``: a comma the column's
+    mark does not explain (``"2,5"`` in a column that writes ``"2.5"``), and anything else that is
+    not a finite number; one reason a value (see :func:`value_issue`)."""
+    nulled = present(column, dtype).fill_null(False) & parsed.is_null()
+    if mark != "." or dtype.is_numeric() or dtype == pl.Null:
+        return [(nulled, f"{column}: not a finite number (nulled)")]
+    comma = clean_string(column, dtype).str.contains(",", literal=True).fill_null(False)
+    return [
+        (nulled & comma, f"{column}: a comma in a column that writes decimals with a dot (nulled)"),
+        (nulled & ~comma, f"{column}: not a finite number (nulled)"),
+    ]
 
 
 def in_schema(schema: dict[str, pl.DataType], column: str | None) -> tuple[str | None, pl.DataType | None]:

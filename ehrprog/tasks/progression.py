@@ -12,7 +12,7 @@ from ehrprog.events import EventFrame
 from ehrprog.ordering import SubjectTimeKeys, attach_to_subjects, join_asof_by_subject
 from ehrprog.schema import LABEL_SCHEMA
 from ehrprog.tasks.cohort import Cohort, CohortX
-from ehrprog.tasks.rules import StagingRule
+from ehrprog.tasks.rules import StagingRule, check_one_list_per_code
 from ehrprog.visits import Strategy, VisitFrame, group_visits, run_starts
 
 _DAY_US = 86_400_000_000
@@ -125,6 +125,13 @@ class ProgressionTask:
         dx = self.rule.match_diagnoses(codes)
         labs = self.rule.match_labs(codes, events.codes)
         inputs = self.derived_inputs(events)
+        both = pl.concat(
+            [
+                labs.select("code", pl.col("lab").cast(pl.String).alias("list")),
+                inputs.select("code", pl.col("input").cast(pl.String).alias("list")),
+            ]
+        )
+        check_one_list_per_code(both.with_columns(pl.col("code").cast(pl.String)), "list")
         wanted = pl.concat([dx["code"], labs["code"], inputs["code"]])
         rows = (
             events.lazy.filter(pl.col("time").is_not_null() & pl.col("code").is_in(wanted.implode()))

@@ -13,6 +13,7 @@ from typing import Literal
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ehrprog.errors import InputError
 from ehrprog.tasks.codes import normalise_codes
 
 
@@ -162,6 +163,23 @@ def match_code_lists(
             parent_norm = normalise_codes(parents["parent"]).rename({"code": "parent"})
             via = parents.join(parent_norm, on="parent").join(targets, on=["system", "value"]).select("code", "name")
             parts.append(via)
-    return (
-        pl.concat(parts).unique(["code"], keep="first").sort("code").with_columns(pl.col("code").cast(pl.Categorical))
+    found = pl.concat(parts).unique()
+    check_one_list_per_code(found, "name")
+    return found.sort("code").with_columns(pl.col("code").cast(pl.Categorical))
+
+
+def check_one_list_per_code(found: pl.DataFrame, name: str) -> None:
+    """Refuse a data code that belongs to two code lists (``found``: ``code`` and the ``name``
+    column), as a MEDS ``codes.parquet`` whose ``parent_codes`` name both creatinine and eGFR
+    makes one: reading it as either changes every value it holds without a word."""
+    conflicts = (
+        found.group_by("code").agg(pl.col(name).unique().sort()).filter(pl.col(name).list.len() > 1).sort("code")
     )
+    if conflicts.height:
+        code, names = conflicts.row(0)
+        raise InputError(
+            f"the code {code!r} belongs to {len(names)} code lists ({', '.join(map(str, names))}) "
+            f"through its own spelling or its code metadata's parent_codes; {conflicts.height} code(s) do. "
+            "Correct the parent codes (MEDS metadata/codes.parquet) so that each code records one thing",
+            column="parent_codes",
+        )
