@@ -34,6 +34,8 @@ class Vocabulary:
     value_mean: np.ndarray  # [len(codes) + 2], float32
     value_std: np.ndarray  # [len(codes) + 2], float32
     descriptions: list[str | None] | None = None  # [len(codes)] text of each code where the data has it
+    #: [len(codes)] the unit each code's values were read in at training (ehrprog.units), None: no unit
+    units: list[str | None] | None = None
 
     @property
     def size(self) -> int:
@@ -55,7 +57,27 @@ class Vocabulary:
         mean = np.concatenate([[0.0, 0.0], stats["mean"].fill_null(0.0).to_numpy()]).astype(np.float32)
         std = stats["std"].fill_null(1.0).to_numpy()
         std = np.concatenate([[1.0, 1.0], np.where(std > 1e-6, std, 1.0)]).astype(np.float32)
-        return cls(stats["code"].to_list(), mean, std, _descriptions(stats["code"], X.code_metadata))
+        metadata = X.code_metadata
+        return cls(
+            stats["code"].to_list(),
+            mean,
+            std,
+            _descriptions(stats["code"], metadata),
+            _metadata_column(stats["code"], metadata, "unit"),
+        )
+
+    def unit_changes(self, metadata: pl.DataFrame | None) -> list[str]:
+        """The codes whose values ``metadata`` (a cohort's code metadata) reads in another unit
+        than training did, as ``"code (unit at training -> unit now)"``; empty when this
+        vocabulary or the metadata records no units."""
+        if self.units is None or metadata is None or "unit" not in metadata.columns:
+            return []
+        now = dict(zip(*_metadata_column_pairs(metadata, "unit"), strict=True))
+        return [
+            f"{code} ({was or 'no unit'} -> {now[code] or 'no unit'})"
+            for code, was in zip(self.codes, self.units, strict=True)
+            if code in now and now[code] != was and now[code] is not None
+        ]
 
     def lookup_table(self, codes: list[str]) -> np.ndarray:
         """``[len(codes)]`` int64: the embedding row of each code string (``UNKNOWN`` if unseen)."""
@@ -71,11 +93,23 @@ class Vocabulary:
 
 def _descriptions(codes: pl.Series, metadata: pl.DataFrame | None) -> list[str | None] | None:
     """Each code's description from the data's code metadata (None where it has none)."""
-    if metadata is None or metadata.is_empty() or "description" not in metadata.columns:
+    return _metadata_column(codes, metadata, "description")
+
+
+def _metadata_column(codes: pl.Series, metadata: pl.DataFrame | None, column: str) -> list[str | None] | None:
+    """Each code's ``column`` from the data's code metadata (None where it has none; ``None`` for
+    metadata without the column)."""
+    if metadata is None or metadata.is_empty() or column not in metadata.columns:
         return None
-    described = metadata.select("code", "description").drop_nulls().unique("code", keep="first")
-    frame = pl.DataFrame({"code": codes.cast(pl.String)}).join(described, on="code", how="left", maintain_order="left")
-    return frame["description"].to_list()
+    found = metadata.select(pl.col("code").cast(pl.String), column).drop_nulls().unique("code", keep="first")
+    frame = pl.DataFrame({"code": codes.cast(pl.String)}).join(found, on="code", how="left", maintain_order="left")
+    return frame[column].to_list()
+
+
+def _metadata_column_pairs(metadata: pl.DataFrame, column: str) -> tuple[list[str], list[str | None]]:
+    """``(codes, values of column)`` of code metadata, one row per code."""
+    pairs = metadata.select(pl.col("code").cast(pl.String), column).unique("code", keep="first")
+    return pairs["code"].to_list(), pairs[column].to_list()
 
 
 def visit_arrays(X: CohortX) -> VisitArrays:

@@ -9,8 +9,12 @@ bounded by the largest piece, not by the source.
 
 * **Idempotent**: a piece whose shard is already complete (:func:`~ehrprog.store_write.shard_is_complete`:
   the same input fingerprint, every file present with its recorded SHA-256) is skipped. The
-  fingerprint covers the input (a MEDS file's path, size and modification time; an OMOP piece's
-  person ids and the source's files) and the task's settings.
+  fingerprint covers the input (a MEDS file's path, size and modification time and the dataset's
+  metadata files; an OMOP piece's person ids and every file under the source folder, Parquet-part
+  folders included) and the task's settings.
+* **One build at a time**: a build holds a lock on the cohort folder (two at once could write a
+  mixed cohort); the folder is checked by :class:`~ehrprog.output.OutputFolder` first (never the
+  input, never a file ehrprog did not write).
 * **Failures**: a failed piece is retried (``retries`` times); what still fails is reported by shard
   name in a :class:`~ehrprog.errors.BuildError` after every other piece is written, so a re-run
   builds only what is missing.
@@ -28,13 +32,16 @@ import json
 import os
 import resource
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ehrprog.errors import BuildError, EmptyCohortError
+from ehrprog.errors import BuildError, EmptyCohortError, InputError
+from ehrprog.output import OutputFolder, process_alive
 from ehrprog.redaction import redact
-from ehrprog.store_format import check_target
+from ehrprog.store_format import SHARD_TMP, cohort_files
 from ehrprog.store_write import SUBJECTS_PER_SHARD, finalize, shard_is_complete, write_empty_shard, write_shard
 
 
@@ -83,9 +90,16 @@ def _digest(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(_canonical(parts)).encode()).hexdigest()[:32]
 
 
-def _file_stamp(path: Path) -> tuple[str, int, int]:
+def _file_stamp(path: Path, root: Path | None = None) -> tuple[str, int, int]:
+    """A file's name (relative to ``root``), size (bytes) and modification time (ns)."""
     stat = path.stat()
-    return (path.name, stat.st_size, stat.st_mtime_ns)
+    return (path.relative_to(root).as_posix() if root else path.name, stat.st_size, stat.st_mtime_ns)
+
+
+def _folder_stamp(root: Path) -> list[tuple[str, int, int]]:
+    """The stamps of every file under ``root``, Parquet-part folders included (a change inside
+    ``measurement/part-1.parquet`` left a rebuilt cohort stale)."""
+    return sorted(_file_stamp(p, root) for p in root.rglob("*") if p.is_file())
 
 
 def plan_pieces(data: str | Path, fmt: str, task: Any, subjects_per_shard: int, read_options: dict) -> list[Piece]:
@@ -101,6 +115,8 @@ def plan_pieces(data: str | Path, fmt: str, task: Any, subjects_per_shard: int, 
         root = Path(data)
         files = data_shards(root)
         base = root / "data" if (root / "data").is_dir() else root
+        if (root / "metadata").is_dir():  # codes.parquet (parent codes) and splits change every shard
+            settings = _digest(settings, _folder_stamp(root / "metadata"))
         pieces = []
         for path in files:
             relative = path.relative_to(base) if root.is_dir() else Path(path.name)
@@ -113,7 +129,7 @@ def plan_pieces(data: str | Path, fmt: str, task: Any, subjects_per_shard: int, 
     if is_database_uri(str(data)):
         stamp: Any = redact(str(data))
     else:
-        stamp = sorted(_file_stamp(p) for p in Path(data).iterdir() if p.is_file())
+        stamp = _folder_stamp(Path(data))
     pieces = []
     for number, start in enumerate(range(0, len(people), subjects_per_shard)):
         ids = tuple(int(i) for i in people[start : start + subjects_per_shard])
@@ -190,15 +206,41 @@ def build_cohort(
         BuildError: pieces still failing after their retries (named; the rest are written).
         EmptyCohortError: no piece yields a prediction point.
     """
-    from tqdm.auto import tqdm
-
     from ehrprog.tasks import CKDProgression
 
     started = time.perf_counter()
     task = task if task is not None else CKDProgression()
     data, root = str(data), Path(out)
-    check_target(root, resume=True)  # new, empty, a cohort, or this build's shards: never another's files
+    from ehrprog.io.database import is_database_uri
+
+    # New, empty, a cohort, or this build's shards: never a file ehrprog did not write, at any
+    # depth; never the input, inside it or holding it.
+    inputs = [] if is_database_uri(data) else [Path(data)]
+    OutputFolder(root, "cohort", owned=cohort_files, inputs=inputs, marker=False, can_overwrite=False).check()
     root.mkdir(parents=True, exist_ok=True)
+    with _locked(root):
+        return _build(
+            root,
+            data,
+            task,
+            format,
+            subjects_per_shard,
+            workers,
+            ray_address,
+            retries,
+            verify,
+            progress,
+            read_options,
+            started,
+        )
+
+
+def _build(
+    root, data, task, format, subjects_per_shard, workers, ray_address, retries, verify, progress, read_options, started
+) -> BuildResult:
+    from tqdm.auto import tqdm
+
+    _remove_dead_shard_writes(root)
     pieces = plan_pieces(data, format, task, subjects_per_shard, read_options)
     result = BuildResult(root)
     todo = []
@@ -231,6 +273,42 @@ def build_cohort(
     finalize(root, [piece.name for piece in pieces], dataset=redact(data))
     result.seconds = time.perf_counter() - started
     return result
+
+
+@contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the cohort folder while building into it: a second build into
+    the same folder at once is refused (two could write a mixed cohort that loads). The lock is
+    the kernel's (``flock``), so a killed build leaves none behind."""
+    import fcntl
+
+    handle = os.open(root, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(
+                "another build is writing this cohort folder; wait for it to end (two builds into one folder "
+                "could write a mixed cohort)",
+                file=str(root),
+            ) from None
+        yield
+    finally:
+        os.close(handle)
+
+
+def _remove_dead_shard_writes(root: Path) -> None:
+    """Remove the hidden ``shards/.NAME.tmp-PID`` folders of shard writers that have ended."""
+    import shutil
+
+    shards = root / "shards"
+    if not shards.is_dir():
+        return
+    for folder in shards.iterdir():
+        if not SHARD_TMP.fullmatch(folder.name) or not folder.is_dir() or folder.is_symlink():
+            continue
+        if not process_alive(int(folder.name.rsplit("-", 1)[1])):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _run_on_ray(todo, data, out, task, fmt, read_options, retries, workers, address, record) -> None:

@@ -65,6 +65,12 @@ def _real(low: float, high: float | None = None, *, closed_low: bool = False):
     return parse
 
 
+#: What --overwrite means for every writer (ehrprog.output.OutputFolder).
+_OVERWRITE_HELP = (
+    "write into a non-empty folder ehrprog did not write, keeping its files (never deleted or replaced); "
+    "a folder of ehrprog's own kind is replaced whole without it"
+)
+
 #: Seeds numpy and torch take (``[0, 2**32 - 1]``).
 _SEED = _whole(0, 2**32 - 1)
 
@@ -143,10 +149,15 @@ def _inspect(args: argparse.Namespace) -> int:
 
 def _convert(args: argparse.Namespace) -> int:
     from ehrprog.io import read_omop, write_meds
+    from ehrprog.io.database import is_database_uri
+    from ehrprog.io.meds import MEDS_KIND, meds_files
+    from ehrprog.output import OutputFolder
 
     started = time.perf_counter()
+    inputs = [] if is_database_uri(args.source) else [args.source]
+    OutputFolder(args.destination, MEDS_KIND, owned=meds_files, inputs=inputs, overwrite=args.overwrite).check()
     events = read_omop(args.source, codes=args.codes, materialize=False, **_database_options(args, args.source))
-    out = write_meds(events, args.destination, overwrite=args.overwrite)
+    out = write_meds(events, args.destination, overwrite=args.overwrite, inputs=inputs)
     print(events.report)
     print(f"wrote MEDS dataset {out} in {time.perf_counter() - started:.2f} s")
     return 0
@@ -155,7 +166,9 @@ def _convert(args: argparse.Namespace) -> int:
 def _simulate(args: argparse.Namespace) -> int:
     from ehrprog.datasets import simulate_ckd
 
-    out = simulate_ckd(args.subjects, args.seed, args.out, format=args.format, world=args.world)
+    out = simulate_ckd(
+        args.subjects, args.seed, args.out, format=args.format, world=args.world, overwrite=args.overwrite
+    )
     print(f"wrote {args.format} dataset {out}")
     return 0
 
@@ -229,6 +242,11 @@ def _pretrain(args: argparse.Namespace) -> int:
     if args.codes and args.format == "meds":
         raise InputError("--codes applies to OMOP data only", file=str(args.data))
     check_objective(args.backbone, args.objective)  # before reading the data: a wrong choice fails at once
+    from ehrprog.backbones.checkpoint import checkpoint_output
+    from ehrprog.io.database import is_database_uri
+
+    inputs = [p for p in (args.data, args.init) if p is not None and not is_database_uri(str(p))]
+    checkpoint_output(args.out, overwrite=args.overwrite, inputs=inputs)  # before reading the data
     started = time.perf_counter()
     if (Path(args.data) / "manifest.json").is_file():  # a population saved by `ehrprog build --population`
         from ehrprog.store import load_cohort
@@ -269,6 +287,7 @@ def _pretrain(args: argparse.Namespace) -> int:
             objective=args.objective,
             tte_codes=args.tte_codes,
             steps_per_epoch=args.steps_per_epoch,
+            overwrite=args.overwrite,
             **params,
         )
     except ValueError as error:  # a setting, not the data file, is at fault: say so without blaming the file
@@ -347,11 +366,24 @@ def _model_params(args: argparse.Namespace) -> dict:
     return params
 
 
+def _report_output(args: argparse.Namespace, inputs: list | None = None):
+    """The report folder ``--out`` of ``evaluate``/``report``, checked (:mod:`ehrprog.output`)."""
+    from ehrprog.io.database import is_database_uri
+    from ehrprog.output import OutputFolder
+    from ehrprog.report import REPORT_KIND, report_folder_files
+
+    sources = [*(inputs or []), *([] if is_database_uri(str(args.data)) else [args.data])]
+    return OutputFolder(
+        args.out, REPORT_KIND, owned=report_folder_files, inputs=sources, overwrite=args.overwrite
+    ).check()
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     """Split by subject, fit the model and the baselines, print the table, write the report and the model."""
     from ehrprog import report
     from ehrprog.evaluation import evaluate, format_table, meds_predictions, subject_split, verdict
 
+    out = _report_output(args)  # before reading the data: a user's files are never replaced
     cohort = _load_cohort(args)
     train, test = subject_split(cohort, test_size=args.test_size, seed=args.seed)
     print(f"split by subject: {len(train):,} training points, {len(test):,} held-out points")
@@ -364,19 +396,21 @@ def _evaluate(args: argparse.Namespace) -> int:
     charts, patient = report.sections(
         fitted["model"], X_te, y_te, cohort.stages, args.subject, cohort.y[train], fitted["risks"]
     )
-    path = report.write_report(
-        args.out,
-        f"ehrprog evaluate: {redact(str(args.data))}",
-        rows=rows,
-        lines=lines,
-        summary=cohort.summary(),
-        notes=[f"Held out {args.test_size:.0%} of subjects (seed {args.seed}); every method scored on them."],
-        charts=charts,
-        patient=patient,
-    )
-    model_dir = fitted["model"].save(Path(args.out) / "model")
     predictions, unlabelled = meds_predictions(fitted["model"], X_te, y_te, horizon_years=2.0)
-    predictions.write_parquet(Path(args.out) / "predictions.parquet")
+    with out.writing() as folder:
+        report.render_report(
+            folder,
+            f"ehrprog evaluate: {redact(str(args.data))}",
+            rows=rows,
+            lines=lines,
+            summary=cohort.summary(),
+            notes=[f"Held out {args.test_size:.0%} of subjects (seed {args.seed}); every method scored on them."],
+            charts=charts,
+            patient=patient,
+        )
+        fitted["model"].save(folder / "model")
+        predictions.write_parquet(folder / "predictions.parquet")
+    path, model_dir = Path(args.out) / "report.html", Path(args.out) / "model"
     print(
         f"wrote {path}, {Path(args.out) / 'report.txt'}, the model (with its card) {model_dir} and "
         f"{Path(args.out) / 'predictions.parquet'} (progression by 2 years, MEDS prediction schema for "
@@ -389,7 +423,10 @@ def _fit(args: argparse.Namespace) -> int:
     """Fit on the data (less ``--test-size`` of subjects held out and scored), save the model and its card."""
     from ehrprog.estimator import VisitProgressionEstimator
     from ehrprog.evaluation import DEMO_MODEL_PARAMS, heldout_metrics, heldout_record, subject_split
+    from ehrprog.io.database import is_database_uri
+    from ehrprog.persistence import model_output
 
+    model_output(args.out, [] if is_database_uri(str(args.data)) else [args.data])  # before reading the data
     cohort = _load_cohort(args)
     model = VisitProgressionEstimator(**{**DEMO_MODEL_PARAMS, **_model_params(args), "random_state": args.seed})
     if args.test_size > 0:
@@ -415,24 +452,27 @@ def _report(args: argparse.Namespace) -> int:
     from ehrprog.estimator import VisitProgressionEstimator
     from ehrprog.evaluation import MODEL, Scorer
 
+    out = _report_output(args, inputs=[args.model])  # before reading the model or the data
     model = VisitProgressionEstimator.load(args.model)
     cohort = _load_cohort(args)
     if args.subject is not None and args.subject not in set(cohort.groups.tolist()):
         raise InputError(f"--subject {args.subject}: no prediction point of this subject in the data")
     row = Scorer(cohort.y, cohort.y).model(MODEL, model, cohort.X)
     charts, patient = report.sections(model, cohort.X, cohort.y, cohort.stages, args.subject)
-    path = report.write_report(
-        args.out,
-        f"ehrprog report: {redact(str(args.model))} on {redact(str(args.data))}",
-        rows=[row],
-        lines=[
-            "Scores on every point of these data: optimistic if the model was trained on any of them "
-            "(`ehrprog evaluate` holds subjects out)."
-        ],
-        summary=cohort.summary(),
-        charts=charts,
-        patient=patient,
-    )
+    with out.writing() as folder:
+        report.render_report(
+            folder,
+            f"ehrprog report: {redact(str(args.model))} on {redact(str(args.data))}",
+            rows=[row],
+            lines=[
+                "Scores on every point of these data: optimistic if the model was trained on any of them "
+                "(`ehrprog evaluate` holds subjects out)."
+            ],
+            summary=cohort.summary(),
+            charts=charts,
+            patient=patient,
+        )
+    path = Path(args.out) / "report.html"
     print("\n".join(patient.lines))
     print(f"wrote {path} and {Path(args.out) / 'report.txt'}")
     return 0
@@ -488,6 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--checkpoint", type=Path, default=None, help="the backbone's pre-trained folder")
         command.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     evaluate.add_argument("--out", type=Path, default=Path("ehrprog_report"), help="report and model folder")
+    evaluate.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
     evaluate.add_argument("--subject", type=int, default=None, help="the patient shown (default: one who progressed)")
     evaluate.set_defaults(func=_evaluate)
     fit.add_argument("--out", required=True, type=Path, help="the model folder")
@@ -495,6 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--model", required=True, type=Path, help="a folder written by `ehrprog fit` or est.save()")
     report.add_argument("--subject", type=int, default=None, help="the patient shown (default: one who progressed)")
     report.add_argument("--out", type=Path, default=Path("ehrprog_report"), help="the report folder")
+    report.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
     report.set_defaults(func=_report)
     inspect = _command(sub, "inspect", help="summarise an OMOP or MEDS dataset and its ingest report")
     inspect.add_argument("path", help="an OMOP folder, a MEDS dataset, or postgresql://... / duckdb:///... URI")
@@ -511,13 +553,12 @@ def build_parser() -> argparse.ArgumentParser:
     o2m.add_argument("source", help="an OMOP folder or a postgresql://... / duckdb:///... URI")
     o2m.add_argument("destination", type=Path)
     o2m.add_argument("--codes", choices=["standard", "source", "concept_id"], default="standard")
-    o2m.add_argument(
-        "--overwrite", action="store_true", help="replace a non-empty destination whole (never merged into it)"
-    )
+    o2m.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
     _add_database_options(o2m)
     o2m.set_defaults(func=_convert)
     simulate = _command(sub, "simulate", help="write a simulated CKD cohort")
     simulate.add_argument("out", type=Path)
+    simulate.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
     simulate.add_argument("--subjects", type=_whole(1), default=1000)
     simulate.add_argument("--seed", type=_SEED, default=0)
     simulate.add_argument("--format", choices=["omop", "meds"], default="omop")
@@ -540,6 +581,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(read shard by shard)",
     )
     pre.add_argument("--out", required=True, type=Path, help="folder to write the checkpoint to")
+    pre.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
     pre.add_argument("--format", choices=["auto", "omop", "meds"], default="auto")
     pre.add_argument("--codes", choices=["standard", "source", "concept_id"], default=None, help="OMOP code spelling")
     pre.add_argument("--visits", type=_visit_strategy, default="same_day", help="same_day, visit_id or gap:HOURS")

@@ -28,6 +28,7 @@ from ehrprog.evaluation import (
     subject_split,
     verdict,
 )
+from ehrprog.output import OutputFolder, marked
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +38,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("demo_output"))
     parser.add_argument("--max-epochs", type=int, default=None, help="override the model's epochs (quick runs)")
     args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
+    out = OutputFolder(args.out, DEMO_KIND, owned=demo_files).check()  # before any work
+    with out.writing() as folder:
+        return _run(args, folder)
+
+
+#: What the demo writes, as its output marker names it.
+DEMO_KIND = "demo"
+#: The tables the simulator writes (a demo folder written before the output marker holds them under omop/).
+_SIMULATED_TABLES = (
+    "concept",
+    "person",
+    "death",
+    "visit_occurrence",
+    "condition_occurrence",
+    "procedure_occurrence",
+    "drug_exposure",
+    "measurement",
+)
+
+
+def demo_files(root: Path) -> set[str] | None:
+    """The files the demo wrote in ``root``: those its output marker lists, or, in a folder an
+    earlier demo wrote (``report.html`` titled "ehrprog demo", no marker), its report, labels and
+    simulated tables; ``None`` for any other folder."""
+    owned = marked(DEMO_KIND)(root)
+    if owned is not None:
+        return owned
+    try:
+        with open(root / "report.html", encoding="utf-8") as handle:
+            if "<title>ehrprog demo" not in handle.read(400):
+                return None
+    except (OSError, UnicodeDecodeError):
+        return None
+    tables = {f"omop/{name}.parquet" for name in _SIMULATED_TABLES} | {"omop/.ehrprog-output.json"}
+    return {"report.html", "report.txt", "labels.parquet"} | tables
+
+
+def _run(args: argparse.Namespace, folder: Path) -> int:
+    """The demo, writing into ``folder`` (renamed to ``--out`` when it ends)."""
     lines: list[str] = []
 
     def say(text: str = "") -> None:
@@ -45,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(text)
 
     t0 = time.perf_counter()
-    omop = ep.datasets.simulate_ckd(args.subjects, args.seed, args.out / "omop")
+    omop = ep.datasets.simulate_ckd(args.subjects, args.seed, folder / "omop")
     events = ep.read_omop(omop)
     visits = ep.group_visits(events, "same_day")
     cohort = ep.tasks.CKDProgression(visits="same_day").build(events, visits)
@@ -96,8 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         f"subject folds of the training points; {BOOSTED_WINDOWED}: the same plus code counts in the last "
         "30/365 days and all history and the latest coded values (MEDS-Tab's recipe).",
     ]
-    html = report.write_report(
-        args.out,
+    report.render_report(
+        folder,
         "ehrprog demo: CKD progression",
         rows=rows,
         lines=verdict_lines,
@@ -107,9 +146,10 @@ def main(argv: list[str] | None = None) -> int:
         patient=patient,
         text="\n".join(lines),
     )
-    cohort.labels.write_parquet(args.out / "labels.parquet")
+    cohort.labels.write_parquet(folder / "labels.parquet")
     say(
-        f"\nwrote {html} ({len(charts) + 1} interactive charts, viewable offline), {args.out / 'report.txt'} and "
+        f"\nwrote {args.out / 'report.html'} ({len(charts) + 1} interactive charts, viewable offline), "
+        f"{args.out / 'report.txt'} and "
         f"{args.out / 'labels.parquet'} "
         f"in {time.perf_counter() - t0:.0f} s"
     )

@@ -69,6 +69,11 @@ class BuildError(RuntimeError):
         )
 
 
+class UnitWarning(UserWarning):
+    """A cohort records a code's values in another unit than a fitted model was trained on, and
+    no conversion relates the two (:mod:`ehrprog.units`)."""
+
+
 class NumericalWarning(UserWarning):
     """A numerical fit (a Cox or logistic start, a baseline) met trouble and was handled."""
 

@@ -28,7 +28,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ehrprog.batching import Batch, VisitTensors, Vocabulary
 from ehrprog.breslow import BreslowSurvival, step_functions
-from ehrprog.errors import one_warning
+from ehrprog.errors import UnitWarning, one_warning
 from ehrprog.features import PointFeatures, clinical_table
 from ehrprog.metrics import harrell_c, macro_auroc
 from ehrprog.model import SupervisedObjective, VisitSequenceModel, supervised_loss
@@ -355,6 +355,15 @@ class VisitProgressionEstimator(BaseEstimator):
         """The model's input arrays for ``X``, in memory or read shard by shard for a cohort on
         disk (with the booster's margin as the last point feature
         once a booster is fitted)."""
+        changed = self.vocabulary_.unit_changes(X.code_metadata)
+        if changed and getattr(self, "model_", None) is not None:
+            warnings.warn(
+                f"{len(changed)} code(s) hold values in another unit than the model was trained on, which no "
+                f"conversion relates (ehrprog.units): {', '.join(changed[:5])}; their values are read as they are. "
+                "Convert them to the training unit, or refit on this data",
+                UnitWarning,
+                stacklevel=3,
+            )
         features = self.point_features_.transform(X) if self.point_features else None
         tensors = visit_tensors(
             X, self.vocabulary_, self.max_codes_per_visit, self.max_visits, self.value_scale_, features

@@ -33,17 +33,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from ehrprog.errors import SavedModelError
-from ehrprog.files import (
-    CHANGED,
-    file_problem,
-    output_entries,
-    refuse_foreign,
-    replace_folder,
-    save_tensors,
-    sha256,
-    temporary_sibling,
-)
+from ehrprog.files import CHANGED, file_problem, save_tensors, sha256
 from ehrprog.model_card import model_card
+from ehrprog.output import OutputFolder, set_aside
 
 if TYPE_CHECKING:
     from ehrprog.estimator import VisitProgressionEstimator
@@ -77,6 +69,8 @@ class SavedVocabulary(_Strict):
     value_mean: list[Finite]
     value_std: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]]
     descriptions: list[str | None] | None = None
+    #: The unit each code's values were read in at training (None: no unit), see ehrprog.units.
+    units: list[str | None] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> SavedVocabulary:
@@ -84,8 +78,10 @@ class SavedVocabulary(_Strict):
         for name in ("value_mean", "value_std"):
             if len(getattr(self, name)) != rows:
                 raise ValueError(f"{name} has {len(getattr(self, name))} entries; {len(self.codes)} codes need {rows}")
-        if self.descriptions is not None and len(self.descriptions) != len(self.codes):
-            raise ValueError(f"descriptions has {len(self.descriptions)} entries for {len(self.codes)} codes")
+        for name in ("descriptions", "units"):
+            values = getattr(self, name)
+            if values is not None and len(values) != len(self.codes):
+                raise ValueError(f"{name} has {len(values)} entries for {len(self.codes)} codes")
         if len(set(self.codes)) != len(self.codes):
             raise ValueError("codes must be distinct")
         return self
@@ -236,13 +232,27 @@ def save_estimator(estimator: VisitProgressionEstimator, path: str | Path) -> Pa
     SHA-256 of the weights and the booster), ``model.safetensors``, ``booster.json`` where there is
     one, and ``MODEL_CARD.md`` (documentation; loading never reads it).
 
-    The folder is written whole beside ``path`` and renamed into place; ``path`` must be new,
-    empty, or a saved model (replaced). A folder holding other files is refused.
+    The folder is written whole beside ``path`` and renamed into place (:mod:`ehrprog.output`);
+    ``path`` must be new, empty, or a saved model (replaced). A folder holding files ehrprog did
+    not write is refused; nothing of it is deleted.
     """
 
-    final = Path(path)
-    _check_model_target(final)
-    root = temporary_sibling(final)
+    out = model_output(path)
+    with out.writing() as root:
+        _write_model(estimator, root)
+    return out.final
+
+
+def model_output(path: str | Path, inputs: Iterable[str | Path] = ()) -> OutputFolder:
+    """The checked :class:`~ehrprog.output.OutputFolder` of a saved estimator at ``path``: new,
+    empty or a saved model, never holding a file ehrprog did not write, nor an input."""
+    return OutputFolder(
+        path, "model", owned=model_files, inputs=inputs, error=SavedModelError, marker=False, can_overwrite=False
+    ).check()
+
+
+def _write_model(estimator: VisitProgressionEstimator, root: Path) -> None:
+    """The files of a saved estimator, written into the (new, empty) folder ``root``."""
     params = estimator.get_params()
     params["random_state"] = estimator.random_state if isinstance(estimator.random_state, int | None) else None
     model = estimator.model_
@@ -255,6 +265,7 @@ def save_estimator(estimator: VisitProgressionEstimator, path: str | Path) -> Pa
             "value_mean": estimator.vocabulary_.value_mean.tolist(),
             "value_std": estimator.vocabulary_.value_std.tolist(),
             "descriptions": estimator.vocabulary_.descriptions,
+            "units": estimator.vocabulary_.units,
         },
         "backbone_architecture": model.backbone.architecture() if hasattr(model.backbone, "architecture") else None,
         "n_classes": int(model.stage_head.out_features) if model.stage_head is not None else 0,
@@ -285,20 +296,23 @@ def save_estimator(estimator: VisitProgressionEstimator, path: str | Path) -> Pa
     config["config_sha256"] = config_digest(config)
     (root / CONFIG).write_text(json.dumps(config, indent=1))
     (root / MODEL_CARD).write_text(model_card(estimator), encoding="utf-8")
-    replace_folder(root, final)
-    return final
 
 
 #: What a saved estimator folder holds; a folder holding anything else was not written by ehrprog.
 MODEL_ENTRIES = frozenset({CONFIG, WEIGHTS, MODEL_CARD, BOOSTER})
 
 
-def _check_model_target(root: Path) -> None:
-    """Refuse to save into a folder that holds files ehrprog did not write (nothing is deleted)."""
-    entries = output_entries(root, SavedModelError)
-    ours = (root / CONFIG).is_file() and '"ehrprog.VisitProgressionEstimator/' in (root / CONFIG).read_text()[:200]
-    foreign = [e for e in entries if e not in MODEL_ENTRIES]
-    refuse_foreign(root, foreign if foreign or ours else entries, SavedModelError)
+def model_files(root: Path) -> set[str] | None:
+    """The files ehrprog wrote in a saved estimator folder (``config.json``, the files it lists,
+    ``MODEL_CARD.md``), or ``None`` when ``root`` holds no ehrprog model config."""
+    try:
+        config = json.loads((root / CONFIG).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict) or not str(config.get("format", "")).startswith(FORMAT.split("/")[0] + "/"):
+        return None
+    listed = config.get("files") if isinstance(config.get("files"), dict) else {}
+    return {CONFIG, MODEL_CARD} | {name for name in listed if name in MODEL_ENTRIES}
 
 
 def _check_file(root: Path, name: str, record: SavedFile | None) -> Path:
@@ -330,7 +344,7 @@ def read_config(root: Path, parameters: Iterable[str]) -> SavedEstimator:
     file = root / CONFIG
     problem = file_problem(file, None)
     if problem == "is missing":
-        raise SavedModelError("missing: not a saved estimator folder", file=str(file))
+        raise SavedModelError(f"missing: not a saved estimator folder{set_aside(root)}", file=str(file))
     if problem is not None:  # a link too: the docs promise links are refused, config.json included
         raise SavedModelError(problem, file=str(file))
     try:
@@ -408,6 +422,7 @@ def load_estimator(cls: type[VisitProgressionEstimator], path: str | Path) -> Vi
         np.asarray(vocab.value_mean, np.float32),
         np.asarray(vocab.value_std, np.float32),
         vocab.descriptions,
+        vocab.units,
     )
     if config.point_features is not None:
         estimator.point_features_ = PointFeatures(**config.point_features.model_dump())

@@ -503,8 +503,47 @@ def _chart_html(chart: Chart, height: int = 420) -> str:
     )
 
 
-def write_report(
-    folder: str | Path,
+#: What a report folder is, as its output marker names it (``evaluate`` adds the model and predictions).
+REPORT_KIND = "report"
+#: The files ``ehrprog evaluate`` and ``ehrprog report`` write into a report folder.
+REPORT_FILES = ("report.html", "report.txt", "predictions.parquet")
+
+
+def report_folder_files(root: Path) -> set[str] | None:
+    """The files ehrprog wrote in a report folder: those its output marker lists, or, in a folder
+    an earlier ehrprog wrote (its ``report.html`` titled by ehrprog, no marker), the report
+    files and the saved model under ``model/``; ``None`` for any other folder."""
+    from ehrprog.output import marked
+    from ehrprog.persistence import model_files
+
+    owned = marked(REPORT_KIND)(root)
+    if owned is not None:
+        return owned
+    try:
+        with open(root / "report.html", encoding="utf-8") as handle:
+            head = handle.read(400)
+    except (OSError, UnicodeDecodeError):
+        return None
+    if "<title>ehrprog " not in head:
+        return None
+    model = model_files(root / "model") or set()
+    return set(REPORT_FILES) | {f"model/{name}" for name in model}
+
+
+def write_report(folder: str | Path, title: str, *, overwrite: bool = False, **sections: Any) -> Path:
+    """Write ``report.html`` and ``report.txt`` into ``folder`` (new, empty, or a report folder
+    ehrprog wrote: see :mod:`ehrprog.output`; ``overwrite`` writes beside files ehrprog did not
+    write, keeping them); returns the HTML path. ``sections``: see :func:`render_report`."""
+    from ehrprog.output import OutputFolder
+
+    out = OutputFolder(folder, REPORT_KIND, owned=report_folder_files, overwrite=overwrite).check()
+    with out.writing() as root:
+        render_report(root, title, **sections)
+    return out.final / "report.html"
+
+
+def render_report(
+    folder: Path,
     title: str,
     *,
     rows: Sequence[Any] = (),
@@ -515,7 +554,8 @@ def write_report(
     patient: Patient | None = None,
     text: str | None = None,
 ) -> Path:
-    """Write ``report.html`` (and ``report.txt``) into ``folder``; returns the HTML path.
+    """Write ``report.html`` (and ``report.txt``) into ``folder`` as it is (a folder being
+    written: :func:`write_report` is the safe writer); returns the HTML path.
 
     Args:
         rows: the comparison table (:class:`~ehrprog.evaluation.Row`), shown as an HTML table.
@@ -527,7 +567,6 @@ def write_report(
             attributions as text).
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style>",

@@ -7,9 +7,9 @@ and a SHA-256. A file is then checked against its record before it is read: its 
 hash once per process (:func:`verify_file`), so an edited, truncated, swapped or missing file is
 an :class:`~ehrprog.errors.InputError` naming the shard and the file, never data read silently.
 
-:func:`check_target` guards the folders ehrprog writes: ehrprog never deletes or overwrites a file
-it did not write. A target folder must be new, empty, or a saved cohort whose every entry the
-manifest accounts for.
+:func:`cohort_files` tells what ehrprog wrote in a cohort folder (the manifest, each shard's
+``shard.json`` and the files it lists), so that a writer (:class:`~ehrprog.output.OutputFolder`)
+never deletes or overwrites anything else in it, at any depth.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError, field_validator, model_validator
 
 from ehrprog.errors import InputError
-from ehrprog.files import CHANGED, file_problem, output_entries, refuse_foreign, sha256
+from ehrprog.files import CHANGED, file_problem, sha256
 
 FORMAT = "ehrprog-cohort/1"
 MANIFEST = "manifest.json"
@@ -154,7 +154,11 @@ def read_manifest(root: Path) -> Manifest:
     """The validated manifest of the saved cohort at ``root``."""
     path = root / MANIFEST
     if not path.is_file():
-        raise InputError("not a saved cohort: no manifest.json (write one with cohort.save)", file=str(root))
+        from ehrprog.output import set_aside
+
+        raise InputError(
+            f"not a saved cohort: no manifest.json (write one with cohort.save){set_aside(root)}", file=str(root)
+        )
     raw = read_json(path, "manifest.json")
     if not isinstance(raw, dict):
         raise InputError(f"manifest.json must hold a JSON object, not {type(raw).__name__}", file=str(path))
@@ -235,23 +239,39 @@ def is_saved_cohort(root: Path) -> bool:
     return isinstance(raw, dict) and raw.get("format") == FORMAT
 
 
-def check_target(root: Path, *, resume: bool = False) -> None:
-    """Refuse to write a cohort into ``root`` unless it is new, empty, or a saved cohort whose
-    every entry ehrprog wrote (with ``resume``, also a build left without its manifest: shard
-    folders each with a ``shard.json``, and hidden temporary folders of a crashed writer)."""
-    entries = output_entries(root, InputError)
-    if not entries:
-        return
-    owned = is_saved_cohort(root) or (resume and (root / "shards").is_dir())
-    foreign = [e for e in entries if e not in COHORT_ENTRIES and not (resume and e.startswith("."))]
-    if owned and (root / "shards").is_dir():
-        foreign += [
-            f"shards/{shard.name}"
-            for shard in (root / "shards").iterdir()
-            if not shard.name.startswith(".")  # a temporary folder of ehrprog's writer
-            and (shard.is_symlink() or not (shard / SHARD_META).is_file())
-        ]
-    refuse_foreign(root, foreign if owned else entries, InputError)
+#: A killed shard writer's hidden folder inside ``shards/`` (its files are ehrprog's).
+SHARD_TMP = re.compile(r"\.[A-Za-z0-9_][A-Za-z0-9_.-]*\.tmp-\d+")
+
+
+def cohort_files(root: Path) -> set[str] | None:
+    """The files ehrprog wrote in a cohort folder (relative POSIX paths): ``manifest.json``,
+    ``codes.parquet``, each shard's ``shard.json`` and the files it lists, and the files in a
+    killed shard writer's hidden ``shards/.NAME.tmp-PID``; ``None`` when ``root`` holds neither a
+    manifest of this format nor a shard with a ``shard.json`` (a build's shards before its
+    manifest)."""
+    shards = root / "shards"
+    folders = [d for d in shards.iterdir() if d.is_dir() and not d.is_symlink()] if shards.is_dir() else []
+    records = {}
+    for folder in folders:
+        if SHARD_TMP.fullmatch(folder.name):
+            continue
+        try:
+            meta = json.loads((folder / SHARD_META).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(meta, dict) and isinstance(meta.get("files", {}), dict):
+            records[folder.name] = meta.get("files", {})
+    if not is_saved_cohort(root) and not records:
+        return None
+    from ehrprog.output import tree
+
+    owned = {MANIFEST, "codes.parquet"}
+    for name, files in records.items():
+        owned |= {f"shards/{name}/{SHARD_META}"} | {f"shards/{name}/{relative}" for relative in files}
+    for folder in folders:
+        if SHARD_TMP.fullmatch(folder.name):
+            owned |= {f"shards/{folder.name}/{relative}" for relative in tree(folder)}
+    return owned
 
 
 def same_folder(a: Path, b: Path) -> bool:
@@ -267,9 +287,10 @@ __all__ = [
     "FORMAT",
     "MANIFEST",
     "SHARD_META",
+    "SHARD_TMP",
     "Manifest",
     "ShardMeta",
-    "check_target",
+    "cohort_files",
     "is_saved_cohort",
     "read_manifest",
     "read_shard_meta",

@@ -19,8 +19,9 @@ import polars as pl
 
 from ehrprog.batching import visit_arrays
 from ehrprog.errors import EmptyCohortError, InputError
-from ehrprog.files import file_problem, replace_folder, sha256, temporary_sibling
-from ehrprog.store_format import FORMAT, MANIFEST, SHARD_META, check_target, same_folder
+from ehrprog.files import file_problem, sha256
+from ehrprog.output import OutputFolder
+from ehrprog.store_format import FORMAT, MANIFEST, SHARD_META, cohort_files, same_folder
 from ehrprog.visits import Gap
 
 if TYPE_CHECKING:
@@ -181,8 +182,15 @@ def save_cohort(cohort: Cohort, path: str | Path, *, subjects_per_shard: int = S
             "save it to another folder",
             file=str(final),
         )
-    check_target(final)
-    root = temporary_sibling(final)
+    inputs = [source.root] if source is not None else []  # nor one holding it, nor inside it
+    out = OutputFolder(final, "cohort", owned=cohort_files, inputs=inputs, marker=False, can_overwrite=False).check()
+    with out.writing() as root:
+        _write_cohort(cohort, root, subjects_per_shard)
+    return final
+
+
+def _write_cohort(cohort: Cohort, root: Path, subjects_per_shard: int) -> None:
+    """The shards and the manifest of ``cohort``, written into the (new, empty) folder ``root``."""
     # Subjects with points, and those with stage records only (kept in `stages`, as in memory).
     staged = cohort.stages.lazy().select("subject_id").collect()["subject_id"].to_numpy()
     subjects = np.union1d(cohort.groups, staged)
@@ -197,5 +205,3 @@ def save_cohort(cohort: Cohort, path: str | Path, *, subjects_per_shard: int = S
     # The cohort-level report and warnings (of the whole build), not a sum of empty shard reports.
     manifest.update(report=dict(cohort.report), warnings=list(cohort.warnings))
     (root / MANIFEST).write_text(json.dumps(manifest, indent=1))
-    replace_folder(root, final)
-    return final

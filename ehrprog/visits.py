@@ -25,6 +25,7 @@ import polars as pl
 
 from ehrprog.events import EventFrame, collect_two_at_a_time, subject_attributes
 from ehrprog.schema import BIRTH_CODE, DEATH_CODE, VISIT_STRUCT, conform_events, row_hash
+from ehrprog.units import code_units, in_model_units, unit_table
 
 _DAY_US = 86_400_000_000
 
@@ -174,28 +175,58 @@ def group_visits(events: EventFrame | pl.DataFrame | pl.LazyFrame, strategy: Str
     Returns:
         A :class:`VisitFrame` with one row per subject, subjects in ascending id order. Inside a
         visit, codes are ordered by (time, code string, value), so the result never depends on
-        input row order nor on the polars version.
+        input row order nor on the polars version. Each code's values are in one unit
+        (:func:`~ehrprog.units.value_unit`: creatinine in mg/dL whatever a site records, any mass
+        concentration in mg/dL, substance concentration in mmol/L; a value in a unit its lab
+        cannot be converted from is not read), named in the code metadata's ``unit`` column.
     """
     if not (strategy in ("same_day", "visit_id") or isinstance(strategy, Gap)):
         raise ValueError(f"unknown visit strategy {strategy!r}; use 'same_day', 'visit_id' or ehrprog.Gap(hours=...)")
     if isinstance(events, EventFrame):
         attributes = events.subjects()
+        units = unit_table(events.lazy)  # each code's values in one unit (ehrprog.units)
         if events.in_memory:
             # In-memory events are ordered by subject, time and row hash: group them slice by slice
             # (never splitting a subject), two slices at a time, so only two slices' intermediate
             # lists are alive at once.
-            slices = [_group(piece.lazy(), attributes.lazy(), True, strategy) for piece in events.subject_slices()]
+            slices = [
+                _group(in_model_units(piece.lazy(), units), attributes.lazy(), True, strategy)
+                for piece in events.subject_slices()
+            ]
             # One chunk per column per slice: columns whose chunks do not line up are copied
             # whole by every later select or drop (0.02 s each at 100k subjects); a slice's
             # stray second chunk costs far less to merge here.
             pieces = [piece.rechunk() for piece in collect_two_at_a_time(slices)]
-            frame = pl.concat(pieces) if pieces else _collect(_group(events.lazy, attributes.lazy(), True, strategy))
-            return VisitFrame(frame, strategy, events.codes)
-        lazy = events.lazy
-        return VisitFrame(_collect(_group(lazy, attributes.lazy(), False, strategy)), strategy, events.codes)
+            if not pieces:
+                pieces = [_collect(_group(in_model_units(events.lazy, units), attributes.lazy(), True, strategy))]
+            return VisitFrame(pl.concat(pieces), strategy, with_units(events.codes, units))
+        lazy = in_model_units(events.lazy, units)
+        frame = _collect(_group(lazy, attributes.lazy(), False, strategy))
+        return VisitFrame(frame, strategy, with_units(events.codes, units))
     lazy = conform_events(events.lazy())
     codes = lazy.select(pl.col("code").unique()).collect()["code"]
-    return VisitFrame(_collect(_group(lazy, subject_attributes(lazy, codes), False, strategy)), strategy)
+    units = unit_table(lazy)
+    frame = _collect(_group(in_model_units(lazy, units), subject_attributes(lazy, codes), False, strategy))
+    return VisitFrame(frame, strategy, with_units(None, units))
+
+
+def with_units(codes: pl.DataFrame | None, units: pl.DataFrame) -> pl.DataFrame | None:
+    """The code metadata with ``unit`` (the unit a model reads each code's values in) and
+    ``values_not_read`` (values in a unit that cannot be converted) from
+    :func:`~ehrprog.units.code_units`; codes with values in a unit and no metadata row get one."""
+    per_code = code_units(units)
+    if codes is None or codes.height == 0:
+        if per_code.height == 0:
+            return codes
+        codes = pl.DataFrame(schema={"code": pl.String, "description": pl.String, "parent_codes": pl.List(pl.String)})
+    base = codes.drop("unit", "values_not_read", strict=False).with_columns(pl.col("code").cast(pl.String))
+    missing = per_code.join(base.select("code"), on="code", how="anti").select("code")
+    return (
+        pl.concat([base, missing], how="diagonal_relaxed")
+        .join(per_code, on="code", how="left")
+        .with_columns(pl.col("values_not_read").fill_null(0))
+        .sort("code")
+    )
 
 
 def _collect(frame: pl.LazyFrame) -> pl.DataFrame:

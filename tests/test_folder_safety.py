@@ -156,28 +156,32 @@ def test_a_shard_file_that_is_a_link_is_refused(saved, tmp_path):
         ep.load_cohort(folder)
 
 
-def test_write_meds_refuses_a_non_empty_folder_and_replaces_it_whole_when_asked(tmp_path):
+def test_write_meds_replaces_its_own_dataset_whole_and_keeps_what_it_did_not_write(tmp_path):
     big = ep.read_omop(ep.datasets.simulate_ckd(60, 1, tmp_path / "big"))
     small = ep.read_omop(ep.datasets.simulate_ckd(10, 2, tmp_path / "small"))
     out = ep.write_meds(big, tmp_path / "meds")
-    with pytest.raises(InputError, match="not empty"):
-        ep.write_meds(small, out)
-    assert ep.read_meds(out).subjects().height == 60  # untouched
-    ep.write_meds(small, out, overwrite=True)
-    assert ep.read_meds(out).subjects().height == 10  # replaced, not merged
+    ep.write_meds(small, out)  # a MEDS dataset ehrprog wrote: replaced whole, never merged
+    assert ep.read_meds(out).subjects().height == 10
+    (out / "notebook.ipynb").write_text("{}")
+    with pytest.raises(InputError, match=r"did not write \(notebook\.ipynb\)"):
+        ep.write_meds(big, out)
+    assert ep.read_meds(out).subjects().height == 10  # untouched
+    ep.write_meds(big, out, overwrite=True)  # replaced, the user's file kept where it was
+    assert ep.read_meds(out).subjects().height == 60 and (out / "notebook.ipynb").read_text() == "{}"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
-def test_convert_refuses_a_non_empty_destination_without_overwrite(tmp_path, capsys):
+def test_convert_refuses_a_foreign_destination_and_with_overwrite_keeps_its_files(tmp_path, capsys):
     from ehrprog.cli import main
 
     source = ep.datasets.simulate_ckd(10, 2, tmp_path / "omop")
     (tmp_path / "dest").mkdir()
     (tmp_path / "dest" / "old.parquet").write_bytes(b"x")
     assert main(["convert", "omop-to-meds", str(source), str(tmp_path / "dest")]) != 0
-    assert "not empty" in capsys.readouterr().err
+    assert "not an ehrprog MEDS dataset folder" in capsys.readouterr().err
     assert main(["convert", "omop-to-meds", str(source), str(tmp_path / "dest"), "--overwrite"]) == 0
-    assert not (tmp_path / "dest" / "old.parquet").exists()
+    assert (tmp_path / "dest" / "old.parquet").read_bytes() == b"x"
+    assert ep.read_meds(tmp_path / "dest").subjects().height == 10
 
 
 def _meds(tmp_path: Path, n: int = 12) -> Path:

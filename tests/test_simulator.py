@@ -20,7 +20,7 @@ def test_same_seed_same_events_and_different_seed_different_events():
 def test_same_seed_writes_identical_files(tmp_path):
     first = ep.datasets.simulate_ckd(100, 5, tmp_path / "a")
     second = ep.datasets.simulate_ckd(100, 5, tmp_path / "b")
-    for path in sorted(first.iterdir()):
+    for path in sorted(first.glob("*.parquet")):
         assert pl.read_parquet(path).equals(pl.read_parquet(second / path.name)), path.name
 
 

@@ -55,16 +55,59 @@ def align_rows(pretrained: torch.Tensor, pretrained_codes: Sequence[str], user_c
     return out, int(seen.sum())
 
 
-def save_pretrained(module: torch.nn.Module, codes: Sequence[str], folder: str | Path, **extra: Any) -> Path:
-    """Write ``module`` (a backbone with ``model_type`` and ``architecture()``) to ``folder``."""
-    root = Path(folder)
-    root.mkdir(parents=True, exist_ok=True)
+#: What :func:`save_pretrained` writes, as its output marker names it.
+CHECKPOINT_KIND = "pre-trained backbone"
+#: The files of the layout (besides the output marker).
+CHECKPOINT_FILES = ("config.json", "model.safetensors", "vocab.json", "pretraining_history.json")
+
+
+def checkpoint_files(root: Path) -> set[str] | None:
+    """The files ehrprog wrote in a pre-trained backbone folder: those its output marker lists,
+    or, in a folder an earlier ehrprog wrote (``config.json`` of this format, no marker), the
+    files of the layout; ``None`` for any other folder (a saved estimator, a Hugging Face model)."""
+    from ehrprog.output import marked
+
+    owned = marked(CHECKPOINT_KIND)(root)
+    if owned is not None:
+        return owned
+    try:
+        config = json.loads((root / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return set(CHECKPOINT_FILES) if isinstance(config, dict) and config.get("format") == FORMAT else None
+
+
+def checkpoint_output(folder: str | Path, *, overwrite: bool = False, inputs: Sequence[str | Path] = ()):
+    """The :class:`~ehrprog.output.OutputFolder` of a pre-trained backbone folder, checked (call
+    it before the work that fills it: a saved estimator or another model's folder is refused)."""
+    from ehrprog.output import OutputFolder
+
+    return OutputFolder(folder, CHECKPOINT_KIND, owned=checkpoint_files, inputs=inputs, overwrite=overwrite).check()
+
+
+def save_pretrained(
+    module: torch.nn.Module,
+    codes: Sequence[str],
+    folder: str | Path,
+    *,
+    overwrite: bool = False,
+    files: dict[str, str] | None = None,
+    **extra: Any,
+) -> Path:
+    """Write ``module`` (a backbone with ``model_type`` and ``architecture()``) to ``folder``:
+    ``config.json``, ``model.safetensors``, ``vocab.json`` and ``files`` (name -> text), whole
+    or not at all (:class:`~ehrprog.output.OutputFolder`: a folder holding another model's
+    files, or any file ehrprog did not write, is refused unless ``overwrite``, and then kept)."""
+    out = checkpoint_output(folder, overwrite=overwrite)
     architecture = {k: v for k, v in module.architecture().items() if k != "checkpoint"}
     config = {"format": FORMAT, "model_type": module.model_type, "architecture": architecture, **extra}
-    (root / "config.json").write_text(json.dumps(config, indent=1))
-    save_tensors({k: v.detach().contiguous() for k, v in module.state_dict().items()}, root / "model.safetensors")
-    (root / "vocab.json").write_text(json.dumps({"codes": list(codes), "special_tokens": list(SPECIAL_TOKENS)}))
-    return root
+    with out.writing() as root:
+        (root / "config.json").write_text(json.dumps(config, indent=1))
+        save_tensors({k: v.detach().contiguous() for k, v in module.state_dict().items()}, root / "model.safetensors")
+        (root / "vocab.json").write_text(json.dumps({"codes": list(codes), "special_tokens": list(SPECIAL_TOKENS)}))
+        for name, text in (files or {}).items():
+            (root / name).write_text(text)
+    return out.final
 
 
 def read_pretrained(folder: str | Path, model_type: str) -> tuple[dict[str, Any], dict[str, torch.Tensor], list[str]]:
@@ -115,4 +158,15 @@ def load_aligned(
     return {"matched": matched, "unseen": len(user_codes) - matched}
 
 
-__all__ = ["FORMAT", "align_rows", "load_aligned", "match_codes", "read_pretrained", "save_pretrained"]
+__all__ = [
+    "CHECKPOINT_FILES",
+    "CHECKPOINT_KIND",
+    "FORMAT",
+    "align_rows",
+    "checkpoint_files",
+    "checkpoint_output",
+    "load_aligned",
+    "match_codes",
+    "read_pretrained",
+    "save_pretrained",
+]

@@ -128,6 +128,7 @@ def pretrain(
     objective: str = "mlm",
     tte_codes: int = 256,
     steps_per_epoch: int | None = None,
+    overwrite: bool = False,
     **params: Any,
 ) -> PretrainResult:
     """Pre-train the registered backbone ``backbone`` on ``visits`` and write it to ``out``.
@@ -159,6 +160,9 @@ def pretrain(
         tte_codes: how many task codes the time-to-event objective predicts.
         steps_per_epoch: train on at most this many batches an epoch (the first of its shuffled
             order; ``None``: all).
+        overwrite: write into a non-empty ``out`` that is not a pre-trained backbone folder
+            ehrprog wrote, keeping its files (without it such a folder, a saved estimator or a
+            Hugging Face model say, is refused before any training; see :mod:`ehrprog.output`).
         **params: further backbone parameters (``num_hidden_layers=...``).
     """
     from ehrprog.plugins import get_backbone
@@ -169,7 +173,13 @@ def pretrain(
         raise ValueError(f"tte_codes must be at least 1, got {tte_codes}")
     if steps_per_epoch is not None and steps_per_epoch < 1:
         raise ValueError(f"steps_per_epoch must be at least 1 or None, got {steps_per_epoch}")
+    from ehrprog.backbones.checkpoint import checkpoint_output
+
     spec = get_backbone(backbone)
+    inputs = [params["checkpoint"]] if params.get("checkpoint") else []
+    if isinstance(visits, CohortX) and getattr(visits, "store", None) is not None:
+        inputs.append(visits.store.root)
+    checkpoint_output(out, overwrite=overwrite, inputs=inputs)  # before any training
     X = visits if isinstance(visits, CohortX) else whole_histories(visits)
     if len(X) < 2:
         raise ValueError(f"pre-training needs at least 2 subjects with visits, got {len(X)}")
@@ -267,8 +277,9 @@ def pretrain(
             "objective": objective,
             "tte_codes": tte.n_codes if tte is not None else 0,
         },
+        overwrite=overwrite,
+        files={"pretraining_history.json": json.dumps(result.history, indent=1)},
     )
-    (Path(out) / "pretraining_history.json").write_text(json.dumps(result.history, indent=1))
     return result
 
 

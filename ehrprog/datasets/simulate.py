@@ -21,12 +21,15 @@ import numpy as np
 import polars as pl
 
 from ehrprog.datasets.records import egfr_to_creatinine, event_table
+from ehrprog.output import OutputFolder
 from ehrprog.schema import BIRTH_CODE, DEATH_CODE
 
 _DAY_US = 86_400_000_000
 _YEAR_DAYS = 365.25
 _EPOCH = datetime(1970, 1, 1)
 World = Literal["labs", "history"]
+#: What a simulated OMOP folder is, as its output marker names it.
+SIMULATED_OMOP = "simulated OMOP extract"
 
 #: (code, OMOP domain, standard concept id or None, description). Standard ids are real OMOP ids.
 _CODES: list[tuple[str, str, int | None, str]] = [
@@ -358,6 +361,7 @@ def simulate_ckd(
     *,
     file_format: Literal["parquet", "csv"] = "parquet",
     world: World = "labs",
+    overwrite: bool = False,
 ) -> Path:
     """Simulate people and write them as an OMOP CDM 5.4 folder or a MEDS dataset.
 
@@ -374,15 +378,28 @@ def simulate_ckd(
             with CKD, where albuminuria, acute kidney injury, dated medications and latent
             comorbidity phenotypes expressed through many sparse codes change the decline; see
             :mod:`ehrprog.datasets.history` and docs/simulator.md).
+        overwrite: write into a non-empty folder that ehrprog did not simulate, keeping its files
+            (a clash with a table the simulator writes is refused). Without it such a folder (a
+            real OMOP extract, say) is refused before anything is written; a folder ehrprog
+            simulated is replaced whole.
 
     Returns:
         The folder written.
+
+    Raises:
+        InputError: ``path`` is not empty and holds files ehrprog did not write (see ``overwrite``).
     """
     _check_world(world)
     if format not in ("omop", "meds"):
         raise ValueError(f"format must be 'omop' or 'meds', got {format!r}")
     suffix = "_history" if world == "history" else ""
     root = Path(path) if path is not None else Path(f"ckd_sim_{format}_{n_subjects}_{seed}{suffix}")
+    if format == "meds":
+        from ehrprog.io.meds import MEDS_KIND, meds_files
+
+        out = OutputFolder(root, MEDS_KIND, owned=meds_files, overwrite=overwrite).check()
+    else:
+        out = OutputFolder(root, SIMULATED_OMOP, overwrite=overwrite).check()  # before any work
     events = simulate_events(n_subjects, seed, world)
     descriptions = _DESCRIPTIONS
     if world == "history":
@@ -404,9 +421,11 @@ def simulate_ckd(
                 frame.drop("_vt"), codes=codes, metadata={"dataset_name": f"ckd_sim_{n_subjects}_{seed}"}
             ),
             root,
+            overwrite=overwrite,
         )
         return root
-    _write_omop(events, root, file_format, descriptions)
+    with out.writing() as folder:
+        _write_omop(events, folder, file_format, descriptions)
     return root
 
 

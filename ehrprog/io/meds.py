@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,12 @@ import pyarrow.parquet as pq
 from ehrprog.accounting import DROP, NO_REASON, VALUE, reason, value_issues
 from ehrprog.errors import InputError
 from ehrprog.events import EventFrame, collect_two_at_a_time, empty_codes, mark_event_drops
-from ehrprog.files import output_entries, replace_folder, temporary_sibling
 from ehrprog.io import tabular
+from ehrprog.output import OutputFolder, marked
 from ehrprog.schema import CATEGORICAL_COLUMNS, EVENT_SCHEMA
+
+#: What :func:`write_meds` writes, as its output marker names it.
+MEDS_KIND = "MEDS dataset"
 
 MEDS_VERSION = "0.4.1"
 #: The split names MEDS defines (others are read, and noted).
@@ -283,6 +287,7 @@ def write_meds(
     dataset_name: str | None = None,
     n_shards: int | None = None,
     overwrite: bool = False,
+    inputs: Iterable[str | Path] = (),
 ) -> Path:
     """Write events as a MEDS v0.4 dataset.
 
@@ -298,26 +303,47 @@ def write_meds(
         dataset_name: for ``dataset.json``; default the source's name.
         n_shards: subject shards to write; default 1 for in-memory events and 8 for lazy ones.
             Peak memory is about that of the largest shard.
-        overwrite: replace a non-empty ``path`` (a MEDS dataset ehrprog wrote, or any folder: it is
-            replaced whole, never merged). Without it a non-empty ``path`` is refused, so old
-            shards and splits never mix with new ones.
+        overwrite: write into a non-empty ``path`` that is not a MEDS dataset ehrprog wrote, or
+            that holds files ehrprog did not write; those files are kept where they are (never
+            deleted or replaced: a clash is refused). A MEDS dataset ehrprog wrote is replaced
+            whole, never merged, so old shards and splits never mix with new ones.
+        inputs: the folders the events were read from; ``path`` must not be, hold or lie in one.
 
-    The dataset is written into a hidden sibling folder and renamed into place when complete.
+    The dataset is written into a hidden sibling folder and renamed into place when complete
+    (:class:`~ehrprog.output.OutputFolder`).
 
     Raises:
-        InputError: ``path`` is not empty and ``overwrite`` is false, or is not a folder.
+        InputError: ``path`` is not empty and not a MEDS dataset ehrprog wrote (without
+            ``overwrite``), holds files ehrprog did not write, is or holds an input, or is not a folder.
 
     Returns:
         The dataset root.
     """
-    final = Path(path)
-    if output_entries(final, InputError) and not overwrite:
-        raise InputError(
-            "the output folder is not empty: writing into it would mix old shards and splits with the new "
-            "ones; choose a new or empty folder, or pass overwrite=True (--overwrite) to replace it whole",
-            file=str(final),
-        )
-    root = temporary_sibling(final)
+    out = OutputFolder(path, MEDS_KIND, owned=meds_files, inputs=inputs, overwrite=overwrite).check()
+    with out.writing() as root:
+        _write_dataset(events, root, dataset_name, n_shards)
+    return out.final
+
+
+def meds_files(root: Path) -> set[str] | None:
+    """The files ehrprog wrote in a MEDS dataset: those its :data:`~ehrprog.output.MARKER` lists,
+    or, in a dataset an earlier ehrprog wrote (``dataset.json`` naming ``etl_name`` ehrprog, no
+    marker), its data shards and metadata files; ``None`` for any other folder."""
+    owned = marked(MEDS_KIND)(root)
+    if owned is not None:
+        return owned
+    try:
+        metadata = json.loads((root / meds.dataset_metadata_filepath).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(metadata, dict) or metadata.get("etl_name") != "ehrprog":
+        return None
+    named = {meds.code_metadata_filepath, meds.dataset_metadata_filepath, meds.subject_splits_filepath}
+    return named | {p.relative_to(root).as_posix() for p in (root / meds.data_subdirectory).rglob("*.parquet")}
+
+
+def _write_dataset(events: EventFrame, root: Path, dataset_name: str | None, n_shards: int | None) -> None:
+    """The shards and metadata of a MEDS dataset, written into the (new, empty) folder ``root``."""
     (root / meds.data_subdirectory).mkdir(parents=True, exist_ok=True)
     (root / _METADATA).mkdir(parents=True, exist_ok=True)
     shards = n_shards if n_shards is not None else (1 if events.in_memory else 8)
@@ -349,8 +375,6 @@ def write_meds(
         "created_at": datetime.now(UTC).isoformat(),
     }
     (root / meds.dataset_metadata_filepath).write_text(json.dumps(metadata, indent=2))
-    replace_folder(root, final)
-    return final
 
 
 #: Arrow types of a shard: the ``meds`` package's DataSchema (``string`` codes, ``large_string``

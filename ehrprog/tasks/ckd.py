@@ -23,41 +23,17 @@ from ehrprog.events import EventFrame
 from ehrprog.ordering import attach_to_subjects, join_asof_by_subject
 from ehrprog.tasks.progression import ProgressionTask, map_categories
 from ehrprog.tasks.rules import DiagnosisCode, LabThreshold, StagingRule, match_code_lists
-from ehrprog.units import normalise_unit
+from ehrprog.units import (  # the lab tables live with the units; named here as before
+    CREATININE_MASS_CODES,
+    CREATININE_MOLAR_CODES,
+    CREATININE_UMOL_PER_MGDL,
+    CREATININE_UNITS,
+    EGFR_CODES,
+    EGFR_UNITS,
+    converted,
+    normalise_unit,
+)
 from ehrprog.visits import Strategy
-
-#: µmol/L per mg/dL of creatinine.
-CREATININE_UMOL_PER_MGDL = 88.42
-
-EGFR_CODES = [
-    "LOINC/33914-3",
-    "LOINC/48642-3",
-    "LOINC/48643-1",
-    "LOINC/50044-7",
-    "LOINC/50210-4",
-    "LOINC/62238-1",
-    "LOINC/69405-9",
-    "LOINC/70969-1",
-    "LOINC/76633-7",
-    "LOINC/77147-7",
-    "LOINC/88293-6",
-    "LOINC/88294-4",
-    "LOINC/94677-2",
-    "LOINC/98979-8",
-    "LOINC/98980-6",
-    "OMOP/46236952",
-]
-#: Serum/plasma creatinine reported as mass concentration (mg/dL unless a unit says otherwise).
-CREATININE_MASS_CODES = [
-    "LOINC/2160-0",
-    "LOINC/38483-4",
-    "LOINC/21232-4",
-    "LOINC/35203-9",
-    "OMOP/3016723",
-    "OMOP/3051825",
-]
-#: Serum/plasma creatinine reported as substance concentration (µmol/L unless a unit says otherwise).
-CREATININE_MOLAR_CODES = ["LOINC/14682-9", "LOINC/59826-8", "LOINC/77140-2", "OMOP/3020564"]
 
 
 def ckd_rule() -> StagingRule:
@@ -106,44 +82,6 @@ def ckd_epi_2021(creatinine_mg_dl: pl.Expr, age_years: pl.Expr, female: pl.Expr)
         + age_years * math.log(0.9938)
     )
     return 142.0 * exponent.exp() * pl.when(female).then(1.012).otherwise(1.0)
-
-
-#: eGFR units (normalised spelling, see :func:`~ehrprog.units.normalise_unit`) -> factor to
-#: mL/min/1.73 m2. A value without a unit is taken as mL/min/1.73 m2 (what every eGFR LOINC code
-#: reports); a unit outside this table (mg/dL on an eGFR row, say) is never staged, and counted.
-EGFR_UNITS: dict[str, float] = {
-    **dict.fromkeys(
-        [
-            "ml/min",
-            "ml/min/",
-            "ml/min/1.73m2",
-            "ml/min/1.73m^2",
-            "ml/min/1.73m²",
-            "ml/min/1.73sqm",
-            "ml/min/1.73",
-            "ml/minute/1.73squaremeter",
-            "ml/min/1.73squaremeter",
-        ],
-        1.0,
-    ),
-    **dict.fromkeys(["ml/s", "ml/s/", "ml/s/1.73m2", "ml/s/1.73m^2", "ml/s/1.73m²", "ml/second/1.73squaremeter"], 60.0),
-}
-#: Creatinine units (normalised spelling, see :func:`normalise_unit`) -> factor to mg/dL. UCUM
-#: codes and the usual variants; OMOP unit concept names are normalised to these first.
-CREATININE_UNITS: dict[str, float] = {
-    "mg/dl": 1.0,
-    "mg/100ml": 1.0,
-    "mg%": 1.0,
-    "mg/l": 0.1,
-    "ug/ml": 0.1,
-    "g/l": 100.0,
-    "mg/ml": 100.0,
-    "g/dl": 1000.0,
-    "umol/l": 1.0 / CREATININE_UMOL_PER_MGDL,
-    "nmol/ml": 1.0 / CREATININE_UMOL_PER_MGDL,
-    "mmol/l": 1000.0 / CREATININE_UMOL_PER_MGDL,
-    "mmol/dl": 10000.0 / CREATININE_UMOL_PER_MGDL,
-}
 
 
 def creatinine_factor(unit: str | None, molar_code: bool) -> float | None:
@@ -248,7 +186,7 @@ class CKDProgression(ProgressionTask):
         unknown = [u for u, f in zip(units.cast(pl.String).to_list(), by_unit.to_list(), strict=True) if f is None]
         people = events.subjects().select("subject_id", "birth", "sex")
         rows = attach_to_subjects(recorded, people).with_columns(
-            (pl.col("numeric_value").cast(pl.Float64) * per).alias("_scr"),
+            converted(pl.col("numeric_value"), per).alias("_scr"),
             ((pl.col("time") - pl.col("birth")).dt.total_days() / 365.25).alias("_age"),
         )
         if unknown:  # a unit not in the table: never read as mg/dL

@@ -13,6 +13,7 @@ from ehrprog.ordering import SubjectTimeKeys, attach_to_subjects, join_asof_by_s
 from ehrprog.schema import LABEL_SCHEMA
 from ehrprog.tasks.cohort import Cohort, CohortX
 from ehrprog.tasks.rules import StagingRule, check_one_list_per_code
+from ehrprog.units import converted
 from ehrprog.visits import Strategy, VisitFrame, group_visits, run_starts
 
 _DAY_US = 86_400_000_000
@@ -300,8 +301,12 @@ class ProgressionTask:
         # Shared, not copied: the visit frame without death dates (dropping a column copies nothing).
         # It may hold subjects without points; points only ever read their own subject's visits.
         safe_visits = VisitFrame(visit_frame.frame.drop("death"), visit_frame.strategy, visit_frame.codes)
-        lab_readings = lab_readings.filter(pl.col("subject_id").is_in(staged_subjects.implode())).select(
-            "subject_id", "time", pl.col("source").alias("lab"), "value"
+        # Readings at one time in value order: the order of the raw rows (their hashes) depends on
+        # how a site writes them (units), the readings' order must not.
+        lab_readings = (
+            lab_readings.filter(pl.col("subject_id").is_in(staged_subjects.implode()))
+            .select("subject_id", "time", pl.col("source").alias("lab"), "value")
+            .sort("subject_id", "time", "lab", "value", maintain_order=True)
         )
         X = CohortX(
             points.select("subject_id", "prediction_time", "n_visits", "current_stage", "current_value"),
@@ -491,12 +496,12 @@ def _in_lab_unit(rows: pl.DataFrame, lab, counts: dict[str, int]) -> pl.DataFram
     units = rows["unit"].unique().drop_nulls().cast(pl.String)
     factors = pl.Series([lab.unit_factor(u) for u in units], dtype=pl.Float64)
     factor = pl.when(pl.col("unit").is_null()).then(1.0).otherwise(map_categories("unit", units, factors, pl.Float64))
-    converted = rows.with_columns((value * factor).alias("value"), factor.is_null().alias("_foreign"))
-    foreign = converted.filter("_foreign")
+    in_unit = rows.with_columns(converted(value, factor).alias("value"), factor.is_null().alias("_foreign"))
+    foreign = in_unit.filter("_foreign")
     if foreign.height:
         shown = ", ".join(repr(u) for u in sorted(foreign["unit"].cast(pl.String).unique().to_list())[:5])
         counts[f"{lab.name}: unit not a unit of {lab.name} ({shown}; not staged)"] = foreign.height
-    return converted.filter(~pl.col("_foreign")).drop("_foreign")
+    return in_unit.filter(~pl.col("_foreign")).drop("_foreign")
 
 
 def _per_time(frame: pl.DataFrame, time_column: str, mean_of: str | None = None) -> pl.DataFrame:
