@@ -52,7 +52,7 @@ MODEL = "VisitProgressionEstimator"
 VARIANT = "model, "
 VARIANTS = {
     "piecewise": {f"{VARIANT}piecewise survival head": {"survival_head": "piecewise"}},
-    "no-booster": {f"{VARIANT}without the clinical booster": {"clinical_booster": False}},
+    "no-booster": {f"{VARIANT}on a linear-Cox tabular part": {"tabular__risk_model": "cox"}},
 }
 CACHE = Path(os.environ.get("EHRPROG_BENCH_CACHE", "/tmp/ehrprog_quality"))
 #: People simulated per labeled person wanted (CKD patients are ~75% of world "labs", ~18% of "history").

@@ -11,9 +11,9 @@ memory (ru_maxrss) is its own:
 2. ``build_cohort`` (single process, shard by shard) writes the CKD cohort to disk: events/s and
    peak RSS.
 3. One epoch of ``VisitProgressionEstimator`` from the cohort on disk (``load_cohort``; batches
-   read shard by shard): points/s, subjects/s and peak RSS. The point-level clinical fits (the
-   Cox/logistic start of the heads, the booster, the Cox refit) are switched off here: they are
-   full-batch fits over all training points and are measured by ``bench_quality.py``.
+   read shard by shard): points/s, subjects/s and peak RSS. The tabular part is the linear one
+   (``tabular=TabularModel(risk_model="cox")``, no booster): the booster is a full-batch fit over
+   all training points, measured by ``bench_quality.py``.
 4. ``ehrprog pretrain`` (default backbone, time-to-event objective, one epoch of
    ``--pretrain-steps`` batches) from a population saved by ``ehrprog build --population`` (MEDS
    shards of ``--pretrain-per-file`` subjects), for each of ``--pretrain-sizes``: peak RSS (the
@@ -92,8 +92,8 @@ import ehrprog as ep
 start = time.perf_counter()
 cohort = ep.load_cohort(sys.argv[1])
 loaded = time.perf_counter()
-est = ep.VisitProgressionEstimator(target="progression", max_epochs=1, random_state=0, clinical_init=False,
-                                   clinical_booster=False, refit_risk_head=False)
+est = ep.VisitProgressionEstimator(target="progression", max_epochs=1, random_state=0,
+                                   tabular=ep.TabularModel(risk_model="cox"))
 est.fit(cohort.X, cohort.y)
 print(json.dumps({"points": len(cohort.X), "subjects": int(len(np.unique(cohort.groups))),
                   "load_s": loaded - start, "fit_s": time.perf_counter() - loaded,

@@ -13,7 +13,7 @@ from ehrprog.io import read_meds, read_omop, write_meds
 from ehrprog.visits import Gap, VisitFrame, group_visits
 
 #: Submodules reachable as attributes (``ep.metrics``) without importing them up front (torch is heavy).
-_SUBMODULES = ("metrics", "baselines", "evaluation", "testing", "store", "build", "ray_train", "features")
+_SUBMODULES = ("metrics", "baselines", "evaluation", "testing", "store", "build", "ray_train", "features", "tabular")
 
 
 def __getattr__(name: str) -> Any:
@@ -30,14 +30,20 @@ def __getattr__(name: str) -> Any:
         from ehrprog.estimator import VisitProgressionEstimator
 
         return VisitProgressionEstimator
+    if name in ("TabularModel", "ClinicalTable"):
+        from ehrprog import tabular
+
+        return getattr(tabular, name)
     raise AttributeError(f"module 'ehrprog' has no attribute {name!r}")
 
 
 __all__ = [
+    "ClinicalTable",
     "EmptyCohortError",
     "EventFrame",
     "Gap",
     "InputError",
+    "TabularModel",
     "VisitFrame",
     "VisitProgressionEstimator",
     "__version__",

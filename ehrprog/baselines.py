@@ -283,18 +283,13 @@ class ClinicalCoxBaseline(_RidgeCox):
         self.alpha = alpha
 
     def _fit_table(self, X: CohortX) -> np.ndarray:
-        from ehrprog.features import PointFeatures
+        from ehrprog.tabular import ClinicalTable
 
-        self.features_ = PointFeatures().fit(X)
+        self.features_ = ClinicalTable().fit(X)
         return self._table(X)
 
     def _table(self, X: CohortX) -> np.ndarray:
-        from ehrprog.features import clinical_table
-
-        points = X.points
-        stage = points["current_stage"].fill_null(0).clip(0, 5).to_numpy().astype(np.int64)
-        value = points["current_value"].cast(pl.Float64).fill_null(np.nan).to_numpy()
-        return clinical_table(self.features_.transform(X), stage, value, np.isfinite(value))
+        return self.features_.transform(X)
 
 
 class KFREBaseline(_SurvivalBaseline):
@@ -423,16 +418,6 @@ class BoostedCoxBaseline(_TunedBoosting):
         return self.features_.transform(X)
 
 
-def _clinical_inputs(features: Any, X: CohortX) -> np.ndarray:
-    """The clinical table the model's heads read: point features, current stage, current lab value."""
-    from ehrprog.features import clinical_table
-
-    points = X.points
-    stage = points["current_stage"].fill_null(0).clip(0, 5).to_numpy().astype(np.int64)
-    value = points["current_value"].cast(pl.Float64).fill_null(np.nan).to_numpy()
-    return clinical_table(features.transform(X), stage, value, np.isfinite(value))
-
-
 class PointFeaturesBoostedCox(_TunedBoosting):
     """Gradient-boosted Cox (XGBoost ``survival:cox``) on the model's clinical inputs: point
     features, the current stage one-hot and the current staging-lab value with its flag; tuned by
@@ -462,13 +447,13 @@ class PointFeaturesBoostedCox(_TunedBoosting):
         self.random_state = random_state
 
     def _fit_features(self, X: CohortX) -> np.ndarray:
-        from ehrprog.features import PointFeatures
+        from ehrprog.tabular import ClinicalTable
 
-        self.point_features_ = PointFeatures(max_history_codes=self.max_history_codes).fit(X)
+        self.table_ = ClinicalTable(max_history_codes=self.max_history_codes).fit(X)
         return self._features(X)
 
     def _features(self, X: CohortX) -> np.ndarray:
-        return _clinical_inputs(self.point_features_, X)
+        return self.table_.transform(X)
 
 
 class WindowedCountsBoostedCox(_TunedBoosting):
@@ -506,10 +491,10 @@ class WindowedCountsBoostedCox(_TunedBoosting):
         self.random_state = random_state
 
     def _fit_features(self, X: CohortX):
-        from ehrprog.features import PointFeatures
+        from ehrprog.tabular import ClinicalTable
         from ehrprog.windowed_counts import WindowedCounts
 
-        self.point_features_ = PointFeatures().fit(X)
+        self.table_ = ClinicalTable().fit(X)
         self.windowed_ = WindowedCounts(self.windows_days, self.min_subjects, self.max_codes)
         return self._stack(X, self.windowed_.fit_transform(X))
 
@@ -520,5 +505,5 @@ class WindowedCountsBoostedCox(_TunedBoosting):
         """The clinical inputs beside the windowed counts, one CSR matrix."""
         from scipy import sparse
 
-        dense = sparse.csr_matrix(_clinical_inputs(self.point_features_, X).astype(np.float32))
+        dense = sparse.csr_matrix(self.table_.transform(X).astype(np.float32))
         return sparse.hstack([dense, counts], format="csr")

@@ -332,23 +332,6 @@ class PointFeatures:
         }
 
 
-def clinical_table(
-    features: np.ndarray, stage: np.ndarray, value: np.ndarray, has_value: np.ndarray, n_stages: int = 5
-) -> np.ndarray:
-    """The clinical inputs as one float64 table ``[n, F + n_stages + 3]``: point features
-    ``[n, F]``, the current stage one-hot (``0..n_stages``), the current staging-lab value (0 where
-    none) and its flag. Read by the clinical booster and ``ClinicalCoxBaseline``."""
-    has = np.asarray(has_value, dtype=bool)
-    return np.column_stack(
-        [
-            features,
-            np.eye(n_stages + 1)[np.clip(stage, 0, n_stages)],
-            np.where(has, value, 0.0),
-            has.astype(np.float64),
-        ]
-    ).astype(np.float64)
-
-
 def _moments(frame: pl.DataFrame, key: str) -> pl.DataFrame:
     """Per ``key``: ``n``, ``mean``, ``std`` (ddof 1, as polars), ``total`` and ``m2`` (the sum
     of squared deviations from the mean) of the finite ``value`` column (float64)."""
@@ -488,4 +471,4 @@ def _readings(X: CohortX) -> pl.DataFrame:
     return pl.concat([task, coded])
 
 
-__all__ = ["PointFeatures", "clinical_table"]
+__all__ = ["PointFeatures"]

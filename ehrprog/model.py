@@ -10,16 +10,15 @@ last input visit.
       -> within-visit encoder (masked attention pooling, or a transformer layer then pooling) [B,V,D]
       -> + time features (years since first / previous visit, age) [B,V,D]
       -> causal sequence encoder (GRU, LSTM or causal transformer) [B,V,H]
-      -> gather at each point's last input visit [P,H]
-      -> + clinical inputs [P,C]: current stage one-hot, current lab value, point features
-         (ehrprog.features: per lab last value, trend, trend value, band distance; age, sex...)
-      -> + clinical MLP of the standardised clinical inputs [P,M] (two GELU layers, dropout)
-      -> stage head (class logits [P,K]) and survival head (log relative risk [P]), both linear
-         in [state, clinical inputs, MLP output]
+      -> gather at each point's last input visit [P,H] (+ the probe: the backbone output there [P,D])
+      -> offset heads, linear, started at zero: stage offsets [P,K], risk offset [P] (or [P,T])
+      -> + the tabular model's outputs (ehrprog.tabular: a booster or linear Cox and a logistic
+         model on the clinical table), each scaled by one learned number (1 at the start)
 
-The estimator starts the heads from the clinical inputs alone (exact linear models, then the
-clinical MLP trained full-batch with validation selection) and trains the sequence on top,
-keeping only what improves the validation score; see ``VisitProgressionEstimator.fit``.
+The tabular model is fitted first (its outputs stacked out-of-fold on the training subjects) and
+is frozen; the network learns only what the history adds to it. Epoch 0 (offsets at zero) is the
+tabular model exactly, so what training gains over it on validation is the history's measured
+contribution (``VisitProgressionEstimator.history_contribution_``).
 
 The survival head is a Cox proportional-hazards model: trained with the partial likelihood
 (Breslow's handling of ties) and given a Breslow baseline hazard after training. It was chosen
@@ -134,7 +133,14 @@ class DefaultBackbone(nn.Module):
 
 
 class VisitSequenceModel(nn.Module):
-    """Backbone + time features + causal sequence encoder + stage and survival heads.
+    """Backbone + time features + causal sequence encoder + offset heads on a tabular model's outputs.
+
+    The batch's ``point_features`` ``[P, O]`` are the tabular model's outputs for each point
+    (:class:`~ehrprog.tabular.TabularModel`: the log relative risk, then the stage logits). The
+    model returns ``tabular * scale + offset(state)``: the offsets are linear in the sequence
+    state (and the probe), start at zero, and are what the visit history adds. With
+    ``history_off`` the offsets read zeros (their biases alone remain), so the ranking is the
+    tabular model's own.
 
     Only the heads a target needs are built: ``n_classes`` > 0 gives the stage head (``None``
     otherwise), ``risk`` the survival head; so every parameter takes part in the loss (as DDP
@@ -147,13 +153,9 @@ class VisitSequenceModel(nn.Module):
         *,
         n_classes: int,
         risk: bool = True,
-        n_stages: int = 5,
         hidden: int = 64,
         sequence_encoder: str = "gru",
         dropout: float = 0.1,
-        n_point_features: int = 0,
-        clinical_hidden: int = 128,
-        clinical_dropout: float = 0.5,
         probe: bool = False,
         survival_pieces: int = 0,
     ) -> None:
@@ -174,49 +176,36 @@ class VisitSequenceModel(nn.Module):
             self.sequence = nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
         else:
             raise ValueError(f"sequence_encoder must be 'gru', 'lstm' or 'transformer', got {sequence_encoder!r}")
-        self.n_stages = n_stages
         self.hidden = hidden
         self.dropout = nn.Dropout(dropout)
-        self.n_point_features = n_point_features
-        # What a clinician reads: current stage one-hot, current lab value and flag, point features.
-        clinical_in = n_stages + 1 + 2 + n_point_features
-        self.clinical_in = clinical_in
-        # A small MLP over the clinical inputs: the interactions a linear head cannot form
-        # (e.g. how far the lab is from the next band boundary against how fast it is moving).
-        self.clinical = (
-            nn.Sequential(
-                nn.Linear(clinical_in, clinical_hidden),
-                nn.GELU(),
-                nn.Dropout(clinical_dropout),
-                nn.Linear(clinical_hidden, clinical_hidden),
-                nn.GELU(),
-                nn.Dropout(clinical_dropout),
-            )
-            if clinical_hidden > 0
-            else None
-        )
         # The probe: the backbone's own output at the prediction visit read linearly by the heads
         # (a pre-trained backbone's patient representation, usable before any fine-tuning).
         self.probe = dim if probe else 0
-        head_in = hidden + clinical_in + clinical_hidden + self.probe
-        # The clinical MLP reads standardised inputs (set from the training points by the estimator).
-        self.register_buffer("clinical_mean", torch.zeros(clinical_in))
-        self.register_buffer("clinical_scale", torch.ones(clinical_in))
+        head_in = hidden + self.probe
         if n_classes < 1 and not risk:
             raise ValueError("the model needs a stage head (n_classes >= 1), a risk head (risk=True) or both")
+        self.n_classes = n_classes
         self.stage_head = nn.Linear(head_in, n_classes) if n_classes > 0 else None
         # Cox: one log relative risk; piecewise: one log hazard per piece of SURVIVAL_PIECES_YEARS.
         self.survival_pieces = survival_pieces
         self.risk_head = nn.Linear(head_in, survival_pieces or 1) if risk else None
-        #: With ``history_off`` the heads read zeros for the sequence state and the probe: the same
-        #: model without its visit history (an ablation; never saved, never set by training).
+        # How much of the tabular output each head keeps (learned; 1 at the start).
+        self.risk_scale = nn.Parameter(torch.ones(())) if risk else None
+        self.stage_scale = nn.Parameter(torch.ones(())) if n_classes > 0 else None
+        #: With ``history_off`` the offsets read zeros for the sequence state and the probe: the
+        #: tabular model alone (an ablation; never saved, never set by training).
         self.history_off = False
-        # The heads start from the current stage and value alone (the state's weights at zero), like
-        # a linear model on them; the learned history then enters as training finds it useful.
+        # The offsets start at zero: epoch 0 is exactly the tabular model.
         with torch.no_grad():
             for head in (self.stage_head, self.risk_head):
                 if head is not None:
-                    head.weight[:, :hidden].zero_()
+                    head.weight.zero_()
+                    head.bias.zero_()
+
+    @property
+    def n_tabular(self) -> int:
+        """Columns of the tabular outputs the model reads: the risk (1) then the stage logits (K)."""
+        return int(self.risk_head is not None) + self.n_classes
 
     def visit_embeddings(self, batch: dict[str, torch.Tensor], embedded: torch.Tensor | None = None) -> torch.Tensor:
         """The backbone's per-visit output ``[B, V, D]`` (visit v reads visits 0..v only)."""
@@ -244,14 +233,33 @@ class VisitSequenceModel(nn.Module):
         self, batch: dict[str, torch.Tensor], embedded: torch.Tensor | None = None
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Stage logits ``[P, K]`` and the risk output (log relative risks ``[P]`` or log hazards
-        ``[P, T]``, see :meth:`heads`) for the batch's points (``None`` for a missing head)."""
-        return self.heads(self.head_features(batch, embedded))
+        ``[P, T]``) for the batch's points (``None`` for a missing head): the tabular outputs
+        ``batch["point_features"]`` scaled, plus the history's offsets."""
+        tabular = batch["point_features"]
+        if tabular.shape[-1] != self.n_tabular:
+            raise ValueError(f"the model reads {self.n_tabular} tabular outputs per point, got {tabular.shape[-1]}")
+        features = self.history_features(batch, embedded)
+        tabular = tabular.to(features.dtype)
+        logits = risk = None
+        if self.risk_head is not None:
+            offset = self.risk_head(features)
+            risk = self.risk_scale * tabular[:, :1] + offset  # [P, 1] or [P, T]
+            if not self.survival_pieces:
+                risk = risk.squeeze(-1)
+        if self.stage_head is not None:
+            logits = self.stage_scale * tabular[:, -self.n_classes :] + self.stage_head(features)
+        return logits, risk
 
-    def heads(self, features: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Stage logits ``[P, K]`` and the risk output from head features ``[P, head_in]``: log
-        relative risks ``[P]`` (Cox) or log hazards per year ``[P, T]`` (``survival_pieces`` T)."""
-        logits = self.stage_head(features) if self.stage_head is not None else None
-        risk = self.risk_head(features) if self.risk_head is not None else None
+    def offsets(
+        self, batch: dict[str, torch.Tensor], embedded: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """What the history adds: the stage offsets ``[P, K]`` and risk offsets ``[P]`` / ``[P, T]``
+        without their biases (zero with ``history_off``)."""
+        features = self.history_features(batch, embedded)
+        out = []
+        for head in (self.stage_head, self.risk_head):
+            out.append(None if head is None else features @ head.weight.T)
+        logits, risk = out
         if risk is not None and not self.survival_pieces:
             risk = risk.squeeze(-1)
         return logits, risk
@@ -261,42 +269,20 @@ class VisitSequenceModel(nn.Module):
         at :data:`~ehrprog.survival.RISK_HORIZON_YEARS` (piecewise)."""
         return survival.risk_score(risk) if self.survival_pieces else risk
 
-    def clinical_inputs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """What a clinician reads, ``[P, n_stages + 3 + F]``: the current stage one-hot, the
-        current lab value with its presence flag, and the point features."""
-        stage = nn.functional.one_hot(batch["current_stage"].clamp(0, self.n_stages), self.n_stages + 1)
-        value = torch.stack([batch["current_value"], batch["has_current_value"].float()], dim=-1)
-        parts = [stage.float(), value.float()]
-        if self.n_point_features:
-            parts.append(batch["point_features"].float())
-        return torch.cat(parts, dim=-1)
-
-    def clinical_features(
-        self, state: torch.Tensor, clinical: torch.Tensor, probe: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Head features from states ``[P, H]`` and clinical inputs ``[P, C]``: the state (with
-        dropout), the clinical inputs intact, the clinical MLP's output where there is one, and
-        the probe ``[P, D]`` (the backbone's output at the point's visit) where the model has one."""
-        clinical = clinical.to(state.dtype)
-        out = [self.dropout(state), clinical]
-        if self.clinical is not None:
-            out.append(self.clinical((clinical - self.clinical_mean) / self.clinical_scale))
-        if self.probe:
-            out.append(probe.to(state.dtype))
-        return torch.cat(out, dim=-1)
-
-    def head_features(self, batch: dict[str, torch.Tensor], embedded: torch.Tensor | None = None) -> torch.Tensor:
-        """What both heads read, ``[P, H + C (+ clinical_hidden) (+ D)]``: the state at each
-        point's last visit and :meth:`clinical_features`."""
-        clinical = self.clinical_inputs(batch)
-        if self.history_off:  # the ablation: no visit is read at all
-            zeros = clinical.new_zeros((clinical.shape[0], self.hidden), dtype=torch.float32)
-            probe = clinical.new_zeros((clinical.shape[0], self.probe), dtype=torch.float32) if self.probe else None
-            return self.clinical_features(zeros, clinical, probe)
+    def history_features(self, batch: dict[str, torch.Tensor], embedded: torch.Tensor | None = None) -> torch.Tensor:
+        """What the offsets read, ``[P, H (+ D)]``: the state at each point's last input visit
+        (with dropout) and the probe (the backbone's output there) where the model has one; zeros
+        with ``history_off`` (no visit is read at all)."""
+        n_points = batch["point_subject"].shape[0]
+        if self.history_off:
+            return batch["times"].new_zeros((n_points, self.hidden + self.probe), dtype=torch.float32)
         visits = self.visit_embeddings(batch, embedded)
         states = self.encode(batch, visits=visits)
         at = (batch["point_subject"], batch["point_visit"])
-        return self.clinical_features(states[at], clinical, visits[at] if self.probe else None)
+        parts = [self.dropout(states[at])]
+        if self.probe:
+            parts.append(visits[at].to(parts[0].dtype))
+        return torch.cat(parts, dim=-1)
 
 
 class SupervisedObjective(nn.Module):

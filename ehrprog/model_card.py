@@ -120,12 +120,18 @@ def model_card(estimator: VisitProgressionEstimator) -> str:
             "`ehrprog.evaluation.evaluate_split` to measure it)."
         )
         best = next((h for h in estimator.history_ if h.get("epoch") == estimator.best_epoch_), None)
+        if estimator.best_epoch_ == 0:  # the tabular model alone: the history never beat it on validation
+            best = getattr(estimator, "initial_validation_", None)
         validation = {k: v for k, v in (best or {}).items() if k.startswith("valid_")}
         if validation:
+            kept = (
+                "epoch 0, the tabular model alone: no epoch of the visit history beat it"
+                if estimator.best_epoch_ == 0
+                else f"epoch {estimator.best_epoch_}"
+            )
             lines += [
                 "",
-                f"On the validation subjects of early stopping (epoch {estimator.best_epoch_}; optimistic: the "
-                "epoch was chosen on them):",
+                f"On the validation subjects of early stopping ({kept}; optimistic: the epoch was chosen on them):",
                 "",
                 *_metrics_table(validation),
             ]

@@ -9,6 +9,9 @@ Loading never executes code and trusts nothing in the folder:
 * the weights' names and shapes in the safetensors header are compared with the model the config
   describes, built first on the ``meta`` device (no memory), so a config cannot make the loader
   allocate more than the weight file holds; every loaded weight must be finite;
+* the tabular model (``config.json``'s ``tabular``: linear models' coefficients, the point
+  features' standardisation) is checked against the clinical table it reads; its booster is
+  XGBoost JSON whose column count must match;
 * ``config.json`` records the SHA-256 of its own content and the size and SHA-256 of the weights
   (and the booster): a changed byte of the config, or a file swapped
   for another model's, edited, or a link out of the folder is refused before it is read;
@@ -40,7 +43,7 @@ from ehrprog.output import OutputFolder, set_aside
 if TYPE_CHECKING:
     from ehrprog.estimator import VisitProgressionEstimator
 
-FORMAT = "ehrprog.VisitProgressionEstimator/5"
+FORMAT = "ehrprog.VisitProgressionEstimator/6"
 CONFIG, WEIGHTS, MODEL_CARD = "config.json", "model.safetensors", "MODEL_CARD.md"
 BOOSTER = "booster.json"
 #: Largest vocabulary and stage count a saved model may declare.
@@ -116,6 +119,64 @@ class SavedPointFeatures(_Strict):
         return self
 
 
+class SavedLinear(_Strict):
+    """A linear model of the tabular part: ``coef`` ``[K, C]``, ``intercept`` ``[K]``, the
+    table's standardisation ``mean`` and ``scale`` ``[C]``."""
+
+    coef: list[list[Finite]] = Field(max_length=MAX_CLASSES)
+    intercept: list[Finite]
+    mean: list[Finite] = Field(max_length=MAX_CODES)
+    scale: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SavedLinear:
+        if len(self.intercept) != len(self.coef) or any(len(row) != len(self.mean) for row in self.coef):
+            raise ValueError("coef must be [len(intercept), len(mean)]")
+        if len(self.scale) != len(self.mean):
+            raise ValueError("scale must have one entry per column of mean")
+        return self
+
+
+class SavedTabular(_Strict):
+    """The fitted :class:`~ehrprog.tabular.TabularModel` (the booster's trees are ``booster.json``)."""
+
+    params: dict[str, bool | int | Finite | str | dict[str, Scalar | list[Scalar]] | None]
+    n_stages: int = Field(ge=1, le=MAX_CLASSES)
+    point_features: SavedPointFeatures | None
+    n_classes: int = Field(ge=0, le=MAX_CLASSES)
+    has_risk: bool
+    risk_model: Literal["booster", "cox"] | None
+    booster_params: dict[str, Scalar] | None
+    cox: SavedLinear | None
+    stage: SavedLinear | None
+
+    def width(self) -> int:
+        """Columns of the clinical table this model reads."""
+        from ehrprog.features import PointFeatures
+
+        features = PointFeatures(**self.point_features.model_dump()).n_features if self.point_features else 0
+        return features + self.n_stages + 3
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SavedTabular:
+        width = self.width()
+        for name in ("cox", "stage"):
+            linear = getattr(self, name)
+            if linear is not None and len(linear.mean) != width:
+                raise ValueError(f"{name}: reads {len(linear.mean)} columns; the clinical table has {width}")
+        if self.cox is not None and (len(self.cox.coef) != 1 or self.risk_model != "cox"):
+            raise ValueError("cox: a linear Cox (one row) is saved exactly with risk_model 'cox'")
+        if (self.stage is not None) != (self.n_classes > 0) or (
+            self.stage is not None and len(self.stage.coef) != self.n_classes
+        ):
+            raise ValueError("stage: a logistic model with n_classes rows is saved exactly when n_classes > 0")
+        if self.risk_model is not None and not self.has_risk:
+            raise ValueError("risk_model: a risk model needs has_risk")
+        if (self.risk_model == "booster") != (self.booster_params is not None):
+            raise ValueError("booster_params: saved exactly with risk_model 'booster'")
+        return self
+
+
 class SavedHeldout(_Strict):
     """Scores on held-out subjects (for the model card): which points, and the metrics."""
 
@@ -137,20 +198,20 @@ DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:\d+)?)$"
 class SavedEstimator(_Strict):
     """The schema of ``config.json``."""
 
-    format: Literal["ehrprog.VisitProgressionEstimator/5"]
+    format: Literal["ehrprog.VisitProgressionEstimator/6"]
     versions: SavedVersions
     params: dict[str, Scalar]
     vocabulary: SavedVocabulary
     backbone_architecture: dict[str, bool | int | Finite | str | list[str] | None] | None
     n_classes: int = Field(ge=0, le=MAX_CLASSES)
     value_scale: tuple[Finite, Annotated[float, Field(gt=0, allow_inf_nan=False)]]
-    point_features: SavedPointFeatures | None
+    tabular: SavedTabular
     classes: list[int] | None
     event_times: list[Finite] | None
     cumulative_baseline_hazard: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]] | None
     history: list[dict[str, Finite]]
     initial_validation: dict[str, Finite] | None = None
-    risk_head_refit: str | None = None
+    history_contribution: Finite | None = None
     best_epoch: int = Field(ge=0)
     n_iter: int = Field(ge=0)
     training_data: dict[str, int | Finite | str] | None = None
@@ -168,7 +229,7 @@ class SavedEstimator(_Strict):
         known = set((info.context or {}).get("parameters", ()))
         if not known:
             raise ValueError("no estimator parameter names to check them against (read_config gives them)")
-        unknown = sorted(k for k in params if k not in known and not k.startswith(("backbone__", "module__")))
+        unknown = sorted(k for k in params if k not in known and not k.startswith("backbone__"))
         if unknown:
             raise ValueError(f"unknown parameters {unknown}")
         missing = sorted(known - set(params))
@@ -190,8 +251,15 @@ class SavedEstimator(_Strict):
                 )
             if sorted(set(self.classes)) != self.classes:
                 raise ValueError("classes: must be distinct and increasing")
-        if bool(self.params["point_features"]) != (self.point_features is not None):
-            raise ValueError("point_features: must be saved exactly when params.point_features is true")
+        if self.params.get("tabular") is not None:
+            raise ValueError("params: the tabular model is saved under 'tabular', params.tabular must be null")
+        if self.tabular.has_risk != (target in ("progression", "both")) or self.tabular.n_classes != self.n_classes:
+            raise ValueError(
+                f"tabular: its outputs (risk {self.tabular.has_risk}, {self.tabular.n_classes} "
+                f"stage classes) do not match target {target!r} with n_classes={self.n_classes}"
+            )
+        if (self.tabular.risk_model == "booster") != ("booster.json" in self.files):
+            raise ValueError("files: booster.json is recorded exactly when tabular.risk_model is 'booster'")
         if target == "progression" and (self.n_classes != 0 or self.classes is not None):
             raise ValueError("n_classes: target 'progression' has no stage head: n_classes must be 0, classes null")
         if target in ("progression", "both"):
@@ -253,7 +321,8 @@ def model_output(path: str | Path, inputs: Iterable[str | Path] = ()) -> OutputF
 
 def _write_model(estimator: VisitProgressionEstimator, root: Path) -> None:
     """The files of a saved estimator, written into the (new, empty) folder ``root``."""
-    params = estimator.get_params()
+    params = estimator.get_params(deep=False)
+    params["tabular"] = None  # saved, fitted, under "tabular"
     params["random_state"] = estimator.random_state if isinstance(estimator.random_state, int | None) else None
     model = estimator.model_
     config = {
@@ -270,7 +339,7 @@ def _write_model(estimator: VisitProgressionEstimator, root: Path) -> None:
         "backbone_architecture": model.backbone.architecture() if hasattr(model.backbone, "architecture") else None,
         "n_classes": int(model.stage_head.out_features) if model.stage_head is not None else 0,
         "value_scale": list(estimator.value_scale_),
-        "point_features": estimator.point_features_.state() if estimator.point_features else None,
+        "tabular": estimator.tabular_.state(),
         "classes": estimator.classes_.tolist() if hasattr(estimator, "classes_") else None,
         "event_times": estimator.event_times_.tolist() if hasattr(estimator, "event_times_") else None,
         "cumulative_baseline_hazard": estimator.cumulative_baseline_hazard_.tolist()
@@ -278,15 +347,15 @@ def _write_model(estimator: VisitProgressionEstimator, root: Path) -> None:
         else None,
         "history": estimator.history_,
         "initial_validation": estimator.initial_validation_,
-        "risk_head_refit": getattr(estimator, "risk_head_refit_", None),
+        "history_contribution": estimator.history_contribution_,
         "best_epoch": estimator.best_epoch_,
         "n_iter": estimator.n_iter_,
         "training_data": getattr(estimator, "training_data_", None),
         "heldout": getattr(estimator, "heldout_", None),
     }
     save_tensors({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, root / WEIGHTS)
-    if getattr(estimator, "booster_", None) is not None:
-        estimator.booster_.save(root / BOOSTER)
+    if estimator.tabular_.booster_ is not None:
+        estimator.tabular_.booster_.model_.save_model(str(root / BOOSTER))
     config["files"] = {
         name: {"bytes": (root / name).stat().st_size, "sha256": sha256(root / name)}
         for name in (WEIGHTS, BOOSTER)
@@ -340,7 +409,7 @@ def config_digest(config: dict[str, Any]) -> str:
 
 def read_config(root: Path, parameters: Iterable[str]) -> SavedEstimator:
     """The validated ``config.json`` of a saved estimator folder, its ``params`` exactly the
-    estimator's ``parameters`` (names; ``backbone__*`` and ``module__*`` besides)."""
+    estimator's ``parameters`` (names; ``backbone__*`` besides)."""
     file = root / CONFIG
     problem = file_problem(file, None)
     if problem == "is missing":
@@ -398,13 +467,76 @@ def _weight_shapes(file: Path) -> dict[str, tuple[int, ...]]:
         raise SavedModelError(f"not a readable safetensors file ({error})", file=str(file)) from None
 
 
+def _non_finite_numbers(path: Path) -> int:
+    """How many numbers in a JSON file (or numeric strings, as XGBoost writes its ``base_score``)
+    are NaN or infinite (``json`` reads the tokens NaN and Infinity as floats); 0 for a file that
+    is not JSON (the XGBoost reader names that)."""
+    import math
+
+    def count(value: object) -> int:
+        if isinstance(value, float):
+            return int(not math.isfinite(value))
+        if isinstance(value, str):
+            try:
+                return int(not math.isfinite(float(value)))
+            except ValueError:
+                return 0
+        if isinstance(value, dict):
+            return sum(count(v) for v in value.values())
+        if isinstance(value, list):
+            return sum(count(v) for v in value)
+        return 0
+
+    try:
+        return count(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return 0
+
+
+def _load_tabular(root: Path, config: SavedEstimator):
+    """The fitted tabular model of a saved folder (its booster read as XGBoost JSON: no code runs)."""
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    from ehrprog.tabular import TabularModel
+
+    saved = config.tabular
+    try:
+        TabularModel(**saved.params)._validate_params()
+    except (TypeError, InvalidParameterError) as error:
+        raise SavedModelError(str(error), file=str(root / CONFIG), field="tabular.params") from None
+    booster = None
+    if saved.risk_model == "booster":
+        from xgboost import XGBRegressor
+
+        _check_file(root, BOOSTER, config.files.get(BOOSTER))
+        bad = _non_finite_numbers(root / BOOSTER)
+        if bad:
+            raise SavedModelError(
+                f"holds {bad} non-finite number(s) (NaN or infinite leaves predict NaN)", file=str(root / BOOSTER)
+            )
+        try:
+            booster = XGBRegressor()
+            booster.load_model(str(root / BOOSTER))
+            features = booster.get_booster().num_features()
+        except Exception as error:  # XGBoost's own error on a corrupt JSON model
+            raise SavedModelError(f"not a readable XGBoost JSON model: {error}", file=str(root / BOOSTER)) from None
+        if features != saved.width():
+            raise SavedModelError(
+                f"the booster reads {features} columns; the saved clinical table has {saved.width()}",
+                file=str(root / BOOSTER),
+            )
+    elif (root / BOOSTER).exists() or (root / BOOSTER).is_symlink():
+        raise SavedModelError("a booster is saved but tabular.risk_model is not 'booster'", file=str(root / BOOSTER))
+    return TabularModel.from_state(saved.model_dump(), booster)
+
+
 def load_estimator(cls: type[VisitProgressionEstimator], path: str | Path) -> VisitProgressionEstimator:
     """Load and check a folder written by :func:`save_estimator` (see the module docstring)."""
     from safetensors.torch import load_file
     from sklearn.utils._param_validation import InvalidParameterError
 
     from ehrprog.batching import Vocabulary
-    from ehrprog.features import PointFeatures
+    from ehrprog.tabular import TabularModel
 
     root = Path(path)
     config = read_config(root, cls._get_param_names())
@@ -424,23 +556,8 @@ def load_estimator(cls: type[VisitProgressionEstimator], path: str | Path) -> Vi
         vocab.descriptions,
         vocab.units,
     )
-    if config.point_features is not None:
-        estimator.point_features_ = PointFeatures(**config.point_features.model_dump())
-    estimator.booster_ = None
-    if (root / BOOSTER).exists() or (root / BOOSTER).is_symlink() or estimator.clinical_booster is True:
-        from ehrprog.booster import ClinicalBooster
-
-        if not estimator._booster():
-            raise SavedModelError("a booster is saved but params.clinical_booster is off", file=str(root / BOOSTER))
-        if not (root / BOOSTER).exists() and not (root / BOOSTER).is_symlink():
-            raise SavedModelError(
-                "missing: params.clinical_booster is true but the booster is not saved", file=str(root / BOOSTER)
-            )
-        _check_file(root, BOOSTER, config.files.get(BOOSTER))
-        try:
-            estimator.booster_ = ClinicalBooster.load(root / BOOSTER)
-        except Exception as error:  # XGBoost's own error on a corrupt JSON model
-            raise SavedModelError(f"not a readable XGBoost JSON model: {error}", file=str(root / BOOSTER)) from None
+    estimator.tabular_ = _load_tabular(root, config)
+    estimator.tabular = TabularModel(**config.tabular.params)
     _check_file(root, WEIGHTS, config.files.get(WEIGHTS))
     shapes = _weight_shapes(root / WEIGHTS)
     try:
@@ -469,6 +586,7 @@ def load_estimator(cls: type[VisitProgressionEstimator], path: str | Path) -> Vi
     estimator.n_features_in_ = 1
     estimator.history_ = config.history
     estimator.initial_validation_ = config.initial_validation
+    estimator.history_contribution_ = config.history_contribution
     estimator.loss_curve_ = [record["train_loss"] for record in config.history if "train_loss" in record]
     estimator.validation_loss_curve_ = [record["valid_loss"] for record in config.history if "valid_loss" in record]
     estimator.best_epoch_, estimator.n_iter_ = config.best_epoch, config.n_iter
@@ -480,8 +598,6 @@ def load_estimator(cls: type[VisitProgressionEstimator], path: str | Path) -> Vi
         estimator.event_times_ = np.asarray(config.event_times)
         hazard = config.cumulative_baseline_hazard
         estimator.cumulative_baseline_hazard_ = np.asarray(hazard) if hazard is not None else None
-        if config.risk_head_refit is not None:
-            estimator.risk_head_refit_ = config.risk_head_refit
     return estimator
 
 

@@ -101,6 +101,36 @@ def distributed_context(device: torch.device) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+def resolve_device(spec: str) -> torch.device:
+    """The device ``spec`` names, checked to exist: ``"auto"`` (CUDA when present, on the
+    ``LOCAL_RANK`` device under ``torchrun``, else CPU), ``"cpu"``, ``"cuda[:N]"`` or ``"mps"``."""
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
+        return torch.device("cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError as error:
+        raise ValueError(f"device={spec!r} is not a torch device: {error}") from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device={spec!r}: ehrprog trains and predicts on 'auto', 'cpu', 'cuda[:N]' or 'mps'")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index or 0) >= count:
+            raise ValueError(f"device={spec!r}: this machine has {count} CUDA device(s)")
+    return device
+
+
+def fit_seed(random_state: int | np.random.RandomState | None) -> int:
+    """The seed of one fit: ``random_state``'s int, a draw from a ``RandomState``, or a fresh one
+    for ``None`` (as scikit-learn does)."""
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(0, 2**31 - 1))
+    if random_state is None:
+        return int(np.random.SeedSequence().generate_state(1)[0] & 0x7FFFFFFF)
+    return int(random_state)
+
+
 def broadcast_seed(seed: int, device: torch.device) -> int:
     """Rank 0's ``seed`` on every rank (so a fresh random seed still splits and shuffles alike)."""
     _, world = distributed_context(device)
@@ -268,5 +298,7 @@ __all__ = [
     "TrainSettings",
     "broadcast_seed",
     "distributed_context",
+    "fit_seed",
+    "resolve_device",
     "train",
 ]

@@ -121,10 +121,15 @@ def test_the_history_ablation_is_the_model_without_its_state(sim_cohort):
 
     X, y = sim_cohort.X[:800], sim_cohort.y[:800]
     model = ep.VisitProgressionEstimator(
-        target="both", max_epochs=1, embedding_dim=8, hidden_dim=8, clinical_booster=False, random_state=0
+        target="both",
+        max_epochs=1,
+        embedding_dim=8,
+        hidden_dim=8,
+        tabular=ep.TabularModel(risk_model="cox"),
+        random_state=0,
     ).fit(X, y)
     hidden = model.model_.hidden
-    with torch.no_grad():  # give the state a weight (a short fit may keep the clinical start's zeros)
+    with torch.no_grad():  # give the state a weight (a short fit may keep epoch 0's zero offsets)
         for head in (model.model_.risk_head, model.model_.stage_head):
             head.weight[:, :hidden] = torch.randn_like(head.weight[:, :hidden])
     before = model.predict_risk(X)

@@ -17,7 +17,7 @@ from sksurv.metrics import concordance_index_censored
 from sksurv.util import Surv
 
 import ehrprog as ep
-from ehrprog import VisitProgressionEstimator
+from ehrprog import TabularModel, VisitProgressionEstimator
 from tests.helpers import explained_vs_output_change
 
 SMALL = {"embedding_dim": 16, "hidden_dim": 16, "max_epochs": 3, "batch_size": 32, "lr": 1e-2, "random_state": 0}
@@ -39,11 +39,15 @@ def progression_model(cohort):
 
 
 def test_init_only_stores_parameters_and_clone_round_trips():
-    est = VisitProgressionEstimator(target="both", hidden_dim=8, module__n_stages=5)
-    assert est.get_params()["module__n_stages"] == 5
+    est = VisitProgressionEstimator(target="both", hidden_dim=8, backbone__dim=16, tabular=TabularModel(cv=4))
+    assert est.get_params()["backbone__dim"] == 16
+    assert est.get_params()["tabular__cv"] == 4  # the component's parameters, routed with __
     twin = clone(est)
-    assert twin.get_params() == est.get_params()
-    assert not [k for k in vars(est) if k.endswith("_") and not k.startswith("module__")]
+    assert twin.get_params(deep=False).keys() == est.get_params(deep=False).keys()
+    assert twin.tabular is not est.tabular and twin.tabular.get_params() == est.tabular.get_params()
+    assert not [k for k in vars(est) if k.endswith("_") and not k.startswith("backbone__")]
+    default = VisitProgressionEstimator().set_params(tabular__risk_model="cox")  # the default made explicit
+    assert default.tabular.risk_model == "cox"
 
 
 def test_unknown_extra_parameter_is_rejected():
@@ -71,7 +75,7 @@ def test_stage_model_predicts_probabilities_and_scores_macro_auroc(stage_model, 
     assert set(stage_model.predict(cohort.X)) <= set(stage_model.classes_)
     assert 0.5 < stage_model.score(cohort.X, cohort.y) <= 1.0
     assert [h["epoch"] for h in stage_model.history_] == [1, 2, 3]
-    assert "valid_score" in stage_model.initial_validation_  # the initialised heads, before epoch 1
+    assert "valid_score" in stage_model.initial_validation_  # the tabular model alone, before epoch 1
     assert {"train_loss", "valid_loss", "seconds"} <= set(stage_model.history_[0])
 
 
@@ -116,7 +120,7 @@ def test_save_and_load_round_trip_without_pickle(tmp_path, cohort):
     est = VisitProgressionEstimator(target="both", **SMALL).fit(cohort.X, cohort.y)
     root = est.save(tmp_path / "model")
     # weights, configuration and (target with survival, enough events) the booster's JSON model
-    assert est.booster_ is not None
+    assert est.tabular_.booster_ is not None
     assert sorted(p.name for p in root.iterdir()) == [
         "MODEL_CARD.md",
         "booster.json",
@@ -148,7 +152,7 @@ def test_works_in_a_pipeline(cohort):
 def test_grid_search_over_routed_and_plain_parameters_with_group_k_fold(cohort):
     search = GridSearchCV(
         VisitProgressionEstimator(target="progression", **SMALL),
-        {"hidden_dim": [8, 16], "module__n_stages": [5]},
+        {"hidden_dim": [8, 16], "tabular__risk_model": ["cox"]},
         cv=GroupKFold(n_splits=2),
         n_jobs=2,
     )
@@ -156,7 +160,7 @@ def test_grid_search_over_routed_and_plain_parameters_with_group_k_fold(cohort):
     assert np.isfinite(search.cv_results_["mean_test_score"]).all()
     # The chosen parameters reached the refitted module (checked on the module, not on get_params).
     assert search.best_estimator_.model_.sequence.hidden_size == search.best_params_["hidden_dim"]
-    assert search.best_estimator_.model_.n_stages == 5
+    assert search.best_estimator_.tabular_.risk_model_ == "cox"
 
 
 def test_cross_val_score_with_group_k_fold_in_two_processes(cohort):
@@ -205,7 +209,7 @@ def test_fit_groups_are_the_units_the_validation_split_holds_out(cohort):
     """``fit(groups=)`` sets what the early-stopping split holds out whole: one group for all
     points leaves nothing to hold out (no validation curve), the subjects (the default) do; a
     grouping that splits a subject, or of the wrong length, is refused."""
-    quick = {**SMALL, "max_epochs": 1, "clinical_booster": False}
+    quick = {**SMALL, "max_epochs": 1, "tabular": TabularModel(risk_model="cox")}
     by_subject = VisitProgressionEstimator(target="progression", **quick).fit(cohort.X, cohort.y)
     assert len(by_subject.validation_loss_curve_) == 1
     same_as_default = VisitProgressionEstimator(target="progression", **quick).fit(

@@ -38,7 +38,7 @@ def folders(tmp_path_factory):
         for seed in (1, 2)
     ]
     saved = [c.save(root / f"cohort{i}", subjects_per_shard=50) for i, c in enumerate(cohorts)]
-    tiny = {"embedding_dim": 8, "hidden_dim": 8, "max_epochs": 1, "clinical_booster": True}
+    tiny = {"embedding_dim": 8, "hidden_dim": 8, "max_epochs": 1, "tabular": ep.TabularModel(risk_model="booster")}
     models = [
         ep.VisitProgressionEstimator(target="progression", random_state=i, **tiny).fit(c.X, c.y)
         for i, c in enumerate(cohorts)

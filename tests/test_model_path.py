@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ehrprog as ep
-from ehrprog import VisitProgressionEstimator
+from ehrprog import TabularModel, VisitProgressionEstimator
 from ehrprog.baselines import CoxBaseline
 from ehrprog.batching import VisitTensors, Vocabulary
 from ehrprog.tasks.cohort import CohortX
@@ -246,7 +246,7 @@ def test_the_model_learns_from_history_what_a_current_stage_model_cannot():
     X_test, y_test = _marker_cohort(120, seed=1)
     # Without point features: with them, a dead encoder still reads age and visit counts.
     params = {**TINY, "max_epochs": 25, "n_iter_no_change": 25, "embedding_dim": 16, "hidden_dim": 16}
-    params["point_features"] = False
+    params["tabular"] = TabularModel(point_features=False)
     stage = VisitProgressionEstimator(target="stage", **params).fit(X, y)
     assert stage.score(X_test, y_test) > 0.9
     progression = VisitProgressionEstimator(target="progression", **params).fit(X, y)
@@ -261,12 +261,12 @@ def test_routed_parameters_reach_the_module(cohort):
 
     search = GridSearchCV(
         VisitProgressionEstimator(target="progression", **TINY),
-        {"hidden_dim": [8, 12], "module__n_stages": [5, 6], "sequence_encoder": ["lstm"]},
+        {"hidden_dim": [8, 12], "tabular__cox_alpha": [0.5, 2.0], "sequence_encoder": ["lstm"]},
         cv=GroupKFold(n_splits=2),
     ).fit(cohort.X, cohort.y, groups=cohort.groups)
     model = search.best_estimator_.model_
     assert model.sequence.hidden_size == search.best_params_["hidden_dim"]
-    assert model.n_stages == search.best_params_["module__n_stages"]
+    assert search.best_estimator_.tabular_.cox_alpha == search.best_params_["tabular__cox_alpha"]
     assert isinstance(model.sequence, torch.nn.LSTM)
 
 
@@ -288,7 +288,7 @@ def test_sklearn_style_training_attributes_and_fresh_randomness(cohort):
     by_loss = VisitProgressionEstimator(target="stage", **{**TINY, "max_epochs": 3, "selection": "loss"}).fit(X, y)
     losses = [by_loss.initial_validation_["valid_loss"], *by_loss.validation_loss_curve_]
     assert losses[by_loss.best_epoch_] == min(losses)
-    fresh = {**TINY, "random_state": None}
+    fresh = {**TINY, "random_state": None, "validation_fraction": 0.0}  # trained epochs kept, not epoch 0
     a = VisitProgressionEstimator(target="stage", **fresh).fit(X, y).predict_proba(X)
     b = VisitProgressionEstimator(target="stage", **fresh).fit(X, y).predict_proba(X)
     assert not np.array_equal(a, b)

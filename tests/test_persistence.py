@@ -213,3 +213,19 @@ def test_a_changed_byte_of_the_config_is_seen(saved, tmp_path):
     with pytest.raises(SavedModelError, match="config_sha256") as caught:
         VisitProgressionEstimator.load(folder)
     assert caught.value.file.endswith("config.json")
+
+
+def test_a_saved_booster_with_non_finite_leaves_is_refused(cohort, tmp_path):
+    """Leaves edited to NaN (and the config's hash of the file stamped again) loaded and predicted NaN."""
+    from ehrprog.tabular import TabularModel
+
+    est = VisitProgressionEstimator(target="progression", tabular=TabularModel(risk_model="booster"), **TINY)
+    folder = est.fit(cohort.X[:400], cohort.y[:400]).save(tmp_path / "m")
+    model = json.loads((folder / "booster.json").read_text())
+    tree = model["learner"]["gradient_booster"]["model"]["trees"][0]
+    tree["split_conditions"][tree["left_children"].index(-1)] = float("nan")
+    (folder / "booster.json").write_text(json.dumps(model))  # json writes the token NaN
+    _rehash(folder, "booster.json")
+    with pytest.raises(SavedModelError, match="non-finite") as caught:
+        VisitProgressionEstimator.load(folder)
+    assert caught.value.file.endswith("booster.json")

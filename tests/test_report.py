@@ -107,7 +107,7 @@ def test_the_model_card_says_what_was_trained_and_how_it_scored(evaluated, tmp_p
     loaded = ep.VisitProgressionEstimator.load(folder)
     assert loaded.heldout_ == model.heldout_ and loaded.training_data_ == data
     cohort, train, *_ = evaluated
-    refit = ep.VisitProgressionEstimator(**{**loaded.get_params(), "max_epochs": 1}).fit(
+    refit = ep.VisitProgressionEstimator(**{**loaded.get_params(deep=False), "max_epochs": 1}).fit(
         cohort.X[train], cohort.y[train]
     )
     assert refit.heldout_ is None  # a new fit forgets the old scores

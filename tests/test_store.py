@@ -148,7 +148,7 @@ def test_a_damaged_shard_is_not_complete(sim_cohort, tmp_path):
 
 
 def test_a_lean_fit_from_one_shard_is_the_in_memory_fit(sim_cohort, tmp_path):
-    lean = {**FAST, "clinical_init": False, "clinical_booster": False, "refit_risk_head": False}
+    lean = {**FAST, "tabular": ep.TabularModel(risk_model="cox")}
     loaded = ep.load_cohort(sim_cohort.save(tmp_path / "one", subjects_per_shard=10**6))
     memory = VisitProgressionEstimator(target="progression", **lean).fit(sim_cohort.X, sim_cohort.y)
     disk = VisitProgressionEstimator(target="progression", **lean).fit(loaded.X, loaded.y)

@@ -1,0 +1,81 @@
+"""Running a :class:`~ehrprog.model.VisitSequenceModel` over points, and the one scorer.
+
+:func:`batched_outputs` computes the model's outputs for chosen points in batches (evaluation
+mode, no gradients); :func:`outputs_score` is what ``VisitProgressionEstimator.score`` reports and
+early stopping monitors: macro one-vs-rest AUROC of the known stages, Harrell's C of the risks,
+or their mean.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ehrprog.batching import Batch, VisitTensors
+from ehrprog.metrics import harrell_c, macro_auroc
+from ehrprog.survival import risk_score
+
+#: Subjects per batch at prediction time (more than in training: no gradients are kept).
+PREDICT_BATCH_SUBJECTS = 256
+
+
+def batched_outputs(
+    model: torch.nn.Module, tensors: VisitTensors, rows: np.ndarray, device: torch.device, batch_size: int
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Stage logits ``[len(rows), K]`` and risk outputs (``[len(rows)]`` log relative risks, or
+    ``[len(rows), T]`` log hazards) of the points ``rows``, in that order, computed on ``device``
+    in batches of ``max(batch_size, PREDICT_BATCH_SUBJECTS)`` subjects (``None`` for a missing head)."""
+    position = np.empty(tensors.n_points, dtype=np.int64)
+    position[rows] = np.arange(len(rows))
+    logits = np.zeros((len(rows), model.n_classes), np.float32) if model.stage_head is not None else None
+    risk = None
+    if model.risk_head is not None:
+        risk = np.zeros((len(rows), model.survival_pieces) if model.survival_pieces else len(rows), np.float32)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for part in tensors.plan_batches(rows, max(batch_size, PREDICT_BATCH_SUBJECTS)):
+            batch = tensors.batch(part)
+            out_logits, out_risk = model(batch.tensors(device))
+            where = position[batch.point_index]
+            if logits is not None:
+                logits[where] = out_logits.float().cpu().numpy()
+            if risk is not None:
+                risk[where] = out_risk.float().cpu().numpy()
+    model.train(was_training)
+    return logits, risk
+
+
+def ranking_score(risk: np.ndarray | None) -> np.ndarray | None:
+    """The ranking score ``[n]`` of a risk output: itself, or of log hazards ``[n, T]`` the log
+    cumulative hazard at the risk horizon."""
+    if risk is None or risk.ndim == 1:
+        return risk
+    return risk_score(torch.from_numpy(risk).double()).float().numpy()
+
+
+def outputs_score(logits: np.ndarray | None, risk: np.ndarray | None, targets: dict[str, np.ndarray]) -> float | None:
+    """Macro AUROC of the known stages (``stage_label`` >= 0) from ``logits``, Harrell's C of
+    ``risk`` given ``event`` and ``time``, or their mean; ``None`` where neither is defined (one
+    stage, no event)."""
+    scores = []
+    if logits is not None:
+        labels = targets["stage_label"]
+        known = labels >= 0
+        if len(np.unique(labels[known])) >= 2:
+            proba = torch.softmax(torch.from_numpy(logits[known]), dim=1).numpy()
+            scores.append(macro_auroc(labels[known], proba, np.arange(logits.shape[1])))
+    if risk is not None and targets["event"].any():
+        scores.append(harrell_c(targets["event"].astype(bool), targets["time"], ranking_score(risk)))
+    return float(np.mean(scores)) if scores else None
+
+
+def with_targets(batch: Batch, targets: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    """The batch's tensors plus its points' targets (``stage_label``, ``event``, ``time``) on ``device``."""
+    inputs = batch.tensors(device)
+    for name, values in targets.items():
+        inputs[name] = torch.from_numpy(values[batch.point_index]).to(device)
+    return inputs
+
+
+__all__ = ["PREDICT_BATCH_SUBJECTS", "batched_outputs", "outputs_score", "ranking_score", "with_targets"]

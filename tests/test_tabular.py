@@ -1,0 +1,99 @@
+"""The tabular component alone (ehrprog.tabular): the one clinical table, its number of stages
+from the task, stacked out-of-fold outputs, attributions that add up, a state that round-trips,
+and the estimator at epoch 0 being exactly this model."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from ehrprog import VisitProgressionEstimator
+from ehrprog.tabular import ClinicalTable, TabularModel
+from ehrprog.tasks.cohort import CohortX
+
+
+def _survival(cohort):
+    y = cohort.y
+    return y["event"].to_numpy().astype(bool), y["time_to_event_days"].to_numpy().astype(float)
+
+
+def test_the_number_of_stages_comes_from_the_task_not_a_constant(sim_cohort):
+    """A rule with 6 stages: stage 6 reached the model as stage 5 (clamped)."""
+    X = sim_cohort.X
+    points = X.points.with_columns(
+        pl.when(pl.arange(0, pl.len()) % 7 == 0).then(6).otherwise(pl.col("current_stage")).alias("current_stage")
+    )
+    bands = {"egfr": [*X.lab_bands["egfr"][:-1], (10.0, 5), (float("-inf"), 6)]}
+    six = CohortX(points, X.visits, X.labs, bands)
+    table = ClinicalTable(point_features=False).fit(six)
+    assert table.n_stages_ == 6
+    assert table.names_[-3] == "stage=6"
+    values = table.transform(six)
+    stage = points["current_stage"].to_numpy()
+    np.testing.assert_array_equal(values[:, 6], (stage == 6).astype(float))  # not folded into stage 5
+    assert ClinicalTable(point_features=False).fit(X).n_stages_ == 5
+
+
+def test_stacked_outputs_of_a_training_point_never_saw_its_subject(sim_cohort):
+    X = sim_cohort.X
+    event, time = _survival(sim_cohort)
+    subjects = X.points["subject_id"].to_numpy()
+    rows = np.arange(len(X))
+    model = TabularModel(risk_model="cox", stack_folds=5)
+    stacked = model.fit_stacked(X, event=event, time=time, groups=subjects, train_rows=rows)
+    assert stacked.shape == (len(X), 1)
+    in_sample = model.transform(X)
+    assert not np.allclose(stacked, in_sample)  # the full-data model saw every point
+    # A subject's own labels cannot move its stacked output: the fold that scores it never saw them.
+    first = subjects == subjects[0]
+    flipped = event.copy()
+    flipped[first] = ~flipped[first]
+    again = TabularModel(risk_model="cox", stack_folds=5).fit_stacked(
+        X, event=flipped, time=time, groups=subjects, train_rows=rows
+    )
+    np.testing.assert_allclose(again[first], stacked[first], rtol=1e-5)
+    assert not np.allclose(again[~first], stacked[~first])  # other folds did see them
+
+
+@pytest.mark.parametrize("risk_model", ["cox", "booster"])
+def test_attributions_add_up_to_the_output_and_the_state_round_trips(sim_cohort, risk_model):
+    X = sim_cohort.X
+    event, time = _survival(sim_cohort)
+    subjects = X.points["subject_id"].to_numpy()
+    stage = sim_cohort.y["stage"].fill_null(0).to_numpy().astype(np.int64)
+    classes = np.unique(stage[stage > 0])
+    labels = np.where(stage > 0, np.searchsorted(classes, stage), -1)
+    model = TabularModel(risk_model=risk_model, booster_grid={"max_depth": [2], "n_estimators": [20]})
+    model.fit_stacked(
+        X, stage=labels, n_classes=len(classes), event=event, time=time, groups=subjects, train_rows=np.arange(len(X))
+    )
+    outputs = model.transform(X)
+    assert outputs.shape == (len(X), 1 + len(classes))
+    risk = model.contributions(X, "risk").sum(axis=1)
+    assert np.corrcoef(risk, outputs[:, 0])[0, 1] > 0.999  # the same up to the constant left out
+    np.testing.assert_allclose(np.diff(risk[:50]), np.diff(outputs[:50, 0]), rtol=1e-3, atol=1e-3)
+    twin = TabularModel.from_state(model.state(), model.booster_.model_ if model.booster_ is not None else None)
+    np.testing.assert_allclose(twin.transform(X), outputs, rtol=1e-6)
+
+
+def test_at_epoch_0_the_estimator_is_the_tabular_model(sim_cohort):
+    """The offsets start at exactly zero: before any training step the estimator's outputs are
+    the tabular model's."""
+    X, y = sim_cohort.X, sim_cohort.y
+    est = VisitProgressionEstimator(
+        target="both", tabular=TabularModel(risk_model="cox"), embedding_dim=8, hidden_dim=8, max_epochs=1,
+        random_state=0,
+    )  # fmt: skip
+    est.fit(X, y)
+    with torch.no_grad():  # back to epoch 0: offsets zero, the tabular outputs kept whole
+        for head in (est.model_.risk_head, est.model_.stage_head):
+            head.weight.zero_()
+            head.bias.zero_()
+        est.model_.risk_scale.fill_(1.0)
+        est.model_.stage_scale.fill_(1.0)
+    tabular = est.tabular_.transform(X)
+    np.testing.assert_allclose(est.predict_risk(X), tabular[:, 0], rtol=1e-5, atol=1e-6)
+    expected = torch.softmax(torch.from_numpy(tabular[:, 1:]), dim=1).numpy()
+    np.testing.assert_allclose(est.predict_proba(X), expected, rtol=1e-5, atol=1e-6)
