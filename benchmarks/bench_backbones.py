@@ -87,7 +87,7 @@ def run_split(cohort, train, test, checkpoints: dict[str, Path], seed: int, epoc
         if checkpoint is not None:
             params["backbone__checkpoint"] = str(checkpoint)
         started = time.perf_counter()
-        model = ep.VisitProgressionEstimator(**params).fit(X_tr, y_tr)
+        model = ep.VisitProgressionEstimator().set_params(**params).fit(X_tr, y_tr)
         fit_s = time.perf_counter() - started
         started = time.perf_counter()
         proba, risk = model.predict_proba(X_te), model.predict_risk(X_te)
@@ -166,7 +166,7 @@ def speed(subjects: int, epochs: int = 2) -> None:
     for name in BACKBONES:
         params = {**DEMO_MODEL_PARAMS, "backbone": name, "embedding_dim": HIDDEN, "max_epochs": epochs}
         params.update(validation_fraction=0.0, random_state=0, target="both")
-        model = ep.VisitProgressionEstimator(**params).fit(X_tr, y_tr)
+        model = ep.VisitProgressionEstimator().set_params(**params).fit(X_tr, y_tr)
         epoch_s = float(np.median([h["seconds"] for h in model.history_]))
         started = time.perf_counter()
         model.predict_risk(X_te)

@@ -130,7 +130,7 @@ def main() -> None:
                 params = {**DEMO_MODEL_PARAMS, "backbone": backbone, "random_state": seed, "backbone_probe": True}
                 if objective is not None:
                     params["backbone__checkpoint"] = checkpoints[(backbone, objective)]
-                model = VisitProgressionEstimator(**params).fit(train.X, train.y)
+                model = VisitProgressionEstimator().set_params(**params).fit(train.X, train.y)
                 risks[name(backbone, objective)] = model.predict_risk(test.X)
             runs.append(risks)
             np.savez(CACHE / f"pretraining_risks_{n}_{seed}.npz", **{k: np.asarray(v) for k, v in risks.items()})

@@ -53,6 +53,7 @@ VARIANT = "model, "
 VARIANTS = {
     "piecewise": {f"{VARIANT}piecewise survival head": {"survival_head": "piecewise"}},
     "no-booster": {f"{VARIANT}on a linear-Cox tabular part": {"tabular__risk_model": "cox"}},
+    "no-windowed": {f"{VARIANT}tabular part without windowed counts": {"tabular__windowed_counts": False}},
 }
 CACHE = Path(os.environ.get("EHRPROG_BENCH_CACHE", "/tmp/ehrprog_quality"))
 #: People simulated per labeled person wanted (CKD patients are ~75% of world "labs", ~18% of "history").
@@ -91,6 +92,14 @@ def seed_bootstrap(draws: np.ndarray, seed: int = 0) -> np.ndarray:
     n_seeds, n_boot = draws.shape
     picks = rng.integers(0, n_seeds, size=(n_boot, n_seeds))
     return draws[picks, np.arange(n_boot)[:, None]].mean(axis=1)
+
+
+def _gain(model) -> str:
+    """The model's ``history_gain_`` and its standard error, as printed."""
+    if model.history_gain_ is None:
+        return "not measured"
+    se = f" (se {model.history_gain_se_:.4f})" if model.history_gain_se_ is not None else ""
+    return f"{model.history_trial_gain_ or 0:+.4f}{se}"
 
 
 def _mean_c(runs: list[dict], name: str) -> float:
@@ -188,7 +197,8 @@ def simulator(
             model = fitted["model"]
             print(
                 f"  [N={n:,} seed {seed}: {len(X_tr):,} training points of {n:,} subjects (population "
-                f"{train_people:,}); model best epoch {model.best_epoch_} of {model.n_iter_}; "
+                f"{train_people:,}); model best epoch {model.best_epoch_} of {model.n_iter_}, history "
+                f"{'kept' if model.history_kept_ else 'dropped'} (validation gain {_gain(model)}); "
                 f"{time.perf_counter() - started:.0f} s]",
                 flush=True,
             )

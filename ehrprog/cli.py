@@ -428,7 +428,9 @@ def _fit(args: argparse.Namespace) -> int:
 
     model_output(args.out, [] if is_database_uri(str(args.data)) else [args.data])  # before reading the data
     cohort = _load_cohort(args)
-    model = VisitProgressionEstimator(**{**DEMO_MODEL_PARAMS, **_model_params(args), "random_state": args.seed})
+    model = VisitProgressionEstimator().set_params(
+        **{**DEMO_MODEL_PARAMS, **_model_params(args), "random_state": args.seed}
+    )
     if args.test_size > 0:
         train, test = subject_split(cohort, test_size=args.test_size, seed=args.seed)
     else:

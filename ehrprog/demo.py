@@ -112,9 +112,20 @@ def _run(args: argparse.Namespace, folder: Path) -> int:
     stopped = getattr(model, "n_iter_", len(model.history_)) < model.max_epochs
     how = "stopped early" if stopped else f"the cap of {model.max_epochs}"
     say(
-        f"model: {len(model.history_)} epochs ({how}; weights of epoch {model.best_epoch_}, the best on a "
-        f"subject-level validation split), {len(model.vocabulary_.codes):,} codes"
+        f"model: the tabular part ({model.tabular_.risk_model_} on {len(model.tabular_.names_):,} clinical inputs "
+        f"and windowed code counts) plus the visit history's offset; {len(model.history_)} epochs ({how}), "
+        f"{len(model.vocabulary_.codes):,} codes"
     )
+    if model.history_gain_ is not None:
+        what = (
+            f"kept (epoch {model.best_epoch_})"
+            if model.history_kept_
+            else "dropped: the estimator is its tabular part (epoch 0)"
+        )
+        say(
+            f"history on the validation subjects: {model.history_trial_gain_ or 0:+.4f} over the tabular part "
+            f"(one standard error of a paired bootstrap {model.history_gain_se_ or 0:.4f}): {what}"
+        )
     verdict_lines = verdict(rows, fitted["risks"], cohort.y[test], cohort.groups[test], args.seed)
     say("\n".join(verdict_lines))
 

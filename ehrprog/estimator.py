@@ -9,7 +9,7 @@ It composes parts that live, and are tested, on their own:
 * :class:`~ehrprog.model.VisitSequenceModel` (``backbone__...``, ``module__...``): the visit
   network, whose heads are offsets on the tabular outputs, started at zero;
 * :func:`~ehrprog.training.train`: the one training engine (epoch 0 is the tabular model alone,
-  so ``history_contribution_`` is what training gained over it on validation);
+  so ``history_gain_`` is what training gained over it on validation, kept only beyond its noise);
 * :class:`~ehrprog.breslow.BreslowSurvival` for survival functions,
   :func:`~ehrprog.inference.outputs_score` the one scorer, :mod:`ehrprog.explain` and
   :meth:`TabularModel.contributions` the attributions, :mod:`ehrprog.persistence` saving.
@@ -37,7 +37,7 @@ from sklearn.utils.validation import check_is_fitted
 from ehrprog.batching import VisitTensors, Vocabulary
 from ehrprog.breslow import BreslowSurvival, step_functions
 from ehrprog.errors import UnitWarning
-from ehrprog.inference import batched_outputs, outputs_score, ranking_score, with_targets
+from ehrprog.inference import batched_outputs, outputs_score, paired_gain, ranking_score, with_targets
 from ehrprog.metrics import harrell_c, macro_auroc
 from ehrprog.model import SupervisedObjective, VisitSequenceModel, supervised_loss
 from ehrprog.model_card import training_summary
@@ -122,8 +122,13 @@ class VisitProgressionEstimator(BaseEstimator):
             tabular model alone, which no epoch bettered on validation).
         initial_validation_: the validation figures of epoch 0 (the tabular model alone), or
             ``None`` without a validation split.
-        history_contribution_: validation score of the kept model minus epoch 0's (what the
-            history adds, >= 0 by construction of the selection), or ``None``.
+        history_gain_: validation score of the kept model minus the tabular model's (epoch 0):
+            what the history adds; 0.0 where it did not beat the tabular model by more than one
+            standard error of a paired bootstrap over the validation subjects (then dropped:
+            ``history_kept_`` False, ``best_epoch_`` 0); ``None`` without a validation split.
+        history_gain_se_: that standard error.
+        history_trial_gain_: the best history epoch's validation gain over the tabular model,
+            whether it was kept or not (0.0 when no epoch beat epoch 0).
         event_times_, cumulative_baseline_hazard_: Breslow baseline (``target`` progression/both).
         n_features_in_: 1 (inputs are visit histories, not a feature matrix).
     """
@@ -362,6 +367,8 @@ class VisitProgressionEstimator(BaseEstimator):
             base = base_log_hazards(time_years, torch.from_numpy(event[train_rows] > 0), SURVIVAL_PIECES_YEARS, offsets)
             with torch.no_grad():
                 model.risk_head.bias.copy_(base.float())
+        epoch0 = batched_outputs(model, tensors, valid_rows, device, self.batch_size) if len(valid_rows) else None
+        start = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
         result = train(
             SupervisedObjective(model),
             lambda epoch: tensors.plan_batches(train_rows, self.batch_size, np.random.default_rng([seed, epoch])),
@@ -371,6 +378,7 @@ class VisitProgressionEstimator(BaseEstimator):
             validate_first=True,
         )
         self._record(result)
+        self._judge_history(model, start, epoch0, tensors, targets, valid_rows, subjects, device, seed)
         self.model_ = model.eval()
         self.training_data_ = training_summary(X, event, tte, stage)
         self.heldout_ = None  # held-out scores of this fit: set by whoever measures them (model card)
@@ -461,10 +469,30 @@ class VisitProgressionEstimator(BaseEstimator):
         self.best_epoch_ = result.best_epoch
         self.loss_curve_ = [record["train_loss"] for record in self.history_]
         self.validation_loss_curve_ = [record["valid_loss"] for record in self.history_ if "valid_loss" in record]
-        kept = [record for record in result.history if record["epoch"] == result.best_epoch]
-        start = (self.initial_validation_ or {}).get("valid_score")
-        end = kept[0].get("valid_score") if kept else None
-        self.history_contribution_ = None if start is None or end is None else float(end - start)
+
+    def _judge_history(self, model, start, epoch0, tensors, targets, valid_rows, subjects, device, seed) -> None:
+        """Keep what the history learned only where it beats the tabular model (epoch 0) on the
+        validation subjects by more than its noise: the gain in validation score (what ``score``
+        reports) must exceed one standard error of a paired bootstrap over those subjects
+        (:func:`~ehrprog.inference.paired_gain`, 200 resamples). Otherwise the offsets go back to
+        zero: the estimator is its tabular model. Sets ``history_gain_`` (the kept model's
+        validation score minus the tabular model's: 0.0 when the history is dropped; ``None``
+        without a validation split), ``history_gain_se_``, ``history_trial_gain_`` and ``history_kept_``."""
+        self.history_gain_ = self.history_gain_se_ = self.history_trial_gain_ = None
+        self.history_kept_ = self.best_epoch_ > 0
+        if epoch0 is None:
+            return
+        held_out = {name: values[valid_rows] for name, values in targets.items()}
+        kept = batched_outputs(model, tensors, valid_rows, device, self.batch_size)
+        gain, se = paired_gain(kept, epoch0, held_out, subjects[valid_rows], seed)
+        self.history_gain_se_ = se if np.isfinite(se) else None
+        self.history_trial_gain_ = gain if np.isfinite(gain) else None
+        if self.best_epoch_ > 0 and np.isfinite(gain) and np.isfinite(se) and gain > se:
+            self.history_gain_ = gain
+            return
+        model.load_state_dict(start)  # epoch 0: the tabular model exactly
+        self.best_epoch_, self.history_kept_ = 0, False
+        self.history_gain_ = 0.0 if np.isfinite(gain) else None
 
     # ----------------------------------------------------------- prediction
     def _check(self, X: Any) -> None:
@@ -472,11 +500,14 @@ class VisitProgressionEstimator(BaseEstimator):
         if not isinstance(X, CohortX):
             raise TypeError(f"X must be a CohortX, got {type(X).__name__}")
 
-    def _predict_outputs(self, X: CohortX) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """Stage logits ``[n, K]`` and risk outputs in the order of ``X``'s points, on ``device``."""
+    def _predict_outputs(
+        self, X: CohortX, tabular: np.ndarray | None = None
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Stage logits ``[n, K]`` and risk outputs in the order of ``X``'s points, on ``device``
+        (``tabular``: the tabular model's outputs for ``X``, already computed)."""
         device = self._device()
         self.model_.to(device)
-        tensors = self._visit_tensors(X)
+        tensors = self._visit_tensors(X, tabular)
         unknown = getattr(tensors, "unknown_share", 0.0)
         if unknown > UNKNOWN_CODES_WARNING:
             warnings.warn(
@@ -486,6 +517,33 @@ class VisitProgressionEstimator(BaseEstimator):
                 stacklevel=3,
             )
         return batched_outputs(self.model_, tensors, np.arange(len(X)), device, self.batch_size)
+
+    def decision_components(self, X: CohortX) -> dict[str, np.ndarray]:
+        """The estimator's outputs as the tabular model's part plus the visit history's.
+
+        Returns, for the heads the estimator has: ``"tabular_risk"`` and ``"history_risk"``
+        ``[n]``, whose sum is :meth:`predict_risk`; ``"tabular_logits"`` and ``"history_logits"``
+        ``[n, K]``, whose sum is the stage logits (softmax: :meth:`predict_proba`). The tabular
+        part is the tabular model's output as the network scales it, plus the head's constant
+        (for the piecewise head: the ranking score of those log hazards); the history part is
+        the rest, what the visits add (zero where the history was dropped, ``history_kept_``).
+        """
+        self._check(X)
+        tabular = self.tabular_.transform(X)
+        logits, risk = self._predict_outputs(X, tabular)
+        network, parts = self.model_, {}
+        with torch.no_grad():
+            if risk is not None:
+                bias = network.risk_head.bias.detach().cpu().numpy()
+                alone = float(network.risk_scale) * tabular[:, :1] + bias  # [n, 1] or [n, T]
+                parts["tabular_risk"] = ranking_score(alone if network.survival_pieces else alone[:, 0])
+                parts["history_risk"] = ranking_score(risk) - parts["tabular_risk"]
+            if logits is not None:
+                bias = network.stage_head.bias.detach().cpu().numpy()
+                stage = tabular[:, int(network.risk_head is not None) :]
+                parts["tabular_logits"] = (float(network.stage_scale) * stage + bias).astype(np.float32)
+                parts["history_logits"] = logits - parts["tabular_logits"]
+        return parts
 
     def predict_proba(self, X: CohortX) -> np.ndarray:
         """Stage probabilities ``[n, len(classes_)]``."""
@@ -580,8 +638,9 @@ class VisitProgressionEstimator(BaseEstimator):
             output: ``"risk"``, ``"stage"`` (the logit of the predicted stage) or ``"auto"``.
 
         Returns:
-            One row per (point, clinical input): ``point`` (row of ``X``), ``subject_id``,
-            ``feature``, ``value`` (the input) and ``attribution``.
+            One row per (point, input): ``point`` (row of ``X``), ``subject_id``, ``feature``,
+            ``value`` (the input) and ``attribution``; every clinical-table column, and the
+            windowed-count columns that are recorded or attributed for that point.
         """
         self._check(X)
         if output == "auto":
@@ -594,18 +653,20 @@ class VisitProgressionEstimator(BaseEstimator):
         if output == "stage":
             predicted = self.predict_proba(X).argmax(axis=1)
         contributions = self.tabular_.contributions(X, output, predicted) * float(scale.detach())
-        table = self.tabular_.table_.transform(X)
-        names = self.tabular_.table_.names_
+        dense, wide = self.tabular_._inputs(X)
+        values = wide.toarray() if hasattr(wide, "toarray") else wide
+        names = self.tabular_.names_
         n, f = contributions.shape
+        clinical = np.tile(np.arange(f) < dense.shape[1], n)  # a count column is listed where it counts
         return pl.DataFrame(
             {
                 "point": np.repeat(np.arange(n), f),
                 "subject_id": np.repeat(X.points["subject_id"].to_numpy(), f),
                 "feature": np.tile(np.asarray(names, dtype=object), n).tolist(),
-                "value": table.reshape(-1),
+                "value": values.reshape(-1),
                 "attribution": contributions.reshape(-1),
             }
-        )
+        ).filter(pl.Series(clinical) | (pl.col("attribution") != 0) | (pl.col("value") != 0))
 
     def save(self, path: str | Path) -> Path:
         """Write ``config.json`` (parameters, vocabulary, classes, baseline hazard, history,

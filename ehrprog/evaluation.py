@@ -6,8 +6,7 @@ Used by ``make demo`` and by the quality benchmark, so both report identical met
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,19 +77,50 @@ def is_measurement(name: str) -> bool:
     return name == ORACLE or name.endswith(ZEROED)
 
 
-@contextmanager
-def history_zeroed(model: Any) -> Iterator[Any]:
-    """The fitted estimator ``model`` with its visit history zeroed while the block runs: its heads
-    read zeros for the sequence state (and the backbone probe) and keep every clinical input and
-    weight. What the model predicts then is what it learned without the visits' order and codes;
-    the difference to the model is the history's contribution."""
-    network = model.model_
-    before = network.history_off
-    network.history_off = True
-    try:
-        yield model
-    finally:
-        network.history_off = before
+class TabularPart:
+    """A fitted :class:`~ehrprog.VisitProgressionEstimator`'s tabular part alone, scored as a
+    method: its outputs are :meth:`~ehrprog.estimator.VisitProgressionEstimator.decision_components`'
+    tabular parts (nothing in the fitted model is changed). The difference to the model is what
+    the visit history adds. Survival curves: the piecewise head's own hazards, or (Cox head) the
+    model's Breslow baseline applied to the tabular risk, exact where the history was dropped."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.target = model.target
+        self.classes_ = getattr(model, "classes_", None)
+
+    def predict_risk(self, X: CohortX) -> np.ndarray:
+        return self.model.decision_components(X)["tabular_risk"]
+
+    def predict_proba(self, X: CohortX) -> np.ndarray:
+        logits = self.model.decision_components(X)["tabular_logits"].astype(np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        proba = np.exp(logits)
+        return proba / proba.sum(axis=1, keepdims=True)
+
+    def predict_survival_function(self, X: CohortX, return_array: bool = False):
+        from ehrprog.breslow import BreslowSurvival, step_functions
+
+        model = self.model
+        if model.survival_head == "piecewise":
+            import torch
+
+            from ehrprog.survival import DAYS_PER_YEAR, SURVIVAL_PIECES_YEARS, cumulative_hazard
+
+            network, tabular = model.model_, model.tabular_.transform(X)
+            with torch.no_grad():
+                log_hazard = float(network.risk_scale) * tabular[:, :1] + network.risk_head.bias.cpu().numpy()
+            years = torch.from_numpy(model.event_times_ / DAYS_PER_YEAR)
+            hazard = cumulative_hazard(torch.from_numpy(log_hazard).double(), years, SURVIVAL_PIECES_YEARS)
+            return step_functions(model.event_times_, torch.exp(-hazard).numpy(), return_array)
+        breslow = BreslowSurvival(model.event_times_, model.cumulative_baseline_hazard_)
+        return breslow.survival_function(self.predict_risk(X), return_array)
+
+
+def history_zeroed(model: Any) -> TabularPart:
+    """The fitted estimator ``model``'s tabular part alone (:class:`TabularPart`): the row beside
+    the model that says what its visit history adds."""
+    return TabularPart(model)
 
 
 @dataclass
@@ -264,7 +294,7 @@ def evaluate_split(
     fitted: dict[str, Any] = {"risks": scorer.risks}
 
     params = {**DEMO_MODEL_PARAMS, **(model_params or {}), "random_state": random_state}
-    model = VisitProgressionEstimator(**params)
+    model = VisitProgressionEstimator().set_params(**params)  # routed parameters (tabular__...) too
     row, (proba, risk) = _timed(
         MODEL,
         lambda: model.fit(X_tr, y_tr),
@@ -276,11 +306,9 @@ def evaluate_split(
     fitted["model"] = model
     model.heldout_ = heldout_record(row.metrics, X_te)
     if ablation:
-        with history_zeroed(model):
-            row = scorer.model(ABLATION, model, X_te)
-        rows.append(row)
+        rows.append(scorer.model(ABLATION, history_zeroed(model), X_te))
     for name, extra in (variants or {}).items():
-        variant = fitted[name] = VisitProgressionEstimator(**{**params, **extra})
+        variant = fitted[name] = VisitProgressionEstimator().set_params(**{**params, **extra})
         row, (proba, risk) = _timed(
             name, lambda v=variant: v.fit(X_tr, y_tr), lambda v=variant: (v.predict_proba(X_te), v.predict_risk(X_te))
         )
@@ -288,8 +316,7 @@ def evaluate_split(
         scorer.survival(row, risk, variant.predict_survival_function(X_te))
         rows.append(row)
         if ablation:
-            with history_zeroed(variant):
-                rows.append(scorer.model(f"{name}, {ZEROED}", variant, X_te))
+            rows.append(scorer.model(f"{name}, {ZEROED}", history_zeroed(variant), X_te))
     for name, baseline in [
         ("bag-of-codes logistic", StageBaseline("logistic")),
         ("bag-of-codes gradient boosting", StageBaseline("gbm", random_state=random_state)),

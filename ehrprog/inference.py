@@ -70,6 +70,45 @@ def outputs_score(logits: np.ndarray | None, risk: np.ndarray | None, targets: d
     return float(np.mean(scores)) if scores else None
 
 
+#: Resamples of the paired bootstrap that judges the history on the validation subjects.
+GAIN_BOOTSTRAP = 200
+
+
+def paired_gain(
+    kept: tuple[np.ndarray | None, np.ndarray | None],
+    base: tuple[np.ndarray | None, np.ndarray | None],
+    targets: dict[str, np.ndarray],
+    subjects: np.ndarray,
+    seed: int,
+    n_boot: int = GAIN_BOOTSTRAP,
+) -> tuple[float, float]:
+    """``(gain, se)``: :func:`outputs_score` of ``kept`` (stage logits, risk outputs) minus that of
+    ``base`` on the same points, and the standard error of that difference over ``n_boot``
+    resamples of the ``subjects`` (a subject's points drawn together; both outputs scored on the
+    same draw: a paired bootstrap). ``(nan, nan)`` where the score is undefined."""
+    gain = _difference(kept, base, targets, np.arange(len(subjects)))
+    if not np.isfinite(gain):
+        return float("nan"), float("nan")
+    ids, inverse = np.unique(subjects, return_inverse=True)
+    rows_of = np.split(np.argsort(inverse, kind="stable"), np.cumsum(np.bincount(inverse))[:-1])
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_boot):
+        rows = np.concatenate([rows_of[i] for i in rng.integers(0, len(ids), len(ids))])
+        draws.append(_difference(kept, base, targets, rows))
+    draws = np.asarray(draws)
+    draws = draws[np.isfinite(draws)]
+    return float(gain), float(draws.std(ddof=1)) if len(draws) > 1 else float("nan")
+
+
+def _difference(kept, base, targets: dict[str, np.ndarray], rows: np.ndarray) -> float:
+    part = {name: values[rows] for name, values in targets.items()}
+    pick = lambda x: None if x is None else x[rows]  # noqa: E731
+    a = outputs_score(pick(kept[0]), pick(kept[1]), part)
+    b = outputs_score(pick(base[0]), pick(base[1]), part)
+    return float("nan") if a is None or b is None else a - b
+
+
 def with_targets(batch: Batch, targets: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
     """The batch's tensors plus its points' targets (``stage_label``, ``event``, ``time``) on ``device``."""
     inputs = batch.tensors(device)
@@ -78,4 +117,12 @@ def with_targets(batch: Batch, targets: dict[str, np.ndarray], device: torch.dev
     return inputs
 
 
-__all__ = ["PREDICT_BATCH_SUBJECTS", "batched_outputs", "outputs_score", "ranking_score", "with_targets"]
+__all__ = [
+    "GAIN_BOOTSTRAP",
+    "PREDICT_BATCH_SUBJECTS",
+    "batched_outputs",
+    "outputs_score",
+    "paired_gain",
+    "ranking_score",
+    "with_targets",
+]

@@ -18,7 +18,7 @@ last input visit.
 The tabular model is fitted first (its outputs stacked out-of-fold on the training subjects) and
 is frozen; the network learns only what the history adds to it. Epoch 0 (offsets at zero) is the
 tabular model exactly, so what training gains over it on validation is the history's measured
-contribution (``VisitProgressionEstimator.history_contribution_``).
+contribution (``VisitProgressionEstimator.history_gain_``).
 
 The survival head is a Cox proportional-hazards model: trained with the partial likelihood
 (Breslow's handling of ties) and given a Breslow baseline hazard after training. It was chosen

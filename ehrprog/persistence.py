@@ -137,12 +137,25 @@ class SavedLinear(_Strict):
         return self
 
 
+class SavedWindowed(_Strict):
+    """The windowed counts the tabular booster reads: the windows (days; ``None``: all history)
+    and the kept codes and coded measurements (:class:`~ehrprog.windowed_counts.WindowedCounts`)."""
+
+    windows_days: list[Annotated[float, Field(gt=0, allow_inf_nan=False)] | None] = Field(min_length=1, max_length=8)
+    codes: list[str] = Field(max_length=MAX_CODES)
+    lab_codes: list[str] = Field(max_length=MAX_CODES)
+
+    def width(self) -> int:
+        return len(self.codes) * len(self.windows_days) + len(self.lab_codes)
+
+
 class SavedTabular(_Strict):
     """The fitted :class:`~ehrprog.tabular.TabularModel` (the booster's trees are ``booster.json``)."""
 
     params: dict[str, bool | int | Finite | str | dict[str, Scalar | list[Scalar]] | None]
     n_stages: int = Field(ge=1, le=MAX_CLASSES)
     point_features: SavedPointFeatures | None
+    windowed: SavedWindowed | None = None
     n_classes: int = Field(ge=0, le=MAX_CLASSES)
     has_risk: bool
     risk_model: Literal["booster", "cox"] | None
@@ -156,6 +169,10 @@ class SavedTabular(_Strict):
 
         features = PointFeatures(**self.point_features.model_dump()).n_features if self.point_features else 0
         return features + self.n_stages + 3
+
+    def booster_width(self) -> int:
+        """Columns the booster reads: the clinical table, then the windowed counts."""
+        return self.width() + (self.windowed.width() if self.windowed is not None else 0)
 
     @model_validator(mode="after")
     def _consistent(self) -> SavedTabular:
@@ -211,7 +228,10 @@ class SavedEstimator(_Strict):
     cumulative_baseline_hazard: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]] | None
     history: list[dict[str, Finite]]
     initial_validation: dict[str, Finite] | None = None
-    history_contribution: Finite | None = None
+    history_gain: Finite | None = None
+    history_gain_se: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    history_kept: bool = False
+    history_trial_gain: Finite | None = None
     best_epoch: int = Field(ge=0)
     n_iter: int = Field(ge=0)
     training_data: dict[str, int | Finite | str] | None = None
@@ -347,7 +367,10 @@ def _write_model(estimator: VisitProgressionEstimator, root: Path) -> None:
         else None,
         "history": estimator.history_,
         "initial_validation": estimator.initial_validation_,
-        "history_contribution": estimator.history_contribution_,
+        "history_gain": estimator.history_gain_,
+        "history_gain_se": estimator.history_gain_se_,
+        "history_kept": estimator.history_kept_,
+        "history_trial_gain": estimator.history_trial_gain_,
         "best_epoch": estimator.best_epoch_,
         "n_iter": estimator.n_iter_,
         "training_data": getattr(estimator, "training_data_", None),
@@ -520,9 +543,9 @@ def _load_tabular(root: Path, config: SavedEstimator):
             features = booster.get_booster().num_features()
         except Exception as error:  # XGBoost's own error on a corrupt JSON model
             raise SavedModelError(f"not a readable XGBoost JSON model: {error}", file=str(root / BOOSTER)) from None
-        if features != saved.width():
+        if features != saved.booster_width():
             raise SavedModelError(
-                f"the booster reads {features} columns; the saved clinical table has {saved.width()}",
+                f"the booster reads {features} columns; the saved table and counts have {saved.booster_width()}",
                 file=str(root / BOOSTER),
             )
     elif (root / BOOSTER).exists() or (root / BOOSTER).is_symlink():
@@ -586,7 +609,10 @@ def load_estimator(cls: type[VisitProgressionEstimator], path: str | Path) -> Vi
     estimator.n_features_in_ = 1
     estimator.history_ = config.history
     estimator.initial_validation_ = config.initial_validation
-    estimator.history_contribution_ = config.history_contribution
+    estimator.history_gain_ = config.history_gain
+    estimator.history_gain_se_ = config.history_gain_se
+    estimator.history_kept_ = config.history_kept
+    estimator.history_trial_gain_ = config.history_trial_gain
     estimator.loss_curve_ = [record["train_loss"] for record in config.history if "train_loss" in record]
     estimator.validation_loss_curve_ = [record["valid_loss"] for record in config.history if "valid_loss" in record]
     estimator.best_epoch_, estimator.n_iter_ = config.best_epoch, config.n_iter

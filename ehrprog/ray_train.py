@@ -26,7 +26,7 @@ def _worker_loop(config: dict[str, Any]) -> None:
     from ehrprog.store import load_cohort
 
     cohort = load_cohort(config["cohort"])
-    estimator = VisitProgressionEstimator(**config["params"]).fit(cohort.X, cohort.y)
+    estimator = VisitProgressionEstimator().set_params(**config["params"]).fit(cohort.X, cohort.y)
     rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
     if rank == 0:
         estimator.save(config["out"])

@@ -40,6 +40,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from ehrprog.errors import one_warning
 from ehrprog.features import PointFeatures
 from ehrprog.tasks.cohort import CohortX
+from ehrprog.windowed_counts import WindowedCounts
 
 #: Training events ``risk_model="auto"`` needs before it fits a booster rather than a linear Cox.
 MIN_BOOSTER_EVENTS = 200
@@ -191,6 +192,11 @@ class TabularModel(BaseEstimator):
         risk_model: ``"auto"`` (booster with at least ``min_booster_events`` training events,
             else linear Cox), ``"booster"`` or ``"cox"``.
         point_features: :class:`ClinicalTable`'s ``point_features``.
+        windowed_counts: the booster also reads code counts over look-back windows (30 days,
+            365 days, all history) and the latest value of each coded measurement
+            (:class:`~ehrprog.windowed_counts.WindowedCounts`, MEDS-Tab's recipe; the package's
+            best baseline), beside the clinical table, as one sparse matrix. The linear models
+            read the clinical table only.
         booster_grid: the booster's grid (``None``: :data:`~ehrprog.boosted_cox.DEFAULT_GRID`).
         booster_params: fixed XGBoost settings (over :data:`~ehrprog.boosted_cox.DEFAULT_PARAMS`).
         cv: subject folds of the booster's grid search.
@@ -200,7 +206,8 @@ class TabularModel(BaseEstimator):
         stage_C: the logistic model's inverse regularisation.
         random_state: XGBoost's seed.
 
-    Attributes (after fitting): ``table_`` (the fitted :class:`ClinicalTable`), ``risk_model_``
+    Attributes (after fitting): ``table_`` (the fitted :class:`ClinicalTable`), ``windowed_`` (the
+    fitted :class:`~ehrprog.windowed_counts.WindowedCounts` or ``None``), ``risk_model_``
     (``"booster"``, ``"cox"`` or ``None`` without a survival target or events), ``booster_``
     (:class:`~ehrprog.boosted_cox.TunedBoostedCox` or ``None``), ``cox_`` and ``stage_``
     (linear models or ``None``), ``n_outputs_`` (columns of :meth:`transform`).
@@ -209,6 +216,7 @@ class TabularModel(BaseEstimator):
     _parameter_constraints: dict = {  # noqa: RUF012 (scikit-learn's convention)
         "risk_model": [StrOptions({"auto", "booster", "cox"})],
         "point_features": ["boolean"],
+        "windowed_counts": ["boolean"],
         "booster_grid": [dict, None],
         "booster_params": [dict, None],
         "cv": [Interval(Integral, 2, None, closed="left")],
@@ -223,6 +231,7 @@ class TabularModel(BaseEstimator):
         self,
         risk_model: str = "auto",
         point_features: bool = True,
+        windowed_counts: bool = True,
         booster_grid: dict[str, list[Any]] | None = None,
         booster_params: dict[str, Any] | None = None,
         cv: int = 3,
@@ -234,6 +243,7 @@ class TabularModel(BaseEstimator):
     ) -> None:
         self.risk_model = risk_model
         self.point_features = point_features
+        self.windowed_counts = windowed_counts
         self.booster_grid = booster_grid
         self.booster_params = booster_params
         self.cv = cv
@@ -256,12 +266,13 @@ class TabularModel(BaseEstimator):
         """(booster, linear Cox, logistic) fitted on these rows; ``tuned``: the booster setting
         to use without a search (``None``: search the grid)."""
         booster = cox = stage = None
+        table, wide = table
         if self.risk_model_ == "booster" and event.any():
             from ehrprog.boosted_cox import TunedBoostedCox
 
             grid = {k: [v] for k, v in tuned.items()} if tuned is not None else self.booster_grid
             booster = TunedBoostedCox(grid, self.booster_params, self.cv, self.random_state).fit(
-                table, event, time, groups
+                wide, event, time, groups
             )
         elif self.risk_model_ == "cox" and event.sum() >= 2:
             cox = fit_ridge_cox(table, event, time, self.cox_alpha)
@@ -274,10 +285,11 @@ class TabularModel(BaseEstimator):
         """``[n, n_outputs_]``: the log relative risk (where there is a survival target), then the
         stage logits (where there is a stage target)."""
         booster, cox, stage = parts
+        table, wide = table
         columns = []
         if self.has_risk_:
             if booster is not None:
-                columns.append(booster.margin(table)[:, None])
+                columns.append(booster.margin(wide)[:, None])
             elif cox is not None:
                 columns.append(cox.outputs(table))
             else:
@@ -316,7 +328,8 @@ class TabularModel(BaseEstimator):
         """
         self._validate_params()
         self.table_ = ClinicalTable(n_stages, self.point_features).fit(X[train_rows])
-        table = self.table_.transform(X)
+        self.windowed_ = WindowedCounts().fit(X[train_rows]) if self.windowed_counts else None
+        dense, wide = self._inputs(X)
         self.n_classes_ = n_classes if stage is not None else 0
         self.has_risk_ = event is not None
         if not self.has_risk_:
@@ -332,44 +345,61 @@ class TabularModel(BaseEstimator):
             None if event is None else np.asarray(event[part], bool),
             None if time is None else time[part],
         )
-        parts = self._fit_parts(table[train_rows], *rows(train_rows), groups[train_rows], None)
+        table = lambda part: (dense[part], wide[part])  # noqa: E731
+        parts = self._fit_parts(table(train_rows), *rows(train_rows), groups[train_rows], None)
         self.booster_, self.cox_, self.stage_ = parts
         tuned = self.booster_.best_params_ if self.booster_ is not None else None
-        outputs = self._outputs_of(parts, table)
+        outputs = self._outputs_of(parts, (dense, wide))
         folds = min(self.stack_folds, len(np.unique(groups[train_rows])))
         if folds >= 2:
             for fit_part, out_part in GroupKFold(folds).split(train_rows, groups=groups[train_rows]):
                 fit_rows, out_rows = train_rows[fit_part], train_rows[out_part]
-                fold = self._fit_parts(table[fit_rows], *rows(fit_rows), groups[fit_rows], tuned)
-                outputs[out_rows] = self._outputs_of(fold, table[out_rows])
+                fold = self._fit_parts(table(fit_rows), *rows(fit_rows), groups[fit_rows], tuned)
+                outputs[out_rows] = self._outputs_of(fold, table(out_rows))
         self.n_outputs_ = outputs.shape[1]
         return outputs.astype(np.float32)
 
     # ------------------------------------------------------------------ outputs
+    def _inputs(self, X: CohortX) -> tuple[np.ndarray, Any]:
+        """``(the clinical table [n, C], the booster's input)``: the booster reads the table and,
+        with ``windowed_counts``, the windowed counts beside it (one CSR matrix)."""
+        dense = self.table_.transform(X)
+        if self.windowed_ is None:
+            return dense, dense
+        from scipy import sparse
+
+        return dense, sparse.hstack([sparse.csr_matrix(dense), self.windowed_.transform(X)], format="csr")
+
+    @property
+    def names_(self) -> list[str]:
+        """The name of each input column: the clinical table's, then the windowed counts'."""
+        return [*self.table_.names_, *(self.windowed_.names if self.windowed_ is not None else [])]
+
     def transform(self, X: CohortX) -> np.ndarray:
         """The fitted models' outputs ``[len(X), n_outputs_]`` float32."""
-        return self._outputs_of((self.booster_, self.cox_, self.stage_), self.table_.transform(X)).astype(np.float32)
+        return self._outputs_of((self.booster_, self.cox_, self.stage_), self._inputs(X)).astype(np.float32)
 
     def contributions(self, X: CohortX, output: str = "risk", stage_class: np.ndarray | None = None) -> np.ndarray:
         """Each table column's attribution to an output ``[len(X), len(table_.names_)]``: the log
         relative risk (``output="risk"``; exact TreeSHAP for the booster) or the logit of class
         ``stage_class`` ``[len(X)]`` (``output="stage"``). Relative to the training mean (linear)
         or the trees' expected value (booster); the constant is left out."""
-        table = self.table_.transform(X)
+        table, wide = self._inputs(X)
+        pad = np.zeros((len(table), len(self.names_) - table.shape[1]))  # the linear models read no counts
         if output == "risk":
             if self.booster_ is not None:
                 from xgboost import DMatrix
 
-                contribs = self.booster_.model_.get_booster().predict(DMatrix(table), pred_contribs=True)
-                return contribs[:, :-1].astype(np.float64)
+                contribs = self.booster_.model_.get_booster().predict(DMatrix(wide), pred_contribs=True)
+                return np.asarray(contribs)[:, :-1].astype(np.float64)
             if self.cox_ is not None:
-                return self.cox_.contributions(table, 0)
-            return np.zeros_like(table)
+                return np.hstack([self.cox_.contributions(table, 0), pad])
+            return np.zeros((len(table), len(self.names_)))
         if self.stage_ is None:
             raise ValueError("this tabular model has no stage model")
         rows = np.zeros(len(table), dtype=np.int64) if stage_class is None else np.asarray(stage_class)
         per_class = (table - self.stage_.mean) / self.stage_.scale
-        return per_class * self.stage_.coef[rows]
+        return np.hstack([per_class * self.stage_.coef[rows], pad])
 
     # ------------------------------------------------------------------ saving
     def state(self) -> dict[str, Any]:
@@ -378,6 +408,15 @@ class TabularModel(BaseEstimator):
             "params": self.get_params(),
             "n_stages": self.table_.n_stages_,
             "point_features": self.table_.point_features_.state() if self.table_.point_features_ else None,
+            "windowed": (
+                {
+                    "windows_days": list(self.windowed_.windows_days),
+                    "codes": self.windowed_.codes_,
+                    "lab_codes": self.windowed_.lab_codes_,
+                }
+                if self.windowed_ is not None
+                else None
+            ),
             "n_classes": self.n_classes_,
             "has_risk": self.has_risk_,
             "risk_model": self.risk_model_,
@@ -395,6 +434,11 @@ class TabularModel(BaseEstimator):
         model.table_.point_features_ = (
             PointFeatures(**state["point_features"]) if state["point_features"] is not None else None
         )
+        model.windowed_ = None
+        if state.get("windowed") is not None:
+            model.windowed_ = WindowedCounts(tuple(state["windowed"]["windows_days"]))
+            model.windowed_.codes_ = list(state["windowed"]["codes"])
+            model.windowed_.lab_codes_ = list(state["windowed"]["lab_codes"])
         model.n_classes_, model.has_risk_ = state["n_classes"], state["has_risk"]
         model.risk_model_ = state["risk_model"]
         model.booster_ = None

@@ -112,9 +112,9 @@ def test_windowed_counts_count_each_window_and_read_nothing_after_the_point():
     assert dict(zip(names, table[earliest], strict=True))["ICD10CM/I10:count_all"] == 1
 
 
-def test_the_history_ablation_is_the_model_without_its_state(sim_cohort):
-    """Predicting under ``history_zeroed`` equals the same network with the heads' weights on the
-    sequence state set to zero; outside the block the model is unchanged."""
+def test_the_history_ablation_is_the_tabular_part_and_changes_nothing_in_the_model(sim_cohort):
+    """The ablation row scores ``decision_components``' tabular part: it equals the same network
+    with the heads' weights on the sequence state at zero, and the fitted model is never touched."""
     import torch
 
     from ehrprog.evaluation import history_zeroed
@@ -128,17 +128,19 @@ def test_the_history_ablation_is_the_model_without_its_state(sim_cohort):
         tabular=ep.TabularModel(risk_model="cox"),
         random_state=0,
     ).fit(X, y)
-    hidden = model.model_.hidden
     with torch.no_grad():  # give the state a weight (a short fit may keep epoch 0's zero offsets)
         for head in (model.model_.risk_head, model.model_.stage_head):
-            head.weight[:, :hidden] = torch.randn_like(head.weight[:, :hidden])
+            head.weight.copy_(torch.randn_like(head.weight))
     before = model.predict_risk(X)
-    with history_zeroed(model):
-        zeroed, proba = model.predict_risk(X), model.predict_proba(X)
-    np.testing.assert_array_equal(model.predict_risk(X), before)
+    parts = model.decision_components(X)
+    np.testing.assert_allclose(parts["tabular_risk"] + parts["history_risk"], before, rtol=1e-5, atol=1e-5)
+    alone = history_zeroed(model)
+    zeroed, proba = alone.predict_risk(X), alone.predict_proba(X)
+    np.testing.assert_array_equal(model.predict_risk(X), before)  # nothing in the model changed
+    assert not np.allclose(zeroed, before)
     with torch.no_grad():
         for head in (model.model_.risk_head, model.model_.stage_head):
-            head.weight[:, :hidden] = 0.0
+            head.weight.zero_()
     np.testing.assert_allclose(model.predict_risk(X), zeroed, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(model.predict_proba(X), proba, rtol=1e-5, atol=1e-6)
-    assert not np.allclose(zeroed, before)
+    assert np.abs(model.decision_components(X)["history_risk"]).max() < 1e-5

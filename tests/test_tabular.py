@@ -97,3 +97,35 @@ def test_at_epoch_0_the_estimator_is_the_tabular_model(sim_cohort):
     np.testing.assert_allclose(est.predict_risk(X), tabular[:, 0], rtol=1e-5, atol=1e-6)
     expected = torch.softmax(torch.from_numpy(tabular[:, 1:]), dim=1).numpy()
     np.testing.assert_allclose(est.predict_proba(X), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_the_paired_gain_is_zero_for_identical_outputs_and_sees_a_better_ranking():
+    from ehrprog.inference import paired_gain
+
+    rng = np.random.default_rng(0)
+    n = 400
+    time = rng.exponential(size=n)
+    event = rng.random(n) < 0.7
+    targets = {"stage_label": np.full(n, -1), "event": event.astype(np.float32), "time": time.astype(np.float32)}
+    subjects = np.repeat(np.arange(n // 4), 4)
+    noisy = -time + rng.normal(scale=2.0, size=n)
+    assert paired_gain((None, noisy), (None, noisy), targets, subjects, 0) == (0.0, 0.0)
+    gain, se = paired_gain((None, -time + rng.normal(scale=0.3, size=n)), (None, noisy), targets, subjects, 0)
+    assert gain > 3 * se > 0
+
+
+def test_the_history_is_kept_only_beyond_its_noise_else_the_estimator_is_its_tabular_model(sim_cohort):
+    X, y = sim_cohort.X, sim_cohort.y
+    est = VisitProgressionEstimator(
+        target="progression", tabular=TabularModel(risk_model="cox"), embedding_dim=8, hidden_dim=8, max_epochs=3,
+        random_state=0,
+    ).fit(X, y)  # fmt: skip
+    assert est.history_gain_ is not None and est.history_gain_se_ is not None
+    assert est.history_kept_ == (est.best_epoch_ > 0)
+    parts = est.decision_components(X)
+    if est.history_kept_:
+        assert est.history_gain_ > est.history_gain_se_
+    else:
+        assert est.history_gain_ == 0.0
+        assert np.abs(parts["history_risk"]).max() < 1e-5  # the offsets are exactly zero again
+        np.testing.assert_allclose(est.predict_risk(X), est.tabular_.transform(X)[:, 0], rtol=1e-5, atol=1e-6)
