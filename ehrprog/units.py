@@ -87,24 +87,6 @@ EGFR_UNITS: dict[str, float] = {
     ),
     **dict.fromkeys(["ml/s", "ml/s/", "ml/s/1.73m2", "ml/s/1.73m^2", "ml/s/1.73m²", "ml/second/1.73squaremeter"], 60.0),
 }
-#: Creatinine units (normalised spelling, see :func:`normalise_unit`) -> factor to mg/dL. UCUM
-#: codes and the usual variants; OMOP unit concept names are normalised to these first.
-CREATININE_UNITS: dict[str, float] = {
-    "mg/dl": 1.0,
-    "mg/100ml": 1.0,
-    "mg%": 1.0,
-    "mg/l": 0.1,
-    "ug/ml": 0.1,
-    "g/l": 100.0,
-    "mg/ml": 100.0,
-    "g/dl": 1000.0,
-    "umol/l": 1.0 / CREATININE_UMOL_PER_MGDL,
-    "nmol/ml": 1.0 / CREATININE_UMOL_PER_MGDL,
-    "mmol/l": 1000.0 / CREATININE_UMOL_PER_MGDL,
-    "mmol/dl": 10000.0 / CREATININE_UMOL_PER_MGDL,
-}
-
-
 #: Mass concentration (normalised spelling) -> factor to mg/dL, for any analyte.
 MASS_CONCENTRATION: dict[str, float] = {
     "mg/dl": 1.0,
@@ -127,6 +109,15 @@ SUBSTANCE_CONCENTRATION: dict[str, float] = {
     "nmol/ml": 0.001,
     "mol/l": 1000.0,
     "mmol/dl": 10.0,
+}
+
+
+#: Creatinine units (normalised spelling, see :func:`normalise_unit`) -> factor to mg/dL: any
+#: mass concentration, and any substance concentration through creatinine's molar mass (113.12
+#: g/mol: 88.42 µmol/L per mg/dL). OMOP unit concept names are normalised to these first.
+CREATININE_UNITS: dict[str, float] = {
+    **MASS_CONCENTRATION,
+    **{unit: factor * 1000.0 / CREATININE_UMOL_PER_MGDL for unit, factor in SUBSTANCE_CONCENTRATION.items()},
 }
 
 
