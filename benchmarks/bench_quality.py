@@ -40,10 +40,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 
 import ehrprog as ep
 from ehrprog.datasets import oracle_risk, simulated_truth
-from ehrprog.evaluation import ABLATION, NOT_BASELINES, ORACLE, REFERENCE, ZEROED, evaluate_split
+from ehrprog.evaluation import ABLATION, NOT_BASELINES, ORACLE, REFERENCE, ZEROED, Row, evaluate_split
 from ehrprog.metrics import harrell_c, interval, paired_bootstrap_c
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -84,6 +85,47 @@ def labeled(
     return cohort, np.flatnonzero(np.isin(cohort.groups, chosen)), people
 
 
+#: The headroom row: the windowed-counts booster given the simulator's true latent state.
+HEADROOM = "headroom: booster + true latent state"
+#: The latent state it reads, per world (phenotypes, current log UACR and eGFR slope; labs: the slope).
+LATENT = {
+    "history": ["slope", "log_uacr", "diabetic_microvascular", "cardiorenal", "glomerular", "obstructive"],
+    "labs": ["slope"],
+}
+
+
+def latent_state(points: pl.DataFrame, truth: pl.DataFrame, world: str) -> np.ndarray:
+    """``[n, k]`` the simulator's true latent state at each point's prediction time (the month in
+    force for world history; the person's for labs): what a perfect reader of the history knows."""
+    keys = points.select("subject_id", "prediction_time").with_row_index("_row")
+    if "time" in truth.columns:
+        table = keys.sort("prediction_time").join_asof(
+            truth.select("subject_id", "time", *LATENT[world]).sort("time"),
+            left_on="prediction_time",
+            right_on="time",
+            by="subject_id",
+            strategy="backward",
+        )
+    else:
+        table = keys.join(truth.select("subject_id", *LATENT[world]), on="subject_id", how="left")
+    return table.sort("_row").select(LATENT[world]).cast(pl.Float64).to_numpy()
+
+
+def headroom_risk(X_tr, y_tr, X_te, truth_tr, truth_te, world: str, seed: int) -> np.ndarray:
+    """Test risks of the windowed-counts booster (tuned the same way) given the true latent state."""
+    from scipy import sparse
+
+    from ehrprog.baselines import WindowedCountsBoostedCox
+    from ehrprog.boosted_cox import TunedBoostedCox
+
+    reader = WindowedCountsBoostedCox(random_state=seed)
+    train = sparse.hstack([reader._fit_features(X_tr), sparse.csr_matrix(latent_state(X_tr.points, truth_tr, world))])
+    test = sparse.hstack([reader._features(X_te), sparse.csr_matrix(latent_state(X_te.points, truth_te, world))])
+    event, time_ = y_tr["event"].to_numpy().astype(bool), y_tr["time_to_event_days"].to_numpy()
+    booster = TunedBoostedCox(random_state=seed).fit(train.tocsr(), event, time_, X_tr.points["subject_id"].to_numpy())
+    return booster.margin(test.tocsr())
+
+
 def seed_bootstrap(draws: np.ndarray, seed: int = 0) -> np.ndarray:
     """Two-level bootstrap of a mean over training seeds: ``draws`` ``[S, B]`` (each seed's paired
     differences on B shared test-subject resamples) -> ``[B]``, the mean over S seeds drawn with
@@ -111,7 +153,7 @@ def compare(runs: list[dict], event, time_, groups, boot: int, oracle: np.ndarra
     the reference over ``runs`` (one per seed or fold: ``rows`` and ``risks``), with two-level
     bootstrap intervals of the mean difference (test subjects and training seeds resampled)."""
     names = [r.name for r in runs[0]["rows"] if "c_index" in r.metrics]
-    baselines = [n for n in names if n not in NOT_BASELINES and not n.startswith(VARIANT)]
+    baselines = [n for n in names if n not in NOT_BASELINES and not n.startswith(VARIANT) and n != HEADROOM]
     best = max(baselines, key=lambda n: _mean_c(runs, n))
     models = [n for n in names if (n == MODEL or n.startswith(VARIANT)) and not n.endswith(ZEROED)]
     lines = []
@@ -130,6 +172,15 @@ def compare(runs: list[dict], event, time_, groups, boot: int, oracle: np.ndarra
             diff = _mean_c(runs, model) - _mean_c(runs, other)
             verdict = "above zero" if low > 0 else ("below zero" if high < 0 else "inside the noise")
             lines.append(f"  {model} - {label} ({other}): {diff:+.4f} C, 95% [{low:+.4f}, {high:+.4f}] ({verdict})")
+    if HEADROOM in names:
+        room = _mean_c(runs, HEADROOM) - _mean_c(runs, best)
+        shares = ", ".join(
+            f"{m} {(_mean_c(runs, m) - _mean_c(runs, best)) / room:+.0%}" for m in [*models, ABLATION] if m in names
+        )
+        lines.append(
+            f"  headroom (booster + true latent state) {_mean_c(runs, HEADROOM):.4f}: {room:+.4f} over the best "
+            f"baseline; each method's share of it: {shares}"
+        )
     if oracle is not None:
         oracle_c = _mean_c(runs, ORACLE)
         gap = oracle_c - _mean_c(runs, best)
@@ -175,7 +226,8 @@ def simulator(
 ) -> None:
     full, rows, people = labeled(world, test_subjects, test_seed)
     test_X, test_y, test_groups = full.X[rows], full.y[rows], full.groups[rows]
-    truth = oracle_risk(test_X.points, simulated_truth(people, test_seed, world=world))
+    test_truth = simulated_truth(people, test_seed, world=world)
+    truth = oracle_risk(test_X.points, test_truth)
     event = test_y["event"].to_numpy()
     time_ = test_y["time_to_event_days"].to_numpy()
     print(
@@ -193,6 +245,11 @@ def simulator(
             X_tr, y_tr = train.X[train_rows], train.y[train_rows]
             started = time.perf_counter()
             rows_, fitted = evaluate_split(X_tr, y_tr, test_X, test_y, random_state=seed, oracle=truth, variants=extra)
+            room = headroom_risk(
+                X_tr, y_tr, test_X, simulated_truth(train_people, seed, world=world), test_truth, world, seed
+            )
+            fitted["risks"][HEADROOM] = room
+            rows_.append(Row(HEADROOM, {"c_index": harrell_c(event, time_, room)}))
             runs.append({"rows": rows_, "risks": fitted["risks"]})
             model = fitted["model"]
             print(

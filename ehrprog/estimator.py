@@ -30,40 +30,38 @@ import polars as pl
 import torch
 from sklearn.base import BaseEstimator, clone
 from sklearn.exceptions import NotFittedError
-from sklearn.model_selection import GroupShuffleSplit
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ehrprog.batching import VisitTensors, Vocabulary
 from ehrprog.breslow import BreslowSurvival, step_functions
 from ehrprog.errors import UnitWarning
-from ehrprog.inference import batched_outputs, outputs_score, paired_gain, ranking_score, with_targets
+from ehrprog.history_fit import (
+    baseline_hazard,
+    build_model,
+    engine_settings,
+    judge_history,
+    point_targets,
+    training_record,
+    validation_split,
+    validator,
+    value_scale,
+)
+from ehrprog.inference import batched_outputs, ranking_score, with_targets
 from ehrprog.metrics import harrell_c, macro_auroc
-from ehrprog.model import SupervisedObjective, VisitSequenceModel, supervised_loss
+from ehrprog.model import SupervisedObjective
 from ehrprog.model_card import training_summary
 from ehrprog.store import visit_tensors
 from ehrprog.survival import DAYS_PER_YEAR, SURVIVAL_PIECES_YEARS, base_log_hazards, cumulative_hazard
 from ehrprog.tabular import TabularModel
 from ehrprog.targets import check_survival_targets, split_targets
 from ehrprog.tasks.cohort import CohortX
-from ehrprog.training import TrainSettings, broadcast_seed, fit_seed, resolve_device, train
+from ehrprog.training import broadcast_seed, fit_seed, resolve_device, train
 
 _PREFIXES = ("backbone__",)
 
 #: Share of unseen input codes above which prediction warns (the history then adds little).
 UNKNOWN_CODES_WARNING = 0.5
-
-
-def _value_scale(X: CohortX) -> tuple[float, float]:
-    """Mean and standard deviation of the training points' finite current staging-lab values."""
-    if "current_value" not in X.points.columns:
-        return (0.0, 1.0)
-    values = X.points["current_value"].cast(pl.Float64)
-    values = values.filter(values.is_finite())
-    if values.len() < 2:
-        return (0.0, 1.0)
-    std = float(values.std())
-    return (float(values.mean()), std if std > 1e-6 else 1.0)
 
 
 class VisitProgressionEstimator(BaseEstimator):
@@ -255,43 +253,9 @@ class VisitProgressionEstimator(BaseEstimator):
             return getattr(self, "backbone__checkpoint", None) is not None
         return bool(self.backbone_probe)
 
-    def _build_model(
-        self, n_classes: int, architecture: dict[str, Any] | None = None, *, saved: bool = False
-    ) -> VisitSequenceModel:
-        """The model for ``vocabulary_`` with the heads ``target`` needs (``n_classes`` stages).
-
-        ``architecture`` (from a saved estimator) replaces the backbone parameters that point at
-        a pre-trained source. With ``saved``, no string-valued backbone parameter (a path: a
-        checkpoint or a text encoder) reaches the factory: a saved estimator opens nothing
-        outside its own folder.
-        """
-        from ehrprog.plugins import get_backbone
-
-        spec = get_backbone(self.backbone)
-        routed = self._routed("backbone__")
-        if saved:
-            routed = {k: v for k, v in routed.items() if not isinstance(v, str)}
-        defaults = {"vocab_size": self.vocabulary_.size, "dim": self.embedding_dim, "visit_encoder": self.visit_encoder}
-        defaults.update(dropout=self.dropout, vocabulary=self.vocabulary_)
-        try:
-            backbone = spec.factory(**{**defaults, **routed, **(architecture or {})})
-        except TypeError as error:
-            given = ", ".join(f"backbone__{name}" for name in sorted(routed)) or "none"
-            raise ValueError(
-                f"backbone {self.backbone!r} does not take the parameters given to it ({given}): {error}. "
-                "In a grid over several backbones, give each its own parameters with a list of grids: "
-                '[{"backbone": ["default"]}, {"backbone": ["cehrbert"], "backbone__checkpoint": [DIR]}]'
-            ) from error
-        return VisitSequenceModel(
-            backbone,
-            n_classes=n_classes if self.target in ("stage", "both") else 0,
-            risk=self.target in ("progression", "both"),
-            hidden=self.hidden_dim,
-            sequence_encoder=self.sequence_encoder,
-            dropout=self.dropout,
-            probe=self._probe(),
-            survival_pieces=len(SURVIVAL_PIECES_YEARS) + 1 if self.survival_head == "piecewise" else 0,
-        )
+    def _build_model(self, n_classes: int, architecture: dict | None = None, *, saved: bool = False):
+        """The visit network for ``vocabulary_`` (:func:`~ehrprog.history_fit.build_model`)."""
+        return build_model(self, n_classes, architecture, saved=saved)
 
     def _visit_tensors(self, X: CohortX, tabular: np.ndarray | None = None) -> VisitTensors:
         """The model's input arrays for ``X`` (in memory, or read shard by shard for a cohort on
@@ -341,17 +305,20 @@ class VisitProgressionEstimator(BaseEstimator):
         device = self._device()
         seed = broadcast_seed(fit_seed(self.random_state), device)
         self.n_features_in_ = 1
-        targets = self._targets(stage, event, tte, len(X))
+        targets, classes = point_targets(self.target, stage, event, tte, len(X))
+        if classes is not None:
+            self.classes_ = classes
         subjects = X.points["subject_id"].to_numpy()
-        train_rows, valid_rows = self._split(subjects, groups, seed)
+        train_rows, valid_rows = validation_split(subjects, groups, self.validation_fraction, seed)
         self.vocabulary_ = Vocabulary.fit(X[train_rows], min_count=self.min_code_count)
-        self.value_scale_ = _value_scale(X[train_rows])
+        self.value_scale_ = value_scale(X[train_rows])
         self.tabular_ = clone(self.tabular) if self.tabular is not None else TabularModel(random_state=seed)
         risk = self.target in ("progression", "both")
+        n_classes = len(classes) if classes is not None else 0
         stacked = self.tabular_.fit_stacked(
             X,
-            stage=targets["stage_label"] if self.target in ("stage", "both") else None,
-            n_classes=len(getattr(self, "classes_", [])) if self.target in ("stage", "both") else 0,
+            stage=targets["stage_label"] if classes is not None else None,
+            n_classes=n_classes,
             event=event.astype(bool) if risk else None,
             time=tte if risk else None,
             groups=subjects,
@@ -360,7 +327,7 @@ class VisitProgressionEstimator(BaseEstimator):
         tensors = self._visit_tensors(X, stacked)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = self._build_model(len(getattr(self, "classes_", [])))
+            model = self._build_model(n_classes)
         if model.survival_pieces:  # each piece's log hazard given the tabular log relative risks
             time_years = torch.from_numpy(tte[train_rows] / DAYS_PER_YEAR)
             offsets = torch.from_numpy(stacked[train_rows, 0].astype(np.float64))
@@ -373,126 +340,27 @@ class VisitProgressionEstimator(BaseEstimator):
             SupervisedObjective(model),
             lambda epoch: tensors.plan_batches(train_rows, self.batch_size, np.random.default_rng([seed, epoch])),
             lambda rows, where: with_targets(tensors.batch(rows), targets, where),
-            self._settings(device, seed),
-            validate=self._validator(tensors, targets, valid_rows, device) if len(valid_rows) else None,
+            engine_settings(self, device, seed),
+            validate=validator(tensors, targets, valid_rows, device, self.batch_size) if len(valid_rows) else None,
             validate_first=True,
         )
-        self._record(result)
-        self._judge_history(model, start, epoch0, tensors, targets, valid_rows, subjects, device, seed)
+        record = training_record(result)
+        record.update(
+            judge_history(
+                model, start, epoch0, tensors, targets, valid_rows, subjects, device, seed, self.batch_size,
+                record["best_epoch_"],
+            )
+        )  # fmt: skip
+        for name, value in record.items():
+            setattr(self, name, value)
         self.model_ = model.eval()
         self.training_data_ = training_summary(X, event, tte, stage)
         self.heldout_ = None  # held-out scores of this fit: set by whoever measures them (model card)
-        if risk and self.survival_head == "piecewise":  # absolute hazards come from the head itself
-            self.event_times_ = np.unique(tte[train_rows][event[train_rows].astype(bool)]).astype(np.float64)
-            self.cumulative_baseline_hazard_ = None
-        elif risk:
-            train_risk = batched_outputs(self.model_, tensors, train_rows, device, self.batch_size)[1]
-            breslow = BreslowSurvival().fit(train_risk, tte[train_rows], event[train_rows])
-            self.event_times_ = breslow.event_times_
-            self.cumulative_baseline_hazard_ = breslow.cumulative_baseline_hazard_
+        if risk:
+            self.event_times_, self.cumulative_baseline_hazard_ = baseline_hazard(
+                model, tensors, train_rows, event, tte, device, self.batch_size
+            )
         return self
-
-    def _targets(
-        self, stage: np.ndarray | None, event: np.ndarray | None, tte: np.ndarray | None, n: int
-    ) -> dict[str, np.ndarray]:
-        """The training targets per point: ``stage_label`` (class index, -1 unknown), ``event``
-        and ``time`` (days) as float32; sets ``classes_`` for a stage target."""
-        stage_idx = np.full(n, -1, dtype=np.int64)
-        if self.target in ("stage", "both"):
-            known = ~np.isnan(stage)
-            self.classes_ = np.unique(stage[known]).astype(np.int64)
-            if len(self.classes_) < 2:
-                raise ValueError(f"need at least two stages in y to classify, got {self.classes_.tolist()}")
-            stage_idx[known] = np.searchsorted(self.classes_, stage[known].astype(np.int64))
-        return {
-            "stage_label": stage_idx,
-            "event": (event if event is not None else np.zeros(n)).astype(np.float32),
-            "time": (tte if tte is not None else np.zeros(n)).astype(np.float32),
-        }
-
-    def _split(self, subjects: np.ndarray, groups: Any, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """Training and validation rows: ``validation_fraction`` of the ``groups`` (default the
-        subjects) held out whole; no validation with fewer than 5 groups."""
-        units = subjects if groups is None else np.asarray(groups)
-        if units.shape != subjects.shape:
-            raise ValueError(f"groups must hold one value per point ({len(subjects):,}), got shape {units.shape}")
-        if groups is not None:  # a subject split between training and validation would leak
-            pairs = pl.DataFrame({"subject": subjects, "group": units.astype(str)}).unique()
-            if pairs.height != len(np.unique(subjects)):
-                raise ValueError("groups must keep each subject's points in one group (a subject spans several)")
-        rows = np.arange(len(subjects))
-        if self.validation_fraction > 0 and len(np.unique(units)) >= 5:
-            split = GroupShuffleSplit(n_splits=1, test_size=self.validation_fraction, random_state=seed)
-            return next(split.split(rows, groups=units))
-        return rows, np.array([], dtype=np.int64)
-
-    def _settings(self, device: torch.device, seed: int) -> TrainSettings:
-        return TrainSettings(
-            max_epochs=self.max_epochs,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            n_iter_no_change=self.n_iter_no_change,
-            tol=self.tol,
-            device=device,
-            seed=seed,
-            verbose=bool(self.verbose),
-            monitor="valid_score" if self.selection == "score" else "valid_loss",
-            greater_is_better=self.selection == "score",
-        )
-
-    def _validator(self, tensors: VisitTensors, targets: dict[str, np.ndarray], rows: np.ndarray, device: torch.device):
-        """The engine's validation step: loss and score of the points ``rows``."""
-        held_out = {name: values[rows] for name, values in targets.items()}
-
-        def validate(objective: SupervisedObjective) -> dict[str, float]:
-            logits, risk = batched_outputs(objective.model, tensors, rows, device, self.batch_size)
-            with torch.no_grad():
-                loss = supervised_loss(
-                    None if logits is None else torch.from_numpy(logits),
-                    None if risk is None else torch.from_numpy(risk),
-                    {name: torch.from_numpy(values) for name, values in held_out.items()},
-                )
-            figures = {"valid_loss": float(loss)}
-            score = outputs_score(logits, risk, held_out)
-            if score is not None:
-                figures["valid_score"] = score
-            return figures
-
-        return validate
-
-    def _record(self, result: Any) -> None:
-        """The training record: history, curves, the kept epoch and the history's contribution."""
-        initial = [record for record in result.history if record["epoch"] == 0]  # the tabular model alone
-        self.initial_validation_ = {k: v for k, v in initial[0].items() if k != "epoch"} if initial else None
-        self.history_ = [record for record in result.history if record["epoch"] > 0]
-        self.n_iter_ = result.n_iter
-        self.best_epoch_ = result.best_epoch
-        self.loss_curve_ = [record["train_loss"] for record in self.history_]
-        self.validation_loss_curve_ = [record["valid_loss"] for record in self.history_ if "valid_loss" in record]
-
-    def _judge_history(self, model, start, epoch0, tensors, targets, valid_rows, subjects, device, seed) -> None:
-        """Keep what the history learned only where it beats the tabular model (epoch 0) on the
-        validation subjects by more than its noise: the gain in validation score (what ``score``
-        reports) must exceed one standard error of a paired bootstrap over those subjects
-        (:func:`~ehrprog.inference.paired_gain`, 200 resamples). Otherwise the offsets go back to
-        zero: the estimator is its tabular model. Sets ``history_gain_`` (the kept model's
-        validation score minus the tabular model's: 0.0 when the history is dropped; ``None``
-        without a validation split), ``history_gain_se_``, ``history_trial_gain_`` and ``history_kept_``."""
-        self.history_gain_ = self.history_gain_se_ = self.history_trial_gain_ = None
-        self.history_kept_ = self.best_epoch_ > 0
-        if epoch0 is None:
-            return
-        held_out = {name: values[valid_rows] for name, values in targets.items()}
-        kept = batched_outputs(model, tensors, valid_rows, device, self.batch_size)
-        gain, se = paired_gain(kept, epoch0, held_out, subjects[valid_rows], seed)
-        self.history_gain_se_ = se if np.isfinite(se) else None
-        self.history_trial_gain_ = gain if np.isfinite(gain) else None
-        if self.best_epoch_ > 0 and np.isfinite(gain) and np.isfinite(se) and gain > se:
-            self.history_gain_ = gain
-            return
-        model.load_state_dict(start)  # epoch 0: the tabular model exactly
-        self.best_epoch_, self.history_kept_ = 0, False
-        self.history_gain_ = 0.0 if np.isfinite(gain) else None
 
     # ----------------------------------------------------------- prediction
     def _check(self, X: Any) -> None:
@@ -618,12 +486,7 @@ class VisitProgressionEstimator(BaseEstimator):
         """
         from ehrprog.explain import integrated_gradients
 
-        self._check(X)
-        if output == "auto":
-            output = "stage" if self.target == "stage" else "risk"
-        if output not in ("risk", "stage"):
-            raise ValueError(f"output must be 'risk', 'stage' or 'auto', got {output!r}")
-        self._require("progression" if output == "risk" else "stage", "explain")
+        output = self._explained(X, output, "explain")
         device = self._device()
         self.model_.to(device)
         return integrated_gradients(self.model_, self._visit_tensors(X), X, self.vocabulary_, output, steps, device)
@@ -642,31 +505,22 @@ class VisitProgressionEstimator(BaseEstimator):
             ``value`` (the input) and ``attribution``; every clinical-table column, and the
             windowed-count columns that are recorded or attributed for that point.
         """
+        from ehrprog.explain import tabular_attributions
+
+        output = self._explained(X, output, "explain_clinical")
+        scale = self.model_.risk_scale if output == "risk" else self.model_.stage_scale
+        predicted = self.predict_proba(X).argmax(axis=1) if output == "stage" else None
+        return tabular_attributions(self.tabular_, X, output, predicted, float(scale.detach()))
+
+    def _explained(self, X: CohortX, output: str, method: str) -> str:
+        """The output ``method`` explains (``"auto"`` resolved), checked against the target."""
         self._check(X)
         if output == "auto":
             output = "stage" if self.target == "stage" else "risk"
         if output not in ("risk", "stage"):
             raise ValueError(f"output must be 'risk', 'stage' or 'auto', got {output!r}")
-        self._require("progression" if output == "risk" else "stage", "explain_clinical")
-        predicted = None
-        scale = self.model_.risk_scale if output == "risk" else self.model_.stage_scale
-        if output == "stage":
-            predicted = self.predict_proba(X).argmax(axis=1)
-        contributions = self.tabular_.contributions(X, output, predicted) * float(scale.detach())
-        dense, wide = self.tabular_._inputs(X)
-        values = wide.toarray() if hasattr(wide, "toarray") else wide
-        names = self.tabular_.names_
-        n, f = contributions.shape
-        clinical = np.tile(np.arange(f) < dense.shape[1], n)  # a count column is listed where it counts
-        return pl.DataFrame(
-            {
-                "point": np.repeat(np.arange(n), f),
-                "subject_id": np.repeat(X.points["subject_id"].to_numpy(), f),
-                "feature": np.tile(np.asarray(names, dtype=object), n).tolist(),
-                "value": values.reshape(-1),
-                "attribution": contributions.reshape(-1),
-            }
-        ).filter(pl.Series(clinical) | (pl.col("attribution") != 0) | (pl.col("value") != 0))
+        self._require("progression" if output == "risk" else "stage", method)
+        return output
 
     def save(self, path: str | Path) -> Path:
         """Write ``config.json`` (parameters, vocabulary, classes, baseline hazard, history,

@@ -76,6 +76,34 @@ def integrated_gradients(
     )
 
 
+def tabular_attributions(
+    tabular, X: CohortX, output: str, stage_class: np.ndarray | None = None, scale: float = 1.0
+) -> pl.DataFrame:
+    """Attributions of a fitted :class:`~ehrprog.tabular.TabularModel`'s output (``"risk"`` or the
+    logit of ``stage_class`` ``[n]`` for ``"stage"``) to each of its inputs, times ``scale`` (as
+    the estimator scales the tabular output): exact TreeSHAP for the booster, ``coef * (x - mean)
+    / scale`` for a linear model (:meth:`~ehrprog.tabular.TabularModel.contributions`).
+
+    Returns one row per (point, input): ``point`` (row of ``X``), ``subject_id``, ``feature``,
+    ``value`` (the input) and ``attribution``; every clinical-table column, and the windowed-count
+    columns that are recorded or attributed for that point.
+    """
+    contributions = tabular.contributions(X, output, stage_class) * scale
+    dense, wide = tabular._inputs(X)
+    values = wide.toarray() if hasattr(wide, "toarray") else wide
+    n, f = contributions.shape
+    clinical = np.tile(np.arange(f) < dense.shape[1], n)  # a count column is listed where it counts
+    return pl.DataFrame(
+        {
+            "point": np.repeat(np.arange(n), f),
+            "subject_id": np.repeat(X.points["subject_id"].to_numpy(), f),
+            "feature": np.tile(np.asarray(tabular.names_, dtype=object), n).tolist(),
+            "value": values.reshape(-1),
+            "attribution": contributions.reshape(-1),
+        }
+    ).filter(pl.Series(clinical) | (pl.col("attribution") != 0) | (pl.col("value") != 0))
+
+
 def _chunk_attributions(
     model: VisitSequenceModel, tensors: VisitTensors, points: np.ndarray, output: str, steps: int, device
 ) -> pl.DataFrame:
@@ -109,4 +137,4 @@ def _chunk_attributions(
     )
 
 
-__all__ = ["integrated_gradients"]
+__all__ = ["integrated_gradients", "tabular_attributions"]
