@@ -357,6 +357,9 @@ class VisitProgressionEstimator(BaseEstimator):
         self.training_data_ = training_summary(X, event, tte, stage)
         self.heldout_ = None  # held-out scores of this fit: set by whoever measures them (model card)
         if risk:
+            # The baseline is fitted to the risks predictions will have: the tabular model fitted
+            # on every training point (not the stacked outputs the offsets were trained against).
+            tensors.point_features = self.tabular_.transform(X).astype(np.float32)
             self.event_times_, self.cumulative_baseline_hazard_ = baseline_hazard(
                 model, tensors, train_rows, event, tte, device, self.batch_size
             )
