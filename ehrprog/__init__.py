@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
-
 from ehrprog import datasets, tasks
 from ehrprog.errors import EmptyCohortError, InputError
 from ehrprog.events import EventFrame
 from ehrprog.io import read_meds, read_omop, write_meds
+from ehrprog.version import __version__
 from ehrprog.visits import Gap, VisitFrame, group_visits
 
 #: Submodules reachable as attributes (``ep.metrics``) without importing them up front (torch is heavy).

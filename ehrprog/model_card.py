@@ -66,7 +66,7 @@ def _metrics_table(metrics: dict[str, float]) -> list[str]:
 
 def model_card(estimator: VisitProgressionEstimator) -> str:
     """The card of a fitted estimator as Markdown."""
-    from ehrprog import __version__
+    from ehrprog.version import __version__
 
     params = estimator.get_params()
     backbone = params.get("backbone")

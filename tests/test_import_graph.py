@@ -114,3 +114,22 @@ def test_the_check_sees_a_circle_through_a_lazy_import():
     assert "ehrprog.estimator" not in persistence  # only under TYPE_CHECKING there
     estimator = _imports("ehrprog.estimator", modules["ehrprog.estimator"], modules)
     assert "ehrprog.persistence" in estimator  # a lazy import inside a method, counted
+
+
+def test_no_module_imports_the_package_root():
+    """``from ehrprog import __version__`` inside a module is a circle through ``ehrprog/__init__``
+    (which imports nearly everything): the version lives in ``ehrprog.version``. Submodule imports
+    written ``from ehrprog import survival`` name the submodule and are fine. The demo is a program
+    written against the public API (``python -m ehrprog.demo``; nothing imports it)."""
+    modules = _modules()
+    offenders = []
+    for name, file in modules.items():
+        if name in ("ehrprog", "ehrprog.demo"):
+            continue
+        for node in ast.walk(_strip_type_checking(ast.parse(file.read_text()))):
+            if isinstance(node, ast.ImportFrom) and node.module == "ehrprog" and not node.level:
+                names = [a.name for a in node.names if f"ehrprog.{a.name}" not in modules]
+                offenders += [f"{name}: from ehrprog import {n}" for n in names]
+            elif isinstance(node, ast.Import):
+                offenders += [f"{name}: import ehrprog" for a in node.names if a.name == "ehrprog"]
+    assert offenders == []

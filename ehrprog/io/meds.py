@@ -401,7 +401,7 @@ def _write_shard(frame: pl.DataFrame, path: Path) -> None:
 
 
 def _version() -> str:
-    from ehrprog import __version__
+    from ehrprog.version import __version__
 
     return __version__
 
