@@ -105,6 +105,7 @@ def latent_state(points: pl.DataFrame, truth: pl.DataFrame, world: str) -> np.nd
             right_on="time",
             by="subject_id",
             strategy="backward",
+            check_sortedness=False,  # both sorted by time, so within each subject too
         )
     else:
         table = keys.join(truth.select("subject_id", *LATENT[world]), on="subject_id", how="left")
