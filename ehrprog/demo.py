@@ -112,8 +112,9 @@ def _run(args: argparse.Namespace, folder: Path) -> int:
     stopped = getattr(model, "n_iter_", len(model.history_)) < model.max_epochs
     how = "stopped early" if stopped else f"the cap of {model.max_epochs}"
     say(
-        f"model: the tabular part ({model.tabular_.risk_model_} on {len(model.tabular_.names_):,} clinical inputs "
-        f"and windowed code counts) plus the visit history's offset; {len(model.history_)} epochs ({how}), "
+        f"model: the tabular part ({model.tabular_.risk_model_} on {len(model.tabular_.table_.names_):,} clinical "
+        f"inputs and {len(model.tabular_.names_) - len(model.tabular_.table_.names_):,} windowed code counts) plus "
+        f"the visit history's offset; {len(model.history_)} epochs ({how}), "
         f"{len(model.vocabulary_.codes):,} codes"
     )
     if model.history_gain_ is not None:
