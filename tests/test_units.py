@@ -43,6 +43,13 @@ def test_each_code_has_one_model_unit(code, unit, expected):
     assert factor == (pytest.approx(expected[1]) if expected[1] is not None else None)
 
 
+def _relabelled(where: pl.Expr, unit: str):
+    """A change of a measurement table: the rows ``where`` say their unit is ``unit`` (values kept)."""
+    return lambda t: t.with_columns(
+        pl.when(where).then(pl.lit(unit)).otherwise("unit_source_value").alias("unit_source_value")
+    )
+
+
 def _site(source: Path, folder: Path, change) -> Path:
     """``source``'s extract with its measurement table changed by ``change`` (a site's units)."""
     shutil.copytree(source, folder)
@@ -64,14 +71,7 @@ def sites(sim_omop, tmp_path_factory):
             pl.when(creatinine).then(pl.lit("umol/L")).otherwise("unit_source_value").alias("unit_source_value"),
         ),
     )
-    hemoglobin = pl.col("measurement_source_value") == HEMOGLOBIN_SOURCE
-    odd = _site(
-        sim_omop,
-        root / "odd",
-        lambda t: t.with_columns(
-            pl.when(hemoglobin).then(pl.lit("%")).otherwise("unit_source_value").alias("unit_source_value")
-        ),
-    )
+    odd = _site(sim_omop, root / "odd", _relabelled(pl.col("measurement_source_value") == HEMOGLOBIN_SOURCE, "%"))
     return {name: ep.tasks.CKDProgression().build(ep.read_omop(path)) for name, path in
             (("us", sim_omop), ("si", si), ("odd", odd))}  # fmt: skip
 
@@ -105,14 +105,7 @@ def test_a_unit_no_conversion_relates_is_warned_about_naming_the_code(sites):
 
 
 def test_values_in_a_unit_their_lab_cannot_be_converted_from_are_not_read_and_counted(sim_omop, tmp_path):
-    creatinine = pl.col("measurement_concept_id") == CREATININE_CONCEPT
-    odd = _site(
-        sim_omop,
-        tmp_path / "odd",
-        lambda t: t.with_columns(
-            pl.when(creatinine).then(pl.lit("%")).otherwise("unit_source_value").alias("unit_source_value")
-        ),
-    )
+    odd = _site(sim_omop, tmp_path / "odd", _relabelled(pl.col("measurement_concept_id") == CREATININE_CONCEPT, "%"))
     visits = ep.group_visits(ep.read_omop(odd))
     row = visits.codes.filter(pl.col("code") == "LOINC/2160-0").row(0, named=True)
     assert row["unit"] == "mg/dL" and row["values_not_read"] > 0
