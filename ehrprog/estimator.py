@@ -402,19 +402,27 @@ class VisitProgressionEstimator(BaseEstimator):
         self._check(X)
         tabular = self.tabular_.transform(X)
         logits, risk = self._predict_outputs(X, tabular)
-        network, parts = self.model_, {}
-        with torch.no_grad():
-            if risk is not None:
-                bias = network.risk_head.bias.detach().cpu().numpy()
-                alone = float(network.risk_scale) * tabular[:, :1] + bias  # [n, 1] or [n, T]
-                parts["tabular_risk"] = ranking_score(alone if network.survival_pieces else alone[:, 0])
-                parts["history_risk"] = ranking_score(risk) - parts["tabular_risk"]
-            if logits is not None:
-                bias = network.stage_head.bias.detach().cpu().numpy()
-                stage = tabular[:, int(network.risk_head is not None) :]
-                parts["tabular_logits"] = (float(network.stage_scale) * stage + bias).astype(np.float32)
-                parts["history_logits"] = logits - parts["tabular_logits"]
+        tab_logits, tab_risk = self._tabular_outputs(tabular)
+        parts = {}
+        if risk is not None:
+            parts["tabular_risk"] = ranking_score(tab_risk)
+            parts["history_risk"] = ranking_score(risk) - parts["tabular_risk"]
+        if logits is not None:
+            parts["tabular_logits"] = tab_logits
+            parts["history_logits"] = logits - tab_logits
         return parts
+
+    def tabular_outputs(self, X: CohortX) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Stage logits ``[n, K]`` and risk outputs of the tabular part alone (the offsets' weights
+        at zero; no visit is read): :meth:`~ehrprog.model.VisitSequenceModel.tabular_outputs`."""
+        self._check(X)
+        return self._tabular_outputs(self.tabular_.transform(X))
+
+    def _tabular_outputs(self, tabular: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        device = next(self.model_.parameters()).device
+        with torch.no_grad():
+            outputs = self.model_.tabular_outputs(torch.from_numpy(tabular).to(device))
+        return tuple(None if o is None else o.float().cpu().numpy() for o in outputs)
 
     def predict_proba(self, X: CohortX) -> np.ndarray:
         """Stage probabilities ``[n, len(classes_)]``."""

@@ -79,10 +79,11 @@ def is_measurement(name: str) -> bool:
 
 class TabularPart:
     """A fitted :class:`~ehrprog.VisitProgressionEstimator`'s tabular part alone, scored as a
-    method: its outputs are :meth:`~ehrprog.estimator.VisitProgressionEstimator.decision_components`'
-    tabular parts (nothing in the fitted model is changed). The difference to the model is what
-    the visit history adds. Survival curves: the piecewise head's own hazards, or (Cox head) the
-    model's Breslow baseline applied to the tabular risk, exact where the history was dropped."""
+    method: its outputs are the estimator's
+    :meth:`~ehrprog.estimator.VisitProgressionEstimator.tabular_outputs` (the offsets' weights at
+    zero, no visit read; nothing in the fitted model is changed). The difference to the model is
+    what the visit history adds. Survival curves: the piecewise head's own hazards, or (Cox head)
+    the model's Breslow baseline applied to the tabular risk, exact where the history was dropped."""
 
     def __init__(self, model: Any) -> None:
         self.model = model
@@ -90,10 +91,12 @@ class TabularPart:
         self.classes_ = getattr(model, "classes_", None)
 
     def predict_risk(self, X: CohortX) -> np.ndarray:
-        return self.model.decision_components(X)["tabular_risk"]
+        from ehrprog.inference import ranking_score
+
+        return ranking_score(self.model.tabular_outputs(X)[1])
 
     def predict_proba(self, X: CohortX) -> np.ndarray:
-        logits = self.model.decision_components(X)["tabular_logits"].astype(np.float64)
+        logits = self.model.tabular_outputs(X)[0].astype(np.float64)
         logits -= logits.max(axis=1, keepdims=True)
         proba = np.exp(logits)
         return proba / proba.sum(axis=1, keepdims=True)
@@ -107,11 +110,9 @@ class TabularPart:
 
             from ehrprog.survival import DAYS_PER_YEAR, SURVIVAL_PIECES_YEARS, cumulative_hazard
 
-            network, tabular = model.model_, model.tabular_.transform(X)
-            with torch.no_grad():
-                log_hazard = float(network.risk_scale) * tabular[:, :1] + network.risk_head.bias.cpu().numpy()
+            log_hazard = torch.from_numpy(model.tabular_outputs(X)[1]).double()
             years = torch.from_numpy(model.event_times_ / DAYS_PER_YEAR)
-            hazard = cumulative_hazard(torch.from_numpy(log_hazard).double(), years, SURVIVAL_PIECES_YEARS)
+            hazard = cumulative_hazard(log_hazard, years, SURVIVAL_PIECES_YEARS)
             return step_functions(model.event_times_, torch.exp(-hazard).numpy(), return_array)
         breslow = BreslowSurvival(model.event_times_, model.cumulative_baseline_hazard_)
         return breslow.survival_function(self.predict_risk(X), return_array)

@@ -88,8 +88,8 @@ def tabular_attributions(
     ``value`` (the input) and ``attribution``; every clinical-table column, and the windowed-count
     columns that are recorded or attributed for that point.
     """
-    contributions = tabular.contributions(X, output, stage_class) * scale
     dense, wide = tabular._inputs(X)
+    contributions = tabular.contributions(X, output, stage_class, (dense, wide)) * scale
     values = wide.toarray() if hasattr(wide, "toarray") else wide
     n, f = contributions.shape
     clinical = np.tile(np.arange(f) < dense.shape[1], n)  # a count column is listed where it counts

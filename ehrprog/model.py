@@ -138,9 +138,8 @@ class VisitSequenceModel(nn.Module):
     The batch's ``point_features`` ``[P, O]`` are the tabular model's outputs for each point
     (:class:`~ehrprog.tabular.TabularModel`: the log relative risk, then the stage logits). The
     model returns ``tabular * scale + offset(state)``: the offsets are linear in the sequence
-    state (and the probe), start at zero, and are what the visit history adds. With
-    ``history_off`` the offsets read zeros (their biases alone remain), so the ranking is the
-    tabular model's own.
+    state (and the probe), start at zero, and are what the visit history adds (the parts:
+    ``VisitProgressionEstimator.decision_components``).
 
     Only the heads a target needs are built: ``n_classes`` > 0 gives the stage head (``None``
     otherwise), ``risk`` the survival head; so every parameter takes part in the loss (as DDP
@@ -192,9 +191,6 @@ class VisitSequenceModel(nn.Module):
         # How much of the tabular output each head keeps (learned; 1 at the start).
         self.risk_scale = nn.Parameter(torch.ones(())) if risk else None
         self.stage_scale = nn.Parameter(torch.ones(())) if n_classes > 0 else None
-        #: With ``history_off`` the offsets read zeros for the sequence state and the probe: the
-        #: tabular model alone (an ablation; never saved, never set by training).
-        self.history_off = False
         # The offsets start at zero: epoch 0 is exactly the tabular model.
         with torch.no_grad():
             for head in (self.stage_head, self.risk_head):
@@ -250,18 +246,17 @@ class VisitSequenceModel(nn.Module):
             logits = self.stage_scale * tabular[:, -self.n_classes :] + self.stage_head(features)
         return logits, risk
 
-    def offsets(
-        self, batch: dict[str, torch.Tensor], embedded: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """What the history adds: the stage offsets ``[P, K]`` and risk offsets ``[P]`` / ``[P, T]``
-        without their biases (zero with ``history_off``)."""
-        features = self.history_features(batch, embedded)
-        out = []
-        for head in (self.stage_head, self.risk_head):
-            out.append(None if head is None else features @ head.weight.T)
-        logits, risk = out
-        if risk is not None and not self.survival_pieces:
-            risk = risk.squeeze(-1)
+    def tabular_outputs(self, tabular: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The outputs with the offsets' weights at zero, from the tabular outputs ``[P, O]`` alone
+        (no visit is read): each scaled as the heads scale it, plus the heads' biases. Stage logits
+        ``[P, K]`` and the risk output ``[P]`` / ``[P, T]`` (``None`` for a missing head)."""
+        logits = risk = None
+        if self.risk_head is not None:
+            risk = self.risk_scale * tabular[:, :1] + self.risk_head.bias
+            if not self.survival_pieces:
+                risk = risk.squeeze(-1)
+        if self.stage_head is not None:
+            logits = self.stage_scale * tabular[:, -self.n_classes :] + self.stage_head.bias
         return logits, risk
 
     def risk_score(self, risk: torch.Tensor) -> torch.Tensor:
@@ -271,11 +266,7 @@ class VisitSequenceModel(nn.Module):
 
     def history_features(self, batch: dict[str, torch.Tensor], embedded: torch.Tensor | None = None) -> torch.Tensor:
         """What the offsets read, ``[P, H (+ D)]``: the state at each point's last input visit
-        (with dropout) and the probe (the backbone's output there) where the model has one; zeros
-        with ``history_off`` (no visit is read at all)."""
-        n_points = batch["point_subject"].shape[0]
-        if self.history_off:
-            return batch["times"].new_zeros((n_points, self.hidden + self.probe), dtype=torch.float32)
+        (with dropout) and the probe (the backbone's output there) where the model has one."""
         visits = self.visit_embeddings(batch, embedded)
         states = self.encode(batch, visits=visits)
         at = (batch["point_subject"], batch["point_visit"])

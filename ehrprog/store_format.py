@@ -33,8 +33,6 @@ SHARD_META = "shard.json"
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 #: The files every shard with points holds (besides ``arrays/*.npy``).
 SHARD_TABLES = ("points.parquet", "labels.parquet", "visits.parquet", "labs.parquet", "stages.parquet")
-#: What a saved cohort's folder holds; anything else there was not written by ehrprog.
-COHORT_ENTRIES = frozenset({MANIFEST, "codes.parquet", "shards"})
 
 
 def _plain_name(value: str) -> str:
@@ -283,7 +281,6 @@ def same_folder(a: Path, b: Path) -> bool:
 
 
 __all__ = [
-    "COHORT_ENTRIES",
     "FORMAT",
     "MANIFEST",
     "SHARD_META",

@@ -379,12 +379,15 @@ class TabularModel(BaseEstimator):
         """The fitted models' outputs ``[len(X), n_outputs_]`` float32."""
         return self._outputs_of((self.booster_, self.cox_, self.stage_), self._inputs(X)).astype(np.float32)
 
-    def contributions(self, X: CohortX, output: str = "risk", stage_class: np.ndarray | None = None) -> np.ndarray:
+    def contributions(
+        self, X: CohortX, output: str = "risk", stage_class: np.ndarray | None = None, inputs: tuple | None = None
+    ) -> np.ndarray:
         """Each table column's attribution to an output ``[len(X), len(table_.names_)]``: the log
         relative risk (``output="risk"``; exact TreeSHAP for the booster) or the logit of class
         ``stage_class`` ``[len(X)]`` (``output="stage"``). Relative to the training mean (linear)
-        or the trees' expected value (booster); the constant is left out."""
-        table, wide = self._inputs(X)
+        or the trees' expected value (booster); the constant is left out. ``inputs``: the
+        ``(table, booster input)`` of ``X`` where the caller has read them already."""
+        table, wide = inputs if inputs is not None else self._inputs(X)  # (table, booster input), given or read
         pad = np.zeros((len(table), len(self.names_) - table.shape[1]))  # the linear models read no counts
         if output == "risk":
             if self.booster_ is not None:
