@@ -9,7 +9,7 @@ training throughput and batched inference time. The Cox PH baseline and the tune
 (point features, windowed code counts) are fitted on the same split
 for reference.
 
-Pre-trained variants: CEHR-BERT, Med-BERT and BEHRT are pre-trained with ``ehrprog.backbones.pretrain``
+Pre-trained variants: CEHR-BERT, Med-BERT and BEHRT are pre-trained with ``ehrprog.models.pretrain``
 (their papers' objectives) on data that holds none of the test subjects: on the simulator a
 separate population (another seed, ``--pretrain-subjects`` subjects); on SynPUF the training
 subjects' visits only. Then fine-tuned from that checkpoint. The pre-training's held-out masked-LM
@@ -30,10 +30,10 @@ import numpy as np
 import polars as pl
 
 import ehrprog as ep
-from ehrprog.backbones.pretrain import pretrain
-from ehrprog.baselines import CoxBaseline, PointFeaturesBoostedCox, WindowedCountsBoostedCox
-from ehrprog.evaluation import DEMO_MODEL_PARAMS, subject_split
+from ehrprog.evaluation.heldout import DEMO_MODEL_PARAMS, subject_split
 from ehrprog.metrics import evaluation_times, harrell_c, integrated_brier, macro_auroc, survival_at
+from ehrprog.models.baselines import CoxBaseline, PointFeaturesBoostedCox, WindowedCountsBoostedCox
+from ehrprog.models.pretrain import pretrain
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 BACKBONES = ["default", "cehrbert", "medbert", "behrt", "clinicalbert"]

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 import ehrprog as ep
-from ehrprog.evaluation import evaluate, subject_split
+from ehrprog.evaluation.heldout import evaluate, subject_split
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 REAL = {

@@ -8,7 +8,7 @@ Usage::
 1. A population of ``--population`` simulated people (seed 7: none of them labeled, none tested)
    is the site's unlabeled records. Each backbone is pre-trained on all of it with each objective
    it supports: ``mlm`` (its paper's masked LM and secondary objective) and ``tte`` (time to the
-   next occurrence of every frequent code, piecewise-exponential, :mod:`ehrprog.backbones.tte`).
+   next occurrence of every frequent code, piecewise-exponential, :mod:`ehrprog.networks.tte`).
    Checkpoints are cached under ``$EHRPROG_BENCH_CACHE`` (default /tmp/ehrprog_quality).
 2. For each labeled size N (the CKD cohort of N simulated people, seeds ``--seeds``; sizes above
    1,000 use ``--large-seeds`` and ``--large-backbones``), every variant (backbone x {scratch,
@@ -35,11 +35,11 @@ import time
 import numpy as np
 
 import ehrprog as ep
-from ehrprog.backbones.pretrain import pretrain
 from ehrprog.datasets import oracle_risk, simulated_truth
-from ehrprog.estimator import VisitProgressionEstimator
-from ehrprog.evaluation import DEMO_MODEL_PARAMS, ORACLE, evaluate_split
+from ehrprog.evaluation.heldout import DEMO_MODEL_PARAMS, ORACLE, evaluate_split
 from ehrprog.metrics import harrell_c, interval, paired_bootstrap_c
+from ehrprog.models.estimator import VisitProgressionEstimator
+from ehrprog.models.pretrain import pretrain
 
 try:
     from bench_quality import CACHE, simulated

@@ -44,7 +44,7 @@ import polars as pl
 
 import ehrprog as ep
 from ehrprog.datasets import oracle_risk, simulated_truth
-from ehrprog.evaluation import ABLATION, NOT_BASELINES, ORACLE, REFERENCE, ZEROED, Row, evaluate_split
+from ehrprog.evaluation.heldout import ABLATION, NOT_BASELINES, ORACLE, REFERENCE, ZEROED, Row, evaluate_split
 from ehrprog.metrics import harrell_c, interval, paired_bootstrap_c
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -116,8 +116,8 @@ def headroom_risk(X_tr, y_tr, X_te, truth_tr, truth_te, world: str, seed: int) -
     """Test risks of the windowed-counts booster (tuned the same way) given the true latent state."""
     from scipy import sparse
 
-    from ehrprog.baselines import WindowedCountsBoostedCox
-    from ehrprog.boosted_cox import TunedBoostedCox
+    from ehrprog.models.baselines import WindowedCountsBoostedCox
+    from ehrprog.models.boosted_cox import TunedBoostedCox
 
     reader = WindowedCountsBoostedCox(random_state=seed)
     train = sparse.hstack([reader._fit_features(X_tr), sparse.csr_matrix(latent_state(X_tr.points, truth_tr, world))])
@@ -279,7 +279,7 @@ def eligibility(world: str, test_subjects: int, test_seed: int = 99) -> None:
     """The test population's CKD cohort under prospective (default) and retrospective eligibility:
     points, subjects, event rate, and the oracle's and the tuned point-feature booster's C (trained
     on 1,000 labeled people of seed 0 under the same rule)."""
-    from ehrprog.baselines import PointFeaturesBoostedCox
+    from ehrprog.models.baselines import PointFeaturesBoostedCox
 
     print(f"\nworld {world!r}: eligibility (test seed {test_seed}; booster trained on N=1,000, seed 0)")
     for rule in ("prospective", "retrospective"):

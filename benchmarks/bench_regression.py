@@ -53,7 +53,7 @@ LOAD = """
 import json, statistics, sys, time
 import ehrprog as ep
 try:
-    from ehrprog.store_format import _VERIFIED as memo
+    from ehrprog.cohorts.format import _VERIFIED as memo
 except ImportError:  # a tree without verification
     memo = set()
 rounds = []

@@ -44,8 +44,9 @@ import sys, shutil
 from pathlib import Path
 import polars as pl
 import ehrprog as ep
-from ehrprog.datasets.simulate import simulate_events, _codes_metadata
-from ehrprog.events import EventFrame
+from ehrprog.datasets.omop_export import codes_metadata
+from ehrprog.datasets.simulate import simulate_events
+from ehrprog.io.events import EventFrame
 from ehrprog.io.meds import write_meds
 root, n, per_file = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 (root / "data").mkdir(parents=True, exist_ok=True)
@@ -55,7 +56,7 @@ for number, start in enumerate(range(0, n, per_file)):
     types = frame.filter(pl.col("domain") == "visit").select("visit_id", pl.col("code").alias("visit_type"))
     frame = frame.join(types, on="visit_id", how="left").with_columns(pl.format("sim/{}", "domain").alias("source"))
     scratch = root / f".part{number}"
-    events = EventFrame.from_frame(frame, codes=_codes_metadata(frame), metadata={"dataset_name": f"sim_{n}"})
+    events = EventFrame.from_frame(frame, codes=codes_metadata(frame, {}), metadata={"dataset_name": f"sim_{n}"})
     write_meds(events, scratch)
     shutil.move(next((scratch / "data").rglob("*.parquet")), root / "data" / f"{number:04d}.parquet")
     if number == 0:
@@ -66,7 +67,7 @@ BUILD = (
     PEAK
     + """
 import json, os, sys, time
-from ehrprog.build import build_cohort
+from ehrprog.tasks.build import build_cohort
 workers = None if sys.argv[3] == "0" else int(sys.argv[3])
 cluster = 0.0
 if workers is not None:  # a warm cluster, as `ray start` leaves one: its start is timed on its own

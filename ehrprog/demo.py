@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 
 import ehrprog as ep
-from ehrprog import report
-from ehrprog.evaluation import (
+from ehrprog.core.output import OutputFolder, marked
+from ehrprog.evaluation import report
+from ehrprog.evaluation.heldout import (
     ABLATION,
     BOOSTED_POINT_FEATURES,
     BOOSTED_WINDOWED,
@@ -28,7 +29,6 @@ from ehrprog.evaluation import (
     subject_split,
     verdict,
 )
-from ehrprog.output import OutputFolder, marked
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,7 @@ from datetime import datetime
 
 import polars as pl
 
-from ehrprog.events import EventFrame
+from ehrprog.io.events import EventFrame
 
 
 def events(rows: list[tuple], **kwargs) -> EventFrame:
@@ -91,8 +91,8 @@ def points(subject_ids: list[int], times: list[datetime], n_visits: list[int], s
 def truncated(X, row: int):
     """Point ``row`` of a ``CohortX`` alone over data that ends at its prediction time: visits after
     its input visits and task-lab readings after its prediction time removed."""
-    from ehrprog.tasks.cohort import CohortX
-    from ehrprog.visits import VisitFrame
+    from ehrprog.cohorts.cohort import CohortX
+    from ehrprog.visits.grouping import VisitFrame
 
     point = X.points[row]
     subject, n, time = point["subject_id"].item(), point["n_visits"].item(), point["prediction_time"].item()

@@ -15,10 +15,10 @@ from sklearn.model_selection import GridSearchCV, GroupKFold
 
 import ehrprog as ep
 from ehrprog import VisitProgressionEstimator
-from ehrprog.backbones import SPECIAL_TOKENS, TokenLayout, align_rows, layout_tokens, match_codes, pool_visits
-from ehrprog.backbones.pretrain import pretrain
-from ehrprog.batching import Vocabulary
 from ehrprog.cli import main
+from ehrprog.features.tensors import Vocabulary
+from ehrprog.models.pretrain import pretrain
+from ehrprog.networks.backbones import SPECIAL_TOKENS, TokenLayout, align_rows, layout_tokens, match_codes, pool_visits
 from ehrprog.plugins import get_backbone
 from tests.conftest import shared_path
 from tests.helpers import explained_vs_output_change
@@ -77,7 +77,7 @@ def test_cehrbert_layout_builds_time_tokens_orders_segments_and_packs_left():
     ],
 )
 def test_artificial_time_tokens_follow_cehrbert(gap, token):
-    from ehrprog.backbones.tokens import time_token
+    from ehrprog.networks.backbones.tokens import time_token
 
     assert SPECIAL_TOKENS[int(time_token(torch.tensor([float(gap)]))[0])] == token
 

@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 
 import ehrprog as ep
-from ehrprog.baselines import (
+from ehrprog.features.windowed import WindowedCounts
+from ehrprog.models.baselines import (
     BoostedCoxBaseline,
     ClinicalCoxBaseline,
     CoxBaseline,
     PointFeaturesBoostedCox,
     WindowedCountsBoostedCox,
 )
-from ehrprog.boosted_cox import TunedBoostedCox
-from ehrprog.windowed_counts import WindowedCounts
+from ehrprog.models.boosted_cox import TunedBoostedCox
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_boosted_cox_is_reproducible_and_checks_its_targets(split):
 
 
 def test_importing_the_baselines_loads_no_torch():
-    code = "import sys, ehrprog.baselines, ehrprog.features; print('torch' in sys.modules)"
+    code = "import sys, ehrprog.models.baselines, ehrprog.features.point; print('torch' in sys.modules)"
     assert (
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
         == "False"
@@ -117,7 +117,7 @@ def test_the_history_ablation_is_the_tabular_part_and_changes_nothing_in_the_mod
     with the heads' weights on the sequence state at zero, and the fitted model is never touched."""
     import torch
 
-    from ehrprog.evaluation import history_zeroed
+    from ehrprog.evaluation.heldout import history_zeroed
 
     X, y = sim_cohort.X[:800], sim_cohort.y[:800]
     model = ep.VisitProgressionEstimator(

@@ -1,4 +1,4 @@
-"""The one survival-function component (``ehrprog.breslow.BreslowSurvival``) against
+"""The one survival-function component (``ehrprog.models.breslow.BreslowSurvival``) against
 scikit-survival's ``BreslowEstimator``, and every Cox-type model giving its survival through it."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import pytest
 from sksurv.linear_model.coxph import BreslowEstimator
 
 import ehrprog as ep
-from ehrprog.baselines import ClinicalCoxBaseline, CoxBaseline, PointFeaturesBoostedCox
-from ehrprog.breslow import BreslowSurvival
+from ehrprog.models.baselines import ClinicalCoxBaseline, CoxBaseline, PointFeaturesBoostedCox
+from ehrprog.models.breslow import BreslowSurvival
 
 
 def _data(n: int = 300, seed: int = 0):

@@ -196,7 +196,7 @@ def test_lab_codes_are_recognised_through_meds_parent_codes():
 )
 def test_a_code_whose_parent_codes_name_two_labs_is_refused(parents):
     """Parent codes naming creatinine and eGFR were read silently as eGFR: every value changed."""
-    from ehrprog.errors import InputError
+    from ehrprog.core.errors import InputError
 
     codes = pl.DataFrame({"code": ["LAB//X"], "description": ["?"], "parent_codes": [parents]})
     ev = make_events([*PERSON, (1, "2020-01-01", "LAB//X", 1.5)], codes=codes)

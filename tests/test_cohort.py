@@ -192,7 +192,7 @@ def test_real_extract_progression_cohort():
 )
 def test_per_time_reduction_equals_a_grouped_maximum_and_mean(rows, presorted):
     """The run-by-run reduction gives the (subject, time) group maximum stage and mean value, in order."""
-    from ehrprog.tasks.progression import _per_time
+    from ehrprog.tasks.points import one_row_per_time
 
     if presorted:
         rows = sorted(rows, key=lambda r: r[:2])
@@ -210,18 +210,18 @@ def test_per_time_reduction_equals_a_grouped_maximum_and_mean(rows, presorted):
         .agg(pl.col("stage").max(), pl.col("value").mean())
         .sort("subject_id", "time")
     )
-    got = _per_time(records, "time", "value")
+    got = one_row_per_time(records, "time", "value")
     assert got.select("subject_id", "time", "stage").equals(expected.select("subject_id", "time", "stage"))
     assert got["value"].is_null().to_list() == expected["value"].is_null().to_list()
     assert got["value"].fill_null(0).to_list() == pytest.approx(expected["value"].fill_null(0).to_list(), rel=1e-12)
-    assert _per_time(records, "time").columns == ["subject_id", "time", "stage"]
+    assert one_row_per_time(records, "time").columns == ["subject_id", "time", "stage"]
 
 
 def test_per_time_reduction_of_no_records_is_empty():
-    from ehrprog.tasks.progression import _per_time
+    from ehrprog.tasks.points import one_row_per_time
 
     empty = pl.DataFrame(schema={"subject_id": pl.Int64, "time": pl.Datetime("us"), "stage": pl.Int8, "v": pl.Float32})
-    assert _per_time(empty, "time", "v").schema == pl.Schema(
+    assert one_row_per_time(empty, "time", "v").schema == pl.Schema(
         {"subject_id": pl.Int64, "time": pl.Datetime("us"), "stage": pl.Int8, "v": pl.Float64}
     )
-    assert _per_time(empty, "time").columns == ["subject_id", "time", "stage"]
+    assert one_row_per_time(empty, "time").columns == ["subject_id", "time", "stage"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ehrprog.model import DefaultBackbone
+from ehrprog.networks.visit_model import DefaultBackbone
 from ehrprog.plugins import BackboneSpec, backbones, make_plugin_manager
 from ehrprog.testing import check_backbone
 

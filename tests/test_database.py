@@ -11,8 +11,8 @@ import pytest
 
 import ehrprog as ep
 from ehrprog.cli import main
-from ehrprog.errors import InputError
-from ehrprog.schema import EVENT_SORT
+from ehrprog.core.errors import InputError
+from ehrprog.io.schema import EVENT_SORT
 from ehrprog.testing.databases import PostgresServer, load_duckdb, load_postgres, postgres_binaries
 from tests.conftest import shared_path
 

@@ -18,8 +18,8 @@ def test_the_docs_build_in_strict_mode(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-4000:]
-    api = (tmp_path / "site" / "api" / "estimator" / "index.html").read_text()
-    assert "predict_survival_function" in api and "explain" in api  # docstrings were rendered
+    api = (tmp_path / "site" / "api" / "models" / "index.html").read_text()
+    assert "predict_survival_function" in api and "explain_clinical" in api  # docstrings, inherited ones too
     assert (tmp_path / "site" / "tutorial" / "index.html").is_file()
 
 

@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 
 import ehrprog as ep
-from ehrprog.features import PointFeatures
-from ehrprog.tasks.cohort import CohortX
+from ehrprog.cohorts.cohort import CohortX
+from ehrprog.features.point import PointFeatures
 from tests.helpers import events as make_events
 from tests.helpers import points as make_points
 from tests.helpers import truncated

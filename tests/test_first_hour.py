@@ -10,7 +10,7 @@ import pytest
 
 import ehrprog as ep
 from ehrprog import VisitProgressionEstimator
-from ehrprog.errors import InputError
+from ehrprog.core.errors import InputError
 
 TINY = {"embedding_dim": 8, "hidden_dim": 8, "max_epochs": 1, "batch_size": 32, "random_state": 0}
 
@@ -97,7 +97,7 @@ def test_a_flood_of_numerical_warnings_is_said_once_in_words():
     from sksurv.linear_model import CoxPHSurvivalAnalysis
     from sksurv.util import Surv
 
-    from ehrprog.errors import NumericalWarning, one_warning
+    from ehrprog.core.errors import NumericalWarning, one_warning
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(60, 3))

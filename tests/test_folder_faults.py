@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ehrprog as ep
-from ehrprog.errors import InputError, SavedModelError
-from ehrprog.persistence import read_config
+from ehrprog.core.errors import InputError, SavedModelError
+from ehrprog.models.persistence import read_config
 
 COHORT_FAULTS = ["delete", "truncate", "edit", "duplicate shard", "rename shard", "link", "swap", "outside", "count"]
 MODEL_FAULTS = ["delete", "truncate", "edit", "edit a digit", "link", "swap"]

@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 import ehrprog as ep
-from ehrprog.errors import InputError
+from ehrprog.core.errors import InputError
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def test_saving_into_a_folder_with_files_ehrprog_did_not_write_is_refused(cohort
     with pytest.raises(InputError, match=r"notes\.txt"):
         cohort.save(good)
     assert (good / "notes.txt").exists()
-    from ehrprog.build import build_cohort
+    from ehrprog.tasks.build import build_cohort
 
     source = ep.datasets.simulate_ckd(30, 1, tmp_path / "sim", format="meds")
     with pytest.raises(InputError, match="did not write"):

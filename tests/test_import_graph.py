@@ -1,8 +1,10 @@
-"""The package imports no circle: every ``import`` of an ehrprog module by another (at the top of a
-file or inside a function, ``if TYPE_CHECKING:`` blocks aside) forms a graph without cycles.
+"""The package's imports: they flow one way along the stages of ``docs/architecture.md`` and form
+no circle. Every ``import`` of an ehrprog module by another counts, at the top of a file or inside
+a function (``if TYPE_CHECKING:`` blocks aside).
 
-A lazy import inside a function hides a circle from Python, not from the design: the estimator
-loading itself through a persistence module that imports the estimator is still a circle."""
+A lazy import inside a function hides a circle or an upward import from Python, not from the
+design: the estimator loading itself through a persistence module that imports the estimator is
+still a circle, and a reader calling into the models is still the data layer depending on them."""
 
 from __future__ import annotations
 
@@ -99,10 +101,14 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-def test_the_package_imports_no_circle():
+def _graph() -> dict[str, set[str]]:
+    """Every ehrprog module and the ehrprog modules it imports."""
     modules = _modules()
-    graph = {name: _imports(name, file, modules) for name, file in modules.items()}
-    assert _cycles(graph) == []
+    return {name: _imports(name, file, modules) for name, file in modules.items()}
+
+
+def test_the_package_imports_no_circle():
+    assert _cycles(_graph()) == []
 
 
 def test_the_check_sees_a_circle_through_a_lazy_import():
@@ -110,15 +116,91 @@ def test_the_check_sees_a_circle_through_a_lazy_import():
     graph = {"a": {"b"}, "b": {"a"}, "c": {"a"}}
     assert _cycles(graph) == [["a", "b"]]
     modules = _modules()
-    persistence = _imports("ehrprog.persistence", modules["ehrprog.persistence"], modules)
-    assert "ehrprog.estimator" not in persistence  # only under TYPE_CHECKING there
-    estimator = _imports("ehrprog.estimator", modules["ehrprog.estimator"], modules)
-    assert "ehrprog.persistence" in estimator  # a lazy import inside a method, counted
+    persistence = _imports("ehrprog.models.persistence", modules["ehrprog.models.persistence"], modules)
+    assert "ehrprog.models.estimator" not in persistence  # only under TYPE_CHECKING there
+    explanations = _imports("ehrprog.models.explanations", modules["ehrprog.models.explanations"], modules)
+    assert "ehrprog.networks.explain" in explanations  # a lazy import inside a method, counted
+
+
+#: The stages, lowest first: a module may import its own stage and the stages before it. The
+#: programs (the CLI, the demo, the test helpers, the package root) sit on top.
+STAGES = (
+    "core",
+    "io",
+    "datasets",
+    "visits",
+    "cohorts",
+    "tasks",
+    "features",
+    "metrics",
+    "networks",
+    "plugins",
+    "models",
+    "evaluation",
+    "programs",
+)
+#: Stages only the programs may import: the simulated worlds are a source of data for the demo,
+#: the benchmarks and the tests, not a part of the flow.
+ONLY_FOR_PROGRAMS = {"datasets"}
+PROGRAMS = {"ehrprog", "ehrprog.cli", "ehrprog.demo", "ehrprog.testing", "ehrprog._moved"}
+
+
+def stage_of(module: str) -> str:
+    """The stage of an ehrprog module: its subpackage, or ``programs``."""
+    if module in PROGRAMS or any(module.startswith(p + ".") for p in PROGRAMS if p != "ehrprog"):
+        return "programs"
+    stage = module.split(".")[1]
+    assert stage in STAGES, f"{module} is in no stage of docs/architecture.md: add its folder to STAGES"
+    return stage
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Every import that goes against the flow, as ``"importer (stage) -> imported (stage)"``."""
+    found = []
+    for importer, imported in sorted(graph.items()):
+        low = STAGES.index(stage_of(importer))
+        for module in sorted(imported):
+            stage = stage_of(module)
+            upward = STAGES.index(stage) > low
+            if upward or (stage in ONLY_FOR_PROGRAMS and stage_of(importer) not in ("programs", stage)):
+                found.append(f"{importer} ({stage_of(importer)}) -> {module} ({stage})")
+    return found
+
+
+def test_imports_flow_one_way_along_the_stages():
+    assert upward_imports(_graph()) == []
+
+
+def test_every_module_is_in_a_stage_and_none_is_over_500_lines():
+    too_long = []
+    for name, file in _modules().items():
+        stage_of(name)
+        lines = len(file.read_text().splitlines())
+        if lines > 500:
+            too_long.append(f"{name}: {lines} lines")
+    assert too_long == []
+
+
+def test_the_check_sees_an_upward_import_even_a_lazy_one(tmp_path):
+    """The checker itself, on a planted file: a reader that imports the estimator inside a function."""
+    planted = tmp_path / "planted.py"
+    planted.write_text(
+        "def read():\n    from ehrprog.models.estimator import VisitProgressionEstimator\n"
+        "    return VisitProgressionEstimator\n"
+    )
+    modules = _modules()
+    graph = {"ehrprog.io.planted": _imports("ehrprog.io.planted", planted, modules)}
+    assert upward_imports(graph) == ["ehrprog.io.planted (io) -> ehrprog.models.estimator (models)"]
+    # the simulated worlds are for programs only, even from a stage above them
+    assert upward_imports({"ehrprog.tasks.ckd": {"ehrprog.datasets.simulate"}}) == [
+        "ehrprog.tasks.ckd (tasks) -> ehrprog.datasets.simulate (datasets)"
+    ]
+    assert upward_imports({"ehrprog.cli": {"ehrprog.datasets.simulate", "ehrprog.models.estimator"}}) == []
 
 
 def test_no_module_imports_the_package_root():
     """``from ehrprog import __version__`` inside a module is a circle through ``ehrprog/__init__``
-    (which imports nearly everything): the version lives in ``ehrprog.version``. Submodule imports
+    (which imports nearly everything): the version lives in ``ehrprog.core.version``. Submodule imports
     written ``from ehrprog import survival`` name the submodule and are fine. The demo is a program
     written against the public API (``python -m ehrprog.demo``; nothing imports it)."""
     modules = _modules()

@@ -12,7 +12,7 @@ import pytest
 from conftest import MEDS_SETS, shared_path
 
 import ehrprog as ep
-from ehrprog.schema import EVENT_SCHEMA, EVENT_SORT
+from ehrprog.io.schema import EVENT_SCHEMA, EVENT_SORT
 
 
 @pytest.mark.parametrize("name", MEDS_SETS)

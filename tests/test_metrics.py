@@ -82,7 +82,8 @@ def test_survival_metrics_reward_the_true_risk_over_noise():
 
 
 def test_paired_bootstrap_c_is_harrell_c_with_every_subject_once_and_pairs_methods():
-    from ehrprog.metrics import _subject_pair_sums, interval, paired_bootstrap_c
+    from ehrprog.metrics import interval, paired_bootstrap_c
+    from ehrprog.metrics.bootstrap import _subject_pair_sums
 
     rng = np.random.default_rng(3)
     n = 600

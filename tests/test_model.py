@@ -8,7 +8,7 @@ import torch
 from sksurv.linear_model import CoxPHSurvivalAnalysis
 from sksurv.util import Surv
 
-from ehrprog.model import DefaultBackbone, VisitSequenceModel, breslow_baseline, cox_partial_likelihood
+from ehrprog.networks.visit_model import DefaultBackbone, VisitSequenceModel, breslow_baseline, cox_partial_likelihood
 
 
 def _batch(b=2, v=6, c=5, vocab=20, seed=0):

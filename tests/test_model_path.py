@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 
 import ehrprog as ep
 from ehrprog import TabularModel, VisitProgressionEstimator
-from ehrprog.baselines import CoxBaseline
-from ehrprog.batching import VisitTensors, Vocabulary
-from ehrprog.tasks.cohort import CohortX
-from ehrprog.training import NonFiniteLossError
+from ehrprog.cohorts.cohort import CohortX
+from ehrprog.features.tensors import VisitTensors, Vocabulary
+from ehrprog.models.baselines import CoxBaseline
+from ehrprog.networks.training import NonFiniteLossError
 from tests.helpers import events as make_events
 from tests.helpers import points as make_points
 
@@ -161,7 +161,7 @@ def test_non_finite_current_value_is_no_value(cohort):
 
 
 def test_a_loss_turning_non_finite_stops_fit_naming_epoch_and_batch(cohort, monkeypatch):
-    import ehrprog.model as model_module
+    import ehrprog.networks.visit_model as model_module
 
     real = model_module.supervised_loss
     calls = {"n": 0}

@@ -10,7 +10,7 @@ from conftest import OMOP_SETS, shared_path
 from helpers import MEASUREMENT_HEADER, write_csv
 
 import ehrprog as ep
-from ehrprog.schema import EVENT_SCHEMA
+from ehrprog.io.schema import EVENT_SCHEMA
 
 PERSON_HEADER = [
     "person_id",

@@ -8,7 +8,7 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ehrprog.ordering import (
+from ehrprog.io.ordering import (
     SubjectTimeKeys,
     attach_to_subjects,
     canonical_permutation,

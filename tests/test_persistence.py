@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 import ehrprog as ep
 from ehrprog import VisitProgressionEstimator
-from ehrprog.errors import SavedModelError
+from ehrprog.core.errors import SavedModelError
 
 TINY = {"embedding_dim": 8, "hidden_dim": 8, "max_epochs": 1, "batch_size": 32, "lr": 1e-2, "random_state": 0}
 
@@ -35,7 +35,7 @@ def _copy(saved: Path, tmp_path: Path) -> Path:
 
 def _edit(folder: Path, change) -> None:
     """A deliberate edit of config.json, its checksum stamped again (the checks behind it run)."""
-    from ehrprog.persistence import config_digest
+    from ehrprog.models.persistence import config_digest
 
     config = json.loads((folder / "config.json").read_text())
     change(config)
@@ -46,7 +46,7 @@ def _edit(folder: Path, change) -> None:
 def _rehash(folder: Path, name: str = "model.safetensors") -> None:
     """Record a replaced file's size and hash in config.json: an attacker who edits both files
     meets the checks behind the hash (shapes, finiteness)."""
-    from ehrprog.files import sha256
+    from ehrprog.core.files import sha256
 
     path = folder / name
     _edit(folder, lambda c: c["files"].update({name: {"bytes": path.stat().st_size, "sha256": sha256(path)}}))
@@ -217,7 +217,7 @@ def test_a_changed_byte_of_the_config_is_seen(saved, tmp_path):
 
 def test_a_saved_booster_with_non_finite_leaves_is_refused(cohort, tmp_path):
     """Leaves edited to NaN (and the config's hash of the file stamped again) loaded and predicted NaN."""
-    from ehrprog.tabular import TabularModel
+    from ehrprog.models.tabular import TabularModel
 
     est = VisitProgressionEstimator(target="progression", tabular=TabularModel(risk_model="booster"), **TINY)
     folder = est.fit(cohort.X[:400], cohort.y[:400]).save(tmp_path / "m")

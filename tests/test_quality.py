@@ -7,7 +7,7 @@ from datetime import datetime
 import polars as pl
 
 import ehrprog as ep
-from ehrprog.quality import plausible_gender, sex_specific_codes
+from ehrprog.io.quality import plausible_gender, sex_specific_codes
 from tests.helpers import events as make_events
 
 

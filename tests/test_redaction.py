@@ -7,8 +7,8 @@ import logging
 import pytest
 
 from ehrprog.cli import main
-from ehrprog.errors import InputError
-from ehrprog.redaction import redact
+from ehrprog.core.errors import InputError
+from ehrprog.core.redaction import redact
 
 SECRET = "Sup3r:s@cret/pw"
 
@@ -51,7 +51,7 @@ def test_the_password_from_the_environment_is_redacted_wherever_it_appears(monke
 
 
 def test_a_uri_is_encoded_for_libpq_and_every_spelling_of_its_password_is_known():
-    from ehrprog.redaction import encoded_uri, uri_secrets
+    from ehrprog.core.redaction import encoded_uri, uri_secrets
 
     uri = "postgresql://al ice:pa ss/w?rd@h:5432/db?sslmode=require"
     assert encoded_uri(uri) == "postgresql://al%20ice:pa%20ss%2Fw%3Frd@h:5432/db?sslmode=require"

@@ -13,9 +13,9 @@ import polars as pl
 import pytest
 
 import ehrprog as ep
-from ehrprog import report
 from ehrprog.cli import main
-from ehrprog.evaluation import evaluate, subject_split
+from ehrprog.evaluation import report
+from ehrprog.evaluation.heldout import evaluate, subject_split
 
 #: Where the browser test leaves its screenshot (git-ignored), to be looked at.
 ARTIFACTS = Path(__file__).resolve().parents[1] / "build" / "test-artifacts"
@@ -194,7 +194,7 @@ def test_predictions_in_the_meds_schema_score_the_same_in_meds_evaluation(evalua
     meds_evaluation = pytest.importorskip("meds_evaluation.evaluate", reason="meds-evaluation is in the dev extra")
     from meds_evaluation.schema import PredictionSchema
 
-    from ehrprog.evaluation import meds_predictions
+    from ehrprog.evaluation.heldout import meds_predictions
     from ehrprog.metrics import harrell_c, macro_auroc
 
     cohort, _, test, _, fitted = evaluated

@@ -12,9 +12,9 @@ import polars as pl
 import pytest
 
 import ehrprog as ep
-from ehrprog.build import build_cohort
-from ehrprog.errors import BuildError
+from ehrprog.core.errors import BuildError
 from ehrprog.io.meds import write_meds
+from ehrprog.tasks.build import build_cohort
 from tests.helpers import FlakyCKD, torchrun
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (make installs the ray extra)")
@@ -128,7 +128,7 @@ def test_in_process_build_names_a_failing_shard_too(meds4, tmp_path):
 def test_ray_train_gives_the_model_torchrun_gives(cluster, sim_cohort, tmp_path):
     from safetensors.numpy import load_file
 
-    from ehrprog.ray_train import fit_on_ray
+    from ehrprog.models.ray_train import fit_on_ray
 
     cohort_dir = sim_cohort.save(tmp_path / "cohort", subjects_per_shard=40)
     script = ROOT / "tests" / "scripts" / "ddp_fit_stored.py"
@@ -161,7 +161,7 @@ def test_cli_build_writes_a_cohort_and_skips_on_rerun(meds4, tmp_path, capsys):
 
 # ----------------------------------------------------------------- pre-training from disk
 def test_pretraining_from_a_saved_population_equals_pretraining_in_memory(sim_meds, tmp_path):
-    from ehrprog.backbones.pretrain import pretrain
+    from ehrprog.models.pretrain import pretrain
     from ehrprog.tasks.population import population_cohort
 
     visits = ep.group_visits(ep.read_meds(sim_meds))

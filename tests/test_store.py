@@ -10,10 +10,11 @@ from sklearn.model_selection import GridSearchCV, GroupKFold
 
 import ehrprog as ep
 from ehrprog import VisitProgressionEstimator
-from ehrprog.batching import VisitTensors, Vocabulary
-from ehrprog.errors import InputError
-from ehrprog.features import PointFeatures
-from ehrprog.store import ShardedVisitTensors, StoredCohortX, shard_is_complete, visit_tensors
+from ehrprog.cohorts.read import StoredCohortX, shard_is_complete
+from ehrprog.core.errors import InputError
+from ehrprog.features.point import PointFeatures
+from ehrprog.features.sharded import ShardedVisitTensors, visit_tensors
+from ehrprog.features.tensors import VisitTensors, Vocabulary
 
 FAST = {"embedding_dim": 16, "hidden_dim": 16, "max_epochs": 2, "batch_size": 32, "lr": 1e-2, "random_state": 0}
 

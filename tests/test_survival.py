@@ -1,4 +1,4 @@
-"""Piecewise-exponential survival (ehrprog.survival), the estimator's piecewise head, and
+"""Piecewise-exponential survival (ehrprog.networks.piecewise), the estimator's piecewise head, and
 calibration at horizons."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import torch
 
 from ehrprog import VisitProgressionEstimator
 from ehrprog.metrics import survival_calibration
-from ehrprog.survival import (
+from ehrprog.networks.piecewise import (
     SURVIVAL_PIECES_YEARS,
     base_log_hazards,
     cumulative_hazard,

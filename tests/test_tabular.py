@@ -1,4 +1,4 @@
-"""The tabular component alone (ehrprog.tabular): the one clinical table, its number of stages
+"""The tabular component alone (ehrprog.models.tabular): the one clinical table, its number of stages
 from the task, stacked out-of-fold outputs, attributions that add up, a state that round-trips,
 and the estimator at epoch 0 being exactly this model."""
 
@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from ehrprog import VisitProgressionEstimator
-from ehrprog.tabular import ClinicalTable, TabularModel
-from ehrprog.tasks.cohort import CohortX
+from ehrprog.cohorts.cohort import CohortX
+from ehrprog.features.clinical import ClinicalTable
+from ehrprog.models.tabular import TabularModel
 
 
 def _survival(cohort):
@@ -100,7 +101,7 @@ def test_at_epoch_0_the_estimator_is_the_tabular_model(sim_cohort):
 
 
 def test_the_paired_gain_is_zero_for_identical_outputs_and_sees_a_better_ranking():
-    from ehrprog.inference import paired_gain
+    from ehrprog.networks.inference import paired_gain
 
     rng = np.random.default_rng(0)
     n = 400

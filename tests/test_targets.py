@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from sksurv.util import Surv
 
-from ehrprog.targets import split_targets
+from ehrprog.cohorts.targets import split_targets
 
 
 def _y(**columns) -> pl.DataFrame:

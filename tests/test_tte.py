@@ -1,4 +1,4 @@
-"""Time-to-event pre-training (ehrprog.backbones.tte), any backbone, and the backbone probe."""
+"""Time-to-event pre-training (ehrprog.networks.tte), any backbone, and the backbone probe."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import torch
 
 import ehrprog as ep
 from ehrprog import VisitProgressionEstimator
-from ehrprog.backbones.pretrain import pretrain
-from ehrprog.backbones.tte import (
+from ehrprog.cli import main
+from ehrprog.models.pretrain import pretrain
+from ehrprog.networks.tte import (
     PIECES_DAYS,
     TimeToEventObjective,
     base_log_rates,
@@ -21,7 +22,6 @@ from ehrprog.backbones.tte import (
     next_occurrence,
     piecewise_exponential_nll,
 )
-from ehrprog.cli import main
 from tests.helpers import truncated
 
 TINY = {"embedding_dim": 16, "hidden_dim": 16, "max_epochs": 1, "batch_size": 32, "lr": 3e-3, "random_state": 0}
@@ -80,8 +80,8 @@ def test_the_piecewise_nll_is_minimised_by_events_over_exposure_in_each_piece():
 
 
 def _objective_on_a_batch(sim_cohort, n_codes: int = 8):
-    from ehrprog.backbones.pretrain import whole_histories
-    from ehrprog.batching import VisitTensors, Vocabulary
+    from ehrprog.features.tensors import VisitTensors, Vocabulary
+    from ehrprog.models.pretrain import whole_histories
 
     X = whole_histories(sim_cohort.X.visits)
     vocabulary = Vocabulary.fit(X)

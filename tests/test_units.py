@@ -1,5 +1,5 @@
 """Values mean the same at every site: each code's values reach the model in one unit
-(ehrprog.units), the saved model records the units, and a cohort whose units differ from the
+(ehrprog.io.units), the saved model records the units, and a cohort whose units differ from the
 training ones without a conversion is warned about. Before, a site sending creatinine in µmol/L
 under LOINC 2160-0 gave the same cohort and stages but C fell from 0.969 to 0.522."""
 
@@ -14,9 +14,9 @@ import polars as pl
 import pytest
 
 import ehrprog as ep
-from ehrprog.errors import UnitWarning
-from ehrprog.output import MARKER
-from ehrprog.units import CREATININE_UMOL_PER_MGDL, value_unit
+from ehrprog.core.errors import UnitWarning
+from ehrprog.core.output import MARKER
+from ehrprog.io.units import CREATININE_UMOL_PER_MGDL, value_unit
 
 TINY = {"embedding_dim": 8, "hidden_dim": 8, "max_epochs": 2, "batch_size": 64, "random_state": 0}
 CREATININE_CONCEPT, HEMOGLOBIN_SOURCE = 3016723, "718-7"

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ehrprog as ep
-from ehrprog.events import EventFrame
-from ehrprog.schema import VISIT_STRUCT
+from ehrprog.io.events import EventFrame
+from ehrprog.io.schema import VISIT_STRUCT
 
 STRATEGIES = ["same_day", "visit_id", ep.Gap(hours=0), ep.Gap(hours=6), ep.Gap(hours=48)]
 BASE = datetime(2020, 1, 1)

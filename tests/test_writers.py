@@ -1,4 +1,4 @@
-"""One rule for every writer (ehrprog.output.OutputFolder), tested per command: an output is never
+"""One rule for every writer (ehrprog.core.output.OutputFolder), tested per command: an output is never
 an input; a non-empty folder of another kind is refused (``--overwrite`` writes beside its files,
 keeping them); a file ehrprog did not write is never deleted or replaced, at any depth; leftovers
 of a killed write are cleaned or named; every OS error names the folder. Each case here deleted,
@@ -19,8 +19,8 @@ import pytest
 
 import ehrprog as ep
 from ehrprog.cli import main
-from ehrprog.errors import InputError, SavedModelError
-from ehrprog.output import MARKER, OutputFolder, tree
+from ehrprog.core.errors import InputError, SavedModelError
+from ehrprog.core.output import MARKER, OutputFolder, tree
 
 TINY = {"embedding_dim": 8, "hidden_dim": 8, "max_epochs": 1, "batch_size": 32, "random_state": 0}
 
@@ -129,7 +129,7 @@ def test_evaluate_and_report_refuse_a_users_files_before_any_work(model_folder, 
     "planted", ["shards/.notes.md", "shards/00000/README.txt", "shards/00000/arrays/extra.npy", "shards/.backup/x"]
 )
 def test_cohort_save_and_a_build_rerun_keep_a_users_files_inside_the_cohort(sim_cohort, sim_meds, tmp_path, planted):
-    from ehrprog.build import build_cohort
+    from ehrprog.tasks.build import build_cohort
 
     for how in ("save", "build"):
         folder = tmp_path / how
@@ -157,7 +157,7 @@ def test_killed_writes_are_cleaned_and_a_folder_set_aside_is_named_and_put_back(
     with pytest.raises(InputError, match=rf"previous folder is at .*\.c\.old-{pid}: rename it back"):
         ep.load_cohort(folder)
     sim_cohort.save(tmp_path / "c2", subjects_per_shard=100)  # another folder: untouched by these
-    from ehrprog.store_format import cohort_files
+    from ehrprog.cohorts.format import cohort_files
 
     OutputFolder(folder, "cohort", owned=cohort_files, marker=False).check()  # settles the leftovers
     assert ep.load_cohort(folder, verify="all").X.points.height == len(sim_cohort.X)  # put back whole
@@ -171,7 +171,7 @@ def test_another_process_writing_the_folder_is_named(sim_cohort, tmp_path):
 
 
 def test_a_second_build_into_the_same_folder_at_once_is_refused(sim_meds, tmp_path):
-    from ehrprog.build import build_cohort
+    from ehrprog.tasks.build import build_cohort
 
     folder = tmp_path / "c"
     folder.mkdir()
@@ -219,7 +219,7 @@ def test_a_model_saved_over_a_foreign_folder_names_it_and_writes_nothing(sim_coh
 
 def test_build_rebuilds_what_changed_inside_a_part_folder_or_the_meds_metadata(sim_meds, tmp_path):
     """A change inside a Parquet-part folder or MEDS metadata/codes.parquet left the cohort stale."""
-    from ehrprog.build import build_cohort
+    from ehrprog.tasks.build import build_cohort
 
     meds = Path(shutil.copytree(sim_meds, tmp_path / "meds"))
     first = build_cohort(meds, tmp_path / "c", progress=False)

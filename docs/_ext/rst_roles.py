@@ -14,8 +14,8 @@ import griffe
 
 #: Names the package exports lazily (``ehrprog.__getattr__``), documented where they are defined.
 ALIASES = {
-    "ehrprog.VisitProgressionEstimator": "ehrprog.estimator.VisitProgressionEstimator",
-    "ehrprog.load_cohort": "ehrprog.store.load_cohort",
+    "ehrprog.VisitProgressionEstimator": "ehrprog.models.estimator.VisitProgressionEstimator",
+    "ehrprog.load_cohort": "ehrprog.cohorts.read.load_cohort",
 }
 ROLE = re.compile(r":(?:class|func|meth|mod|attr|data|exc|obj):`(~?)([\w.]+)`")
 LITERAL = re.compile(r"``([^`]+?)``")

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from ehrprog.visits import VisitFrame
+from ehrprog.visits.grouping import VisitFrame
 
 
 class CohortX:
@@ -25,7 +25,7 @@ class CohortX:
     frame carries no death date. ``labs`` (optional, shared like the visits) holds the task's
     staging-lab readings of these subjects, recorded or derived (``subject_id``, ``time``, ``lab``,
     ``value``; for CKD, eGFR including the values computed from creatinine); a reader takes only
-    those at or before a point's prediction time (:class:`~ehrprog.features.PointFeatures`);
+    those at or before a point's prediction time (:class:`~ehrprog.features.point.PointFeatures`);
     ``lab_bands`` maps each of those labs to its staging bands (``(lower bound, stage)``, bounds
     descending, as :class:`~ehrprog.tasks.rules.LabThreshold` holds them).
     Indexing (``X[idx]`` with ints, slices, boolean masks or integer arrays) returns a new
@@ -72,7 +72,7 @@ class CohortX:
 
     def parts(self) -> Iterator[tuple[CohortX, np.ndarray]]:
         """The pieces ``X`` is processed in, each with the rows of ``X`` it holds: here ``X``
-        itself; a cohort on disk (:class:`~ehrprog.store.StoredCohortX`) yields one in-memory
+        itself; a cohort on disk (:class:`~ehrprog.cohorts.read.StoredCohortX`) yields one in-memory
         ``CohortX`` per shard, so statistics and features are computed shard by shard."""
         yield self, np.arange(len(self), dtype=np.int64)
 
@@ -106,7 +106,7 @@ class Cohort:
             when none is recorded), ``event`` (a higher stage is recorded later) and
             ``time_to_event_days`` (to that record, or to the end of follow-up when censored).
         groups: the subject id of each point (numpy int64), for ``GroupKFold``.
-        labels: the same targets in the MEDS label schema (:data:`~ehrprog.schema.LABEL_SCHEMA`);
+        labels: the same targets in the MEDS label schema (:data:`~ehrprog.io.schema.LABEL_SCHEMA`);
             a ``polars.LazyFrame`` for a cohort loaded from disk.
         stages: every stage record found (``stage_events``); a ``polars.LazyFrame`` for a cohort
             loaded from disk.
@@ -143,9 +143,9 @@ class Cohort:
         return Cohort(part, self.y[rows], self.groups[rows], self.labels[rows], stages, {}, [])
 
     def save(self, path: str | Path, *, subjects_per_shard: int = 5_000) -> Path:
-        """Write the cohort to ``path`` as subject shards (see :mod:`ehrprog.store`); read it back
+        """Write the cohort to ``path`` as subject shards (see :mod:`ehrprog.cohorts.read`); read it back
         with :func:`ehrprog.load_cohort`, whose inputs stay on disk."""
-        from ehrprog.store_write import save_cohort
+        from ehrprog.cohorts.write import save_cohort
 
         return save_cohort(self, path, subjects_per_shard=subjects_per_shard)
 

@@ -5,10 +5,10 @@ are plain names inside the folder (no path separators, no ``..``, unique), count
 non-negative and add up, every file a shard lists is a relative path inside its shard with a size
 and a SHA-256. A file is then checked against its record before it is read: its size always, its
 hash once per process (:func:`verify_file`), so an edited, truncated, swapped or missing file is
-an :class:`~ehrprog.errors.InputError` naming the shard and the file, never data read silently.
+an :class:`~ehrprog.core.errors.InputError` naming the shard and the file, never data read silently.
 
 :func:`cohort_files` tells what ehrprog wrote in a cohort folder (the manifest, each shard's
-``shard.json`` and the files it lists), so that a writer (:class:`~ehrprog.output.OutputFolder`)
+``shard.json`` and the files it lists), so that a writer (:class:`~ehrprog.core.output.OutputFolder`)
 never deletes or overwrites anything else in it, at any depth.
 """
 
@@ -23,8 +23,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError, field_validator, model_validator
 
-from ehrprog.errors import InputError
-from ehrprog.files import CHANGED, file_problem, sha256
+from ehrprog.core.errors import InputError
+from ehrprog.core.files import CHANGED, file_problem, sha256
 
 FORMAT = "ehrprog-cohort/1"
 MANIFEST = "manifest.json"
@@ -152,7 +152,7 @@ def read_manifest(root: Path) -> Manifest:
     """The validated manifest of the saved cohort at ``root``."""
     path = root / MANIFEST
     if not path.is_file():
-        from ehrprog.output import set_aside
+        from ehrprog.core.output import set_aside
 
         raise InputError(
             f"not a saved cohort: no manifest.json (write one with cohort.save){set_aside(root)}", file=str(root)
@@ -200,7 +200,7 @@ def read_shard_meta(folder: Path, entry: ShardEntry) -> ShardMeta:
 
 def check_size(folder: Path, shard: str, relative: str, record: FileRecord) -> str:
     """The path of a shard's file after checking that it is a plain file inside the shard (no
-    link out of it) of the recorded size (``ehrprog.files.file_problem``)."""
+    link out of it) of the recorded size (``ehrprog.core.files.file_problem``)."""
     path = os.path.join(folder, relative)  # not pathlib: this runs on every file of every shard at load
     problem = file_problem(path, record.bytes)
     if problem is not None:
@@ -261,7 +261,7 @@ def cohort_files(root: Path) -> set[str] | None:
             records[folder.name] = meta.get("files", {})
     if not is_saved_cohort(root) and not records:
         return None
-    from ehrprog.output import tree
+    from ehrprog.core.output import tree
 
     owned = {MANIFEST, "codes.parquet"}
     for name, files in records.items():

@@ -11,7 +11,7 @@ A saved cohort is a folder::
         visits.parquet       the subjects' visit frame (for point features and inspection)
         labs.parquet         the task's staging-lab readings of the subjects
         stages.parquet       every stage record found
-        arrays/*.npy         the visits as :class:`~ehrprog.visit_arrays.VisitArrays` (the array
+        arrays/*.npy         the visits as :class:`~ehrprog.visits.arrays.VisitArrays` (the array
                              form the model reads, vocabulary-free; memory-mappable)
 
 A shard is written to a hidden temporary folder and renamed into place when complete, so a
@@ -22,14 +22,13 @@ shards already written.
 :func:`load_cohort` gives a :class:`~ehrprog.tasks.Cohort` whose ``X`` is a
 :class:`StoredCohortX`: the points (a few numbers per point) are in memory; the visits stay on
 disk and are read shard by shard, for statistics (:meth:`StoredCohortX.parts`) and for batches
-(:class:`ShardedVisitTensors`). ``GroupKFold``, ``GridSearchCV`` and the estimator take it as
+(:class:`~ehrprog.features.sharded.ShardedVisitTensors`). ``GroupKFold``, ``GridSearchCV`` and the estimator take it as
 they take an in-memory cohort.
 """
 
 from __future__ import annotations
 
 import io
-from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
@@ -39,15 +38,14 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from ehrprog.batching import Batch, VisitTensors, Vocabulary, plan_by_subject, point_arrays
-from ehrprog.errors import InputError
-from ehrprog.store_format import (
+from ehrprog.cohorts.cohort import Cohort, CohortX
+from ehrprog.cohorts.format import (
     ShardMeta,
     read_manifest,
     read_shard_meta,
     verify_file,
 )
-from ehrprog.store_write import (
+from ehrprog.cohorts.write import (
     POINT_COLUMNS,
     SUBJECTS_PER_SHARD,
     TARGET_COLUMNS,
@@ -57,12 +55,9 @@ from ehrprog.store_write import (
     write_empty_shard,
     write_shard,
 )
-from ehrprog.tasks.cohort import Cohort, CohortX
-from ehrprog.visit_arrays import VisitArrays
-from ehrprog.visits import Gap, VisitFrame
-
-#: Shards whose encoded tensors are kept in memory at once while batches are read.
-CACHED_SHARDS = 2
+from ehrprog.core.errors import InputError
+from ehrprog.visits.arrays import VisitArrays
+from ehrprog.visits.grouping import Gap, VisitFrame
 
 
 def _strategy_from_json(value: Any) -> Any:
@@ -235,7 +230,7 @@ class StoredCohortX(CohortX):
 def load_cohort(path: str | Path, *, verify: str = "lazy") -> Cohort:
     """A saved cohort (see :func:`save_cohort`), its inputs on disk.
 
-    Nothing in the folder is trusted unchecked (:mod:`ehrprog.store_format`): the manifest and
+    Nothing in the folder is trusted unchecked (:mod:`ehrprog.cohorts.format`): the manifest and
     every ``shard.json`` are validated, every file's size is checked, and the hashes of the points,
     labels and stages are verified at load; the visits, labs and visit arrays are verified when
     first read (once per process), or at load with ``verify="all"``.
@@ -264,149 +259,14 @@ def load_cohort(path: str | Path, *, verify: str = "lazy") -> Cohort:
     )
 
 
-# -------------------------------------------------------------------------------------- tensors
-class ShardedVisitTensors:
-    """:class:`~ehrprog.batching.VisitTensors` for a :class:`StoredCohortX`, one shard at a time.
-
-    Point arrays (stage, value, features: a few numbers per point) are in memory; a shard's visits
-    are read and encoded when a batch needs them, and at most :data:`CACHED_SHARDS` shards are
-    held. :meth:`plan_batches` keeps every batch within one shard and, in training, shuffles the
-    shard order and the subjects within each shard; under DDP each rank takes whole shards (shard
-    ``k`` of the shuffled order goes to rank ``k % world``). Batches hold exactly what the
-    in-memory tensors would give for the same points.
-    """
-
-    def __init__(
-        self,
-        X: StoredCohortX,
-        vocabulary: Vocabulary,
-        max_codes: int = 64,
-        max_visits: int = 256,
-        value_scale: tuple[float, float] = (0.0, 1.0),
-        point_features: np.ndarray | None = None,
-    ) -> None:
-        self.X, self.store, self.vocabulary = X, X.store, vocabulary
-        self.max_codes, self.max_visits, self.value_scale = max_codes, max_visits, value_scale
-        arrays = point_arrays(X.points, value_scale, point_features)
-        self.point_n_visits, self.point_stage = arrays["n_visits"], arrays["stage"]
-        self.point_value, self.point_has_value = arrays["value"], arrays["has_value"]
-        self.point_features = arrays["features"]
-        self.point_shard = self.store.point_shard[X.rows]
-        self.point_local = X.rows - self.store.offsets[self.point_shard]
-        self.point_owner = X.points["subject_id"].to_numpy()
-        self._cache: OrderedDict[int, VisitTensors] = OrderedDict()
-        self.shards_read = 0
-
-    @property
-    def n_points(self) -> int:
-        return len(self.point_shard)
-
-    @property
-    def visit_types(self) -> list[str]:
-        types = {t for s in np.unique(self.point_shard) for t in self.store.arrays(int(s), mmap=True).type_table[1:]}
-        return ["<unknown>", *sorted(types)]
-
-    def shard(self, shard: int) -> VisitTensors:
-        """The encoded tensors of one shard (all its points), from the cache or read now."""
-        if shard in self._cache:
-            self._cache.move_to_end(shard)
-            return self._cache[shard]
-        while len(self._cache) >= CACHED_SHARDS:
-            self._cache.popitem(last=False)
-        points = self.store.shard_points(shard)
-        tensors = VisitTensors(
-            CohortX(points, None),
-            self.vocabulary,
-            self.max_codes,
-            self.max_visits,
-            self.value_scale,
-            arrays=self.store.arrays(shard),
-        )
-        self._cache[shard] = tensors
-        self.shards_read += 1
-        return tensors
-
-    def batch(self, point_rows: np.ndarray, per_point: bool = False) -> Batch:
-        """As :meth:`VisitTensors.batch`; rows from several shards are gathered shard by shard
-        and stacked."""
-        point_rows = np.asarray(point_rows, dtype=np.int64)
-        shard_of = self.point_shard[point_rows]
-        pieces = []
-        for shard in dict.fromkeys(shard_of.tolist()):  # first-seen order
-            rows = point_rows[shard_of == shard]
-            piece = self.shard(shard).batch(self.point_local[rows], per_point)
-            piece.point_index = rows
-            piece.point_features = self.point_features[rows]
-            pieces.append(piece)
-        if len(pieces) == 1:
-            return pieces[0]
-        stacked = Batch.stack(pieces)
-        if not per_point:
-            return stacked
-        # One row per point, in the order asked for (row k is point point_rows[k]).
-        by_point = np.argsort(stacked.point_index, kind="stable")
-        wanted = by_point[np.searchsorted(stacked.point_index[by_point], point_rows)]
-        return stacked.per_point_rows(wanted)
-
-    def plan_batches(
-        self, point_rows: np.ndarray, batch_size: int, rng: np.random.Generator | None = None
-    ) -> list[np.ndarray]:
-        """Batches of about ``batch_size`` subjects, each within one shard (see the class docstring)."""
-        point_rows = np.asarray(point_rows, dtype=np.int64)
-        shard_of = self.point_shard[point_rows]
-        shards = np.unique(shard_of)
-        if rng is not None and len(shards) > 1:
-            shards = rng.permutation(shards)
-        plans = []
-        for shard in shards:
-            rows = point_rows[shard_of == shard]
-            plans.append(plan_by_subject(rows, self.point_owner[rows], batch_size, rng))
-        world = _rank_and_world()[1]
-        if rng is None or world == 1 or len(shards) < world:
-            return [rows for plan in plans for rows in plan]
-        # Each rank its own shards; batches interleaved so that batch k * world + r is rank r's k-th.
-        per_rank = [[rows for plan in plans[r::world] for rows in plan] for r in range(world)]
-        steps = min(len(batches) for batches in per_rank)
-        return [per_rank[r][k] for k in range(steps) for r in range(world)]
-
-    def subject_batches(self, point_rows: np.ndarray, batch_size: int, rng: np.random.Generator | None = None):
-        for rows in self.plan_batches(point_rows, batch_size, rng):
-            yield self.batch(rows)
-
-
-def _rank_and_world() -> tuple[int, int]:
-    try:
-        import torch.distributed as dist
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return 0, 1
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def visit_tensors(
-    X: CohortX,
-    vocabulary: Vocabulary,
-    max_codes: int = 64,
-    max_visits: int = 256,
-    value_scale: tuple[float, float] = (0.0, 1.0),
-    point_features: np.ndarray | None = None,
-) -> VisitTensors | ShardedVisitTensors:
-    """The model's input tensors for ``X``: in memory, or read shard by shard for a cohort on disk."""
-    kind = ShardedVisitTensors if isinstance(X, StoredCohortX) else VisitTensors
-    return kind(X, vocabulary, max_codes, max_visits, value_scale, point_features)
-
-
 __all__ = [
     "SUBJECTS_PER_SHARD",
     "CohortStore",
-    "ShardedVisitTensors",
     "StoredCohortX",
     "finalize",
     "load_cohort",
     "save_cohort",
     "shard_is_complete",
-    "visit_tensors",
     "write_empty_shard",
     "write_shard",
 ]

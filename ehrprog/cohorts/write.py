@@ -1,7 +1,7 @@
-"""Writing cohorts to disk (the layout: :mod:`ehrprog.store`): one shard at a time into a hidden
+"""Writing cohorts to disk (the layout: :mod:`ehrprog.cohorts.read`): one shard at a time into a hidden
 folder renamed into place, the manifest over the shards, and a cohort in memory saved whole.
 
-This module reads a cohort's attributes only (it does not import ``ehrprog.tasks.cohort``,
+This module reads a cohort's attributes only (it does not import ``ehrprog.cohorts.cohort``,
 whose ``Cohort.save`` calls it), so the cohort, the batching and the store import no circle.
 """
 
@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from ehrprog.batching import visit_arrays
-from ehrprog.errors import EmptyCohortError, InputError
-from ehrprog.files import file_problem, sha256
-from ehrprog.output import OutputFolder
-from ehrprog.store_format import FORMAT, MANIFEST, SHARD_META, cohort_files, same_folder
-from ehrprog.visits import Gap
+from ehrprog.cohorts.arrays import visit_arrays
+from ehrprog.cohorts.format import FORMAT, MANIFEST, SHARD_META, cohort_files, same_folder
+from ehrprog.core.errors import EmptyCohortError, InputError
+from ehrprog.core.files import file_problem, sha256
+from ehrprog.core.output import OutputFolder
+from ehrprog.visits.grouping import Gap
 
 if TYPE_CHECKING:
-    from ehrprog.tasks.cohort import Cohort
+    from ehrprog.cohorts.cohort import Cohort
 
 POINT_COLUMNS = ["subject_id", "prediction_time", "n_visits", "current_stage", "current_value"]
 TARGET_COLUMNS = ["stage", "event", "time_to_event_days"]

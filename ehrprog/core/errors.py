@@ -17,7 +17,7 @@ class InputError(ValueError):
     """
 
     def __init__(self, rule: str, *, file: str | None = None, column: str | None = None) -> None:
-        from ehrprog.redaction import redact  # a connection string's password never reaches a message
+        from ehrprog.core.redaction import redact  # a connection string's password never reaches a message
 
         file = redact(file) if file is not None else None
         rule = redact(rule)
@@ -59,7 +59,7 @@ class BuildError(RuntimeError):
     """
 
     def __init__(self, failures: dict[str, str], attempts: int, total: int) -> None:
-        from ehrprog.redaction import redact
+        from ehrprog.core.redaction import redact
 
         self.failures = {name: redact(error) for name, error in failures.items()}
         lines = [f"{name}: {error}" for name, error in self.failures.items()]
@@ -71,7 +71,7 @@ class BuildError(RuntimeError):
 
 class UnitWarning(UserWarning):
     """A cohort records a code's values in another unit than a fitted model was trained on, and
-    no conversion relates the two (:mod:`ehrprog.units`)."""
+    no conversion relates the two (:mod:`ehrprog.io.units`)."""
 
 
 class NumericalWarning(UserWarning):

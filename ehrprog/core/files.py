@@ -1,6 +1,6 @@
 """The files and folders ehrprog writes and reads back: the modes users expect (not
 safetensors' 0600) and files checked against the size and SHA-256 recorded when they were
-written. Writing output folders is :mod:`ehrprog.output`'s."""
+written. Writing output folders is :mod:`ehrprog.core.output`'s."""
 
 from __future__ import annotations
 

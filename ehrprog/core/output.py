@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ehrprog.errors import InputError
+from ehrprog.core.errors import InputError
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,7 @@ carry the description "background code" (they stand for the many records unrelat
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 import numpy as np
@@ -246,3 +247,11 @@ def descriptions() -> dict[str, str]:
     for table in (*PHENOTYPES.values(), ACE_ARB, SGLT2, NSAID, OTHER):
         named.update(table)
     return named
+
+
+def local_code(vocabulary: str, code: str) -> str:
+    """The site-local source code a health system records in place of the ICD-10-CM ``code``:
+    ``vocabulary/NNNNNNNNNN``, a number drawn from the code by SHA-256 (stable, unrelated to the
+    ICD string, as a local dictionary's identifiers are). Its description is the ICD code's."""
+    number = int.from_bytes(hashlib.sha256(f"{vocabulary}|{code}".encode()).digest()[:8], "big") % 10**10
+    return f"{vocabulary}/{number:010d}"

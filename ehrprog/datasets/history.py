@@ -134,6 +134,15 @@ class HistoryWorld:
     visit_extra: tuple[float, ...] = (1.5, 0.5, 1.5, 1.5, 0.8, 2.0, 3.0, 1.0)
     er_share: float = 0.05
     # records
+    #: creatinine (and eGFR) measured at an outpatient visit: base, plus this with a kidney risk
+    #: (diabetes, hypertension, heart failure, eGFR < 60 or on an ACE inhibitor/ARB)
+    lab_per_visit: tuple[float, float] = (0.30, 0.45)
+    #: share of outpatient creatinine reported in umol/L (LOINC 14682-9) instead of mg/dL
+    molar_creatinine_share: float = 0.10
+    #: inpatient (daily) creatinine reported in umol/L too
+    inpatient_creatinine_molar: bool = False
+    #: UACR testing at a site relative to these rates (CKD-PC cohorts range 0.35x-2.1x the median)
+    uacr_testing_factor: float = 1.0
     stage_dx_per_visit: float = 0.45
     early_stage_dx_per_visit: float = 0.05
     stage_dx_lag_months: int = 3
@@ -148,6 +157,12 @@ class HistoryWorld:
     #: death hazard ratios by eGFR 45-59 / 30-44 / 15-29 / < 15
     death_egfr_ratios: tuple[float, float, float, float] = (1.2, 1.8, 3.2, 5.9)
     follow_years: tuple[float, float] = (2.0, 10.0)
+    # the health system
+    #: share of diagnosis records (ICD-10-CM conditions) stored under the site's local source code
+    local_code_share: float = 0.0
+    #: vocabulary of the local codes (their OMOP source vocabulary), and the first subject id
+    local_vocabulary: str = "LOCAL"
+    first_subject_id: int = 1
 
 
 WORLD = HistoryWorld()
@@ -242,7 +257,7 @@ def simulate_history(n: int, seed: int, world: HistoryWorld = WORLD) -> tuple[pl
     w = world
     rng = np.random.default_rng(seed)
     people = draw_people(rng, n, w)
-    ids = np.arange(1, n + 1, dtype=np.int64)
+    ids = np.arange(w.first_subject_id, w.first_subject_id + n, dtype=np.int64)
     months = int(np.ceil(people["follow_years"].max() * 12))
     follow_months = np.floor(people["follow_years"] * 12).astype(np.int64)
     diabetes, hypertension = people["diabetes"], people["hypertension"]

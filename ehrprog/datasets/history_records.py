@@ -59,10 +59,10 @@ def emit_records(rng, people, ids, v, death_month, truth_egfr, w: HistoryWorld) 
 
     # creatinine, eGFR and UACR at outpatient visits
     risk = diabetes | hypertension | cardio | (egfr < 60) | (v["ace"] >= 0)
-    lab = outpatient & (rng.random(n_visits) < 0.30 + 0.45 * risk)
+    lab = outpatient & (rng.random(n_visits) < w.lab_per_visit[0] + w.lab_per_visit[1] * risk)
     measured = np.clip(egfr * rng.normal(1.0, 0.06, n_visits), 2, None)
     scr = np.round(egfr_to_creatinine(measured, age, female), 2)
-    molar = rng.random(n_visits) < 0.10
+    molar = rng.random(n_visits) < w.molar_creatinine_share
     idx = np.flatnonzero(lab & ~molar)
     emit(idx, "LOINC/2160-0", scr[idx], "mg/dL", "measurement")
     idx = np.flatnonzero(lab & molar)
@@ -70,6 +70,7 @@ def emit_records(rng, people, ids, v, death_month, truth_egfr, w: HistoryWorld) 
     idx = np.flatnonzero(lab & (rng.random(n_visits) < 0.7))
     emit(idx, "LOINC/62238-1", np.round(measured[idx]), "mL/min/{1.73_m2}", "measurement")
     p_uacr = 0.02 + 0.10 * diabetes + 0.10 * (egfr < 60) + 0.01 * hypertension + 0.2 * glom
+    p_uacr = np.minimum(p_uacr * w.uacr_testing_factor, 1.0)
     idx = np.flatnonzero(outpatient & (rng.random(n_visits) < p_uacr))
     uacr = np.exp(v["log_uacr"][idx] + rng.normal(0, w.uacr_measurement_sd, idx.size))
     emit(idx, "LOINC/9318-7", np.round(uacr, 1), "mg/g", "measurement")
@@ -87,14 +88,11 @@ def emit_records(rng, people, ids, v, death_month, truth_egfr, w: HistoryWorld) 
     base = egfr_to_creatinine(np.clip(egfr[stay_rows] * stay_noise, 2, None), age[stay_rows], female[stay_rows])
     # measured on most days, always on admission and on the day of the peak (how AKI is found)
     daily = (rng.random(stay_rows.size) < 0.9) | (offset == 0) | ((ratio > 0) & (offset == peak))
-    emit(
-        stay_rows[daily],
-        "LOINC/2160-0",
-        np.round(base * factor, 2)[daily],
-        "mg/dL",
-        "measurement",
-        at=(day[stay_rows] + offset)[daily],
-    )
+    if w.inpatient_creatinine_molar:  # the hospital laboratory reports SI units
+        code, value, unit = "LOINC/14682-9", np.round(base * factor * 88.42), "umol/L"
+    else:
+        code, value, unit = "LOINC/2160-0", np.round(base * factor, 2), "mg/dL"
+    emit(stay_rows[daily], code, value[daily], unit, "measurement", at=(day[stay_rows] + offset)[daily])
     aki = stays[v["aki_ratio"][stays] > 0]
     idx = aki[rng.random(aki.size) < w.aki_coded]
     emit(idx, "ICD10CM/N17.9")
@@ -194,11 +192,25 @@ def emit_records(rng, people, ids, v, death_month, truth_egfr, w: HistoryWorld) 
         )
         .unique(maintain_order=True)
     )
+    if w.local_code_share > 0:  # drawn only at a site that has local codes: the default world is unchanged
+        clinical = _local_codes(rng, clinical, w)
     return _with_people(clinical, people, ids, death_month)
 
 
+def _local_codes(rng: np.random.Generator, clinical: pl.DataFrame, w: HistoryWorld) -> pl.DataFrame:
+    """A share ``w.local_code_share`` of the ICD-10-CM diagnosis records, stored under the site's
+    local source code instead (:func:`~ehrprog.datasets.codes.local_code`)."""
+    icd = (clinical["domain"] == "condition") & clinical["code"].str.starts_with("ICD10CM/")
+    chosen = icd & pl.Series(rng.random(clinical.height) < w.local_code_share)
+    codes = clinical["code"].filter(chosen).unique()
+    mapping = {code: C.local_code(w.local_vocabulary, code) for code in codes.to_list()}
+    return clinical.with_columns(
+        pl.when(chosen).then(pl.col("code").replace(mapping)).otherwise(pl.col("code")).alias("code")
+    )
+
+
 def _with_people(clinical: pl.DataFrame, people, ids, death_month) -> pl.DataFrame:
-    from ehrprog.schema import BIRTH_CODE, DEATH_CODE
+    from ehrprog.io.schema import BIRTH_CODE, DEATH_CODE
 
     n = ids.size
     births = pl.DataFrame(

@@ -20,9 +20,10 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
+from ehrprog.core.output import OutputFolder
+from ehrprog.datasets.omop_export import codes_metadata, write_omop
 from ehrprog.datasets.records import egfr_to_creatinine, event_table
-from ehrprog.output import OutputFolder
-from ehrprog.schema import BIRTH_CODE, DEATH_CODE
+from ehrprog.io.schema import BIRTH_CODE, DEATH_CODE
 
 _DAY_US = 86_400_000_000
 _YEAR_DAYS = 365.25
@@ -78,6 +79,8 @@ _BACKGROUND = [
     ("RxNorm/7646", "drug"),
 ]
 _VISITS = {"Visit/OP": 9202, "Visit/IP": 9201, "Visit/ER": 9203}
+#: The simulated codes that have a real OMOP standard concept, with its id.
+_STANDARD_IDS = {code: cid for code, _, cid, _ in _CODES if cid is not None} | _VISITS
 _DESCRIPTIONS = {code: desc for code, _, _, desc in _CODES} | {
     "Visit/OP": "Outpatient Visit",
     "Visit/IP": "Inpatient Visit",
@@ -121,8 +124,8 @@ def _draw_subjects(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
     }
 
 
-def simulated_truth(n_subjects: int, seed: int = 0, world: World = "labs") -> pl.DataFrame:
-    """What the simulator drew for each subject of ``simulate_events(n_subjects, seed, world)``:
+def simulated_truth(n_subjects: int, seed: int = 0, world: World = "labs", *, site: str | None = None) -> pl.DataFrame:
+    """What the simulator drew for each subject of ``simulate_events(n_subjects, seed, world, site=site)``:
     the true kidney trajectory behind the records, for oracle scores (never a model input).
 
     World ``"labs"``: one row per subject: ``subject_id``, ``start`` (first visit, Datetime),
@@ -137,13 +140,14 @@ def simulated_truth(n_subjects: int, seed: int = 0, world: World = "labs") -> pl
     the person's ``female``, ``diabetes``, ``hypertension`` and
     latent phenotypes (``diabetic_microvascular``, ``cardiorenal``, ``glomerular``, ``obstructive``).
     """
-    _check_world(world)
+    _check_world(world, site)
     if n_subjects < 1:
         raise ValueError(f"n_subjects must be at least 1, got {n_subjects}")
     if world == "history":
         from ehrprog.datasets.history import simulate_history
+        from ehrprog.datasets.sites import site_world
 
-        return simulate_history(n_subjects, seed)[1]
+        return simulate_history(n_subjects, seed, site_world(site))[1]
     people = _draw_subjects(np.random.default_rng(seed), n_subjects)
     return pl.DataFrame(
         {
@@ -193,16 +197,19 @@ def oracle_risk(
     return -to_threshold
 
 
-def simulate_events(n_subjects: int, seed: int = 0, world: World = "labs") -> pl.DataFrame:
+def simulate_events(n_subjects: int, seed: int = 0, world: World = "labs", *, site: str | None = None) -> pl.DataFrame:
     """The simulated people as one event table (MEDS codes plus ``domain`` and ``visit_id``; world
-    ``"history"`` adds ``end``: the discharge day of inpatient visits, the end of drug exposures)."""
-    _check_world(world)
+    ``"history"`` adds ``end``: the discharge day of inpatient visits, the end of drug exposures).
+    ``site`` (world ``"history"`` only): the health system recording them
+    (:mod:`ehrprog.datasets.sites`: ``"A"``, ``"B"``, ``"C"``; ``None`` is world "history" itself)."""
+    _check_world(world, site)
     if n_subjects < 1:
         raise ValueError(f"n_subjects must be at least 1, got {n_subjects}")
     if world == "history":
         from ehrprog.datasets.history import simulate_history
+        from ehrprog.datasets.sites import site_world
 
-        return simulate_history(n_subjects, seed)[0]
+        return simulate_history(n_subjects, seed, site_world(site))[0]
     rng = np.random.default_rng(seed)
     n = n_subjects
     ids = np.arange(1, n + 1, dtype=np.int64)
@@ -361,6 +368,7 @@ def simulate_ckd(
     *,
     file_format: Literal["parquet", "csv"] = "parquet",
     world: World = "labs",
+    site: str | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Simulate people and write them as an OMOP CDM 5.4 folder or a MEDS dataset.
@@ -378,6 +386,10 @@ def simulate_ckd(
             with CKD, where albuminuria, acute kidney injury, dated medications and latent
             comorbidity phenotypes expressed through many sparse codes change the decline; see
             :mod:`ehrprog.datasets.history` and docs/simulator.md).
+        site: world ``"history"`` as recorded by one health system (:mod:`ehrprog.datasets.sites`:
+            ``"A"`` large US academic, ``"B"`` European, ``"C"`` US community; they differ in
+            case mix, lab testing, units, stage coding and local diagnosis codes, each difference
+            sourced in docs/simulator.md). ``None``: world "history" itself (site A).
         overwrite: write into a non-empty folder that ehrprog did not simulate, keeping its files
             (a clash with a table the simulator writes is refused). Without it such a folder (a
             real OMOP extract, say) is refused before anything is written; a folder ehrprog
@@ -389,10 +401,10 @@ def simulate_ckd(
     Raises:
         InputError: ``path`` is not empty and holds files ehrprog did not write (see ``overwrite``).
     """
-    _check_world(world)
+    _check_world(world, site)
     if format not in ("omop", "meds"):
         raise ValueError(f"format must be 'omop' or 'meds', got {format!r}")
-    suffix = "_history" if world == "history" else ""
+    suffix = ("_history" if world == "history" else "") + (f"_site{site}" if site else "")
     root = Path(path) if path is not None else Path(f"ckd_sim_{format}_{n_subjects}_{seed}{suffix}")
     if format == "meds":
         from ehrprog.io.meds import MEDS_KIND, meds_files
@@ -400,14 +412,21 @@ def simulate_ckd(
         out = OutputFolder(root, MEDS_KIND, owned=meds_files, overwrite=overwrite).check()
     else:
         out = OutputFolder(root, SIMULATED_OMOP, overwrite=overwrite).check()  # before any work
-    events = simulate_events(n_subjects, seed, world)
+    events = simulate_events(n_subjects, seed, world, site=site)
     descriptions = _DESCRIPTIONS
     if world == "history":
+        from ehrprog.datasets.codes import background_vocabulary, local_code
         from ehrprog.datasets.codes import descriptions as world_descriptions
+        from ehrprog.datasets.sites import site_world
 
         descriptions = {**_DESCRIPTIONS, **world_descriptions()}
+        w = site_world(site)
+        if w.local_code_share > 0:  # a local code reads as its ICD-10-CM code's description (or the code)
+            every = {*descriptions, *background_vocabulary(w.background_vocabulary)[0].tolist()}
+            icd = sorted(c for c in every if c.startswith("ICD10CM/"))
+            descriptions |= {local_code(w.local_vocabulary, c): descriptions.get(c, c) for c in icd}
     if format == "meds":
-        from ehrprog.events import EventFrame
+        from ehrprog.io.events import EventFrame
         from ehrprog.io.meds import write_meds
 
         frame = events.drop("end", strict=False)
@@ -415,7 +434,7 @@ def simulate_ckd(
         frame = frame.join(visit_types, on="visit_id", how="left").with_columns(
             pl.col("_vt").alias("visit_type"), pl.format("sim/{}", "domain").alias("source")
         )
-        codes = _codes_metadata(events, descriptions)
+        codes = codes_metadata(events, descriptions)
         write_meds(
             EventFrame.from_frame(
                 frame.drop("_vt"), codes=codes, metadata={"dataset_name": f"ckd_sim_{n_subjects}_{seed}"}
@@ -425,168 +444,12 @@ def simulate_ckd(
         )
         return root
     with out.writing() as folder:
-        _write_omop(events, folder, file_format, descriptions)
+        write_omop(events, folder, file_format, descriptions, _STANDARD_IDS)
     return root
 
 
-def _check_world(world: str) -> None:
+def _check_world(world: str, site: str | None = None) -> None:
     if world not in ("labs", "history"):
         raise ValueError(f"world must be 'labs' or 'history', got {world!r}")
-
-
-def _codes_metadata(events: pl.DataFrame, descriptions: dict[str, str]) -> pl.DataFrame:
-    codes = events.select("code").unique().sort("code")
-    return codes.with_columns(
-        pl.col("code").replace_strict(descriptions, default=None, return_dtype=pl.String).alias("description"),
-        pl.lit(None, pl.List(pl.String)).alias("parent_codes"),
-    )
-
-
-def _concept_table(events: pl.DataFrame, descriptions: dict[str, str]) -> pl.DataFrame:
-    """Concepts for every simulated code: real OMOP ids where known, else local ids (>= 2,000,000,001)."""
-    codes = events.filter(~pl.col("domain").is_in(["person", "death"])).select("code").unique().sort("code")
-    standard = {code: cid for code, _, cid, _ in _CODES if cid is not None} | _VISITS
-    local = {code: 2_000_000_001 + i for i, code in enumerate(codes["code"].to_list())}
-    vocab = codes["code"].str.extract(r"^([^/]+)/", 1)
-    concept_code = codes["code"].str.extract(r"^[^/]+/(.*)$", 1)
-    table = pl.DataFrame(
-        {
-            "concept_id": [local[c] for c in codes["code"]],
-            "concept_name": [descriptions.get(c, c) for c in codes["code"]],
-            "vocabulary_id": vocab,
-            "concept_code": concept_code,
-            "source_code": codes["code"],
-        }
-    )
-    # Standard concepts that differ from the local source concept (CKD stages map to SNOMED).
-    snomed = {
-        443614: "431855005",
-        443601: "431856006",
-        443597: "433144002",
-        443612: "431857002",
-        443611: "433146000",
-        193782: "46177005",
-        201826: "44054006",
-        320128: "59621000",
-    }
-    extra = []
-    for code, cid in standard.items():
-        if code not in local:
-            continue
-        if cid in snomed:
-            extra.append((cid, descriptions.get(code, code), "SNOMED", snomed[cid], None))
-        else:
-            extra.append((cid, descriptions.get(code, code), code.split("/")[0], code.split("/")[1], None))
-    std = pl.DataFrame(extra, schema=table.schema, orient="row")
-    mapping = pl.DataFrame(
-        {
-            "source_code": list(local),
-            "source_concept_id": list(local.values()),
-            "standard_concept_id": [standard.get(c, local[c]) for c in local],
-        }
-    )
-    return pl.concat([table, std]), mapping
-
-
-def _write_omop(events: pl.DataFrame, root: Path, file_format: str, descriptions: dict[str, str]) -> None:
-    root.mkdir(parents=True, exist_ok=True)
-    concepts, mapping = _concept_table(events, descriptions)
-    has_end = "end" in events.columns
-    if not has_end:  # world "labs": every visit lasts its day, no exposure has an end date
-        events = events.with_columns(pl.col("time").alias("end"))
-
-    def write(frame: pl.DataFrame, name: str) -> None:
-        if file_format == "csv":
-            frame.write_csv(root / f"{name}.csv")
-        else:
-            frame.write_parquet(root / f"{name}.parquet")
-
-    write(
-        concepts.drop("source_code")
-        .with_columns(
-            pl.lit("Observation").alias("domain_id"),
-            pl.lit("Clinical Finding").alias("concept_class_id"),
-            pl.lit("S").alias("standard_concept"),
-        )
-        .select(
-            "concept_id",
-            "concept_name",
-            "domain_id",
-            "vocabulary_id",
-            "concept_class_id",
-            "standard_concept",
-            "concept_code",
-        ),
-        "concept",
-    )
-    people = events.filter(pl.col("domain") == "person")
-    births = people.filter(pl.col("code") == BIRTH_CODE).select("subject_id", pl.col("time").alias("birth"))
-    sex = people.filter(pl.col("time").is_null()).select("subject_id", pl.col("code").alias("sex"))
-    person = (
-        births.join(sex, on="subject_id")
-        .sort("subject_id")
-        .select(
-            pl.col("subject_id").alias("person_id"),
-            pl.when(pl.col("sex") == "Gender/F").then(8532).otherwise(8507).alias("gender_concept_id"),
-            pl.col("birth").dt.year().alias("year_of_birth"),
-            pl.col("birth").dt.month().alias("month_of_birth"),
-            pl.col("birth").dt.day().alias("day_of_birth"),
-            pl.col("birth").alias("birth_datetime"),
-            pl.lit(0).alias("race_concept_id"),
-            pl.lit(0).alias("ethnicity_concept_id"),
-        )
-    )
-    write(person, "person")
-    write(
-        events.filter(pl.col("domain") == "death").select(
-            pl.col("subject_id").alias("person_id"),
-            pl.col("time").dt.date().alias("death_date"),
-            pl.col("time").alias("death_datetime"),
-            pl.lit(32817).alias("death_type_concept_id"),
-        ),
-        "death",
-    )
-    clinical = (
-        events.filter(~pl.col("domain").is_in(["person", "death"]))
-        .join(mapping, left_on="code", right_on="source_code", how="left")
-        .with_row_index("row_id", offset=1)
-    )
-    visits = clinical.filter(pl.col("domain") == "visit")
-    write(
-        visits.select(
-            pl.col("visit_id").alias("visit_occurrence_id"),
-            pl.col("subject_id").alias("person_id"),
-            pl.col("standard_concept_id").alias("visit_concept_id"),
-            pl.col("time").dt.date().alias("visit_start_date"),
-            pl.col("time").alias("visit_start_datetime"),
-            pl.col("end").dt.date().alias("visit_end_date"),
-            pl.col("end").alias("visit_end_datetime"),
-            pl.lit(32817).alias("visit_type_concept_id"),
-            pl.col("code").str.extract(r"/(.*)$", 1).alias("visit_source_value"),
-        ),
-        "visit_occurrence",
-    )
-    specs = {
-        "condition": ("condition_occurrence", "condition", "condition_start_date", "condition_start_datetime"),
-        "procedure": ("procedure_occurrence", "procedure", "procedure_date", "procedure_datetime"),
-        "drug": ("drug_exposure", "drug", "drug_exposure_start_date", "drug_exposure_start_datetime"),
-        "measurement": ("measurement", "measurement", "measurement_date", "measurement_datetime"),
-    }
-    for domain, (table, prefix, date_col, datetime_col) in specs.items():
-        rows = clinical.filter(pl.col("domain") == domain)
-        columns = [
-            pl.col("row_id").alias(f"{table}_id"),
-            pl.col("subject_id").alias("person_id"),
-            pl.col("standard_concept_id").alias(f"{prefix}_concept_id"),
-            pl.col("time").dt.date().alias(date_col),
-            pl.col("time").alias(datetime_col),
-            pl.lit(32817).alias(f"{prefix}_type_concept_id"),
-            pl.col("visit_id").alias("visit_occurrence_id"),
-            pl.col("code").str.extract(r"/(.*)$", 1).alias(f"{prefix}_source_value"),
-            pl.col("source_concept_id").alias(f"{prefix}_source_concept_id"),
-        ]
-        if domain == "measurement":
-            columns += [pl.col("numeric_value").alias("value_as_number"), pl.col("unit").alias("unit_source_value")]
-        if domain == "drug" and has_end:
-            columns += [pl.col("end").fill_null(pl.col("time")).dt.date().alias("drug_exposure_end_date")]
-        write(rows.select(columns), table)
+    if site is not None and world != "history":
+        raise ValueError(f"sites are health systems of world 'history'; world {world!r} has none (got site={site!r})")

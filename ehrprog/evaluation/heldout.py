@@ -14,15 +14,8 @@ import numpy as np
 import polars as pl
 from sklearn.model_selection import GroupShuffleSplit
 
-from ehrprog.baselines import (
-    BoostedCoxBaseline,
-    ClinicalCoxBaseline,
-    CoxBaseline,
-    KFREBaseline,
-    PointFeaturesBoostedCox,
-    StageBaseline,
-    WindowedCountsBoostedCox,
-)
+from ehrprog.cohorts.cohort import Cohort, CohortX
+from ehrprog.evaluation.overlap import OnOverlap, apart_from_pretraining
 from ehrprog.metrics import (
     evaluation_times,
     expected_calibration_error,
@@ -35,7 +28,15 @@ from ehrprog.metrics import (
     survival_at,
     survival_calibration,
 )
-from ehrprog.tasks.cohort import Cohort, CohortX
+from ehrprog.models.baselines import (
+    BoostedCoxBaseline,
+    ClinicalCoxBaseline,
+    CoxBaseline,
+    KFREBaseline,
+    PointFeaturesBoostedCox,
+    StageBaseline,
+    WindowedCountsBoostedCox,
+)
 
 #: The estimator settings the demo and the quality benchmark use (tuned on simulator seed 0 only).
 DEMO_MODEL_PARAMS: dict[str, Any] = {
@@ -80,7 +81,7 @@ def is_measurement(name: str) -> bool:
 class TabularPart:
     """A fitted :class:`~ehrprog.VisitProgressionEstimator`'s tabular part alone, scored as a
     method: its outputs are the estimator's
-    :meth:`~ehrprog.estimator.VisitProgressionEstimator.tabular_outputs` (the offsets' weights at
+    :meth:`~ehrprog.models.estimator.VisitProgressionEstimator.tabular_outputs` (the offsets' weights at
     zero, no visit read; nothing in the fitted model is changed). The difference to the model is
     what the visit history adds. Survival curves: the piecewise head's own hazards, or (Cox head)
     the model's Breslow baseline applied to the tabular risk, exact where the history was dropped."""
@@ -91,7 +92,7 @@ class TabularPart:
         self.classes_ = getattr(model, "classes_", None)
 
     def predict_risk(self, X: CohortX) -> np.ndarray:
-        from ehrprog.inference import ranking_score
+        from ehrprog.networks.inference import ranking_score
 
         return ranking_score(self.model.tabular_outputs(X)[1])
 
@@ -102,13 +103,13 @@ class TabularPart:
         return proba / proba.sum(axis=1, keepdims=True)
 
     def predict_survival_function(self, X: CohortX, return_array: bool = False):
-        from ehrprog.breslow import BreslowSurvival, step_functions
+        from ehrprog.models.breslow import BreslowSurvival, step_functions
 
         model = self.model
         if model.survival_head == "piecewise":
             import torch
 
-            from ehrprog.survival import DAYS_PER_YEAR, SURVIVAL_PIECES_YEARS, cumulative_hazard
+            from ehrprog.networks.piecewise import DAYS_PER_YEAR, SURVIVAL_PIECES_YEARS, cumulative_hazard
 
             log_hazard = torch.from_numpy(model.tabular_outputs(X)[1]).double()
             years = torch.from_numpy(model.event_times_ / DAYS_PER_YEAR)
@@ -249,12 +250,22 @@ def evaluate(
     model_params: dict[str, Any] | None = None,
     random_state: int = 0,
     oracle: np.ndarray | None = None,
+    on_pretraining_overlap: OnOverlap = "refuse",
 ) -> tuple[list[Row], dict[str, Any]]:
     """Fit the estimator and every baseline on the rows ``train`` of ``cohort``, score them on ``test``
-    (see :func:`evaluate_split`)."""
-    return evaluate_split(
+    (see :func:`evaluate_split`). With a pre-trained checkpoint (``backbone__checkpoint`` in
+    ``model_params``), held-out subjects it was pre-trained on are refused, or left out with
+    ``on_pretraining_overlap="exclude"`` (:func:`~ehrprog.evaluation.overlap.apart_from_pretraining`;
+    ``fitted["overlap"]`` says what was found)."""
+    overlap = apart_from_pretraining(
+        cohort.groups[test], (model_params or {}).get("backbone__checkpoint"), on_pretraining_overlap
+    )
+    test = np.asarray(test)[overlap.keep]
+    rows, fitted = evaluate_split(
         cohort.X[train], cohort.y[train], cohort.X[test], cohort.y[test], model_params, random_state, oracle
     )
+    fitted["overlap"] = overlap
+    return rows, fitted
 
 
 def evaluate_split(
@@ -279,7 +290,7 @@ def evaluate_split(
 
     ``oracle`` (simulated data only): the true risk of each test point
     (:func:`~ehrprog.datasets.oracle_risk`), scored as a last row: the ceiling. ``reference``
-    adds :class:`~ehrprog.baselines.ClinicalCoxBaseline` (Cox on the model's own clinical inputs).
+    adds :class:`~ehrprog.models.baselines.ClinicalCoxBaseline` (Cox on the model's own clinical inputs).
     ``ablation`` adds the fitted model with its history zeroed (:func:`history_zeroed`) as the row
     after the model's, so what the visit history contributes is measured beside every table.
     The baselines include gradient-boosted Cox on the model's point features and on windowed code
@@ -288,7 +299,7 @@ def evaluate_split(
     Returns the rows of the comparison table and the fitted objects (``model``, ``cox``...) and,
     under ``"risks"``, every method's test risk scores by row name (for paired comparisons).
     """
-    from ehrprog.estimator import VisitProgressionEstimator
+    from ehrprog.models.estimator import VisitProgressionEstimator
 
     scorer = Scorer(y_tr, y_te)
     rows: list[Row] = []

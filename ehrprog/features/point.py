@@ -41,8 +41,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from ehrprog.events import sex_expr
-from ehrprog.tasks.cohort import CohortX
+from ehrprog.cohorts.cohort import CohortX
+from ehrprog.io.events import sex_expr
 
 _DAY_US = 86_400_000_000
 _YEAR_US = _DAY_US * 365.25

@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
-from ehrprog.visit_arrays import VisitArrays, merge_code_stats
+from ehrprog.cohorts.arrays import visit_arrays
+from ehrprog.visits.arrays import VisitArrays, merge_code_stats
 
 if TYPE_CHECKING:
-    from ehrprog.tasks.cohort import CohortX
+    from ehrprog.cohorts.cohort import CohortX
 
 PAD, UNKNOWN = 0, 1
 
@@ -34,7 +35,7 @@ class Vocabulary:
     value_mean: np.ndarray  # [len(codes) + 2], float32
     value_std: np.ndarray  # [len(codes) + 2], float32
     descriptions: list[str | None] | None = None  # [len(codes)] text of each code where the data has it
-    #: [len(codes)] the unit each code's values were read in at training (ehrprog.units), None: no unit
+    #: [len(codes)] the unit each code's values were read in at training (ehrprog.io.units), None: no unit
     units: list[str | None] | None = None
 
     @property
@@ -46,7 +47,7 @@ class Vocabulary:
         """Codes seen at least ``min_count`` times in the input histories of ``X``'s subjects.
 
         One pass over ``X``'s parts (its shards, for a cohort on disk): each part's per-code sums
-        are merged exactly (:func:`~ehrprog.visit_arrays.merge_code_stats`)."""
+        are merged exactly (:func:`~ehrprog.visits.arrays.merge_code_stats`)."""
         parts = []
         for part, _ in X.parts():
             arrays = visit_arrays(part)
@@ -112,28 +113,6 @@ def _metadata_column_pairs(metadata: pl.DataFrame, column: str) -> tuple[list[st
     return pairs["code"].to_list(), pairs[column].to_list()
 
 
-def visit_arrays(X: CohortX) -> VisitArrays:
-    """``X``'s input visits as :class:`~ehrprog.visit_arrays.VisitArrays` (those a part read from
-    disk carries, else built from ``X.visits``)."""
-    arrays = getattr(X, "arrays", None)
-    if arrays is not None:
-        return arrays
-    return VisitArrays.from_visits(_input_visits(X).sort("subject_id", "visit_index"))
-
-
-def _input_visits(X: CohortX) -> pl.DataFrame:
-    """Visits that some point of ``X`` may read (index < that subject's largest ``n_visits``)."""
-    needed = X.points.group_by("subject_id").agg(pl.col("n_visits").max().alias("_n"))
-    return (
-        X.visits.frame.join(needed, on="subject_id", how="inner")
-        .select("subject_id", "_n", "visits")
-        .explode("visits")
-        .drop_nulls("visits")
-        .unnest("visits")
-        .filter(pl.col("visit_index") < pl.col("_n"))
-    )
-
-
 #: Batch fields with a visit axis (padded when batches are stacked), and those without one
 #: (``point_subject`` aside: it is shifted, not copied).
 _PADDED = ("codes", "values", "has_value", "times", "visit_days", "visit_los", "visit_type", "visit_mask")
@@ -169,7 +148,7 @@ class Batch:
     current_stage: np.ndarray  # [P] int64 stage at the prediction time (0 if unknown)
     current_value: np.ndarray  # [P] float32 standardised staging-lab value at the prediction visit (0 if none)
     has_current_value: np.ndarray  # [P] bool
-    point_features: np.ndarray  # [P, F] float32 clinician features (ehrprog.features); F may be 0
+    point_features: np.ndarray  # [P, F] float32 clinician features (ehrprog.features.point); F may be 0
 
     def repeat(self, copies: int) -> Batch:
         """The batch stacked ``copies`` times along the row axis (copy ``k`` holds rows
@@ -298,8 +277,8 @@ class VisitTensors:
             :meth:`batch`).
         value_scale: mean and standard deviation that standardise the points' current lab value.
         point_features: ``[n_points, F]`` features per point of ``X`` (see
-            :class:`~ehrprog.features.PointFeatures`); none by default.
-        arrays: ``X``'s visits as :class:`~ehrprog.visit_arrays.VisitArrays` when already at hand
+            :class:`~ehrprog.features.point.PointFeatures`); none by default.
+        arrays: ``X``'s visits as :class:`~ehrprog.visits.arrays.VisitArrays` when already at hand
             (a shard read from disk); built from ``X`` otherwise.
     """
 

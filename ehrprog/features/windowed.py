@@ -18,7 +18,7 @@ from scipy import sparse
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ehrprog.tasks.cohort import CohortX
+from ehrprog.cohorts.cohort import CohortX
 
 _DAY_US = 86_400_000_000
 

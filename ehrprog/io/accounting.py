@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from ehrprog.errors import InputError
+from ehrprog.core.errors import InputError
 
 #: Column holding why a row was dropped (null = kept) while a table is being checked.
 DROP = "_drop"

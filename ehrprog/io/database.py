@@ -26,11 +26,11 @@ from urllib.parse import urlsplit
 
 import polars as pl
 
-from ehrprog.errors import InputError
-from ehrprog.events import EventFrame
+from ehrprog.core.errors import InputError
+from ehrprog.core.redaction import RedactingFilter, encoded_uri, redact, uri_secrets
+from ehrprog.io.events import EventFrame
 from ehrprog.io.omop_events import _code_metadata, concept_table, event_plan, tables_to_read
 from ehrprog.io.omop_tables import EVENT_TABLES
-from ehrprog.redaction import RedactingFilter, encoded_uri, redact, uri_secrets
 
 log = logging.getLogger(__name__)
 log.addFilter(RedactingFilter())
@@ -392,7 +392,7 @@ def read_omop_database(
     db.notes[:] = list(dict.fromkeys(db.notes))
     if strict:
         events.report.raise_on_drops()
-    from ehrprog.quality import add_plausibility_notes
+    from ehrprog.io.quality import add_plausibility_notes
 
     return add_plausibility_notes(events)
 

@@ -10,13 +10,13 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from ehrprog.accounting import DROP, DROP_DTYPE, NO_REASON, VALUE, IngestReport, kept, reason
-from ehrprog.ordering import merge_on_subject, sort_canonically
-from ehrprog.schema import BIRTH_CODE, DEATH_CODE, EVENT_SCHEMA, conform_events, row_hash
+from ehrprog.io.accounting import DROP, DROP_DTYPE, NO_REASON, VALUE, IngestReport, kept, reason
+from ehrprog.io.ordering import merge_on_subject, sort_canonically
+from ehrprog.io.schema import BIRTH_CODE, DEATH_CODE, EVENT_SCHEMA, conform_events, row_hash
 
 
 class EventFrame:
-    """Events in the MEDS-compatible schema (:data:`ehrprog.schema.EVENT_SCHEMA`).
+    """Events in the MEDS-compatible schema (:data:`ehrprog.io.schema.EVENT_SCHEMA`).
 
     Made by the readers (``read_omop``, ``read_meds``) or, for a clean table of your own, by
     :meth:`from_frame`. In memory, events are ordered by subject, time and a hash of the row, which

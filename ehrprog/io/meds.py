@@ -20,12 +20,12 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ehrprog.accounting import DROP, NO_REASON, VALUE, reason, value_issues
-from ehrprog.errors import InputError
-from ehrprog.events import EventFrame, collect_two_at_a_time, empty_codes, mark_event_drops
+from ehrprog.core.errors import InputError
+from ehrprog.core.output import OutputFolder, marked
 from ehrprog.io import tabular
-from ehrprog.output import OutputFolder, marked
-from ehrprog.schema import CATEGORICAL_COLUMNS, EVENT_SCHEMA
+from ehrprog.io.accounting import DROP, NO_REASON, VALUE, reason, value_issues
+from ehrprog.io.events import EventFrame, collect_two_at_a_time, empty_codes, mark_event_drops
+from ehrprog.io.schema import CATEGORICAL_COLUMNS, EVENT_SCHEMA
 
 #: What :func:`write_meds` writes, as its output marker names it.
 MEDS_KIND = "MEDS dataset"
@@ -166,7 +166,7 @@ def read_meds(
     materialize: bool = True,
     files: list[str | Path] | None = None,
 ) -> EventFrame:
-    """Read a MEDS dataset (or a single MEDS parquet file) into an :class:`~ehrprog.events.EventFrame`.
+    """Read a MEDS dataset (or a single MEDS parquet file) into an :class:`~ehrprog.io.events.EventFrame`.
 
     Args:
         path: the dataset root (with ``data/`` and ``metadata/``) or one parquet file.
@@ -219,7 +219,7 @@ def read_meds(
         events = EventFrame(plan(), plan=plan, **options)
     if strict:
         events.report.raise_on_drops()
-    from ehrprog.quality import add_plausibility_notes
+    from ehrprog.io.quality import add_plausibility_notes
 
     return add_plausibility_notes(events)
 
@@ -310,7 +310,7 @@ def write_meds(
         inputs: the folders the events were read from; ``path`` must not be, hold or lie in one.
 
     The dataset is written into a hidden sibling folder and renamed into place when complete
-    (:class:`~ehrprog.output.OutputFolder`).
+    (:class:`~ehrprog.core.output.OutputFolder`).
 
     Raises:
         InputError: ``path`` is not empty and not a MEDS dataset ehrprog wrote (without
@@ -326,7 +326,7 @@ def write_meds(
 
 
 def meds_files(root: Path) -> set[str] | None:
-    """The files ehrprog wrote in a MEDS dataset: those its :data:`~ehrprog.output.MARKER` lists,
+    """The files ehrprog wrote in a MEDS dataset: those its :data:`~ehrprog.core.output.MARKER` lists,
     or, in a dataset an earlier ehrprog wrote (``dataset.json`` naming ``etl_name`` ehrprog, no
     marker), its data shards and metadata files; ``None`` for any other folder."""
     owned = marked(MEDS_KIND)(root)
@@ -401,7 +401,7 @@ def _write_shard(frame: pl.DataFrame, path: Path) -> None:
 
 
 def _version() -> str:
-    from ehrprog.version import __version__
+    from ehrprog.core.version import __version__
 
     return __version__
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import polars as pl
 
-from ehrprog.errors import InputError
-from ehrprog.events import EventFrame
+from ehrprog.core.errors import InputError
 from ehrprog.io import tabular
+from ehrprog.io.events import EventFrame
 from ehrprog.io.omop_events import CodeMode, _code_metadata, concept_table, event_plan, tables_to_read
 from ehrprog.io.omop_tables import DDL
 
@@ -66,7 +66,7 @@ def read_omop(
     connect_timeout: float = 30.0,
     statement_timeout: float | None = None,
 ) -> EventFrame:
-    """Read an OMOP CDM extract into an :class:`~ehrprog.events.EventFrame`.
+    """Read an OMOP CDM extract into an :class:`~ehrprog.io.events.EventFrame`.
 
     Args:
         source: a folder holding one file per table (``person.csv``, ``MEASUREMENT.parquet``,
@@ -83,7 +83,7 @@ def read_omop(
             column count fits both; by default 5.4 is preferred.
         condition_era: read ``condition_era`` as condition events. ``None`` (default) reads it only
             when the extract has no condition_occurrence table, with a note in the report.
-        strict: raise :class:`~ehrprog.errors.InputError` instead of dropping any row.
+        strict: raise :class:`~ehrprog.core.errors.InputError` instead of dropping any row.
         materialize: read everything now (fast repeated access); ``False`` keeps the frame lazy so
             that it can be streamed to disk (``write_meds``) without fitting in memory.
         schema: database only: the schema holding the CDM tables (``"public"`` by default).
@@ -151,6 +151,6 @@ def read_omop(
         events = EventFrame(plan(), plan=plan, **options)
     if strict:
         events.report.raise_on_drops()
-    from ehrprog.quality import add_plausibility_notes
+    from ehrprog.io.quality import add_plausibility_notes
 
     return add_plausibility_notes(events)

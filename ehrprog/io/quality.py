@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from ehrprog.events import EventFrame
+from ehrprog.io.events import EventFrame
 
 _FEMALE_ICD = r"^(ICD10CM|ICD10|SOURCE)/(O\d|Z3[3-6]|C5[1-8]|N[7-9]\d)"
 _MALE_ICD = r"^(ICD10CM|ICD10|SOURCE)/(C6[0-3]|N4\d|N5[0-3])"

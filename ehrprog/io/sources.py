@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from ehrprog.errors import InputError
-from ehrprog.events import EventFrame
+from ehrprog.core.errors import InputError
 from ehrprog.io import read_meds, read_omop
+from ehrprog.io.events import EventFrame
 
 Format = Literal["auto", "omop", "meds"]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
-from ehrprog.errors import InputError
+from ehrprog.core.errors import InputError
 
 _SUFFIXES = (".parquet", ".csv", ".tsv", ".txt", ".csv.gz", ".tsv.gz")
 _DATETIME_FORMATS = ("%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%d", "%Y%m%d")
@@ -39,7 +39,7 @@ def find_table(folder: Path, name: str) -> Path | None:
     A sub-folder named for the table holding Parquet parts (``measurement/part-0.parquet``) also
     counts. Two files for one table (``person.csv`` beside a stale ``person.parquet``,
     ``measurement.csv`` beside ``measurement.csv.gz``, ``PERSON.csv`` beside ``person.csv``) are
-    an :class:`~ehrprog.errors.InputError` naming both: which one is current is the user's to say,
+    an :class:`~ehrprog.core.errors.InputError` naming both: which one is current is the user's to say,
     and reading either without a word lost the other's rows.
     """
     found = []
@@ -391,7 +391,7 @@ def value_issue(
     """Where a value of ``column`` was nulled, with the reason: the source held a value (not
     blank) that ``parsed`` (its parsed expression) could not keep. ``rule`` says what it is not
     (``"not a finite number"``); the reason reads ``"<column>: <rule> (nulled)"``. ``None`` when
-    the table lacks the column (see :func:`ehrprog.accounting.value_issues`)."""
+    the table lacks the column (see :func:`ehrprog.io.accounting.value_issues`)."""
     if column is None or dtype is None:
         return None
     return present(column, dtype).fill_null(False) & parsed.is_null(), f"{column}: {rule} (nulled)"

@@ -67,7 +67,7 @@ CREATININE_MASS_CODES = [
 CREATININE_MOLAR_CODES = ["LOINC/14682-9", "LOINC/59826-8", "LOINC/77140-2", "OMOP/3020564"]
 
 
-#: eGFR units (normalised spelling, see :func:`~ehrprog.units.normalise_unit`) -> factor to
+#: eGFR units (normalised spelling, see :func:`~ehrprog.io.units.normalise_unit`) -> factor to
 #: mL/min/1.73 m2. A value without a unit is taken as mL/min/1.73 m2 (what every eGFR LOINC code
 #: reports); a unit outside this table (mg/dL on an eGFR row, say) is never staged, and counted.
 EGFR_UNITS: dict[str, float] = {

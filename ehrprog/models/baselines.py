@@ -1,6 +1,6 @@
 """Baselines a careful analyst tries first, as scikit-learn estimators on the same ``X``/``y``.
 
-* :class:`HistoryFeatures`: each point's history as a feature row: counts of the most frequent
+* :class:`~ehrprog.features.history.HistoryFeatures`: each point's history as a feature row: counts of the most frequent
   codes, the last value of every coded lab, eGFR (last recorded, else CKD-EPI 2021 from the last
   creatinine), current stage, age, sex, number of visits and years of history.
 * :class:`StageBaseline`: bag-of-codes logistic regression or gradient boosting for the next stage.
@@ -9,14 +9,14 @@
   (XGBoost's ``survival:cox``) on the same features, with a Breslow baseline hazard:
   count-feature boosting, the baseline the EHR literature finds hardest to beat.
 * :class:`ClinicalCoxBaseline`: Cox on exactly the clinical inputs the model's heads read
-  (:class:`~ehrprog.features.PointFeatures`, current stage and lab value): a reference that
+  (:class:`~ehrprog.features.point.PointFeatures`, current stage and lab value): a reference that
   shows what the model's sequence encoder adds beyond them.
 * :class:`PointFeaturesBoostedCox`: gradient-boosted Cox on the model's own clinical inputs
-  (:class:`~ehrprog.features.PointFeatures`, current stage and lab value), tuned by a small grid
+  (:class:`~ehrprog.features.point.PointFeatures`, current stage and lab value), tuned by a small grid
   over subject folds of the training points: what the model's clinical booster fits, as a
   baseline of its own, and the one a user of ehrprog can fit in two lines.
 * :class:`WindowedCountsBoostedCox`: the same on those inputs plus code counts over look-back
-  windows and the latest coded values (:class:`~ehrprog.windowed_counts.WindowedCounts`, in the
+  windows and the latest coded values (:class:`~ehrprog.features.windowed.WindowedCounts`, in the
   manner of MEDS-Tab), tuned the same way.
 * :class:`KFREBaseline`: a Kidney Failure Risk Equation-style score from age, sex and eGFR
   (the 4-variable KFRE of Tangri et al. 2011 without its albuminuria term, which these data lack).
@@ -29,7 +29,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import polars as pl
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
@@ -37,135 +36,12 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
-from ehrprog.breslow import BreslowSurvival
-from ehrprog.errors import one_warning
+from ehrprog.cohorts.cohort import CohortX
+from ehrprog.cohorts.targets import check_survival_targets, split_targets
+from ehrprog.core.errors import one_warning
+from ehrprog.features.history import HistoryFeatures, clinical_features
 from ehrprog.metrics import harrell_c, macro_auroc
-from ehrprog.targets import check_survival_targets, split_targets
-from ehrprog.tasks.ckd import CREATININE_MASS_CODES, CREATININE_MOLAR_CODES, EGFR_CODES
-from ehrprog.tasks.cohort import CohortX
-from ehrprog.tasks.rules import match_code_lists
-
-
-def _egfr_2021(scr: np.ndarray, age: np.ndarray, female: np.ndarray) -> np.ndarray:
-    kappa = np.where(female, 0.7, 0.9)
-    alpha = np.where(female, -0.241, -0.302)
-    ratio = scr / kappa
-    return (
-        142 * np.minimum(ratio, 1) ** alpha * np.maximum(ratio, 1) ** -1.2 * 0.9938**age * np.where(female, 1.012, 1.0)
-    )
-
-
-class HistoryFeatures(BaseEstimator):
-    """Turn prediction points into a dense feature matrix ``[n_points, n_features]``.
-
-    Args:
-        max_codes: how many of the most frequent training codes get a count column.
-    """
-
-    def __init__(self, max_codes: int = 200) -> None:
-        self.max_codes = max_codes
-
-    def fit(self, X: CohortX, y: Any = None) -> HistoryFeatures:
-        self._fit(X)
-        return self
-
-    def _fit(self, X: CohortX) -> np.ndarray:
-        """Choose the code and lab columns, set the fill values; return ``X``'s raw table."""
-        histories, flat = _histories(X)
-        top = flat.group_by("code").agg(pl.len().alias("n")).sort(["n", "code"], descending=[True, False])
-        self.codes_ = top.head(self.max_codes)["code"].to_list()
-        labs = flat.filter(pl.col("value").is_not_null()).group_by("code").agg(pl.len().alias("n"))
-        self.lab_codes_ = labs.filter(pl.col("n") >= 20).sort("code")["code"].to_list()
-        table = self._raw(X, histories, flat)
-        finite = np.isfinite(table)
-        observed = finite.any(axis=0)
-        medians = np.zeros(table.shape[1])
-        medians[observed] = np.nanmedian(np.where(finite[:, observed], table[:, observed], np.nan), axis=0)
-        self.medians_ = medians  # a column never observed in training is filled with 0
-        return table
-
-    def _raw(self, X: CohortX, histories: pl.DataFrame, flat: pl.DataFrame) -> np.ndarray:
-        n = len(X)
-        counts = np.zeros((n, len(self.codes_)), dtype=np.float32)
-        index = {c: i for i, c in enumerate(self.codes_)}
-        counted = flat.filter(pl.col("code").is_in(self.codes_)).group_by("point", "code").agg(pl.len().alias("n"))
-        if counted.height:
-            columns = counted["code"].replace_strict(index, return_dtype=pl.Int64).to_numpy()
-            counts[counted["point"].to_numpy(), columns] = counted["n"].to_numpy()
-        last = np.full((n, len(self.lab_codes_)), np.nan, dtype=np.float32)
-        lab_index = {c: i for i, c in enumerate(self.lab_codes_)}
-        values = (
-            flat.filter(pl.col("code").is_in(self.lab_codes_) & pl.col("value").is_not_null())
-            .group_by("point", "code")
-            .agg(pl.col("value").last())
-        )
-        if values.height:
-            columns = values["code"].replace_strict(lab_index, return_dtype=pl.Int64).to_numpy()
-            last[values["point"].to_numpy(), columns] = values["value"].to_numpy()
-        return np.hstack([counts, last, _clinical(X, histories, flat)])
-
-    def _fill(self, table: np.ndarray) -> np.ndarray:
-        return np.where(np.isfinite(table), table, self.medians_[None, :]).astype(np.float32)
-
-    def transform(self, X: CohortX) -> np.ndarray:
-        check_is_fitted(self, "codes_")
-        return self._fill(self._raw(X, *_histories(X)))
-
-    def fit_transform(self, X: CohortX, y: Any = None) -> np.ndarray:
-        return self._fill(self._fit(X))
-
-
-def _histories(X: CohortX) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Each point's input visits (long form) and their codes with values, one row per code."""
-    histories = X.histories()
-    flat = (
-        histories.select("point", "visit_index", pl.col("codes").alias("code"), pl.col("numeric_values").alias("value"))
-        .explode("code", "value")
-        .drop_nulls("code")
-    )
-    return histories, flat
-
-
-def clinical_features(X: CohortX) -> np.ndarray:
-    """``[n, 10]``: eGFR (last recorded, else CKD-EPI 2021 from the last creatinine; NaN if
-    neither), current stage one-hot (1-5), age (years), female, visits, years of history."""
-    return _clinical(X, *_histories(X))
-
-
-def _clinical(X: CohortX, histories: pl.DataFrame, flat: pl.DataFrame) -> np.ndarray:
-    points = X.points.with_row_index("point")
-    last_visit = histories.group_by("point").agg(
-        pl.col("age_days").last().alias("age"),
-        pl.col("days_since_first").last().alias("span"),
-    )
-    sex = X.visits.frame.select("subject_id", (pl.col("sex") == "F").alias("female"))
-    table = points.join(last_visit, on="point", how="left").join(sex, on="subject_id", how="left").sort("point")
-    found = match_code_lists(
-        {"egfr": EGFR_CODES, "mass": CREATININE_MASS_CODES, "molar": CREATININE_MOLAR_CODES},
-        flat["code"].unique(),
-    )
-    labs = flat.join(found, on="code", how="inner").filter(pl.col("value").is_not_null())
-    last = labs.sort("point", "visit_index").group_by("point", "name").agg(pl.col("value").last())
-    wide = {name: np.full(len(X), np.nan) for name in ("egfr", "mass", "molar")}
-    for name in wide:
-        part = last.filter(pl.col("name") == name)
-        wide[name][part["point"].to_numpy()] = part["value"].to_numpy()
-    age = table["age"].fill_null(np.nan).to_numpy() / 365.25
-    female = table["female"].fill_null(False).to_numpy()
-    scr = np.where(np.isnan(wide["mass"]), wide["molar"] / 88.42, wide["mass"])
-    egfr = np.where(np.isnan(wide["egfr"]), _egfr_2021(scr, age, female), wide["egfr"])
-    stage = table["current_stage"].fill_null(0).to_numpy()
-    one_hot = (stage[:, None] == np.arange(1, 6)[None, :]).astype(np.float32)
-    return np.column_stack(
-        [
-            egfr,
-            one_hot,
-            age,
-            female.astype(np.float32),
-            table["n_visits"].to_numpy(),
-            table["span"].fill_null(0.0).to_numpy() / 365.25,
-        ]
-    ).astype(np.float32)
+from ehrprog.models.breslow import BreslowSurvival
 
 
 class StageBaseline(ClassifierMixin, BaseEstimator):
@@ -283,7 +159,7 @@ class ClinicalCoxBaseline(_RidgeCox):
         self.alpha = alpha
 
     def _fit_table(self, X: CohortX) -> np.ndarray:
-        from ehrprog.tabular import ClinicalTable
+        from ehrprog.features.clinical import ClinicalTable
 
         self.features_ = ClinicalTable().fit(X)
         return self._table(X)
@@ -314,7 +190,7 @@ class KFREBaseline(_SurvivalBaseline):
 
 
 class _TunedBoosting(_SurvivalBaseline):
-    """A :class:`~ehrprog.boosted_cox.TunedBoostedCox` on a feature table a subclass builds
+    """A :class:`~ehrprog.models.boosted_cox.TunedBoostedCox` on a feature table a subclass builds
     (``_fit_features(X)`` fitting its transformers, ``_features(X)``); the grid's folds are the
     training points' subjects."""
 
@@ -325,7 +201,7 @@ class _TunedBoosting(_SurvivalBaseline):
         raise NotImplementedError
 
     def fit(self, X: CohortX, y: Any):
-        from ehrprog.boosted_cox import TunedBoostedCox
+        from ehrprog.models.boosted_cox import TunedBoostedCox
 
         _, event, time = split_targets(y, len(X))
         check_survival_targets(event, time)
@@ -362,7 +238,7 @@ class BoostedCoxBaseline(_TunedBoosting):
     XGBoost rather than scikit-survival's ``GradientBoostingSurvivalAnalysis``: on the 1,000-subject
     simulator cohort (9.6k points, 47 features) scikit-survival took 211 s for 200 trees, XGBoost
     1.4 s for 500. Survival curves use Breslow's baseline hazard of the training margins. The settings
-    are fixed (no search): :class:`~ehrprog.boosted_cox.TunedBoostedCox` with one setting.
+    are fixed (no search): :class:`~ehrprog.models.boosted_cox.TunedBoostedCox` with one setting.
 
     Args:
         max_codes: code count columns (as :class:`HistoryFeatures`).
@@ -421,14 +297,14 @@ class BoostedCoxBaseline(_TunedBoosting):
 class PointFeaturesBoostedCox(_TunedBoosting):
     """Gradient-boosted Cox (XGBoost ``survival:cox``) on the model's clinical inputs: point
     features, the current stage one-hot and the current staging-lab value with its flag; tuned by
-    ``param_grid`` (default :data:`~ehrprog.boosted_cox.DEFAULT_GRID`: depth 2 or 4, 200 or 500
+    ``param_grid`` (default :data:`~ehrprog.models.boosted_cox.DEFAULT_GRID`: depth 2 or 4, 200 or 500
     trees) over ``cv`` subject folds of the training points; ``best_params_`` after fit.
 
     Args:
         param_grid: the grid searched (``None`` = the default).
-        params: fixed XGBoost settings (over :data:`~ehrprog.boosted_cox.DEFAULT_PARAMS`).
+        params: fixed XGBoost settings (over :data:`~ehrprog.models.boosted_cox.DEFAULT_PARAMS`).
         cv: subject folds of the search.
-        max_history_codes: :class:`~ehrprog.features.PointFeatures`' problem list (0 = off).
+        max_history_codes: :class:`~ehrprog.features.point.PointFeatures`' problem list (0 = off).
         random_state: XGBoost's seed.
     """
 
@@ -447,7 +323,7 @@ class PointFeaturesBoostedCox(_TunedBoosting):
         self.random_state = random_state
 
     def _fit_features(self, X: CohortX) -> np.ndarray:
-        from ehrprog.tabular import ClinicalTable
+        from ehrprog.features.clinical import ClinicalTable
 
         self.table_ = ClinicalTable(max_history_codes=self.max_history_codes).fit(X)
         return self._features(X)
@@ -459,7 +335,7 @@ class PointFeaturesBoostedCox(_TunedBoosting):
 class WindowedCountsBoostedCox(_TunedBoosting):
     """Gradient-boosted Cox on the clinical inputs of :class:`PointFeaturesBoostedCox` plus code
     counts over look-back windows (30 days, 365 days, all history) and the latest value of every
-    coded measurement (:class:`~ehrprog.windowed_counts.WindowedCounts`: MEDS-Tab's recipe), as
+    coded measurement (:class:`~ehrprog.features.windowed.WindowedCounts`: MEDS-Tab's recipe), as
     one sparse matrix; tuned the same way.
 
     Args:
@@ -491,8 +367,8 @@ class WindowedCountsBoostedCox(_TunedBoosting):
         self.random_state = random_state
 
     def _fit_features(self, X: CohortX):
-        from ehrprog.tabular import ClinicalTable
-        from ehrprog.windowed_counts import WindowedCounts
+        from ehrprog.features.clinical import ClinicalTable
+        from ehrprog.features.windowed import WindowedCounts
 
         self.table_ = ClinicalTable().fit(X)
         self.windowed_ = WindowedCounts(self.windows_days, self.min_subjects, self.max_codes)

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import GroupKFold
 
-from ehrprog.breslow import BreslowSurvival
 from ehrprog.metrics import harrell_c
+from ehrprog.models.breslow import BreslowSurvival
 
 DEFAULT_GRID: dict[str, list[Any]] = {"max_depth": [2, 4], "n_estimators": [200, 500]}
 """The default grid: shallow and deeper trees, fewer and more of them."""

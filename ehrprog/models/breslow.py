@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ehrprog.targets import breslow_baseline
+from ehrprog.cohorts.targets import breslow_baseline
 
 
 class BreslowSurvival:

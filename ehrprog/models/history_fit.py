@@ -5,7 +5,7 @@
 * :func:`validation_split`: the units (subjects, or the user's groups) held out for early stopping;
 * :func:`build_model`: the visit network for a vocabulary, from the registered backbone;
 * :func:`engine_settings` and :func:`validator`: what the one training engine
-  (:func:`~ehrprog.training.train`) runs with;
+  (:func:`~ehrprog.networks.training.train`) runs with;
 * :func:`training_record`: the fitted attributes read off the engine's result;
 * :func:`judge_history`: the rule that keeps the history only beyond its noise;
 * :func:`baseline_hazard`: the Breslow baseline of the kept model's risks.
@@ -20,13 +20,14 @@ import polars as pl
 import torch
 from sklearn.model_selection import GroupShuffleSplit
 
-from ehrprog.batching import VisitTensors
-from ehrprog.breslow import BreslowSurvival
-from ehrprog.inference import batched_outputs, outputs_score, paired_gain
-from ehrprog.model import SupervisedObjective, VisitSequenceModel, supervised_loss
-from ehrprog.survival import SURVIVAL_PIECES_YEARS
-from ehrprog.tasks.cohort import CohortX
-from ehrprog.training import TrainSettings
+from ehrprog.cohorts.cohort import CohortX
+from ehrprog.features.tensors import VisitTensors
+from ehrprog.models.breslow import BreslowSurvival
+from ehrprog.models.model_card import training_summary
+from ehrprog.networks.inference import batched_outputs, outputs_score, paired_gain, with_targets
+from ehrprog.networks.piecewise import DAYS_PER_YEAR, SURVIVAL_PIECES_YEARS, base_log_hazards
+from ehrprog.networks.training import TrainSettings, train
+from ehrprog.networks.visit_model import SupervisedObjective, VisitSequenceModel, supervised_loss
 
 
 def value_scale(X: CohortX) -> tuple[float, float]:
@@ -144,7 +145,7 @@ def engine_settings(estimator: Any, device: torch.device, seed: int) -> TrainSet
 def validator(
     tensors: VisitTensors, targets: dict[str, np.ndarray], rows: np.ndarray, device: torch.device, batch_size: int
 ):
-    """The engine's validation step: the loss and the score (:func:`~ehrprog.inference.outputs_score`)
+    """The engine's validation step: the loss and the score (:func:`~ehrprog.networks.inference.outputs_score`)
     of the points ``rows``."""
     held_out = {name: values[rows] for name, values in targets.items()}
 
@@ -197,7 +198,7 @@ def judge_history(
     """Keep what the history learned only where it beats the tabular model (epoch 0, whose
     validation outputs are ``epoch0``) on the validation subjects by more than its noise: the gain
     in validation score must exceed one standard error of a paired bootstrap over those subjects
-    (:func:`~ehrprog.inference.paired_gain`, 200 resamples). Otherwise ``model`` is put back to
+    (:func:`~ehrprog.networks.inference.paired_gain`, 200 resamples). Otherwise ``model`` is put back to
     its ``start`` state (offsets zero: the tabular model exactly).
 
     Returns the fitted attributes: ``history_gain_`` (the kept model's validation score minus the
@@ -246,10 +247,84 @@ def baseline_hazard(
     return breslow.event_times_, breslow.cumulative_baseline_hazard_
 
 
+def fit_history(
+    estimator: Any,
+    X: CohortX,
+    targets: dict[str, np.ndarray],
+    classes: np.ndarray | None,
+    stage: np.ndarray | None,
+    event: np.ndarray | None,
+    tte: np.ndarray | None,
+    subjects: np.ndarray,
+    train_rows: np.ndarray,
+    valid_rows: np.ndarray,
+    seed: int,
+    device: torch.device,
+) -> None:
+    """The composed fit of :class:`~ehrprog.models.estimator.VisitProgressionEstimator` once its
+    targets, split and vocabulary are set: the tabular part's outputs stacked out-of-fold by subject
+    on every point, the visit network built with its offsets at zero (the piecewise head's
+    constants from those outputs), trained by the one engine with epoch 0 (the tabular part alone)
+    a candidate, the history judged against its noise (:func:`judge_history`), and Breslow's
+    baseline on the tabular model's outputs for every training point. Sets the fitted attributes
+    on ``estimator``."""
+    risk = estimator.target in ("progression", "both")
+    n_classes = len(classes) if classes is not None else 0
+    stacked = estimator.tabular_.fit_stacked(
+        X,
+        stage=targets["stage_label"] if classes is not None else None,
+        n_classes=n_classes,
+        event=event.astype(bool) if risk else None,
+        time=tte if risk else None,
+        groups=subjects,
+        train_rows=np.arange(len(X)),  # every point: the validation points' outputs are out-of-fold too
+    )
+    tensors = estimator._visit_tensors(X, stacked)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = estimator._build_model(n_classes)
+    if model.survival_pieces:  # each piece's log hazard given the tabular log relative risks
+        time_years = torch.from_numpy(tte[train_rows] / DAYS_PER_YEAR)
+        offsets = torch.from_numpy(stacked[train_rows, 0].astype(np.float64))
+        base = base_log_hazards(time_years, torch.from_numpy(event[train_rows] > 0), SURVIVAL_PIECES_YEARS, offsets)
+        with torch.no_grad():
+            model.risk_head.bias.copy_(base.float())
+    epoch0 = batched_outputs(model, tensors, valid_rows, device, estimator.batch_size) if len(valid_rows) else None
+    start = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+    result = train(
+        SupervisedObjective(model),
+        lambda epoch: tensors.plan_batches(train_rows, estimator.batch_size, np.random.default_rng([seed, epoch])),
+        lambda rows, where: with_targets(tensors.batch(rows), targets, where),
+        engine_settings(estimator, device, seed),
+        validate=validator(tensors, targets, valid_rows, device, estimator.batch_size) if len(valid_rows) else None,
+        validate_first=True,
+    )
+    record = training_record(result)
+    record.update(
+        judge_history(
+            model, start, epoch0, tensors, targets, valid_rows, subjects, device, seed, estimator.batch_size,
+            record["best_epoch_"],
+        )
+    )  # fmt: skip
+    for name, value in record.items():
+        setattr(estimator, name, value)
+    estimator.model_ = model.eval()
+    estimator.training_data_ = training_summary(X, event, tte, stage)
+    estimator.heldout_ = None  # held-out scores of this fit: set by whoever measures them (model card)
+    if risk:
+        # The baseline is fitted to the risks predictions will have: the tabular model fitted
+        # on every training point (not the stacked outputs the offsets were trained against).
+        tensors.point_features = estimator.tabular_.transform(X).astype(np.float32)
+        estimator.event_times_, estimator.cumulative_baseline_hazard_ = baseline_hazard(
+            model, tensors, train_rows, event, tte, device, estimator.batch_size
+        )
+
+
 __all__ = [
     "baseline_hazard",
     "build_model",
     "engine_settings",
+    "fit_history",
     "judge_history",
     "point_targets",
     "training_record",

@@ -2,7 +2,7 @@
 
 It says what the model is, what it was trained on (:func:`training_summary`, recorded by ``fit``),
 how well it did on held-out subjects where that was measured (``est.heldout_``, set by
-:func:`~ehrprog.evaluation.evaluate_split` and ``ehrprog fit``/``evaluate``) or else on the
+:func:`~ehrprog.evaluation.heldout.evaluate_split` and ``ehrprog fit``/``evaluate``) or else on the
 validation subjects of early stopping (said to be optimistic), its intended use and its known
 limits. It is documentation: loading a model never reads it.
 """
@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from ehrprog.estimator import VisitProgressionEstimator
-    from ehrprog.tasks.cohort import CohortX
+    from ehrprog.cohorts.cohort import CohortX
+    from ehrprog.models.estimator import VisitProgressionEstimator
 
 _METRIC_NAMES = {
     "macro_auroc": "next-stage macro AUROC",
@@ -66,7 +66,7 @@ def _metrics_table(metrics: dict[str, float]) -> list[str]:
 
 def model_card(estimator: VisitProgressionEstimator) -> str:
     """The card of a fitted estimator as Markdown."""
-    from ehrprog.version import __version__
+    from ehrprog.core.version import __version__
 
     params = estimator.get_params()
     backbone = params.get("backbone")
@@ -117,7 +117,7 @@ def model_card(estimator: VisitProgressionEstimator) -> str:
     else:
         lines.append(
             "Not measured on held-out subjects (run `ehrprog evaluate`, `ehrprog fit` or "
-            "`ehrprog.evaluation.evaluate_split` to measure it)."
+            "`ehrprog.evaluation.heldout.evaluate_split` to measure it)."
         )
         best = next((h for h in estimator.history_ if h.get("epoch") == estimator.best_epoch_), None)
         if estimator.best_epoch_ == 0:  # the tabular model alone: the history never beat it on validation

@@ -4,7 +4,7 @@ Every subject contributes one sequence: its last ``max_visits`` visits. A share 
 (``validation_fraction``) is held out, and the loss on them, under a fixed masking draw, is what
 ``history`` reports as ``valid_loss``: it falling shows the model learned something that
 generalises, not that it memorised. The result is written in the layout
-:func:`ehrprog.backbones.checkpoint.save_pretrained` describes, which the estimator loads with
+:func:`ehrprog.networks.backbones.checkpoint.save_pretrained` describes, which the estimator loads with
 ``backbone__checkpoint=DIR``.
 """
 
@@ -20,22 +20,26 @@ import numpy as np
 import polars as pl
 import torch
 
-from ehrprog.backbones.tte import TimeToEventObjective, base_log_rates, frequent_codes
-from ehrprog.batching import VisitTensors, Vocabulary
-from ehrprog.store import visit_tensors
-from ehrprog.tasks.cohort import CohortX
-from ehrprog.training import TrainSettings, train
-from ehrprog.visits import VisitFrame
+from ehrprog.cohorts.cohort import CohortX
+from ehrprog.cohorts.fingerprint import SubjectFingerprint
+from ehrprog.features.sharded import visit_tensors
+from ehrprog.features.tensors import VisitTensors, Vocabulary
+from ehrprog.networks.next_value import NextValueObjective, frequent_labs
+from ehrprog.networks.training import TrainSettings, train
+from ehrprog.networks.tte import TimeToEventObjective, base_log_rates, frequent_codes, visit_states
+from ehrprog.visits.grouping import VisitFrame
 
 #: The objectives ``pretrain`` offers: the backbone's own (its paper's masked LM and secondary
-#: objective), time to event (:mod:`ehrprog.backbones.tte`), or both summed.
-OBJECTIVES = ("mlm", "tte", "mlm+tte")
+#: objective), time to event (:mod:`ehrprog.networks.tte`), time and value (time to event plus
+#: each frequent lab's next value, :mod:`ehrprog.networks.next_value`), summed where combined.
+OBJECTIVES = ("mlm", "tte", "mlm+tte", "tte+value", "mlm+tte+value")
 
 
 class PretrainingObjective(torch.nn.Module):
     """Pre-training objectives for the training engine: ``forward(inputs)`` is the sum of the
-    backbone's ``pretraining_loss`` (when ``mlm``, under the masking ``generator``) and the
-    time-to-event loss (when ``tte`` is given). Going through ``forward`` lets DDP synchronise."""
+    backbone's ``pretraining_loss`` (when ``mlm``, under the masking ``generator``), the
+    time-to-event loss (when ``tte`` is given) and the next-value loss (when ``value`` is given).
+    Going through ``forward`` lets DDP synchronise."""
 
     def __init__(
         self,
@@ -43,30 +47,36 @@ class PretrainingObjective(torch.nn.Module):
         generator: torch.Generator,
         mlm: bool = True,
         tte: TimeToEventObjective | None = None,
+        value: NextValueObjective | None = None,
     ) -> None:
         super().__init__()
         self.module = module
         self.generator = generator
         self.mlm = mlm
         self.tte = tte
+        self.value = value
 
     def forward(
         self, inputs: dict[str, torch.Tensor], generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        loss, parts = None, {}
+        losses, parts = [], {}
         if self.mlm:
             loss, parts = self.module.pretraining_loss(inputs, generator or self.generator)
-        if self.tte is not None:
-            tte_loss, tte_parts = self.tte.loss(self.module, inputs)
-            loss = tte_loss if loss is None else loss + tte_loss
-            parts = {**parts, **tte_parts}
-        return loss, {**parts, "weight": float(len(inputs["point_subject"]))}
+            losses.append(loss)
+        heads = [head for head in (self.tte, self.value) if head is not None]
+        if heads:  # one pass of the backbone serves both heads
+            states = visit_states(self.module, inputs)
+            for head in heads:
+                loss, head_parts = head.loss_from_states(states, inputs)
+                losses.append(loss)
+                parts = {**parts, **head_parts}
+        return sum(losses[1:], losses[0]), {**parts, "weight": float(len(inputs["point_subject"]))}
 
 
 @dataclass
 class PretrainResult:
     """What :func:`pretrain` did: the folder written, per-epoch losses, sizes (``n_subjects``
-    counts the ``n_validation`` subjects held out too)."""
+    counts the ``n_validation`` subjects held out too; ``n_excluded`` were left out on request)."""
 
     folder: Path
     history: list[dict[str, float]] = field(default_factory=list)
@@ -74,6 +84,7 @@ class PretrainResult:
     n_validation: int = 0
     n_codes: int = 0
     objectives: list[str] = field(default_factory=list)
+    n_excluded: int = 0
 
 
 def check_objective(backbone: str, objective: str) -> None:
@@ -127,8 +138,10 @@ def pretrain(
     progress: Callable[[dict[str, float]], None] | None = None,
     objective: str = "mlm",
     tte_codes: int = 256,
+    value_codes: int = 32,
     steps_per_epoch: int | None = None,
     overwrite: bool = False,
+    exclude_subjects: Any = None,
     **params: Any,
 ) -> PretrainResult:
     """Pre-train the registered backbone ``backbone`` on ``visits`` and write it to ``out``.
@@ -156,13 +169,21 @@ def pretrain(
         progress: called with each epoch's record.
         objective: ``"mlm"`` (the backbone's own objectives), ``"tte"`` (time to the next
             occurrence of the ``tte_codes`` most frequent codes, piecewise-exponential, see
-            :mod:`ehrprog.backbones.tte`) or ``"mlm+tte"`` (both summed).
+            :mod:`ehrprog.networks.tte`), ``"mlm+tte"`` (both summed), ``"tte+value"`` (time to
+            event plus each frequent lab's next value, a Gaussian on the standardised value,
+            :mod:`ehrprog.networks.next_value`) or ``"mlm+tte+value"``.
         tte_codes: how many task codes the time-to-event objective predicts.
+        value_codes: how many labs (codes with values, most often measured first) the next-value
+            objective predicts (``objective`` ``"tte+value"`` or ``"mlm+tte+value"``).
         steps_per_epoch: train on at most this many batches an epoch (the first of its shuffled
             order; ``None``: all).
+        exclude_subjects: subject ids to leave out (the test subjects of a later evaluation: a
+            checkpoint that read them would be scored on records it learned from). The subjects
+            read are fingerprinted in ``pretraining_subjects.json``
+            (:class:`~ehrprog.cohorts.fingerprint.SubjectFingerprint`), which ``evaluate`` checks.
         overwrite: write into a non-empty ``out`` that is not a pre-trained backbone folder
             ehrprog wrote, keeping its files (without it such a folder, a saved estimator or a
-            Hugging Face model say, is refused before any training; see :mod:`ehrprog.output`).
+            Hugging Face model say, is refused before any training; see :mod:`ehrprog.core.output`).
         **params: further backbone parameters (``num_hidden_layers=...``).
     """
     from ehrprog.plugins import get_backbone
@@ -173,7 +194,7 @@ def pretrain(
         raise ValueError(f"tte_codes must be at least 1, got {tte_codes}")
     if steps_per_epoch is not None and steps_per_epoch < 1:
         raise ValueError(f"steps_per_epoch must be at least 1 or None, got {steps_per_epoch}")
-    from ehrprog.backbones.checkpoint import checkpoint_output
+    from ehrprog.networks.backbones.checkpoint import checkpoint_output
 
     spec = get_backbone(backbone)
     inputs = [params["checkpoint"]] if params.get("checkpoint") else []
@@ -181,6 +202,11 @@ def pretrain(
         inputs.append(visits.store.root)
     checkpoint_output(out, overwrite=overwrite, inputs=inputs)  # before any training
     X = visits if isinstance(visits, CohortX) else whole_histories(visits)
+    excluded = 0
+    if exclude_subjects is not None:
+        leave_out = np.isin(X.points["subject_id"].to_numpy(), np.asarray(exclude_subjects, dtype=np.int64))
+        excluded = int(leave_out.sum())
+        X = X[np.flatnonzero(~leave_out)]
     if len(X) < 2:
         raise ValueError(f"pre-training needs at least 2 subjects with visits, got {len(X)}")
     rng = np.random.default_rng(random_state)
@@ -225,8 +251,20 @@ def pretrain(
             tte = TimeToEventObjective(task_rows, vocabulary.size, _output_size(module, dim))
         sample = tensors.subject_batches(train_rows[: min(len(train_rows), 2000)], 256)
         tte.head.log_base.data.copy_(torch.from_numpy(base_log_rates(tte, (b.tensors("cpu") for b in sample))))
-    task = PretrainingObjective(module, torch.Generator().manual_seed(random_state), mlm="mlm" in objective, tte=tte)
-    result = PretrainResult(Path(out), n_subjects=len(X), n_validation=len(valid_rows), n_codes=len(vocabulary.codes))
+    value = None
+    if "value" in objective:
+        sample = tensors.subject_batches(train_rows[: min(len(train_rows), 2000)], 256)
+        lab_rows = frequent_labs((b.tensors("cpu") for b in sample), value_codes)
+        if not len(lab_rows):
+            raise ValueError("the next-value objective found no code with values (labs) in the training subjects")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(random_state + 2)
+            value = NextValueObjective(lab_rows, vocabulary.size, _output_size(module, dim))
+    generator = torch.Generator().manual_seed(random_state)
+    task = PretrainingObjective(module, generator, mlm="mlm" in objective, tte=tte, value=value)
+    result = PretrainResult(
+        Path(out), n_subjects=len(X), n_validation=len(valid_rows), n_codes=len(vocabulary.codes), n_excluded=excluded
+    )
 
     def plan(epoch: int) -> list[np.ndarray]:
         batches = tensors.plan_batches(train_rows, batch_size, np.random.default_rng([random_state, epoch]))
@@ -256,7 +294,7 @@ def pretrain(
         for k in result.history[-1]
         if k.startswith("train_") and k != "train_loss" and "accuracy" not in k and "rate" not in k
     )
-    from ehrprog.backbones.checkpoint import save_pretrained
+    from ehrprog.networks.backbones.checkpoint import SUBJECTS_FILE, save_pretrained
 
     module.cpu().eval()
     save_pretrained(
@@ -276,9 +314,14 @@ def pretrain(
             "random_state": random_state,
             "objective": objective,
             "tte_codes": tte.n_codes if tte is not None else 0,
+            "value_codes": value.n_labs if value is not None else 0,
+            "excluded_subjects": excluded,
         },
         overwrite=overwrite,
-        files={"pretraining_history.json": json.dumps(result.history, indent=1)},
+        files={
+            "pretraining_history.json": json.dumps(result.history, indent=1),
+            SUBJECTS_FILE: json.dumps(SubjectFingerprint.of(X.points["subject_id"].to_numpy()).to_json()),
+        },
     )
     return result
 

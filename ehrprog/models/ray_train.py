@@ -3,8 +3,8 @@
 :func:`fit_on_ray` runs ``estimator.fit`` in every Ray Train worker; Ray Train starts the
 ``torch.distributed`` process group (gloo on CPUs, NCCL on GPUs) and ehrprog's training engine
 takes it as it takes ``torchrun``'s: the same probe for unused parameters, the same seeds, the
-same batches. With a cohort saved by :func:`ehrprog.store.save_cohort` or ``ehrprog build``,
-each worker reads only its own shards' visits (:class:`~ehrprog.store.ShardedVisitTensors` gives
+same batches. With a cohort saved by :func:`ehrprog.cohorts.read.save_cohort` or ``ehrprog build``,
+each worker reads only its own shards' visits (:class:`~ehrprog.features.sharded.ShardedVisitTensors` gives
 shard ``k`` of each epoch's shuffled order to rank ``k % world``); the point statistics
 (vocabulary, scaling, point features) are computed by every worker in one pass, so all ranks hold
 the same. Rank 0 saves the fitted estimator to ``out`` (shared storage on a multi-node cluster);
@@ -22,8 +22,8 @@ def _worker_loop(config: dict[str, Any]) -> None:
     """One Ray Train worker: fit on the saved cohort; rank 0 saves the model."""
     import torch.distributed as dist
 
-    from ehrprog.estimator import VisitProgressionEstimator
-    from ehrprog.store import load_cohort
+    from ehrprog.cohorts.read import load_cohort
+    from ehrprog.models.estimator import VisitProgressionEstimator
 
     cohort = load_cohort(config["cohort"])
     estimator = VisitProgressionEstimator().set_params(**config["params"]).fit(cohort.X, cohort.y)
@@ -62,7 +62,7 @@ def fit_on_ray(
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from ehrprog.estimator import VisitProgressionEstimator
+    from ehrprog.models.estimator import VisitProgressionEstimator
 
     params = estimator.get_params(deep=False)
     started_here = not ray.is_initialized()

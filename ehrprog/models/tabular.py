@@ -1,21 +1,19 @@
 """The tabular part of the estimator: what a clinician's numbers alone predict.
 
-:class:`ClinicalTable` builds, for every prediction point, the one table of clinical inputs
-(``[n, F + n_stages + 3]``: the :class:`~ehrprog.features.PointFeatures`, the current stage
-one-hot over ``0..n_stages`` and the current staging-lab value with its presence flag). Every
-consumer reads it from here: :class:`TabularModel`, the boosted and ridge Cox baselines.
+It reads the one table of clinical inputs per prediction point,
+:class:`~ehrprog.features.clinical.ClinicalTable` (``[n, F + n_stages + 3]``).
 
 :class:`TabularModel` fits on that table, per target:
 
 * **progression**: a gradient-boosted Cox model (XGBoost ``survival:cox``, its grid searched over
-  subject folds by :class:`~ehrprog.boosted_cox.TunedBoostedCox`) when the training points hold
+  subject folds by :class:`~ehrprog.models.boosted_cox.TunedBoostedCox`) when the training points hold
   at least ``min_booster_events`` events (``risk_model="auto"``; trees fitted on fewer overfit:
   on SynPUF folds, ~85 events, a booster cost 0.045 C), else a ridge-penalised linear Cox
   (scikit-survival, Breslow ties) on the standardised table;
 * **stage**: a multinomial logistic regression on the standardised table.
 
 Its outputs are the log relative risk ``[n]`` and the stage logits ``[n, K]``. The visit-sequence
-network learns an **offset** on top of them (see :mod:`ehrprog.model`), so the estimator's output
+network learns an **offset** on top of them (see :mod:`ehrprog.networks.visit_model`), so the estimator's output
 is ``tabular + history`` and the history's share is a named, measurable part.
 
 :meth:`TabularModel.fit_stacked` returns the outputs **stacked**: a training point's come from
@@ -32,85 +30,18 @@ from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
-import polars as pl
 from sklearn.base import BaseEstimator
 from sklearn.model_selection import GroupKFold
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ehrprog.errors import one_warning
-from ehrprog.features import PointFeatures
-from ehrprog.tasks.cohort import CohortX
-from ehrprog.windowed_counts import WindowedCounts
+from ehrprog.cohorts.cohort import CohortX
+from ehrprog.core.errors import one_warning
+from ehrprog.features.clinical import ClinicalTable
+from ehrprog.features.point import PointFeatures
+from ehrprog.features.windowed import WindowedCounts
 
 #: Training events ``risk_model="auto"`` needs before it fits a booster rather than a linear Cox.
 MIN_BOOSTER_EVENTS = 200
-
-
-def clinical_table(
-    features: np.ndarray, stage: np.ndarray, value: np.ndarray, has_value: np.ndarray, n_stages: int = 5
-) -> np.ndarray:
-    """The clinical inputs as one float64 table ``[n, F + n_stages + 3]``: point features
-    ``[n, F]``, the current stage one-hot (``0..n_stages``), the current staging-lab value (0
-    where none) and its flag."""
-    has = np.asarray(has_value, dtype=bool)
-    return np.column_stack(
-        [
-            features,
-            np.eye(n_stages + 1)[np.clip(stage, 0, n_stages)],
-            np.where(has, value, 0.0),
-            has.astype(np.float64),
-        ]
-    ).astype(np.float64)
-
-
-class ClinicalTable(BaseEstimator):
-    """Clinical inputs per prediction point, ``[n, F + n_stages + 3]`` float64 (module docstring).
-
-    Args:
-        n_stages: the highest stage of the task (the one-hot spans ``0..n_stages``); ``None``:
-            the highest of the cohort's lab bands (``X.lab_bands``) and of the fitted points'
-            current stages.
-        point_features: include :class:`~ehrprog.features.PointFeatures` (F columns), fitted on
-            the training points; without them the table holds the current stage and value only.
-        max_history_codes: PointFeatures' problem list (0 = off).
-
-    Attributes (after :meth:`fit`): ``n_stages_``, ``point_features_`` (or ``None``), ``names_``.
-    """
-
-    def __init__(self, n_stages: int | None = None, point_features: bool = True, max_history_codes: int = 0) -> None:
-        self.n_stages = n_stages
-        self.point_features = point_features
-        self.max_history_codes = max_history_codes
-
-    def fit(self, X: CohortX, y: Any = None) -> ClinicalTable:
-        """Fit the point features on ``X`` (one pass over its parts)."""
-        self.n_stages_ = self.n_stages
-        if self.n_stages_ is None:
-            banded = [stage for bands in X.lab_bands.values() for _, stage in bands]
-            current = X.points["current_stage"].max() if len(X) else None
-            self.n_stages_ = int(max([*banded, current or 0, 1]))
-        self.point_features_ = (
-            PointFeatures(max_history_codes=self.max_history_codes).fit(X) if self.point_features else None
-        )
-        return self
-
-    @property
-    def names_(self) -> list[str]:
-        """The name of each column, in order."""
-        features = self.point_features_.names if self.point_features_ is not None else []
-        return [*features, *(f"stage={s}" for s in range(self.n_stages_ + 1)), "current_value", "has_current_value"]
-
-    def transform(self, X: CohortX) -> np.ndarray:
-        """The table ``[len(X), len(names_)]`` in the order of ``X.points``."""
-        points = X.points
-        stage = points["current_stage"].fill_null(0).clip(0, self.n_stages_).to_numpy().astype(np.int64)
-        value = points["current_value"].cast(pl.Float64).fill_null(np.nan).to_numpy()
-        has = np.isfinite(value)
-        features = self.point_features_.transform(X) if self.point_features_ is not None else np.zeros((len(X), 0))
-        return clinical_table(features, stage, np.where(has, value, 0.0), has, self.n_stages_)
-
-    def fit_transform(self, X: CohortX, y: Any = None) -> np.ndarray:
-        return self.fit(X).transform(X)
 
 
 class _Linear:
@@ -194,11 +125,11 @@ class TabularModel(BaseEstimator):
         point_features: :class:`ClinicalTable`'s ``point_features``.
         windowed_counts: the booster also reads code counts over look-back windows (30 days,
             365 days, all history) and the latest value of each coded measurement
-            (:class:`~ehrprog.windowed_counts.WindowedCounts`, MEDS-Tab's recipe; the package's
+            (:class:`~ehrprog.features.windowed.WindowedCounts`, MEDS-Tab's recipe; the package's
             best baseline), beside the clinical table, as one sparse matrix. The linear models
             read the clinical table only.
-        booster_grid: the booster's grid (``None``: :data:`~ehrprog.boosted_cox.DEFAULT_GRID`).
-        booster_params: fixed XGBoost settings (over :data:`~ehrprog.boosted_cox.DEFAULT_PARAMS`).
+        booster_grid: the booster's grid (``None``: :data:`~ehrprog.models.boosted_cox.DEFAULT_GRID`).
+        booster_params: fixed XGBoost settings (over :data:`~ehrprog.models.boosted_cox.DEFAULT_PARAMS`).
         cv: subject folds of the booster's grid search.
         stack_folds: subject folds of the stacked outputs (:meth:`fit_stacked`).
         min_booster_events: see ``risk_model``.
@@ -207,9 +138,9 @@ class TabularModel(BaseEstimator):
         random_state: XGBoost's seed.
 
     Attributes (after fitting): ``table_`` (the fitted :class:`ClinicalTable`), ``windowed_`` (the
-    fitted :class:`~ehrprog.windowed_counts.WindowedCounts` or ``None``), ``risk_model_``
+    fitted :class:`~ehrprog.features.windowed.WindowedCounts` or ``None``), ``risk_model_``
     (``"booster"``, ``"cox"`` or ``None`` without a survival target or events), ``booster_``
-    (:class:`~ehrprog.boosted_cox.TunedBoostedCox` or ``None``), ``cox_`` and ``stage_``
+    (:class:`~ehrprog.models.boosted_cox.TunedBoostedCox` or ``None``), ``cox_`` and ``stage_``
     (linear models or ``None``), ``n_outputs_`` (columns of :meth:`transform`).
     """
 
@@ -268,7 +199,7 @@ class TabularModel(BaseEstimator):
         booster = cox = stage = None
         table, wide = table
         if self.risk_model_ == "booster" and event.any():
-            from ehrprog.boosted_cox import TunedBoostedCox
+            from ehrprog.models.boosted_cox import TunedBoostedCox
 
             grid = {k: [v] for k, v in tuned.items()} if tuned is not None else self.booster_grid
             booster = TunedBoostedCox(grid, self.booster_params, self.cv, self.random_state).fit(
@@ -446,7 +377,7 @@ class TabularModel(BaseEstimator):
         model.risk_model_ = state["risk_model"]
         model.booster_ = None
         if booster_model is not None:
-            from ehrprog.boosted_cox import TunedBoostedCox
+            from ehrprog.models.boosted_cox import TunedBoostedCox
 
             model.booster_ = TunedBoostedCox()
             model.booster_.model_, model.booster_.best_params_ = booster_model, state["booster_params"]
@@ -456,4 +387,4 @@ class TabularModel(BaseEstimator):
         return model
 
 
-__all__ = ["MIN_BOOSTER_EVENTS", "ClinicalTable", "TabularModel", "clinical_table", "fit_logistic", "fit_ridge_cox"]
+__all__ = ["MIN_BOOSTER_EVENTS", "TabularModel", "fit_logistic", "fit_ridge_cox"]

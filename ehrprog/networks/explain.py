@@ -17,9 +17,9 @@ import numpy as np
 import polars as pl
 import torch
 
-from ehrprog.batching import VisitTensors, Vocabulary
-from ehrprog.model import VisitSequenceModel
-from ehrprog.tasks.cohort import CohortX
+from ehrprog.cohorts.cohort import CohortX
+from ehrprog.features.tensors import VisitTensors, Vocabulary
+from ehrprog.networks.visit_model import VisitSequenceModel
 
 #: Elements of the stacked embedding tensor ``[steps * points, V, C, D]`` per chunk (memory bound).
 CHUNK_ELEMENTS = 2**24
@@ -79,10 +79,10 @@ def integrated_gradients(
 def tabular_attributions(
     tabular, X: CohortX, output: str, stage_class: np.ndarray | None = None, scale: float = 1.0
 ) -> pl.DataFrame:
-    """Attributions of a fitted :class:`~ehrprog.tabular.TabularModel`'s output (``"risk"`` or the
+    """Attributions of a fitted :class:`~ehrprog.models.tabular.TabularModel`'s output (``"risk"`` or the
     logit of ``stage_class`` ``[n]`` for ``"stage"``) to each of its inputs, times ``scale`` (as
     the estimator scales the tabular output): exact TreeSHAP for the booster, ``coef * (x - mean)
-    / scale`` for a linear model (:meth:`~ehrprog.tabular.TabularModel.contributions`).
+    / scale`` for a linear model (:meth:`~ehrprog.models.tabular.TabularModel.contributions`).
 
     Returns one row per (point, input): ``point`` (row of ``X``), ``subject_id``, ``feature``,
     ``value`` (the input) and ``attribution``; every clinical-table column, and the windowed-count

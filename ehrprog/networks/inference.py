@@ -1,4 +1,4 @@
-"""Running a :class:`~ehrprog.model.VisitSequenceModel` over points, and the one scorer.
+"""Running a :class:`~ehrprog.networks.visit_model.VisitSequenceModel` over points, and the one scorer.
 
 :func:`batched_outputs` computes the model's outputs for chosen points in batches (evaluation
 mode, no gradients); :func:`outputs_score` is what ``VisitProgressionEstimator.score`` reports and
@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ehrprog.batching import Batch, VisitTensors
+from ehrprog.features.tensors import Batch, VisitTensors
 from ehrprog.metrics import harrell_c, macro_auroc
-from ehrprog.survival import risk_score
+from ehrprog.networks.piecewise import risk_score
 
 #: Subjects per batch at prediction time (more than in training: no gradients are kept).
 PREDICT_BATCH_SUBJECTS = 256

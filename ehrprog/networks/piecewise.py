@@ -1,6 +1,6 @@
 """Piecewise-exponential survival: a hazard constant within each piece of a time grid.
 
-Used twice: by the time-to-event pre-training objective (:mod:`ehrprog.backbones.tte`, many codes
+Used twice: by the time-to-event pre-training objective (:mod:`ehrprog.networks.tte`, many codes
 at once) and by the estimator's ``survival_head="piecewise"`` (absolute risks at any horizon,
 not only a ranking). With pieces ending at ``e_1 < ... < e_{T-1}`` (the last piece is open), a
 subject with log hazards ``log λ_t`` has cumulative hazard ``H(u) = Σ_t λ_t · exposure_t(u)``,

@@ -25,7 +25,7 @@ import polars as pl
 import torch
 from torch import nn
 
-from ehrprog import survival
+from ehrprog.networks import piecewise
 
 #: Upper edges of the hazard pieces in days (the last piece is open-ended).
 PIECES_DAYS: tuple[float, ...] = (30.0, 90.0, 180.0, 365.0, 730.0, 1095.0, 1825.0)
@@ -36,7 +36,7 @@ PIECES_YEARS: tuple[float, ...] = tuple(d / _YEAR for d in PIECES_DAYS)
 def frequent_codes(X, vocabulary_codes: list[str], k: int) -> np.ndarray:
     """Vocabulary rows (``2..``) of the ``k`` codes present at the most input visits of ``X``'s
     points (a :class:`~ehrprog.tasks.CohortX`, counted part by part), most frequent first."""
-    from ehrprog.batching import visit_arrays
+    from ehrprog.cohorts.arrays import visit_arrays
 
     parts = []
     for part, _ in X.parts():
@@ -84,8 +84,8 @@ def next_occurrence(
 def piecewise_exponential_nll(log_hazard: torch.Tensor, years: torch.Tensor, event: torch.Tensor) -> torch.Tensor:
     """Negative log-likelihood per pair ``[N, K]`` of log hazards ``[N, T, K]`` (per year, pieces
     :data:`PIECES_DAYS`) given times ``[N, K]`` (years) and events ``[N, K]``
-    (:func:`ehrprog.survival.piecewise_exponential_nll`)."""
-    return survival.piecewise_exponential_nll(log_hazard, years, event, PIECES_YEARS)
+    (:func:`ehrprog.networks.piecewise.piecewise_exponential_nll`)."""
+    return piecewise.piecewise_exponential_nll(log_hazard, years, event, PIECES_YEARS)
 
 
 class PiecewiseExponentialHead(nn.Module):
@@ -147,22 +147,32 @@ class TimeToEventObjective(nn.Module):
 
     def loss(self, backbone: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         """The mean negative log-likelihood over (real visit, task code) pairs of ``backbone``'s
-        per-visit states (``forward(codes, values, has_value, visit_mask, times=, visit_days=)`` ->
-        ``[B, V, H]``), and its parts."""
-        states = backbone(
-            batch["codes"],
-            batch["values"],
-            batch["has_value"],
-            batch["visit_mask"],
-            times=batch.get("times"),
-            visit_days=batch.get("visit_days"),
-        )
+        per-visit states (:func:`visit_states`), and its parts."""
+        return self.loss_from_states(visit_states(backbone, batch), batch)
+
+    def loss_from_states(
+        self, states: torch.Tensor, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """As :meth:`loss`, from the per-visit ``states`` ``[B, V, H]`` already computed."""
         years, event = self.targets(batch)
         mask = batch["visit_mask"]
         log_hazard = self.head(states[mask].float())
         nll = piecewise_exponential_nll(log_hazard, years[mask], event[mask])
         value = nll.mean() if nll.numel() else states.sum() * 0.0
         return value, {"tte": float(value.detach()), "tte_event_rate": float(event[mask].float().mean())}
+
+
+def visit_states(backbone: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``backbone``'s per-visit states ``[B, V, H]`` of a batch
+    (``forward(codes, values, has_value, visit_mask, times=, visit_days=)``)."""
+    return backbone(
+        batch["codes"],
+        batch["values"],
+        batch["has_value"],
+        batch["visit_mask"],
+        times=batch.get("times"),
+        visit_days=batch.get("visit_days"),
+    )
 
 
 def base_log_rates(objective: TimeToEventObjective, batches) -> np.ndarray:
@@ -175,7 +185,7 @@ def base_log_rates(objective: TimeToEventObjective, batches) -> np.ndarray:
             years.append(y[batch["visit_mask"]].cpu())
             events.append(e[batch["visit_mask"]].cpu())
     y, e = torch.cat(years).double(), torch.cat(events)
-    rates = [survival.base_log_hazards(y[:, k], e[:, k], PIECES_YEARS) for k in range(y.shape[1])]
+    rates = [piecewise.base_log_hazards(y[:, k], e[:, k], PIECES_YEARS) for k in range(y.shape[1])]
     return torch.stack(rates, dim=1).float().numpy()
 
 
@@ -187,4 +197,5 @@ __all__ = [
     "frequent_codes",
     "next_occurrence",
     "piecewise_exponential_nll",
+    "visit_states",
 ]

@@ -12,7 +12,7 @@ last input visit.
       -> causal sequence encoder (GRU, LSTM or causal transformer) [B,V,H]
       -> gather at each point's last input visit [P,H] (+ the probe: the backbone output there [P,D])
       -> offset heads, linear, started at zero: stage offsets [P,K], risk offset [P] (or [P,T])
-      -> + the tabular model's outputs (ehrprog.tabular: a booster or linear Cox and a logistic
+      -> + the tabular model's outputs (ehrprog.models.tabular: a booster or linear Cox and a logistic
          model on the clinical table), each scaled by one learned number (1 at the start)
 
 The tabular model is fitted first (its outputs stacked out-of-fold on the training subjects) and
@@ -34,9 +34,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ehrprog import survival
-from ehrprog.survival import SURVIVAL_PIECES_YEARS
-from ehrprog.targets import breslow_baseline
+from ehrprog.cohorts.targets import breslow_baseline
+from ehrprog.networks import piecewise
+from ehrprog.networks.piecewise import SURVIVAL_PIECES_YEARS
 
 #: Per-visit context every backbone may read (keyword arguments of its ``forward``):
 #: ``times`` ``[B,V,3]`` (years since first visit, years since previous, age / 100 years) and
@@ -136,7 +136,7 @@ class VisitSequenceModel(nn.Module):
     """Backbone + time features + causal sequence encoder + offset heads on a tabular model's outputs.
 
     The batch's ``point_features`` ``[P, O]`` are the tabular model's outputs for each point
-    (:class:`~ehrprog.tabular.TabularModel`: the log relative risk, then the stage logits). The
+    (:class:`~ehrprog.models.tabular.TabularModel`: the log relative risk, then the stage logits). The
     model returns ``tabular * scale + offset(state)``: the offsets are linear in the sequence
     state (and the probe), start at zero, and are what the visit history adds (the parts:
     ``VisitProgressionEstimator.decision_components``).
@@ -261,8 +261,8 @@ class VisitSequenceModel(nn.Module):
 
     def risk_score(self, risk: torch.Tensor) -> torch.Tensor:
         """The ranking score ``[P]`` of a risk output: itself (Cox), or the log cumulative hazard
-        at :data:`~ehrprog.survival.RISK_HORIZON_YEARS` (piecewise)."""
-        return survival.risk_score(risk) if self.survival_pieces else risk
+        at :data:`~ehrprog.networks.piecewise.RISK_HORIZON_YEARS` (piecewise)."""
+        return piecewise.risk_score(risk) if self.survival_pieces else risk
 
     def history_features(self, batch: dict[str, torch.Tensor], embedded: torch.Tensor | None = None) -> torch.Tensor:
         """What the offsets read, ``[P, H (+ D)]``: the state at each point's last input visit
@@ -308,8 +308,8 @@ def supervised_loss(
         if bool(known.any()):
             loss = loss + nn.functional.cross_entropy(logits[known].float(), labels[known])
     if risk is not None and risk.dim() == 2:  # piecewise-exponential hazards, times in years
-        years = targets["time"].float() / survival.DAYS_PER_YEAR
-        nll = survival.piecewise_exponential_nll(risk.float(), years, targets["event"] > 0, SURVIVAL_PIECES_YEARS)
+        years = targets["time"].float() / piecewise.DAYS_PER_YEAR
+        nll = piecewise.piecewise_exponential_nll(risk.float(), years, targets["event"] > 0, SURVIVAL_PIECES_YEARS)
         loss = loss + nll.mean()
     elif risk is not None:
         loss = loss + cox_partial_likelihood(risk, targets["time"], targets["event"])

@@ -3,7 +3,7 @@ third-party plugin registers its own."""
 
 from __future__ import annotations
 
-from ehrprog.hookspecs import BackboneSpec, hookimpl
+from ehrprog.plugins.hookspecs import BackboneSpec, hookimpl
 
 
 def _default(
@@ -20,7 +20,7 @@ def _default(
     """From scratch, or from a ``checkpoint`` folder (``ehrprog pretrain --backbone default``,
     ``save_backbone``): its ``dim`` and ``visit_encoder`` win, codes align to ``vocabulary``.
     ``within_transformer`` (a saved model's architecture) overrides ``visit_encoder``."""
-    from ehrprog.model import DefaultBackbone
+    from ehrprog.networks.visit_model import DefaultBackbone
 
     if within_transformer is not None:
         visit_encoder = "transformer" if within_transformer else "attention"
@@ -29,7 +29,7 @@ def _default(
     import json
     from pathlib import Path
 
-    from ehrprog.backbones.checkpoint import load_aligned, read_pretrained
+    from ehrprog.networks.backbones.checkpoint import load_aligned, read_pretrained
 
     if vocabulary is None:
         raise ValueError("default: a checkpoint needs the estimator's vocabulary to align codes")

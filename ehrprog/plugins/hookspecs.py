@@ -22,7 +22,7 @@ class BackboneSpec:
     """A named backbone: ``factory(vocab_size=..., dim=..., visit_encoder=..., dropout=...,
     vocabulary=..., **params)`` returns the module (its interface: :mod:`ehrprog.plugins`).
 
-    ``vocabulary`` is the estimator's :class:`~ehrprog.batching.Vocabulary` (code strings and
+    ``vocabulary`` is the estimator's :class:`~ehrprog.features.tensors.Vocabulary` (code strings and
     descriptions of embedding rows 2.., for aligning pre-trained vocabularies) or ``None``;
     ``params`` are the estimator's ``backbone__*`` parameters. A module may define
     ``architecture() -> dict``: the factory parameters that rebuild it without its pre-trained

@@ -10,7 +10,7 @@ The interface a backbone factory returns is a ``torch.nn.Module`` with
 * ``embed(codes, values, has_value) -> [B, V, C, D]``: code embeddings with their values;
 * ``forward(codes, values, has_value, visit_mask, embedded=None, *, times, visit_days) -> [B, V, D]``:
   per-visit embeddings (``embedded`` replaces ``embed``'s output, for attributions; ``times``
-  ``[B,V,3]`` and ``visit_days`` ``[B,V]`` are the visit context of :data:`ehrprog.model.CONTEXT`).
+  ``[B,V,3]`` and ``visit_days`` ``[B,V]`` are the visit context of :data:`ehrprog.networks.visit_model.CONTEXT`).
   Embedding ``v`` may depend on visits ``0..v`` only (the estimator reads every point's state at
   its last input visit from one pass over the subject's history, so a backbone that looked ahead
   would leak later visits into earlier points);
@@ -26,8 +26,8 @@ from typing import Any
 
 import pluggy
 
-from ehrprog import default_backbone, hookspecs
-from ehrprog.hookspecs import BackboneSpec, CheckpointLoader, hookimpl
+from ehrprog.plugins import default, hookspecs
+from ehrprog.plugins.hookspecs import BackboneSpec, CheckpointLoader
 
 ENTRY_POINT_GROUP = "ehrprog"
 
@@ -37,7 +37,7 @@ def make_plugin_manager(*, load_entry_points: bool = True) -> pluggy.PluginManag
     installed under the ``ehrprog`` entry point group."""
     manager = pluggy.PluginManager("ehrprog")
     manager.add_hookspecs(hookspecs)
-    manager.register(default_backbone, name="ehrprog.default_backbone")
+    manager.register(default, name="ehrprog.default_backbone")
     if load_entry_points:
         manager.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
     return manager
@@ -116,18 +116,3 @@ def get_backbone(name: str, manager: pluggy.PluginManager | None = None) -> Back
             f"registers it, see docs/plugins.md)"
         )
     return available[name]
-
-
-__all__ = [
-    "ENTRY_POINT_GROUP",
-    "BackboneSpec",
-    "CheckpointLoader",
-    "backbones",
-    "checkpoint_loaders",
-    "get_backbone",
-    "get_checkpoint_loader",
-    "hookimpl",
-    "make_plugin_manager",
-    "plugin_manager",
-    "use_plugin_manager",
-]

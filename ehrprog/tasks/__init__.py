@@ -1,7 +1,7 @@
 """Tasks: staging rules, labels and cohorts. CKD is the flagship; other diseases use the same rule model."""
 
+from ehrprog.cohorts.cohort import Cohort, CohortX
 from ehrprog.tasks.ckd import CKDProgression, ckd_epi_2021, ckd_rule
-from ehrprog.tasks.cohort import Cohort, CohortX
 from ehrprog.tasks.population import Population
 from ehrprog.tasks.progression import ProgressionTask
 from ehrprog.tasks.rules import DiagnosisCode, LabThreshold, StagingRule

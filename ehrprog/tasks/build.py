@@ -4,19 +4,19 @@ The source is cut into pieces that hold whole subjects: one per data shard of a 
 one per range of ``subjects_per_shard`` person ids of an OMOP source (a folder of files, DuckDB
 or PostgreSQL: each piece opens its own connection). Each piece runs the single-process pipeline
 (read -> visits -> the task's cohort) on its subjects only and writes one cohort shard
-(:func:`ehrprog.store_write.write_shard`); the manifest is written once every piece is done. Memory is
+(:func:`ehrprog.cohorts.write.write_shard`); the manifest is written once every piece is done. Memory is
 bounded by the largest piece, not by the source.
 
-* **Idempotent**: a piece whose shard is already complete (:func:`~ehrprog.store_write.shard_is_complete`:
+* **Idempotent**: a piece whose shard is already complete (:func:`~ehrprog.cohorts.write.shard_is_complete`:
   the same input fingerprint, every file present with its recorded SHA-256) is skipped. The
   fingerprint covers the input (a MEDS file's path, size and modification time and the dataset's
   metadata files; an OMOP piece's person ids and every file under the source folder, Parquet-part
   folders included) and the task's settings.
 * **One build at a time**: a build holds a lock on the cohort folder (two at once could write a
-  mixed cohort); the folder is checked by :class:`~ehrprog.output.OutputFolder` first (never the
+  mixed cohort); the folder is checked by :class:`~ehrprog.core.output.OutputFolder` first (never the
   input, never a file ehrprog did not write).
 * **Failures**: a failed piece is retried (``retries`` times); what still fails is reported by shard
-  name in a :class:`~ehrprog.errors.BuildError` after every other piece is written, so a re-run
+  name in a :class:`~ehrprog.core.errors.BuildError` after every other piece is written, so a re-run
   builds only what is missing.
 * **Ray**: with ``workers`` (a local cluster of that many CPUs) or ``ray_address`` (an existing
   cluster, e.g. ``"auto"`` after ``ray start --head``), pieces run as Ray tasks, one CPU each;
@@ -38,11 +38,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ehrprog.errors import BuildError, EmptyCohortError, InputError
-from ehrprog.output import OutputFolder, process_alive
-from ehrprog.redaction import redact
-from ehrprog.store_format import SHARD_TMP, cohort_files
-from ehrprog.store_write import SUBJECTS_PER_SHARD, finalize, shard_is_complete, write_empty_shard, write_shard
+from ehrprog.cohorts.format import SHARD_TMP, cohort_files
+from ehrprog.cohorts.write import SUBJECTS_PER_SHARD, finalize, shard_is_complete, write_empty_shard, write_shard
+from ehrprog.core.errors import BuildError, EmptyCohortError, InputError
+from ehrprog.core.output import OutputFolder, process_alive
+from ehrprog.core.redaction import redact
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ def _folder_stamp(root: Path) -> list[tuple[str, int, int]]:
 def plan_pieces(data: str | Path, fmt: str, task: Any, subjects_per_shard: int, read_options: dict) -> list[Piece]:
     """The pieces of a source (see the module docstring)."""
     from ehrprog.io.database import is_database_uri
-    from ehrprog.sources import detect_format
+    from ehrprog.io.sources import detect_format
 
     kind = detect_format(data) if fmt == "auto" else fmt
     settings = _digest(task, sorted(read_options.items()))
@@ -142,7 +142,7 @@ def build_piece(piece: Piece, data: str, out: str, task: Any, fmt: str, read_opt
     """Read one piece, build its cohort with ``task`` and write its shard; returns its record
     (``shard.json``) plus ``events`` (rows read)."""
     from ehrprog.io import read_meds, read_omop
-    from ehrprog.sources import detect_format
+    from ehrprog.io.sources import detect_format
 
     kind = detect_format(data) if fmt == "auto" else fmt
     if kind == "meds":

@@ -19,11 +19,9 @@ from typing import Literal
 
 import polars as pl
 
-from ehrprog.events import EventFrame
-from ehrprog.ordering import attach_to_subjects, join_asof_by_subject
-from ehrprog.tasks.progression import ProgressionTask, map_categories
-from ehrprog.tasks.rules import DiagnosisCode, LabThreshold, StagingRule, match_code_lists
-from ehrprog.units import (  # the lab tables live with the units; named here as before
+from ehrprog.io.events import EventFrame
+from ehrprog.io.ordering import attach_to_subjects, join_asof_by_subject
+from ehrprog.io.units import (  # the lab tables live with the units; named here as before
     CREATININE_MASS_CODES,
     CREATININE_MOLAR_CODES,
     CREATININE_UMOL_PER_MGDL,
@@ -33,7 +31,9 @@ from ehrprog.units import (  # the lab tables live with the units; named here as
     converted,
     normalise_unit,
 )
-from ehrprog.visits import Strategy
+from ehrprog.tasks.progression import ProgressionTask, map_categories
+from ehrprog.tasks.rules import DiagnosisCode, LabThreshold, StagingRule, match_code_lists
+from ehrprog.visits.grouping import Strategy
 
 
 def ckd_rule() -> StagingRule:

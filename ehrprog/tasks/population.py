@@ -5,18 +5,18 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from ehrprog.errors import EmptyCohortError
-from ehrprog.events import EventFrame
-from ehrprog.schema import LABEL_SCHEMA
-from ehrprog.tasks.cohort import Cohort, CohortX
-from ehrprog.visits import Strategy, VisitFrame, group_visits
+from ehrprog.cohorts.cohort import Cohort, CohortX
+from ehrprog.core.errors import EmptyCohortError
+from ehrprog.io.events import EventFrame
+from ehrprog.io.schema import LABEL_SCHEMA
+from ehrprog.visits.grouping import Strategy, VisitFrame, group_visits
 
 
 class Population:
     """Every subject with a visit, as one point at the end of its last visit (no label).
 
     ``ehrprog build --population`` saves it shard by shard (like a task's cohort) so that
-    :func:`~ehrprog.backbones.pretrain.pretrain` streams a population far larger than memory.
+    :func:`~ehrprog.models.pretrain.pretrain` streams a population far larger than memory.
     Targets are empty (``stage`` null, ``event`` false, ``time_to_event_days`` 0): it is not for
     supervised training.
     """

@@ -13,7 +13,7 @@ from typing import Literal
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ehrprog.errors import InputError
+from ehrprog.core.errors import InputError
 from ehrprog.tasks.codes import normalise_codes
 
 
@@ -47,7 +47,7 @@ class LabThreshold(BaseModel):
     codes: list[str]
     bands: list[tuple[float, int]] = Field(min_length=1)
     plausible: tuple[float, float] = (float("-inf"), float("inf"))
-    #: Units (as :func:`~ehrprog.units.normalise_unit` spells them) -> factor to the bands' unit.
+    #: Units (as :func:`~ehrprog.io.units.normalise_unit` spells them) -> factor to the bands' unit.
     #: ``None``: values are read as recorded, whatever their unit. With a table, a value without a
     #: unit is in the bands' unit, and a value in a unit outside the table is never staged (counted).
     units: dict[str, float] | None = None
@@ -56,7 +56,7 @@ class LabThreshold(BaseModel):
         """The factor to the bands' unit of a value recorded in ``unit`` (``None``: not this lab's unit)."""
         if self.units is None or unit is None or not unit.strip():
             return 1.0
-        from ehrprog.units import normalise_unit
+        from ehrprog.io.units import normalise_unit
 
         return self.units.get(normalise_unit(unit))
 

@@ -4,9 +4,9 @@
 NumPy arrays: per visit its time features, and its codes in compressed-row form (the codes of
 visit ``r`` are ``code_index[code_offsets[r]:code_offsets[r + 1]]``, rows of ``code_table``, in
 the visit's order, with their raw values). Encoding them for a model (a vocabulary, standardised
-values, padding to ``max_codes``) is :class:`~ehrprog.batching.VisitTensors`' job. The same
+values, padding to ``max_codes``) is :class:`~ehrprog.features.tensors.VisitTensors`' job. The same
 arrays are built in memory from a :class:`~ehrprog.tasks.CohortX` or read from a cohort saved on
-disk (one folder of ``.npy`` files per shard, see :mod:`ehrprog.store`), so both paths encode
+disk (one folder of ``.npy`` files per shard, see :mod:`ehrprog.cohorts.read`), so both paths encode
 identically.
 """
 

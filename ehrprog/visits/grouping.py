@@ -23,9 +23,9 @@ from typing import Literal
 
 import polars as pl
 
-from ehrprog.events import EventFrame, collect_two_at_a_time, subject_attributes
-from ehrprog.schema import BIRTH_CODE, DEATH_CODE, VISIT_STRUCT, conform_events, row_hash
-from ehrprog.units import code_units, in_model_units, unit_table
+from ehrprog.io.events import EventFrame, collect_two_at_a_time, subject_attributes
+from ehrprog.io.schema import BIRTH_CODE, DEATH_CODE, VISIT_STRUCT, conform_events, row_hash
+from ehrprog.io.units import code_units, in_model_units, unit_table
 
 _DAY_US = 86_400_000_000
 
@@ -51,7 +51,7 @@ class VisitFrame:
     Attributes:
         frame: one row per subject: ``subject_id``, ``birth``, ``death``, ``sex``, ``static_codes``
             (list of codes with no time) and ``visits``, a list of
-            :data:`~ehrprog.schema.VISIT_STRUCT` in time order. Within a visit, ``codes`` and
+            :data:`~ehrprog.io.schema.VISIT_STRUCT` in time order. Within a visit, ``codes`` and
             ``numeric_values`` are aligned and ordered by (time, code string, value); ``days_since_first``,
             ``days_since_prev`` and ``age_days`` are in days (float32).
         strategy: the grouping strategy used.
@@ -169,14 +169,14 @@ def group_visits(events: EventFrame | pl.DataFrame | pl.LazyFrame, strategy: Str
     """Group events into visits, nested per subject.
 
     Args:
-        events: an :class:`~ehrprog.events.EventFrame` or a frame in the event schema.
+        events: an :class:`~ehrprog.io.events.EventFrame` or a frame in the event schema.
         strategy: ``"same_day"``, ``"visit_id"`` or :class:`Gap` (see the module docstring).
 
     Returns:
         A :class:`VisitFrame` with one row per subject, subjects in ascending id order. Inside a
         visit, codes are ordered by (time, code string, value), so the result never depends on
         input row order nor on the polars version. Each code's values are in one unit
-        (:func:`~ehrprog.units.value_unit`: creatinine in mg/dL whatever a site records, any mass
+        (:func:`~ehrprog.io.units.value_unit`: creatinine in mg/dL whatever a site records, any mass
         concentration in mg/dL, substance concentration in mmol/L; a value in a unit its lab
         cannot be converted from is not read), named in the code metadata's ``unit`` column.
     """
@@ -184,7 +184,7 @@ def group_visits(events: EventFrame | pl.DataFrame | pl.LazyFrame, strategy: Str
         raise ValueError(f"unknown visit strategy {strategy!r}; use 'same_day', 'visit_id' or ehrprog.Gap(hours=...)")
     if isinstance(events, EventFrame):
         attributes = events.subjects()
-        units = unit_table(events.lazy)  # each code's values in one unit (ehrprog.units)
+        units = unit_table(events.lazy)  # each code's values in one unit (ehrprog.io.units)
         if events.in_memory:
             # In-memory events are ordered by subject, time and row hash: group them slice by slice
             # (never splitting a subject), two slices at a time, so only two slices' intermediate
@@ -213,7 +213,7 @@ def group_visits(events: EventFrame | pl.DataFrame | pl.LazyFrame, strategy: Str
 def with_units(codes: pl.DataFrame | None, units: pl.DataFrame) -> pl.DataFrame | None:
     """The code metadata with ``unit`` (the unit a model reads each code's values in) and
     ``values_not_read`` (values in a unit that cannot be converted) from
-    :func:`~ehrprog.units.code_units`; codes with values in a unit and no metadata row get one."""
+    :func:`~ehrprog.io.units.code_units`; codes with values in a unit and no metadata row get one."""
     per_code = code_units(units)
     if codes is None or codes.height == 0:
         if per_code.height == 0:

@@ -1,19 +1,23 @@
 """Shared machinery of pre-trained backbones: BERT encoder, visit token sequences, checkpoints,
-vocabulary alignment and pre-training. The built-in backbones (``plugins/``) and third-party ones
-build on it; see ``docs/plugins.md``."""
+vocabulary alignment (pre-training is :mod:`ehrprog.models.pretrain`). The built-in backbones
+(``plugins/``) and third-party ones build on it; see ``docs/plugins.md``."""
 
-from ehrprog.backbones.bert import BertEncoder, EncoderConfig, MaskedLMHead, attention_bias
-from ehrprog.backbones.checkpoint import align_rows, load_aligned, match_codes, read_pretrained, save_pretrained
-from ehrprog.backbones.pretrain import PretrainResult, pretrain
-from ehrprog.backbones.sequence import SequenceBackbone
-from ehrprog.backbones.tokens import SPECIAL_TOKENS, TokenLayout, Tokens, layout_tokens, pool_visits
+from ehrprog.networks.backbones.bert import BertEncoder, EncoderConfig, MaskedLMHead, attention_bias
+from ehrprog.networks.backbones.checkpoint import (
+    align_rows,
+    load_aligned,
+    match_codes,
+    read_pretrained,
+    save_pretrained,
+)
+from ehrprog.networks.backbones.sequence import SequenceBackbone
+from ehrprog.networks.backbones.tokens import SPECIAL_TOKENS, TokenLayout, Tokens, layout_tokens, pool_visits
 
 __all__ = [
     "SPECIAL_TOKENS",
     "BertEncoder",
     "EncoderConfig",
     "MaskedLMHead",
-    "PretrainResult",
     "SequenceBackbone",
     "TokenLayout",
     "Tokens",
@@ -23,7 +27,6 @@ __all__ = [
     "load_aligned",
     "match_codes",
     "pool_visits",
-    "pretrain",
     "read_pretrained",
     "save_pretrained",
 ]

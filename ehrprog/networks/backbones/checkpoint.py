@@ -23,8 +23,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from ehrprog.backbones.tokens import SPECIAL_TOKENS
-from ehrprog.files import save_tensors
+from ehrprog.cohorts.fingerprint import SubjectFingerprint
+from ehrprog.core.files import save_tensors
+from ehrprog.networks.backbones.tokens import SPECIAL_TOKENS
 
 FORMAT = "ehrprog.backbone/1"
 
@@ -58,14 +59,22 @@ def align_rows(pretrained: torch.Tensor, pretrained_codes: Sequence[str], user_c
 #: What :func:`save_pretrained` writes, as its output marker names it.
 CHECKPOINT_KIND = "pre-trained backbone"
 #: The files of the layout (besides the output marker).
-CHECKPOINT_FILES = ("config.json", "model.safetensors", "vocab.json", "pretraining_history.json")
+CHECKPOINT_FILES = (
+    "config.json",
+    "model.safetensors",
+    "vocab.json",
+    "pretraining_history.json",
+    "pretraining_subjects.json",
+)
+#: The file of a checkpoint ``ehrprog pretrain`` wrote that fingerprints the subjects it read.
+SUBJECTS_FILE = "pretraining_subjects.json"
 
 
 def checkpoint_files(root: Path) -> set[str] | None:
     """The files ehrprog wrote in a pre-trained backbone folder: those its output marker lists,
     or, in a folder an earlier ehrprog wrote (``config.json`` of this format, no marker), the
     files of the layout; ``None`` for any other folder (a saved estimator, a Hugging Face model)."""
-    from ehrprog.output import marked
+    from ehrprog.core.output import marked
 
     owned = marked(CHECKPOINT_KIND)(root)
     if owned is not None:
@@ -78,9 +87,9 @@ def checkpoint_files(root: Path) -> set[str] | None:
 
 
 def checkpoint_output(folder: str | Path, *, overwrite: bool = False, inputs: Sequence[str | Path] = ()):
-    """The :class:`~ehrprog.output.OutputFolder` of a pre-trained backbone folder, checked (call
+    """The :class:`~ehrprog.core.output.OutputFolder` of a pre-trained backbone folder, checked (call
     it before the work that fills it: a saved estimator or another model's folder is refused)."""
-    from ehrprog.output import OutputFolder
+    from ehrprog.core.output import OutputFolder
 
     return OutputFolder(folder, CHECKPOINT_KIND, owned=checkpoint_files, inputs=inputs, overwrite=overwrite).check()
 
@@ -96,7 +105,7 @@ def save_pretrained(
 ) -> Path:
     """Write ``module`` (a backbone with ``model_type`` and ``architecture()``) to ``folder``:
     ``config.json``, ``model.safetensors``, ``vocab.json`` and ``files`` (name -> text), whole
-    or not at all (:class:`~ehrprog.output.OutputFolder`: a folder holding another model's
+    or not at all (:class:`~ehrprog.core.output.OutputFolder`: a folder holding another model's
     files, or any file ehrprog did not write, is refused unless ``overwrite``, and then kept)."""
     out = checkpoint_output(folder, overwrite=overwrite)
     architecture = {k: v for k, v in module.architecture().items() if k != "checkpoint"}
@@ -158,6 +167,20 @@ def load_aligned(
     return {"matched": matched, "unseen": len(user_codes) - matched}
 
 
+def subjects_read(folder: str | Path) -> SubjectFingerprint | None:
+    """The fingerprint of the subjects a checkpoint was pre-trained on (``pretraining_subjects.json``,
+    written by :func:`~ehrprog.models.pretrain.pretrain`), or ``None`` when the folder records none
+    (a checkpoint from elsewhere, or written before ehrprog recorded it)."""
+    file = Path(folder) / SUBJECTS_FILE
+    if not file.is_file():
+        return None
+    try:
+        value = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{file}: unreadable ({error})") from error
+    return SubjectFingerprint.from_json(value, str(file))
+
+
 __all__ = [
     "CHECKPOINT_FILES",
     "CHECKPOINT_KIND",
@@ -169,4 +192,5 @@ __all__ = [
     "match_codes",
     "read_pretrained",
     "save_pretrained",
+    "subjects_read",
 ]

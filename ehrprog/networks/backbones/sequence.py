@@ -1,6 +1,6 @@
 """``SequenceBackbone``: the shared machinery of BERT-family EHR backbones (CEHR-BERT, Med-BERT, BEHRT).
 
-A subclass supplies its token layout (:class:`~ehrprog.backbones.tokens.TokenLayout`), its
+A subclass supplies its token layout (:class:`~ehrprog.networks.backbones.tokens.TokenLayout`), its
 embedding recipe (:meth:`SequenceBackbone.combine`) and, optionally, a secondary pre-training
 objective (:meth:`SequenceBackbone.secondary_loss`); this class does the rest:
 
@@ -12,7 +12,7 @@ objective (:meth:`SequenceBackbone.secondary_loss`); this class does the rest:
 * per-visit embeddings ``[B, V, H]``: the mean of each visit's token states;
 * masked-LM pre-training (15% of code tokens: 80% ``[MASK]``, 10% a random code, 10% kept; the
   decoder is tied to ``code_embedding``), plus the subclass's secondary objective;
-* ``architecture()`` for rebuilding, and the vocabulary alignment of :mod:`ehrprog.backbones.checkpoint`.
+* ``architecture()`` for rebuilding, and the vocabulary alignment of :mod:`ehrprog.networks.backbones.checkpoint`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ehrprog.backbones.bert import BertEncoder, EncoderConfig, MaskedLMHead, attention_bias
-from ehrprog.backbones.tokens import MASK, SPECIAL_TOKENS, TokenLayout, Tokens, layout_tokens, pool_visits
+from ehrprog.networks.backbones.bert import BertEncoder, EncoderConfig, MaskedLMHead, attention_bias
+from ehrprog.networks.backbones.tokens import MASK, SPECIAL_TOKENS, TokenLayout, Tokens, layout_tokens, pool_visits
 
 MLM_PROBABILITY = 0.15
 
@@ -33,8 +33,10 @@ class SequenceBackbone(nn.Module):
 
     Args:
         vocab_size: rows of the code vocabulary (padding and unknown included).
-        hidden_size, num_hidden_layers, num_attention_heads, intermediate_size: encoder sizes
-            (``intermediate_size`` defaults to ``4 * hidden_size``).
+        hidden_size: encoder width.
+        num_hidden_layers: encoder layers.
+        num_attention_heads: attention heads per layer.
+        intermediate_size: feed-forward width (``None``: ``4 * hidden_size``).
         dropout: dropout in embeddings and encoder.
         max_visit_positions: size of visit-position tables (visit indices are clipped to it).
         attention_dropout: dropout on attention probabilities (see :class:`EncoderConfig`).
@@ -108,7 +110,7 @@ class SequenceBackbone(nn.Module):
                 f"({ {k: architecture[k] for k in sorted(clash)} }); drop those backbone__ parameters"
             )
         module = cls(vocab_size, dropout=dropout, **{**params, **architecture})
-        from ehrprog.backbones.checkpoint import load_aligned
+        from ehrprog.networks.backbones.checkpoint import load_aligned
 
         module.alignment = load_aligned(module, state, codes, vocabulary.codes)
         return module.requires_grad_(not freeze)
@@ -116,7 +118,7 @@ class SequenceBackbone(nn.Module):
     @classmethod
     def read_checkpoint(cls, folder: str) -> tuple[dict[str, Any], dict[str, torch.Tensor], list[str]]:
         """``(architecture, state_dict, codes)`` of a pre-trained folder (subclasses may read other layouts)."""
-        from ehrprog.backbones.checkpoint import read_pretrained
+        from ehrprog.networks.backbones.checkpoint import read_pretrained
 
         return read_pretrained(folder, cls.model_type)
 

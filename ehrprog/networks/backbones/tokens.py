@@ -88,7 +88,9 @@ def layout_tokens(
     """Pack a visit batch into tokens.
 
     Args:
-        codes, values, has_value: ``[B, V, C]`` code rows (0 padding), standardised values, flags.
+        codes: ``[B, V, C]`` code rows (0 padding).
+        values: ``[B, V, C]`` standardised values.
+        has_value: ``[B, V, C]`` flags: the code carries a value.
         visit_mask: ``[B, V]`` real visits.
         visit_days: ``[B, V]`` visit start in days since 1970 (zeros when ``None``).
         ages: ``[B, V]`` age in years (zeros when ``None``).

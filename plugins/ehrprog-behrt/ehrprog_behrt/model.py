@@ -19,15 +19,15 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ehrprog.backbones.sequence import SequenceBackbone, fixed_sinusoid_table
-from ehrprog.backbones.tokens import TokenLayout, Tokens
+from ehrprog.networks.backbones.sequence import SequenceBackbone, fixed_sinusoid_table
+from ehrprog.networks.backbones.tokens import TokenLayout, Tokens
 
 MAX_AGE_YEARS = 120
 
 
 class BehrtBackbone(SequenceBackbone):
     """BEHRT as the estimator's backbone (see the module docstring and
-    :class:`~ehrprog.backbones.sequence.SequenceBackbone` for the arguments)."""
+    :class:`~ehrprog.networks.backbones.sequence.SequenceBackbone` for the arguments)."""
 
     model_type: ClassVar[str] = "ehrprog-behrt"
     layout: ClassVar[TokenLayout] = TokenLayout(cls=True, separator=True)

@@ -37,9 +37,9 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from ehrprog.backbones.bert import BertEncoder, attention_bias, gelu_tanh
-from ehrprog.backbones.sequence import SequenceBackbone, fixed_sinusoid_table
-from ehrprog.backbones.tokens import SPECIAL_TOKENS, VS, TokenLayout, Tokens
+from ehrprog.networks.backbones.bert import BertEncoder, attention_bias, gelu_tanh
+from ehrprog.networks.backbones.sequence import SequenceBackbone, fixed_sinusoid_table
+from ehrprog.networks.backbones.tokens import SPECIAL_TOKENS, VS, TokenLayout, Tokens
 
 
 @dataclass
@@ -177,7 +177,7 @@ class CehrBertForPreTraining(nn.Module):
 
     def __init__(self, config: CehrBertConfig) -> None:
         super().__init__()
-        from ehrprog.backbones.bert import MaskedLMHead
+        from ehrprog.networks.backbones.bert import MaskedLMHead
 
         self.config = config
         self.bert = CehrBertModel(config)
@@ -255,7 +255,7 @@ def convert_cehrbert_checkpoint(folder: str | Path) -> tuple[dict[str, Any], dic
 class CehrBertBackbone(SequenceBackbone):
     """CEHR-BERT as the estimator's backbone (see the module docstring).
 
-    Args (beyond :class:`~ehrprog.backbones.sequence.SequenceBackbone`'s):
+    Args (beyond :class:`~ehrprog.networks.backbones.sequence.SequenceBackbone`'s):
         n_time_embd: size T of the time, age and visit-order embeddings.
         visit_types: the visit-type labels of the pre-training objective (index 0 unknown);
             ``None`` or a single type: no visit-type head.

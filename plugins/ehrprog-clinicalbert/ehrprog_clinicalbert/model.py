@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ehrprog.model import DefaultBackbone
+from ehrprog.networks.visit_model import DefaultBackbone
 
 _CACHE: dict[tuple[str, str], np.ndarray] = {}
 
@@ -98,7 +98,7 @@ class ClinicalBertBackbone(DefaultBackbone):
 
     Args:
         text_table: ``[vocab, T]`` text embeddings (row 0 padding, 1 unknown).
-        dim, visit_encoder, dropout: as :class:`~ehrprog.model.DefaultBackbone`.
+        dim, visit_encoder, dropout: as :class:`~ehrprog.networks.visit_model.DefaultBackbone`.
         freeze: keep per-code offsets at zero (codes stay where their text puts them).
     """
 
@@ -173,7 +173,7 @@ def clinicalbert_backbone(
 
 
 def _from_checkpoint(folder, vocab_size: int, dropout: float, vocabulary, text_encoder, freeze: bool):
-    from ehrprog.backbones.checkpoint import load_aligned, match_codes, read_pretrained
+    from ehrprog.networks.backbones.checkpoint import load_aligned, match_codes, read_pretrained
 
     if vocabulary is None:
         raise ValueError("clinicalbert: a checkpoint needs the estimator's vocabulary to align codes")

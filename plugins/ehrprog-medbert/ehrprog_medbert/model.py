@@ -21,8 +21,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ehrprog.backbones.sequence import SequenceBackbone
-from ehrprog.backbones.tokens import TokenLayout, Tokens
+from ehrprog.networks.backbones.sequence import SequenceBackbone
+from ehrprog.networks.backbones.tokens import TokenLayout, Tokens
 
 PROLONGED_STAY_DAYS = 7.0
 MAX_CODE_POSITIONS = 256
@@ -30,7 +30,7 @@ MAX_CODE_POSITIONS = 256
 
 class MedBertBackbone(SequenceBackbone):
     """Med-BERT as the estimator's backbone (see the module docstring and
-    :class:`~ehrprog.backbones.sequence.SequenceBackbone` for the arguments)."""
+    :class:`~ehrprog.networks.backbones.sequence.SequenceBackbone` for the arguments)."""
 
     model_type: ClassVar[str] = "ehrprog-medbert"
     layout: ClassVar[TokenLayout] = TokenLayout(cls=True)

@@ -1,0 +1,186 @@
+"""Transfer benchmark: a small site learning from a large one, the tabular ways first (issue 38).
+
+Usage::
+
+    python benchmarks/bench_transfer.py [--sites B C] [--sizes 100 250 500] [--seeds 0 1 2]
+        [--site-a 50000] [--test-subjects 2000] [--boot 1000] [--cohort test|dev]
+
+World "history" as three health systems record it (``ehrprog.datasets.sites``, docs/simulator.md):
+site A (large, ``--site-a`` people, seed 7) and the small sites B and C (a European and a US
+community system: other case mix, testing, units, coding and 10-30% of diagnoses under local
+codes). For each small site, size N (labeled people of its CKD cohort, drawn from a population of
+the training seed) and seed, these are fitted and scored on ONE test cohort of the site
+(``--test-subjects`` labeled people of seed 99; seed 98 with ``--cohort dev``), the same test points
+for every method:
+
+* **own booster**: the package's best baseline (gradient-boosted Cox on the clinical table and
+  windowed code counts, tuned over subject folds) fitted on the N people alone;
+* **A's booster as it is**: the same model fitted once on site A's CKD cohort, applied unchanged;
+* **own booster + A's margin**: the own booster with site A's predicted log risk as one more
+  input column (stacking: it learns how far to trust A);
+* **headroom**: the own booster given the simulator's true latent state (slope, UACR, phenotypes);
+* **oracle**: the simulator's true risk.
+
+Printed per site and size: each method's C-index (mean and sd over seeds) and the difference of
+each transfer path from the own booster with a 95% two-level bootstrap interval (test subjects
+resampled, the same resamples for every method; training seeds resampled), and each path's share
+of the headroom. The pre-trained history paths (a checkpoint of site A fine-tuned at the small
+site) are to be measured against these.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import sparse
+
+import ehrprog as ep
+from ehrprog.datasets import oracle_risk, simulated_truth
+from ehrprog.metrics import harrell_c, interval, paired_bootstrap_c
+from ehrprog.models.baselines import WindowedCountsBoostedCox
+
+CACHE = Path(os.environ.get("EHRPROG_BENCH_CACHE", "/tmp/ehrprog_transfer"))
+#: People simulated per labeled person wanted (CKD patients are ~15-20% of world "history").
+OVERSAMPLE = 7.0
+OWN, AS_IS, STACKED, HEADROOM, ORACLE = (
+    "own booster",
+    "A's booster as it is",
+    "own booster + A's margin",
+    "headroom: own booster + true latent state",
+    "oracle",
+)
+PATHS = (AS_IS, STACKED)
+
+
+def site_cohort(site: str, people: int, seed: int) -> ep.tasks.Cohort:
+    """The CKD cohort of ``people`` simulated people of ``site`` (the OMOP folder cached on disk)."""
+    root = CACHE / f"site{site}_{people}_{seed}"
+    if not root.exists():
+        ep.datasets.simulate_ckd(people, seed, root, world="history", site=site)
+    return ep.tasks.CKDProgression().build(ep.read_omop(root))
+
+
+def labeled(site: str, n: int, seed: int) -> tuple[ep.tasks.Cohort, np.ndarray, int]:
+    """``n`` labeled people of ``site``'s CKD cohort (seed ``seed``): the cohort, its rows kept, and
+    the population simulated."""
+    people = int(np.ceil(n * OVERSAMPLE))
+    while True:
+        cohort = site_cohort(site, people, seed)
+        subjects = np.unique(cohort.groups)
+        if len(subjects) >= n:
+            break
+        people = int(people * 1.3)
+    chosen = np.random.default_rng(seed).choice(subjects, n, replace=False)
+    return cohort, np.flatnonzero(np.isin(cohort.groups, chosen)), people
+
+
+class WithPrior(WindowedCountsBoostedCox):
+    """The own booster with a fitted model's log risk as one more column (stacking)."""
+
+    def __init__(self, prior=None, random_state: int = 0) -> None:
+        super().__init__(random_state=random_state)
+        self.prior = prior
+
+    def _fit_features(self, X):
+        return sparse.hstack([super()._fit_features(X), self._margin(X)], format="csr")
+
+    def _features(self, X):
+        return sparse.hstack([super()._features(X), self._margin(X)], format="csr")
+
+    def _margin(self, X):
+        return sparse.csr_matrix(self.prior.predict(X).reshape(-1, 1))
+
+
+def headroom(X_tr, y_tr, X_te, truth_tr, truth_te, seed: int) -> np.ndarray:
+    """The own booster given the true latent state (benchmarks/bench_quality.py's headroom row)."""
+    from bench_quality import headroom_risk
+
+    return headroom_risk(X_tr, y_tr, X_te, truth_tr, truth_te, "history", seed)
+
+
+def compare(runs: list[dict], test: dict, boot: int) -> list[str]:
+    """Each method's C (mean, sd over seeds) and each transfer path minus the own booster."""
+    event, time_, groups = test["event"], test["time"], test["groups"]
+    names = list(runs[0]["risks"])
+    c = {n: [harrell_c(event, time_, run["risks"][n]) for run in runs] for n in names}
+    lines = [f"    {name:44s} {np.mean(c[name]):.4f} (sd {np.std(c[name]):.4f})" for name in names]
+    room = np.mean(c[HEADROOM]) - np.mean(c[OWN])
+    for path in PATHS:
+        draws = []
+        for run in runs:
+            boots = paired_bootstrap_c(event, time_, {"a": run["risks"][path], "b": run["risks"][OWN]}, groups, boot)
+            draws.append(boots["a"] - boots["b"])
+        draws = np.array(draws)
+        rng = np.random.default_rng(0)
+        picks = rng.integers(0, len(draws), size=(draws.shape[1], len(draws)))
+        low, high = interval(draws[picks, np.arange(draws.shape[1])[:, None]].mean(axis=1))
+        diff = np.mean(c[path]) - np.mean(c[OWN])
+        verdict = "above zero" if low > 0 else ("below zero" if high < 0 else "inside the noise")
+        share = f"; {diff / room:+.0%} of the headroom" if room > 0 else ""
+        lines.append(f"    {path} - {OWN}: {diff:+.4f} C, 95% [{low:+.4f}, {high:+.4f}] ({verdict}{share})")
+    gap = np.mean(c[ORACLE]) - np.mean(c[OWN])
+    lines.append(f"    headroom over the own booster {room:+.4f}; oracle - own booster {gap:+.4f}")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sites", nargs="+", default=["B", "C"], choices=["B", "C"])
+    parser.add_argument("--sizes", nargs="+", type=int, default=[100, 250, 500])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--site-a", type=int, default=50_000, help="people simulated at site A")
+    parser.add_argument("--test-subjects", type=int, default=2000)
+    parser.add_argument("--boot", type=int, default=1000)
+    parser.add_argument("--cohort", choices=["test", "dev"], default="test")
+    args = parser.parse_args()
+    test_seed, seed_offset = (99, 0) if args.cohort == "test" else (98, 100)
+    print(
+        f"bench_transfer: ehrprog {ep.__version__}, {platform.machine()}, {os.cpu_count()} cores; "
+        f"run {time.strftime('%Y-%m-%d %H:%M')}; {args.cohort} cohorts"
+    )
+    started = time.perf_counter()
+    site_a = site_cohort("A", args.site_a, 7)
+    prior = WindowedCountsBoostedCox(random_state=0).fit(site_a.X, site_a.y)
+    print(
+        f"site A: {args.site_a:,} people, CKD cohort of {len(np.unique(site_a.groups)):,} subjects "
+        f"({len(site_a.X):,} points); its booster fitted in {time.perf_counter() - started:.0f} s"
+    )
+    for site in args.sites:
+        cohort_te, rows_te, people_te = labeled(site, args.test_subjects, test_seed)
+        X_te, y_te = cohort_te.X[rows_te], cohort_te.y[rows_te]
+        truth_te = simulated_truth(people_te, test_seed, "history", site=site)
+        test = {
+            "event": y_te["event"].to_numpy().astype(bool),
+            "time": y_te["time_to_event_days"].to_numpy(),
+            "groups": cohort_te.groups[rows_te],
+        }
+        oracle = oracle_risk(X_te.points, truth_te)
+        as_is = prior.predict(X_te)
+        print(
+            f"\nsite {site}: test cohort {args.test_subjects:,} labeled people of {people_te:,} (seed {test_seed}), "
+            f"{len(X_te):,} points, {int(test['event'].sum()):,} progressions"
+        )
+        for n in args.sizes:
+            runs = []
+            for seed in args.seeds:
+                t0 = time.perf_counter()
+                cohort, rows, people = labeled(site, n, seed + seed_offset)
+                X_tr, y_tr = cohort.X[rows], cohort.y[rows]
+                truth_tr = simulated_truth(people, seed + seed_offset, "history", site=site)
+                own = WindowedCountsBoostedCox(random_state=seed).fit(X_tr, y_tr).predict(X_te)
+                stacked = WithPrior(prior, random_state=seed).fit(X_tr, y_tr).predict(X_te)
+                room = headroom(X_tr, y_tr, X_te, truth_tr, truth_te, seed)
+                runs.append({"risks": {OWN: own, AS_IS: as_is, STACKED: stacked, HEADROOM: room, ORACLE: oracle}})
+                print(f"  [N={n} seed {seed}: {len(X_tr):,} training points; {time.perf_counter() - t0:.0f} s]")
+            print(f"  site {site}, N={n} labeled people, {len(args.seeds)} seeds:")
+            print("\n".join(compare(runs, test, args.boot)), flush=True)
+    print(f"\ntotal {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""``python -m ehrprog.cli``."""
+
+from ehrprog.cli.parser import main
+
+raise SystemExit(main())

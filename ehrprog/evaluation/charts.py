@@ -1,0 +1,224 @@
+"""The report's cohort charts on held-out points (plotly): Kaplan-Meier curves by predicted-risk
+group, calibration of the next-stage probabilities and of the risk of progression by 1, 2 and 5
+years, and the time-dependent AUC over follow-up; :class:`Chart` is what every chart of the
+report is."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+import polars as pl
+from sksurv.nonparametric import kaplan_meier_estimator
+
+from ehrprog.evaluation.heldout import MODEL
+from ehrprog.metrics import survival_at, survival_calibration, time_dependent_auc
+from ehrprog.networks.piecewise import DAYS_PER_YEAR
+
+#: Horizons (years) of the survival calibration chart and of the patient's risk lines.
+HORIZONS_YEARS = (1, 2, 5)
+#: Colours of the stages 1..5 (light: they are bands behind data) and of the risk groups.
+STAGE_COLOURS = ("#d9f0d3", "#fff7bc", "#fee391", "#fdae6b", "#fc9272")
+LINE_COLOURS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666")
+LAYOUT = {"template": "plotly_white", "margin": {"l": 60, "r": 20, "t": 50, "b": 50}, "font": {"size": 12}}
+
+
+@dataclass
+class Chart:
+    """One chart of the report: a plotly figure, its heading and a sentence saying how to read it."""
+
+    key: str
+    title: str
+    figure: go.Figure
+    caption: str = ""
+
+
+def km_by_risk(event: np.ndarray, time: np.ndarray, risk: np.ndarray, groups: int = 3) -> Chart:
+    """Kaplan-Meier curves of progression-free survival in equal-size groups of predicted risk.
+
+    Args:
+        event: ``[n]`` progression observed (bool). time: ``[n]`` days to progression or censoring.
+        risk: ``[n]`` predicted risk score (higher = sooner). groups: number of quantile groups.
+    """
+    names = ["low", "middle", "high"] if groups == 3 else [f"group {g + 1}" for g in range(groups)]
+    cuts = np.quantile(risk, np.arange(1, groups) / groups)
+    group = np.digitize(risk, cuts)
+    figure = go.Figure()
+    for g, name in enumerate(names):
+        chosen = group == g
+        if chosen.sum() < 2:
+            continue
+        x, y = kaplan_meier_estimator(np.asarray(event[chosen], bool), np.asarray(time[chosen], float))
+        figure.add_scatter(
+            x=np.concatenate([[0.0], x / DAYS_PER_YEAR]),
+            y=np.concatenate([[1.0], y]),
+            mode="lines",
+            line={"shape": "hv", "color": LINE_COLOURS[g % len(LINE_COLOURS)]},
+            name=f"{name} predicted risk (n={int(chosen.sum()):,}, events {int(event[chosen].sum()):,})",
+        )
+    figure.update_layout(
+        **LAYOUT,
+        xaxis_title="years after the prediction point",
+        yaxis_title="progression-free (Kaplan-Meier)",
+        yaxis_range=[0, 1.02],
+        legend={"orientation": "h", "x": 0, "y": -0.22, "xanchor": "left", "yanchor": "top"},
+    )
+    return Chart(
+        "km",
+        "Progression-free survival by predicted-risk group",
+        figure,
+        "Held-out points split into equal thirds by the model's risk score; well-separated curves mean the "
+        "ranking is useful.",
+    )
+
+
+def stage_calibration(y_true: np.ndarray, proba: np.ndarray, classes: np.ndarray, n_bins: int = 10) -> Chart:
+    """Reliability of each next-stage probability (one-vs-rest), in quantile bins of the predicted
+    probability (each bin holds about ``len(y_true) / n_bins`` points, so no bin rests on a few)."""
+    from scipy.stats import rankdata
+
+    figure = go.Figure()
+    figure.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dash", "color": "grey"}, name="perfect")
+    for column, label in enumerate(classes):
+        if not (y_true == label).any():
+            continue
+        p = proba[:, column]
+        group = np.minimum(((rankdata(p) - 0.5) * n_bins / len(p)).astype(int), n_bins - 1)
+        bins = np.unique(group)
+        mean = np.array([p[group == b].mean() for b in bins])
+        observed = np.array([(y_true[group == b] == label).mean() for b in bins])
+        count = np.array([(group == b).sum() for b in bins])
+        figure.add_scatter(
+            x=mean,
+            y=observed,
+            mode="lines+markers",
+            name=f"stage {label}",
+            line={"color": LINE_COLOURS[column % len(LINE_COLOURS)]},
+            customdata=count,
+            hovertemplate="predicted %{x:.3f}<br>observed %{y:.3f}<br>%{customdata:,} points<extra></extra>",
+        )
+    figure.update_layout(
+        **LAYOUT,
+        xaxis_title="predicted probability of the stage at the next staged visit",
+        yaxis_title="observed frequency",
+        xaxis_range=[0, 1],
+        yaxis_range=[0, 1],
+    )
+    return Chart(
+        "stage_calibration",
+        "Calibration of the next-stage probabilities",
+        figure,
+        f"{n_bins} bins of equal size per stage; points on the dashed line are perfectly calibrated.",
+    )
+
+
+def survival_calibration_chart(event: np.ndarray, time: np.ndarray, risk_by: dict[float, np.ndarray]) -> Chart:
+    """Predicted against observed (Kaplan-Meier) risk of progression by each horizon, in deciles of
+    the prediction; ``risk_by`` maps a horizon in years to the predicted ``1 - S(horizon)``."""
+    figure = go.Figure()
+    figure.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dash", "color": "grey"}, name="perfect")
+    top = 0.05
+    for i, (years, predicted) in enumerate(risk_by.items()):
+        result = survival_calibration(event, time, predicted, years * DAYS_PER_YEAR)
+        top = max(top, float(np.max(result["predicted"])), float(np.max(result["observed"])))
+        figure.add_scatter(
+            x=result["predicted"],
+            y=result["observed"],
+            mode="lines+markers",
+            name=f"{years:g} year{'s' if years != 1 else ''} (ICI {result['ici']:.3f})",
+            line={"color": LINE_COLOURS[i % len(LINE_COLOURS)]},
+            customdata=result["count"],
+            hovertemplate="predicted %{x:.3f}<br>observed %{y:.3f}<br>%{customdata:,} points<extra></extra>",
+        )
+    top = min(1.0, top * 1.1)
+    figure.update_layout(
+        **LAYOUT,
+        xaxis_title="predicted risk of progression by the horizon",
+        yaxis_title="observed (1 - Kaplan-Meier)",
+        xaxis_range=[0, top],
+        yaxis_range=[0, top],
+    )
+    return Chart(
+        "survival_calibration",
+        "Calibration of the predicted risk of progression",
+        figure,
+        "Deciles of the predicted risk by each horizon (horizons past the test follow-up are left out); "
+        "ICI: the integrated calibration index (mean absolute gap, lower is better).",
+    )
+
+
+def auc_over_time(
+    train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], risks: dict[str, np.ndarray]
+) -> Chart:
+    """Cumulative/dynamic AUC (scikit-survival) at 20 times across the test follow-up, one line per
+    method in ``risks`` (name -> ``[n]`` risk scores of the same test points)."""
+    event, time = test
+    times = np.quantile(time[event.astype(bool)], np.linspace(0.05, 0.8, 20)) if event.any() else np.array([])
+    times = np.unique(times[(times > time.min()) & (times < min(time.max(), train[1].max()))])
+    figure = go.Figure()
+    for i, (name, risk) in enumerate(risks.items()):
+        if not len(times):
+            break
+        auc, mean = time_dependent_auc(train, test, risk, times)
+        figure.add_scatter(
+            x=times / DAYS_PER_YEAR,
+            y=auc,
+            mode="lines+markers",
+            name=f"{name} (mean {mean:.3f})",
+            line={"color": LINE_COLOURS[i % len(LINE_COLOURS)], "width": 3 if i == 0 else 1.5},
+        )
+    figure.update_layout(**LAYOUT, xaxis_title="years of follow-up", yaxis_title="AUC(t)")
+    return Chart(
+        "auc",
+        "Time-dependent AUC over follow-up",
+        figure,
+        "How well each method separates points that progress by t from those still free of it at t.",
+    )
+
+
+def cohort_charts(
+    model: Any,
+    X_test: Any,
+    y_test: pl.DataFrame,
+    y_train: pl.DataFrame | None = None,
+    risks: dict[str, np.ndarray] | None = None,
+) -> list[Chart]:
+    """The cohort charts for a fitted estimator on held-out points ``X_test``/``y_test``.
+
+    ``y_train`` (the training targets) gives the censoring distribution of the time-dependent AUC
+    (``y_test`` stands in for it when absent); ``risks`` adds other methods' risk scores of the same
+    test points to that chart (name -> ``[n]``, as ``evaluate_split`` returns them; the model's own,
+    under ``ehrprog.evaluation.heldout.MODEL``, is computed when missing).
+    """
+    charts: list[Chart] = []
+    event = y_test["event"].to_numpy().astype(bool)
+    time = y_test["time_to_event_days"].to_numpy().astype(float)
+    survival = model.target in ("progression", "both")
+    risks = dict(risks or {})
+    if survival:
+        if MODEL not in risks:  # evaluate_split's risks hold the model's own already
+            risks = {MODEL: model.predict_risk(X_test), **risks}
+        risk = risks[MODEL]
+        charts.append(km_by_risk(event, time, risk))
+    if model.target in ("stage", "both"):
+        known = y_test["stage"].is_not_null().to_numpy()
+        if known.any():
+            proba = model.predict_proba(X_test)
+            charts.append(stage_calibration(y_test["stage"].to_numpy()[known], proba[known], model.classes_))
+    if survival and event.any():
+        functions = model.predict_survival_function(X_test)
+        horizons = [y for y in HORIZONS_YEARS if y * DAYS_PER_YEAR < time.max()]
+        risk_by = {y: 1.0 - survival_at(functions, y * DAYS_PER_YEAR) for y in horizons}
+        if risk_by:
+            charts.append(survival_calibration_chart(event, time, risk_by))
+        train = y_train if y_train is not None else y_test
+        charts.append(
+            auc_over_time(
+                (train["event"].to_numpy().astype(bool), train["time_to_event_days"].to_numpy().astype(float)),
+                (event, time),
+                risks,
+            )
+        )
+    return charts
