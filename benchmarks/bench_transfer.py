@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/bench_transfer.py [--sites B C] [--sizes 100 250 500] [--seeds 0 1 2]
         [--site-a 50000] [--test-subjects 2000] [--boot 1000] [--cohort test|dev]
+        [--pretrain tte tte+value] [--epochs 2]
 
 World "history" as three health systems record it (``ehrprog.datasets.sites``, docs/simulator.md):
 site A (large, ``--site-a`` people, seed 7) and the small sites B and C (a European and a US
@@ -19,7 +20,17 @@ for every method:
 * **own booster + A's margin**: the own booster with site A's predicted log risk as one more
   input column (stacking: it learns how far to trust A);
 * **headroom**: the own booster given the simulator's true latent state (slope, UACR, phenotypes);
-* **oracle**: the simulator's true risk.
+* **oracle**: the simulator's true risk;
+
+and with ``--pretrain OBJECTIVE...`` the pre-trained paths: site A's whole population (``--site-a``
+people, CKD or not) is saved with ``ehrprog build --population`` and the default backbone is
+pre-trained on it from disk (``ehrprog pretrain``, one process whose peak RSS and time are printed;
+checkpoints cached under benchmarks/_data/transfer/), then at the small site:
+
+* **estimator from scratch**: ``VisitProgressionEstimator`` (the demo's settings, target
+  progression): its tabular part plus a history offset learned on the N people;
+* **estimator from A's checkpoint (OBJECTIVE)**: the same, its history network starting from the
+  checkpoint (``backbone__checkpoint``; the heads also read the backbone's output).
 
 Printed per site and size: each method's C-index (mean and sd over seeds) and the difference of
 each transfer path from the own booster with a 95% two-level bootstrap interval (test subjects
@@ -96,6 +107,65 @@ class WithPrior(WindowedCountsBoostedCox):
         return sparse.csr_matrix(self.prior.predict(X).reshape(-1, 1))
 
 
+DATA = Path(__file__).resolve().parent / "_data" / "transfer"
+SCRATCH = "estimator from scratch"
+
+
+def from_checkpoint(objective: str) -> str:
+    return f"estimator from A's checkpoint ({objective})"
+
+
+def _run(command: list[str]) -> tuple[float, int]:
+    """Run ``ehrprog COMMAND`` in its own process: (seconds, its peak RSS in MiB)."""
+    import subprocess
+    import sys
+
+    runner = (
+        "import resource, sys; from ehrprog.cli import main; code = main(sys.argv[1:]); "
+        "print(f'peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MiB', file=sys.stderr); "
+        "sys.exit(code)"
+    )
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", runner, *command], capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"ehrprog {' '.join(command)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    peak = int(done.stderr.rsplit("peak RSS ", 1)[1].split()[0])
+    return time.perf_counter() - started, peak
+
+
+def checkpoints(objectives: list[str], people: int, epochs: int) -> dict[str, Path]:
+    """Site A's population saved to disk and the default backbone pre-trained on it per objective."""
+    population = DATA / f"siteA_{people}_population"
+    if not population.exists():
+        source = str(CACHE / f"siteA_{people}_7")
+        seconds, peak = _run(["build", "--data", source, "--out", str(population), "--population", "--quiet"])
+        print(f"site A's population saved for pre-training in {seconds:.0f} s (peak RSS {peak:,} MiB)")
+    found = {}
+    for objective in objectives:
+        folder = DATA / f"siteA_{people}_default_{objective}_{epochs}ep"
+        if not folder.exists():
+            command = ["pretrain", "--backbone", "default", "--data", str(population), "--out", str(folder)]
+            command += ["--objective", objective, "--epochs", str(epochs), "--hidden", "32", "--seed", "0"]
+            seconds, peak = _run(command)
+            print(
+                f"pre-trained the default backbone ({objective}, epochs: {epochs}) on site A's {people:,} people "
+                f"from disk: {seconds:.0f} s, {people * epochs / seconds:,.0f} people/s, peak RSS {peak:,} MiB"
+            )
+        found[objective] = folder
+    return found
+
+
+def estimator_risk(X_tr, y_tr, X_te, seed: int, checkpoint: Path | None) -> np.ndarray:
+    """Test risks of the estimator (the demo's settings, target progression), from scratch or from a checkpoint."""
+    from ehrprog.evaluation.heldout import DEMO_MODEL_PARAMS
+
+    params = {**DEMO_MODEL_PARAMS, "target": "progression", "random_state": seed}
+    if checkpoint is not None:
+        params["backbone__checkpoint"] = str(checkpoint)
+    model = ep.VisitProgressionEstimator().set_params(**params).fit(X_tr, y_tr)
+    return model.predict_risk(X_te)
+
+
 def headroom(X_tr, y_tr, X_te, truth_tr, truth_te, seed: int) -> np.ndarray:
     """The own booster given the true latent state (benchmarks/bench_quality.py's headroom row)."""
     from bench_quality import headroom_risk
@@ -110,19 +180,23 @@ def compare(runs: list[dict], test: dict, boot: int) -> list[str]:
     c = {n: [harrell_c(event, time_, run["risks"][n]) for run in runs] for n in names}
     lines = [f"    {name:44s} {np.mean(c[name]):.4f} (sd {np.std(c[name]):.4f})" for name in names]
     room = np.mean(c[HEADROOM]) - np.mean(c[OWN])
-    for path in PATHS:
+    pretrained = [n for n in names if n.startswith("estimator from A")]
+    pairs = [(path, OWN) for path in PATHS]
+    if SCRATCH in names:
+        pairs += [(SCRATCH, OWN)] + [(n, SCRATCH) for n in pretrained] + [(n, AS_IS) for n in pretrained]
+    for path, base in pairs:
         draws = []
         for run in runs:
-            boots = paired_bootstrap_c(event, time_, {"a": run["risks"][path], "b": run["risks"][OWN]}, groups, boot)
+            boots = paired_bootstrap_c(event, time_, {"a": run["risks"][path], "b": run["risks"][base]}, groups, boot)
             draws.append(boots["a"] - boots["b"])
         draws = np.array(draws)
         rng = np.random.default_rng(0)
         picks = rng.integers(0, len(draws), size=(draws.shape[1], len(draws)))
         low, high = interval(draws[picks, np.arange(draws.shape[1])[:, None]].mean(axis=1))
-        diff = np.mean(c[path]) - np.mean(c[OWN])
+        diff = np.mean(c[path]) - np.mean(c[base])
         verdict = "above zero" if low > 0 else ("below zero" if high < 0 else "inside the noise")
         share = f"; {diff / room:+.0%} of the headroom" if room > 0 else ""
-        lines.append(f"    {path} - {OWN}: {diff:+.4f} C, 95% [{low:+.4f}, {high:+.4f}] ({verdict}{share})")
+        lines.append(f"    {path} - {base}: {diff:+.4f} C, 95% [{low:+.4f}, {high:+.4f}] ({verdict}{share})")
     gap = np.mean(c[ORACLE]) - np.mean(c[OWN])
     lines.append(f"    headroom over the own booster {room:+.4f}; oracle - own booster {gap:+.4f}")
     return lines
@@ -137,6 +211,8 @@ def main() -> None:
     parser.add_argument("--test-subjects", type=int, default=2000)
     parser.add_argument("--boot", type=int, default=1000)
     parser.add_argument("--cohort", choices=["test", "dev"], default="test")
+    parser.add_argument("--pretrain", nargs="*", default=[], choices=["tte", "tte+value"])
+    parser.add_argument("--epochs", type=int, default=2, help="pre-training epochs")
     args = parser.parse_args()
     test_seed, seed_offset = (99, 0) if args.cohort == "test" else (98, 100)
     print(
@@ -150,6 +226,7 @@ def main() -> None:
         f"site A: {args.site_a:,} people, CKD cohort of {len(np.unique(site_a.groups)):,} subjects "
         f"({len(site_a.X):,} points); its booster fitted in {time.perf_counter() - started:.0f} s"
     )
+    pretrained = checkpoints(args.pretrain, args.site_a, args.epochs) if args.pretrain else {}
     for site in args.sites:
         cohort_te, rows_te, people_te = labeled(site, args.test_subjects, test_seed)
         X_te, y_te = cohort_te.X[rows_te], cohort_te.y[rows_te]
@@ -175,7 +252,12 @@ def main() -> None:
                 own = WindowedCountsBoostedCox(random_state=seed).fit(X_tr, y_tr).predict(X_te)
                 stacked = WithPrior(prior, random_state=seed).fit(X_tr, y_tr).predict(X_te)
                 room = headroom(X_tr, y_tr, X_te, truth_tr, truth_te, seed)
-                runs.append({"risks": {OWN: own, AS_IS: as_is, STACKED: stacked, HEADROOM: room, ORACLE: oracle}})
+                risks = {OWN: own, AS_IS: as_is, STACKED: stacked, HEADROOM: room, ORACLE: oracle}
+                if pretrained:
+                    risks[SCRATCH] = estimator_risk(X_tr, y_tr, X_te, seed, None)
+                    for objective, folder in pretrained.items():
+                        risks[from_checkpoint(objective)] = estimator_risk(X_tr, y_tr, X_te, seed, folder)
+                runs.append({"risks": risks})
                 print(f"  [N={n} seed {seed}: {len(X_tr):,} training points; {time.perf_counter() - t0:.0f} s]")
             print(f"  site {site}, N={n} labeled people, {len(args.seeds)} seeds:")
             print("\n".join(compare(runs, test, args.boot)), flush=True)
