@@ -14,7 +14,7 @@ import ehrprog as ep
 from ehrprog.cli import main
 from ehrprog.cohorts.fingerprint import SubjectFingerprint
 from ehrprog.core.errors import InputError
-from ehrprog.evaluation.overlap import apart_from_pretraining
+from ehrprog.evaluation.pretraining import apart_from_pretraining
 from ehrprog.models.pretrain import pretrain
 from ehrprog.networks.backbones.checkpoint import subjects_read
 
@@ -120,3 +120,27 @@ def test_the_cli_leaves_out_a_subject_list_and_refuses_an_overlapping_evaluation
     bad.write_text("1\nx\n")
     assert main([*pretraining, *tiny, "--out", str(tmp_path / "ck2"), "--exclude-subjects", str(bad)]) == 2
     assert "subject ids must be whole numbers" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_an_evaluation_with_a_checkpoint_says_whether_pretraining_paid(sim_omop, sim_cohort, visits, tmp_path):
+    from ehrprog.evaluation.heldout import evaluate, subject_split
+    from ehrprog.evaluation.pretraining import SCRATCH, TRANSFER, paid_lines
+
+    train, test = subject_split(sim_cohort, test_size=0.3, seed=0)
+    held_out = np.unique(sim_cohort.groups[test])
+    checkpoint = pretrain("default", visits, tmp_path / "ck", exclude_subjects=held_out, **TINY).folder
+    elsewhere = ep.VisitProgressionEstimator(target="both", max_epochs=1, random_state=0)
+    elsewhere.fit(sim_cohort.X[train], sim_cohort.y[train])  # stands in for another site's model
+    params = {"backbone__checkpoint": str(checkpoint), "max_epochs": 1}
+    rows, fitted = evaluate(sim_cohort, train, test, params, applied={"site A's model": elsewhere})
+    names = [r.name for r in rows]
+    assert names[0] == "VisitProgressionEstimator" and SCRATCH in names and f"{TRANSFER}site A's model" in names
+    assert fitted["overlap"].pretrained_on == 0 and len(fitted["test"]) == len(test)
+    assert fitted[SCRATCH].get_params().get("backbone__checkpoint") is None  # the same model, from scratch
+    assert fitted[SCRATCH]._probe() and fitted["model"]._probe()  # the same architecture
+    y = sim_cohort.y[test]
+    lines = paid_lines(rows, fitted["risks"], y["event"].to_numpy(), y["time_to_event_days"].to_numpy(),
+                       sim_cohort.groups[test], 0)  # fmt: skip
+    assert len(lines) == 2 and lines[0].startswith("pre-training: the model from its checkpoint vs the same model")
+    assert "paired bootstrap 95%" in lines[1] and "site A's model" in lines[1]

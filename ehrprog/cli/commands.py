@@ -285,8 +285,8 @@ def _model_params(args: argparse.Namespace) -> dict:
 
 def _apart_from_pretraining(args: argparse.Namespace, cohort, test: np.ndarray) -> np.ndarray:
     """The held-out rows the checkpoint (``--checkpoint``) was not pre-trained on; refused unless
-    ``--exclude-overlap`` (:mod:`ehrprog.evaluation.overlap`)."""
-    from ehrprog.evaluation.overlap import apart_from_pretraining
+    ``--exclude-overlap`` (:mod:`ehrprog.evaluation.pretraining`)."""
+    from ehrprog.evaluation.pretraining import apart_from_pretraining
 
     if args.checkpoint is None:
         return test
@@ -331,15 +331,24 @@ def run_evaluate(args: argparse.Namespace) -> int:
     """Split by subject, fit the model and the baselines, print the table, write the report and the model."""
     from ehrprog.evaluation import report
     from ehrprog.evaluation.heldout import evaluate, format_table, meds_predictions, subject_split, verdict
+    from ehrprog.evaluation.pretraining import paid_lines
 
     out = _report_output(args)  # before reading the data: a user's files are never replaced
     cohort = _load_cohort(args)
     train, test = subject_split(cohort, test_size=args.test_size, seed=args.seed)
     test = _apart_from_pretraining(args, cohort, test)
     print(f"split by subject: {len(train):,} training points, {len(test):,} held-out points")
-    rows, fitted = evaluate(cohort, train, test, _model_params(args), random_state=args.seed)
+    applied = {}
+    if args.transfer_model is not None:  # another site's saved model, applied as it is
+        from ehrprog.models.estimator import VisitProgressionEstimator
+
+        applied[str(args.transfer_model)] = VisitProgressionEstimator.load(args.transfer_model)
+    rows, fitted = evaluate(cohort, train, test, _model_params(args), random_state=args.seed, applied=applied)
     table = format_table(rows)
     lines = verdict(rows, fitted["risks"], cohort.y[test], cohort.groups[test], args.seed)
+    y_held = cohort.y[test]
+    event, time_ = y_held["event"].to_numpy(), y_held["time_to_event_days"].to_numpy()
+    lines += paid_lines(rows, fitted["risks"], event, time_, cohort.groups[test], args.seed)
     print(table)
     print("\n".join(lines))
     X_te, y_te = cohort.X[test], cohort.y[test]

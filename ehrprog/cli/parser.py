@@ -82,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", type=Path, default=Path("ehrprog_report"), help="report and model folder")
     evaluate.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     evaluate.add_argument("--subject", type=int, default=None, help="the patient shown (default: one who progressed)")
+    evaluate.add_argument(
+        "--transfer-model",
+        type=Path,
+        default=None,
+        help="a model saved elsewhere (another site's `ehrprog fit --out`), scored as it is beside yours",
+    )
     evaluate.set_defaults(func=run_evaluate)
     fit.add_argument("--out", required=True, type=Path, help="the model folder")
     fit.set_defaults(func=run_fit)

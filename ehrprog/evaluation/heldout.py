@@ -15,7 +15,7 @@ import polars as pl
 from sklearn.model_selection import GroupShuffleSplit
 
 from ehrprog.cohorts.cohort import Cohort, CohortX
-from ehrprog.evaluation.overlap import OnOverlap, apart_from_pretraining
+from ehrprog.evaluation.pretraining import TRANSFER, OnOverlap, apart_from_pretraining, scratch_variant
 from ehrprog.metrics import (
     evaluation_times,
     expected_calibration_error,
@@ -251,20 +251,33 @@ def evaluate(
     random_state: int = 0,
     oracle: np.ndarray | None = None,
     on_pretraining_overlap: OnOverlap = "refuse",
+    applied: dict[str, Any] | None = None,
 ) -> tuple[list[Row], dict[str, Any]]:
     """Fit the estimator and every baseline on the rows ``train`` of ``cohort``, score them on ``test``
     (see :func:`evaluate_split`). With a pre-trained checkpoint (``backbone__checkpoint`` in
     ``model_params``), held-out subjects it was pre-trained on are refused, or left out with
-    ``on_pretraining_overlap="exclude"`` (:func:`~ehrprog.evaluation.overlap.apart_from_pretraining`;
-    ``fitted["overlap"]`` says what was found)."""
+    ``on_pretraining_overlap="exclude"`` (:func:`~ehrprog.evaluation.pretraining.apart_from_pretraining`;
+    ``fitted["overlap"]`` says what was found, ``fitted["test"]`` the held-out rows scored), and the
+    same model from scratch is fitted beside it (:func:`~ehrprog.evaluation.pretraining.scratch_variant`).
+    ``applied``: fitted models from elsewhere (name -> estimator, e.g. another site's saved model),
+    scored as they are."""
     overlap = apart_from_pretraining(
         cohort.groups[test], (model_params or {}).get("backbone__checkpoint"), on_pretraining_overlap
     )
     test = np.asarray(test)[overlap.keep]
     rows, fitted = evaluate_split(
-        cohort.X[train], cohort.y[train], cohort.X[test], cohort.y[test], model_params, random_state, oracle
+        cohort.X[train],
+        cohort.y[train],
+        cohort.X[test],
+        cohort.y[test],
+        model_params,
+        random_state,
+        oracle,
+        variants=scratch_variant(model_params),
+        applied=applied,
     )
     fitted["overlap"] = overlap
+    fitted["test"] = test
     return rows, fitted
 
 
@@ -279,6 +292,7 @@ def evaluate_split(
     reference: bool = True,
     variants: dict[str, dict[str, Any]] | None = None,
     ablation: bool = True,
+    applied: dict[str, Any] | None = None,
 ) -> tuple[list[Row], dict[str, Any]]:
     """Fit the estimator and every baseline on ``X_tr``/``y_tr``, score them on ``X_te``/``y_te``.
 
@@ -286,7 +300,9 @@ def evaluate_split(
     calibration (integrated calibration index over risk deciles, Kaplan-Meier observed) of the
     predicted risk of progression by 1, 2 and 5 years (:func:`~ehrprog.metrics.survival_calibration`),
     where the horizon is inside the test follow-up. ``variants`` adds estimator rows: name ->
-    parameters over the model's (e.g. ``{"model, piecewise head": {"survival_head": "piecewise"}}``).
+    parameters over the model's (e.g. ``{"model, piecewise head": {"survival_head": "piecewise"}}``;
+    a ``backbone__`` parameter set to ``None`` is removed). ``applied`` adds models fitted elsewhere,
+    scored as they are (rows named ``"applied as it is: <name>"``).
 
     ``oracle`` (simulated data only): the true risk of each test point
     (:func:`~ehrprog.datasets.oracle_risk`), scored as a last row: the ceiling. ``reference``
@@ -319,8 +335,11 @@ def evaluate_split(
     model.heldout_ = heldout_record(row.metrics, X_te)
     if ablation:
         rows.append(scorer.model(ABLATION, history_zeroed(model), X_te))
+    for name, model_applied in (applied or {}).items():
+        rows.append(scorer.model(f"{TRANSFER}{name}", model_applied, X_te))
     for name, extra in (variants or {}).items():
-        variant = fitted[name] = VisitProgressionEstimator().set_params(**{**params, **extra})
+        merged = {k: v for k, v in {**params, **extra}.items() if not (k.startswith("backbone__") and v is None)}
+        variant = fitted[name] = VisitProgressionEstimator().set_params(**merged)
         row, (proba, risk) = _timed(
             name, lambda v=variant: v.fit(X_tr, y_tr), lambda v=variant: (v.predict_proba(X_te), v.predict_risk(X_te))
         )
@@ -373,7 +392,12 @@ def verdict(
     sentence a line."""
     model = rows[0]
     competitors = [
-        r for r in rows[1:] if "c_index" in r.metrics and r.name not in NOT_BASELINES and not is_measurement(r.name)
+        r
+        for r in rows[1:]
+        if "c_index" in r.metrics
+        and r.name not in NOT_BASELINES
+        and not is_measurement(r.name)
+        and not r.name.startswith(("model, ", TRANSFER))  # the model's variants and models from elsewhere
     ]
     best = max(competitors, key=lambda r: r.metrics["c_index"])
     event, time_ = y_test["event"].to_numpy(), y_test["time_to_event_days"].to_numpy()
