@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/bench_transfer.py [--sites B C] [--sizes 100 250 500] [--seeds 0 1 2]
         [--site-a 50000] [--test-subjects 2000] [--boot 1000] [--cohort test|dev]
-        [--pretrain tte tte+value] [--epochs 2]
+        [--pretrain tte tte+value clinicalbert:tte] [--epochs 2]
 
 World "history" as three health systems record it (``ehrprog.datasets.sites``, docs/simulator.md):
 site A (large, ``--site-a`` people, seed 7) and the small sites B and C (a European and a US
@@ -22,15 +22,17 @@ for every method:
 * **headroom**: the own booster given the simulator's true latent state (slope, UACR, phenotypes);
 * **oracle**: the simulator's true risk;
 
-and with ``--pretrain OBJECTIVE...`` the pre-trained paths: site A's whole population (``--site-a``
-people, CKD or not) is saved with ``ehrprog build --population`` and the default backbone is
-pre-trained on it from disk (``ehrprog pretrain``, one process whose peak RSS and time are printed;
-checkpoints cached under benchmarks/_data/transfer/), then at the small site:
+and with ``--pretrain [BACKBONE:]OBJECTIVE...`` the pre-trained paths: site A's whole population
+(``--site-a`` people, CKD or not) is saved with ``ehrprog build --population`` and the backbone
+(``default`` unless named; ``clinicalbert`` embeds each code by its description, so the small
+site's local codes, which site A never saw, start from their text) is pre-trained on it from disk
+(``ehrprog pretrain``, one process whose peak RSS and time are printed; checkpoints cached under
+benchmarks/_data/transfer/), then at the small site:
 
 * **estimator from scratch**: ``VisitProgressionEstimator`` (the demo's settings, target
   progression): its tabular part plus a history offset learned on the N people;
-* **estimator from A's checkpoint (OBJECTIVE)**: the same, its history network starting from the
-  checkpoint (``backbone__checkpoint``; the heads also read the backbone's output).
+* **estimator from A's checkpoint (BACKBONE, OBJECTIVE)**: the same, its history network starting
+  from the checkpoint (``backbone__checkpoint``; the heads also read the backbone's output).
 
 Printed per site and size: each method's C-index (mean and sd over seeds) and the difference of
 each transfer path from the own booster with a 95% two-level bootstrap interval (test subjects
@@ -111,8 +113,9 @@ DATA = Path(__file__).resolve().parent / "_data" / "transfer"
 SCRATCH = "estimator from scratch"
 
 
-def from_checkpoint(objective: str) -> str:
-    return f"estimator from A's checkpoint ({objective})"
+def from_checkpoint(spec: str) -> str:
+    backbone, _, objective = spec.rpartition(":")
+    return f"estimator from A's checkpoint ({backbone or 'default'}, {objective})"
 
 
 def _run(command: list[str]) -> tuple[float, int]:
@@ -120,10 +123,11 @@ def _run(command: list[str]) -> tuple[float, int]:
     import subprocess
     import sys
 
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child would report this process's peak
     runner = (
-        "import resource, sys; from ehrprog.cli import main; code = main(sys.argv[1:]); "
-        "print(f'peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MiB', file=sys.stderr); "
-        "sys.exit(code)"
+        "import re, sys; from ehrprog.cli import main; code = main(sys.argv[1:]); "
+        "kib = int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)); "
+        "print(f'peak RSS {kib // 1024} MiB', file=sys.stderr); sys.exit(code)"
     )
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", runner, *command], capture_output=True, text=True)
@@ -133,37 +137,42 @@ def _run(command: list[str]) -> tuple[float, int]:
     return time.perf_counter() - started, peak
 
 
-def checkpoints(objectives: list[str], people: int, epochs: int) -> dict[str, Path]:
-    """Site A's population saved to disk and the default backbone pre-trained on it per objective."""
+def checkpoints(objectives: list[str], people: int, epochs: int) -> dict[str, tuple[str, Path]]:
+    """Site A's population saved to disk and a backbone pre-trained on it per ``[BACKBONE:]OBJECTIVE``."""
     population = DATA / f"siteA_{people}_population"
     if not population.exists():
         source = str(CACHE / f"siteA_{people}_7")
         seconds, peak = _run(["build", "--data", source, "--out", str(population), "--population", "--quiet"])
         print(f"site A's population saved for pre-training in {seconds:.0f} s (peak RSS {peak:,} MiB)")
     found = {}
-    for objective in objectives:
-        folder = DATA / f"siteA_{people}_default_{objective}_{epochs}ep"
+    for spec in objectives:
+        backbone, _, objective = spec.rpartition(":")
+        backbone = backbone or "default"
+        folder = DATA / f"siteA_{people}_{backbone}_{objective}_{epochs}ep"
         if not folder.exists():
-            command = ["pretrain", "--backbone", "default", "--data", str(population), "--out", str(folder)]
+            command = ["pretrain", "--backbone", backbone, "--data", str(population), "--out", str(folder)]
             command += ["--objective", objective, "--epochs", str(epochs), "--hidden", "32", "--seed", "0"]
             seconds, peak = _run(command)
             print(
-                f"pre-trained the default backbone ({objective}, epochs: {epochs}) on site A's {people:,} people "
-                f"from disk: {seconds:.0f} s, {people * epochs / seconds:,.0f} people/s, peak RSS {peak:,} MiB"
+                f"pre-trained {backbone} ({objective}, epochs: {epochs}) on site A's {people:,} people "
+                f"from disk: {seconds:.0f} s, {people * epochs / seconds:,.0f} people/s, peak RSS {peak:,} MiB",
+                flush=True,
             )
-        found[objective] = folder
+        found[spec] = (backbone, folder)
     return found
 
 
-def estimator_risk(X_tr, y_tr, X_te, seed: int, checkpoint: Path | None) -> np.ndarray:
-    """Test risks of the estimator (the demo's settings, target progression), from scratch or from a checkpoint."""
+def estimator_risk(X_tr, y_tr, X_te, seed: int, checkpoint: tuple[str, Path] | None) -> tuple[np.ndarray, str]:
+    """Test risks of the estimator (the demo's settings, target progression), from scratch or from a
+    checkpoint, and what its history did on validation (kept or dropped, and its gain)."""
     from ehrprog.evaluation.heldout import DEMO_MODEL_PARAMS
 
     params = {**DEMO_MODEL_PARAMS, "target": "progression", "random_state": seed}
     if checkpoint is not None:
-        params["backbone__checkpoint"] = str(checkpoint)
+        params["backbone"], params["backbone__checkpoint"] = checkpoint[0], str(checkpoint[1])
     model = ep.VisitProgressionEstimator().set_params(**params).fit(X_tr, y_tr)
-    return model.predict_risk(X_te)
+    gain = model.history_trial_gain_ or 0.0
+    return model.predict_risk(X_te), f"{'kept' if model.history_kept_ else 'dropped'} ({gain:+.4f})"
 
 
 def headroom(X_tr, y_tr, X_te, truth_tr, truth_te, seed: int) -> np.ndarray:
@@ -211,7 +220,12 @@ def main() -> None:
     parser.add_argument("--test-subjects", type=int, default=2000)
     parser.add_argument("--boot", type=int, default=1000)
     parser.add_argument("--cohort", choices=["test", "dev"], default="test")
-    parser.add_argument("--pretrain", nargs="*", default=[], choices=["tte", "tte+value"])
+    parser.add_argument(
+        "--pretrain",
+        nargs="*",
+        default=[],
+        help="[BACKBONE:]OBJECTIVE per checkpoint: tte, tte+value, clinicalbert:tte",
+    )
     parser.add_argument("--epochs", type=int, default=2, help="pre-training epochs")
     args = parser.parse_args()
     test_seed, seed_offset = (99, 0) if args.cohort == "test" else (98, 100)
@@ -253,12 +267,17 @@ def main() -> None:
                 stacked = WithPrior(prior, random_state=seed).fit(X_tr, y_tr).predict(X_te)
                 room = headroom(X_tr, y_tr, X_te, truth_tr, truth_te, seed)
                 risks = {OWN: own, AS_IS: as_is, STACKED: stacked, HEADROOM: room, ORACLE: oracle}
+                history = []
                 if pretrained:
-                    risks[SCRATCH] = estimator_risk(X_tr, y_tr, X_te, seed, None)
-                    for objective, folder in pretrained.items():
-                        risks[from_checkpoint(objective)] = estimator_risk(X_tr, y_tr, X_te, seed, folder)
+                    risks[SCRATCH], kept = estimator_risk(X_tr, y_tr, X_te, seed, None)
+                    history.append(f"from scratch {kept}")
+                    for spec, checkpoint in pretrained.items():
+                        risks[from_checkpoint(spec)], kept = estimator_risk(X_tr, y_tr, X_te, seed, checkpoint)
+                        history.append(f"{spec} {kept}")
                 runs.append({"risks": risks})
-                print(f"  [N={n} seed {seed}: {len(X_tr):,} training points; {time.perf_counter() - t0:.0f} s]")
+                histories = f"; history {', '.join(history)}" if history else ""
+                seconds = time.perf_counter() - t0
+                print(f"  [N={n} seed {seed}: {len(X_tr):,} training points; {seconds:.0f} s{histories}]", flush=True)
             print(f"  site {site}, N={n} labeled people, {len(args.seeds)} seeds:")
             print("\n".join(compare(runs, test, args.boot)), flush=True)
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
