@@ -19,6 +19,8 @@ for every method:
 * **A's booster as it is**: the same model fitted once on site A's CKD cohort, applied unchanged;
 * **own booster + A's margin**: the own booster with site A's predicted log risk as one more
   input column (stacking: it learns how far to trust A);
+* with ``--eb``, **own booster + EB eGFR trend (A's prior)**: the own booster with each point's
+  empirical-Bayes eGFR level and slope, shrunk toward site A's population (benchmarks/eb_trend.py);
 * **headroom**: the own booster given the simulator's true latent state (slope, UACR, phenotypes);
 * **oracle**: the simulator's true risk;
 
@@ -90,6 +92,23 @@ def labeled(site: str, n: int, seed: int) -> tuple[ep.tasks.Cohort, np.ndarray, 
         people = int(people * 1.3)
     chosen = np.random.default_rng(seed).choice(subjects, n, replace=False)
     return cohort, np.flatnonzero(np.isin(cohort.groups, chosen)), people
+
+
+EB = "own booster + EB eGFR trend (A's prior)"
+
+
+class WithColumns(WindowedCountsBoostedCox):
+    """The own booster with more columns per point (``extra(X) -> [n, k]``)."""
+
+    def __init__(self, extra, random_state: int = 0) -> None:
+        super().__init__(random_state=random_state)
+        self.extra = extra
+
+    def _fit_features(self, X):
+        return sparse.hstack([super()._fit_features(X), sparse.csr_matrix(self.extra(X))], format="csr")
+
+    def _features(self, X):
+        return sparse.hstack([super()._features(X), sparse.csr_matrix(self.extra(X))], format="csr")
 
 
 class WithPrior(WindowedCountsBoostedCox):
@@ -190,7 +209,7 @@ def compare(runs: list[dict], test: dict, boot: int) -> list[str]:
     lines = [f"    {name:44s} {np.mean(c[name]):.4f} (sd {np.std(c[name]):.4f})" for name in names]
     room = np.mean(c[HEADROOM]) - np.mean(c[OWN])
     pretrained = [n for n in names if n.startswith("estimator from A")]
-    pairs = [(path, OWN) for path in PATHS]
+    pairs = [(path, OWN) for path in PATHS] + ([(EB, OWN)] if EB in names else [])
     if SCRATCH in names:
         pairs += [(SCRATCH, OWN)] + [(n, SCRATCH) for n in pretrained] + [(n, AS_IS) for n in pretrained]
     for path, base in pairs:
@@ -227,6 +246,7 @@ def main() -> None:
         help="[BACKBONE:]OBJECTIVE per checkpoint: tte, tte+value, clinicalbert:tte",
     )
     parser.add_argument("--epochs", type=int, default=2, help="pre-training epochs")
+    parser.add_argument("--eb", action="store_true", help="add the empirical-Bayes eGFR trend row")
     args = parser.parse_args()
     test_seed, seed_offset = (99, 0) if args.cohort == "test" else (98, 100)
     print(
@@ -236,6 +256,12 @@ def main() -> None:
     started = time.perf_counter()
     site_a = site_cohort("A", args.site_a, 7)
     prior = WindowedCountsBoostedCox(random_state=0).fit(site_a.X, site_a.y)
+    trend = None
+    if args.eb:
+        from eb_trend import EBTrend
+
+        trend = EBTrend().fit(site_a.X)
+        print(f"EB eGFR trend prior from site A: mean level {trend.mu_[0]:.1f}, slope {trend.mu_[1]:+.2f} a year")
     print(
         f"site A: {args.site_a:,} people, CKD cohort of {len(np.unique(site_a.groups)):,} subjects "
         f"({len(site_a.X):,} points); its booster fitted in {time.perf_counter() - started:.0f} s"
@@ -267,6 +293,8 @@ def main() -> None:
                 stacked = WithPrior(prior, random_state=seed).fit(X_tr, y_tr).predict(X_te)
                 room = headroom(X_tr, y_tr, X_te, truth_tr, truth_te, seed)
                 risks = {OWN: own, AS_IS: as_is, STACKED: stacked, HEADROOM: room, ORACLE: oracle}
+                if trend is not None:
+                    risks[EB] = WithColumns(trend.transform, random_state=seed).fit(X_tr, y_tr).predict(X_te)
                 history = []
                 if pretrained:
                     risks[SCRATCH], kept = estimator_risk(X_tr, y_tr, X_te, seed, None)
