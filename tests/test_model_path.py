@@ -256,6 +256,24 @@ def test_the_model_learns_from_history_what_a_current_stage_model_cannot():
     assert dead.score(X_test, y_test) == pytest.approx(0.5, abs=0.05)
 
 
+def test_a_history_judged_on_too_few_validation_subjects_is_dropped_however_well_it_did(monkeypatch):
+    """The marker cohort's history wins by far (the test above), yet below MIN_VALIDATION_SUBJECTS
+    it is not kept: the estimator is its tabular part, which cannot see the marker."""
+    import ehrprog.models.history_fit as history_fit
+
+    X, y = _marker_cohort(240, seed=0)
+    X_test, y_test = _marker_cohort(120, seed=1)
+    params = {**TINY, "max_epochs": 25, "n_iter_no_change": 25, "embedding_dim": 16, "hidden_dim": 16}
+    params["tabular"] = TabularModel(point_features=False)
+    kept = VisitProgressionEstimator(target="stage", **params).fit(X, y)
+    assert kept.history_kept_ and kept.score(X_test, y_test) > 0.9  # 36 validation subjects: judged
+    monkeypatch.setattr(history_fit, "MIN_VALIDATION_SUBJECTS", 37)
+    dropped = VisitProgressionEstimator(target="stage", **params).fit(X, y)
+    assert dropped.history_trial_gain_ == kept.history_trial_gain_  # the same fit, judged differently
+    assert not dropped.history_kept_ and dropped.best_epoch_ == 0 and dropped.history_gain_ == 0.0
+    assert dropped.score(X_test, y_test) == pytest.approx(0.5, abs=0.05)
+
+
 def test_routed_parameters_reach_the_module(cohort):
     from sklearn.model_selection import GridSearchCV, GroupKFold
 
@@ -278,7 +296,8 @@ def test_only_the_heads_a_target_needs_are_built(cohort):
 
 
 # ----------------------------------------------------------------- sklearn conventions
-def test_sklearn_style_training_attributes_and_fresh_randomness(cohort):
+def test_sklearn_style_training_attributes_and_fresh_randomness(cohort, monkeypatch):
+    monkeypatch.setattr("ehrprog.models.history_fit.MIN_VALIDATION_SUBJECTS", 0)  # the selection, not the judge
     X, y = cohort.X[:300], cohort.y[:300]
     est = VisitProgressionEstimator(target="stage", **{**TINY, "max_epochs": 3}).fit(X, y)
     assert est.n_iter_ == len(est.history_) == len(est.loss_curve_) == len(est.validation_loss_curve_)

@@ -113,8 +113,9 @@ class VisitProgressionEstimator(RoutedParams, ExplanationMixin, PersistenceMixin
             ``None`` without a validation split.
         history_gain_: validation score of the kept model minus the tabular model's (epoch 0):
             what the history adds; 0.0 where it did not beat the tabular model by more than one
-            standard error of a paired bootstrap over the validation subjects (then dropped:
-            ``history_kept_`` False, ``best_epoch_`` 0); ``None`` without a validation split.
+            standard error of a paired bootstrap over the validation subjects, or where there are
+            fewer than 30 of them (then dropped: ``history_kept_`` False, ``best_epoch_`` 0);
+            ``None`` without a validation split.
         history_gain_se_: that standard error.
         history_trial_gain_: the best history epoch's validation gain over the tabular model,
             whether it was kept or not (0.0 when no epoch beat epoch 0).

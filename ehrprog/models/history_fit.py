@@ -182,6 +182,10 @@ def training_record(result: Any) -> dict[str, Any]:
     }
 
 
+#: The fewest validation subjects on which a history is judged (and can be kept); see :func:`judge_history`.
+MIN_VALIDATION_SUBJECTS = 30
+
+
 def judge_history(
     model: VisitSequenceModel,
     start: dict[str, torch.Tensor],
@@ -198,8 +202,11 @@ def judge_history(
     """Keep what the history learned only where it beats the tabular model (epoch 0, whose
     validation outputs are ``epoch0``) on the validation subjects by more than its noise: the gain
     in validation score must exceed one standard error of a paired bootstrap over those subjects
-    (:func:`~ehrprog.networks.inference.paired_gain`, 200 resamples). Otherwise ``model`` is put back to
-    its ``start`` state (offsets zero: the tabular model exactly).
+    (:func:`~ehrprog.networks.inference.paired_gain`, 200 resamples), and there must be at least
+    :data:`MIN_VALIDATION_SUBJECTS` of them: with fewer, the best of several epochs' gains on the
+    same few subjects, and its bootstrap error, say too little (the usual rule of thumb of 30 for a
+    subject-level bootstrap). Otherwise ``model`` is put back to its ``start`` state (offsets zero:
+    the tabular model exactly).
 
     Returns the fitted attributes: ``history_gain_`` (the kept model's validation score minus the
     tabular model's; 0.0 when the history is dropped, ``None`` without a validation split),
@@ -219,7 +226,8 @@ def judge_history(
     gain, se = paired_gain(kept, epoch0, held_out, subjects[valid_rows], seed)
     found["history_gain_se_"] = se if np.isfinite(se) else None
     found["history_trial_gain_"] = gain if np.isfinite(gain) else None
-    if best_epoch > 0 and np.isfinite(gain) and np.isfinite(se) and gain > se:
+    enough = len(np.unique(subjects[valid_rows])) >= MIN_VALIDATION_SUBJECTS
+    if best_epoch > 0 and enough and np.isfinite(gain) and np.isfinite(se) and gain > se:
         found["history_gain_"] = gain
         return found
     model.load_state_dict(start)
@@ -321,6 +329,7 @@ def fit_history(
 
 
 __all__ = [
+    "MIN_VALIDATION_SUBJECTS",
     "baseline_hazard",
     "build_model",
     "engine_settings",
