@@ -247,8 +247,19 @@ def main() -> None:
     )
     parser.add_argument("--epochs", type=int, default=2, help="pre-training epochs")
     parser.add_argument("--eb", action="store_true", help="add the empirical-Bayes eGFR trend row")
+    parser.add_argument(
+        "--min-validation-subjects",
+        type=int,
+        default=None,
+        help="override ehrprog.models.history_fit.MIN_VALIDATION_SUBJECTS (to measure the guard itself)",
+    )
     args = parser.parse_args()
     test_seed, seed_offset = (99, 0) if args.cohort == "test" else (98, 100)
+    if args.min_validation_subjects is not None:
+        import ehrprog.models.history_fit as history_fit
+
+        history_fit.MIN_VALIDATION_SUBJECTS = args.min_validation_subjects
+        print(f"the history is judged on at least {args.min_validation_subjects} validation subjects")
     print(
         f"bench_transfer: ehrprog {ep.__version__}, {platform.machine()}, {os.cpu_count()} cores; "
         f"run {time.strftime('%Y-%m-%d %H:%M')}; {args.cohort} cohorts"
