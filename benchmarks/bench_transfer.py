@@ -9,10 +9,11 @@ Usage::
 World "history" as three health systems record it (``ehrprog.datasets.sites``, docs/simulator.md):
 site A (large, ``--site-a`` people, seed 7) and the small sites B and C (a European and a US
 community system: other case mix, testing, units, coding and 10-30% of diagnoses under local
-codes). For each small site, size N (labeled people of its CKD cohort, drawn from a population of
-the training seed) and seed, these are fitted and scored on ONE test cohort of the site
-(``--test-subjects`` labeled people of seed 99; seed 98 with ``--cohort dev``), the same test points
-for every method:
+codes; ``--sites A`` takes small cohorts from site A itself, other people of the same system: the
+transfer without site differences). For each small site, size N (labeled people of its CKD
+cohort, drawn from a population of the training seed) and seed, these are fitted and scored on
+ONE test cohort of the site (``--test-subjects`` labeled people of seed 99; seed 98 with
+``--cohort dev``), the same test points for every method:
 
 * **own booster**: the package's best baseline (gradient-boosted Cox on the clinical table and
   windowed code counts, tuned over subject folds) fitted on the N people alone;
@@ -232,7 +233,7 @@ def compare(runs: list[dict], test: dict, boot: int) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sites", nargs="+", default=["B", "C"], choices=["B", "C"])
+    parser.add_argument("--sites", nargs="+", default=["B", "C"], choices=["A", "B", "C"])
     parser.add_argument("--sizes", nargs="+", type=int, default=[100, 250, 500])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--site-a", type=int, default=50_000, help="people simulated at site A")
