@@ -70,13 +70,14 @@ def simulated(n: int, seed: int, world: str = "labs", eligibility: str = "prospe
 
 
 def labeled(
-    world: str, n_labeled: int, seed: int, eligibility: str = "prospective"
+    world: str, n_labeled: int, seed: int, eligibility: str = "prospective", build=None
 ) -> tuple[ep.tasks.Cohort, np.ndarray, int]:
     """``n_labeled`` subjects of the CKD cohort of a population of ``world`` (seed ``seed``), drawn
-    with the seed; returns the cohort, the rows kept and the population's size."""
+    with the seed; returns the cohort, the rows kept and the population's size. ``build(people,
+    seed)`` makes the cohort (default: :func:`simulated`)."""
     people = int(np.ceil(n_labeled * OVERSAMPLE[world]))
     while True:
-        cohort = simulated(people, seed, world, eligibility)
+        cohort = build(people, seed) if build is not None else simulated(people, seed, world, eligibility)
         subjects = np.unique(cohort.groups)
         if len(subjects) >= n_labeled:
             break

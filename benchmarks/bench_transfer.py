@@ -61,8 +61,6 @@ from ehrprog.metrics import harrell_c, interval, paired_bootstrap_c
 from ehrprog.models.baselines import WindowedCountsBoostedCox
 
 CACHE = Path(os.environ.get("EHRPROG_BENCH_CACHE", "/tmp/ehrprog_transfer"))
-#: People simulated per labeled person wanted (CKD patients are ~15-20% of world "history").
-OVERSAMPLE = 7.0
 OWN, AS_IS, STACKED, HEADROOM, ORACLE = (
     "own booster",
     "A's booster as it is",
@@ -83,16 +81,10 @@ def site_cohort(site: str, people: int, seed: int) -> ep.tasks.Cohort:
 
 def labeled(site: str, n: int, seed: int) -> tuple[ep.tasks.Cohort, np.ndarray, int]:
     """``n`` labeled people of ``site``'s CKD cohort (seed ``seed``): the cohort, its rows kept, and
-    the population simulated."""
-    people = int(np.ceil(n * OVERSAMPLE))
-    while True:
-        cohort = site_cohort(site, people, seed)
-        subjects = np.unique(cohort.groups)
-        if len(subjects) >= n:
-            break
-        people = int(people * 1.3)
-    chosen = np.random.default_rng(seed).choice(subjects, n, replace=False)
-    return cohort, np.flatnonzero(np.isin(cohort.groups, chosen)), people
+    the population simulated (benchmarks/bench_quality.py's draw)."""
+    from bench_quality import labeled as draw
+
+    return draw("history", n, seed, build=lambda people, s: site_cohort(site, people, s))
 
 
 EB = "own booster + EB eGFR trend (A's prior)"
