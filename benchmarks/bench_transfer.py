@@ -104,23 +104,6 @@ class WithColumns(WindowedCountsBoostedCox):
         return sparse.hstack([super()._features(X), sparse.csr_matrix(self.extra(X))], format="csr")
 
 
-class WithPrior(WindowedCountsBoostedCox):
-    """The own booster with a fitted model's log risk as one more column (stacking)."""
-
-    def __init__(self, prior=None, random_state: int = 0) -> None:
-        super().__init__(random_state=random_state)
-        self.prior = prior
-
-    def _fit_features(self, X):
-        return sparse.hstack([super()._fit_features(X), self._margin(X)], format="csr")
-
-    def _features(self, X):
-        return sparse.hstack([super()._features(X), self._margin(X)], format="csr")
-
-    def _margin(self, X):
-        return sparse.csr_matrix(self.prior.predict(X).reshape(-1, 1))
-
-
 DATA = Path(__file__).resolve().parent / "_data" / "transfer"
 SCRATCH = "estimator from scratch"
 
@@ -294,7 +277,8 @@ def main() -> None:
                 X_tr, y_tr = cohort.X[rows], cohort.y[rows]
                 truth_tr = simulated_truth(people, seed + seed_offset, "history", site=site)
                 own = WindowedCountsBoostedCox(random_state=seed).fit(X_tr, y_tr).predict(X_te)
-                stacked = WithPrior(prior, random_state=seed).fit(X_tr, y_tr).predict(X_te)
+                margin = WithColumns(lambda X: prior.predict(X).reshape(-1, 1), random_state=seed)  # stacking
+                stacked = margin.fit(X_tr, y_tr).predict(X_te)
                 room = headroom(X_tr, y_tr, X_te, truth_tr, truth_te, seed)
                 risks = {OWN: own, AS_IS: as_is, STACKED: stacked, HEADROOM: room, ORACLE: oracle}
                 if trend is not None:
