@@ -336,14 +336,19 @@ def run_evaluate(args: argparse.Namespace) -> int:
     out = _report_output(args)  # before reading the data: a user's files are never replaced
     cohort = _load_cohort(args)
     train, test = subject_split(cohort, test_size=args.test_size, seed=args.seed)
-    test = _apart_from_pretraining(args, cohort, test)
     print(f"split by subject: {len(train):,} training points, {len(test):,} held-out points")
     applied = {}
     if args.transfer_model is not None:  # another site's saved model, applied as it is
         from ehrprog.models.estimator import VisitProgressionEstimator
 
         applied[str(args.transfer_model)] = VisitProgressionEstimator.load(args.transfer_model)
-    rows, fitted = evaluate(cohort, train, test, _model_params(args), random_state=args.seed, applied=applied)
+    on_overlap = "exclude" if args.exclude_overlap else "refuse"  # checked before any fitting
+    rows, fitted = evaluate(
+        cohort, train, test, _model_params(args), args.seed, on_pretraining_overlap=on_overlap, applied=applied
+    )
+    test = fitted["test"]  # less held-out subjects the checkpoint read, with --exclude-overlap
+    if args.checkpoint is not None:
+        print(fitted["overlap"].line(args.checkpoint))
     table = format_table(rows)
     lines = verdict(rows, fitted["risks"], cohort.y[test], cohort.groups[test], args.seed)
     y_held = cohort.y[test]
