@@ -14,9 +14,9 @@ import time
 import numpy as np
 import polars as pl
 import torch
-from sksurv.metrics import concordance_index_censored
 
 import ehrprog as ep
+from ehrprog.metrics import harrell_c
 
 
 def main() -> None:
@@ -52,9 +52,7 @@ def main() -> None:
             started = time.perf_counter()
             risk = est.predict_risk(cohort.X[test])  # returns numpy: the device work is done
             batched = (time.perf_counter() - started) / n_test_subjects
-            c_index = concordance_index_censored(
-                y_test["event"].to_numpy(), y_test["time_to_event_days"].to_numpy(), risk
-            )[0]
+            c_index = harrell_c(y_test["event"].to_numpy(), y_test["time_to_event_days"].to_numpy(), risk)
             print(
                 f"{device:4s} dim {dim:3d}: training {visits / per_epoch:9,.0f} visits/s (median epoch "
                 f"{per_epoch:.2f} s, {visits:,} visits of {len(train):,} points); inference {batched * 1e3:.3f} ms "

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
+from sksurv.metrics import concordance_index_censored
 from sksurv.util import Surv
 
 from ehrprog.metrics import (
+    concordance_counts,
     evaluation_times,
     expected_calibration_error,
     harrell_c,
@@ -146,3 +150,42 @@ def test_the_brier_score_scores_test_points_followed_past_every_training_subject
     assert same == pytest.approx(
         _brier_by_hand((event_tr, time_tr), (event_te[inside], time_te[inside]), survival[inside], times), rel=1e-9
     )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(2, 120).flatmap(
+        lambda n: st.tuples(
+            st.lists(st.booleans(), min_size=n, max_size=n),
+            st.lists(st.integers(0, 12), min_size=n, max_size=n),
+            st.lists(st.integers(0, 6), min_size=n, max_size=n),
+        )
+    )
+)
+def test_concordance_counts_equal_scikit_survival_with_ties_in_time_and_risk(data):
+    event, time, risk = (np.array(column) for column in data)
+    risk = risk * 0.25  # ties in risk, and near-ties inside the tolerance below
+    risk[::3] += 1e-9
+    try:
+        expected = concordance_index_censored(event.astype(bool), time.astype(float), risk)
+    except ValueError:  # no event, or no comparable pair: ours refuses too
+        with pytest.raises(ValueError):
+            concordance_counts(event, time, risk)
+        return
+    got = concordance_counts(event, time, risk)
+    if np.isnan(expected[0]):  # events, but none with a comparable pair
+        assert np.isnan(got.c_index) and got.comparable == 0
+        return
+    assert got.c_index == pytest.approx(float(expected[0]), abs=1e-12)
+    assert (got.concordant, got.discordant, got.tied_risk) == tuple(int(v) for v in expected[1:4])
+    assert got.comparable == got.concordant + got.discordant + got.tied_risk
+    assert harrell_c(event, time, risk) == got.c_index
+
+
+def test_concordance_counts_refuse_what_harrell_c_cannot_score():
+    with pytest.raises(ValueError, match="differ in length"):
+        concordance_counts(np.ones(3), np.ones(2), np.ones(3))
+    with pytest.raises(ValueError, match="finite"):
+        concordance_counts(np.ones(2), np.ones(2), np.array([0.0, np.nan]))
+    with pytest.raises(ValueError, match="censored"):
+        concordance_counts(np.zeros(4), np.arange(4), np.arange(4))

@@ -7,12 +7,14 @@ implementations, so figures match what a reviewer computes with it; inputs are t
 event indicators. :func:`paired_bootstrap_c` gives subject-level bootstrap intervals of Harrell's
 C and of the differences between methods scored on the same points.
 
-In :mod:`~ehrprog.metrics.stage`, :mod:`~ehrprog.metrics.survival` and
+In :mod:`~ehrprog.metrics.stage`, :mod:`~ehrprog.metrics.survival`,
+:mod:`~ehrprog.metrics.concordance` (Harrell's C counted by sorting, scikit-survival's pairs) and
 :mod:`~ehrprog.metrics.bootstrap`; every name is reachable from here. Imports no other part of
 ehrprog: every stage above may score with it (``docs/architecture.md``).
 """
 
 from ehrprog.metrics.bootstrap import interval, paired_bootstrap_c
+from ehrprog.metrics.concordance import Concordance, concordance_counts
 from ehrprog.metrics.stage import expected_calibration_error, macro_auroc, quadratic_weighted_kappa
 from ehrprog.metrics.survival import (
     evaluation_times,
@@ -25,6 +27,8 @@ from ehrprog.metrics.survival import (
 )
 
 __all__ = [
+    "Concordance",
+    "concordance_counts",
     "evaluation_times",
     "expected_calibration_error",
     "harrell_c",
