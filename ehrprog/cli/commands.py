@@ -416,6 +416,29 @@ def run_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_predict(args: argparse.Namespace) -> int:
+    """A saved model's predictions on the data, one Parquet file per shard (flat memory on a
+    cohort saved by ``ehrprog build``)."""
+    from ehrprog.core.output import OutputFolder
+    from ehrprog.evaluation.predictions import PREDICTIONS_KIND, write_predictions
+    from ehrprog.io.database import is_database_uri
+    from ehrprog.models.estimator import VisitProgressionEstimator
+
+    sources = [args.model, *([] if is_database_uri(str(args.data)) else [args.data])]
+    out = OutputFolder(args.out, PREDICTIONS_KIND, inputs=sources, overwrite=args.overwrite).check()
+    model = VisitProgressionEstimator.load(args.model)  # before reading the data
+    cohort = _load_cohort(args)
+    started = time.perf_counter()
+    with out.writing() as folder:
+        record = write_predictions(model, cohort.X, cohort.y, folder, args.horizon_years)
+    print(
+        f"wrote {record['points']:,} predictions in {len(record['files'])} file(s) to "
+        f"{redact(str(args.out))}/predictions in {time.perf_counter() - started:.1f} s ({record['labelled']:,} "
+        f"with an observed outcome at {args.horizon_years:g} years; columns {', '.join(record['columns'])})"
+    )
+    return 0
+
+
 def run_report(args: argparse.Namespace) -> int:
     """A saved model's report on some data: the cohort charts and one patient."""
     from ehrprog.evaluation import report

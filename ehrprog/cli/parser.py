@@ -14,6 +14,7 @@ from ehrprog.cli.commands import (
     run_fit,
     run_inspect,
     run_plugins,
+    run_predict,
     run_pretrain,
     run_report,
     run_simulate,
@@ -52,7 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit = _command(sub, "fit", help="fit the model on your data and save it (with its model card)")
     report = _command(sub, "report", help="a saved model's report on some data, with one patient's timeline")
-    for command in (evaluate, fit, report):
+    predict = _command(
+        sub, "predict", help="a saved model's predictions on some data, written shard by shard (MEDS prediction schema)"
+    )
+    for command in (evaluate, fit, report, predict):
         command.add_argument(
             "--data", required=True, help="an OMOP folder, a MEDS dataset, a database URI or a cohort saved by build"
         )
@@ -96,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, default=Path("ehrprog_report"), help="the report folder")
     report.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     report.set_defaults(func=run_report)
+    predict.add_argument("--model", required=True, type=Path, help="a folder written by `ehrprog fit` or est.save()")
+    predict.add_argument("--out", required=True, type=Path, help="the predictions folder")
+    predict.add_argument(
+        "--horizon-years", type=real(0, None), default=2.0, help="the horizon of the predicted probability"
+    )
+    predict.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+    predict.set_defaults(func=run_predict)
     inspect = _command(sub, "inspect", help="summarise an OMOP or MEDS dataset and its ingest report")
     inspect.add_argument("path", help="an OMOP folder, a MEDS dataset, or postgresql://... / duckdb:///... URI")
     inspect.add_argument("--format", choices=["auto", "omop", "meds"], default="auto")

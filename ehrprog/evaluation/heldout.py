@@ -15,6 +15,7 @@ import polars as pl
 from sklearn.model_selection import GroupShuffleSplit
 
 from ehrprog.cohorts.cohort import Cohort, CohortX
+from ehrprog.evaluation.predictions import prediction_frame
 from ehrprog.evaluation.pretraining import TRANSFER, OnOverlap, apart_from_pretraining, scratch_variant
 from ehrprog.metrics import (
     evaluation_times,
@@ -198,28 +199,16 @@ def meds_predictions(model: Any, X: CohortX, y: pl.DataFrame, horizon_years: flo
     ``boolean_value`` is whether the point progressed within the horizon;
     ``predicted_boolean_probability`` is the predicted ``1 - S(horizon)`` and
     ``predicted_boolean_value`` whether it is at least 0.5. Points censored before the horizon
-    have no binary label and are left out; their count is returned beside the frame.
+    have no binary label and are left out; their count is returned beside the frame
+    (:func:`~ehrprog.evaluation.predictions.prediction_frame` keeps them, with a null label).
     """
-    horizon = horizon_years * 365.25
-    event = y["event"].to_numpy().astype(bool)
-    time = y["time_to_event_days"].to_numpy().astype(float)
-    labelled = (event & (time <= horizon)) | (time > horizon)
-    rows = np.flatnonzero(labelled)
-    probability = 1.0 - survival_at(model.predict_survival_function(X[rows]), horizon)
-    points = X.points[rows]
-    frame = pl.DataFrame(
-        {
-            "subject_id": points["subject_id"],
-            "prediction_time": points["prediction_time"],
-            "boolean_value": event[rows] & (time[rows] <= horizon),
-            "integer_value": pl.Series([None] * len(rows), dtype=pl.Int64),
-            "float_value": pl.Series([None] * len(rows), dtype=pl.Float32),
-            "categorical_value": pl.Series([None] * len(rows), dtype=pl.String),
-            "predicted_boolean_value": probability >= 0.5,
-            "predicted_boolean_probability": probability.astype(np.float32),
-        }
-    )
-    return frame, int((~labelled).sum())
+    frame = prediction_frame(model, X, y, horizon_years)
+    labelled = frame["boolean_value"].is_not_null()
+    kept = frame.filter(labelled).select(
+        "subject_id", "prediction_time", "boolean_value", "integer_value", "float_value", "categorical_value",
+        "predicted_boolean_value", "predicted_boolean_probability",
+    )  # fmt: skip
+    return kept, int((~labelled).sum())
 
 
 def heldout_record(metrics: dict[str, float], X_te: CohortX) -> dict[str, Any]:

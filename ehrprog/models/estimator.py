@@ -208,9 +208,14 @@ class VisitProgressionEstimator(RoutedParams, ExplanationMixin, PersistenceMixin
 
     def _visit_tensors(self, X: CohortX, tabular: np.ndarray | None = None) -> VisitTensors:
         """The model's input arrays for ``X`` (in memory, or read shard by shard for a cohort on
-        disk), the tabular model's outputs as the points' features (``tabular``: already computed).
-        Warns (:class:`~ehrprog.core.errors.UnitWarning`) where a code's values are in another unit
-        than at training, with no conversion between them."""
+        disk), the tabular model's outputs as the points' features (``tabular``: already computed)."""
+        self._warn_unit_changes(X)
+        outputs = self.tabular_.transform(X) if tabular is None else tabular
+        return visit_tensors(X, self.vocabulary_, self.max_codes_per_visit, self.max_visits, self.value_scale_, outputs)
+
+    def _warn_unit_changes(self, X: CohortX) -> None:
+        """Warns (:class:`~ehrprog.core.errors.UnitWarning`) where a code's values are in another
+        unit than at training, with no conversion between them."""
         changed = self.vocabulary_.unit_changes(X.code_metadata)
         if changed and getattr(self, "model_", None) is not None:
             warnings.warn(
@@ -218,10 +223,8 @@ class VisitProgressionEstimator(RoutedParams, ExplanationMixin, PersistenceMixin
                 f"conversion relates (ehrprog.io.units): {', '.join(changed[:5])}; their values are read as they are. "
                 "Convert them to the training unit, or refit on this data",
                 UnitWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
-        outputs = self.tabular_.transform(X) if tabular is None else tabular
-        return visit_tensors(X, self.vocabulary_, self.max_codes_per_visit, self.max_visits, self.value_scale_, outputs)
 
     # ----------------------------------------------------------- training
     def fit(self, X: CohortX, y: Any, groups: Any = None) -> VisitProgressionEstimator:
@@ -275,19 +278,39 @@ class VisitProgressionEstimator(RoutedParams, ExplanationMixin, PersistenceMixin
         self, X: CohortX, tabular: np.ndarray | None = None
     ) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Stage logits ``[n, K]`` and risk outputs in the order of ``X``'s points, on ``device``
-        (``tabular``: the tabular model's outputs for ``X``, already computed)."""
+        (``tabular``: the tabular model's outputs for ``X``, already computed).
+
+        Piece by piece (:meth:`~ehrprog.cohorts.cohort.CohortX.parts`): a cohort on disk is read shard by
+        shard, so memory holds one shard's visits, features and tensors at a time, and the outputs."""
+        check_is_fitted(self, "model_")
+        self._warn_unit_changes(X)
         device = self._device()
         self.model_.to(device)
-        tensors = self._visit_tensors(X, tabular)
-        unknown = getattr(tensors, "unknown_share", 0.0)
-        if unknown > UNKNOWN_CODES_WARNING:
+        model = self.model_
+        logits = np.zeros((len(X), model.n_classes), np.float32) if model.stage_head is not None else None
+        risk = None
+        if model.risk_head is not None:
+            risk = np.zeros((len(X), model.survival_pieces) if model.survival_pieces else len(X), np.float32)
+        unknown = 0.0
+        for part, rows in X.parts():
+            outputs = self.tabular_.transform(part) if tabular is None else tabular[rows]
+            tensors = visit_tensors(
+                part, self.vocabulary_, self.max_codes_per_visit, self.max_visits, self.value_scale_, outputs
+            )
+            unknown += getattr(tensors, "unknown_share", 0.0) * len(rows)
+            part_logits, part_risk = batched_outputs(model, tensors, np.arange(len(part)), device, self.batch_size)
+            if logits is not None:
+                logits[rows] = part_logits
+            if risk is not None:
+                risk[rows] = part_risk
+        if len(X) and unknown / len(X) > UNKNOWN_CODES_WARNING:
             warnings.warn(
-                f"{unknown:.0%} of the input codes were never seen in training (e.g. another code system, "
+                f"{unknown / len(X):.0%} of the input codes were never seen in training (e.g. another code system, "
                 "'OMOP/<id>' vs 'SNOMED/...'): the history adds almost nothing to these predictions",
                 UserWarning,
                 stacklevel=3,
             )
-        return batched_outputs(self.model_, tensors, np.arange(len(X)), device, self.batch_size)
+        return logits, risk
 
     def predict_proba(self, X: CohortX) -> np.ndarray:
         """Stage probabilities ``[n, len(classes_)]``."""
@@ -326,6 +349,28 @@ class VisitProgressionEstimator(RoutedParams, ExplanationMixin, PersistenceMixin
             return step_functions(self.event_times_, survival, return_array)
         breslow = BreslowSurvival(self.event_times_, self.cumulative_baseline_hazard_)
         return breslow.survival_function(self.predict_risk(X), return_array)
+
+    def predict_survival_at(self, X: CohortX, days: float | np.ndarray) -> np.ndarray:
+        """Progression-free survival at ``days`` after each point: ``[n]`` for one time, ``[n, M]``
+        for ``M`` times; the values :meth:`predict_survival_function`'s step functions give there
+        (held flat before the first and after the last training event time), without building them."""
+        self._check(X)
+        self._require("progression", "predict_survival_at")
+        return self._survival_at(self._predict_outputs(X)[1], days)
+
+    def _survival_at(self, risk: np.ndarray, days: float | np.ndarray) -> np.ndarray:
+        """:meth:`predict_survival_at` from the risk outputs of :meth:`_predict_outputs`."""
+        times = self.event_times_
+        wanted = np.atleast_1d(np.asarray(days, dtype=np.float64))
+        at = np.searchsorted(times, np.clip(wanted, times[0], times[-1]), side="right") - 1
+        if self.survival_head == "piecewise":
+            years = torch.from_numpy(times[at] / DAYS_PER_YEAR)
+            log_hazard = torch.from_numpy(np.asarray(risk)).double()
+            survival = torch.exp(-cumulative_hazard(log_hazard, years, SURVIVAL_PIECES_YEARS)).numpy()
+        else:
+            relative = np.exp(np.asarray(risk, dtype=np.float64))
+            survival = np.exp(-np.outer(relative, self.cumulative_baseline_hazard_[at]))
+        return survival[:, 0] if np.ndim(days) == 0 else survival
 
     def score(self, X: CohortX, y: Any) -> float:
         """Macro one-vs-rest AUROC (stage), Harrell's C (progression), or their mean (both)."""
