@@ -9,6 +9,9 @@ resident memory (ru_maxrss) is its own:
    beside the in-memory Arrow size of the input tables.
 2. ehrprog and the pandas baseline (``pandas_baseline.py``, loops over patients and visits) on
    the same smaller cohort; the speed-up is the ratio of their wall times.
+2b. ehrprog against a bare polars pipeline (``polars_baseline.py``: the same read, same-day
+   visits and CKD stage events with no checks) on the ``--ratio-subjects`` cohort (20,000), each
+   the median of ``--ratio-repeat`` fresh processes, timed after the imports: ehrprog / bare.
 3. Streaming conversion of the large cohort to MEDS (``read_omop(materialize=False)`` +
    ``write_meds``): time and peak memory.
 4. The pipeline of 1. from that MEDS dataset (``read_meds``).
@@ -49,6 +52,36 @@ from pandas_baseline import build_cohort
 start = time.perf_counter()
 events, points = build_cohort(Path(sys.argv[1]))
 print(json.dumps({"events": events, "points": len(points), "seconds": time.perf_counter() - start}))
+"""
+STAGES = """
+import json, sys, time
+import ehrprog as ep
+start = time.perf_counter()
+events = ep.read_omop(sys.argv[1])
+read = time.perf_counter()
+visits = ep.group_visits(events, "same_day")
+grouped = time.perf_counter()
+stages = ep.tasks.CKDProgression().stage_events(events)
+done = time.perf_counter()
+print(json.dumps({"events": events.report.rows_kept, "visits": visits.n_visits, "stages": stages.height,
+                  "seconds": done - start, "read_s": read - start, "visits_s": grouped - read,
+                  "stages_s": done - grouped}))
+"""
+BARE = """
+import json, sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+import polars_baseline as bare
+root = Path(sys.argv[1])
+start = time.perf_counter()
+frame = bare.events(root)
+read = time.perf_counter()
+visits = bare.same_day_visits(frame)
+grouped = time.perf_counter()
+stages = bare.stage_events(frame, root)
+done = time.perf_counter()
+print(json.dumps({"events": frame.height, "visits": visits.height, "stages": stages.height, "seconds": done - start,
+                  "read_s": read - start, "visits_s": grouped - read, "stages_s": done - grouped}))
 """
 FROM_MEDS = EHRPROG.replace("ep.read_omop(sys.argv[1])", "ep.read_meds(sys.argv[1])")
 CONVERT = """
@@ -102,6 +135,8 @@ def main() -> None:
     parser.add_argument("--baseline-subjects", type=int, default=5_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeat", type=int, default=3, help="runs of the large pipeline (median reported)")
+    parser.add_argument("--ratio-subjects", type=int, default=20_000, help="cohort of ehrprog vs bare polars")
+    parser.add_argument("--ratio-repeat", type=int, default=5, help="processes per side (median reported)")
     parser.add_argument("--skip-convert", action="store_true")
     args = parser.parse_args()
 
@@ -144,6 +179,24 @@ def main() -> None:
         f"    speed-up {theirs['seconds'] / ours['seconds']:.1f}x; at 100k scale ehrprog's throughput is "
         f"{(big['events'] / big['seconds']) / (theirs['events'] / theirs['seconds']):.1f}x the baseline's"
     )
+
+    middle = ensure_cohort(args.ratio_subjects, args.seed)
+    ours_runs, bare_runs = [], []
+    for _ in range(args.ratio_repeat):  # alternated, so drifts of the machine touch both sides alike
+        ours_runs.append(run(STAGES, str(middle)))
+        bare_runs.append(run(BARE, str(middle), str(HERE)))
+    ours, bare = (sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2] for runs in (ours_runs, bare_runs))
+    print(
+        f"\n[2b] read + same-day visits + CKD stage events, {args.ratio_subjects:,} subjects (median of "
+        f"{args.ratio_repeat} processes each, after the imports):"
+    )
+    for name, r in (("ehrprog", ours), ("bare polars", bare)):
+        print(
+            f"    {name:12s} {r['seconds']:6.2f} s (read {r['read_s']:.2f}, visits {r['visits_s']:.2f}, stages "
+            f"{r['stages_s']:.2f}); {r['events']:,} events, {r['visits']:,} visits, {r['stages']:,} stage events"
+        )
+    ratio = ours["seconds"] / bare["seconds"]
+    print(f"    ehrprog / bare polars: {ratio:.2f}x (target under 2x: {'met' if ratio < 2 else 'not met'})")
 
     if not args.skip_convert:
         out = DATA / f"meds_{args.subjects}_{args.seed}"

@@ -198,3 +198,19 @@ def test_real_extract_visit_id_grouping_matches_visit_table():
     visits = ep.group_visits(events, "visit_id")
     assert visits.n_visits == 1791  # the visit_occurrence row count
     assert isinstance(events, EventFrame)
+
+
+@pytest.mark.parametrize("strategy", ["same_day", ep.Gap(hours=0)], ids=str)
+@given(rows=event_tables(), fresh=st.lists(st.sampled_from(["zz/9", "Zy", "a", "B0", "é/1"]), min_size=1, unique=True))
+def test_codes_in_a_visit_are_in_code_string_then_value_order(strategy, rows, fresh):
+    """The documented order inside a visit (time, code string, value), whatever order the codes'
+    categories were created in: codes are sorted by their strings, not by their categorical ids."""
+    pl.Series(list(reversed(fresh)), dtype=pl.Categorical)  # categories created in reverse string order
+    rows = [
+        (subject, BASE + timedelta(days=(time - BASE).days), fresh[i % len(fresh)] if i % 2 else code, value, n, vid)
+        for i, (subject, time, code, value, n, vid) in enumerate(rows)
+    ]  # one time per day: a visit's codes all share it
+    visits = ep.group_visits(_frame(rows), strategy).frame.explode("visits").unnest("visits").drop_nulls("visit_index")
+    for codes, values in zip(visits["codes"].to_list(), visits["numeric_values"].to_list(), strict=True):
+        keys = [(code, value is not None, value or 0.0) for code, value in zip(codes, values, strict=True)]
+        assert keys == sorted(keys)

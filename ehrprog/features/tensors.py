@@ -196,7 +196,8 @@ class Batch:
         )
 
     def tensors(self, device) -> dict:
-        """The arrays the model reads, as torch tensors on ``device`` (codes as int64)."""
+        """The arrays the model reads, as torch tensors on ``device`` (codes as int64; on CUDA
+        copied from pinned memory without blocking)."""
         import torch
 
         names = (
@@ -213,9 +214,16 @@ class Batch:
             "has_current_value",
             "point_features",
         )
-        out = {"codes": torch.from_numpy(self.codes.astype(np.int64)).to(device)}
-        out.update({name: torch.from_numpy(getattr(self, name)).to(device) for name in names})
-        out["visit_type"] = torch.from_numpy(self.visit_type.astype(np.int64)).to(device)
+        cuda = torch.device(device).type == "cuda"
+
+        def move(array: np.ndarray):
+            tensor = torch.from_numpy(array)
+            # Pinned, so the copy to the GPU overlaps the step in flight (prefetched batches).
+            return tensor.pin_memory().to(device, non_blocking=True) if cuda else tensor.to(device)
+
+        out = {"codes": move(self.codes.astype(np.int64))}
+        out.update({name: move(getattr(self, name)) for name in names})
+        out["visit_type"] = move(self.visit_type.astype(np.int64))
         return out
 
 

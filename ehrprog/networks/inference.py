@@ -14,6 +14,7 @@ import torch
 from ehrprog.features.tensors import Batch, VisitTensors
 from ehrprog.metrics import harrell_c, macro_auroc
 from ehrprog.networks.piecewise import risk_score
+from ehrprog.networks.prefetch import prefetched
 
 #: Subjects per batch at prediction time (more than in training: no gradients are kept).
 PREDICT_BATCH_SUBJECTS = 256
@@ -34,8 +35,7 @@ def batched_outputs(
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        for part in tensors.plan_batches(rows, max(batch_size, PREDICT_BATCH_SUBJECTS)):
-            batch = tensors.batch(part)
+        for batch in prefetched(tensors.plan_batches(rows, max(batch_size, PREDICT_BATCH_SUBJECTS)), tensors.batch):
             out_logits, out_risk = model(batch.tensors(device))
             where = position[batch.point_index]
             if logits is not None:

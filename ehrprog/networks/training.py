@@ -19,6 +19,8 @@ engine owns everything around it, once:
 * **early stopping** as scikit-learn's MLP does it: the monitored value (validation loss, or a
   validation score, else the training loss) must improve by more than ``tol`` within
   ``n_iter_no_change`` epochs; the best epoch's weights are restored;
+* **batches loaded ahead**: the next batches are read and assembled on a background thread while
+  the current one trains (:mod:`~ehrprog.networks.prefetch`);
 * **progress** (a tqdm bar per epoch when ``verbose``) and a **history** of one dict per epoch.
 """
 
@@ -34,6 +36,8 @@ import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+
+from ehrprog.networks.prefetch import PREFETCH_BATCHES, prefetched
 
 T = TypeVar("T")
 
@@ -61,6 +65,8 @@ class TrainSettings:
         seed: seeds dropout per epoch (the caller seeds initialisation and batch order).
         verbose: a progress bar per epoch when true (rank 0 only).
         description: the progress bar's label.
+        prefetch: batches loaded ahead of the step on a background thread
+            (:mod:`~ehrprog.networks.prefetch`; 0: none). The batches and their order are the same.
     """
 
     max_epochs: int = 20
@@ -75,6 +81,7 @@ class TrainSettings:
     seed: int = 0
     verbose: bool = False
     description: str = "epoch"
+    prefetch: int = PREFETCH_BATCHES
 
 
 @dataclass
@@ -236,14 +243,13 @@ def train(
         with torch.random.fork_rng(devices=[device] if amp else []):
             torch.manual_seed(settings.seed + epoch + 1000 * rank)
             bar = tqdm(
-                mine,
+                prefetched(mine, lambda item: load(item, device), settings.prefetch),
                 total=len(mine),
                 disable=not settings.verbose or rank > 0,
                 desc=f"{settings.description} {epoch}",
                 leave=True,
             )
-            for number, item in enumerate(bar, start=1):
-                inputs = load(item, device)
+            for number, inputs in enumerate(bar, start=1):
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                     loss, parts = trained(inputs)
                 value = _check_finite(loss, f"epoch {epoch}, batch {number} of {len(mine)}")

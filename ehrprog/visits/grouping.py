@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import polars as pl
 
 from ehrprog.io.events import EventFrame, collect_two_at_a_time, subject_attributes
@@ -189,8 +190,9 @@ def group_visits(events: EventFrame | pl.DataFrame | pl.LazyFrame, strategy: Str
             # In-memory events are ordered by subject, time and row hash: group them slice by slice
             # (never splitting a subject), two slices at a time, so only two slices' intermediate
             # lists are alive at once.
+            ranks = code_ranks(events.unique_codes())
             slices = [
-                _group(in_model_units(piece.lazy(), units), attributes.lazy(), True, strategy)
+                _group(in_model_units(piece.lazy(), units), attributes.lazy(), True, strategy, ranks)
                 for piece in events.subject_slices()
             ]
             # One chunk per column per slice: columns whose chunks do not line up are copied
@@ -198,15 +200,18 @@ def group_visits(events: EventFrame | pl.DataFrame | pl.LazyFrame, strategy: Str
             # stray second chunk costs far less to merge here.
             pieces = [piece.rechunk() for piece in collect_two_at_a_time(slices)]
             if not pieces:
-                pieces = [_collect(_group(in_model_units(events.lazy, units), attributes.lazy(), True, strategy))]
+                lazy = in_model_units(events.lazy, units)
+                pieces = [_collect(_group(lazy, attributes.lazy(), True, strategy, ranks))]
             return VisitFrame(pl.concat(pieces), strategy, with_units(events.codes, units))
         lazy = in_model_units(events.lazy, units)
-        frame = _collect(_group(lazy, attributes.lazy(), False, strategy))
+        frame = _collect(_group(lazy, attributes.lazy(), False, strategy, code_ranks(events.unique_codes())))
         return VisitFrame(frame, strategy, with_units(events.codes, units))
     lazy = conform_events(events.lazy())
     codes = lazy.select(pl.col("code").unique()).collect()["code"]
     units = unit_table(lazy)
-    frame = _collect(_group(in_model_units(lazy, units), subject_attributes(lazy, codes), False, strategy))
+    frame = _collect(
+        _group(in_model_units(lazy, units), subject_attributes(lazy, codes), False, strategy, code_ranks(codes))
+    )
     return VisitFrame(frame, strategy, with_units(None, units))
 
 
@@ -229,12 +234,26 @@ def with_units(codes: pl.DataFrame | None, units: pl.DataFrame) -> pl.DataFrame 
     )
 
 
+def code_ranks(codes: pl.Series) -> pl.Series:
+    """Each code's rank in string order, indexed by its categorical id (``UInt32``; codes not in
+    ``codes`` get 0): sorting a visit's codes by this integer is sorting them by their strings,
+    without casting every event's code to a string (which cost two thirds of the grouping)."""
+    codes = codes.drop_nulls().unique()
+    ids = codes.to_physical().cast(pl.Int64).to_numpy()
+    ranks = np.zeros(int(ids.max()) + 1 if len(ids) else 1, dtype=np.uint32)
+    ranks[ids[codes.cast(pl.String).arg_sort().to_numpy()]] = np.arange(len(ids), dtype=np.uint32)
+    return pl.Series("_rank", ranks)
+
+
 def _collect(frame: pl.LazyFrame) -> pl.DataFrame:
     return frame.collect(engine="in-memory")
 
 
-def _group(lazy: pl.LazyFrame, attributes: pl.LazyFrame, ordered: bool, strategy: Strategy) -> pl.LazyFrame:
-    """The plan grouping events (of whole subjects) into the nested visit frame; see :func:`group_visits`."""
+def _group(
+    lazy: pl.LazyFrame, attributes: pl.LazyFrame, ordered: bool, strategy: Strategy, ranks: pl.Series
+) -> pl.LazyFrame:
+    """The plan grouping events (of whole subjects) into the nested visit frame; see
+    :func:`group_visits` (``ranks``: :func:`code_ranks` of the events' codes)."""
     vital = pl.col("code").is_in([BIRTH_CODE, DEATH_CODE])
     timed = lazy.filter(pl.col("time").is_not_null() & ~vital)
     content_hash = row_hash().alias("_hash")
@@ -243,14 +262,15 @@ def _group(lazy: pl.LazyFrame, attributes: pl.LazyFrame, ordered: bool, strategy
     elif strategy == "visit_id":
         timed = timed.with_columns(content_hash)
     columns = ["subject_id", "time", "code", "numeric_value", "visit_id", "visit_type"]
-    timed = timed.select(*columns, *(["_hash"] if strategy == "visit_id" else []))
+    rank = pl.lit(ranks).gather(pl.col("code").to_physical()).alias("_rank")
+    timed = timed.select(*columns, rank, *(["_hash"] if strategy == "visit_id" else []))
     keyed = _visit_keys(timed, strategy)
     # Rows are in time order within a visit: its start and end are its first and last times.
     # (first/last and filter-then-first are several times faster than min/max and drop_nulls
     # in polars' grouped aggregation.)
     # Inside a visit, codes (and their values) are in (time, code string, value) order: the
     # documented order, the same under any polars version (row hashes are stable within one only).
-    content_order = ("time", pl.col("code").cast(pl.String), "numeric_value")
+    content_order = ("time", "_rank", "numeric_value")
     visit_values = [
         pl.col("time").first().alias("start"),
         pl.col("time").last().alias("end"),
