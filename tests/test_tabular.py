@@ -130,3 +130,69 @@ def test_the_history_is_kept_only_beyond_its_noise_else_the_estimator_is_its_tab
         assert est.history_gain_ == 0.0
         assert np.abs(parts["history_risk"]).max() < 1e-5  # the offsets are exactly zero again
         np.testing.assert_allclose(est.predict_risk(X), est.tabular_.transform(X)[:, 0], rtol=1e-5, atol=1e-6)
+
+
+def test_above_max_fit_points_the_models_fit_a_seeded_sample_of_whole_subjects(sim_cohort):
+    X = sim_cohort.X
+    event, time = _survival(sim_cohort)
+    subjects = X.points["subject_id"].to_numpy()
+    rows = np.arange(len(X))
+    model = TabularModel(risk_model="cox", max_fit_points=1000, random_state=3)
+    stacked = model.fit_stacked(X, event=event, time=time, groups=subjects, train_rows=rows)
+    sample = model.fit_sample_
+    assert sample["of_points"] == len(X) and sample["points"] <= 1000 and sample["seed"] == 3
+    assert sample["of_subjects"] == len(np.unique(subjects)) > sample["subjects"]
+    # Whole subjects: the sample is every point of the subjects drawn (found again from its seed).
+    again = TabularModel(risk_model="cox", max_fit_points=1000, random_state=3)
+    drawn = again._fitting_sample(rows, subjects)
+    assert again.fit_sample_ == sample and len(drawn) == sample["points"]
+    assert np.isin(subjects, subjects[drawn]).sum() == len(drawn)
+    # Outside the sample, the outputs of the model fitted on it (points it never saw); inside, out-of-fold.
+    outside = np.setdiff1d(rows, drawn)
+    np.testing.assert_allclose(stacked[outside], model.transform(X[outside]), rtol=1e-6)
+    assert not np.allclose(stacked[drawn], model.transform(X[drawn]))
+    # The linear Cox saw only the sample: fitting on the sample alone gives the same coefficients.
+    alone = TabularModel(risk_model="cox", max_fit_points=None)
+    alone.fit_stacked(
+        X[drawn], event=event[drawn], time=time[drawn], groups=subjects[drawn], train_rows=np.arange(len(drawn))
+    )
+    np.testing.assert_allclose(alone.cox_.coef, model.cox_.coef, rtol=1e-6)
+    twin = TabularModel.from_state(model.state())
+    assert twin.fit_sample_ == sample
+    assert (
+        TabularModel(risk_model="cox").fit_stacked(X, event=event, time=time, groups=subjects, train_rows=rows)
+        is not None
+    )
+
+
+def test_a_cohort_on_disk_gives_the_tabular_model_of_the_cohort_in_memory(sim_cohort, tmp_path):
+    import ehrprog as ep
+
+    loaded = ep.load_cohort(sim_cohort.save(tmp_path / "cohort", subjects_per_shard=60))
+    assert len(loaded.X.store.names) > 1
+    key = ["subject_id", "prediction_time"]
+    order = (
+        loaded.X.points.select(key)
+        .with_row_index("disk")
+        .join(sim_cohort.X.points.select(key).with_row_index("memory"), on=key)
+    )
+    disk_rows, memory_rows = order["disk"].to_numpy(), order["memory"].to_numpy()
+    fits = []
+    for cohort in (sim_cohort, loaded):
+        event, time = _survival(cohort)
+        subjects = cohort.X.points["subject_id"].to_numpy()
+        model = TabularModel(booster_grid={"max_depth": [2], "n_estimators": [20]}, min_booster_events=1)
+        stacked = model.fit_stacked(
+            cohort.X, event=event, time=time, groups=subjects, train_rows=np.arange(len(subjects))
+        )
+        fits.append((model, stacked))
+    (memory, _), (disk, _) = fits
+    assert disk.windowed_.codes_ == memory.windowed_.codes_ and disk.windowed_.lab_codes_ == memory.windowed_.lab_codes_
+    # The windowed counts, read shard by shard, are the in-memory ones point by point.
+    counts_disk = disk.windowed_.transform(loaded.X)[disk_rows].toarray()
+    counts_memory = memory.windowed_.transform(sim_cohort.X)[memory_rows].toarray()
+    np.testing.assert_array_equal(counts_disk, counts_memory)
+    # One fitted model gives the same outputs from disk, shard by shard, as from memory.
+    np.testing.assert_allclose(
+        memory.transform(loaded.X)[disk_rows], memory.transform(sim_cohort.X)[memory_rows], rtol=1e-5, atol=1e-6
+    )

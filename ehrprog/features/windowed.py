@@ -50,25 +50,30 @@ class WindowedCounts(TransformerMixin, BaseEstimator):
         self.min_readings = min_readings
 
     def fit(self, X: CohortX, y: Any = None) -> WindowedCounts:
-        self._fit(_flat_codes(X))
+        """Choose the codes on ``X``'s points, piece by piece (:meth:`~ehrprog.cohorts.cohort.CohortX.parts`:
+        a cohort on disk shard by shard; its shards hold disjoint subjects, so per-piece counts
+        of subjects and readings add up exactly)."""
+        self._fit([_code_tallies(_flat_codes(part)) for part, _ in X.parts()])
         return self
 
     def fit_transform(self, X: CohortX, y: Any = None) -> sparse.csr_matrix:
-        """``fit`` then :meth:`transform`, reading the points' histories once."""
-        flat = _flat_codes(X)
-        self._fit(flat)
+        """``fit`` then :meth:`transform`, reading the points' histories once (in memory)."""
+        parts = list(X.parts())
+        if len(parts) != 1 or not np.array_equal(parts[0][1], np.arange(len(X))):  # several pieces: two passes
+            return self.fit(X).transform(X)
+        flat = _flat_codes(parts[0][0])
+        self._fit([_code_tallies(flat)])
         return self._transform(flat, len(X))
 
-    def _fit(self, flat: pl.DataFrame) -> None:
+    def _fit(self, tallies: list[tuple[pl.DataFrame, pl.DataFrame]]) -> None:
+        subjects = pl.concat([t[0] for t in tallies]).group_by("code").agg(pl.col("subjects").sum())
         by_subject = (
-            flat.group_by("code")
-            .agg(pl.col("subject_id").n_unique().alias("subjects"))
-            .filter(pl.col("subjects") >= self.min_subjects)
+            subjects.filter(pl.col("subjects") >= self.min_subjects)
             .sort(["subjects", "code"], descending=[True, False])
             .head(self.max_codes)
         )
         self.codes_ = by_subject["code"].to_list()
-        readings = flat.filter(pl.col("value").is_not_null()).group_by("code").agg(pl.len().alias("n"))
+        readings = pl.concat([t[1] for t in tallies]).group_by("code").agg(pl.col("n").sum())
         self.lab_codes_ = readings.filter(pl.col("n") >= self.min_readings).sort("code")["code"].to_list()
 
     @property
@@ -80,9 +85,16 @@ class WindowedCounts(TransformerMixin, BaseEstimator):
         ]
 
     def transform(self, X: CohortX) -> sparse.csr_matrix:
-        """``[n_points, len(names)]`` float32 CSR: counts per code and window, then latest values."""
+        """``[n_points, len(names)]`` float32 CSR: counts per code and window, then latest values
+        (piece by piece, rows in the order of ``X``)."""
         check_is_fitted(self, "codes_")
-        return self._transform(_flat_codes(X), len(X))
+        pieces = [(self._transform(_flat_codes(part), len(part)), rows) for part, rows in X.parts()]
+        if len(pieces) == 1 and np.array_equal(pieces[0][1], np.arange(len(X))):
+            return pieces[0][0]
+        if not pieces:
+            return sparse.csr_matrix((0, len(self.names)), dtype=np.float32)
+        stacked = sparse.vstack([matrix for matrix, _ in pieces], format="csr")
+        return stacked[np.argsort(np.concatenate([rows for _, rows in pieces]), kind="stable")]
 
     def _transform(self, flat: pl.DataFrame, n: int) -> sparse.csr_matrix:
         n_windows = len(self.windows_days)
@@ -119,6 +131,14 @@ class WindowedCounts(TransformerMixin, BaseEstimator):
         )
         matrix.sum_duplicates()
         return matrix
+
+
+def _code_tallies(flat: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Per code (as a string): the subjects who have it, and its readings with a value."""
+    code = pl.col("code").cast(pl.String)
+    subjects = flat.group_by(code).agg(pl.col("subject_id").n_unique().alias("subjects"))
+    readings = flat.filter(pl.col("value").is_not_null()).group_by(code).agg(pl.len().alias("n"))
+    return subjects, readings
 
 
 def _flat_codes(X: CohortX) -> pl.DataFrame:

@@ -117,6 +117,10 @@ class SavedWindowed(_Strict):
         return len(self.codes) * len(self.windows_days) + len(self.lab_codes)
 
 
+#: The figures of a tabular model's fitting sample (``TabularModel.fit_sample_``).
+SampleKey = Literal["points", "subjects", "of_points", "of_subjects", "seed"]
+
+
 class SavedTabular(_Strict):
     """The fitted :class:`~ehrprog.models.tabular.TabularModel` (the booster's trees are ``booster.json``)."""
 
@@ -130,6 +134,7 @@ class SavedTabular(_Strict):
     booster_params: dict[str, Scalar] | None
     cox: SavedLinear | None
     stage: SavedLinear | None
+    fit_sample: dict[SampleKey, Annotated[int, Field(ge=0)]] | None = None
 
     def width(self) -> int:
         """Columns of the clinical table this model reads."""

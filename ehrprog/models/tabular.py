@@ -42,6 +42,10 @@ from ehrprog.features.windowed import WindowedCounts
 
 #: Training events ``risk_model="auto"`` needs before it fits a booster rather than a linear Cox.
 MIN_BOOSTER_EVENTS = 200
+#: Training points above which the tabular models are fitted on a seeded sample of subjects
+#: (``TabularModel(max_fit_points=...)``): about 120,000 simulated people, whose clinical table
+#: (~0.5 KB a point) and code counts fit in a few GB; every point's outputs are still computed.
+MAX_FIT_POINTS = 1_000_000
 
 
 class _Linear:
@@ -127,7 +131,7 @@ class TabularModel(BaseEstimator):
             365 days, all history) and the latest value of each coded measurement
             (:class:`~ehrprog.features.windowed.WindowedCounts`, MEDS-Tab's recipe; the package's
             best baseline), beside the clinical table, as one sparse matrix. The linear models
-            read the clinical table only.
+            read the clinical table only (with a linear Cox the counts are not computed).
         booster_grid: the booster's grid (``None``: :data:`~ehrprog.models.boosted_cox.DEFAULT_GRID`).
         booster_params: fixed XGBoost settings (over :data:`~ehrprog.models.boosted_cox.DEFAULT_PARAMS`).
         cv: subject folds of the booster's grid search.
@@ -135,13 +139,20 @@ class TabularModel(BaseEstimator):
         min_booster_events: see ``risk_model``.
         cox_alpha: the linear Cox's ridge penalty.
         stage_C: the logistic model's inverse regularisation.
-        random_state: XGBoost's seed.
+        random_state: XGBoost's seed, and the seed of the fitting sample.
+        max_fit_points: with more training points than this, the models are fitted on a seeded
+            sample of whole training subjects holding at most this many points (``fit_sample_``
+            says how many of how many); every point's outputs are still computed, piece by piece
+            (:meth:`~ehrprog.cohorts.cohort.CohortX.parts`: a cohort on disk one shard at a
+            time), those of the points outside the sample from the models fitted on the sample
+            (points they never saw). ``None``: always every training point.
 
     Attributes (after fitting): ``table_`` (the fitted :class:`ClinicalTable`), ``windowed_`` (the
     fitted :class:`~ehrprog.features.windowed.WindowedCounts` or ``None``), ``risk_model_``
     (``"booster"``, ``"cox"`` or ``None`` without a survival target or events), ``booster_``
     (:class:`~ehrprog.models.boosted_cox.TunedBoostedCox` or ``None``), ``cox_`` and ``stage_``
-    (linear models or ``None``), ``n_outputs_`` (columns of :meth:`transform`).
+    (linear models or ``None``), ``n_outputs_`` (columns of :meth:`transform`), ``fit_sample_``
+    (``None``, or ``{"points", "subjects", "of_points", "of_subjects", "seed"}`` of the fitting sample).
     """
 
     _parameter_constraints: dict = {  # noqa: RUF012 (scikit-learn's convention)
@@ -156,6 +167,7 @@ class TabularModel(BaseEstimator):
         "cox_alpha": [Interval(Real, 0, None, closed="left")],
         "stage_C": [Interval(Real, 0, None, closed="neither")],
         "random_state": [Interval(Integral, 0, None, closed="left")],
+        "max_fit_points": [Interval(Integral, 1000, None, closed="left"), None],
     }
 
     def __init__(
@@ -171,6 +183,7 @@ class TabularModel(BaseEstimator):
         cox_alpha: float = 1.0,
         stage_C: float = 1.0,
         random_state: int = 0,
+        max_fit_points: int | None = MAX_FIT_POINTS,
     ) -> None:
         self.risk_model = risk_model
         self.point_features = point_features
@@ -183,6 +196,7 @@ class TabularModel(BaseEstimator):
         self.cox_alpha = cox_alpha
         self.stage_C = stage_C
         self.random_state = random_state
+        self.max_fit_points = max_fit_points
 
     # ------------------------------------------------------------------ fitting
     def _fit_parts(
@@ -258,18 +272,31 @@ class TabularModel(BaseEstimator):
             train_rows: the rows fitted on.
         """
         self._validate_params()
-        self.table_ = ClinicalTable(n_stages, self.point_features).fit(X[train_rows])
-        self.windowed_ = WindowedCounts().fit(X[train_rows]) if self.windowed_counts else None
-        dense, wide = self._inputs(X)
+        fit_rows = self._fitting_sample(train_rows, groups)
+        sampled = len(fit_rows) < len(train_rows)
         self.n_classes_ = n_classes if stage is not None else 0
         self.has_risk_ = event is not None
         if not self.has_risk_:
             self.risk_model_ = None
         elif self.risk_model == "auto":
-            enough = event[train_rows].sum() >= self.min_booster_events
+            enough = np.asarray(event)[fit_rows].sum() >= self.min_booster_events
             self.risk_model_ = "booster" if enough else "cox"
         else:
             self.risk_model_ = self.risk_model
+        fitted_on = X[fit_rows]
+        self.table_ = ClinicalTable(n_stages, self.point_features).fit(fitted_on)
+        # Only the booster reads the counts: a linear model's fit neither counts nor keeps them.
+        counts = self.windowed_counts and self.risk_model_ == "booster"
+        self.windowed_ = WindowedCounts().fit(fitted_on) if counts else None
+        full, sample_rows = X, fit_rows
+        if sampled:  # only the sample's inputs in memory; rows below are positions in it
+            X, stage, event, time, groups = (
+                fitted_on,
+                *(None if a is None else np.asarray(a)[fit_rows] for a in (stage, event, time, groups)),
+            )
+            train_rows = np.arange(len(fit_rows))
+        del fitted_on
+        dense, wide = self._inputs(X)
         labels = stage if stage is not None else None
         rows = lambda part: (  # noqa: E731
             None if labels is None else labels[part],
@@ -288,7 +315,33 @@ class TabularModel(BaseEstimator):
                 fold = self._fit_parts(table(fit_rows), *rows(fit_rows), groups[fit_rows], tuned)
                 outputs[out_rows] = self._outputs_of(fold, table(out_rows))
         self.n_outputs_ = outputs.shape[1]
-        return outputs.astype(np.float32)
+        if not sampled:
+            return outputs.astype(np.float32)
+        stacked = self.transform(full)  # every point, piece by piece: outside the sample, unseen points
+        stacked[sample_rows] = outputs.astype(np.float32)  # the sample's own: out-of-fold
+        return stacked
+
+    def _fitting_sample(self, train_rows: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        """``train_rows``, or (more than ``max_fit_points``) the rows of a seeded sample of whole
+        subjects holding at most that many points, in ascending order; sets ``fit_sample_``."""
+        train_rows = np.asarray(train_rows)
+        self.fit_sample_ = None
+        if self.max_fit_points is None or len(train_rows) <= self.max_fit_points:
+            return train_rows
+        subjects, inverse, counts = np.unique(groups[train_rows], return_inverse=True, return_counts=True)
+        order = np.random.default_rng(self.random_state).permutation(len(subjects))
+        taken = order[: max(1, int(np.searchsorted(np.cumsum(counts[order]), self.max_fit_points, side="right")))]
+        keep = np.zeros(len(subjects), dtype=bool)
+        keep[taken] = True
+        rows = np.sort(train_rows[keep[inverse]])
+        self.fit_sample_ = {
+            "points": len(rows),
+            "subjects": len(taken),
+            "of_points": len(train_rows),
+            "of_subjects": len(subjects),
+            "seed": int(self.random_state),
+        }
+        return rows
 
     # ------------------------------------------------------------------ outputs
     def _inputs(self, X: CohortX) -> tuple[np.ndarray, Any]:
@@ -307,8 +360,13 @@ class TabularModel(BaseEstimator):
         return [*self.table_.names_, *(self.windowed_.names if self.windowed_ is not None else [])]
 
     def transform(self, X: CohortX) -> np.ndarray:
-        """The fitted models' outputs ``[len(X), n_outputs_]`` float32."""
-        return self._outputs_of((self.booster_, self.cox_, self.stage_), self._inputs(X)).astype(np.float32)
+        """The fitted models' outputs ``[len(X), n_outputs_]`` float32, piece by piece
+        (:meth:`~ehrprog.cohorts.cohort.CohortX.parts`: one shard's inputs in memory at a time)."""
+        parts = (self.booster_, self.cox_, self.stage_)
+        outputs = np.zeros((len(X), self.n_outputs_), dtype=np.float32)
+        for part, rows in X.parts():
+            outputs[rows] = self._outputs_of(parts, self._inputs(part))
+        return outputs
 
     def contributions(
         self, X: CohortX, output: str = "risk", stage_class: np.ndarray | None = None, inputs: tuple | None = None
@@ -357,6 +415,7 @@ class TabularModel(BaseEstimator):
             "booster_params": self.booster_.best_params_ if self.booster_ is not None else None,
             "cox": self.cox_.state() if self.cox_ is not None else None,
             "stage": self.stage_.state() if self.stage_ is not None else None,
+            "fit_sample": getattr(self, "fit_sample_", None),
         }
 
     @classmethod
@@ -384,7 +443,8 @@ class TabularModel(BaseEstimator):
         model.cox_ = _Linear(**state["cox"]) if state["cox"] is not None else None
         model.stage_ = _Linear(**state["stage"]) if state["stage"] is not None else None
         model.n_outputs_ = int(model.has_risk_) + model.n_classes_
+        model.fit_sample_ = state.get("fit_sample")
         return model
 
 
-__all__ = ["MIN_BOOSTER_EVENTS", "TabularModel", "fit_logistic", "fit_ridge_cox"]
+__all__ = ["MAX_FIT_POINTS", "MIN_BOOSTER_EVENTS", "TabularModel", "fit_logistic", "fit_ridge_cox"]
