@@ -96,7 +96,7 @@ class CohortStore:
         table = pl.concat(frames)
         self.points = table.select(POINT_COLUMNS)
         self.targets = table.select(TARGET_COLUMNS)
-        self.point_shard = np.repeat(np.arange(len(self.names), dtype=np.int64), counts)
+        self.point_shard = np.repeat(np.arange(len(self.names), dtype=np.int32), counts)
         self.strategy = _strategy_from_json(self.manifest["strategy"])
         self.lab_bands = {lab: [tuple(band) for band in bands] for lab, bands in self.manifest["lab_bands"].items()}
         codes = self.root / "codes.parquet"

@@ -10,7 +10,7 @@ import numpy as np
 
 from ehrprog.cohorts.cohort import CohortX
 from ehrprog.cohorts.read import StoredCohortX
-from ehrprog.features.tensors import Batch, VisitTensors, Vocabulary, plan_by_subject, point_arrays
+from ehrprog.features.tensors import Batch, VisitTensors, Vocabulary, plan_by_subject
 
 #: Shards whose encoded tensors are kept in memory at once while batches are read.
 CACHED_SHARDS = 2
@@ -19,12 +19,13 @@ CACHED_SHARDS = 2
 class ShardedVisitTensors:
     """:class:`~ehrprog.features.tensors.VisitTensors` for a :class:`StoredCohortX`, one shard at a time.
 
-    Point arrays (stage, value, features: a few numbers per point) are in memory; a shard's visits
-    are read and encoded when a batch needs them, and at most :data:`CACHED_SHARDS` shards are
-    held. :meth:`plan_batches` keeps every batch within one shard and, in training, shuffles the
-    shard order and the subjects within each shard; under DDP each rank takes whole shards (shard
-    ``k`` of the shuffled order goes to rank ``k % world``). Batches hold exactly what the
-    in-memory tensors would give for the same points.
+    In memory per point: the features given (the tabular outputs), its shard, its row there and
+    its subject; a shard's visits, current stages and values are read and encoded when a batch
+    needs them, and at most :data:`CACHED_SHARDS` shards are held. :meth:`plan_batches` keeps
+    every batch within one shard and, in training, shuffles the shard order and the subjects
+    within each shard; under DDP each rank takes whole shards (shard ``k`` of the shuffled order
+    goes to rank ``k % world``). Batches hold exactly what the in-memory tensors would give for
+    the same points.
     """
 
     def __init__(
@@ -38,15 +39,26 @@ class ShardedVisitTensors:
     ) -> None:
         self.X, self.store, self.vocabulary = X, X.store, vocabulary
         self.max_codes, self.max_visits, self.value_scale = max_codes, max_visits, value_scale
-        arrays = point_arrays(X.points, value_scale, point_features)
-        self.point_n_visits, self.point_stage = arrays["n_visits"], arrays["stage"]
-        self.point_value, self.point_has_value = arrays["value"], arrays["has_value"]
-        self.point_features = arrays["features"]
-        self.point_shard = self.store.point_shard[X.rows]
-        self.point_local = X.rows - self.store.offsets[self.point_shard]
+        # Per point, only what a batch cannot get from its shard: the features given, where the
+        # point lies (int32 shard and row in it) and whose it is; the rest (visit count, current
+        # stage and value) is read with the shard (~29 bytes a point fewer).
+        n = len(X.points)
+        if n and X.points["n_visits"].min() < 1:
+            raise ValueError("every prediction point needs at least one input visit (n_visits >= 1)")
+        features = np.zeros((n, 0), dtype=np.float32) if point_features is None else point_features
+        if len(features) != n:
+            raise ValueError(f"point_features has {len(features)} rows for {n} points")
+        self.point_features = np.ascontiguousarray(features, dtype=np.float32)
+        self.point_shard = self.store.point_shard[X.rows].astype(np.int32)
+        self.point_local = (X.rows - self.store.offsets[self.point_shard]).astype(np.int32)
         self.point_owner = X.points["subject_id"].to_numpy()
         self._cache: OrderedDict[int, VisitTensors] = OrderedDict()
         self.shards_read = 0
+
+    @property
+    def point_n_visits(self) -> np.ndarray:
+        """Each point's number of input visits ``[n]`` (read from the points when asked for)."""
+        return self.X.points["n_visits"].to_numpy().astype(np.int64)
 
     @property
     def n_points(self) -> int:
