@@ -11,9 +11,11 @@ memory (ru_maxrss) is its own:
 2. ``build_cohort`` (single process, shard by shard) writes the CKD cohort to disk: events/s and
    peak RSS.
 3. One epoch of ``VisitProgressionEstimator`` from the cohort on disk (``load_cohort``; batches
-   read shard by shard): points/s, subjects/s and peak RSS. The tabular part is the linear one
-   (``tabular=TabularModel(risk_model="cox")``, no booster): the booster is a full-batch fit over
-   all training points, measured by ``bench_quality.py``.
+   read shard by shard): the tabular part's time, the epoch's points/s, the peak RSS (VmHWM) and
+   the peak of each phase (sampled every 50 ms). The tabular part is the linear one
+   (``tabular=TabularModel(risk_model="cox")``, fitted on at most ``max_fit_points`` points, a
+   seeded sample of subjects); the booster's time is measured by ``bench_quality.py``. Then
+   ``ehrprog predict`` of the saved model on the whole cohort, shard by shard: time and peak RSS.
 4. ``ehrprog pretrain`` (default backbone, time-to-event objective, one epoch of
    ``--pretrain-steps`` batches) from a population saved by ``ehrprog build --population`` (MEDS
    shards of ``--pretrain-per-file`` subjects), for each of ``--pretrain-sizes``: peak RSS (the
@@ -38,7 +40,11 @@ HERE = Path(__file__).resolve().parent
 DATA = HERE / "_data"
 PER_FILE = 50_000
 
-PEAK = "import resource; PEAK = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB\n"
+# The process's own peak resident memory (VmHWM; ru_maxrss can carry a parent's peak across exec).
+PEAK = (
+    "PEAK = lambda: next(int(line.split()[1]) for line in open('/proc/self/status') "
+    "if line.startswith('VmHWM')) / 1024  # MiB\n"
+)
 SIMULATE = """
 import sys, shutil
 from pathlib import Path
@@ -87,18 +93,55 @@ print(json.dumps({"events": result.events, "shards": len(result.built), "seconds
 TRAIN = (
     PEAK
     + """
-import json, sys, time
+import json, sys, threading, time
 import numpy as np
 import ehrprog as ep
+from ehrprog.models import tabular as tabular_module
+
+rss = {"now": 0.0, "tabular_peak": 0.0, "phase": "load"}
+peaks = {}
+
+def sample():
+    while True:
+        with open("/proc/self/status") as handle:
+            now = next(int(line.split()[1]) for line in handle if line.startswith("VmRSS")) / 1024
+        peaks[rss["phase"]] = max(peaks.get(rss["phase"], 0.0), now)
+        time.sleep(0.05)
+
+threading.Thread(target=sample, daemon=True).start()
+fit_stacked, timing = tabular_module.TabularModel.fit_stacked, {}
+
+def timed(self, *args, **kwargs):  # the tabular part of the fit, timed and its memory phase marked
+    rss["phase"], started = "tabular", time.perf_counter()
+    try:
+        return fit_stacked(self, *args, **kwargs)
+    finally:
+        timing["tabular_s"], rss["phase"] = time.perf_counter() - started, "sequence"
+
+tabular_module.TabularModel.fit_stacked = timed
 start = time.perf_counter()
 cohort = ep.load_cohort(sys.argv[1])
 loaded = time.perf_counter()
+rss["phase"] = "vocabulary"
 est = ep.VisitProgressionEstimator(target="progression", max_epochs=1, random_state=0,
                                    tabular=ep.TabularModel(risk_model="cox"))
 est.fit(cohort.X, cohort.y)
+fitted = time.perf_counter()
+est.save(sys.argv[2])
 print(json.dumps({"points": len(cohort.X), "subjects": int(len(np.unique(cohort.groups))),
-                  "load_s": loaded - start, "fit_s": time.perf_counter() - loaded,
-                  "epoch_s": est.history_[0]["seconds"], "peak_mib": PEAK()}))
+                  "load_s": loaded - start, "fit_s": fitted - loaded, **timing,
+                  "epoch_s": est.history_[-1]["seconds"], "sample": est.tabular_.fit_sample_,
+                  "peak_mib": PEAK(), "phase_peaks_mib": peaks}))
+"""
+)
+PREDICT = (
+    PEAK
+    + """
+import json, sys, time
+from ehrprog.cli import main
+start = time.perf_counter()
+assert main(["predict", "--model", sys.argv[1], "--data", sys.argv[2], "--out", sys.argv[3], "--overwrite"]) == 0
+print(json.dumps({"seconds": time.perf_counter() - start, "peak_mib": PEAK()}))
 """
 )
 
@@ -151,20 +194,25 @@ def main() -> None:
         build = run(BUILD, str(data), str(out), "0")
         row = {"subjects": n, **{f"build_{k}": v for k, v in build.items()}}
         if not args.skip_train:
-            row.update({f"train_{k}": v for k, v in run(TRAIN, str(out)).items()})
+            model = DATA / f"model_scaling_{n}"
+            shutil.rmtree(model, ignore_errors=True)
+            row.update({f"train_{k}": v for k, v in run(TRAIN, str(out), str(model)).items()})
+            predicted = run(PREDICT, str(model), str(out), str(DATA / f"predictions_scaling_{n}"))
+            row.update({f"predict_{k}": v for k, v in predicted.items()})
         rows.append(row)
         print(json.dumps(row), flush=True)
     print(
-        "\n| population | events | build s | build events/s | build peak RSS | points | epoch s | "
-        "points/s | fit peak RSS |"
+        "\n| population | events | build s | build events/s | build peak RSS | points | tabular s | epoch s | "
+        "points/s | fit peak RSS | predict s | predict peak RSS |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         train = (
-            f"{r['train_points']:,} | {r['train_epoch_s']:.0f} | {r['train_points'] / r['train_epoch_s']:,.0f} | "
-            f"{r['train_peak_mib']:,.0f} MiB"
+            f"{r['train_points']:,} | {r['train_tabular_s']:.0f} | {r['train_epoch_s']:.0f} | "
+            f"{r['train_points'] / r['train_epoch_s']:,.0f} | {r['train_peak_mib']:,.0f} MiB | "
+            f"{r['predict_seconds']:.0f} | {r['predict_peak_mib']:,.0f} MiB"
             if "train_points" in r
-            else "- | - | - | -"
+            else "- | - | - | - | - | - | -"
         )
         print(
             f"| {r['subjects']:,} | {r['build_events']:,} | {r['build_seconds']:.1f} | "

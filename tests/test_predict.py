@@ -97,3 +97,16 @@ def model_path(model, tmp_path):
     if not path.exists():
         model.save(path)
     return path
+
+
+def test_explaining_points_of_a_cohort_on_disk_is_explaining_them_in_memory(sim_cohort, saved, model):
+    loaded = ep.load_cohort(saved)
+    key = ["subject_id", "prediction_time"]
+    first = loaded.X.points.select(key).head(3)
+    in_memory = sim_cohort.X.points.select(key).with_row_index("row").join(first, on=key, maintain_order="right")
+    on_disk = model.explain(loaded.X[np.arange(3)], steps=16).sort("point", "visit_index", "code")
+    memory = model.explain(sim_cohort.X[in_memory["row"].to_numpy()], steps=16).sort("point", "visit_index", "code")
+    assert on_disk.height == memory.height > 0
+    np.testing.assert_allclose(
+        on_disk["attribution"].to_numpy(), memory["attribution"].to_numpy(), rtol=1e-4, atol=1e-6
+    )

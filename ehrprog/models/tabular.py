@@ -43,9 +43,11 @@ from ehrprog.features.windowed import WindowedCounts
 #: Training events ``risk_model="auto"`` needs before it fits a booster rather than a linear Cox.
 MIN_BOOSTER_EVENTS = 200
 #: Training points above which the tabular models are fitted on a seeded sample of subjects
-#: (``TabularModel(max_fit_points=...)``): about 120,000 simulated people, whose clinical table
-#: (~0.5 KB a point) and code counts fit in a few GB; every point's outputs are still computed.
-MAX_FIT_POINTS = 1_000_000
+#: (``TabularModel(max_fit_points=...)``; every point's outputs are still computed): about 50,000
+#: simulated people. The linear Cox holds ~2.5 KB a fitted point (the table and scikit-survival's
+#: copies of it: 2.1 GB at 696,000 points, benchmarks/README.md "Scaling"), so 400,000 points
+#: keep a fit of any size near 1 GB for its tabular part.
+MAX_FIT_POINTS = 400_000
 
 
 class _Linear:
