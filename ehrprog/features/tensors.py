@@ -319,14 +319,15 @@ class VisitTensors:
         raw = np.asarray(arrays.raw_values)[keep]
         present = np.isfinite(raw)  # a NaN or infinite reading is no reading
         z = np.where(present, (raw - vocabulary.value_mean[ids]) / vocabulary.value_std[ids], 0.0)
-        # As wide as the widest visit kept (at most max_codes): batches are trimmed to their own widest anyway.
-        width = max(int(pos.max()) + 1 if len(pos) else 1, 1)
-        self.codes = np.zeros((n_rows, width), dtype=np.int32)
-        self.values = np.zeros((n_rows, width), dtype=np.float32)
-        self.has_value = np.zeros((n_rows, width), dtype=bool)
-        self.codes[rows, pos] = ids
-        self.values[rows, pos] = np.clip(z, -10, 10)
-        self.has_value[rows, pos] = present
+        # Each visit's kept codes in compressed rows (visit v's are [code_offsets[v], code_offsets[v + 1])),
+        # in the visit's order: a batch pads them to its own widest visit. (A dense [visits,
+        # max_codes] layout held ~10x the bytes: 345 MiB against 33 MiB for a 50,000-person shard.)
+        del rows, pos
+        self.code_offsets = np.concatenate([[0], np.cumsum(np.minimum(counts, max_codes))]).astype(np.int64)
+        # One padding slot past the end, so that a batch can gather at 0 where a visit has no code.
+        self.code_ids = np.append(ids, np.int32(PAD)).astype(np.int32)
+        self.code_values = np.append(np.clip(z, -10, 10), 0.0).astype(np.float32)
+        self.code_present = np.append(present, False)
         self.times = np.asarray(arrays.times)
         self.visit_days = np.asarray(arrays.visit_days)
         self.visit_los = np.asarray(arrays.visit_los)
@@ -376,15 +377,17 @@ class VisitTensors:
         rows = self.starts[subjects][:, None] + first[:, None] + np.where(mask, offsets[None, :], 0)
         rows = np.where(mask, rows, 0)
         visit = n_visits - 1 - first[inverse]
-        # Trim the code axis to the widest visit in this batch (codes are packed to the left).
-        codes = np.where(mask[..., None], self.codes[rows], PAD)
-        filled = (codes != PAD).any(axis=(0, 1))
-        width_c = max(int(np.flatnonzero(filled).max()) + 1 if filled.any() else 1, 1)
-        codes = codes[..., :width_c]
+        # The code axis as wide as the widest visit in this batch (codes packed to the left).
+        code_start = self.code_offsets[rows]
+        n_codes = np.where(mask, self.code_offsets[rows + 1] - code_start, 0)
+        width_c = max(int(n_codes.max()) if n_codes.size else 1, 1)
+        slot = np.arange(width_c)
+        filled = slot < n_codes[..., None]
+        at = np.where(filled, code_start[..., None] + slot, len(self.code_ids) - 1)  # the padding slot
         return Batch(
-            codes=codes,
-            values=np.where(mask[..., None], self.values[rows][..., :width_c], 0.0).astype(np.float32),
-            has_value=mask[..., None] & self.has_value[rows][..., :width_c],
+            codes=self.code_ids[at],
+            values=self.code_values[at],
+            has_value=self.code_present[at],
             times=np.where(mask[..., None], self.times[rows], 0.0).astype(np.float32),
             visit_days=np.where(mask, self.visit_days[rows], 0.0).astype(np.float32),
             visit_los=np.where(mask, self.visit_los[rows], 0.0).astype(np.float32),

@@ -245,6 +245,26 @@ def code_ranks(codes: pl.Series) -> pl.Series:
     return pl.Series("_rank", ranks)
 
 
+def _in_content_order(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` (ordered by ``_moment``, a run number of subject and time) in (``_moment``,
+    ``_rank``, ``numeric_value``) order, ties kept in their order: one stable sort of the packed
+    ``_moment``/``_rank`` key (rows arrive nearly in order), then value order only where a code
+    repeats at one moment."""
+    moment = frame["_moment"].to_numpy().astype(np.uint64)
+    rank = frame["_rank"].to_numpy().astype(np.uint64)
+    key = (moment << np.uint64(32)) | rank
+    order = np.argsort(key, kind="stable")
+    ordered = key[order]
+    tied = np.flatnonzero(ordered[1:] == ordered[:-1])
+    if len(tied):  # a code recorded more than once at one moment: its values in order (nulls first)
+        values = frame["numeric_value"].to_numpy()[order].astype(np.float64)
+        starts = np.r_[True, ordered[1:] != ordered[:-1]]
+        group = np.cumsum(starts)
+        within = np.lexsort((np.nan_to_num(values, nan=np.inf), ~np.isnan(values), group))
+        order = order[within]
+    return frame[pl.Series(order)]
+
+
 def _collect(frame: pl.LazyFrame) -> pl.DataFrame:
     return frame.collect(engine="in-memory")
 
@@ -288,12 +308,29 @@ def _group(
         )
     else:
         # Same-day and gap keys rise with time, so a visit is a run of consecutive rows: a run
-        # number is a sorted group key, and aggregating runs beats hashing (subject, key).
-        per_visit = (
-            keyed.with_columns(run_number("subject_id", "_key").alias("_run"))
-            .group_by("_run", maintain_order=True)
-            .agg(pl.col("subject_id").first(), *visit_values)
-            .select("subject_id", pl.lit(None, pl.Int64).alias("visit_id"), pl.exclude("_run", "subject_id"))
+        # number is a sorted group key, and aggregating runs beats hashing (subject, key). The
+        # rows are put in content order first (one stable sort of a packed key, see
+        # _in_content_order), so the visit lists need no sort of their own; the visit type is
+        # the first recorded one in the events' order, taken before.
+        runs = keyed.with_columns(run_number("subject_id", "_key").alias("_run"))
+        types = runs.group_by("_run", maintain_order=True).agg(visit_values[2])
+        ordered = runs.with_columns(run_number("subject_id", "time").alias("_moment")).map_batches(
+            _in_content_order, predicate_pushdown=True
+        )
+        lists = ordered.group_by("_run", maintain_order=True).agg(
+            pl.col("subject_id").first(),
+            *visit_values[:2],
+            pl.col("code").alias("codes"),
+            pl.col("numeric_value").alias("numeric_values"),
+        )
+        per_visit = pl.concat([lists, types.drop("_run")], how="horizontal").select(
+            "subject_id",
+            pl.lit(None, pl.Int64).alias("visit_id"),
+            "start",
+            "end",
+            "visit_type",
+            "codes",
+            "numeric_values",
         )
     # per_visit is ordered by subject (then start): a subject's first visit is where subject_id
     # changes, and forward-filling values taken there replaces three window functions (~3x faster).
