@@ -209,7 +209,6 @@ class VisitProgressionEstimator(RoutedParams, ExplanationMixin, PersistenceMixin
     def _visit_tensors(self, X: CohortX, tabular: np.ndarray | None = None) -> VisitTensors:
         """The model's input arrays for ``X`` (in memory, or read shard by shard for a cohort on
         disk), the tabular model's outputs as the points' features (``tabular``: already computed)."""
-        self._warn_unit_changes(X)
         outputs = self.tabular_.transform(X) if tabular is None else tabular
         return visit_tensors(X, self.vocabulary_, self.max_codes_per_visit, self.max_visits, self.value_scale_, outputs)
 
@@ -293,10 +292,7 @@ class VisitProgressionEstimator(RoutedParams, ExplanationMixin, PersistenceMixin
             risk = np.zeros((len(X), model.survival_pieces) if model.survival_pieces else len(X), np.float32)
         unknown = 0.0
         for part, rows in X.parts():
-            outputs = self.tabular_.transform(part) if tabular is None else tabular[rows]
-            tensors = visit_tensors(
-                part, self.vocabulary_, self.max_codes_per_visit, self.max_visits, self.value_scale_, outputs
-            )
+            tensors = self._visit_tensors(part, None if tabular is None else tabular[rows])
             unknown += getattr(tensors, "unknown_share", 0.0) * len(rows)
             part_logits, part_risk = batched_outputs(model, tensors, np.arange(len(part)), device, self.batch_size)
             if logits is not None:

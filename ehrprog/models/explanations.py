@@ -43,6 +43,7 @@ class ExplanationMixin:
         output = self._explained(X, output, "explain")
         device = self._device()
         self.model_.to(device)
+        self._warn_unit_changes(X)
         return integrated_gradients(self.model_, self._visit_tensors(X), X, self.vocabulary_, output, steps, device)
 
     def explain_clinical(self, X: CohortX, output: str = "auto") -> pl.DataFrame:
