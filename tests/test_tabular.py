@@ -165,6 +165,25 @@ def test_above_max_fit_points_the_models_fit_a_seeded_sample_of_whole_subjects(s
     )
 
 
+@pytest.mark.parametrize("max_fit_points", [None, 1000])
+def test_fitted_outputs_are_the_transform_without_a_second_pass(sim_cohort, max_fit_points):
+    """What the survival baseline reads: the fitted models' outputs on every point, from the
+    stacked outputs and the rows the fit kept (sampled or not, a training subset or all)."""
+    X = sim_cohort.X
+    event, time = _survival(sim_cohort)
+    subjects = X.points["subject_id"].to_numpy()
+    train = np.flatnonzero(subjects % 5 != 0)  # some points never trained on
+    model = TabularModel(risk_model="cox", max_fit_points=max_fit_points, random_state=1)
+    stacked = model.fit_stacked(X, event=event, time=time, groups=subjects, train_rows=train)
+    before = stacked.copy()
+    fitted = model.fitted_outputs(stacked)
+    np.testing.assert_array_equal(stacked, before)  # left as it was
+    np.testing.assert_allclose(fitted, model.transform(X), rtol=1e-6, atol=1e-6)
+    assert not np.allclose(fitted, stacked)  # the stacked rows were replaced
+    with pytest.raises(ValueError, match="fit_stacked just run"):
+        model.fitted_outputs(stacked)  # given once
+
+
 def test_a_cohort_on_disk_gives_the_tabular_model_of_the_cohort_in_memory(sim_cohort, tmp_path):
     import ehrprog as ep
 

@@ -70,6 +70,16 @@ class CohortX:
     def __repr__(self) -> str:
         return f"CohortX(points={self.points.height}, subjects={self.points['subject_id'].n_unique()})"
 
+    @property
+    def column_names(self) -> list[str]:
+        """The names of the point columns."""
+        return self.points.columns
+
+    def column(self, name: str) -> pl.Series:
+        """One point column (``subject_id``, ``n_visits``, ``current_value``...) ``[len(X)]``,
+        without the others: on a cohort on disk, a subset's points are never gathered whole."""
+        return self.points[name]
+
     def parts(self) -> Iterator[tuple[CohortX, np.ndarray]]:
         """The pieces ``X`` is processed in, each with the rows of ``X`` it holds: here ``X``
         itself; a cohort on disk (:class:`~ehrprog.cohorts.read.StoredCohortX`) yields one in-memory

@@ -20,10 +20,10 @@ against its ``shard.json`` (file sizes and content hashes), which is how a re-ru
 shards already written.
 
 :func:`load_cohort` gives a :class:`~ehrprog.tasks.Cohort` whose ``X`` is a
-:class:`StoredCohortX`: the points (a few numbers per point) are in memory; the visits stay on
-disk and are read shard by shard, for statistics (:meth:`StoredCohortX.parts`) and for batches
-(:class:`~ehrprog.features.sharded.ShardedVisitTensors`). ``GroupKFold``, ``GridSearchCV`` and the estimator take it as
-they take an in-memory cohort.
+:class:`StoredCohortX`: each point's subject, shard and targets are in memory (22 bytes a point);
+its other columns, the visits and the labs stay on disk and are read shard by shard, for statistics
+(:meth:`StoredCohortX.parts`) and for batches (:class:`~ehrprog.features.sharded.ShardedVisitTensors`).
+``GroupKFold``, ``GridSearchCV`` and the estimator take it as they take an in-memory cohort.
 """
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ def _strategy_from_json(value: Any) -> Any:
 
 # ----------------------------------------------------------------------------------------- read
 class CohortStore:
-    """A saved cohort's manifest, its points in memory, and its shards read on demand."""
+    """A saved cohort's manifest, its points' subjects, shards and targets in memory, and its
+    shards (the other point columns included) read on demand."""
 
     def __init__(self, path: str | Path, verify: str = "lazy") -> None:
         if verify not in ("lazy", "all"):
@@ -93,10 +94,13 @@ class CohortStore:
             hashing.result()
         counts = np.array([frame.height for frame in frames], dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        table = pl.concat(frames)
-        self.points = table.select(POINT_COLUMNS)
-        self.targets = table.select(TARGET_COLUMNS)
+        # In memory per point: the subject (for splitters), the targets (the cohort's y) and the
+        # shard (int32): 8 + 10 + 4 bytes. The other point columns are read with their shard.
+        self.subject_ids = np.concatenate([f["subject_id"].to_numpy() for f in frames]).astype(np.int64, copy=False)
+        self.targets = pl.concat([frame.select(TARGET_COLUMNS) for frame in frames])
+        del frames
         self.point_shard = np.repeat(np.arange(len(self.names), dtype=np.int32), counts)
+        self._last_points: tuple[int, pl.DataFrame] | None = None
         self.strategy = _strategy_from_json(self.manifest["strategy"])
         self.lab_bands = {lab: [tuple(band) for band in bands] for lab, bands in self.manifest["lab_bands"].items()}
         codes = self.root / "codes.parquet"
@@ -129,8 +133,30 @@ class CohortStore:
             )
         return verify_file(self.shard_folder(meta.name), meta.name, relative, record, contents)
 
+    @property
+    def n_points(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def points(self) -> pl.DataFrame:
+        """Every shard's point columns (subject, prediction time, visit count, current stage and
+        value), read now: for inspection; the estimator reads them shard by shard (:meth:`shard_points`)."""
+        return pl.concat([self.shard_points(shard) for shard in range(len(self.names))], rechunk=True)
+
     def shard_points(self, shard: int) -> pl.DataFrame:
-        return self.points[int(self.offsets[shard]) : int(self.offsets[shard + 1])]
+        """One shard's point columns (as :attr:`points`), read from its ``points.parquet`` (the last
+        shard read is kept)."""
+        if self._last_points is None or self._last_points[0] != shard:
+            self._last_points = (shard, self._shard_points_file(shard).select(POINT_COLUMNS))
+        return self._last_points[1]
+
+    def column(self, name: str, shards: np.ndarray | None = None) -> pl.Series:
+        """One point column over ``shards`` (all by default), in point order, read shard by shard."""
+        if name == "subject_id" and shards is None:
+            return pl.Series("subject_id", self.subject_ids)
+        shards = range(len(self.names)) if shards is None else shards
+        pieces = [self.shard_points(int(shard))[name] for shard in shards]
+        return pl.concat(pieces) if pieces else pl.Series(name, [], dtype=pl.Int64)
 
     def read(self, shard: int, table: str) -> pl.DataFrame:
         """One table (``visits``, ``labs``, ``labels``, ``stages``) of one shard, verified first."""
@@ -176,7 +202,9 @@ class ShardPart(CohortX):
 class StoredCohortX(CohortX):
     """The inputs of a saved cohort: points in memory, visits on disk (see the module docstring).
 
-    Indexing gives a ``StoredCohortX`` over the same store. ``visits`` and ``labs`` read every
+    Indexing gives a ``StoredCohortX`` over the same store, holding only its row numbers (8 bytes
+    a point): its ``points`` are gathered from the store when first asked for, and
+    :meth:`column` and :meth:`parts` never gather them whole. ``visits`` and ``labs`` read every
     shard that holds one of its points into memory (for baselines and inspection on cohorts that
     fit); the estimator never asks for them.
     """
@@ -184,10 +212,37 @@ class StoredCohortX(CohortX):
     def __init__(self, store: CohortStore, rows: np.ndarray) -> None:
         self.store = store
         self.rows = np.asarray(rows, dtype=np.int64)
-        whole = len(self.rows) == store.points.height and bool((self.rows == np.arange(len(self.rows))).all())
-        self.points = store.points if whole else store.points[self.rows]  # the whole cohort: no copy
+        self.whole = len(self.rows) == store.n_points and bool((self.rows == np.arange(len(self.rows))).all())
         self.lab_bands = store.lab_bands
         self._loaded: tuple[VisitFrame, pl.DataFrame] | None = None
+
+    @cached_property
+    def points(self) -> pl.DataFrame:  # type: ignore[override]
+        """The points' columns, read from their shards when first asked for (and kept)."""
+        points = self.store.points
+        return points if self.whole else points[self.rows]
+
+    @property
+    def column_names(self) -> list[str]:
+        return list(POINT_COLUMNS)
+
+    def column(self, name: str) -> pl.Series:
+        if name == "subject_id":
+            return pl.Series("subject_id", self.store.subject_ids if self.whole else self.store.subject_ids[self.rows])
+        if self.whole:
+            return self.store.column(name)
+        shards = self._shards()  # only the shards holding these points, then these points of them
+        first = np.searchsorted(shards, self.store.point_shard[self.rows])
+        sizes = np.diff(self.store.offsets)[shards]
+        start = np.concatenate([[0], np.cumsum(sizes)])[first]
+        return self.store.column(name, shards).gather(start + self.rows - self.store.offsets[shards[first]])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self.rows), len(POINT_COLUMNS))
 
     def _take(self, index: np.ndarray) -> StoredCohortX:
         return StoredCohortX(self.store, self.rows[index])
@@ -247,11 +302,11 @@ def load_cohort(path: str | Path, *, verify: str = "lazy") -> Cohort:
     store = CohortStore(path, verify)
     labels = pl.scan_parquet([store.shard_folder(name) / "labels.parquet" for name in store.names])
     stages = pl.scan_parquet([store.shard_folder(name) / "stages.parquet" for name in store.names])
-    X = StoredCohortX(store, np.arange(store.points.height))
+    X = StoredCohortX(store, np.arange(store.n_points))
     return Cohort(
         X,
         store.targets,
-        store.points["subject_id"].to_numpy(),
+        store.subject_ids,
         labels,
         stages,
         dict(store.manifest.get("report", {})),

@@ -57,7 +57,7 @@ class ClinicalTable(BaseEstimator):
         self.n_stages_ = self.n_stages
         if self.n_stages_ is None:
             banded = [stage for bands in X.lab_bands.values() for _, stage in bands]
-            current = X.points["current_stage"].max() if len(X) else None
+            current = X.column("current_stage").max() if len(X) else None
             self.n_stages_ = int(max([*banded, current or 0, 1]))
         self.point_features_ = (
             PointFeatures(max_history_codes=self.max_history_codes).fit(X) if self.point_features else None

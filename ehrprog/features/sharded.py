@@ -42,8 +42,8 @@ class ShardedVisitTensors:
         # Per point, only what a batch cannot get from its shard: the features given, where the
         # point lies (int32 shard and row in it) and whose it is; the rest (visit count, current
         # stage and value) is read with the shard (~29 bytes a point fewer).
-        n = len(X.points)
-        if n and X.points["n_visits"].min() < 1:
+        n = len(X)
+        if n and X.column("n_visits").min() < 1:
             raise ValueError("every prediction point needs at least one input visit (n_visits >= 1)")
         features = np.zeros((n, 0), dtype=np.float32) if point_features is None else point_features
         if len(features) != n:
@@ -51,14 +51,14 @@ class ShardedVisitTensors:
         self.point_features = np.ascontiguousarray(features, dtype=np.float32)
         self.point_shard = self.store.point_shard[X.rows].astype(np.int32)
         self.point_local = (X.rows - self.store.offsets[self.point_shard]).astype(np.int32)
-        self.point_owner = X.points["subject_id"].to_numpy()
+        self.point_owner = X.column("subject_id").to_numpy()
         self._cache: OrderedDict[int, VisitTensors] = OrderedDict()
         self.shards_read = 0
 
     @property
     def point_n_visits(self) -> np.ndarray:
         """Each point's number of input visits ``[n]`` (read from the points when asked for)."""
-        return self.X.points["n_visits"].to_numpy().astype(np.int64)
+        return self.X.column("n_visits").to_numpy().astype(np.int64)
 
     @property
     def n_points(self) -> int:

@@ -259,7 +259,7 @@ class VisitProgressionEstimator(RoutedParams, ExplanationMixin, PersistenceMixin
         targets, classes = point_targets(self.target, stage, event, tte, len(X))
         if classes is not None:
             self.classes_ = classes
-        subjects = X.points["subject_id"].to_numpy()
+        subjects = X.column("subject_id").to_numpy()
         train_rows, valid_rows = validation_split(subjects, groups, self.validation_fraction, seed)
         self.vocabulary_ = Vocabulary.fit(X[train_rows], min_count=self.min_code_count)
         self.value_scale_ = value_scale(X[train_rows])

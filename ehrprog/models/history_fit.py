@@ -32,9 +32,9 @@ from ehrprog.networks.visit_model import SupervisedObjective, VisitSequenceModel
 
 def value_scale(X: CohortX) -> tuple[float, float]:
     """Mean and standard deviation of the points' finite current staging-lab values."""
-    if "current_value" not in X.points.columns:
+    if "current_value" not in X.column_names:
         return (0.0, 1.0)
-    values = X.points["current_value"].cast(pl.Float64)
+    values = X.column("current_value").cast(pl.Float64)
     values = values.filter(values.is_finite())
     if values.len() < 2:
         return (0.0, 1.0)
@@ -45,20 +45,23 @@ def value_scale(X: CohortX) -> tuple[float, float]:
 def point_targets(
     target: str, stage: np.ndarray | None, event: np.ndarray | None, tte: np.ndarray | None, n: int
 ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-    """``(targets, classes)``: per point ``stage_label`` (class index, -1 unknown), ``event`` and
-    ``time`` (days) as float32; the stage classes (``None`` without a stage target)."""
-    stage_idx, classes = np.full(n, -1, dtype=np.int64), None
+    """``(targets, classes)``: per point what the heads of ``target`` train on: ``stage_label``
+    (class index, -1 unknown; int8) for a stage target, ``event`` and ``time`` (days; float32) for
+    a survival target (5 to 9 bytes a point); the stage classes (``None`` without a stage target)."""
+    targets, classes = {}, None
     if target in ("stage", "both"):
         known = ~np.isnan(stage)
         classes = np.unique(stage[known]).astype(np.int64)
         if len(classes) < 2:
             raise ValueError(f"need at least two stages in y to classify, got {classes.tolist()}")
+        if len(classes) > 127:
+            raise ValueError(f"at most 127 stage classes can be classified, got {len(classes)}")
+        stage_idx = np.full(n, -1, dtype=np.int8)
         stage_idx[known] = np.searchsorted(classes, stage[known].astype(np.int64))
-    targets = {
-        "stage_label": stage_idx,
-        "event": (event if event is not None else np.zeros(n)).astype(np.float32),
-        "time": (tte if tte is not None else np.zeros(n)).astype(np.float32),
-    }
+        targets["stage_label"] = stage_idx
+    if target in ("progression", "both"):
+        targets["event"] = event.astype(np.float32)
+        targets["time"] = tte.astype(np.float32)
     return targets, classes
 
 
@@ -322,7 +325,9 @@ def fit_history(
     if risk:
         # The baseline is fitted to the risks predictions will have: the tabular model fitted
         # on every training point (not the stacked outputs the offsets were trained against).
-        tensors.point_features = estimator.tabular_.transform(X).astype(np.float32)
+        tabular = estimator.tabular_
+        fitted = tabular.fitted_outputs(stacked) if hasattr(tabular, "fitted_outputs") else tabular.transform(X)
+        tensors.point_features = fitted.astype(np.float32)
         estimator.event_times_, estimator.cumulative_baseline_hazard_ = baseline_hazard(
             model, tensors, train_rows, event, tte, device, estimator.batch_size
         )

@@ -37,12 +37,11 @@ def training_summary(
 ) -> dict[str, Any]:
     """What a fit saw: counts of points and subjects, events and follow-up, stages, the time span of
     the prediction points (ISO dates) and the share of each current stage. Scalars only (JSON)."""
-    points = X.points
     summary: dict[str, Any] = {
         "points": len(X),
-        "subjects": int(points["subject_id"].n_unique()),
+        "subjects": int(X.column("subject_id").n_unique()),
     }
-    times = points["prediction_time"]
+    times = X.column("prediction_time")
     if len(times):
         summary["first_prediction"] = str(times.min().date())
         summary["last_prediction"] = str(times.max().date())
@@ -52,7 +51,7 @@ def training_summary(
     if stage is not None:
         known = ~np.isnan(stage)
         summary["points_with_next_stage"] = int(known.sum())
-    for value, count in points["current_stage"].value_counts().sort("current_stage").iter_rows():
+    for value, count in X.column("current_stage").value_counts().sort("current_stage").iter_rows():
         if value is not None:
             summary[f"current_stage_{value}"] = int(count)
     return summary

@@ -310,6 +310,8 @@ class TabularModel(BaseEstimator):
         self.booster_, self.cox_, self.stage_ = parts
         tuned = self.booster_.best_params_ if self.booster_ is not None else None
         outputs = self._outputs_of(parts, (dense, wide))
+        if self.has_risk_:  # for fitted_outputs (a survival baseline): no second pass over the cohort
+            self._fitted_rows = (sample_rows, outputs[train_rows].astype(np.float32))
         folds = min(self.stack_folds, len(np.unique(groups[train_rows])))
         if folds >= 2:
             for fit_part, out_part in GroupKFold(folds).split(train_rows, groups=groups[train_rows]):
@@ -322,6 +324,21 @@ class TabularModel(BaseEstimator):
         stacked = self.transform(full)  # every point, piece by piece: outside the sample, unseen points
         stacked[sample_rows] = outputs.astype(np.float32)  # the sample's own: out-of-fold
         return stacked
+
+    def fitted_outputs(self, stacked: np.ndarray) -> np.ndarray:
+        """The fitted models' outputs on every point of the last :meth:`fit_stacked` ``[n,
+        n_outputs_]`` float32 (what :meth:`transform` gives), from its ``stacked`` return: the
+        rows it fitted on (the sample's, or every training point's) get the fitted models' own
+        in-sample outputs, kept from the fit; every other row is already theirs. ``stacked`` is
+        not changed. Kept for a survival target only, and given once (a loaded model, a second
+        call or a fit without a survival target: ``ValueError``)."""
+        kept = self.__dict__.pop("_fitted_rows", None)
+        if kept is None:
+            raise ValueError("fitted_outputs needs the stacked outputs of the fit_stacked just run")
+        rows, outputs = kept
+        fitted = stacked.astype(np.float32, copy=True)
+        fitted[rows] = outputs
+        return fitted
 
     def _fitting_sample(self, train_rows: np.ndarray, groups: np.ndarray) -> np.ndarray:
         """``train_rows``, or (more than ``max_fit_points``) the rows of a seeded sample of whole

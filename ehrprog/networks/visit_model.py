@@ -306,7 +306,7 @@ def supervised_loss(
         labels = targets["stage_label"]
         known = labels >= 0
         if bool(known.any()):
-            loss = loss + nn.functional.cross_entropy(logits[known].float(), labels[known])
+            loss = loss + nn.functional.cross_entropy(logits[known].float(), labels[known].long())
     if risk is not None and risk.dim() == 2:  # piecewise-exponential hazards, times in years
         years = targets["time"].float() / piecewise.DAYS_PER_YEAR
         nll = piecewise.piecewise_exponential_nll(risk.float(), years, targets["event"] > 0, SURVIVAL_PIECES_YEARS)
