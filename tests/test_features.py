@@ -39,11 +39,11 @@ def test_features_read_nothing_after_the_prediction_time(cohort):
 def test_features_in_chunks_equal_the_features_at_once(cohort, monkeypatch):
     """A part is computed POINT_CHUNK points at a time; a chunk that splits a subject's points
     still gives exactly the rows the whole part gives (the memory bound changes no number)."""
-    from ehrprog.features import point
+    from ehrprog.cohorts import cohort as cohort_module
 
     features = PointFeatures(max_history_codes=16).fit(cohort.X)
     whole = features.transform(cohort.X)
-    monkeypatch.setattr(point, "POINT_CHUNK", 97)  # a prime: chunks cut through subjects
+    monkeypatch.setattr(cohort_module, "POINT_CHUNK", 97)  # a prime: chunks cut through subjects
     assert len(cohort.X) > 3 * 97
     np.testing.assert_array_equal(features.transform(cohort.X), whole)
 

@@ -211,7 +211,8 @@ class StoredCohortX(CohortX):
 
     def __init__(self, store: CohortStore, rows: np.ndarray) -> None:
         self.store = store
-        self.rows = np.asarray(rows, dtype=np.int64)
+        # int32 row numbers (4 bytes a point) while the store holds fewer than 2**31 points
+        self.rows = np.asarray(rows).astype(np.int32 if store.n_points < 2**31 else np.int64, copy=False)
         self.whole = len(self.rows) == store.n_points and bool((self.rows == np.arange(len(self.rows))).all())
         self.lab_bands = store.lab_bands
         self._loaded: tuple[VisitFrame, pl.DataFrame] | None = None

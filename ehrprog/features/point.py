@@ -50,11 +50,6 @@ _PER_LAB = ("last", "has", "age", "slope", "has_slope", "trend_value")
 _PER_BAND = ("band_distance", "band_below", "band_years")
 #: Smallest distance (standard deviations) and rate of decline (standard deviations a year) the band features use.
 _BAND_FLOOR = 0.02
-#: Points whose features are computed at once: the joins and rolling trends of a chunk hold about
-#: 2.6 KB a point while they run (a 50,000-subject shard of ~350,000 points at once: ~900 MB),
-#: so a chunk of 50,000 points keeps that near 130 MB whatever the part's size. A point's features
-#: read only its own subject's records, so a chunk gives exactly the rows the whole part would.
-POINT_CHUNK = 50_000
 
 
 @dataclass
@@ -190,17 +185,10 @@ class PointFeatures:
         """``[n_points, n_features]`` float32, in the order of ``X.points`` (part by part for a
         cohort on disk)."""
         table = np.zeros((len(X), self.n_features), dtype=np.float32)
-        # One part at a time: a part caches the visits and labs it reads, so a list of every part
-        # would end up holding the whole cohort's. Within a part, :data:`POINT_CHUNK` points at a time.
-        for part, rows in X.parts():
-            for start in range(0, len(part), POINT_CHUNK):
-                chunk = slice(start, start + POINT_CHUNK)
-                inputs = (
-                    part
-                    if len(part) <= POINT_CHUNK
-                    else CohortX(part.points[chunk], part.visits, part.labs, part.lab_bands)
-                )
-                table[rows[chunk]] = self._transform(inputs)
+        # One part at a time (a part caches the visits and labs it reads, so a list of every part
+        # would end up holding the whole cohort's), and within it a chunk of points at a time.
+        for chunk, rows in X.chunks():
+            table[rows] = self._transform(chunk)
         return table
 
     def _transform(self, X: CohortX) -> np.ndarray:

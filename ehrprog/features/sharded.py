@@ -19,9 +19,10 @@ CACHED_SHARDS = 2
 class ShardedVisitTensors:
     """:class:`~ehrprog.features.tensors.VisitTensors` for a :class:`StoredCohortX`, one shard at a time.
 
-    In memory per point: the features given (the tabular outputs), its shard, its row there and
-    its subject; a shard's visits, current stages and values are read and encoded when a batch
-    needs them, and at most :data:`CACHED_SHARDS` shards are held. :meth:`plan_batches` keeps
+    In memory per point: the features given (the tabular outputs) and the points' rows in the
+    store (``X.rows``, shared); its shard, row there and subject are looked up in the store when a
+    batch or a plan needs them, and a shard's visits, current stages and values are read and encoded
+    when a batch needs them, at most :data:`CACHED_SHARDS` shards held. :meth:`plan_batches` keeps
     every batch within one shard and, in training, shuffles the shard order and the subjects
     within each shard; under DDP each rank takes whole shards (shard ``k`` of the shuffled order
     goes to rank ``k % world``). Batches hold exactly what the in-memory tensors would give for
@@ -39,9 +40,6 @@ class ShardedVisitTensors:
     ) -> None:
         self.X, self.store, self.vocabulary = X, X.store, vocabulary
         self.max_codes, self.max_visits, self.value_scale = max_codes, max_visits, value_scale
-        # Per point, only what a batch cannot get from its shard: the features given, where the
-        # point lies (int32 shard and row in it) and whose it is; the rest (visit count, current
-        # stage and value) is read with the shard (~29 bytes a point fewer).
         n = len(X)
         if n and X.column("n_visits").min() < 1:
             raise ValueError("every prediction point needs at least one input visit (n_visits >= 1)")
@@ -49,11 +47,13 @@ class ShardedVisitTensors:
         if len(features) != n:
             raise ValueError(f"point_features has {len(features)} rows for {n} points")
         self.point_features = np.ascontiguousarray(features, dtype=np.float32)
-        self.point_shard = self.store.point_shard[X.rows].astype(np.int32)
-        self.point_local = (X.rows - self.store.offsets[self.point_shard]).astype(np.int32)
-        self.point_owner = X.column("subject_id").to_numpy()
         self._cache: OrderedDict[int, VisitTensors] = OrderedDict()
         self.shards_read = 0
+
+    @property
+    def point_shard(self) -> np.ndarray:
+        """Each point's shard ``[n]`` int32 (looked up in the store when asked for)."""
+        return self.store.point_shard[self.X.rows]
 
     @property
     def point_n_visits(self) -> np.ndarray:
@@ -62,7 +62,7 @@ class ShardedVisitTensors:
 
     @property
     def n_points(self) -> int:
-        return len(self.point_shard)
+        return len(self.X)
 
     @property
     def visit_types(self) -> list[str]:
@@ -93,11 +93,13 @@ class ShardedVisitTensors:
         """As :meth:`VisitTensors.batch`; rows from several shards are gathered shard by shard
         and stacked."""
         point_rows = np.asarray(point_rows, dtype=np.int64)
-        shard_of = self.point_shard[point_rows]
+        stored = self.X.rows[point_rows]  # rows in the store
+        shard_of = self.store.point_shard[stored]
         pieces = []
         for shard in dict.fromkeys(shard_of.tolist()):  # first-seen order
-            rows = point_rows[shard_of == shard]
-            piece = self.shard(shard).batch(self.point_local[rows], per_point)
+            here = shard_of == shard
+            rows = point_rows[here]
+            piece = self.shard(shard).batch(stored[here] - self.store.offsets[shard], per_point)
             piece.point_index = rows
             piece.point_features = self.point_features[rows]
             pieces.append(piece)
@@ -116,14 +118,15 @@ class ShardedVisitTensors:
     ) -> list[np.ndarray]:
         """Batches of about ``batch_size`` subjects, each within one shard (see the class docstring)."""
         point_rows = np.asarray(point_rows, dtype=np.int64)
-        shard_of = self.point_shard[point_rows]
+        stored = self.X.rows[point_rows]  # rows in the store
+        shard_of = self.store.point_shard[stored]
         shards = np.unique(shard_of)
         if rng is not None and len(shards) > 1:
             shards = rng.permutation(shards)
         plans = []
         for shard in shards:
-            rows = point_rows[shard_of == shard]
-            plans.append(plan_by_subject(rows, self.point_owner[rows], batch_size, rng))
+            here = shard_of == shard
+            plans.append(plan_by_subject(point_rows[here], self.store.subject_ids[stored[here]], batch_size, rng))
         world = _rank_and_world()[1]
         if rng is None or world == 1 or len(shards) < world:
             return [rows for plan in plans for rows in plan]

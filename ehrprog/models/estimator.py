@@ -44,6 +44,7 @@ from ehrprog.models.history_fit import (
     validation_split,
     value_scale,
 )
+from ehrprog.models.model_card import training_summary
 from ehrprog.models.params import PARAMETER_CONSTRAINTS, PREFIXES, RoutedParams
 from ehrprog.models.persistence import PersistenceMixin
 from ehrprog.models.tabular import TabularModel
@@ -259,12 +260,14 @@ class VisitProgressionEstimator(RoutedParams, ExplanationMixin, PersistenceMixin
         targets, classes = point_targets(self.target, stage, event, tte, len(X))
         if classes is not None:
             self.classes_ = classes
+        self.training_data_ = training_summary(X, event, tte, stage)
+        del stage  # the stage target is in targets now (int8)
         subjects = X.column("subject_id").to_numpy()
         train_rows, valid_rows = validation_split(subjects, groups, self.validation_fraction, seed)
         self.vocabulary_ = Vocabulary.fit(X[train_rows], min_count=self.min_code_count)
         self.value_scale_ = value_scale(X[train_rows])
         self.tabular_ = clone(self.tabular) if self.tabular is not None else TabularModel(random_state=seed)
-        fit_history(self, X, targets, classes, stage, event, tte, subjects, train_rows, valid_rows, seed, device)
+        fit_history(self, X, targets, classes, event, tte, subjects, train_rows, valid_rows, seed, device)
         return self
 
     # ----------------------------------------------------------- prediction

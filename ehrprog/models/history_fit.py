@@ -23,8 +23,7 @@ from sklearn.model_selection import GroupShuffleSplit
 from ehrprog.cohorts.cohort import CohortX
 from ehrprog.features.tensors import VisitTensors
 from ehrprog.models.breslow import BreslowSurvival
-from ehrprog.models.model_card import training_summary
-from ehrprog.networks.inference import batched_outputs, outputs_score, paired_gain, with_targets
+from ehrprog.networks.inference import as_trained, batched_outputs, outputs_score, paired_gain, with_targets
 from ehrprog.networks.piecewise import DAYS_PER_YEAR, SURVIVAL_PIECES_YEARS, base_log_hazards
 from ehrprog.networks.training import TrainSettings, train
 from ehrprog.networks.visit_model import SupervisedObjective, VisitSequenceModel, supervised_loss
@@ -46,8 +45,10 @@ def point_targets(
     target: str, stage: np.ndarray | None, event: np.ndarray | None, tte: np.ndarray | None, n: int
 ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """``(targets, classes)``: per point what the heads of ``target`` train on: ``stage_label``
-    (class index, -1 unknown; int8) for a stage target, ``event`` and ``time`` (days; float32) for
-    a survival target (5 to 9 bytes a point); the stage classes (``None`` without a stage target)."""
+    (class index, -1 unknown; int8) for a stage target, ``event`` and ``time`` (days) for a
+    survival target (``event`` and ``tte`` themselves, not copies: the heads read them as float32,
+    :func:`~ehrprog.networks.inference.as_trained`); the stage classes (``None`` without a stage
+    target)."""
     targets, classes = {}, None
     if target in ("stage", "both"):
         known = ~np.isnan(stage)
@@ -60,8 +61,8 @@ def point_targets(
         stage_idx[known] = np.searchsorted(classes, stage[known].astype(np.int64))
         targets["stage_label"] = stage_idx
     if target in ("progression", "both"):
-        targets["event"] = event.astype(np.float32)
-        targets["time"] = tte.astype(np.float32)
+        targets["event"] = event
+        targets["time"] = tte
     return targets, classes
 
 
@@ -75,11 +76,12 @@ def validation_split(subjects: np.ndarray, groups: Any, fraction: float, seed: i
         pairs = pl.DataFrame({"subject": subjects, "group": units.astype(str)}).unique()
         if pairs.height != len(np.unique(subjects)):
             raise ValueError("groups must keep each subject's points in one group (a subject spans several)")
-    rows = np.arange(len(subjects))
+    rows = np.arange(len(subjects), dtype=np.int32 if len(subjects) < 2**31 else np.int64)
     if fraction > 0 and len(np.unique(units)) >= 5:
         split = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
-        return next(split.split(rows, groups=units))
-    return rows, np.array([], dtype=np.int64)
+        train, valid = next(split.split(rows, groups=units))
+        return train.astype(rows.dtype), valid.astype(rows.dtype)
+    return rows, np.array([], dtype=rows.dtype)
 
 
 def build_model(
@@ -150,7 +152,7 @@ def validator(
 ):
     """The engine's validation step: the loss and the score (:func:`~ehrprog.networks.inference.outputs_score`)
     of the points ``rows``."""
-    held_out = {name: values[rows] for name, values in targets.items()}
+    held_out = {name: as_trained(values[rows]) for name, values in targets.items()}
 
     def validate(objective: SupervisedObjective) -> dict[str, float]:
         logits, risk = batched_outputs(objective.model, tensors, rows, device, batch_size)
@@ -224,7 +226,7 @@ def judge_history(
     }
     if epoch0 is None:
         return found
-    held_out = {name: values[valid_rows] for name, values in targets.items()}
+    held_out = {name: as_trained(values[valid_rows]) for name, values in targets.items()}
     kept = batched_outputs(model, tensors, valid_rows, device, batch_size)
     gain, se = paired_gain(kept, epoch0, held_out, subjects[valid_rows], seed)
     found["history_gain_se_"] = se if np.isfinite(se) else None
@@ -263,7 +265,6 @@ def fit_history(
     X: CohortX,
     targets: dict[str, np.ndarray],
     classes: np.ndarray | None,
-    stage: np.ndarray | None,
     event: np.ndarray | None,
     tte: np.ndarray | None,
     subjects: np.ndarray,
@@ -320,7 +321,6 @@ def fit_history(
     for name, value in record.items():
         setattr(estimator, name, value)
     estimator.model_ = model.eval()
-    estimator.training_data_ = training_summary(X, event, tte, stage)
     estimator.heldout_ = None  # held-out scores of this fit: set by whoever measures them (model card)
     if risk:
         # The baseline is fitted to the risks predictions will have: the tabular model fitted

@@ -380,11 +380,12 @@ class TabularModel(BaseEstimator):
 
     def transform(self, X: CohortX) -> np.ndarray:
         """The fitted models' outputs ``[len(X), n_outputs_]`` float32, piece by piece
-        (:meth:`~ehrprog.cohorts.cohort.CohortX.parts`: one shard's inputs in memory at a time)."""
+        (:meth:`~ehrprog.cohorts.cohort.CohortX.chunks`: at most one chunk of one shard's inputs in
+        memory at a time)."""
         parts = (self.booster_, self.cox_, self.stage_)
         outputs = np.zeros((len(X), self.n_outputs_), dtype=np.float32)
-        for part, rows in X.parts():
-            outputs[rows] = self._outputs_of(parts, self._inputs(part))
+        for chunk, rows in X.chunks():
+            outputs[rows] = self._outputs_of(parts, self._inputs(chunk))
         return outputs
 
     def contributions(

@@ -109,17 +109,26 @@ def _difference(kept, base, targets: dict[str, np.ndarray], rows: np.ndarray) ->
     return float("nan") if a is None or b is None else a - b
 
 
+def as_trained(values: np.ndarray) -> np.ndarray:
+    """Targets as the heads read them: events (bool) and times (float64 days) as float32; stage
+    labels as they are. The fit keeps one copy of each target in its own type and converts the
+    rows a batch or a validation needs."""
+    return values.astype(np.float32) if values.dtype in (np.bool_, np.float64) else values
+
+
 def with_targets(batch: Batch, targets: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
-    """The batch's tensors plus its points' targets (``stage_label``, ``event``, ``time``) on ``device``."""
+    """The batch's tensors plus its points' targets (``stage_label``, ``event``, ``time``;
+    :func:`as_trained`) on ``device``."""
     inputs = batch.tensors(device)
     for name, values in targets.items():
-        inputs[name] = torch.from_numpy(values[batch.point_index]).to(device)
+        inputs[name] = torch.from_numpy(as_trained(values[batch.point_index])).to(device)
     return inputs
 
 
 __all__ = [
     "GAIN_BOOTSTRAP",
     "PREDICT_BATCH_SUBJECTS",
+    "as_trained",
     "batched_outputs",
     "outputs_score",
     "paired_gain",
