@@ -33,6 +33,19 @@ def test_survival_matches_scikit_survivals_breslow_estimator(seed):
     np.testing.assert_allclose(curves[3](ours.event_times_), expected[3], rtol=1e-10)
 
 
+def test_the_baseline_summed_in_chunks_is_the_same(monkeypatch):
+    """Risk sets are summed a chunk of points at a time: chunks of 7 give the baseline of one pass
+    (float32 risks as the estimator passes them)."""
+    from ehrprog.cohorts import targets
+
+    risk, time, event = _data(n=500, seed=3)
+    whole = BreslowSurvival().fit(risk.astype(np.float32), time, event)
+    monkeypatch.setattr(targets, "BRESLOW_CHUNK", 7)
+    chunked = BreslowSurvival().fit(risk.astype(np.float32), time, event)
+    np.testing.assert_array_equal(chunked.event_times_, whole.event_times_)
+    np.testing.assert_allclose(chunked.cumulative_baseline_hazard_, whole.cumulative_baseline_hazard_, rtol=1e-12)
+
+
 def test_a_given_baseline_hazard_gives_the_same_survival_as_the_fitted_one():
     risk, time, event = _data()
     fitted = BreslowSurvival().fit(risk, time, event)

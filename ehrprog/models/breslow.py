@@ -30,8 +30,8 @@ class BreslowSurvival:
         """``H0`` from the training points' ``risk`` ``[n]`` (log relative risk), ``time`` ``[n]``
         (days) and ``event`` ``[n]`` (bool)."""
         self.event_times_, self.cumulative_baseline_hazard_ = breslow_baseline(
-            np.asarray(risk, dtype=np.float64), np.asarray(time, dtype=np.float64), np.asarray(event, dtype=bool)
-        )
+            np.asarray(risk), np.asarray(time, dtype=np.float64), np.asarray(event, dtype=bool)
+        )  # risk read as float64 a chunk at a time
         return self
 
     def survival(self, risk: np.ndarray) -> np.ndarray:

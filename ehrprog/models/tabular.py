@@ -36,6 +36,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ehrprog.cohorts.cohort import CohortX
 from ehrprog.core.errors import one_warning
+from ehrprog.core.memory import release_free_memory
 from ehrprog.features.clinical import ClinicalTable
 from ehrprog.features.point import PointFeatures
 from ehrprog.features.windowed import WindowedCounts
@@ -386,6 +387,7 @@ class TabularModel(BaseEstimator):
         outputs = np.zeros((len(X), self.n_outputs_), dtype=np.float32)
         for chunk, rows in X.chunks():
             outputs[rows] = self._outputs_of(parts, self._inputs(chunk))
+        release_free_memory()  # the chunks' freed tables
         return outputs
 
     def contributions(

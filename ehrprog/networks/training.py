@@ -37,6 +37,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ehrprog.core.memory import release_free_memory
 from ehrprog.networks.prefetch import PREFETCH_BATCHES, prefetched
 
 T = TypeVar("T")
@@ -274,6 +275,7 @@ def train(
                 _check_finite(torch.tensor(figures["valid_loss"]), f"epoch {epoch}, validation")
             record.update(figures)
         record["seconds"] = time.perf_counter() - started
+        release_free_memory()  # the epoch's freed batches (glibc keeps them otherwise)
         history.append(record)
         if on_epoch is not None:
             on_epoch(record)
