@@ -134,7 +134,7 @@ def breslow_baseline(risk: np.ndarray, time: np.ndarray, event: np.ndarray) -> t
     ``H0(t_k) = sum_{l <= k} d_l / sum_{j: t_j >= t_l} exp(r_j)`` with ``d_l`` events at ``t_l``.
     No sort of the points: each point adds ``exp(r_j)`` to the slot of the last event time at or
     before its own time, and a reverse cumulative sum of the slots gives every risk set's sum, a
-    chunk of :data:`BRESLOW_CHUNK` points at a time.
+    chunk of ``BRESLOW_CHUNK`` (1,000,000) points at a time.
     """
     event = np.asarray(event).astype(bool)
     times, deaths = np.unique(time[event], return_counts=True)
