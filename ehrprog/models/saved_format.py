@@ -172,6 +172,10 @@ class SavedHeldout(_Strict):
 
     description: str = Field(max_length=1000)
     metrics: dict[str, Finite]
+    #: What the figures stand on (ehrprog.evaluation.evidence.Evidence), where it was counted.
+    evidence: dict[str, Annotated[int, Field(ge=0)]] | None = None
+    #: The figures too few to judge, each with its reason.
+    too_few: dict[str, Annotated[str, Field(max_length=1000)]] | None = None
 
 
 class SavedFile(_Strict):
