@@ -94,7 +94,7 @@ class CohortX:
         yield self, np.arange(len(self), dtype=np.int64)
 
     def chunks(self, size: int | None = None) -> Iterator[tuple[CohortX, np.ndarray]]:
-        """:meth:`parts` cut into pieces of at most ``size`` points (:data:`POINT_CHUNK` by
+        """:meth:`parts` cut into pieces of at most ``size`` points (``POINT_CHUNK``, 50,000, by
         default), each over its part's visits and labs, with the rows of ``X`` it holds."""
         size = POINT_CHUNK if size is None else size
         for part, rows in self.parts():

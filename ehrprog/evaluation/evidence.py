@@ -142,7 +142,7 @@ class Evidence:
 
 
 def marks(metric: str, value: float, evidence: Evidence | None) -> str:
-    """The marks of one figure: :data:`TOO_FEW_MARK` and/or :data:`WORSE_MARK` ('' for none)."""
+    """The marks of one figure: ``*`` (too few to judge) and/or ``!`` (worse than chance); '' for none."""
     few = evidence is not None and evidence.too_few(metric) is not None
     return (TOO_FEW_MARK if few else "") + (WORSE_MARK if worse_than_chance(metric, value) else "")
 
