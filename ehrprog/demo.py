@@ -29,6 +29,7 @@ from ehrprog.evaluation.heldout import (
     subject_split,
     verdict,
 )
+from ehrprog.evaluation.subgroups import format_subgroups
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,6 +133,8 @@ def _run(args: argparse.Namespace, folder: Path) -> int:
         *verdict(rows, fitted["risks"], cohort.y[test], cohort.groups[test], args.seed),
     ]
     say("\n".join(verdict_lines))
+    if fitted["subgroups"]:
+        say(format_subgroups(fitted["subgroups"]))
 
     X_te, y_te = cohort.X[test], cohort.y[test]
     charts, patient = report.sections(model, X_te, y_te, cohort.stages, None, cohort.y[train], fitted["risks"])
@@ -157,6 +160,7 @@ def _run(args: argparse.Namespace, folder: Path) -> int:
         charts=charts,
         patient=patient,
         text="\n".join(lines),
+        subgroups=fitted["subgroups"],
     )
     cohort.labels.write_parquet(folder / "labels.parquet")
     say(

@@ -159,3 +159,13 @@ def test_data_too_small_to_split_names_the_counts(sim_omop):
     two = cohort.subset(np.unique(cohort.groups)[:2])
     train, test = subject_split(two, test_size=0.3)  # one subject a side
     assert len(np.intersect1d(two.groups[train], two.groups[test])) == 0
+
+
+def test_fit_shows_a_progress_bar_with_the_loss_and_quiet_hides_it(sim_omop, tmp_path, capsys):
+    data = ["--data", str(sim_omop), "--max-epochs", "1", "--test-size", "0.2"]
+    assert main(["fit", *data, "--out", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    assert "epoch 1" in err and "loss=" in err
+    assert main(["-q", "fit", *data, "--out", str(tmp_path / "b")]) == 0
+    captured = capsys.readouterr()
+    assert "loss=" not in captured.err and "wrote" in captured.out

@@ -300,3 +300,32 @@ def test_a_diagnosis_is_drawn_in_the_band_of_the_stage_it_records(evaluated):
     mine = stages.filter((pl.col("subject_id") == subject) & (pl.col("source") == "diagnosis")).sort("time")
     assert list(trace.text) == [f"stage {s} diagnosis" for s in mine["recorded_stage"].to_list()]
     assert "mL/min/1.73 m²" in patient.chart.figure.layout.yaxis.title.text
+
+
+def test_the_model_is_scored_in_subgroups_with_their_counts(evaluated, tmp_path):
+    """By sex and age band (and a static code prefix): each group's counts add up to the held-out
+    set, its C-index is the C-index of its own points, and the card and the report show them."""
+    from ehrprog.evaluation.subgroups import format_subgroups, point_attributes, subgroup_rows
+    from ehrprog.metrics import harrell_c
+
+    cohort, _, test, rows, fitted = evaluated
+    groups = fitted["subgroups"]
+    X_te, y_te = cohort.X[test], cohort.y[test]
+    for attribute in ("sex", "age band"):
+        mine = [g for g in groups if g.attribute == attribute]
+        assert len(mine) >= 2 and sum(g.evidence.points for g in mine) == len(test)
+        assert sum(g.evidence.events for g in mine) == int(y_te["event"].sum())
+    women = next(g for g in groups if g.attribute == "sex" and g.group == "F")
+    female = (point_attributes(X_te)["sex"] == "F").to_numpy()
+    risk = fitted["risks"]["VisitProgressionEstimator"]
+    expected = harrell_c(y_te["event"].to_numpy()[female], y_te["time_to_event_days"].to_numpy()[female], risk[female])
+    assert women.metrics["c_index"] == pytest.approx(expected)
+    static = X_te.visits.frame["static_codes"].explode().drop_nulls().cast(pl.String)
+    prefix = static[0].split("/")[0] + "/"
+    by_code = subgroup_rows(X_te, y_te, risk, static_prefixes=[prefix])
+    assert any(g.attribute == prefix.rstrip("/") for g in by_code)
+    assert "performance in subgroups" in format_subgroups(groups)
+    card = (fitted["model"].save(tmp_path / "model") / "MODEL_CARD.md").read_text()
+    assert "by subgroup of the held-out subjects" in card and "| sex: F |" in card
+    page = report.render_report(tmp_path, "t", rows=rows, subgroups=groups).read_text()
+    assert "Performance in subgroups" in page and "<table class='subgroups'>" in page

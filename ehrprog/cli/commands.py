@@ -377,6 +377,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ehrprog.evaluation import report
     from ehrprog.evaluation.heldout import evaluate, format_table, meds_predictions, subject_split, verdict
     from ehrprog.evaluation.pretraining import paid_lines
+    from ehrprog.evaluation.subgroups import format_subgroups
 
     check_model_options(args)
     out = _report_output(args)  # before reading the data: a user's files are never replaced
@@ -390,8 +391,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         applied[str(args.transfer_model)] = VisitProgressionEstimator.load(args.transfer_model)
     on_overlap = "exclude" if args.exclude_overlap else "refuse"  # checked before any fitting
     rows, fitted = evaluate(
-        cohort, train, test, _model_params(args), args.seed, on_pretraining_overlap=on_overlap, applied=applied
-    )
+        cohort, train, test, _model_params(args), args.seed, on_pretraining_overlap=on_overlap, applied=applied,
+        subgroups=args.subgroup,
+    )  # fmt: skip
     test = fitted["test"]  # less held-out subjects the checkpoint read, with --exclude-overlap
     if args.checkpoint is not None:
         print(fitted["overlap"].line(args.checkpoint))
@@ -402,6 +404,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     lines += paid_lines(rows, fitted["risks"], event, time_, cohort.groups[test], args.seed)
     print(table)
     print("\n".join(lines))
+    if fitted["subgroups"]:
+        print(format_subgroups(fitted["subgroups"]))
     X_te, y_te = cohort.X[test], cohort.y[test]
     charts, patient = report.sections(
         fitted["model"], X_te, y_te, cohort.stages, args.subject, cohort.y[train], fitted["risks"]
@@ -417,6 +421,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             notes=[f"Held out {args.test_size:.0%} of subjects (seed {args.seed}); every method scored on them."],
             charts=charts,
             patient=patient,
+            subgroups=fitted["subgroups"],
         )
         fitted["model"].save(folder / "model")
         predictions.write_parquet(folder / "predictions.parquet")

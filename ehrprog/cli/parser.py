@@ -96,6 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     evaluate.add_argument("--subject", type=int, default=None, help="the patient shown (default: one who progressed)")
     evaluate.add_argument(
+        "--subgroup",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="also score the model in groups of a static code starting with PREFIX (e.g. RACE/); "
+        "sex and age band always",
+    )
+    evaluate.add_argument(
         "--transfer-model",
         type=Path,
         default=None,

@@ -6,7 +6,7 @@ Used by ``make demo`` and by the quality benchmark, so both report identical met
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,7 @@ from ehrprog.core.errors import InputError
 from ehrprog.evaluation.evidence import WORSE_MARK, Evidence, marks, worse_than_chance
 from ehrprog.evaluation.predictions import prediction_frame
 from ehrprog.evaluation.pretraining import TRANSFER, OnOverlap, apart_from_pretraining, scratch_variant
+from ehrprog.evaluation.subgroups import subgroup_record, subgroups_of_model
 from ehrprog.metrics import (
     evaluation_times,
     expected_calibration_error,
@@ -270,6 +271,7 @@ def evaluate(
     oracle: np.ndarray | None = None,
     on_pretraining_overlap: OnOverlap = "refuse",
     applied: dict[str, Any] | None = None,
+    subgroups: Sequence[str] = (),
 ) -> tuple[list[Row], dict[str, Any]]:
     """Fit the estimator and every baseline on the rows ``train`` of ``cohort``, score them on ``test``
     (see :func:`evaluate_split`). With a pre-trained checkpoint (``backbone__checkpoint`` in
@@ -293,6 +295,7 @@ def evaluate(
         oracle,
         variants=scratch_variant(model_params),
         applied=applied,
+        subgroups=subgroups,
     )
     fitted["overlap"] = overlap
     fitted["test"] = test
@@ -311,8 +314,13 @@ def evaluate_split(
     variants: dict[str, dict[str, Any]] | None = None,
     ablation: bool = True,
     applied: dict[str, Any] | None = None,
+    subgroups: Sequence[str] = (),
 ) -> tuple[list[Row], dict[str, Any]]:
     """Fit the estimator and every baseline on ``X_tr``/``y_tr``, score them on ``X_te``/``y_te``.
+
+    The model is also scored per subgroup of the held-out subjects (by sex, by age band, and by
+    the static codes starting with each prefix in ``subgroups``, e.g. ``"RACE/"``;
+    :mod:`~ehrprog.evaluation.subgroups`): ``fitted["subgroups"]``, kept in its model card too.
 
     Survival rows with a survival function also get ``ici_1y``, ``ici_2y``, ``ici_5y``: the
     calibration (integrated calibration index over risk deciles, Kaplan-Meier observed) of the
@@ -355,6 +363,8 @@ def evaluate_split(
     rows.append(row)
     fitted["model"] = model
     model.heldout_ = heldout_record(row.metrics, X_te, y_te)
+    fitted["subgroups"] = subgroups_of_model(model, X_te, y_te, subgroups)
+    model.heldout_["subgroups"] = subgroup_record(fitted["subgroups"])
     if ablation:
         rows.append(scorer.model(ABLATION, history_zeroed(model), X_te))
     for name, model_applied in (applied or {}).items():

@@ -39,6 +39,7 @@ from ehrprog.evaluation.charts import (
 from ehrprog.evaluation.evidence import TOO_FEW_MARK, WORSE_MARK, table_guide, worse_than_chance
 from ehrprog.evaluation.heldout import format_table, is_measurement
 from ehrprog.evaluation.patient import Patient, patient_chart, pick_subject
+from ehrprog.evaluation.subgroups import SubgroupRow, format_subgroups, subgroups_html
 
 
 def sections(
@@ -198,6 +199,7 @@ def render_report(
     charts: Sequence[Chart] = (),
     patient: Patient | None = None,
     text: str | None = None,
+    subgroups: Sequence[SubgroupRow] = (),
 ) -> Path:
     """Write ``report.html`` (and ``report.txt``) into ``folder`` as it is (a folder being
     written: :func:`write_report` is the safe writer); returns the HTML path.
@@ -210,6 +212,7 @@ def render_report(
         charts: cohort charts (:func:`cohort_charts`). patient: one patient's section.
         text: what ``report.txt`` holds (default: the table, the lines, the summary and the patient's
             attributions as text).
+        subgroups: the model's figures per subgroup (:func:`~ehrprog.evaluation.subgroups.subgroup_rows`).
     """
     folder = Path(folder)
     parts = [
@@ -232,6 +235,8 @@ def render_report(
     if guide:
         parts.append("<details class='guide'><summary>How to read the table</summary><ul>")
         parts.append("".join(f"<li>{html.escape(n)}</li>" for n in guide) + "</ul></details>")
+    if subgroups:
+        parts.append("<h2>Performance in subgroups (the model, held-out subjects)</h2>" + subgroups_html(subgroups))
     if charts:
         parts.append("<h2>Cohort charts</h2><div class='grid'>")
         parts.extend(_chart_html(chart) for chart in charts)
@@ -251,6 +256,8 @@ def render_report(
         if rows:
             pieces += [format_table(list(rows)), ""]
         pieces += list(lines)
+        if subgroups:
+            pieces += ["", format_subgroups(subgroups)]
         if patient is not None:
             pieces += ["", *patient.lines]
         text = "\n".join(pieces)

@@ -148,6 +148,18 @@ def model_card(estimator: VisitProgressionEstimator) -> str:
                 f"events, {evidence['staged_points']:,} points with a known next stage. A figure on fewer than 30 "
                 "subjects (or 20 events) is too few to judge (ehrprog.evaluation.evidence).",
             ]
+        groups = heldout.get("subgroups")
+        if groups:
+            lines += ["", "Progression figures by subgroup of the held-out subjects:", ""]
+            lines += ["| subgroup | subjects | events | C-index | ICI 2 y | note |", "|---|---|---|---|---|---|"]
+            for g in groups:
+                cells = " | ".join(
+                    f"{g['metrics'][k]:.3f}" if k in g["metrics"] else "-" for k in ("c_index", "ici_2y")
+                )
+                note = "too few to judge" if g["too_few"] else ""
+                lines.append(
+                    f"| {g['attribute']}: {g['group']} | {g['subjects']:,} | {g['events']:,} | {cells} | {note} |"
+                )
     else:
         lines.append(
             "Not measured on held-out subjects (run `ehrprog evaluate`, `ehrprog fit` or "
