@@ -29,6 +29,7 @@ from ehrprog.evaluation.heldout import (
     subject_split,
     verdict,
 )
+from ehrprog.evaluation.subgroups import format_subgroups
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,17 +128,19 @@ def _run(args: argparse.Namespace, folder: Path) -> int:
             f"history on the validation subjects: {model.history_trial_gain_ or 0:+.4f} over the tabular part "
             f"(one standard error of a paired bootstrap {model.history_gain_se_ or 0:.4f}): {what}"
         )
-    verdict_lines = verdict(rows, fitted["risks"], cohort.y[test], cohort.groups[test], args.seed)
+    verdict_lines = [
+        *fitted["left_out"],
+        *verdict(rows, fitted["risks"], cohort.y[test], cohort.groups[test], args.seed),
+    ]
     say("\n".join(verdict_lines))
+    if fitted["subgroups"]:
+        say(format_subgroups(fitted["subgroups"]))
 
     X_te, y_te = cohort.X[test], cohort.y[test]
     charts, patient = report.sections(model, X_te, y_te, cohort.stages, None, cohort.y[train], fitted["risks"])
     say("\n".join(patient.lines))
     notes = [
         f"{len(cohort.X):,} prediction points; split by subject; metrics on the test subjects.",
-        "IBS: integrated Brier score over the 10th-80th percentile of test follow-up (lower is better).",
-        "ECE: top-label expected calibration error (lower is better). ICI 2 y: the integrated calibration index "
-        "of the predicted risk of progression by 2 years (lower is better).",
         f"{ORACLE}: the C-index of the simulator's true risk on the same test points, a ceiling, not a method.",
         f"{REFERENCE}: linear Cox on exactly the clinical inputs the model reads; the model's margin over it "
         "is what its clinical MLP and sequence encoder add.",
@@ -157,6 +160,7 @@ def _run(args: argparse.Namespace, folder: Path) -> int:
         charts=charts,
         patient=patient,
         text="\n".join(lines),
+        subgroups=fitted["subgroups"],
     )
     cohort.labels.write_parquet(folder / "labels.parquet")
     say(

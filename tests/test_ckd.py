@@ -261,3 +261,38 @@ def test_femr_icd9_stage_and_unstaged_ckd_are_found():
     staged = CKDProgression().stage_events(ep.read_meds(shared_path("femr_synthetic_meds")), include_unstaged=True)
     assert sorted(staged["code"].to_list()) == ["ICD9CM/585.3", "ICD9CM/585.8"]
     assert staged.filter(pl.col("code") == "ICD9CM/585.3")["stage"].item() == 3
+
+
+def _g3ab_rule() -> StagingRule:
+    from ehrprog.tasks.ckd import ckd_rule
+
+    egfr = ckd_rule().labs[0]
+    bands = [(90.0, 1), (60.0, 2), (45.0, 3), (30.0, 4), (15.0, 5), (float("-inf"), 6)]
+    g3ab = LabThreshold(name="egfr", codes=egfr.codes, units=egfr.units, plausible=egfr.plausible, bands=bands)
+    return StagingRule(name="CKD G3a/G3b", n_stages=6, labs=[g3ab])
+
+
+def test_your_own_ckd_rule_keeps_egfr_from_creatinine_and_the_ckd_defaults(sim_omop):
+    """A G3a/G3b rule given to CKDProgression stages the same eGFR readings as the built-in one,
+    computed ones included (ProgressionTask alone would read recorded eGFR only), with the CKD
+    task's confirmation and progression rules."""
+    events = ep.read_omop(sim_omop)
+    built_in = CKDProgression().stage_events(events)
+    task = CKDProgression(rule=_g3ab_rule())
+    assert (task.confirm_days, task.progression, task.compute_egfr) == (90.0, "above_highest", True)
+    own = task.stage_events(events)
+    computed = lambda frame: frame.filter(pl.col("source") == "egfr")["computed"].sum()  # noqa: E731
+    assert computed(built_in) > 0
+    assert computed(own) == computed(built_in)  # creatinine converted the same way
+    assert own.filter(pl.col("source") == "egfr").height == built_in.filter(pl.col("source") == "egfr").height
+    assert set(own["stage"].drop_nulls().to_list()) - set(built_in["stage"].drop_nulls().to_list()) == {6}
+    with pytest.warns(UserWarning, match=r"CKDProgression\(rule=\.\.\.\) keeps your rule"):
+        bare = ProgressionTask(_g3ab_rule())
+    assert bare.stage_events(events).filter(pl.col("source") == "egfr")["computed"].sum() == 0
+
+
+def test_a_ckd_rule_without_an_egfr_lab_is_refused_while_egfr_is_computed():
+    rule = StagingRule(name="dx only", n_stages=5, diagnoses=[DiagnosisCode(system="ICD10", code="N18.4", stage=4)])
+    with pytest.raises(ValueError, match="no lab named 'egfr'"):
+        CKDProgression(rule=rule)
+    assert CKDProgression(rule=rule, compute_egfr=False).rule is rule

@@ -91,3 +91,81 @@ def test_numeric_options_are_checked_before_any_work(argv, rule, capsys, tmp_pat
     assert exit_.value.code == 2
     assert rule in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_version_prints_the_package_version(capsys):
+    import ehrprog
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.strip() == f"ehrprog {ehrprog.__version__}"
+
+
+def test_verbose_and_quiet_exclude_each_other(capsys):
+    with pytest.raises(SystemExit):
+        main(["--verbose", "--quiet", "plugins"])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--backbone", "nosuch"], "--backbone nosuch: no installed plugin registers it; available: "),
+        (["--device", "cuda:7"], "--device cuda:7: device='cuda:7': this machine has"),
+        (["--device", "tpu"], "--device tpu:"),
+    ],
+)
+@pytest.mark.parametrize("command", ["fit", "evaluate"])
+def test_model_options_are_checked_before_the_data_is_read(command, options, message, tmp_path, capsys):
+    """The data path does not exist: an error about the option proves nothing was read first."""
+    out = ["--out", str(tmp_path / "out")]
+    assert main([command, "--data", str(tmp_path / "no_data"), *out, *options]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "no_data" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_checkpoint_of_another_backbone_names_the_backbone_that_reads_it(tmp_path, capsys):
+    import json
+
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "ehrprog-cehrbert", "format": 1}))
+    data = ["--data", str(tmp_path / "no_data"), "--out", str(tmp_path / "out")]
+    assert main(["fit", *data, "--checkpoint", str(folder)]) == 2
+    assert "holds a 'ehrprog-cehrbert' model, which backbone 'default' cannot read: use --backbone cehrbert" in (
+        capsys.readouterr().err
+    )
+    assert main(["fit", *data, "--checkpoint", str(tmp_path / "nowhere")]) == 2
+    assert "--checkpoint: no such folder" in capsys.readouterr().err
+    (folder / "config.json").unlink()
+    assert main(["fit", *data, "--checkpoint", str(folder)]) == 2
+    assert "a checkpoint folder holds config.json" in capsys.readouterr().err
+
+
+def test_data_too_small_to_split_names_the_counts(sim_omop):
+    import numpy as np
+
+    import ehrprog as ep
+    from ehrprog.core.errors import InputError
+    from ehrprog.evaluation.heldout import subject_split
+
+    cohort = ep.tasks.CKDProgression().build(ep.read_omop(sim_omop))
+    one = cohort.subset(np.unique(cohort.groups)[:1])
+    with pytest.raises(InputError, match=r"1 subject\(s\) with [\d,]+ prediction point\(s\) cannot be split"):
+        subject_split(one, test_size=0.3)
+    two = cohort.subset(np.unique(cohort.groups)[:2])
+    train, test = subject_split(two, test_size=0.3)  # one subject a side
+    assert len(np.intersect1d(two.groups[train], two.groups[test])) == 0
+
+
+def test_fit_shows_a_progress_bar_with_the_loss_and_quiet_hides_it(sim_omop, tmp_path, capsys):
+    data = ["--data", str(sim_omop), "--max-epochs", "1", "--test-size", "0.2"]
+    assert main(["fit", *data, "--out", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    assert "epoch 1" in err and "loss=" in err
+    assert main(["-q", "fit", *data, "--out", str(tmp_path / "b")]) == 0
+    captured = capsys.readouterr()
+    assert "loss=" not in captured.err and "wrote" in captured.out

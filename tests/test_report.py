@@ -15,7 +15,7 @@ import pytest
 import ehrprog as ep
 from ehrprog.cli import main
 from ehrprog.evaluation import report
-from ehrprog.evaluation.heldout import evaluate, subject_split
+from ehrprog.evaluation.heldout import evaluate, format_table, subject_split, verdict
 
 #: Where the browser test leaves its screenshot (git-ignored), to be looked at.
 ARTIFACTS = Path(__file__).resolve().parents[1] / "build" / "test-artifacts"
@@ -160,8 +160,9 @@ FLAGS = [
 ]
 
 
-def test_the_report_renders_in_headless_chromium(written, tmp_path):
-    path = written[0]
+def _browse(path: Path, tmp_path: Path, screenshot: str) -> str:
+    """The page's DOM after its scripts ran in headless Chromium (its console checked silent), and a
+    screenshot left in :data:`ARTIFACTS` to be looked at."""
     chromium = _chromium()
     url = path.resolve().as_uri()
     done = subprocess.run(
@@ -170,24 +171,40 @@ def test_the_report_renders_in_headless_chromium(written, tmp_path):
         capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    dom = done.stdout
-    # Every chart was drawn: plotly replaced each empty div with its SVG.
-    sections = dict(re.findall(r'id="chart-(\w+)"(.*?)(?=id="chart-|$)', dom, flags=re.S))
-    assert set(sections) == {"km", "stage_calibration", "survival_calibration", "auc", "patient"}
-    for key, section in sections.items():
-        assert 'class="main-svg"' in section, f"chart {key} did not render"
-    assert dom.count('class="plot-container plotly"') == 5
     # The page's console stayed silent (no error, warning or log from any script).
     console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
     assert console == [], console
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    shot = ARTIFACTS / "report.png"
+    shot = ARTIFACTS / screenshot
     taken = subprocess.run(
         [chromium, *FLAGS, f"--user-data-dir={tmp_path / 'profile2'}", "--window-size=1280,3000",
          "--virtual-time-budget=20000", f"--screenshot={shot}", url],
         capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert taken.returncode == 0 and shot.stat().st_size > 50_000, taken.stderr[-2000:]
+    return done.stdout
+
+
+def test_the_report_renders_in_headless_chromium(written, tmp_path):
+    dom = _browse(written[0], tmp_path, "report.png")
+    # Every chart was drawn: plotly replaced each empty div with its SVG.
+    sections = dict(re.findall(r'id="chart-(\w+)"(.*?)(?=id="chart-|$)', dom, flags=re.S))
+    assert set(sections) == {"km", "stage_calibration", "survival_calibration", "auc", "patient"}
+    for key, section in sections.items():
+        assert 'class="main-svg"' in section, f"chart {key} did not render"
+    assert dom.count('class="plot-container plotly"') == 5
+    # The KM chart holds its numbers at risk; the AUC chart its chance line, its legend below the plot.
+    assert "at risk" in sections["km"] and "chance" in sections["auc"]
+
+
+def test_the_small_report_renders_in_headless_chromium(small, tmp_path):
+    """The small held-out set's page: only the patient is drawn; each chart left out says why in
+    its place; the figures too few to judge are marked in the table (report_small.png)."""
+    dom = _browse(small[-1], tmp_path, "report_small.png")
+    assert dom.count('class="plot-container plotly"') == 1 and 'id="chart-patient"' in dom
+    skipped = re.findall(r'data-skipped="true"><h3>([^<]+)</h3><p class="skipped">([^<]+)</p>', dom)
+    assert len(skipped) == 4 and all(reason.startswith("Not drawn: ") for _, reason in skipped)
+    assert 'class="few"' in dom and "too few to judge" in dom
 
 
 def test_predictions_in_the_meds_schema_score_the_same_in_meds_evaluation(evaluated):
@@ -207,3 +224,108 @@ def test_predictions_in_the_meds_schema_score_the_same_in_meds_evaluation(evalua
     # Harrell's C with every positive "failing" before every negative is the AUROC: an independent check.
     assert harrell_c(label, np.where(label, 0.0, 1.0), p) == pytest.approx(theirs, abs=1e-9)
     assert macro_auroc(label.astype(int), np.column_stack([1 - p, p]), np.array([0, 1])) == pytest.approx(theirs)
+
+
+# --------------------------------------------------------------------- what the figures stand on
+@pytest.fixture(scope="module")
+def small(sim_cohort, tmp_path_factory):
+    """A held-out set of 12 subjects (the first-hour case: 15 held-out points of 12 subjects)."""
+    progressed = np.unique(sim_cohort.groups[sim_cohort.y["event"].to_numpy()])
+    subjects = np.concatenate([progressed[:20], np.setdiff1d(np.unique(sim_cohort.groups), progressed)[:20]])
+    cohort = sim_cohort.subset(subjects)
+    train, test = subject_split(cohort, test_size=0.3, seed=0)
+    rows, fitted = evaluate(cohort, train, test, QUICK, random_state=0)
+    X_te, y_te = cohort.X[test], cohort.y[test]
+    charts = report.cohort_charts(fitted["model"], X_te, y_te, cohort.y[train], fitted["risks"])
+    patient = report.patient_chart(fitted["model"], X_te, cohort.stages, report.pick_subject(X_te, y_te))
+    lines = verdict(rows, fitted["risks"], y_te, cohort.groups[test], 0)
+    folder = tmp_path_factory.mktemp("small_report")
+    path = report.write_report(
+        folder, "small report", rows=rows, lines=lines, summary=cohort.summary(), charts=charts, patient=patient
+    )
+    return cohort, test, rows, fitted, charts, lines, path
+
+
+def test_a_small_held_out_set_is_counted_marked_and_not_judged(small):
+    from ehrprog.evaluation.evidence import MIN_SUBJECTS
+
+    cohort, test, rows, fitted, charts, lines, path = small
+    evidence = fitted["evidence"]
+    assert evidence.subjects == len(np.unique(cohort.groups[test])) < MIN_SUBJECTS
+    assert evidence.points == len(test) and evidence.events == int(cohort.y[test]["event"].sum())
+    assert all(row.evidence == evidence for row in rows if row.metrics)
+    table = format_table(rows)
+    c_index = rows[0].metrics["c_index"]
+    assert f"{c_index:.3f}*" in table  # shown, marked
+    assert "too few to judge, the survival figures" in table and evidence.describe() in table
+    assert len(lines) == 1 and lines[0].startswith("progression: too few to judge")  # no verdict
+    # The charts that would be noise are left out, each saying why; the patient is still drawn.
+    assert {c.key for c in charts if c.figure is None} == {"km", "stage_calibration", "survival_calibration", "auc"}
+    assert all(c.caption.startswith("Not drawn: ") and "held-out subject" in c.caption for c in charts)
+    page = path.read_text()
+    assert page.count("data-skipped='true'") == 4 and "class='few'" in page
+    assert "How to read the table" in page and "<b>" not in page.split("<table>")[1].split("</table>")[0]
+    card = (fitted["model"].save(path.parent / "model") / "MODEL_CARD.md").read_text()
+    assert "too few to judge" in card and f"{evidence.subjects:,} held-out subjects" in card
+
+
+def test_worse_than_chance_is_flagged_and_every_column_explained(tmp_path):
+    from ehrprog.evaluation.evidence import METRIC_GUIDE
+    from ehrprog.evaluation.heldout import Row
+
+    rows = [Row("A", {"qwk": -0.338, "ece": 0.12, "c_index": 0.71}), Row("B", {"qwk": 0.2, "c_index": 0.45})]
+    table = format_table(rows)
+    assert "-0.338!" in table and "0.450!" in table and "0.710!" not in table
+    assert "worse than chance" in table
+    html_table = report.table_html(rows)
+    assert html_table.count("class='worse'") == 2 and "title='worse than chance'" in html_table
+    page = report.render_report(tmp_path, "t", rows=rows).read_text()
+    guide = page.split("How to read the table")[1]
+    for title in ("stage AUROC", "stage QWK", "stage ECE", "C-index", "IBS", "ICI 2 y", "fit s"):
+        assert title in guide, title
+    assert len(METRIC_GUIDE) == 7
+
+
+def test_a_diagnosis_is_drawn_in_the_band_of_the_stage_it_records(evaluated):
+    """With progression above the highest stage, a record's counted stage is the running maximum; the
+    patient chart draws a diagnosis where its own stage's band is, and says eGFR's unit."""
+    cohort, *_, fitted = evaluated
+    stages = cohort.stages.lazy().collect()
+    diagnoses = stages.filter((pl.col("source") == "diagnosis") & (pl.col("recorded_stage") < pl.col("stage")))
+    assert diagnoses.height, "the simulated cohort holds diagnoses below their running maximum"
+    subject = int(diagnoses["subject_id"][0])
+    X = cohort.X[np.flatnonzero(cohort.groups == subject)]
+    patient = report.patient_chart(fitted["model"], X, stages, subject)
+    trace = next(t for t in patient.chart.figure.data if t.name and t.name.startswith("stage diagnosis"))
+    mine = stages.filter((pl.col("subject_id") == subject) & (pl.col("source") == "diagnosis")).sort("time")
+    assert list(trace.text) == [f"stage {s} diagnosis" for s in mine["recorded_stage"].to_list()]
+    assert "mL/min/1.73 m²" in patient.chart.figure.layout.yaxis.title.text
+
+
+def test_the_model_is_scored_in_subgroups_with_their_counts(evaluated, tmp_path):
+    """By sex and age band (and a static code prefix): each group's counts add up to the held-out
+    set, its C-index is the C-index of its own points, and the card and the report show them."""
+    from ehrprog.evaluation.subgroups import format_subgroups, point_attributes, subgroup_rows
+    from ehrprog.metrics import harrell_c
+
+    cohort, _, test, rows, fitted = evaluated
+    groups = fitted["subgroups"]
+    X_te, y_te = cohort.X[test], cohort.y[test]
+    for attribute in ("sex", "age band"):
+        mine = [g for g in groups if g.attribute == attribute]
+        assert len(mine) >= 2 and sum(g.evidence.points for g in mine) == len(test)
+        assert sum(g.evidence.events for g in mine) == int(y_te["event"].sum())
+    women = next(g for g in groups if g.attribute == "sex" and g.group == "F")
+    female = (point_attributes(X_te)["sex"] == "F").to_numpy()
+    risk = fitted["risks"]["VisitProgressionEstimator"]
+    expected = harrell_c(y_te["event"].to_numpy()[female], y_te["time_to_event_days"].to_numpy()[female], risk[female])
+    assert women.metrics["c_index"] == pytest.approx(expected)
+    static = X_te.visits.frame["static_codes"].explode().drop_nulls().cast(pl.String)
+    prefix = static[0].split("/")[0] + "/"
+    by_code = subgroup_rows(X_te, y_te, risk, static_prefixes=[prefix])
+    assert any(g.attribute == prefix.rstrip("/") for g in by_code)
+    assert "performance in subgroups" in format_subgroups(groups)
+    card = (fitted["model"].save(tmp_path / "model") / "MODEL_CARD.md").read_text()
+    assert "by subgroup of the held-out subjects" in card and "| sex: F |" in card
+    page = report.render_report(tmp_path, "t", rows=rows, subgroups=groups).read_text()
+    assert "Performance in subgroups" in page and "<table class='subgroups'>" in page

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -203,6 +204,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
             steps_per_epoch=args.steps_per_epoch,
             overwrite=args.overwrite,
             exclude_subjects=excluded,
+            verbose=not args.quiet,
             **params,
         )
     except ValueError as error:  # a setting, not the data file, is at fault: say so without blaming the file
@@ -233,7 +235,7 @@ def run_build(args: argparse.Namespace) -> int:
         workers=args.workers,
         ray_address=args.ray_address,
         retries=args.retries,
-        progress=not args.quiet,
+        progress=not (args.quiet or args.quiet_build),
         **options,
     )
     manifest = CohortStore(result.path).manifest
@@ -267,6 +269,48 @@ def _load_cohort(args: argparse.Namespace):
     return cohort
 
 
+def check_model_options(args: argparse.Namespace) -> None:
+    """``--device``, ``--backbone`` and ``--checkpoint`` of ``fit``/``evaluate``, checked before any
+    data is read: a device this machine lacks, a backbone no plugin registers, or a checkpoint
+    folder that is missing, holds no ``config.json`` or holds another backbone's model (naming
+    the ``--backbone`` that reads it) is an error at once, not after the data is read."""
+    from ehrprog.evaluation.heldout import DEMO_MODEL_PARAMS
+    from ehrprog.networks.training import resolve_device
+    from ehrprog.plugins import backbones
+
+    try:
+        resolve_device(args.device)
+    except ValueError as error:
+        raise InputError(f"--device {args.device}: {error}") from None
+    backbone = args.backbone or DEMO_MODEL_PARAMS.get("backbone", "default")
+    available = backbones()
+    if backbone not in available:
+        raise InputError(
+            f"--backbone {backbone}: no installed plugin registers it; available: {', '.join(sorted(available))} "
+            "(`ehrprog plugins` lists them)"
+        )
+    if args.checkpoint is None:
+        return
+    config = Path(args.checkpoint) / "config.json"
+    if not Path(args.checkpoint).is_dir():
+        raise InputError("--checkpoint: no such folder", file=str(args.checkpoint))
+    if not config.is_file():
+        raise InputError(
+            "--checkpoint: a checkpoint folder holds config.json (as `ehrprog pretrain` writes it)", file=str(config)
+        )
+    try:
+        model_type = json.loads(config.read_text()).get("model_type")
+    except (ValueError, AttributeError):
+        raise InputError("--checkpoint: config.json is not a JSON object", file=str(config)) from None
+    reader = model_type.removeprefix("ehrprog-") if isinstance(model_type, str) else None
+    if reader in available and reader != backbone:
+        raise InputError(
+            f"--checkpoint holds a {model_type!r} model, which backbone {backbone!r} cannot read: "
+            f"use --backbone {reader}",
+            file=str(config),
+        )
+
+
 def _model_params(args: argparse.Namespace) -> dict:
     """The estimator settings of ``fit``/``evaluate``: the demo's (measured in benchmarks/) with the
     command's overrides."""
@@ -280,6 +324,7 @@ def _model_params(args: argparse.Namespace) -> dict:
     if args.checkpoint is not None:
         params["backbone__checkpoint"] = str(args.checkpoint)
     params["device"] = args.device
+    params["verbose"] = 0 if args.quiet else 1  # a bar per epoch with the loss
     return params
 
 
@@ -332,7 +377,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ehrprog.evaluation import report
     from ehrprog.evaluation.heldout import evaluate, format_table, meds_predictions, subject_split, verdict
     from ehrprog.evaluation.pretraining import paid_lines
+    from ehrprog.evaluation.subgroups import format_subgroups
 
+    check_model_options(args)
     out = _report_output(args)  # before reading the data: a user's files are never replaced
     cohort = _load_cohort(args)
     train, test = subject_split(cohort, test_size=args.test_size, seed=args.seed)
@@ -344,18 +391,21 @@ def run_evaluate(args: argparse.Namespace) -> int:
         applied[str(args.transfer_model)] = VisitProgressionEstimator.load(args.transfer_model)
     on_overlap = "exclude" if args.exclude_overlap else "refuse"  # checked before any fitting
     rows, fitted = evaluate(
-        cohort, train, test, _model_params(args), args.seed, on_pretraining_overlap=on_overlap, applied=applied
-    )
+        cohort, train, test, _model_params(args), args.seed, on_pretraining_overlap=on_overlap, applied=applied,
+        subgroups=args.subgroup,
+    )  # fmt: skip
     test = fitted["test"]  # less held-out subjects the checkpoint read, with --exclude-overlap
     if args.checkpoint is not None:
         print(fitted["overlap"].line(args.checkpoint))
     table = format_table(rows)
-    lines = verdict(rows, fitted["risks"], cohort.y[test], cohort.groups[test], args.seed)
+    lines = [*fitted["left_out"], *verdict(rows, fitted["risks"], cohort.y[test], cohort.groups[test], args.seed)]
     y_held = cohort.y[test]
     event, time_ = y_held["event"].to_numpy(), y_held["time_to_event_days"].to_numpy()
     lines += paid_lines(rows, fitted["risks"], event, time_, cohort.groups[test], args.seed)
     print(table)
     print("\n".join(lines))
+    if fitted["subgroups"]:
+        print(format_subgroups(fitted["subgroups"]))
     X_te, y_te = cohort.X[test], cohort.y[test]
     charts, patient = report.sections(
         fitted["model"], X_te, y_te, cohort.stages, args.subject, cohort.y[train], fitted["risks"]
@@ -371,6 +421,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             notes=[f"Held out {args.test_size:.0%} of subjects (seed {args.seed}); every method scored on them."],
             charts=charts,
             patient=patient,
+            subgroups=fitted["subgroups"],
         )
         fitted["model"].save(folder / "model")
         predictions.write_parquet(folder / "predictions.parquet")
@@ -393,6 +444,7 @@ def run_fit(args: argparse.Namespace) -> int:
     from ehrprog.models.estimator import VisitProgressionEstimator
     from ehrprog.models.persistence import model_output
 
+    check_model_options(args)
     model_output(args.out, [] if is_database_uri(str(args.data)) else [args.data])  # before reading the data
     cohort = _load_cohort(args)
     model = VisitProgressionEstimator().set_params(
@@ -408,7 +460,7 @@ def run_fit(args: argparse.Namespace) -> int:
     print(f"fitted on {len(train):,} points in {time.perf_counter() - started:.1f} s ({len(model.history_)} epochs)")
     if len(test):
         metrics = heldout_metrics(model, cohort.y[train], cohort.X[test], cohort.y[test])
-        model.heldout_ = heldout_record(metrics, cohort.X[test])
+        model.heldout_ = heldout_record(metrics, cohort.X[test], cohort.y[test])
         print(f"held out {model.heldout_['description']}:")
         print("  " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
     path = model.save(args.out)
@@ -450,7 +502,7 @@ def run_report(args: argparse.Namespace) -> int:
     cohort = _load_cohort(args)
     if args.subject is not None and args.subject not in set(cohort.groups.tolist()):
         raise InputError(f"--subject {args.subject}: no prediction point of this subject in the data")
-    row = Scorer(cohort.y, cohort.y).model(MODEL, model, cohort.X)
+    row = Scorer(cohort.y, cohort.y, cohort.groups).model(MODEL, model, cohort.X)
     charts, patient = report.sections(model, cohort.X, cohort.y, cohort.stages, args.subject)
     with out.writing() as folder:
         report.render_report(

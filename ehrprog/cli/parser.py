@@ -23,6 +23,7 @@ from ehrprog.cli.commands import (
 from ehrprog.cli.options import OVERWRITE_HELP, SEED, add_database_options, real, visit_strategy, whole
 from ehrprog.core.errors import InputError
 from ehrprog.core.redaction import redact
+from ehrprog.core.version import __version__
 
 
 class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
@@ -47,6 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
         "`ehrprog COMMAND --help` describes each command.",
     )
     parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
+    parser.add_argument("--version", action="version", version=f"ehrprog {__version__}")
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument(
+        "-v", "--verbose", action="store_true", help="progress bars and what each step does (INFO messages)"
+    )
+    loudness.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bars: warnings, errors and each command's results"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     evaluate = _command(
         sub, "evaluate", help="your data: split by subject, fit the model and the baselines, report (HTML + text)"
@@ -86,6 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", type=Path, default=Path("ehrprog_report"), help="report and model folder")
     evaluate.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     evaluate.add_argument("--subject", type=int, default=None, help="the patient shown (default: one who progressed)")
+    evaluate.add_argument(
+        "--subgroup",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="also score the model in groups of a static code starting with PREFIX (e.g. RACE/); "
+        "sex and age band always",
+    )
     evaluate.add_argument(
         "--transfer-model",
         type=Path,
@@ -208,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     build.add_argument("--ray-address", default=None, help="run shards on this Ray cluster ('auto' after ray start)")
     build.add_argument("--retries", type=whole(0), default=2, help="further attempts of a failed shard")
-    build.add_argument("--quiet", action="store_true", help="no progress bar")
+    build.add_argument("--quiet", dest="quiet_build", action="store_true", help="no progress bar (as ehrprog -q)")
     build.add_argument(
         "--population",
         action="store_true",
@@ -229,8 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    level = logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
     except Exception as error:  # one line, never a password; the traceback only with --debug

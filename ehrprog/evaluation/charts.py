@@ -13,6 +13,7 @@ import plotly.graph_objects as go
 import polars as pl
 from sksurv.nonparametric import kaplan_meier_estimator
 
+from ehrprog.evaluation.evidence import Evidence
 from ehrprog.evaluation.heldout import MODEL
 from ehrprog.metrics import survival_at, survival_calibration, time_dependent_auc
 from ehrprog.networks.piecewise import DAYS_PER_YEAR
@@ -31,8 +32,13 @@ class Chart:
 
     key: str
     title: str
-    figure: go.Figure
+    figure: go.Figure | None  # None: left out, the caption says why
     caption: str = ""
+
+
+def left_out(key: str, title: str, reason: str) -> Chart:
+    """A chart not drawn because it would be noise: its place says why."""
+    return Chart(key, title, None, f"Not drawn: {reason} (ehrprog.evaluation.evidence).")
 
 
 def km_by_risk(event: np.ndarray, time: np.ndarray, risk: np.ndarray, groups: int = 3) -> Chart:
@@ -42,35 +48,61 @@ def km_by_risk(event: np.ndarray, time: np.ndarray, risk: np.ndarray, groups: in
         event: ``[n]`` progression observed (bool). time: ``[n]`` days to progression or censoring.
         risk: ``[n]`` predicted risk score (higher = sooner). groups: number of quantile groups.
     """
+    from plotly.subplots import make_subplots
+
     names = ["low", "middle", "high"] if groups == 3 else [f"group {g + 1}" for g in range(groups)]
     cuts = np.quantile(risk, np.arange(1, groups) / groups)
     group = np.digitize(risk, cuts)
-    figure = go.Figure()
+    time_years = np.asarray(time, float) / DAYS_PER_YEAR
+    ticks = np.arange(0, int(np.floor(time_years.max())) + 1) if len(time_years) else np.array([0])
+    # The curves above, the numbers still at risk (not yet progressed or censored) at each whole year below.
+    figure = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.76, 0.24], vertical_spacing=0.1)
     for g, name in enumerate(names):
         chosen = group == g
         if chosen.sum() < 2:
             continue
+        colour = LINE_COLOURS[g % len(LINE_COLOURS)]
         x, y = kaplan_meier_estimator(np.asarray(event[chosen], bool), np.asarray(time[chosen], float))
         figure.add_scatter(
             x=np.concatenate([[0.0], x / DAYS_PER_YEAR]),
             y=np.concatenate([[1.0], y]),
             mode="lines",
-            line={"shape": "hv", "color": LINE_COLOURS[g % len(LINE_COLOURS)]},
+            line={"shape": "hv", "color": colour},
             name=f"{name} predicted risk (n={int(chosen.sum()):,}, events {int(event[chosen].sum()):,})",
+            legendgroup=name,
+            row=1,
+            col=1,
+        )
+        at_risk = [int((time_years[chosen] >= year).sum()) for year in ticks]
+        figure.add_scatter(
+            x=ticks,
+            y=[name] * len(ticks),
+            mode="text",
+            text=[f"{n:,}" for n in at_risk],
+            textfont={"color": colour, "size": 11},
+            showlegend=False,
+            legendgroup=name,
+            hovertemplate="%{x} y: %{text} at risk<extra>" + name + "</extra>",
+            row=2,
+            col=1,
         )
     figure.update_layout(
         **LAYOUT,
-        xaxis_title="years after the prediction point",
-        yaxis_title="progression-free (Kaplan-Meier)",
-        yaxis_range=[0, 1.02],
-        legend={"orientation": "h", "x": 0, "y": -0.22, "xanchor": "left", "yanchor": "top"},
+        legend={"orientation": "h", "x": 0, "y": -0.14, "xanchor": "left", "yanchor": "top"},
     )
+    figure.update_yaxes(title_text="progression-free (Kaplan-Meier)", range=[0, 1.02], row=1, col=1)
+    figure.update_yaxes(
+        title_text="at risk", categoryorder="array", categoryarray=names, range=[len(names) - 0.5, -0.5],
+        showgrid=False, row=2, col=1,
+    )  # fmt: skip
+    figure.update_xaxes(title_text="years after the prediction point", tickvals=ticks, row=2, col=1)
     return Chart(
         "km",
         "Progression-free survival by predicted-risk group",
         figure,
         "Held-out points split into equal thirds by the model's risk score; well-separated curves mean the "
-        "ranking is useful.",
+        "ranking is useful. Below: the points of each group still at risk (neither progressed nor censored) "
+        "at each whole year.",
     )
 
 
@@ -169,12 +201,22 @@ def auc_over_time(
             name=f"{name} (mean {mean:.3f})",
             line={"color": LINE_COLOURS[i % len(LINE_COLOURS)], "width": 3 if i == 0 else 1.5},
         )
-    figure.update_layout(**LAYOUT, xaxis_title="years of follow-up", yaxis_title="AUC(t)")
+    figure.add_hline(
+        y=0.5, line={"dash": "dash", "color": "grey", "width": 1}, annotation_text="chance",
+        annotation_position="bottom right",
+    )  # fmt: skip
+    figure.update_layout(
+        **LAYOUT,
+        xaxis_title="years of follow-up",
+        yaxis_title="AUC(t)",
+        legend={"orientation": "h", "x": 0, "y": -0.22, "xanchor": "left", "yanchor": "top"},
+    )
     return Chart(
         "auc",
         "Time-dependent AUC over follow-up",
         figure,
-        "How well each method separates points that progress by t from those still free of it at t.",
+        "How well each method separates points that progress by t from those still free of it at t "
+        "(higher is better; the dashed line is chance).",
     )
 
 
@@ -197,17 +239,29 @@ def cohort_charts(
     time = y_test["time_to_event_days"].to_numpy().astype(float)
     survival = model.target in ("progression", "both")
     risks = dict(risks or {})
-    if survival:
+    evidence = Evidence.of(y_test, X_test.column("subject_id").to_numpy())
+    few_survival = evidence.too_few("c_index")
+    if survival and few_survival is not None:  # curves of a handful of points are noise
+        for key, title in (
+            ("km", "Progression-free survival by predicted-risk group"),
+            ("survival_calibration", "Calibration of the predicted risk of progression"),
+            ("auc", "Time-dependent AUC over follow-up"),
+        ):
+            charts.append(left_out(key, title, few_survival))
+    elif survival:
         if MODEL not in risks:  # evaluate_split's risks hold the model's own already
             risks = {MODEL: model.predict_risk(X_test), **risks}
         risk = risks[MODEL]
         charts.append(km_by_risk(event, time, risk))
     if model.target in ("stage", "both"):
         known = y_test["stage"].is_not_null().to_numpy()
-        if known.any():
+        few_stage = evidence.too_few("ece")
+        if few_stage is not None:
+            charts.append(left_out("stage_calibration", "Calibration of the next-stage probabilities", few_stage))
+        elif known.any():
             proba = model.predict_proba(X_test)
             charts.append(stage_calibration(y_test["stage"].to_numpy()[known], proba[known], model.classes_))
-    if survival and event.any():
+    if survival and few_survival is None and event.any():
         functions = model.predict_survival_function(X_test)
         horizons = [y for y in HORIZONS_YEARS if y * DAYS_PER_YEAR < time.max()]
         risk_by = {y: 1.0 - survival_at(functions, y * DAYS_PER_YEAR) for y in horizons}

@@ -6,7 +6,7 @@ Used by ``make demo`` and by the quality benchmark, so both report identical met
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,8 +15,11 @@ import polars as pl
 from sklearn.model_selection import GroupShuffleSplit
 
 from ehrprog.cohorts.cohort import Cohort, CohortX
+from ehrprog.core.errors import InputError
+from ehrprog.evaluation.evidence import WORSE_MARK, Evidence, marks, worse_than_chance
 from ehrprog.evaluation.predictions import prediction_frame
 from ehrprog.evaluation.pretraining import TRANSFER, OnOverlap, apart_from_pretraining, scratch_variant
+from ehrprog.evaluation.subgroups import subgroup_record, subgroups_of_model
 from ehrprog.metrics import (
     evaluation_times,
     expected_calibration_error,
@@ -135,6 +138,8 @@ class Row:
     metrics: dict[str, float] = field(default_factory=dict)
     fit_s: float = float("nan")
     predict_s: float = float("nan")
+    #: what the figures stand on (the held-out set's counts), where the scorer knew the subjects
+    evidence: Evidence | None = None
 
 
 class Scorer:
@@ -143,10 +148,13 @@ class Scorer:
     :func:`~ehrprog.metrics.evaluation_times`, calibration by 1/2/5 years) on every test point.
 
     ``y_tr`` (training targets) gives the censoring distribution of the Brier score; ``risks``
-    collects each scored method's test risk (name -> ``[n]``) for paired comparisons.
+    collects each scored method's test risk (name -> ``[n]``) for paired comparisons;
+    ``subjects`` (the test points' subject ids ``[n]``) gives every row the :class:`Evidence` behind
+    its figures (what is too few to judge is then marked wherever the row is shown).
     """
 
-    def __init__(self, y_tr: pl.DataFrame, y_te: pl.DataFrame) -> None:
+    def __init__(self, y_tr: pl.DataFrame, y_te: pl.DataFrame, subjects: np.ndarray | None = None) -> None:
+        self.evidence = Evidence.of(y_te, subjects) if subjects is not None else None
         self.stage_te = y_te["stage"].cast(pl.Float64).fill_null(np.nan).to_numpy()
         self.known = ~np.isnan(self.stage_te)
         self.ev_tr, self.t_tr = y_tr["event"].to_numpy(), y_tr["time_to_event_days"].to_numpy()
@@ -158,6 +166,7 @@ class Scorer:
     def stage(self, row: Row, proba: np.ndarray, classes: np.ndarray) -> None:
         """Add ``macro_auroc``, ``qwk`` and ``ece`` of stage probabilities ``proba`` ``[n, k]`` to ``row``."""
         stage_te, known = self.stage_te, self.known
+        row.evidence = self.evidence
         if len(np.unique(stage_te[known])) < 2:
             return  # undefined on a test set with one stage (tiny real cohorts)
         row.metrics["macro_auroc"] = macro_auroc(stage_te[known], proba[known], classes)
@@ -167,6 +176,7 @@ class Scorer:
     def survival(self, row: Row, risk: np.ndarray, survival_fn) -> None:
         """Add ``c_index`` of ``risk`` ``[n]`` and, given survival functions, ``ibs`` and ``ici_{1,2,5}y``."""
         ev_te, t_te, times = self.ev_te, self.t_te, self.times
+        row.evidence = self.evidence
         self.risks[row.name] = risk
         if not ev_te.any():
             return  # no event among the test points: concordance is undefined
@@ -211,24 +221,44 @@ def meds_predictions(model: Any, X: CohortX, y: pl.DataFrame, horizon_years: flo
     return kept, int((~labelled).sum())
 
 
-def heldout_record(metrics: dict[str, float], X_te: CohortX) -> dict[str, Any]:
-    """What a model card says of held-out scores: the metrics and which points they come from."""
-    subjects = len(np.unique(X_te.points["subject_id"].to_numpy()))
-    return {
+def heldout_record(metrics: dict[str, float], X_te: CohortX, y_te: pl.DataFrame | None = None) -> dict[str, Any]:
+    """What a model card says of held-out scores: the metrics, which points they come from and
+    (with ``y_te``) the :class:`Evidence` behind them and the figures too few to judge."""
+    subject_ids = X_te.column("subject_id").to_numpy()
+    subjects = len(np.unique(subject_ids))
+    record: dict[str, Any] = {
         "description": f"{len(X_te):,} prediction points of {subjects:,} subjects held out by subject "
         "(never trained on)",
         "metrics": {k: float(v) for k, v in metrics.items()},
     }
+    if y_te is not None:
+        evidence = Evidence.of(y_te, subject_ids)
+        record["evidence"] = evidence.record()
+        record["too_few"] = {k: reason for k in metrics if (reason := evidence.too_few(k)) is not None}
+    return record
 
 
 def heldout_metrics(model: Any, y_tr: pl.DataFrame, X_te: CohortX, y_te: pl.DataFrame) -> dict[str, float]:
     """The model's metrics on held-out points (see :class:`Scorer`), as :func:`evaluate_split` reports them."""
-    return Scorer(y_tr, y_te).model("model", model, X_te).metrics
+    return Scorer(y_tr, y_te, X_te.column("subject_id").to_numpy()).model("model", model, X_te).metrics
 
 
 def subject_split(cohort: Cohort, test_size: float = 0.3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Train and test rows of ``cohort``, split by subject."""
+    """Train and test rows of ``cohort``, split by subject.
+
+    Raises:
+        InputError: naming the counts, where ``test_size`` of the subjects leaves no subject on
+            one side (scikit-learn's rule: ``ceil(test_size * n)`` held out).
+    """
     rows = np.arange(len(cohort.X))
+    n_subjects = len(np.unique(cohort.groups))
+    held_out = int(np.ceil(test_size * n_subjects))
+    if held_out < 1 or n_subjects - held_out < 1:
+        raise InputError(
+            f"{n_subjects} subject(s) with {len(rows):,} prediction point(s) cannot be split by subject with "
+            f"{test_size:.0%} held out ({held_out} held out, {n_subjects - held_out} to fit on): the data are "
+            "too small to fit and score a model; more subjects with a staged visit are needed"
+        )
     return next(GroupShuffleSplit(1, test_size=test_size, random_state=seed).split(rows, groups=cohort.groups))
 
 
@@ -241,6 +271,7 @@ def evaluate(
     oracle: np.ndarray | None = None,
     on_pretraining_overlap: OnOverlap = "refuse",
     applied: dict[str, Any] | None = None,
+    subgroups: Sequence[str] = (),
 ) -> tuple[list[Row], dict[str, Any]]:
     """Fit the estimator and every baseline on the rows ``train`` of ``cohort``, score them on ``test``
     (see :func:`evaluate_split`). With a pre-trained checkpoint (``backbone__checkpoint`` in
@@ -264,6 +295,7 @@ def evaluate(
         oracle,
         variants=scratch_variant(model_params),
         applied=applied,
+        subgroups=subgroups,
     )
     fitted["overlap"] = overlap
     fitted["test"] = test
@@ -282,8 +314,13 @@ def evaluate_split(
     variants: dict[str, dict[str, Any]] | None = None,
     ablation: bool = True,
     applied: dict[str, Any] | None = None,
+    subgroups: Sequence[str] = (),
 ) -> tuple[list[Row], dict[str, Any]]:
     """Fit the estimator and every baseline on ``X_tr``/``y_tr``, score them on ``X_te``/``y_te``.
+
+    The model is also scored per subgroup of the held-out subjects (by sex, by age band, and by
+    the static codes starting with each prefix in ``subgroups``, e.g. ``"RACE/"``;
+    :mod:`~ehrprog.evaluation.subgroups`): ``fitted["subgroups"]``, kept in its model card too.
 
     Survival rows with a survival function also get ``ici_1y``, ``ici_2y``, ``ici_5y``: the
     calibration (integrated calibration index over risk deciles, Kaplan-Meier observed) of the
@@ -301,14 +338,18 @@ def evaluate_split(
     The baselines include gradient-boosted Cox on the model's point features and on windowed code
     counts (both tuned on the training subjects): "best baseline" is the best of all of them.
 
+    Baselines are named for the inputs they read on this data (``Cox PH (counts)`` on data without
+    labs); one that cannot run on it is left out, with a sentence under ``"left_out"``.
+
     Returns the rows of the comparison table and the fitted objects (``model``, ``cox``...) and,
-    under ``"risks"``, every method's test risk scores by row name (for paired comparisons).
+    under ``"risks"``, every method's test risk scores by row name (for paired comparisons), under
+    ``"evidence"`` what the figures stand on (:class:`~ehrprog.evaluation.evidence.Evidence`).
     """
     from ehrprog.models.estimator import VisitProgressionEstimator
 
-    scorer = Scorer(y_tr, y_te)
+    scorer = Scorer(y_tr, y_te, X_te.column("subject_id").to_numpy())
     rows: list[Row] = []
-    fitted: dict[str, Any] = {"risks": scorer.risks}
+    fitted: dict[str, Any] = {"risks": scorer.risks, "evidence": scorer.evidence, "left_out": []}
 
     params = {**DEMO_MODEL_PARAMS, **(model_params or {}), "random_state": random_state}
     model = VisitProgressionEstimator().set_params(**params)  # routed parameters (tabular__...) too
@@ -321,7 +362,9 @@ def evaluate_split(
     scorer.survival(row, risk, model.predict_survival_function(X_te))
     rows.append(row)
     fitted["model"] = model
-    model.heldout_ = heldout_record(row.metrics, X_te)
+    model.heldout_ = heldout_record(row.metrics, X_te, y_te)
+    fitted["subgroups"] = subgroups_of_model(model, X_te, y_te, subgroups)
+    model.heldout_["subgroups"] = subgroup_record(fitted["subgroups"])
     if ablation:
         rows.append(scorer.model(ABLATION, history_zeroed(model), X_te))
     for name, model_applied in (applied or {}).items():
@@ -345,7 +388,8 @@ def evaluate_split(
         scorer.stage(row, proba, baseline.classes_)
         rows.append(row)
     cox = fitted["cox"] = CoxBaseline()
-    row, risk = _timed("Cox PH (counts, last labs, eGFR)", lambda: cox.fit(X_tr, y_tr), lambda: cox.predict(X_te))
+    row, risk = _timed("Cox PH", lambda: cox.fit(X_tr, y_tr), lambda: cox.predict(X_te))
+    row.name = f"Cox PH ({cox.inputs_})"  # the inputs it read on this data
     scorer.survival(row, risk, cox.predict_survival_function(X_te))
     rows.append(row)
     for key, name, boosted in [
@@ -364,8 +408,14 @@ def evaluate_split(
         rows.append(row)
     kfre = KFREBaseline()
     row, risk = _timed("KFRE-style (age, sex, eGFR)", lambda: kfre.fit(X_tr), lambda: kfre.predict(X_te))
-    scorer.survival(row, risk, None)
-    rows.append(row)
+    if kfre.egfr_points_:
+        scorer.survival(row, risk, None)
+        rows.append(row)
+    else:
+        fitted["left_out"].append(
+            "KFRE-style (age, sex, eGFR) left out: no training point has an eGFR (recorded, or computed from "
+            "creatinine), so it would rank by age and sex alone"
+        )
     if oracle is not None:
         row = Row(ORACLE)
         scorer.survival(row, np.asarray(oracle, dtype=np.float64), None)
@@ -378,8 +428,15 @@ def verdict(
 ) -> list[str]:
     """The model against the best baseline on progression C-index, with a paired bootstrap 95%
     interval of the difference (test subjects resampled, 200 times), and against the oracle: one
-    sentence a line."""
+    sentence a line. Where the held-out set is too small to judge (:mod:`~ehrprog.evaluation.evidence`),
+    one line says so instead, with the counts."""
     model = rows[0]
+    evidence = Evidence.of(y_test, groups)
+    if not evidence.enough_for_survival():
+        return [
+            f"progression: too few to judge the model against the baselines: {evidence.too_few('c_index')}; "
+            "the figures above are shown, not compared"
+        ]
     competitors = [
         r
         for r in rows[1:]
@@ -399,6 +456,8 @@ def verdict(
         outcome = "trails"
     else:
         outcome = "is level with (the difference is inside the noise)"
+    if worse_than_chance("c_index", model.metrics["c_index"]):
+        outcome += " and ranks progression worse than chance"
     lines = [
         f"progression: the model {outcome} the best baseline, {best.name}: C-index "
         f"{model.metrics['c_index']:.3f} vs {best.metrics['c_index']:.3f} ({difference:+.3f}, paired bootstrap 95% "
@@ -439,7 +498,9 @@ def _timed(name: str, fit: Callable[[], Any], predict: Callable[[], Any]) -> tup
 
 
 def format_table(rows: list[Row]) -> str:
-    """The comparison table as fixed-width text ('-' where a metric does not apply)."""
+    """The comparison table as fixed-width text ('-' where a metric does not apply), each figure
+    marked ``!`` where worse than chance and ``*`` where too few to judge (the rows'
+    :class:`Evidence`), with a footnote per mark used and the counts behind the figures."""
     columns = [
         ("macro_auroc", "stage AUROC"),
         ("qwk", "stage QWK"),
@@ -447,12 +508,25 @@ def format_table(rows: list[Row]) -> str:
         ("c_index", "C-index"),
         ("ibs", "IBS"),
     ]
+    evidence = next((row.evidence for row in rows if row.evidence is not None), None)
     width = max([34, *(len(row.name) + 2 for row in rows)])
     titles = "".join(f"{title:>12s}" for _, title in columns)
     header = f"{'model':{width}s}{titles}{'fit s':>9s}{'predict s':>11s}"
     lines = [header, "-" * len(header)]
+    worse = False
     for row in rows:
-        cells = "".join(f"{row.metrics[key]:12.3f}" if key in row.metrics else f"{'-':>12s}" for key, _ in columns)
+        cells = ""
+        for key, _ in columns:
+            if key not in row.metrics:
+                cells += f"{'-':>12s}"
+                continue
+            mark = marks(key, row.metrics[key], row.evidence)
+            worse = worse or WORSE_MARK in mark
+            cells += f"{row.metrics[key]:.3f}{mark:<2s}".rjust(12)
         timing = f"{row.fit_s:9.1f}{row.predict_s:11.2f}" if np.isfinite(row.fit_s) else f"{'-':>9s}{'-':>11s}"
         lines.append(f"{row.name:{width}s}{cells}{timing}")
+    if worse:
+        lines.append(f"{WORSE_MARK} worse than chance (AUROC or C-index below 0.5, kappa below 0)")
+    if evidence is not None:
+        lines += [*evidence.notes(), evidence.describe()]
     return "\n".join(lines)

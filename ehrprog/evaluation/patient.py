@@ -92,10 +92,12 @@ def patient_chart(model: Any, X: Any, stages: pl.DataFrame | pl.LazyFrame, subje
                 hovertemplate="%{x|%Y-%m-%d}: %{y:.0f} mL/min/1.73m²<extra>" + name + "</extra>",
             )  # fmt: skip
     if diagnoses.height:
+        # The stage the diagnosis itself records (the task counts the running maximum of the records).
+        stated = diagnoses["recorded_stage" if "recorded_stage" in diagnoses.columns else "stage"].to_list()
         figure.add_scatter(
-            x=diagnoses["time"].to_list(), y=[centre.get(s, 5.0) for s in diagnoses["stage"].to_list()],
+            x=diagnoses["time"].to_list(), y=[centre.get(s, 5.0) for s in stated],
             mode="markers", marker={"symbol": "triangle-up", "size": 11, "color": "#a50f15"},
-            text=[f"stage {s} diagnosis" for s in diagnoses["stage"].to_list()],
+            text=[f"stage {s} diagnosis" for s in stated],
             customdata=diagnoses["code"].to_list(), name="stage diagnosis (in its band)", row=1, col=1,
             hovertemplate="%{x|%Y-%m-%d}: %{text} (%{customdata})<extra></extra>",
         )  # fmt: skip
@@ -145,12 +147,15 @@ def patient_chart(model: Any, X: Any, stages: pl.DataFrame | pl.LazyFrame, subje
                     f"<br>  {html.escape(str(t['code']))} {t['attribution']:+.3f}" for t in by_visit[v]["top"]
                 )
             hover.append(text)
+        # The colour scale spans the attributions shown, symmetric about 0 (red raises, blue lowers).
         scale = float(np.abs(total).max()) or 1.0
         figure.add_scatter(
             x=visit_rows["start"].to_list(), y=np.zeros(visit_rows.height), mode="markers", name="visit",
-            marker={"size": 8 + 14 * np.abs(total) / scale, "color": total, "colorscale": "RdBu_r", "cmid": 0,
+            marker={"size": 8 + 14 * np.abs(total) / scale, "color": total, "colorscale": "RdBu_r",
+                    "cmin": -scale, "cmax": scale,
                     "line": {"width": 0.5, "color": "#333"}, "showscale": bool(np.abs(total).max() > 0),
-                    "colorbar": {"title": "raises risk", "len": 0.16, "y": 0.08, "thickness": 12}},
+                    "colorbar": {"title": "raises risk", "len": 0.16, "y": 0.08, "thickness": 12,
+                                 "tickformat": ".2~g", "nticks": 5}},
             text=hover, hovertemplate="%{text}<extra></extra>", row=4, col=1,
         )  # fmt: skip
         figure.update_yaxes(visible=False, row=4, col=1)
@@ -179,7 +184,7 @@ def patient_chart(model: Any, X: Any, stages: pl.DataFrame | pl.LazyFrame, subje
                 f"(stage, eGFR level and trend, age, sex) alone (no history epoch bettered them on validation, best "
                 f"epoch {getattr(model, 'best_epoch_', '?')}), which the attributions do not cover"
             )
-    figure.update_yaxes(title_text="eGFR", row=1, col=1)
+    figure.update_yaxes(title_text="eGFR (mL/min/1.73 m²)", row=1, col=1)
     figure.update_yaxes(title_text="probability", range=[0, 1], row=2, col=1)
     figure.update_layout(**LAYOUT, height=900, hovermode="closest", legend={"tracegroupgap": 4})
     chart = Chart(

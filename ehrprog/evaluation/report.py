@@ -36,8 +36,10 @@ from ehrprog.evaluation.charts import (
     stage_calibration,
     survival_calibration_chart,
 )
+from ehrprog.evaluation.evidence import TOO_FEW_MARK, WORSE_MARK, table_guide, worse_than_chance
 from ehrprog.evaluation.heldout import format_table, is_measurement
 from ehrprog.evaluation.patient import Patient, patient_chart, pick_subject
+from ehrprog.evaluation.subgroups import SubgroupRow, format_subgroups, subgroups_html
 
 
 def sections(
@@ -59,7 +61,9 @@ def sections(
 # ------------------------------------------------------------------------------------------ page
 def table_html(rows: Sequence[Any], columns: Sequence[tuple[str, str, bool]] | None = None) -> str:
     """The comparison rows (:class:`~ehrprog.evaluation.heldout.Row`) as an HTML table; the best value of
-    each column in bold (``columns``: key, title, higher is better)."""
+    each column in bold among the figures with enough behind them (``columns``: key, title, higher
+    is better); a figure too few to judge (class ``few``, ``*``) or worse than chance (class
+    ``worse``, ``!``) is marked, with the reason as its tooltip."""
     columns = columns or [
         ("macro_auroc", "stage AUROC", True),
         ("qwk", "stage QWK", True),
@@ -68,9 +72,14 @@ def table_html(rows: Sequence[Any], columns: Sequence[tuple[str, str, bool]] | N
         ("ibs", "IBS", False),
         ("ici_2y", "ICI 2 y", False),
     ]
+
+    def ranked(row: Any, key: str) -> bool:  # a figure that takes part in "best": enough behind it
+        few = row.evidence is not None and row.evidence.too_few(key) is not None
+        return key in row.metrics and not is_measurement(row.name) and not few
+
     best = {}
     for key, _, higher in columns:
-        values = [r.metrics[key] for r in rows if key in r.metrics and not is_measurement(r.name)]
+        values = [r.metrics[key] for r in rows if ranked(r, key)]
         if values:
             best[key] = max(values) if higher else min(values)
     head = "".join(f"<th>{html.escape(title)}</th>" for _, title, _ in columns)
@@ -82,8 +91,20 @@ def table_html(rows: Sequence[Any], columns: Sequence[tuple[str, str, bool]] | N
                 cells.append("<td class='na'>-</td>")
                 continue
             value = f"{row.metrics[key]:.3f}"
-            bold = not is_measurement(row.name) and np.isclose(row.metrics[key], best.get(key, np.nan))
-            cells.append(f"<td><b>{value}</b></td>" if bold else f"<td>{value}</td>")
+            classes, tips = [], []
+            if row.evidence is not None and (reason := row.evidence.too_few(key)) is not None:
+                classes.append("few")
+                tips.append(f"too few to judge: {reason}")
+                value += TOO_FEW_MARK
+            if worse_than_chance(key, row.metrics[key]):
+                classes.append("worse")
+                tips.append("worse than chance")
+                value += WORSE_MARK
+            attributes = (
+                f" class='{' '.join(classes)}' title='{html.escape('; '.join(tips), quote=True)}'" if classes else ""
+            )
+            bold = ranked(row, key) and np.isclose(row.metrics[key], best.get(key, np.nan))
+            cells.append(f"<td{attributes}><b>{value}</b></td>" if bold else f"<td{attributes}>{value}</td>")
         timing = (
             f"<td>{row.fit_s:.1f}</td><td>{row.predict_s:.2f}</td>"
             if np.isfinite(row.fit_s)
@@ -99,8 +120,10 @@ def table_html(rows: Sequence[Any], columns: Sequence[tuple[str, str, bool]] | N
 _STYLE = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
 color:#222} h1{margin-bottom:.2em} .sub{color:#666;margin-top:0} pre{background:#f6f6f6;padding:.8em;
-overflow-x:auto} table{border-collapse:collapse;font-size:.9em;margin:1em 0} th,td{padding:.3em .7em;
+white-space:pre-wrap;overflow-wrap:anywhere} table{border-collapse:collapse;font-size:.9em;margin:1em 0}
+th,td{padding:.3em .7em;
 border-bottom:1px solid #ddd;text-align:right} th:first-child{text-align:left} td.na{color:#aaa}
+td.few{color:#888;font-style:italic} td.worse{color:#b00020;font-weight:600} .skipped{color:#666;padding:2em 1em}
 .grid{display:grid;grid-template-columns:1fr 1fr;gap:1em} .chart{border:1px solid #eee;padding:.5em}
 .chart h3{margin:.2em 0;font-size:1em} .chart p{color:#555;font-size:.85em;margin:.2em 0 .5em}
 ul.lines li{margin:.2em 0}
@@ -108,6 +131,11 @@ ul.lines li{margin:.2em 0}
 
 
 def _chart_html(chart: Chart, height: int = 420) -> str:
+    if chart.figure is None:  # left out: its caption says why
+        return (
+            f"<div class='chart' data-chart='{html.escape(chart.key)}' data-skipped='true'>"
+            f"<h3>{html.escape(chart.title)}</h3><p class='skipped'>{html.escape(chart.caption)}</p></div>"
+        )
     figure_html = chart.figure.to_html(
         full_html=False,
         include_plotlyjs=False,
@@ -171,6 +199,7 @@ def render_report(
     charts: Sequence[Chart] = (),
     patient: Patient | None = None,
     text: str | None = None,
+    subgroups: Sequence[SubgroupRow] = (),
 ) -> Path:
     """Write ``report.html`` (and ``report.txt``) into ``folder`` as it is (a folder being
     written: :func:`write_report` is the safe writer); returns the HTML path.
@@ -183,6 +212,7 @@ def render_report(
         charts: cohort charts (:func:`cohort_charts`). patient: one patient's section.
         text: what ``report.txt`` holds (default: the table, the lines, the summary and the patient's
             attributions as text).
+        subgroups: the model's figures per subgroup (:func:`~ehrprog.evaluation.subgroups.subgroup_rows`).
     """
     folder = Path(folder)
     parts = [
@@ -197,9 +227,16 @@ def render_report(
         parts.append("<h2>Model and baselines (held-out subjects)</h2>" + table_html(rows))
     if lines:
         parts.append("<ul class='lines'>" + "".join(f"<li>{html.escape(s)}</li>" for s in lines) + "</ul>")
-    if notes:
-        parts.append("<details><summary>How to read the table</summary><ul>")
-        parts.append("".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul></details>")
+    evidence = next((row.evidence for row in rows if getattr(row, "evidence", None) is not None), None)
+    if evidence is not None:
+        parts.append("<ul class='lines evidence'>")
+        parts.append("".join(f"<li>{html.escape(n)}</li>" for n in [*evidence.notes(), evidence.describe()]) + "</ul>")
+    guide = [*notes, *(table_guide(evidence) if rows else [])]
+    if guide:
+        parts.append("<details class='guide'><summary>How to read the table</summary><ul>")
+        parts.append("".join(f"<li>{html.escape(n)}</li>" for n in guide) + "</ul></details>")
+    if subgroups:
+        parts.append("<h2>Performance in subgroups (the model, held-out subjects)</h2>" + subgroups_html(subgroups))
     if charts:
         parts.append("<h2>Cohort charts</h2><div class='grid'>")
         parts.extend(_chart_html(chart) for chart in charts)
@@ -219,6 +256,8 @@ def render_report(
         if rows:
             pieces += [format_table(list(rows)), ""]
         pieces += list(lines)
+        if subgroups:
+            pieces += ["", format_subgroups(subgroups)]
         if patient is not None:
             pieces += ["", *patient.lines]
         text = "\n".join(pieces)

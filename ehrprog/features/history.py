@@ -53,7 +53,16 @@ class HistoryFeatures(BaseEstimator):
         medians = np.zeros(table.shape[1])
         medians[observed] = np.nanmedian(np.where(finite[:, observed], table[:, observed], np.nan), axis=0)
         self.medians_ = medians  # a column never observed in training is filled with 0
+        self.egfr_seen_ = bool(observed[len(self.codes_) + len(self.lab_codes_)])  # the clinical part's first
         return table
+
+    @property
+    def inputs_(self) -> str:
+        """The kinds of inputs the fitted table holds on this data, for a baseline's name:
+        ``counts``, then ``last labs`` and ``eGFR`` where the training data had any."""
+        check_is_fitted(self, "codes_")
+        kinds = ["counts", *(["last labs"] if self.lab_codes_ else []), *(["eGFR"] if self.egfr_seen_ else [])]
+        return ", ".join(kinds)
 
     def _raw(self, X: CohortX, histories: pl.DataFrame, flat: pl.DataFrame) -> np.ndarray:
         n = len(X)

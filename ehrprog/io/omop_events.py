@@ -22,7 +22,7 @@ from ehrprog.io.events import empty_codes, mark_event_drops
 from ehrprog.io.omop_persons import Source, death_events, future_reason, person_events, require_columns
 from ehrprog.io.omop_tables import DEFAULT_TABLES, EVENT_TABLES, KNOWN_CONCEPTS, EventTable
 from ehrprog.io.schema import BIRTH_CODE, DEATH_CODE, EVENT_SCHEMA
-from ehrprog.io.visit_spans import END_BEFORE_START, OUTSIDE_VISIT, VisitSpans, visit_spans
+from ehrprog.io.visit_spans import END_BEFORE_START, OUTSIDE_VISIT, VisitSpans, spans_from, visit_span_plan
 
 log = logging.getLogger(__name__)
 
@@ -377,14 +377,22 @@ def event_plan(folder, concepts: pl.DataFrame, wanted: list[str], codes: CodeMod
             folder.notes.append(f"table {name} absent")
             continue
         tables.append(table)
-    # The person and death rows and every table's distinct concept ids, read in one parallel pass.
+    # The person and death rows, every table's distinct concept ids and the visits' spans, read in
+    # one parallel pass.
+    span_plan = visit_span_plan(folder) if any(t.spec.visit for t in tables) else None
     firsts = pl.collect_all(
-        [person, *([death] if death is not None else []), *(t.distinct_ids() for t in tables)], engine="in-memory"
+        [
+            person,
+            *([death] if death is not None else []),
+            *(t.distinct_ids() for t in tables),
+            *([span_plan] if span_plan is not None else []),
+        ],
+        engine="in-memory",
     )
+    spans = spans_from(firsts.pop()) if span_plan is not None else None
     n_vitals = 1 if death is None else 2
     people, vitals, distinct = firsts[0], pl.concat(firsts[:n_vitals]), firsts[n_vitals:]
     parts = [vitals.lazy()]
-    spans = visit_spans(folder) if any(t.spec.visit for t in tables) else None
     if spans is not None and spans.n_backwards:
         folder.notes.append(f"{spans.n_backwards:,} visit(s) in visit_occurrence: {END_BEFORE_START}")
     for table, ids in zip(tables, distinct, strict=True):

@@ -90,9 +90,10 @@ class VisitSpans:
         )
 
 
-def visit_spans(folder) -> VisitSpans | None:
-    """The spans of ``folder``'s ``visit_occurrence`` (read whole, once; the first row of a
-    repeated id kept), or ``None`` without the table or its id and start columns."""
+def visit_span_plan(folder) -> pl.LazyFrame | None:
+    """The plan of ``folder``'s ``visit_occurrence`` spans (``visit_id``, ``start``, ``end``,
+    ``backwards``), to collect with other reads (:func:`spans_from`), or ``None`` without the table
+    or its id and start columns."""
     scanned = folder.scan("visit_occurrence") if folder.has("visit_occurrence") else None
     if scanned is None:
         return None
@@ -105,7 +106,7 @@ def visit_spans(folder) -> VisitSpans | None:
         if "visit_end_date" in schema
         else pl.lit(None, pl.Datetime("us"))
     )
-    spans = (
+    return (
         frame.select(
             tabular.parse_int("visit_occurrence_id", schema["visit_occurrence_id"]).cast(pl.Int64).alias("visit_id"),
             start.cast(pl.Datetime("us")).alias("start"),
@@ -114,11 +115,21 @@ def visit_spans(folder) -> VisitSpans | None:
         )
         .drop_nulls(["visit_id", "start"])
         .with_columns(pl.col("end") + pl.duration(days=1))
-        .collect()
     )
+
+
+def spans_from(spans: pl.DataFrame) -> VisitSpans:
+    """:class:`VisitSpans` of a collected :func:`visit_span_plan`."""
     return VisitSpans(
         spans["visit_id"].to_numpy(),
         spans["start"].to_physical().to_numpy(),
         spans["end"].to_physical().to_numpy(),
         int(spans["backwards"].sum()),
     )
+
+
+def visit_spans(folder) -> VisitSpans | None:
+    """The spans of ``folder``'s ``visit_occurrence`` (read whole, once; the first row of a
+    repeated id kept), or ``None`` without the table or its id and start columns."""
+    plan = visit_span_plan(folder)
+    return None if plan is None else spans_from(plan.collect())

@@ -150,6 +150,11 @@ class CoxBaseline(_RidgeCox):
     def _table(self, X: CohortX) -> np.ndarray:
         return self.features_.transform(X)
 
+    @property
+    def inputs_(self) -> str:
+        """What it read on this data (:attr:`HistoryFeatures.inputs_`), e.g. ``"counts, last labs, eGFR"``."""
+        return self.features_.inputs_
+
 
 class ClinicalCoxBaseline(_RidgeCox):
     """Ridge Cox (scikit-survival, Breslow ties) on the model's clinical inputs: point features,
@@ -172,12 +177,15 @@ class KFREBaseline(_SurvivalBaseline):
     """KFRE-style risk from age, sex and eGFR, with the 4-variable KFRE coefficients (no fitting).
 
     Linear predictor ``-0.2201 (age/10 - 7.036) + 0.2467 (male - 0.5642) - 0.5567 (eGFR/5 - 7.222)``;
-    points without an eGFR get the training median. Higher = sooner.
+    points without an eGFR get the training median. Higher = sooner. ``egfr_points_`` counts the
+    training points with an eGFR (recorded, or from creatinine): with none, the score reads age
+    and sex only, and the comparison leaves it out (``ehrprog.evaluation.heldout``).
     """
 
     def fit(self, X: CohortX, y: Any = None) -> KFREBaseline:
         egfr = clinical_features(X)[:, 0]
-        self.median_egfr_ = float(np.nanmedian(egfr)) if np.isfinite(egfr).any() else 60.0
+        self.egfr_points_ = int(np.isfinite(egfr).sum())
+        self.median_egfr_ = float(np.nanmedian(egfr)) if self.egfr_points_ else 60.0
         return self
 
     def predict(self, X: CohortX) -> np.ndarray:

@@ -57,10 +57,28 @@ def training_summary(
     return summary
 
 
-def _metrics_table(metrics: dict[str, float]) -> list[str]:
-    lines = ["| metric | value |", "|---|---|"]
-    lines += [f"| {_METRIC_NAMES.get(k, k)} | {v:.3f} |" for k, v in metrics.items()]
+def _metrics_table(metrics: dict[str, float], too_few: dict[str, str] | None = None) -> list[str]:
+    """The metrics as a Markdown table, each marked where worse than chance and where too few to judge."""
+    from ehrprog.evaluation.evidence import worse_than_chance
+
+    too_few = too_few or {}
+    lines = ["| metric | value | note |", "|---|---|---|"]
+    for key, value in metrics.items():
+        notes = [f"too few to judge: {too_few[key]}"] if key in too_few else []
+        if worse_than_chance(key.removeprefix("valid_"), value):
+            notes.append("worse than chance")
+        lines.append(f"| {_METRIC_NAMES.get(key, key)} | {value:.3f} | {'; '.join(notes)} |")
     return lines
+
+
+def _kept_epoch(estimator: VisitProgressionEstimator) -> str:
+    """Which weights the model holds, in words."""
+    if estimator.best_epoch_ == 0:
+        return (
+            "the tabular model alone (epoch 0): no epoch of the visit history beat it on the validation subjects "
+            "by more than its noise, so the history's offsets are zero and the model is its tabular part"
+        )
+    return f"the visit history's offsets of epoch {estimator.best_epoch_}, the best on a subject-level validation split"
 
 
 def model_card(estimator: VisitProgressionEstimator) -> str:
@@ -81,9 +99,18 @@ def model_card(estimator: VisitProgressionEstimator) -> str:
         f"- Backbone `{backbone_name}` (codes within a visit, then the sequence of at most "
         f"{params['max_visits']} visits), {len(estimator.vocabulary_.codes):,} codes in the vocabulary "
         f"(codes seen fewer than {params['min_code_count']} times are unknown).",
-        f"- Trained {len(estimator.history_)} epochs; weights of epoch {estimator.best_epoch_}, the best on a "
-        "subject-level validation split.",
+        f"- Trained {len(estimator.history_)} epochs; it holds {_kept_epoch(estimator)}.",
     ]
+    checkpoint = params.get("backbone__checkpoint")
+    if checkpoint is not None:
+        alignment = getattr(getattr(getattr(estimator, "model_", None), "backbone", None), "alignment", None)
+        known = (
+            f": it knew {alignment['matched']:,} of the {alignment['matched'] + alignment['unseen']:,} codes of the "
+            "training data (the others started from the mean of its code embeddings)"
+            if isinstance(alignment, dict)
+            else ""
+        )
+        lines.append(f"- Backbone started from the pre-trained checkpoint `{checkpoint}`{known}.")
     if getattr(estimator, "classes_", None) is not None and target in ("stage", "both"):
         lines.append(f"- Stages predicted: {', '.join(str(c) for c in estimator.classes_)} (KDIGO G1-G5 as 1-5).")
     if target in ("progression", "both"):
@@ -112,34 +139,56 @@ def model_card(estimator: VisitProgressionEstimator) -> str:
     lines += ["", "## Performance"]
     heldout = getattr(estimator, "heldout_", None)
     if heldout:
-        lines += [f"On {heldout['description']}:", "", *_metrics_table(heldout["metrics"])]
+        lines += [f"On {heldout['description']}:", "", *_metrics_table(heldout["metrics"], heldout.get("too_few"))]
+        evidence = heldout.get("evidence")
+        if evidence:
+            lines += [
+                "",
+                f"Behind these figures: {evidence['subjects']:,} held-out subjects, {evidence['events']:,} progression "
+                f"events, {evidence['staged_points']:,} points with a known next stage. A figure on fewer than 30 "
+                "subjects (or 20 events) is too few to judge (ehrprog.evaluation.evidence).",
+            ]
+        groups = heldout.get("subgroups")
+        if groups:
+            lines += ["", "Progression figures by subgroup of the held-out subjects:", ""]
+            lines += ["| subgroup | subjects | events | C-index | ICI 2 y | note |", "|---|---|---|---|---|---|"]
+            for g in groups:
+                cells = " | ".join(
+                    f"{g['metrics'][k]:.3f}" if k in g["metrics"] else "-" for k in ("c_index", "ici_2y")
+                )
+                note = "too few to judge" if g["too_few"] else ""
+                lines.append(
+                    f"| {g['attribute']}: {g['group']} | {g['subjects']:,} | {g['events']:,} | {cells} | {note} |"
+                )
     else:
         lines.append(
             "Not measured on held-out subjects (run `ehrprog evaluate`, `ehrprog fit` or "
             "`ehrprog.evaluation.heldout.evaluate_split` to measure it)."
         )
-        best = next((h for h in estimator.history_ if h.get("epoch") == estimator.best_epoch_), None)
-        if estimator.best_epoch_ == 0:  # the tabular model alone: the history never beat it on validation
-            best = getattr(estimator, "initial_validation_", None)
-        validation = {k: v for k, v in (best or {}).items() if k.startswith("valid_")}
-        if validation:
-            kept = (
-                "epoch 0, the tabular model alone: no epoch of the visit history beat it"
-                if estimator.best_epoch_ == 0
-                else f"epoch {estimator.best_epoch_}"
-            )
-            lines += [
-                "",
-                f"On the validation subjects of early stopping ({kept}; optimistic: the epoch was chosen on them):",
-                "",
-                *_metrics_table(validation),
-            ]
+    best = next((h for h in estimator.history_ if h.get("epoch") == estimator.best_epoch_), None)
+    if estimator.best_epoch_ == 0:  # the tabular model alone: the history never beat it on validation
+        best = getattr(estimator, "initial_validation_", None)
+    validation = {k: v for k, v in (best or {}).items() if k.startswith("valid_")}
+    if validation:
+        kept = (
+            "epoch 0, the tabular model alone: no epoch of the visit history beat it"
+            if estimator.best_epoch_ == 0
+            else f"epoch {estimator.best_epoch_}"
+        )
+        lines += [
+            "",
+            f"On the validation subjects of early stopping ({kept}; optimistic: the epoch was chosen on them):",
+            "",
+            *_metrics_table(validation),
+        ]
+    uses = ["ranking patients by risk of progressing to a worse stage"] if target in ("progression", "both") else []
+    if target in ("stage", "both"):
+        uses.append("estimating the stage at the next staged visit")
     lines += [
         "",
         "## Intended use",
         "- Research on chronic kidney disease progression from structured records (OMOP CDM or MEDS): "
-        "ranking patients by risk of progressing to a worse stage, and estimating the stage at the next "
-        "staged visit, at visits where a stage is known.",
+        f"{' and '.join(uses)}, at visits where a stage is known.",
         "- Not a medical device; not for individual clinical decisions without local validation.",
         "",
         "## Known limits",
@@ -151,6 +200,9 @@ def model_card(estimator: VisitProgressionEstimator) -> str:
         "draws calibration charts) before reading probabilities as absolute risks.",
         "- Events after the end of follow-up are unseen: risks beyond the longest training follow-up are "
         "extrapolated flat.",
+        "- Death: a subject's follow-up ends at death, which censors the time to progression (the task's "
+        '`death="censor"`): risks are of progression among those alive, not the cumulative incidence with death '
+        "competing; in an elderly cohort, where many die before progressing, read them as cause-specific.",
     ]
     if data.get("points", 0) and data["points"] < 5_000:
         lines.append(f"- Trained on a small cohort ({data['points']:,} points): expect wide uncertainty.")

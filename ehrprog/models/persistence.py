@@ -365,7 +365,7 @@ def load_estimator(cls: type[VisitProgressionEstimator], path: str | Path) -> Vi
     estimator.validation_loss_curve_ = [record["valid_loss"] for record in config.history if "valid_loss" in record]
     estimator.best_epoch_, estimator.n_iter_ = config.best_epoch, config.n_iter
     estimator.training_data_ = config.training_data
-    estimator.heldout_ = config.heldout.model_dump() if config.heldout is not None else None
+    estimator.heldout_ = config.heldout.model_dump(exclude_none=True) if config.heldout is not None else None
     if config.classes is not None:
         estimator.classes_ = np.asarray(config.classes, dtype=np.int64)
     if config.event_times is not None:

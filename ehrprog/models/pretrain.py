@@ -142,6 +142,7 @@ def pretrain(
     steps_per_epoch: int | None = None,
     overwrite: bool = False,
     exclude_subjects: Any = None,
+    verbose: bool = False,
     **params: Any,
 ) -> PretrainResult:
     """Pre-train the registered backbone ``backbone`` on ``visits`` and write it to ``out``.
@@ -167,6 +168,7 @@ def pretrain(
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``.
         random_state: seeds the split, the initialisation, the order and the masking.
         progress: called with each epoch's record.
+        verbose: a progress bar over each epoch's steps, with the running loss.
         objective: ``"mlm"`` (the backbone's own objectives), ``"tte"`` (time to the next
             occurrence of the ``tte_codes`` most frequent codes, piecewise-exponential, see
             :mod:`ehrprog.networks.tte`), ``"mlm+tte"`` (both summed), ``"tte+value"`` (time to
@@ -277,7 +279,13 @@ def pretrain(
         return _validation(objective, tensors, valid_rows, batch_size, torch_device, random_state)
 
     settings = TrainSettings(
-        max_epochs=epochs, lr=lr, weight_decay=weight_decay, device=torch_device, seed=random_state
+        max_epochs=epochs,
+        lr=lr,
+        weight_decay=weight_decay,
+        device=torch_device,
+        seed=random_state,
+        verbose=verbose,
+        description="pre-training epoch",
     )
     trained = train(
         task,

@@ -167,11 +167,29 @@ class SavedTabular(_Strict):
         return self
 
 
+class SavedSubgroup(_Strict):
+    """One subgroup's held-out figures (ehrprog.evaluation.subgroups)."""
+
+    attribute: str = Field(max_length=200)
+    group: str = Field(max_length=200)
+    points: int = Field(ge=0)
+    subjects: int = Field(ge=0)
+    events: int = Field(ge=0)
+    metrics: dict[str, Finite]
+    too_few: bool
+
+
 class SavedHeldout(_Strict):
     """Scores on held-out subjects (for the model card): which points, and the metrics."""
 
     description: str = Field(max_length=1000)
     metrics: dict[str, Finite]
+    #: What the figures stand on (ehrprog.evaluation.evidence.Evidence), where it was counted.
+    evidence: dict[str, Annotated[int, Field(ge=0)]] | None = None
+    #: The figures too few to judge, each with its reason.
+    too_few: dict[str, Annotated[str, Field(max_length=1000)]] | None = None
+    #: The model's figures per subgroup of the held-out subjects.
+    subgroups: list[SavedSubgroup] | None = Field(default=None, max_length=1000)
 
 
 class SavedFile(_Strict):

@@ -97,6 +97,11 @@ class CKDProgression(ProgressionTask):
     """CKD staging and progression (the flagship task).
 
     Args:
+        rule: the staging rule (``None``: :func:`ckd_rule`, KDIGO G1-G5). Your own rule (e.g.
+            G3a and G3b apart, ``n_stages=6``) keeps everything below: eGFR computed from
+            creatinine goes to its lab named ``egfr`` (a rule with no such lab and
+            ``compute_egfr=True`` is refused), stages confirmed over 90 days, progression above
+            the highest stage so far.
         visits: visit grouping strategy.
         compute_egfr: compute eGFR with CKD-EPI 2021 from creatinine where eGFR is not recorded
             at the same time.
@@ -116,6 +121,7 @@ class CKDProgression(ProgressionTask):
     def __init__(
         self,
         *,
+        rule: StagingRule | None = None,
         visits: Strategy = "same_day",
         compute_egfr: bool = True,
         exclude_final_stage: bool = True,
@@ -125,8 +131,14 @@ class CKDProgression(ProgressionTask):
         confirm_days: float | None = 90.0,
         eligibility: Literal["prospective", "retrospective"] = "prospective",
     ) -> None:
+        rule = ckd_rule() if rule is None else rule
+        if compute_egfr and not any(lab.name == "egfr" for lab in rule.labs):
+            raise ValueError(
+                f"rule {rule.name!r} has no lab named 'egfr' to take the eGFR computed from creatinine "
+                f"(its labs: {[lab.name for lab in rule.labs]}); name its eGFR lab 'egfr', or pass compute_egfr=False"
+            )
         super().__init__(
-            ckd_rule(),
+            rule,
             visits=visits,
             exclude_final_stage=exclude_final_stage,
             require_disease_evidence=require_disease_evidence,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import polars as pl
@@ -77,6 +78,15 @@ class ProgressionTask:
             raise ValueError(f"progression must be 'above_current' or 'above_highest', got {progression!r}")
         if confirm_days is not None and not confirm_days > 0:
             raise ValueError(f"confirm_days must be a positive number of days or None, got {confirm_days!r}")
+        if type(self) is ProgressionTask and any(lab.name == "egfr" for lab in rule.labs):
+            warnings.warn(
+                f"rule {rule.name!r} stages eGFR: ProgressionTask reads recorded eGFR only, stages single readings "
+                f"(confirm_days={confirm_days}) and counts progression {progression.replace('_', ' ')} stage; "
+                "ehrprog.tasks.CKDProgression(rule=...) keeps your rule and also computes eGFR from creatinine, "
+                "confirms stages over 90 days and counts progression above the highest stage so far",
+                UserWarning,
+                stacklevel=2,
+            )
         self.rule = rule
         self.visits = visits
         self.exclude_final_stage = exclude_final_stage
@@ -238,6 +248,9 @@ class ProgressionTask:
                 counts[
                     f"subjects with lab stages but no diagnosis and no lab stage >= {self.evidence_min_lab_stage}"
                 ] = left_out
+        # What each record states (a diagnosis its code's stage, a lab reading its confirmed stage),
+        # kept beside the stage the task counts (with "above_highest", the running maximum).
+        records = records.with_columns(pl.col("stage").alias("recorded_stage"))
         if self.progression == "above_highest":
             records = records.with_columns(pl.col("stage").cum_max().over("subject_id"))
         if records.height == 0:
