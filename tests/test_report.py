@@ -300,6 +300,10 @@ def test_a_diagnosis_is_drawn_in_the_band_of_the_stage_it_records(evaluated):
     mine = stages.filter((pl.col("subject_id") == subject) & (pl.col("source") == "diagnosis")).sort("time")
     assert list(trace.text) == [f"stage {s} diagnosis" for s in mine["recorded_stage"].to_list()]
     assert "mL/min/1.73 m²" in patient.chart.figure.layout.yaxis.title.text
+    # The visits' colour scale spans the attributions drawn (symmetric about 0), not a fixed range.
+    visits = next(t for t in patient.chart.figure.data if t.name == "visit")
+    largest = float(np.abs(np.asarray(visits.marker.color, dtype=float)).max()) or 1.0
+    assert visits.marker.cmax == pytest.approx(largest) and visits.marker.cmin == pytest.approx(-largest)
 
 
 def test_the_model_is_scored_in_subgroups_with_their_counts(evaluated, tmp_path):
