@@ -286,10 +286,11 @@ def fit_history(
         X,
         stage=targets["stage_label"] if classes is not None else None,
         n_classes=n_classes,
-        event=event.astype(bool) if risk else None,
+        event=event.astype(bool, copy=False) if risk else None,
         time=tte if risk else None,
         groups=subjects,
-        train_rows=np.arange(len(X)),  # every point: the validation points' outputs are out-of-fold too
+        # every point: the validation points' outputs are out-of-fold too
+        train_rows=np.arange(len(X), dtype=np.int32 if len(X) < 2**31 else np.int64),
     )
     tensors = estimator._visit_tensors(X, stacked)
     with torch.random.fork_rng(devices=[]):
