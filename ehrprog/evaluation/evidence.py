@@ -12,7 +12,7 @@ validation studies ask for at least 100 events (Collins, Ogundimu and Altman, St
 which 20 is a fifth. A marked figure is still shown (nothing is hidden or widened); it is not
 ranked, bolded or judged, and charts drawn from it are left out with a line saying why.
 
-:func:`worse_than_chance` flags AUROC and C-index below 0.5 and a kappa below 0, and
+:func:`~ehrprog.metrics.chance.worse_than_chance` flags AUROC and C-index below 0.5 and a kappa below 0, and
 :data:`METRIC_GUIDE` says what each column of the comparison table measures and which way is better.
 """
 
@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import polars as pl
+
+from ehrprog.metrics.chance import worse_than_chance
 
 #: Held-out subjects below which any figure is marked too few to judge.
 MIN_SUBJECTS = 30
@@ -54,15 +56,6 @@ TOO_FEW_MARK, WORSE_MARK = "*", "!"
 def is_survival_metric(metric: str) -> bool:
     """Whether ``metric`` is a figure of time to progression (C-index, IBS, ICI...)."""
     return metric not in STAGE_METRICS
-
-
-def worse_than_chance(metric: str, value: float) -> bool:
-    """AUROC or C-index below 0.5, or a kappa below 0: a ranking worse than a coin."""
-    if not np.isfinite(value):
-        return False
-    if metric in ("macro_auroc", "c_index") or metric.startswith("auc"):
-        return value < 0.5
-    return metric == "qwk" and value < 0.0
 
 
 @dataclass(frozen=True)

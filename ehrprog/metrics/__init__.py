@@ -9,11 +9,13 @@ C and of the differences between methods scored on the same points.
 
 In :mod:`~ehrprog.metrics.stage`, :mod:`~ehrprog.metrics.survival`,
 :mod:`~ehrprog.metrics.concordance` (Harrell's C counted by sorting, scikit-survival's pairs) and
-:mod:`~ehrprog.metrics.bootstrap`; every name is reachable from here. Imports no other part of
+:mod:`~ehrprog.metrics.bootstrap` (and :mod:`~ehrprog.metrics.chance`: which figures are worse than
+chance); every name is reachable from here. Imports no other part of
 ehrprog: every stage above may score with it (``docs/architecture.md``).
 """
 
 from ehrprog.metrics.bootstrap import interval, paired_bootstrap_c
+from ehrprog.metrics.chance import worse_than_chance
 from ehrprog.metrics.concordance import Concordance, concordance_counts
 from ehrprog.metrics.stage import expected_calibration_error, macro_auroc, quadratic_weighted_kappa
 from ehrprog.metrics.survival import (
@@ -41,4 +43,5 @@ __all__ = [
     "survival_calibration",
     "time_dependent_auc",
     "uno_c",
+    "worse_than_chance",
 ]

@@ -59,13 +59,13 @@ def training_summary(
 
 def _metrics_table(metrics: dict[str, float], too_few: dict[str, str] | None = None) -> list[str]:
     """The metrics as a Markdown table, each marked where worse than chance and where too few to judge."""
-    from ehrprog.evaluation.evidence import worse_than_chance
+    from ehrprog.metrics.chance import worse_than_chance
 
     too_few = too_few or {}
     lines = ["| metric | value | note |", "|---|---|---|"]
     for key, value in metrics.items():
         notes = [f"too few to judge: {too_few[key]}"] if key in too_few else []
-        if worse_than_chance(key.removeprefix("valid_"), value):
+        if worse_than_chance(key, value):
             notes.append("worse than chance")
         lines.append(f"| {_METRIC_NAMES.get(key, key)} | {value:.3f} | {'; '.join(notes)} |")
     return lines
