@@ -18,6 +18,7 @@ import numpy as np
 import ehrprog as ep
 from ehrprog.core.output import OutputFolder, marked
 from ehrprog.evaluation import report
+from ehrprog.evaluation.comparison import format_table, verdict
 from ehrprog.evaluation.heldout import (
     ABLATION,
     BOOSTED_POINT_FEATURES,
@@ -25,9 +26,7 @@ from ehrprog.evaluation.heldout import (
     ORACLE,
     REFERENCE,
     evaluate,
-    format_table,
     subject_split,
-    verdict,
 )
 from ehrprog.evaluation.subgroups import format_subgroups
 

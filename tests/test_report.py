@@ -15,7 +15,8 @@ import pytest
 import ehrprog as ep
 from ehrprog.cli import main
 from ehrprog.evaluation import report
-from ehrprog.evaluation.heldout import evaluate, format_table, subject_split, verdict
+from ehrprog.evaluation.comparison import format_table, verdict
+from ehrprog.evaluation.heldout import evaluate, subject_split
 
 #: Where the browser test leaves its screenshot (git-ignored), to be looked at.
 ARTIFACTS = Path(__file__).resolve().parents[1] / "build" / "test-artifacts"

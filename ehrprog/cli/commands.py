@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from ehrprog.cli.options import database_options, read_options
+from ehrprog.cli.options import check_model_options, database_options, read_options
 from ehrprog.core.errors import InputError
 from ehrprog.core.redaction import redact
 
@@ -269,48 +268,6 @@ def _load_cohort(args: argparse.Namespace):
     return cohort
 
 
-def check_model_options(args: argparse.Namespace) -> None:
-    """``--device``, ``--backbone`` and ``--checkpoint`` of ``fit``/``evaluate``, checked before any
-    data is read: a device this machine lacks, a backbone no plugin registers, or a checkpoint
-    folder that is missing, holds no ``config.json`` or holds another backbone's model (naming
-    the ``--backbone`` that reads it) is an error at once, not after the data is read."""
-    from ehrprog.evaluation.heldout import DEMO_MODEL_PARAMS
-    from ehrprog.networks.training import resolve_device
-    from ehrprog.plugins import backbones
-
-    try:
-        resolve_device(args.device)
-    except ValueError as error:
-        raise InputError(f"--device {args.device}: {error}") from None
-    backbone = args.backbone or DEMO_MODEL_PARAMS.get("backbone", "default")
-    available = backbones()
-    if backbone not in available:
-        raise InputError(
-            f"--backbone {backbone}: no installed plugin registers it; available: {', '.join(sorted(available))} "
-            "(`ehrprog plugins` lists them)"
-        )
-    if args.checkpoint is None:
-        return
-    config = Path(args.checkpoint) / "config.json"
-    if not Path(args.checkpoint).is_dir():
-        raise InputError("--checkpoint: no such folder", file=str(args.checkpoint))
-    if not config.is_file():
-        raise InputError(
-            "--checkpoint: a checkpoint folder holds config.json (as `ehrprog pretrain` writes it)", file=str(config)
-        )
-    try:
-        model_type = json.loads(config.read_text()).get("model_type")
-    except (ValueError, AttributeError):
-        raise InputError("--checkpoint: config.json is not a JSON object", file=str(config)) from None
-    reader = model_type.removeprefix("ehrprog-") if isinstance(model_type, str) else None
-    if reader in available and reader != backbone:
-        raise InputError(
-            f"--checkpoint holds a {model_type!r} model, which backbone {backbone!r} cannot read: "
-            f"use --backbone {reader}",
-            file=str(config),
-        )
-
-
 def _model_params(args: argparse.Namespace) -> dict:
     """The estimator settings of ``fit``/``evaluate``: the demo's (measured in benchmarks/) with the
     command's overrides."""
@@ -375,7 +332,8 @@ def _report_output(args: argparse.Namespace, inputs: list | None = None):
 def run_evaluate(args: argparse.Namespace) -> int:
     """Split by subject, fit the model and the baselines, print the table, write the report and the model."""
     from ehrprog.evaluation import report
-    from ehrprog.evaluation.heldout import evaluate, format_table, meds_predictions, subject_split, verdict
+    from ehrprog.evaluation.comparison import format_table, verdict
+    from ehrprog.evaluation.heldout import evaluate, meds_predictions, subject_split
     from ehrprog.evaluation.pretraining import paid_lines
     from ehrprog.evaluation.subgroups import format_subgroups
 

@@ -4,6 +4,8 @@ work, the visit strategy, and the database options."""
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 import numpy as np
 
@@ -102,3 +104,45 @@ def add_database_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--statement-timeout", type=real(0), default=None, help="PostgreSQL: seconds a query may run (default: none)"
     )
+
+
+def check_model_options(args: argparse.Namespace) -> None:
+    """``--device``, ``--backbone`` and ``--checkpoint`` of ``fit``/``evaluate``, checked before any
+    data is read: a device this machine lacks, a backbone no plugin registers, or a checkpoint
+    folder that is missing, holds no ``config.json`` or holds another backbone's model (naming
+    the ``--backbone`` that reads it) is an error at once, not after the data is read."""
+    from ehrprog.evaluation.heldout import DEMO_MODEL_PARAMS
+    from ehrprog.networks.training import resolve_device
+    from ehrprog.plugins import backbones
+
+    try:
+        resolve_device(args.device)
+    except ValueError as error:
+        raise InputError(f"--device {args.device}: {error}") from None
+    backbone = args.backbone or DEMO_MODEL_PARAMS.get("backbone", "default")
+    available = backbones()
+    if backbone not in available:
+        raise InputError(
+            f"--backbone {backbone}: no installed plugin registers it; available: {', '.join(sorted(available))} "
+            "(`ehrprog plugins` lists them)"
+        )
+    if args.checkpoint is None:
+        return
+    config = Path(args.checkpoint) / "config.json"
+    if not Path(args.checkpoint).is_dir():
+        raise InputError("--checkpoint: no such folder", file=str(args.checkpoint))
+    if not config.is_file():
+        raise InputError(
+            "--checkpoint: a checkpoint folder holds config.json (as `ehrprog pretrain` writes it)", file=str(config)
+        )
+    try:
+        model_type = json.loads(config.read_text()).get("model_type")
+    except (ValueError, AttributeError):
+        raise InputError("--checkpoint: config.json is not a JSON object", file=str(config)) from None
+    reader = model_type.removeprefix("ehrprog-") if isinstance(model_type, str) else None
+    if reader in available and reader != backbone:
+        raise InputError(
+            f"--checkpoint holds a {model_type!r} model, which backbone {backbone!r} cannot read: "
+            f"use --backbone {reader}",
+            file=str(config),
+        )

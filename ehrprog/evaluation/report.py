@@ -36,8 +36,9 @@ from ehrprog.evaluation.charts import (
     stage_calibration,
     survival_calibration_chart,
 )
+from ehrprog.evaluation.comparison import format_table
 from ehrprog.evaluation.evidence import TOO_FEW_MARK, WORSE_MARK, table_guide, worse_than_chance
-from ehrprog.evaluation.heldout import format_table, is_measurement
+from ehrprog.evaluation.heldout import is_measurement
 from ehrprog.evaluation.patient import Patient, patient_chart, pick_subject
 from ehrprog.evaluation.subgroups import SubgroupRow, format_subgroups, subgroups_html
 
