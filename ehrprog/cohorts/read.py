@@ -202,7 +202,7 @@ class ShardPart(CohortX):
 class StoredCohortX(CohortX):
     """The inputs of a saved cohort: points in memory, visits on disk (see the module docstring).
 
-    Indexing gives a ``StoredCohortX`` over the same store, holding only its row numbers (8 bytes
+    Indexing gives a ``StoredCohortX`` over the same store, holding only its row numbers (int32, 4 bytes
     a point): its ``points`` are gathered from the store when first asked for, and
     :meth:`column` and :meth:`parts` never gather them whole. ``visits`` and ``labs`` read every
     shard that holds one of its points into memory (for baselines and inspection on cohorts that

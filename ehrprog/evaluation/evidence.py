@@ -140,6 +140,24 @@ def marks(metric: str, value: float, evidence: Evidence | None) -> str:
     return (TOO_FEW_MARK if few else "") + (WORSE_MARK if worse_than_chance(metric, value) else "")
 
 
+def figure_cell(metric: str, value: float, evidence: Evidence | None, bold: bool = False) -> str:
+    """One figure as an HTML table cell, marked as :func:`marks` marks it: class ``few`` and/or
+    ``worse``, the reasons as its tooltip (the comparison and the subgroup tables alike)."""
+    import html
+
+    text, classes, tips = f"{value:.3f}", [], []
+    if evidence is not None and (reason := evidence.too_few(metric)) is not None:
+        classes.append("few")
+        tips.append(f"too few to judge: {reason}")
+        text += TOO_FEW_MARK
+    if worse_than_chance(metric, value):
+        classes.append("worse")
+        tips.append("worse than chance")
+        text += WORSE_MARK
+    attributes = f" class='{' '.join(classes)}' title='{html.escape('; '.join(tips), quote=True)}'" if classes else ""
+    return f"<td{attributes}><b>{text}</b></td>" if bold else f"<td{attributes}>{text}</td>"
+
+
 def table_guide(evidence: Evidence | None = None) -> list[str]:
     """How to read the comparison table: every column (:data:`METRIC_GUIDE`), the marks, and what
     the figures stand on."""
@@ -165,6 +183,7 @@ __all__ = [
     "TOO_FEW_MARK",
     "WORSE_MARK",
     "Evidence",
+    "figure_cell",
     "is_survival_metric",
     "marks",
     "table_guide",

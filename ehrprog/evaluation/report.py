@@ -37,7 +37,7 @@ from ehrprog.evaluation.charts import (
     survival_calibration_chart,
 )
 from ehrprog.evaluation.comparison import format_table
-from ehrprog.evaluation.evidence import TOO_FEW_MARK, WORSE_MARK, table_guide, worse_than_chance
+from ehrprog.evaluation.evidence import figure_cell, table_guide
 from ehrprog.evaluation.heldout import is_measurement
 from ehrprog.evaluation.patient import Patient, patient_chart, pick_subject
 from ehrprog.evaluation.subgroups import SubgroupRow, format_subgroups, subgroups_html
@@ -91,21 +91,8 @@ def table_html(rows: Sequence[Any], columns: Sequence[tuple[str, str, bool]] | N
             if key not in row.metrics:
                 cells.append("<td class='na'>-</td>")
                 continue
-            value = f"{row.metrics[key]:.3f}"
-            classes, tips = [], []
-            if row.evidence is not None and (reason := row.evidence.too_few(key)) is not None:
-                classes.append("few")
-                tips.append(f"too few to judge: {reason}")
-                value += TOO_FEW_MARK
-            if worse_than_chance(key, row.metrics[key]):
-                classes.append("worse")
-                tips.append("worse than chance")
-                value += WORSE_MARK
-            attributes = (
-                f" class='{' '.join(classes)}' title='{html.escape('; '.join(tips), quote=True)}'" if classes else ""
-            )
             bold = ranked(row, key) and np.isclose(row.metrics[key], best.get(key, np.nan))
-            cells.append(f"<td{attributes}><b>{value}</b></td>" if bold else f"<td{attributes}>{value}</td>")
+            cells.append(figure_cell(key, row.metrics[key], row.evidence, bold))
         timing = (
             f"<td>{row.fit_s:.1f}</td><td>{row.predict_s:.2f}</td>"
             if np.isfinite(row.fit_s)

@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 
 from ehrprog.cohorts.cohort import CohortX
-from ehrprog.evaluation.evidence import Evidence, marks
+from ehrprog.evaluation.evidence import Evidence, figure_cell, marks
 from ehrprog.metrics import harrell_c, survival_calibration
 
 #: Age bands at the prediction time (years): the lower bound of each, the last open-ended.
@@ -151,10 +151,7 @@ def subgroups_html(rows: Sequence[SubgroupRow]) -> str:
             if value is None:
                 cells.append("<td class='na'>-</td>")
                 continue
-            reason = row.evidence.too_few(key)
-            mark = marks(key, value, row.evidence)
-            title = f" class='few' title='too few to judge: {html.escape(reason, quote=True)}'" if reason else ""
-            cells.append(f"<td{title}>{value:.3f}{mark}</td>")
+            cells.append(figure_cell(key, value, row.evidence))
         e = row.evidence
         body.append(
             f"<tr><th>{html.escape(row.attribute)}: {html.escape(row.group)}</th><td>{e.points:,}</td>"
