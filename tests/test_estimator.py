@@ -163,6 +163,22 @@ def test_grid_search_over_routed_and_plain_parameters_with_group_k_fold(cohort):
     assert search.best_estimator_.tabular_.risk_model_ == "cox"
 
 
+def test_a_grid_search_shows_its_fits_and_each_fit_its_epochs(cohort, capsys):
+    small = {**SMALL, "max_epochs": 1}
+    search = GridSearchCV(
+        VisitProgressionEstimator(target="progression", verbose=1, **small),
+        {"hidden_dim": [8, 16]},
+        cv=GroupKFold(n_splits=2),
+        verbose=1,  # scikit-learn's line per search; the estimator's bar per epoch of every fit
+    )
+    search.fit(cohort.X, cohort.y, groups=cohort.groups)
+    captured = capsys.readouterr()
+    assert "Fitting 2 folds for each of 2 candidates, totalling 4 fits" in captured.out
+    # A bar is one line (its refreshes are carriage returns): four fits and the refit, each with its loss.
+    bars = [line for line in captured.err.split("\n") if "epoch 1" in line and "loss=" in line]
+    assert len(bars) == 5
+
+
 def test_cross_val_score_with_group_k_fold_in_two_processes(cohort):
     scores = cross_val_score(
         VisitProgressionEstimator(target="stage", **SMALL),

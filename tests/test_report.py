@@ -212,7 +212,7 @@ def test_predictions_in_the_meds_schema_score_the_same_in_meds_evaluation(evalua
     meds_evaluation = pytest.importorskip("meds_evaluation.evaluate", reason="meds-evaluation is in the dev extra")
     from meds_evaluation.schema import PredictionSchema
 
-    from ehrprog.evaluation.heldout import meds_predictions
+    from ehrprog.evaluation.predictions import meds_predictions
     from ehrprog.metrics import harrell_c, macro_auroc
 
     cohort, _, test, _, fitted = evaluated
@@ -334,3 +334,19 @@ def test_the_model_is_scored_in_subgroups_with_their_counts(evaluated, tmp_path)
     assert "by subgroup of the held-out subjects" in card and "| sex: F |" in card
     page = report.render_report(tmp_path, "t", rows=rows, subgroups=groups).read_text()
     assert "Performance in subgroups" in page and "<table class='subgroups'>" in page
+
+
+def test_death_competing_is_scored_and_drawn_as_cumulative_incidence(sim_omop, tmp_path, capsys):
+    out_dir = tmp_path / "e"
+    argv = ["evaluate", "--data", str(sim_omop), "--out", str(out_dir), "--max-epochs", "1", "--death", "competing"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "deaths competing with progression" in out  # the cohort's summary
+    assert "death competes: C-index is Wolbers'" in out and "deaths competing behind the survival figures" in out
+    assert "cause-specific Cox PH (" in out and "Fine-Gray (" in out
+    page = (out_dir / "report.html").read_text()
+    assert "Cumulative incidence of progression by predicted-risk group (death competing)" in page
+    assert "Aalen-Johansen" in page and "Fine-Gray" in page
+    assert "Death: competing" in (out_dir / "model" / "MODEL_CARD.md").read_text()
+    dom = _browse(out_dir / "report.html", tmp_path, "report_competing.png")
+    assert "cumulative incidence (Aalen-Johansen)" in dom and "at risk" in dom

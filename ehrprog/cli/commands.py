@@ -228,7 +228,7 @@ def run_build(args: argparse.Namespace) -> int:
     result = build_cohort(
         args.data,
         args.out,
-        task=Population(args.visits) if args.population else CKDProgression(visits=args.visits),
+        task=Population(args.visits) if args.population else CKDProgression(visits=args.visits, death=args.death),
         format=args.format,
         subjects_per_shard=args.subjects_per_shard,
         workers=args.workers,
@@ -260,7 +260,9 @@ def _load_cohort(args: argparse.Namespace):
         cohort = load_cohort(args.data)
     else:
         events = read_events(args.data, args.format, **read_options(args, args.data))
-        cohort = CKDProgression(visits=args.visits).build(events, group_visits(events, args.visits))
+        cohort = CKDProgression(visits=args.visits, death=getattr(args, "death", "censor")).build(
+            events, group_visits(events, args.visits)
+        )
     if len(cohort.X) == 0:
         raise InputError("the data hold no CKD prediction point (no staged visit): nothing to fit or score")
     print(f"cohort of {redact(str(args.data))} in {time.perf_counter() - started:.1f} s:")
@@ -333,7 +335,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     """Split by subject, fit the model and the baselines, print the table, write the report and the model."""
     from ehrprog.evaluation import report
     from ehrprog.evaluation.comparison import format_table, verdict
-    from ehrprog.evaluation.heldout import evaluate, meds_predictions, subject_split
+    from ehrprog.evaluation.competing import concordance_targets
+    from ehrprog.evaluation.heldout import evaluate, subject_split
+    from ehrprog.evaluation.predictions import meds_predictions
     from ehrprog.evaluation.pretraining import paid_lines
     from ehrprog.evaluation.subgroups import format_subgroups
 
@@ -356,9 +360,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.checkpoint is not None:
         print(fitted["overlap"].line(args.checkpoint))
     table = format_table(rows)
-    lines = [*fitted["left_out"], *verdict(rows, fitted["risks"], cohort.y[test], cohort.groups[test], args.seed)]
-    y_held = cohort.y[test]
-    event, time_ = y_held["event"].to_numpy(), y_held["time_to_event_days"].to_numpy()
+    lines = [
+        *fitted["notes"],
+        *fitted["left_out"],
+        *verdict(rows, fitted["risks"], cohort.y[test], cohort.groups[test], args.seed),
+    ]
+    event, time_ = concordance_targets(cohort.y[test])  # Wolbers' with death competing
     lines += paid_lines(rows, fitted["risks"], event, time_, cohort.groups[test], args.seed)
     print(table)
     print("\n".join(lines))
@@ -366,9 +373,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(format_subgroups(fitted["subgroups"]))
     X_te, y_te = cohort.X[test], cohort.y[test]
     charts, patient = report.sections(
-        fitted["model"], X_te, y_te, cohort.stages, args.subject, cohort.y[train], fitted["risks"]
+        fitted["model"], X_te, y_te, cohort.stages, args.subject, cohort.y[train], fitted["risks"], fitted["competing"]
     )
-    predictions, unlabelled = meds_predictions(fitted["model"], X_te, y_te, horizon_years=2.0)
+    predictions, unlabelled = meds_predictions(fitted["model"], X_te, y_te, 2.0, fitted["competing"])
     with out.writing() as folder:
         report.render_report(
             folder,

@@ -81,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--seed", type=SEED, default=0, help="seeds the split and the model")
         command.add_argument("--max-epochs", type=whole(1), default=None, help="override the model's epochs (30)")
         command.add_argument(
+            "--death",
+            choices=["censor", "competing"],
+            default="censor",
+            help="death censors the time to progression (censor), or competes with it: scored as the cumulative "
+            "incidence (Aalen-Johansen, Wolbers' C; a cohort saved by build keeps its own)",
+        )
+        command.add_argument(
             "--target", choices=["stage", "progression", "both"], default=None, help="the model's heads (both)"
         )
         command.add_argument("--backbone", default=None, help="a registered backbone (`ehrprog plugins`)")
@@ -217,6 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--format", choices=["auto", "omop", "meds"], default="auto")
     build.add_argument("--codes", choices=["standard", "source", "concept_id"], default=None, help="OMOP code spelling")
     build.add_argument("--visits", type=visit_strategy, default="same_day", help="same_day, visit_id or gap:HOURS")
+    build.add_argument(
+        "--death",
+        choices=["censor", "competing"],
+        default="censor",
+        help="death censors the time to progression (censor), or competes with it: scored as the cumulative "
+        "incidence (Aalen-Johansen, Wolbers' C; a cohort saved by build keeps its own)",
+    )
     build.add_argument(
         "--subjects-per-shard", type=whole(1), default=5000, help="OMOP: persons per shard (MEDS keeps its own shards)"
     )

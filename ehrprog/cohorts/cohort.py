@@ -133,7 +133,8 @@ class Cohort:
         X: inputs (:class:`CohortX`), one row per prediction point.
         y: targets per point: ``stage`` (the next recorded stage after the prediction time, null
             when none is recorded), ``event`` (a higher stage is recorded later) and
-            ``time_to_event_days`` (to that record, or to the end of follow-up when censored).
+            ``time_to_event_days`` (to that record, or to the end of follow-up when censored);
+            with death competing, ``death`` (the follow-up ended in death, no progression first).
         groups: the subject id of each point (numpy int64), for ``GroupKFold``.
         labels: the same targets in the MEDS label schema (:data:`~ehrprog.io.schema.LABEL_SCHEMA`);
             a ``polars.LazyFrame`` for a cohort loaded from disk.
@@ -186,6 +187,8 @@ class Cohort:
             f"progression events {int(y['event'].sum()):,} ({y['event'].mean():.1%}), "
             f"median time to event/censoring {y['time_to_event_days'].median():.0f} days",
         ]
+        if "death" in y.columns:
+            lines.append(f"deaths competing with progression {int(y['death'].sum()):,} ({y['death'].mean():.1%})")
         counts = self.X.points.group_by("current_stage").len().sort("current_stage")
         lines.append(
             "current stage at prediction: "

@@ -46,6 +46,7 @@ from ehrprog.cohorts.format import (
     verify_file,
 )
 from ehrprog.cohorts.write import (
+    OPTIONAL_TARGET_COLUMNS,
     POINT_COLUMNS,
     SUBJECTS_PER_SHARD,
     TARGET_COLUMNS,
@@ -97,7 +98,8 @@ class CohortStore:
         # In memory per point: the subject (for splitters), the targets (the cohort's y) and the
         # shard (int32): 8 + 10 + 4 bytes. The other point columns are read with their shard.
         self.subject_ids = np.concatenate([f["subject_id"].to_numpy() for f in frames]).astype(np.int64, copy=False)
-        self.targets = pl.concat([frame.select(TARGET_COLUMNS) for frame in frames])
+        optional = [c for c in OPTIONAL_TARGET_COLUMNS if all(c in frame.columns for frame in frames)]
+        self.targets = pl.concat([frame.select(TARGET_COLUMNS + optional) for frame in frames])
         del frames
         self.point_shard = np.repeat(np.arange(len(self.names), dtype=np.int32), counts)
         self._last_points: tuple[int, pl.DataFrame] | None = None

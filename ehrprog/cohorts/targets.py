@@ -1,6 +1,7 @@
 """Targets ``y`` as the estimator and the baselines take them, parsed and checked (no torch here).
 
-A cohort's ``y`` frame (``stage``, ``event``, ``time_to_event_days``), a scikit-survival
+A cohort's ``y`` frame (``stage``, ``event``, ``time_to_event_days``, and ``death`` where death
+competes: :func:`competing_causes`), a scikit-survival
 structured array ``(event, time)`` or a plain array of stages are all accepted; every
 survival target is checked against the rules a survival model needs before anything is fitted;
 :func:`breslow_baseline` turns any fitted risk score into absolute survival.
@@ -50,6 +51,36 @@ def split_targets(y: Any, n: int) -> tuple[np.ndarray | None, np.ndarray | None,
             f"y must be a cohort's y frame, a structured survival array or {n} stages; got shape {array.shape}"
         )
     return _stages(pl.Series(array.tolist() if array.dtype == object else array), "the stages"), None, None
+
+
+#: Codes of how a point's follow-up ends, as :func:`competing_causes` returns them (and
+#: scikit-survival's ``cumulative_incidence_competing_risks`` reads them).
+CENSORED, PROGRESSION, DEATH = 0, 1, 2
+
+
+def competing_causes(y: Any, n: int) -> np.ndarray | None:
+    """How each point's follow-up ends, where ``y`` says whether death ended it: ``[n]`` int8,
+    ``CENSORED`` (0), ``PROGRESSION`` (1, ``event``) or ``DEATH`` (2, ``death``: the
+    subject died with no progression recorded first). ``None`` where ``y`` has no ``death``
+    column (death censors, as ``death="censor"`` tasks make it).
+
+    Raises:
+        ValueError: naming the column, where ``death`` is not bool or 0/1, or a point is both a
+            progression and a death.
+    """
+    if not (isinstance(y, pl.DataFrame) and "death" in y.columns):
+        return None
+    if y.height != n:
+        raise ValueError(f"y has {y.height} rows but X has {n} prediction points")
+    event = _events(y["event"], "column 'event'")
+    death = _events(y["death"], "column 'death'")
+    both = event & death
+    if both.any():
+        raise ValueError(
+            f"y: columns 'event' and 'death' must not both be true (a follow-up ends one way); {int(both.sum())} of "
+            f"{n} are (first at row {int(np.flatnonzero(both)[0])})"
+        )
+    return np.where(event, PROGRESSION, np.where(death, DEATH, CENSORED)).astype(np.int8)
 
 
 def _numbers(values: pl.Series, what: str) -> pl.Series:

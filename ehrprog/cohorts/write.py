@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 POINT_COLUMNS = ["subject_id", "prediction_time", "n_visits", "current_stage", "current_value"]
 TARGET_COLUMNS = ["stage", "event", "time_to_event_days"]
+#: Target columns a cohort has only where its task made them (``death``: death competes).
+OPTIONAL_TARGET_COLUMNS = ["death"]
 #: Subjects per shard when a cohort in memory is saved.
 SUBJECTS_PER_SHARD = 5_000
 
@@ -48,7 +50,8 @@ def write_shard(cohort: Cohort, root: str | Path, name: str, *, source: str = ""
     shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir()
     X = cohort.X
-    points = pl.concat([X.points.select(POINT_COLUMNS), cohort.y.select(TARGET_COLUMNS)], how="horizontal")
+    targets = TARGET_COLUMNS + [c for c in OPTIONAL_TARGET_COLUMNS if c in cohort.y.columns]
+    points = pl.concat([X.points.select(POINT_COLUMNS), cohort.y.select(targets)], how="horizontal")
     points.write_parquet(temporary / "points.parquet")
     cohort.labels.lazy().collect().write_parquet(temporary / "labels.parquet")
     X.visits.frame.write_parquet(temporary / "visits.parquet")

@@ -15,9 +15,9 @@ from ehrprog.evaluation.heldout import (
     heldout_record,
     history_zeroed,
     is_measurement,
-    meds_predictions,
     subject_split,
 )
+from ehrprog.evaluation.predictions import meds_predictions
 
 __all__ = [
     "Row",

@@ -15,7 +15,7 @@ from sksurv.nonparametric import kaplan_meier_estimator
 
 from ehrprog.evaluation.evidence import Evidence
 from ehrprog.evaluation.heldout import MODEL
-from ehrprog.metrics import survival_at, survival_calibration, time_dependent_auc
+from ehrprog.metrics import survival_calibration, time_dependent_auc
 from ehrprog.networks.piecewise import DAYS_PER_YEAR
 
 #: Horizons (years) of the survival calibration chart and of the patient's risk lines.
@@ -41,14 +41,21 @@ def left_out(key: str, title: str, reason: str) -> Chart:
     return Chart(key, title, None, f"Not drawn: {reason} (ehrprog.evaluation.evidence).")
 
 
-def km_by_risk(event: np.ndarray, time: np.ndarray, risk: np.ndarray, groups: int = 3) -> Chart:
-    """Kaplan-Meier curves of progression-free survival in equal-size groups of predicted risk.
+def km_by_risk(
+    event: np.ndarray, time: np.ndarray, risk: np.ndarray, groups: int = 3, causes: np.ndarray | None = None
+) -> Chart:
+    """Kaplan-Meier curves of progression-free survival in equal-size groups of predicted risk;
+    with ``causes`` (death competing), Aalen-Johansen curves of the cumulative incidence of
+    progression instead.
 
     Args:
         event: ``[n]`` progression observed (bool). time: ``[n]`` days to progression or censoring.
         risk: ``[n]`` predicted risk score (higher = sooner). groups: number of quantile groups.
+        causes: ``[n]`` 0 censored, 1 progression, 2 death (``None``: death censors).
     """
     from plotly.subplots import make_subplots
+
+    from ehrprog.metrics import aalen_johansen
 
     names = ["low", "middle", "high"] if groups == 3 else [f"group {g + 1}" for g in range(groups)]
     cuts = np.quantile(risk, np.arange(1, groups) / groups)
@@ -62,10 +69,13 @@ def km_by_risk(event: np.ndarray, time: np.ndarray, risk: np.ndarray, groups: in
         if chosen.sum() < 2:
             continue
         colour = LINE_COLOURS[g % len(LINE_COLOURS)]
-        x, y = kaplan_meier_estimator(np.asarray(event[chosen], bool), np.asarray(time[chosen], float))
+        if causes is None:
+            x, y = kaplan_meier_estimator(np.asarray(event[chosen], bool), np.asarray(time[chosen], float))
+        else:
+            x, y = aalen_johansen(causes[chosen], np.asarray(time[chosen], float))
         figure.add_scatter(
             x=np.concatenate([[0.0], x / DAYS_PER_YEAR]),
-            y=np.concatenate([[1.0], y]),
+            y=np.concatenate([[1.0 if causes is None else 0.0], y]),
             mode="lines",
             line={"shape": "hv", "color": colour},
             name=f"{name} predicted risk (n={int(chosen.sum()):,}, events {int(event[chosen].sum()):,})",
@@ -90,12 +100,22 @@ def km_by_risk(event: np.ndarray, time: np.ndarray, risk: np.ndarray, groups: in
         **LAYOUT,
         legend={"orientation": "h", "x": 0, "y": -0.14, "xanchor": "left", "yanchor": "top"},
     )
-    figure.update_yaxes(title_text="progression-free (Kaplan-Meier)", range=[0, 1.02], row=1, col=1)
+    title = "progression-free (Kaplan-Meier)" if causes is None else "cumulative incidence (Aalen-Johansen)"
+    figure.update_yaxes(title_text=title, range=[0, 1.02], row=1, col=1)
     figure.update_yaxes(
         title_text="at risk", categoryorder="array", categoryarray=names, range=[len(names) - 0.5, -0.5],
         showgrid=False, row=2, col=1,
     )  # fmt: skip
     figure.update_xaxes(title_text="years after the prediction point", tickvals=ticks, row=2, col=1)
+    if causes is not None:
+        return Chart(
+            "km",
+            "Cumulative incidence of progression by predicted-risk group (death competing)",
+            figure,
+            "Held-out points split into equal thirds by the model's risk score; each curve is the Aalen-Johansen "
+            "incidence of progression with death competing (the dead no longer count as able to progress). "
+            "Below: the points of each group still at risk (no progression, death or censoring yet) at each year.",
+        )
     return Chart(
         "km",
         "Progression-free survival by predicted-risk group",
@@ -146,14 +166,23 @@ def stage_calibration(y_true: np.ndarray, proba: np.ndarray, classes: np.ndarray
     )
 
 
-def survival_calibration_chart(event: np.ndarray, time: np.ndarray, risk_by: dict[float, np.ndarray]) -> Chart:
+def survival_calibration_chart(
+    event: np.ndarray, time: np.ndarray, risk_by: dict[float, np.ndarray], causes: np.ndarray | None = None
+) -> Chart:
     """Predicted against observed (Kaplan-Meier) risk of progression by each horizon, in deciles of
-    the prediction; ``risk_by`` maps a horizon in years to the predicted ``1 - S(horizon)``."""
+    the prediction; ``risk_by`` maps a horizon in years to the predicted ``1 - S(horizon)``. With
+    ``causes`` (death competing), the predicted cumulative incidence against Aalen-Johansen's."""
+    from ehrprog.metrics import incidence_calibration
+
     figure = go.Figure()
     figure.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dash", "color": "grey"}, name="perfect")
     top = 0.05
     for i, (years, predicted) in enumerate(risk_by.items()):
-        result = survival_calibration(event, time, predicted, years * DAYS_PER_YEAR)
+        result = (
+            survival_calibration(event, time, predicted, years * DAYS_PER_YEAR)
+            if causes is None
+            else incidence_calibration(causes, time, predicted, years * DAYS_PER_YEAR)
+        )
         top = max(top, float(np.max(result["predicted"])), float(np.max(result["observed"])))
         figure.add_scatter(
             x=result["predicted"],
@@ -168,7 +197,7 @@ def survival_calibration_chart(event: np.ndarray, time: np.ndarray, risk_by: dic
     figure.update_layout(
         **LAYOUT,
         xaxis_title="predicted risk of progression by the horizon",
-        yaxis_title="observed (1 - Kaplan-Meier)",
+        yaxis_title="observed (1 - Kaplan-Meier)" if causes is None else "observed (Aalen-Johansen, death competing)",
         xaxis_range=[0, top],
         yaxis_range=[0, top],
     )
@@ -226,17 +255,26 @@ def cohort_charts(
     y_test: pl.DataFrame,
     y_train: pl.DataFrame | None = None,
     risks: dict[str, np.ndarray] | None = None,
+    competing: Any = None,
 ) -> list[Chart]:
     """The cohort charts for a fitted estimator on held-out points ``X_test``/``y_test``.
+
+    With ``competing`` (a :class:`~ehrprog.evaluation.competing.CompetingScoring`: death competes),
+    the risk groups' curves are Aalen-Johansen incidences, the calibration is of the cumulative
+    incidence, and the time-dependent AUC counts the dead among those free of progression.
 
     ``y_train`` (the training targets) gives the censoring distribution of the time-dependent AUC
     (``y_test`` stands in for it when absent); ``risks`` adds other methods' risk scores of the same
     test points to that chart (name -> ``[n]``, as ``evaluate_split`` returns them; the model's own,
     under ``ehrprog.evaluation.heldout.MODEL``, is computed when missing).
     """
+    from ehrprog.cohorts.targets import competing_causes
+    from ehrprog.evaluation.competing import concordance_targets, incidence_by_horizon
+
     charts: list[Chart] = []
     event = y_test["event"].to_numpy().astype(bool)
     time = y_test["time_to_event_days"].to_numpy().astype(float)
+    causes = competing_causes(y_test, y_test.height) if competing is not None else None
     survival = model.target in ("progression", "both")
     risks = dict(risks or {})
     evidence = Evidence.of(y_test, X_test.column("subject_id").to_numpy())
@@ -252,7 +290,7 @@ def cohort_charts(
         if MODEL not in risks:  # evaluate_split's risks hold the model's own already
             risks = {MODEL: model.predict_risk(X_test), **risks}
         risk = risks[MODEL]
-        charts.append(km_by_risk(event, time, risk))
+        charts.append(km_by_risk(event, time, risk, causes=causes))
     if model.target in ("stage", "both"):
         known = y_test["stage"].is_not_null().to_numpy()
         few_stage = evidence.too_few("ece")
@@ -262,17 +300,14 @@ def cohort_charts(
             proba = model.predict_proba(X_test)
             charts.append(stage_calibration(y_test["stage"].to_numpy()[known], proba[known], model.classes_))
     if survival and few_survival is None and event.any():
-        functions = model.predict_survival_function(X_test)
         horizons = [y for y in HORIZONS_YEARS if y * DAYS_PER_YEAR < time.max()]
-        risk_by = {y: 1.0 - survival_at(functions, y * DAYS_PER_YEAR) for y in horizons}
-        if risk_by:
-            charts.append(survival_calibration_chart(event, time, risk_by))
+        if horizons:
+            by = incidence_by_horizon(model, X_test, np.array(horizons) * DAYS_PER_YEAR, competing)
+            risk_by = {y: by[:, i] for i, y in enumerate(horizons)}
+            charts.append(survival_calibration_chart(event, time, risk_by, causes))
         train = y_train if y_train is not None else y_test
-        charts.append(
-            auc_over_time(
-                (train["event"].to_numpy().astype(bool), train["time_to_event_days"].to_numpy().astype(float)),
-                (event, time),
-                risks,
-            )
-        )
+        if competing is None:
+            charts.append(auc_over_time(concordance_targets(train.drop("death", strict=False)), (event, time), risks))
+        else:  # the dead are controls at every time (Blanche et al. 2013's second definition)
+            charts.append(auc_over_time(concordance_targets(train), concordance_targets(y_test), risks))
     return charts

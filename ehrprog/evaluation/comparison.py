@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from ehrprog.evaluation.competing import concordance_targets
 from ehrprog.evaluation.evidence import WORSE_MARK, Evidence, marks, worse_than_chance
 from ehrprog.evaluation.heldout import ABLATION, NOT_BASELINES, ORACLE, Row, is_measurement
 from ehrprog.evaluation.pretraining import TRANSFER
@@ -37,7 +38,7 @@ def verdict(
         and not r.name.startswith(("model, ", TRANSFER))  # the model's variants and models from elsewhere
     ]
     best = max(competitors, key=lambda r: r.metrics["c_index"])
-    event, time_ = y_test["event"].to_numpy(), y_test["time_to_event_days"].to_numpy()
+    event, time_ = concordance_targets(y_test)  # Wolbers' with death competing
     boots = paired_bootstrap_c(event, time_, {"a": risks[model.name], "b": risks[best.name]}, groups, 200, seed)
     low, high = interval(boots["a"] - boots["b"])
     difference = model.metrics["c_index"] - best.metrics["c_index"]

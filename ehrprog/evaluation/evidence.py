@@ -70,6 +70,8 @@ class Evidence:
     event_subjects: int
     staged_points: int
     staged_subjects: int
+    #: follow-ups ended by death with death competing (``y``'s ``death``; 0 where death censors)
+    deaths: int = 0
 
     @classmethod
     def of(cls, y: pl.DataFrame, subjects: np.ndarray) -> Evidence:
@@ -86,6 +88,7 @@ class Evidence:
             event_subjects=len(np.unique(subjects[event])),
             staged_points=int(staged.sum()),
             staged_subjects=len(np.unique(subjects[staged])),
+            deaths=int(y["death"].sum()) if "death" in y.columns else 0,
         )
 
     def too_few(self, metric: str) -> str | None:
@@ -111,7 +114,9 @@ class Evidence:
         """One line: what the figures stand on."""
         return (
             f"held out: {self.points:,} prediction points of {self.subjects:,} subjects; {self.events:,} "
-            f"progression events (in {self.event_subjects:,} subjects) behind the survival figures; "
+            f"progression events (in {self.event_subjects:,} subjects)"
+            + (f" and {self.deaths:,} deaths competing" if self.deaths else "")
+            + " behind the survival figures; "
             f"{self.staged_points:,} points with a known next stage (of {self.staged_subjects:,} subjects) behind "
             "the stage figures"
         )

@@ -15,20 +15,24 @@ import polars as pl
 from sklearn.model_selection import GroupShuffleSplit
 
 from ehrprog.cohorts.cohort import Cohort, CohortX
+from ehrprog.cohorts.targets import competing_causes
 from ehrprog.core.errors import InputError
+from ehrprog.evaluation.competing import COMPETING_LINE, CompetingScoring
 from ehrprog.evaluation.evidence import Evidence
-from ehrprog.evaluation.predictions import prediction_frame
 from ehrprog.evaluation.pretraining import TRANSFER, OnOverlap, apart_from_pretraining, scratch_variant
 from ehrprog.evaluation.subgroups import subgroup_record, subgroups_of_model
 from ehrprog.metrics import (
     evaluation_times,
     expected_calibration_error,
     harrell_c,
+    incidence_calibration,
     integrated_brier,
+    integrated_brier_competing,
     macro_auroc,
     quadratic_weighted_kappa,
     survival_at,
     survival_calibration,
+    wolbers_c,
 )
 from ehrprog.models.baselines import (
     BoostedCoxBaseline,
@@ -39,6 +43,7 @@ from ehrprog.models.baselines import (
     StageBaseline,
     WindowedCountsBoostedCox,
 )
+from ehrprog.models.competing import FineGrayCox
 
 #: The estimator settings the demo and the quality benchmark use (tuned on simulator seed 0 only).
 DEMO_MODEL_PARAMS: dict[str, Any] = {
@@ -151,7 +156,17 @@ class Scorer:
     its figures (what is too few to judge is then marked wherever the row is shown).
     """
 
-    def __init__(self, y_tr: pl.DataFrame, y_te: pl.DataFrame, subjects: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        y_tr: pl.DataFrame,
+        y_te: pl.DataFrame,
+        subjects: np.ndarray | None = None,
+        competing: tuple[CompetingScoring, CohortX] | None = None,
+    ) -> None:
+        #: with death competing: the shared death model and the test points it reads
+        self.competing = competing
+        if competing is not None:
+            self.causes_te = competing_causes(y_te, y_te.height)
         self.evidence = Evidence.of(y_te, subjects) if subjects is not None else None
         self.stage_te = y_te["stage"].cast(pl.Float64).fill_null(np.nan).to_numpy()
         self.known = ~np.isnan(self.stage_te)
@@ -171,13 +186,21 @@ class Scorer:
         row.metrics["qwk"] = quadratic_weighted_kappa(stage_te[known].astype(int), classes[proba[known].argmax(1)])
         row.metrics["ece"] = expected_calibration_error(stage_te[known], proba[known], classes)
 
-    def survival(self, row: Row, risk: np.ndarray, survival_fn) -> None:
-        """Add ``c_index`` of ``risk`` ``[n]`` and, given survival functions, ``ibs`` and ``ici_{1,2,5}y``."""
+    def survival(self, row: Row, risk: np.ndarray, survival_fn, incidence: np.ndarray | None = None) -> None:
+        """Add ``c_index`` of ``risk`` ``[n]`` and, given survival functions, ``ibs`` and ``ici_{1,2,5}y``.
+
+        With death competing (``competing``): Wolbers' C, and the Brier score and calibration of
+        the cumulative incidence of progression: the method's progression curves combined with the
+        shared death model, or ``incidence`` ``[n, len(grid)]`` for a method that models it itself
+        (:mod:`~ehrprog.evaluation.competing`)."""
         ev_te, t_te, times = self.ev_te, self.t_te, self.times
         row.evidence = self.evidence
         self.risks[row.name] = risk
         if not ev_te.any():
             return  # no event among the test points: concordance is undefined
+        if self.competing is not None:
+            self._competing(row, risk, survival_fn, incidence)
+            return
         row.metrics["c_index"] = harrell_c(ev_te, t_te, risk)
         if survival_fn is not None and len(times):
             # Survival is flat after a model's last event time: evaluate there beyond it.
@@ -189,6 +212,22 @@ class Scorer:
                     at = survival_at(survival_fn, horizon)
                     row.metrics[f"ici_{years}y"] = survival_calibration(ev_te, t_te, 1 - at, horizon)["ici"]
 
+    def _competing(self, row: Row, risk: np.ndarray, survival_fn, incidence: np.ndarray | None) -> None:
+        scoring, X_te = self.competing
+        causes, t_te, times = self.causes_te, self.t_te, self.times
+        row.metrics["c_index"] = wolbers_c(causes, t_te, risk)
+        if incidence is None and survival_fn is not None:
+            incidence = scoring.incidence(survival_fn, X_te)
+        if incidence is None or not len(times):
+            return
+        train = (scoring.causes, scoring.times)
+        row.metrics["ibs"] = integrated_brier_competing(train, (causes, t_te), scoring.at(incidence, times), times)
+        for years in CALIBRATION_YEARS:
+            horizon = years * 365.25
+            if horizon < t_te.max():
+                predicted = scoring.at(incidence, horizon)
+                row.metrics[f"ici_{years}y"] = incidence_calibration(causes, t_te, predicted, horizon)["ici"]
+
     def model(self, name: str, model: Any, X_te: CohortX) -> Row:
         """Score a fitted :class:`~ehrprog.VisitProgressionEstimator` on the test points ``X_te``."""
         row = Row(name)
@@ -197,26 +236,6 @@ class Scorer:
         if model.target in ("progression", "both"):
             self.survival(row, model.predict_risk(X_te), model.predict_survival_function(X_te))
         return row
-
-
-def meds_predictions(model: Any, X: CohortX, y: pl.DataFrame, horizon_years: float = 2.0) -> tuple[pl.DataFrame, int]:
-    """The model's predictions of progression by ``horizon_years`` in the MEDS prediction schema
-    that ``meds-evaluation`` reads (its ``PredictionSchema``: the MEDS label schema plus
-    ``predicted_boolean_value`` and ``predicted_boolean_probability``).
-
-    ``boolean_value`` is whether the point progressed within the horizon;
-    ``predicted_boolean_probability`` is the predicted ``1 - S(horizon)`` and
-    ``predicted_boolean_value`` whether it is at least 0.5. Points censored before the horizon
-    have no binary label and are left out; their count is returned beside the frame
-    (:func:`~ehrprog.evaluation.predictions.prediction_frame` keeps them, with a null label).
-    """
-    frame = prediction_frame(model, X, y, horizon_years)
-    labelled = frame["boolean_value"].is_not_null()
-    kept = frame.filter(labelled).select(
-        "subject_id", "prediction_time", "boolean_value", "integer_value", "float_value", "categorical_value",
-        "predicted_boolean_value", "predicted_boolean_probability",
-    )  # fmt: skip
-    return kept, int((~labelled).sum())
 
 
 def heldout_record(metrics: dict[str, float], X_te: CohortX, y_te: pl.DataFrame | None = None) -> dict[str, Any]:
@@ -336,6 +355,12 @@ def evaluate_split(
     The baselines include gradient-boosted Cox on the model's point features and on windowed code
     counts (both tuned on the training subjects): "best baseline" is the best of all of them.
 
+    With death competing (``y_tr`` has ``death``: ``CKDProgression(death="competing")``), every
+    survival row is scored on the cumulative incidence of progression
+    (:mod:`~ehrprog.evaluation.competing`: Wolbers' C, Aalen-Johansen calibration), the Cox row is
+    the cause-specific Cox and a Fine-Gray row is added; ``fitted["notes"]`` says so and
+    ``fitted["competing"]`` holds the shared death model.
+
     Baselines are named for the inputs they read on this data (``Cox PH (counts)`` on data without
     labs); one that cannot run on it is left out, with a sentence under ``"left_out"``.
 
@@ -345,9 +370,18 @@ def evaluate_split(
     """
     from ehrprog.models.estimator import VisitProgressionEstimator
 
-    scorer = Scorer(y_tr, y_te, X_te.column("subject_id").to_numpy())
+    competing = CompetingScoring.fit(X_tr, y_tr) if "death" in y_tr.columns else None
+    scorer = Scorer(
+        y_tr, y_te, X_te.column("subject_id").to_numpy(), competing=(competing, X_te) if competing else None
+    )
     rows: list[Row] = []
-    fitted: dict[str, Any] = {"risks": scorer.risks, "evidence": scorer.evidence, "left_out": []}
+    fitted: dict[str, Any] = {
+        "risks": scorer.risks,
+        "evidence": scorer.evidence,
+        "left_out": [],
+        "notes": [COMPETING_LINE] if competing else [],
+        "competing": competing,
+    }
 
     params = {**DEMO_MODEL_PARAMS, **(model_params or {}), "random_state": random_state}
     model = VisitProgressionEstimator().set_params(**params)  # routed parameters (tabular__...) too
@@ -361,7 +395,7 @@ def evaluate_split(
     rows.append(row)
     fitted["model"] = model
     model.heldout_ = heldout_record(row.metrics, X_te, y_te)
-    fitted["subgroups"] = subgroups_of_model(model, X_te, y_te, subgroups)
+    fitted["subgroups"] = subgroups_of_model(model, X_te, y_te, subgroups, competing)
     model.heldout_["subgroups"] = subgroup_record(fitted["subgroups"])
     if ablation:
         rows.append(scorer.model(ABLATION, history_zeroed(model), X_te))
@@ -387,9 +421,15 @@ def evaluate_split(
         rows.append(row)
     cox = fitted["cox"] = CoxBaseline()
     row, risk = _timed("Cox PH", lambda: cox.fit(X_tr, y_tr), lambda: cox.predict(X_te))
-    row.name = f"Cox PH ({cox.inputs_})"  # the inputs it read on this data
+    row.name = f"{'cause-specific ' if competing else ''}Cox PH ({cox.inputs_})"  # the inputs it read on this data
     scorer.survival(row, risk, cox.predict_survival_function(X_te))
     rows.append(row)
+    if competing is not None:  # the incidence modelled itself (its own fit of death's competition)
+        fine_gray = fitted["fine_gray"] = FineGrayCox()
+        row, risk = _timed("Fine-Gray", lambda: fine_gray.fit(X_tr, y_tr), lambda: fine_gray.predict(X_te))
+        row.name = f"Fine-Gray ({fine_gray.inputs_})"
+        scorer.survival(row, risk, None, fine_gray.predict_cumulative_incidence(X_te, competing.grid))
+        rows.append(row)
     for key, name, boosted in [
         ("boosted_cox", "gradient-boosted Cox (XGBoost)", BoostedCoxBaseline(random_state=random_state)),
         ("boosted_point_features", BOOSTED_POINT_FEATURES, PointFeaturesBoostedCox(random_state=random_state)),

@@ -76,6 +76,47 @@ def prediction_frame(
     return pl.DataFrame(columns)
 
 
+def meds_predictions(
+    model: Any, X: CohortX, y: pl.DataFrame, horizon_years: float = 2.0, competing: Any = None
+) -> tuple[pl.DataFrame, int]:
+    """The model's predictions of progression by ``horizon_years`` in the MEDS prediction schema
+    that ``meds-evaluation`` reads (its ``PredictionSchema``: the MEDS label schema plus
+    ``predicted_boolean_value`` and ``predicted_boolean_probability``).
+
+    ``boolean_value`` is whether the point progressed within the horizon;
+    ``predicted_boolean_probability`` is the predicted ``1 - S(horizon)`` and
+    ``predicted_boolean_value`` whether it is at least 0.5. Points censored before the horizon
+    have no binary label and are left out; their count is returned beside the frame
+    (:func:`~ehrprog.evaluation.predictions.prediction_frame` keeps them, with a null label).
+
+    With death competing (``competing``: ``evaluate_split``'s ``fitted["competing"]``, a
+    :class:`~ehrprog.evaluation.competing.CompetingScoring`), the
+    probability is the cumulative incidence of progression by the horizon and a death before it,
+    with no progression first, is a known ``False`` (it will never progress), not a censoring.
+    """
+    frame = prediction_frame(model, X, y, horizon_years)
+    if competing is not None and "death" in y.columns:
+        from ehrprog.evaluation.competing import incidence_by_horizon
+
+        horizon = horizon_years * 365.25
+        probability = incidence_by_horizon(model, X, np.array([horizon]), competing)[:, 0]
+        died = y["death"].to_numpy() & (y["time_to_event_days"].to_numpy() <= horizon)
+        label = pl.DataFrame({"label": frame["boolean_value"], "died": died}).select(
+            pl.when("died").then(False).otherwise("label").alias("boolean_value")
+        )
+        frame = frame.with_columns(
+            label["boolean_value"],
+            pl.Series("predicted_boolean_value", probability >= 0.5),
+            pl.Series("predicted_boolean_probability", probability.astype(np.float32)),
+        )
+    labelled = frame["boolean_value"].is_not_null()
+    kept = frame.filter(labelled).select(
+        "subject_id", "prediction_time", "boolean_value", "integer_value", "float_value", "categorical_value",
+        "predicted_boolean_value", "predicted_boolean_probability",
+    )  # fmt: skip
+    return kept, int((~labelled).sum())
+
+
 def write_predictions(
     model: Any, X: CohortX, y: pl.DataFrame | None, folder: Path, horizon_years: float = HORIZON_YEARS
 ) -> dict[str, Any]:
@@ -103,4 +144,4 @@ def write_predictions(
     return record
 
 
-__all__ = ["HORIZON_YEARS", "PREDICTIONS_KIND", "prediction_frame", "write_predictions"]
+__all__ = ["HORIZON_YEARS", "PREDICTIONS_KIND", "meds_predictions", "prediction_frame", "write_predictions"]

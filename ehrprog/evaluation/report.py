@@ -51,10 +51,12 @@ def sections(
     subject: int | None = None,
     y_train: pl.DataFrame | None = None,
     risks: dict[str, np.ndarray] | None = None,
+    competing: Any = None,
 ) -> tuple[list[Chart], Patient]:
-    """The report's charts: :func:`cohort_charts` and the :func:`patient_chart` of ``subject``
+    """The report's charts: :func:`cohort_charts` (with death competing, ``competing``:
+    ``evaluate_split``'s ``fitted["competing"]``) and the :func:`patient_chart` of ``subject``
     (default :func:`pick_subject`)."""
-    charts = cohort_charts(model, X_test, y_test, y_train, risks)
+    charts = cohort_charts(model, X_test, y_test, y_train, risks, competing)
     subject = pick_subject(X_test, y_test) if subject is None else int(subject)
     return charts, patient_chart(model, X_test, stages, subject)
 

@@ -20,8 +20,9 @@ import numpy as np
 import polars as pl
 
 from ehrprog.cohorts.cohort import CohortX
+from ehrprog.cohorts.targets import competing_causes
 from ehrprog.evaluation.evidence import Evidence, figure_cell, marks
-from ehrprog.metrics import harrell_c, survival_calibration
+from ehrprog.metrics import harrell_c, incidence_calibration, survival_calibration
 
 #: Age bands at the prediction time (years): the lower bound of each, the last open-ended.
 AGE_BANDS = (0, 45, 65, 75)
@@ -83,13 +84,17 @@ def subgroup_rows(
     static_prefixes: Sequence[str] = (),
 ) -> list[SubgroupRow]:
     """Per group of each attribute (:func:`point_attributes`): the :class:`Evidence` behind it,
-    Harrell's C of ``risk`` ``[n]`` (where the group holds an event) and the ICI of
+    Harrell's C of ``risk`` ``[n]`` (where the group holds an event; Wolbers' C and the
+    Aalen-Johansen ICI where ``y`` has ``death``) and the ICI of
     ``risk_by_horizon`` ``[n]`` (the predicted risk of progression by :data:`CALIBRATION_YEARS`,
     where the group's follow-up reaches it). Groups in order of attribute, then size."""
+    from ehrprog.evaluation.competing import concordance_targets
+
     attributes = point_attributes(X, static_prefixes)
     subjects = X.column("subject_id").to_numpy()
-    event = y["event"].to_numpy().astype(bool)
-    time = y["time_to_event_days"].to_numpy().astype(float)
+    causes = competing_causes(y, y.height)
+    event, time = concordance_targets(y)  # Wolbers' with death competing
+    days = y["time_to_event_days"].to_numpy().astype(float)
     rows = []
     for attribute in attributes.columns:
         values = attributes[attribute].to_numpy()
@@ -100,23 +105,29 @@ def subgroup_rows(
             if event[members].any():
                 row.metrics["c_index"] = harrell_c(event[members], time[members], risk[members])
             horizon = CALIBRATION_YEARS * 365.25
-            if risk_by_horizon is not None and event[members].any() and time[members].max() > horizon:
-                row.metrics["ici_2y"] = survival_calibration(
-                    event[members], time[members], risk_by_horizon[members], horizon
-                )["ici"]
+            if risk_by_horizon is not None and event[members].any() and days[members].max() > horizon:
+                if causes is None:
+                    calibration = survival_calibration(event[members], time[members], risk_by_horizon[members], horizon)
+                else:  # the cumulative incidence against Aalen-Johansen's
+                    calibration = incidence_calibration(
+                        causes[members], days[members], risk_by_horizon[members], horizon
+                    )
+                row.metrics["ici_2y"] = calibration["ici"]
             rows.append(row)
     return rows
 
 
-def subgroups_of_model(model: Any, X: CohortX, y: pl.DataFrame, static_prefixes: Sequence[str] = ()):
+def subgroups_of_model(
+    model: Any, X: CohortX, y: pl.DataFrame, static_prefixes: Sequence[str] = (), competing: Any = None
+):
     """:func:`subgroup_rows` of a fitted :class:`~ehrprog.VisitProgressionEstimator` with a survival
-    target (``[]`` for a stage-only model)."""
+    target (``[]`` for a stage-only model); with death competing (``competing``, a
+    :class:`~ehrprog.evaluation.competing.CompetingScoring`), of its cumulative incidence."""
     if model.target not in ("progression", "both") or len(X) == 0:
         return []
-    from ehrprog.metrics import survival_at
+    from ehrprog.evaluation.competing import incidence_by_horizon
 
-    functions = model.predict_survival_function(X)
-    by_horizon = 1.0 - survival_at(functions, CALIBRATION_YEARS * 365.25)
+    by_horizon = incidence_by_horizon(model, X, np.array([CALIBRATION_YEARS * 365.25]), competing)[:, 0]
     return subgroup_rows(X, y, model.predict_risk(X), by_horizon, static_prefixes)
 
 

@@ -10,12 +10,20 @@ C and of the differences between methods scored on the same points.
 In :mod:`~ehrprog.metrics.stage`, :mod:`~ehrprog.metrics.survival`,
 :mod:`~ehrprog.metrics.concordance` (Harrell's C counted by sorting, scikit-survival's pairs) and
 :mod:`~ehrprog.metrics.bootstrap` (and :mod:`~ehrprog.metrics.chance`: which figures are worse than
-chance); every name is reachable from here. Imports no other part of
+chance; :mod:`~ehrprog.metrics.competing`: progression with death competing, Aalen-Johansen and
+Wolbers' C); every name is reachable from here. Imports no other part of
 ehrprog: every stage above may score with it (``docs/architecture.md``).
 """
 
 from ehrprog.metrics.bootstrap import interval, paired_bootstrap_c
 from ehrprog.metrics.chance import worse_than_chance
+from ehrprog.metrics.competing import (
+    aalen_johansen,
+    incidence_calibration,
+    integrated_brier_competing,
+    wolbers_c,
+    wolbers_targets,
+)
 from ehrprog.metrics.concordance import Concordance, concordance_counts
 from ehrprog.metrics.stage import expected_calibration_error, macro_auroc, quadratic_weighted_kappa
 from ehrprog.metrics.survival import (
@@ -30,11 +38,14 @@ from ehrprog.metrics.survival import (
 
 __all__ = [
     "Concordance",
+    "aalen_johansen",
     "concordance_counts",
     "evaluation_times",
     "expected_calibration_error",
     "harrell_c",
+    "incidence_calibration",
     "integrated_brier",
+    "integrated_brier_competing",
     "interval",
     "macro_auroc",
     "paired_bootstrap_c",
@@ -43,5 +54,7 @@ __all__ = [
     "survival_calibration",
     "time_dependent_auc",
     "uno_c",
+    "wolbers_c",
+    "wolbers_targets",
     "worse_than_chance",
 ]

@@ -5,7 +5,7 @@ integrated Brier score and survival calibration; times in days, event indicators
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 from sksurv.metrics import (
@@ -107,22 +107,36 @@ def survival_calibration(
     """
     from sksurv.nonparametric import kaplan_meier_estimator
 
-    event, time, predicted = np.asarray(event, bool), np.asarray(time, float), np.asarray(predicted, float)
-    from scipy.stats import rankdata
+    event, time = np.asarray(event, bool), np.asarray(time, float)
 
-    # Quantile bins by rank; tied predictions share their average rank and so one bin.
-    group = np.minimum(((rankdata(predicted) - 0.5) * n_bins / len(predicted)).astype(int), n_bins - 1)
-    mean_predicted, observed, count = [], [], []
-    for g in np.unique(group):
-        members = group == g
+    def observed(members: np.ndarray) -> float:
         times, survival = kaplan_meier_estimator(event[members], time[members])
         at = np.searchsorted(times, horizon, side="right") - 1
-        observed.append(1.0 - (survival[at] if at >= 0 else 1.0))
+        return 1.0 - (survival[at] if at >= 0 else 1.0)
+
+    return calibration_bins(predicted, observed, n_bins)
+
+
+def calibration_bins(
+    predicted: np.ndarray, observed: Callable[[np.ndarray], float], n_bins: int = 10
+) -> dict[str, np.ndarray | float]:
+    """Predicted risks against ``observed(members)`` (the observed risk of the points of a boolean
+    mask) in ``n_bins`` quantile bins of ``predicted`` (by rank; tied predictions share their
+    average rank and so one bin): ``predicted``, ``observed`` and ``count`` per bin, and ``ici``
+    (the bin-size-weighted mean absolute difference)."""
+    from scipy.stats import rankdata
+
+    predicted = np.asarray(predicted, float)
+    group = np.minimum(((rankdata(predicted) - 0.5) * n_bins / len(predicted)).astype(int), n_bins - 1)
+    mean_predicted, seen, count = [], [], []
+    for g in np.unique(group):
+        members = group == g
+        seen.append(observed(members))
         mean_predicted.append(predicted[members].mean())
         count.append(int(members.sum()))
-    mean_predicted, observed, count = np.array(mean_predicted), np.array(observed), np.array(count)
-    ici = float(np.sum(count * np.abs(mean_predicted - observed)) / count.sum())
-    return {"predicted": mean_predicted, "observed": observed, "count": count, "ici": ici}
+    mean_predicted, seen, count = np.array(mean_predicted), np.array(seen), np.array(count)
+    ici = float(np.sum(count * np.abs(mean_predicted - seen)) / count.sum())
+    return {"predicted": mean_predicted, "observed": seen, "count": count, "ici": ici}
 
 
 def _surv(event: np.ndarray, time: np.ndarray) -> np.ndarray:

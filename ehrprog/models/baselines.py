@@ -102,11 +102,16 @@ class _RidgeCox(_SurvivalBaseline):
         raise NotImplementedError
 
     def fit(self, X: CohortX, y: Any):
+        _, event, time = split_targets(y, len(X))
+        check_survival_targets(event, time)
+        return self._fit_arrays(X, event, time)
+
+    def _fit_arrays(self, X: CohortX, event: np.ndarray, time: np.ndarray):
+        """Fit on ``event`` ``[n]`` (bool) and ``time`` ``[n]`` (days), checked by the caller (a
+        competing-risk model fits one of these per cause)."""
         from sksurv.linear_model import CoxPHSurvivalAnalysis
         from sksurv.util import Surv
 
-        _, event, time = split_targets(y, len(X))
-        check_survival_targets(event, time)
         self.scaler_ = StandardScaler()
         table = self.scaler_.fit_transform(self._fit_table(X))
         with one_warning(
@@ -130,6 +135,10 @@ class _RidgeCox(_SurvivalBaseline):
     def predict_survival_function(self, X: CohortX, return_array: bool = False):
         """``S(t | x) = exp(-H0(t) exp(r(x)))`` over ``event_times_`` (days), Breslow ``H0``."""
         return self.breslow_.survival_function(self.predict(X), return_array)
+
+    def cumulative_hazard(self, X: CohortX, times: np.ndarray) -> np.ndarray:
+        """``H(t | x) = H0(t) exp(r(x))`` ``[n, len(times)]`` at ``times`` (days)."""
+        return self.breslow_.cumulative_hazard(self.predict(X), times)
 
     @property
     def event_times_(self) -> np.ndarray:

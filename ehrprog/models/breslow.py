@@ -38,6 +38,13 @@ class BreslowSurvival:
         """``S(t | x)`` ``[n, len(event_times_)]`` for log relative risks ``risk`` ``[n]``."""
         return np.exp(-np.outer(np.exp(np.asarray(risk, dtype=np.float64)), self.cumulative_baseline_hazard_))
 
+    def cumulative_hazard(self, risk: np.ndarray, times: np.ndarray) -> np.ndarray:
+        """``H(t | x) = H0(t) exp(r)`` ``[n, len(times)]`` at ``times`` (days; ``H0`` a right-continuous
+        step, 0 before the first event time) for log relative risks ``risk`` ``[n]``."""
+        index = np.searchsorted(self.event_times_, np.asarray(times, dtype=np.float64), side="right") - 1
+        baseline = np.where(index >= 0, self.cumulative_baseline_hazard_[np.maximum(index, 0)], 0.0)
+        return np.outer(np.exp(np.asarray(risk, dtype=np.float64)), baseline)
+
     def survival_function(self, risk: np.ndarray, return_array: bool = False):
         """scikit-survival ``StepFunction`` objects over ``event_times_`` (or, with
         ``return_array``, the array of :meth:`survival`), as ``predict_survival_function`` returns."""

@@ -30,7 +30,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from ehrprog.cohorts.cohort import CohortX
-from ehrprog.cohorts.targets import check_survival_targets, split_targets
+from ehrprog.cohorts.targets import check_survival_targets, competing_causes, split_targets
 from ehrprog.core.errors import UnitWarning
 from ehrprog.features.sharded import visit_tensors
 from ehrprog.features.tensors import VisitTensors, Vocabulary
@@ -260,7 +260,7 @@ class VisitProgressionEstimator(RoutedParams, ExplanationMixin, PersistenceMixin
         targets, classes = point_targets(self.target, stage, event, tte, len(X))
         if classes is not None:
             self.classes_ = classes
-        self.training_data_ = training_summary(X, event, tte, stage)
+        self.training_data_ = training_summary(X, event, tte, stage, competing_causes(y, len(X)))
         del stage  # the stage target is in targets now (int8)
         subjects = X.column("subject_id").to_numpy()
         train_rows, valid_rows = validation_split(subjects, groups, self.validation_fraction, seed)

@@ -33,10 +33,16 @@ _METRIC_NAMES = {
 
 
 def training_summary(
-    X: CohortX, event: np.ndarray | None, tte: np.ndarray | None, stage: np.ndarray | None
+    X: CohortX,
+    event: np.ndarray | None,
+    tte: np.ndarray | None,
+    stage: np.ndarray | None,
+    causes: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """What a fit saw: counts of points and subjects, events and follow-up, stages, the time span of
-    the prediction points (ISO dates) and the share of each current stage. Scalars only (JSON)."""
+    the prediction points (ISO dates) and the share of each current stage; with ``causes`` (death
+    competing: :func:`~ehrprog.cohorts.targets.competing_causes`), the follow-ups ended by death
+    (``deaths_competing``). Scalars only (JSON)."""
     summary: dict[str, Any] = {
         "points": len(X),
         "subjects": int(X.column("subject_id").n_unique()),
@@ -48,6 +54,8 @@ def training_summary(
     if event is not None and tte is not None:
         summary["events"] = int(np.asarray(event).sum())
         summary["median_follow_up_days"] = float(np.median(tte))
+    if causes is not None:
+        summary["deaths_competing"] = int((np.asarray(causes) == 2).sum())
     if stage is not None:
         known = ~np.isnan(stage)
         summary["points_with_next_stage"] = int(known.sum())
@@ -55,6 +63,25 @@ def training_summary(
         if value is not None:
             summary[f"current_stage_{value}"] = int(count)
     return summary
+
+
+def _death_line(data: dict[str, Any]) -> str:
+    """How death was treated: censoring (the default), or competing (the cohort's ``death`` target)."""
+    if "deaths_competing" in data:
+        return (
+            f'- Death: competing (the task\'s `death="competing"`; {data["deaths_competing"]:,} training '
+            "follow-ups ended in death). The held-out figures are of the cumulative incidence of progression "
+            "with death competing (Wolbers' C-index, Aalen-Johansen calibration; each model's progression hazard "
+            "combined with one Cox model of death, ehrprog.evaluation.competing). The model itself was trained "
+            "with deaths censored: its own `predict_risk` and survival curves are cause-specific (risk of "
+            "progression were no one to die), and it saves no model of death."
+        )
+    return (
+        "- Death: a subject's follow-up ends at death, which censors the time to progression (the task's "
+        '`death="censor"`): risks are of progression among those alive, not the cumulative incidence with death '
+        "competing; in an elderly cohort, where many die before progressing, read them as cause-specific "
+        '(`CKDProgression(death="competing")` scores the cumulative incidence).'
+    )
 
 
 def _metrics_table(metrics: dict[str, float], too_few: dict[str, str] | None = None) -> list[str]:
@@ -200,9 +227,7 @@ def model_card(estimator: VisitProgressionEstimator) -> str:
         "draws calibration charts) before reading probabilities as absolute risks.",
         "- Events after the end of follow-up are unseen: risks beyond the longest training follow-up are "
         "extrapolated flat.",
-        "- Death: a subject's follow-up ends at death, which censors the time to progression (the task's "
-        '`death="censor"`): risks are of progression among those alive, not the cumulative incidence with death '
-        "competing; in an elderly cohort, where many die before progressing, read them as cause-specific.",
+        _death_line(data),
     ]
     if data.get("points", 0) and data["points"] < 5_000:
         lines.append(f"- Trained on a small cohort ({data['points']:,} points): expect wide uncertainty.")

@@ -110,6 +110,8 @@ class CKDProgression(ProgressionTask):
         evidence_min_lab_stage: as there.
         progression: as there.
         eligibility: as there (``"prospective"``: a point joins the cohort once CKD is on record).
+        death: as there (``"censor"``, or ``"competing"``: ``y`` gains ``death``, evaluation scores
+            the cumulative incidence of progression with death competing).
         confirm_days: as there. The defaults of these five are
             the labels a nephrologist accepts: eGFR stages sustained for 90 days (KDIGO's
             chronicity rule) and progression above the highest stage recorded so far. On the
@@ -130,6 +132,7 @@ class CKDProgression(ProgressionTask):
         progression: Literal["above_current", "above_highest"] = "above_highest",
         confirm_days: float | None = 90.0,
         eligibility: Literal["prospective", "retrospective"] = "prospective",
+        death: Literal["censor", "competing"] = "censor",
     ) -> None:
         rule = ckd_rule() if rule is None else rule
         if compute_egfr and not any(lab.name == "egfr" for lab in rule.labs):
@@ -146,6 +149,7 @@ class CKDProgression(ProgressionTask):
             progression=progression,
             confirm_days=confirm_days,
             eligibility=eligibility,
+            death=death,
         )
         self.compute_egfr = compute_egfr
 

@@ -50,6 +50,14 @@ class ProgressionTask:
             current stage) or ``"above_highest"`` (above the highest stage recorded so far: a
             chronic disease does not regress, so every record's stage becomes the running maximum
             of the subject's records, and a record that falls back and rises again is no event).
+        death: how a death ends a follow-up. ``"censor"`` (default): the time to progression is
+            censored at death, as at the last record; risks are then of progression in a world
+            where no one dies (cause-specific), right where deaths are few or the question is the
+            disease's own course. ``"competing"``: ``y`` gains a ``death`` column (the subject died
+            with no progression recorded first), and evaluation scores the cumulative incidence
+            of progression with death competing (Aalen-Johansen, Wolbers' C,
+            :mod:`ehrprog.metrics.competing`): right for elderly cohorts, where many die before
+            they could progress and a censored death would overstate the risk a clinic sees.
         confirm_days: with a number of days, a lab stage counts only once sustained: a reading's
             stage is the lowest of its own, of every reading of that lab in the ``confirm_days``
             before it, and of the last reading at least ``confirm_days`` before it (KDIGO stages
@@ -67,13 +75,15 @@ class ProgressionTask:
         exclude_final_stage: bool = True,
         require_disease_evidence: bool = True,
         evidence_min_lab_stage: int = 3,
-        death: Literal["censor"] = "censor",
+        death: Literal["censor", "competing"] = "censor",
         progression: Literal["above_current", "above_highest"] = "above_current",
         confirm_days: float | None = None,
         eligibility: Literal["prospective", "retrospective"] = "prospective",
     ) -> None:
         if eligibility not in ("prospective", "retrospective"):
             raise ValueError(f"eligibility must be 'prospective' or 'retrospective', got {eligibility!r}")
+        if death not in ("censor", "competing"):
+            raise ValueError(f"death must be 'censor' or 'competing', got {death!r}")
         if progression not in ("above_current", "above_highest"):
             raise ValueError(f"progression must be 'above_current' or 'above_highest', got {progression!r}")
         if confirm_days is not None and not confirm_days > 0:
@@ -284,7 +294,11 @@ class ProgressionTask:
             flat.group_by("subject_id")
             .agg(pl.col("end").max().alias("_last"))
             .join(spans.select("subject_id", "death"), on="subject_id", how="left")
-            .select("subject_id", pl.max_horizontal("_last", "death").alias("_censor"))
+            .select(
+                "subject_id",
+                pl.max_horizontal("_last", "death").alias("_censor"),
+                pl.col("death").is_not_null().alias("_died"),
+            )
         )
         points = point_targets(points, records, follow_up, self.rule.n_stages, keys)
         if first_evidence is not None and self.eligibility == "prospective":
@@ -326,7 +340,12 @@ class ProgressionTask:
             lab_readings,
             {lab.name: list(lab.bands) for lab in self.rule.labs},
         )
-        y = points.select(pl.col("next_stage").alias("stage"), "event", "time_to_event_days")
+        y = points.select(
+            pl.col("next_stage").alias("stage"),
+            "event",
+            "time_to_event_days",
+            *([(~pl.col("event") & pl.col("_died")).alias("death")] if self.death == "competing" else []),
+        )
         labels = points.select(
             "subject_id",
             "prediction_time",
