@@ -189,7 +189,8 @@ class Cohort:
         ]
         if "death" in y.columns:
             lines.append(f"deaths competing with progression {int(y['death'].sum()):,} ({y['death'].mean():.1%})")
-        counts = self.X.points.group_by("current_stage").len().sort("current_stage")
+        # One column, read shard by shard for a stored cohort (never every point column at once).
+        counts = self.X.column("current_stage").to_frame().group_by("current_stage").len().sort("current_stage")
         lines.append(
             "current stage at prediction: "
             + ", ".join(f"{r['current_stage']}: {r['len']:,}" for r in counts.iter_rows(named=True))
