@@ -17,7 +17,7 @@ from sklearn.model_selection import GroupShuffleSplit
 from ehrprog.cohorts.cohort import Cohort, CohortX
 from ehrprog.cohorts.targets import competing_causes
 from ehrprog.core.errors import InputError
-from ehrprog.evaluation.competing import COMPETING_LINE, CompetingScoring
+from ehrprog.evaluation.competing import COMPETING_LINE, CompetingScoring, concordance_targets
 from ehrprog.evaluation.evidence import Evidence
 from ehrprog.evaluation.pretraining import TRANSFER, OnOverlap, apart_from_pretraining, scratch_variant
 from ehrprog.evaluation.subgroups import subgroup_record, subgroups_of_model
@@ -32,7 +32,6 @@ from ehrprog.metrics import (
     quadratic_weighted_kappa,
     survival_at,
     survival_calibration,
-    wolbers_c,
 )
 from ehrprog.models.baselines import (
     BoostedCoxBaseline,
@@ -153,7 +152,10 @@ class Scorer:
     ``y_tr`` (training targets) gives the censoring distribution of the Brier score; ``risks``
     collects each scored method's test risk (name -> ``[n]``) for paired comparisons;
     ``subjects`` (the test points' subject ids ``[n]``) gives every row the :class:`Evidence` behind
-    its figures (what is too few to judge is then marked wherever the row is shown).
+    its figures (what is too few to judge is then marked wherever the row is shown). Where ``y_te``
+    has ``death`` (death competes), the C-index is Wolbers' (:func:`~ehrprog.metrics.wolbers_c`),
+    and with ``competing`` (the shared death model and the test points) the Brier score and
+    calibration are of the cumulative incidence.
     """
 
     def __init__(
@@ -172,6 +174,8 @@ class Scorer:
         self.known = ~np.isnan(self.stage_te)
         self.ev_tr, self.t_tr = y_tr["event"].to_numpy(), y_tr["time_to_event_days"].to_numpy()
         self.ev_te, self.t_te = y_te["event"].to_numpy(), y_te["time_to_event_days"].to_numpy()
+        # Harrell's C on these is the C-index of the table: Wolbers' where y_te has death.
+        self.c_event, self.c_time = concordance_targets(y_te)
         any_events = self.ev_te.any() and self.ev_tr.any()
         self.times = evaluation_times(self.t_tr, self.t_te) if any_events else np.array([])
         self.risks: dict[str, np.ndarray] = {}
@@ -198,10 +202,10 @@ class Scorer:
         self.risks[row.name] = risk
         if not ev_te.any():
             return  # no event among the test points: concordance is undefined
+        row.metrics["c_index"] = harrell_c(self.c_event, self.c_time, risk)
         if self.competing is not None:
-            self._competing(row, risk, survival_fn, incidence)
+            self._competing(row, survival_fn, incidence)
             return
-        row.metrics["c_index"] = harrell_c(ev_te, t_te, risk)
         if survival_fn is not None and len(times):
             # Survival is flat after a model's last event time: evaluate there beyond it.
             survival = survival_at(survival_fn, times)
@@ -212,10 +216,9 @@ class Scorer:
                     at = survival_at(survival_fn, horizon)
                     row.metrics[f"ici_{years}y"] = survival_calibration(ev_te, t_te, 1 - at, horizon)["ici"]
 
-    def _competing(self, row: Row, risk: np.ndarray, survival_fn, incidence: np.ndarray | None) -> None:
+    def _competing(self, row: Row, survival_fn, incidence: np.ndarray | None) -> None:
         scoring, X_te = self.competing
         causes, t_te, times = self.causes_te, self.t_te, self.times
-        row.metrics["c_index"] = wolbers_c(causes, t_te, risk)
         if incidence is None and survival_fn is not None:
             incidence = scoring.incidence(survival_fn, X_te)
         if incidence is None or not len(times):
