@@ -12,6 +12,9 @@ resident memory (ru_maxrss) is its own:
 2b. ehrprog against a bare polars pipeline (``polars_baseline.py``: the same read, same-day
    visits and CKD stage events with no checks) on the ``--ratio-subjects`` cohort (20,000), each
    the median of ``--ratio-repeat`` fresh processes, timed after the imports: ehrprog / bare.
+2c. ehrprog against meds_reader's whole path (``meds_reader_baseline.py``: ``meds_reader_convert``,
+   then a Python function mapped over the subjects) on the MEDS form of that cohort, where
+   meds_reader is installed: meds_reader / ehrprog.
 3. Streaming conversion of the large cohort to MEDS (``read_omop(materialize=False)`` +
    ``write_meds``): time and peak memory.
 4. The pipeline of 1. from that MEDS dataset (``read_meds``).
@@ -84,6 +87,24 @@ print(json.dumps({"events": frame.height, "visits": visits.height, "stages": sta
                   "read_s": read - start, "visits_s": grouped - read, "stages_s": done - grouped}))
 """
 FROM_MEDS = EHRPROG.replace("ep.read_omop(sys.argv[1])", "ep.read_meds(sys.argv[1])")
+STAGES_FROM_MEDS = STAGES.replace("ep.read_omop(sys.argv[1])", "ep.read_meds(sys.argv[1])")
+MEDS_READER = """
+import json, shutil, sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+import meds_reader
+import meds_reader_baseline as mr
+database = Path(sys.argv[3])
+shutil.rmtree(database, ignore_errors=True)
+start = time.perf_counter()
+mr.convert(Path(sys.argv[1]), database, int(sys.argv[4]))
+converted = time.perf_counter()
+events, visits, stages = mr.run(database, int(sys.argv[4]))
+done = time.perf_counter()
+shutil.rmtree(database)
+print(json.dumps({"events": events, "visits": visits, "stages": stages, "seconds": done - start,
+                  "convert_s": converted - start, "process_s": done - converted}))
+"""
 CONVERT = """
 import json, sys, time
 import ehrprog as ep
@@ -127,6 +148,41 @@ def ensure_cohort(n: int, seed: int) -> Path:
     if not (root / "person.parquet").exists():
         run(SIMULATE, str(n), str(seed), str(root))
     return root
+
+
+def meds_reader_section(omop: Path, args: argparse.Namespace) -> None:
+    """[2c] ehrprog against meds_reader's whole path (convert, then map a Python function over the
+    subjects: ``meds_reader_baseline.py``) on the MEDS form of the ``--ratio-subjects`` cohort."""
+    import importlib.util
+
+    if importlib.util.find_spec("meds_reader") is None:
+        print("\n[2c] meds_reader not installed (pip install meds_reader==0.2.0): its comparison is skipped")
+        return
+    meds = DATA / f"meds_{args.ratio_subjects}_{args.seed}"
+    if not (meds / "metadata").is_dir():
+        run(CONVERT, str(omop), str(meds))
+    threads = str(os.cpu_count() or 1)
+    ours_runs, theirs_runs = [], []
+    for _ in range(args.ratio_repeat):  # alternated, as in [2b]
+        ours_runs.append(run(STAGES_FROM_MEDS, str(meds)))
+        theirs_runs.append(run(MEDS_READER, str(meds), str(HERE), str(DATA / "meds_reader_db"), threads))
+    ours, theirs = (sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2] for runs in (ours_runs, theirs_runs))
+    print(
+        f"\n[2c] from the MEDS form of the same {args.ratio_subjects:,} subjects: read + same-day visits + CKD stage "
+        f"events (median of {args.ratio_repeat} processes each, after the imports; meds_reader with {threads} threads):"
+    )
+    print(
+        f"    ehrprog      {ours['seconds']:6.2f} s (read {ours['read_s']:.2f}, visits {ours['visits_s']:.2f}, "
+        f"stages {ours['stages_s']:.2f}); {ours['events']:,} events, {ours['visits']:,} visits, "
+        f"{ours['stages']:,} stage events"
+    )
+    print(
+        f"    meds_reader  {theirs['seconds']:6.2f} s (convert {theirs['convert_s']:.2f}, map "
+        f"{theirs['process_s']:.2f}); {theirs['events']:,} events, {theirs['visits']:,} visits, "
+        f"{theirs['stages']:,} stage events"
+    )
+    ratio = theirs["seconds"] / ours["seconds"]
+    print(f"    meds_reader's whole path / ehrprog: {ratio:.2f}x (aim: 3x: {'met' if ratio >= 3 else 'not met'})")
 
 
 def main() -> None:
@@ -197,6 +253,8 @@ def main() -> None:
         )
     ratio = ours["seconds"] / bare["seconds"]
     print(f"    ehrprog / bare polars: {ratio:.2f}x (target under 2x: {'met' if ratio < 2 else 'not met'})")
+
+    meds_reader_section(middle, args)
 
     if not args.skip_convert:
         out = DATA / f"meds_{args.subjects}_{args.seed}"

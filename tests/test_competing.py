@@ -23,7 +23,8 @@ from ehrprog.metrics import (
 )
 from ehrprog.metrics.competing import brier_competing, incidence_at
 from ehrprog.models.breslow import BreslowSurvival
-from ehrprog.models.competing import CauseSpecificCox, FineGrayCox, fine_gray, incidence_from_hazards
+from ehrprog.models.competing import CauseSpecificCox, FineGrayCox, fine_gray
+from ehrprog.models.incidence import incidence_from_hazards
 
 
 def _competing_data(n: int, seed: int, censoring: bool = True):
@@ -210,9 +211,11 @@ def test_competing_models_predict_the_observed_incidence(competing_cohort):
         FineGrayCox().fit(X, y.drop("death"))
 
 
-def test_the_comparison_scores_every_method_on_the_incidence_with_death_competing(competing_cohort):
+def test_the_comparison_scores_every_method_on_the_incidence_with_death_competing(competing_cohort, tmp_path):
     from ehrprog.evaluation.competing import COMPETING_LINE, incidence_by_horizon
     from ehrprog.evaluation.heldout import MODEL, evaluate, subject_split
+    from ehrprog.evaluation.predictions import meds_predictions
+    from ehrprog.models.model_card import model_card
 
     _, cohort, _ = competing_cohort
     train, test = subject_split(cohort, seed=0)
@@ -222,7 +225,7 @@ def test_the_comparison_scores_every_method_on_the_incidence_with_death_competin
     names = [row.name for row in rows]
     assert any(n.startswith("cause-specific Cox PH (") for n in names)
     assert any(n.startswith("Fine-Gray (") for n in names)
-    assert fitted["notes"] == [COMPETING_LINE]
+    assert fitted["notes"] == [f"{COMPETING_LINE} (the model's own Cox model of death (on its clinical table))"]
     for row in rows:  # every C-index is Wolbers' of the row's own risks
         if "c_index" in row.metrics:
             assert row.metrics["c_index"] == pytest.approx(wolbers_c(causes, time, fitted["risks"][row.name]))
@@ -232,14 +235,14 @@ def test_the_comparison_scores_every_method_on_the_incidence_with_death_competin
     one_minus_survival = incidence_by_horizon(model, X_te, by_2y, None)[:, 0]
     # The dead no longer progress: the incidence is below one minus the progression-free survival.
     assert np.all(incidence <= one_minus_survival + 1e-9) and incidence.mean() < one_minus_survival.mean()
+    # The shared death model is the model's own: the table's incidence is the model's.
+    np.testing.assert_allclose(model.predict_cumulative_incidence(X_te, 730.5), incidence, atol=1e-9)
     model_row = rows[names.index(MODEL)]
     expected = incidence_calibration(causes, time, incidence, 730.5)["ici"]
     assert model_row.metrics["ici_2y"] == pytest.approx(expected, abs=1e-9)
     assert fitted["evidence"].deaths == int(y_te["death"].sum()) > 0
     # The predictions file: the incidence, and a death before the horizon a known "did not progress".
-    from ehrprog.evaluation.predictions import meds_predictions
-
-    censored_frame, censored_unlabelled = meds_predictions(model, X_te, y_te, 2.0)
+    censored_frame, censored_unlabelled = meds_predictions(model, X_te, y_te.drop("death"), 2.0)
     frame, unlabelled = meds_predictions(model, X_te, y_te, 2.0, fitted["competing"])
     died_early = int((y_te["death"] & (y_te["time_to_event_days"] <= 730.5)).sum())
     assert died_early > 0 and unlabelled == censored_unlabelled - died_early
@@ -247,6 +250,16 @@ def test_the_comparison_scores_every_method_on_the_incidence_with_death_competin
     event, days = y_te["event"].to_numpy(), y_te["time_to_event_days"].to_numpy()
     known = (days > 730.5) | ((event | y_te["death"].to_numpy()) & (days <= 730.5))
     np.testing.assert_allclose(frame["predicted_boolean_probability"].to_numpy(), incidence[known], rtol=1e-6)
-    from ehrprog.models.model_card import model_card
+    assert "`predict_cumulative_incidence` and `ehrprog predict` give the cumulative incidence" in model_card(model)
+    # Saved and loaded (numbers only): the same incidence.
+    loaded = ep.VisitProgressionEstimator.load(model.save(tmp_path / "model"))
+    np.testing.assert_allclose(loaded.predict_cumulative_incidence(X_te, [365.25, 730.5])[:, 1], incidence, atol=1e-9)
 
-    assert "Death: competing" in model_card(model)
+
+def test_a_model_fitted_with_death_censored_has_no_incidence(competing_cohort):
+    censored, _, _ = competing_cohort
+    model = ep.VisitProgressionEstimator(target="progression", max_epochs=1, embedding_dim=8, hidden_dim=8)
+    model.fit(censored.X[:2000], censored.y[:2000])
+    assert model.death_ is None
+    with pytest.raises(AttributeError, match="needs a model fitted with death competing"):
+        model.predict_cumulative_incidence(censored.X[:10], 365.25)

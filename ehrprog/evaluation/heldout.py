@@ -17,7 +17,7 @@ from sklearn.model_selection import GroupShuffleSplit
 from ehrprog.cohorts.cohort import Cohort, CohortX
 from ehrprog.cohorts.targets import competing_causes
 from ehrprog.core.errors import InputError
-from ehrprog.evaluation.competing import COMPETING_LINE, CompetingScoring, concordance_targets
+from ehrprog.evaluation.competing import CompetingScoring, concordance_targets
 from ehrprog.evaluation.evidence import Evidence
 from ehrprog.evaluation.pretraining import TRANSFER, OnOverlap, apart_from_pretraining, scratch_variant
 from ehrprog.evaluation.subgroups import subgroup_record, subgroups_of_model
@@ -190,12 +190,14 @@ class Scorer:
         row.metrics["qwk"] = quadratic_weighted_kappa(stage_te[known].astype(int), classes[proba[known].argmax(1)])
         row.metrics["ece"] = expected_calibration_error(stage_te[known], proba[known], classes)
 
-    def survival(self, row: Row, risk: np.ndarray, survival_fn, incidence: np.ndarray | None = None) -> None:
+    def survival(
+        self, row: Row, risk: np.ndarray, survival_fn, incidence: Callable[[np.ndarray], np.ndarray] | None = None
+    ) -> None:
         """Add ``c_index`` of ``risk`` ``[n]`` and, given survival functions, ``ibs`` and ``ici_{1,2,5}y``.
 
         With death competing (``competing``): Wolbers' C, and the Brier score and calibration of
         the cumulative incidence of progression: the method's progression curves combined with the
-        shared death model, or ``incidence`` ``[n, len(grid)]`` for a method that models it itself
+        shared death model, or ``incidence`` (days -> ``[n, len(days)]``) for a method that models it itself
         (:mod:`~ehrprog.evaluation.competing`)."""
         ev_te, t_te, times = self.ev_te, self.t_te, self.times
         row.evidence = self.evidence
@@ -216,20 +218,19 @@ class Scorer:
                     at = survival_at(survival_fn, horizon)
                     row.metrics[f"ici_{years}y"] = survival_calibration(ev_te, t_te, 1 - at, horizon)["ici"]
 
-    def _competing(self, row: Row, survival_fn, incidence: np.ndarray | None) -> None:
+    def _competing(self, row: Row, survival_fn, incidence: Callable[[np.ndarray], np.ndarray] | None) -> None:
         scoring, X_te = self.competing
         causes, t_te, times = self.causes_te, self.t_te, self.times
-        if incidence is None and survival_fn is not None:
-            incidence = scoring.incidence(survival_fn, X_te)
-        if incidence is None or not len(times):
+        if (incidence is None and survival_fn is None) or not len(times):
             return
+        horizons = [years * 365.25 for years in CALIBRATION_YEARS if years * 365.25 < t_te.max()]
+        days = np.concatenate([times, horizons])
+        at = incidence(days) if incidence is not None else scoring.incidence(survival_fn, X_te, days)
         train = (scoring.causes, scoring.times)
-        row.metrics["ibs"] = integrated_brier_competing(train, (causes, t_te), scoring.at(incidence, times), times)
-        for years in CALIBRATION_YEARS:
-            horizon = years * 365.25
-            if horizon < t_te.max():
-                predicted = scoring.at(incidence, horizon)
-                row.metrics[f"ici_{years}y"] = incidence_calibration(causes, t_te, predicted, horizon)["ici"]
+        row.metrics["ibs"] = integrated_brier_competing(train, (causes, t_te), at[:, : len(times)], times)
+        for k, horizon in enumerate(horizons):
+            calibration = incidence_calibration(causes, t_te, at[:, len(times) + k], horizon)
+            row.metrics[f"ici_{round(horizon / 365.25)}y"] = calibration["ici"]
 
     def model(self, name: str, model: Any, X_te: CohortX) -> Row:
         """Score a fitted :class:`~ehrprog.VisitProgressionEstimator` on the test points ``X_te``."""
@@ -373,7 +374,15 @@ def evaluate_split(
     """
     from ehrprog.models.estimator import VisitProgressionEstimator
 
-    competing = CompetingScoring.fit(X_tr, y_tr) if "death" in y_tr.columns else None
+    params = {**DEMO_MODEL_PARAMS, **(model_params or {}), "random_state": random_state}
+    model = VisitProgressionEstimator().set_params(**params)  # routed parameters (tabular__...) too
+    row, (proba, risk) = _timed(
+        MODEL,
+        lambda: model.fit(X_tr, y_tr),
+        lambda: (model.predict_proba(X_te), model.predict_risk(X_te)),
+    )
+    # With death competing: the model's own death model, shared by every method's incidence.
+    competing = CompetingScoring.fit(X_tr, y_tr, model) if "death" in y_tr.columns else None
     scorer = Scorer(
         y_tr, y_te, X_te.column("subject_id").to_numpy(), competing=(competing, X_te) if competing else None
     )
@@ -382,17 +391,9 @@ def evaluate_split(
         "risks": scorer.risks,
         "evidence": scorer.evidence,
         "left_out": [],
-        "notes": [COMPETING_LINE] if competing else [],
+        "notes": [competing.line()] if competing else [],
         "competing": competing,
     }
-
-    params = {**DEMO_MODEL_PARAMS, **(model_params or {}), "random_state": random_state}
-    model = VisitProgressionEstimator().set_params(**params)  # routed parameters (tabular__...) too
-    row, (proba, risk) = _timed(
-        MODEL,
-        lambda: model.fit(X_tr, y_tr),
-        lambda: (model.predict_proba(X_te), model.predict_risk(X_te)),
-    )
     scorer.stage(row, proba, model.classes_)
     scorer.survival(row, risk, model.predict_survival_function(X_te))
     rows.append(row)
@@ -431,7 +432,7 @@ def evaluate_split(
         fine_gray = fitted["fine_gray"] = FineGrayCox()
         row, risk = _timed("Fine-Gray", lambda: fine_gray.fit(X_tr, y_tr), lambda: fine_gray.predict(X_te))
         row.name = f"Fine-Gray ({fine_gray.inputs_})"
-        scorer.survival(row, risk, None, fine_gray.predict_cumulative_incidence(X_te, competing.grid))
+        scorer.survival(row, risk, None, lambda days: fine_gray.predict_cumulative_incidence(X_te, days))
         rows.append(row)
     for key, name, boosted in [
         ("boosted_cox", "gradient-boosted Cox (XGBoost)", BoostedCoxBaseline(random_state=random_state)),

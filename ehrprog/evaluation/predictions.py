@@ -4,8 +4,10 @@
 :func:`prediction_frame` gives one row per prediction point: the MEDS label schema
 (``subject_id``, ``prediction_time``, ``boolean_value``: whether the point progressed within the
 horizon, null where it was censored before it; ``integer_value``, ``float_value``,
-``categorical_value`` null) plus ``predicted_boolean_probability`` (the predicted ``1 - S(horizon)``)
-and ``predicted_boolean_value`` (whether it is at least 0.5), as ``meds-evaluation`` reads them,
+``categorical_value`` null) plus ``predicted_boolean_probability`` (the predicted ``1 - S(horizon)``;
+for a model fitted with death competing, its cumulative incidence of progression by the horizon,
+and a death before the horizon is a known ``False``) and ``predicted_boolean_value`` (whether it
+is at least 0.5), as ``meds-evaluation`` reads them,
 and ``predicted_risk`` (the model's ranking score, higher = sooner). A model with a stage head adds
 ``predicted_next_stage`` (the most probable next stage) and ``predicted_next_stage_probability``.
 
@@ -59,13 +61,18 @@ def prediction_frame(
     if y is not None and {"event", "time_to_event_days"} <= set(y.columns):
         event = y["event"].to_numpy().astype(bool)
         time = y["time_to_event_days"].to_numpy().astype(float)
-        known = (event & (time <= horizon)) | (time > horizon)
+        # A death before the horizon, where death competes, is a known "did not progress".
+        ended = event | (y["death"].to_numpy().astype(bool) if "death" in y.columns else False)
+        known = (ended & (time <= horizon)) | (time > horizon)
         label = pl.DataFrame({"value": event & (time <= horizon), "known": known})
         columns["boolean_value"] = label.select(pl.when("known").then("value"))["value"]
     if risk is not None:
         from ehrprog.networks.inference import ranking_score
 
-        probability = 1.0 - model._survival_at(risk, horizon)
+        if getattr(model, "death_", None) is not None:  # fitted with death competing: the incidence
+            probability = model._incidence(risk, X, horizon)[:, 0]
+        else:
+            probability = 1.0 - model._survival_at(risk, horizon)
         columns["predicted_boolean_value"] = probability >= 0.5
         columns["predicted_boolean_probability"] = probability.astype(np.float32)
         columns["predicted_risk"] = ranking_score(risk).astype(np.float32)
@@ -89,23 +96,19 @@ def meds_predictions(
     have no binary label and are left out; their count is returned beside the frame
     (:func:`~ehrprog.evaluation.predictions.prediction_frame` keeps them, with a null label).
 
-    With death competing (``competing``: ``evaluate_split``'s ``fitted["competing"]``, a
-    :class:`~ehrprog.evaluation.competing.CompetingScoring`), the
-    probability is the cumulative incidence of progression by the horizon and a death before it,
-    with no progression first, is a known ``False`` (it will never progress), not a censoring.
+    Where ``y`` has ``death`` (death competes), a death before the horizon with no progression
+    first is a known ``False`` (it will never progress), not a censoring; the probability is the
+    cumulative incidence of progression by the horizon: the model's own
+    (:meth:`~ehrprog.models.estimator.VisitProgressionEstimator.predict_cumulative_incidence`) where
+    it was fitted with death competing, else that of ``competing`` (``evaluate_split``'s
+    ``fitted["competing"]``).
     """
     frame = prediction_frame(model, X, y, horizon_years)
-    if competing is not None and "death" in y.columns:
+    if competing is not None and getattr(model, "death_", None) is None:  # the shared death model's incidence
         from ehrprog.evaluation.competing import incidence_by_horizon
 
-        horizon = horizon_years * 365.25
-        probability = incidence_by_horizon(model, X, np.array([horizon]), competing)[:, 0]
-        died = y["death"].to_numpy() & (y["time_to_event_days"].to_numpy() <= horizon)
-        label = pl.DataFrame({"label": frame["boolean_value"], "died": died}).select(
-            pl.when("died").then(False).otherwise("label").alias("boolean_value")
-        )
+        probability = incidence_by_horizon(model, X, np.array([horizon_years * 365.25]), competing)[:, 0]
         frame = frame.with_columns(
-            label["boolean_value"],
             pl.Series("predicted_boolean_value", probability >= 0.5),
             pl.Series("predicted_boolean_probability", probability.astype(np.float32)),
         )

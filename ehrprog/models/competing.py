@@ -7,7 +7,8 @@ hazard of progression (what a model trained with deaths censored estimates) and
 progression-only survival curve overstates it wherever deaths are common: it counts the dead as
 still able to progress.
 
-* :func:`incidence_from_hazards`: ``F1`` from both cumulative hazards on one time grid.
+* :func:`~ehrprog.models.incidence.incidence_from_hazards`: ``F1`` from both cumulative hazards
+  on one time grid (:mod:`ehrprog.models.incidence`).
 * :class:`CauseSpecificCox`: a ridge Cox of each cause on the history features (progression's with
   deaths censored, death's with progressions censored), combined by :func:`incidence_from_hazards`.
 * :class:`FineGrayCox`: the Fine-Gray subdistribution hazards model (Fine & Gray 1999, JASA
@@ -33,40 +34,7 @@ from ehrprog.cohorts.targets import DEATH, PROGRESSION, check_survival_targets, 
 from ehrprog.features.history import HistoryFeatures
 from ehrprog.metrics import wolbers_c
 from ehrprog.models.baselines import CoxBaseline
-
-#: Rows whose incidences are computed at once in :func:`incidence_from_hazards` (its memory:
-#: ~5 arrays of this many rows by the grid's length).
-INCIDENCE_CHUNK = 2_000
-
-
-def incidence_from_hazards(progression: np.ndarray, death: np.ndarray) -> np.ndarray:
-    """The cumulative incidence of progression ``[n, g]`` on a time grid, from the cumulative
-    hazards of progression and of death ``[n, g]`` on that grid (non-decreasing along it).
-
-    Each step of the grid adds ``S(t_{l-1}) (dH1 / dH) (1 - exp(-dH))`` (``dH = dH1 + dH2``, the
-    step's increments; ``S = exp(-(H1 + H2))``, 1 before the grid): the chance of leaving in the
-    step times the share of progression in it, exact for hazards constant within each step. With no
-    death it telescopes to ``1 - exp(-H1)``, the model's own one minus survival; with death it is
-    never above that.
-    """
-    progression, death = np.asarray(progression, dtype=np.float64), np.asarray(death, dtype=np.float64)
-    out = np.empty_like(progression)
-    for start in range(0, len(progression), INCIDENCE_CHUNK):
-        h1, h2 = progression[start : start + INCIDENCE_CHUNK], death[start : start + INCIDENCE_CHUNK]
-        before = np.concatenate([np.ones((len(h1), 1)), np.exp(-(h1 + h2))[:, :-1]], axis=1)
-        d1 = np.maximum(np.diff(h1, axis=1, prepend=0.0), 0.0)
-        d = d1 + np.maximum(np.diff(h2, axis=1, prepend=0.0), 0.0)
-        share = np.divide(d1, d, out=np.zeros_like(d1), where=d > 0)
-        out[start : start + len(h1)] = np.cumsum(before * share * -np.expm1(-d), axis=1)
-    return out
-
-
-def step_at(times: np.ndarray, values: np.ndarray, at: np.ndarray, before: float = 0.0) -> np.ndarray:
-    """Right-continuous step functions ``values`` ``[..., k]`` over ``times`` ``[k]`` at ``at``
-    ``[m]``: ``[..., m]``, ``before`` where ``at`` precedes the first time."""
-    index = np.searchsorted(np.asarray(times), np.asarray(at, dtype=np.float64), side="right") - 1
-    padded = np.concatenate([np.full((*values.shape[:-1], 1), before), values], axis=-1)
-    return padded[..., index + 1]
+from ehrprog.models.incidence import incidence_from_hazards, step_at
 
 
 def _competing_targets(X: CohortX, y: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -236,4 +204,4 @@ class FineGrayCox(BaseEstimator):
         return wolbers_c(*_competing_targets(X, y), self.predict(X))
 
 
-__all__ = ["CauseSpecificCox", "FineGrayCox", "fine_gray", "incidence_from_hazards", "step_at"]
+__all__ = ["CauseSpecificCox", "FineGrayCox", "fine_gray"]

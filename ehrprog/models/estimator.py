@@ -30,12 +30,13 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from ehrprog.cohorts.cohort import CohortX
-from ehrprog.cohorts.targets import check_survival_targets, competing_causes, split_targets
+from ehrprog.cohorts.targets import DEATH, check_survival_targets, competing_causes, split_targets
 from ehrprog.core.errors import UnitWarning
 from ehrprog.features.sharded import visit_tensors
 from ehrprog.features.tensors import VisitTensors, Vocabulary
 from ehrprog.metrics import harrell_c, macro_auroc
 from ehrprog.models.breslow import BreslowSurvival, step_functions
+from ehrprog.models.death import DeathHazard
 from ehrprog.models.explanations import ExplanationMixin
 from ehrprog.models.history_fit import (
     build_model,
@@ -44,6 +45,7 @@ from ehrprog.models.history_fit import (
     validation_split,
     value_scale,
 )
+from ehrprog.models.incidence import incidence_at
 from ehrprog.models.model_card import training_summary
 from ehrprog.models.params import PARAMETER_CONSTRAINTS, PREFIXES, RoutedParams
 from ehrprog.models.persistence import PersistenceMixin
@@ -260,7 +262,8 @@ class VisitProgressionEstimator(RoutedParams, ExplanationMixin, PersistenceMixin
         targets, classes = point_targets(self.target, stage, event, tte, len(X))
         if classes is not None:
             self.classes_ = classes
-        self.training_data_ = training_summary(X, event, tte, stage, competing_causes(y, len(X)))
+        causes = competing_causes(y, len(X))
+        self.training_data_ = training_summary(X, event, tte, stage, causes)
         del stage  # the stage target is in targets now (int8)
         subjects = X.column("subject_id").to_numpy()
         train_rows, valid_rows = validation_split(subjects, groups, self.validation_fraction, seed)
@@ -268,6 +271,10 @@ class VisitProgressionEstimator(RoutedParams, ExplanationMixin, PersistenceMixin
         self.value_scale_ = value_scale(X[train_rows])
         self.tabular_ = clone(self.tabular) if self.tabular is not None else TabularModel(random_state=seed)
         fit_history(self, X, targets, classes, event, tte, subjects, train_rows, valid_rows, seed, device)
+        self.death_ = None  # where death competes: a model of it, for the incidence of progression
+        if causes is not None and self.target in ("progression", "both"):
+            rows = self.tabular_._fitting_sample(train_rows, subjects)  # the tabular part's own rows
+            self.death_ = DeathHazard.fit(self.tabular_, X[rows], causes[rows] == DEATH, tte[rows])
         return self
 
     # ----------------------------------------------------------- prediction
@@ -370,6 +377,40 @@ class VisitProgressionEstimator(RoutedParams, ExplanationMixin, PersistenceMixin
             relative = np.exp(np.asarray(risk, dtype=np.float64))
             survival = np.exp(-np.outer(relative, self.cumulative_baseline_hazard_[at]))
         return survival[:, 0] if np.ndim(days) == 0 else survival
+
+    def predict_cumulative_incidence(self, X: CohortX, days: float | np.ndarray) -> np.ndarray:
+        """The cumulative incidence of progression with death competing, by ``days`` after each
+        point: ``[n]`` for one time, ``[n, M]`` for ``M``. The model's progression hazard (deaths
+        censored, as it was trained) combined with its model of death (``death_``,
+        :class:`~ehrprog.models.death.DeathHazard`), fitted where ``y`` had a ``death`` column
+        (``CKDProgression(death="competing")``); never above one minus :meth:`predict_survival_at`.
+
+        Raises:
+            AttributeError: the model was fitted with death censoring (no ``death`` in ``y``) or
+                with fewer training deaths than a model of death needs.
+        """
+        self._check(X)
+        self._require("progression", "predict_cumulative_incidence")
+        incidence = self._incidence(self._predict_outputs(X)[1], X, days)
+        return incidence[:, 0] if np.ndim(days) == 0 else incidence
+
+    def _incidence(self, risk: np.ndarray, X: CohortX, days: float | np.ndarray) -> np.ndarray:
+        """:meth:`predict_cumulative_incidence` ``[n, M]`` from the risk outputs of :meth:`_predict_outputs`."""
+        if getattr(self, "death_", None) is None:
+            raise AttributeError(
+                "predict_cumulative_incidence needs a model fitted with death competing (y with a 'death' column: "
+                "CKDProgression(death='competing')) and at least 5 training deaths"
+            )
+        grid = np.union1d(self.event_times_, self.death_.event_times)
+        before = grid < self.event_times_[0]
+
+        def survival(rows: slice) -> np.ndarray:
+            curves = self._survival_at(risk[rows], grid)
+            curves[:, before] = 1.0  # no progression hazard before the first training progression
+            return curves
+
+        death = self.death_.risk(self.tabular_, X)
+        return incidence_at(survival, death, self.death_.baseline_at(grid), grid, np.atleast_1d(days))
 
     def score(self, X: CohortX, y: Any) -> float:
         """Macro one-vs-rest AUROC (stage), Harrell's C (progression), or their mean (both)."""

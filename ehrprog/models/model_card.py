@@ -65,16 +65,26 @@ def training_summary(
     return summary
 
 
-def _death_line(data: dict[str, Any]) -> str:
-    """How death was treated: censoring (the default), or competing (the cohort's ``death`` target)."""
+def _death_line(data: dict[str, Any], death_model: bool) -> str:
+    """How death was treated: censoring (the default), or competing (the cohort's ``death``
+    target), with or without a model of death (``death_model``: the estimator's ``death_``)."""
     if "deaths_competing" in data:
+        held = (
+            "The held-out figures are of the cumulative incidence of progression with death competing (Wolbers' "
+            "C-index, Aalen-Johansen calibration; every method's progression hazard combined with one shared model "
+            "of death, ehrprog.evaluation.competing). "
+        )
+        if death_model:
+            return (
+                f'- Death: competing (the task\'s `death="competing"`; {data["deaths_competing"]:,} training '
+                f"follow-ups ended in death). {held}The model holds a Cox model of death on its clinical table: "
+                "`predict_cumulative_incidence` and `ehrprog predict` give the cumulative incidence of progression; "
+                "`predict_risk` and the survival curves stay cause-specific (progression were no one to die)."
+            )
         return (
             f'- Death: competing (the task\'s `death="competing"`; {data["deaths_competing"]:,} training '
-            "follow-ups ended in death). The held-out figures are of the cumulative incidence of progression "
-            "with death competing (Wolbers' C-index, Aalen-Johansen calibration; each model's progression hazard "
-            "combined with one Cox model of death, ehrprog.evaluation.competing). The model itself was trained "
-            "with deaths censored: its own `predict_risk` and survival curves are cause-specific (risk of "
-            "progression were no one to die), and it saves no model of death."
+            f"follow-ups ended in death), too few deaths for a model of death: {held}The model's own risks and "
+            "predictions are cause-specific (progression were no one to die)."
         )
     return (
         "- Death: a subject's follow-up ends at death, which censors the time to progression (the task's "
@@ -227,7 +237,7 @@ def model_card(estimator: VisitProgressionEstimator) -> str:
         "draws calibration charts) before reading probabilities as absolute risks.",
         "- Events after the end of follow-up are unseen: risks beyond the longest training follow-up are "
         "extrapolated flat.",
-        _death_line(data),
+        _death_line(data, getattr(estimator, "death_", None) is not None),
     ]
     if data.get("points", 0) and data["points"] < 5_000:
         lines.append(f"- Trained on a small cohort ({data['points']:,} points): expect wide uncertainty.")

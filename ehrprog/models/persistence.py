@@ -123,6 +123,7 @@ def _write_model(estimator: VisitProgressionEstimator, root: Path) -> None:
         "n_iter": estimator.n_iter_,
         "training_data": getattr(estimator, "training_data_", None),
         "heldout": getattr(estimator, "heldout_", None),
+        "death": estimator.death_.state() if getattr(estimator, "death_", None) is not None else None,
     }
     save_tensors({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, root / WEIGHTS)
     if estimator.tabular_.booster_ is not None:
@@ -307,6 +308,7 @@ def load_estimator(cls: type[VisitProgressionEstimator], path: str | Path) -> Vi
     from sklearn.utils._param_validation import InvalidParameterError
 
     from ehrprog.features.tensors import Vocabulary
+    from ehrprog.models.death import DeathHazard
     from ehrprog.models.tabular import TabularModel
 
     root = Path(path)
@@ -366,6 +368,7 @@ def load_estimator(cls: type[VisitProgressionEstimator], path: str | Path) -> Vi
     estimator.best_epoch_, estimator.n_iter_ = config.best_epoch, config.n_iter
     estimator.training_data_ = config.training_data
     estimator.heldout_ = config.heldout.model_dump(exclude_none=True) if config.heldout is not None else None
+    estimator.death_ = DeathHazard.from_state(config.death.model_dump()) if config.death is not None else None
     if config.classes is not None:
         estimator.classes_ = np.asarray(config.classes, dtype=np.int64)
     if config.event_times is not None:

@@ -199,6 +199,24 @@ class SavedFile(_Strict):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
+class SavedDeath(_Strict):
+    """The model of death of an estimator fitted with death competing
+    (:class:`~ehrprog.models.death.DeathHazard`): a linear Cox on the clinical table and its
+    Breslow baseline (``event_times``, days; ``cumulative_hazard`` at each)."""
+
+    linear: SavedLinear
+    event_times: list[Finite] = Field(min_length=1)
+    cumulative_hazard: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SavedDeath:
+        if len(self.linear.coef) != 1:
+            raise ValueError("linear: a model of death has one output")
+        if len(self.cumulative_hazard) != len(self.event_times):
+            raise ValueError("cumulative_hazard must have one entry per event time")
+        return self
+
+
 #: The devices a saved model may name (``params.device``): where ehrprog trains and predicts.
 DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:\d+)?)$"
 
@@ -227,6 +245,8 @@ class SavedEstimator(_Strict):
     n_iter: int = Field(ge=0)
     training_data: dict[str, int | Finite | str] | None = None
     heldout: SavedHeldout | None = None
+    #: Where death competed in training: the model of death (None where death censored).
+    death: SavedDeath | None = None
     #: The weights (and the booster, when saved), tied to this config by size and SHA-256.
     files: dict[Literal["model.safetensors", "booster.json"], SavedFile]
     #: The SHA-256 of this file's other content (:func:`config_digest`): a changed byte is seen.
