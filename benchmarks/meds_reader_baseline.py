@@ -24,9 +24,15 @@ _DAYS_PER_YEAR = 365.25
 
 
 def convert(meds: Path, database: Path, threads: int) -> None:
-    """``meds_reader_convert`` of the MEDS dataset ``meds`` into ``database``."""
+    """``meds_reader_convert`` (installed beside this Python) of the MEDS dataset ``meds`` into ``database``."""
     subprocess.run(
-        ["meds_reader_convert", str(meds), str(database), "--num_threads", str(threads)],
+        [
+            str(Path(sys.executable).parent / "meds_reader_convert"),
+            str(meds),
+            str(database),
+            "--num_threads",
+            str(threads),
+        ],
         check=True,
         capture_output=True,
     )
@@ -60,6 +66,9 @@ def _subjects(subjects) -> tuple[int, int, int]:
                 continue
             if code == "MEDS_BIRTH":
                 birth = time
+                continue
+            if code == "MEDS_DEATH":  # neither birth nor death is a visit
+                continue
             days.setdefault(time.date(), []).append(code)
             match = _ICD.match(code)
             if match:

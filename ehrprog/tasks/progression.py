@@ -394,19 +394,34 @@ class ProgressionTask:
 
     def _confirm(self, records: pl.DataFrame, counts: dict[str, int]) -> pl.DataFrame:
         """Lab stage records replaced by their sustained stage (see ``confirm_days``); order kept."""
-        numbered = records.with_row_index("_order")
         is_lab = (pl.col("source") != "diagnosis") & pl.col("stage").is_not_null()
-        labs = numbered.filter(is_lab)
+        # The lab rows' few columns only (the records' codes and values are not copied), numbered.
+        # One integer key per (subject, lab): the windows and the as-of join group by one Int64
+        # instead of an Int64 and a string (at 100,000 people the step peaked ~140 MiB lower).
+        sources = records["source"].unique().sort().to_list()
+        subject = pl.col("subject_id")
+        run = (subject != subject.shift()).fill_null(True).cum_sum()  # records ordered by subject
+        subject_number = run if records["subject_id"].is_sorted() else subject.rank("dense")
+        labs = (
+            records.with_row_index("_order")
+            .filter(is_lab)
+            .select(
+                "_order",
+                "time",
+                "stage",
+                (
+                    subject_number.cast(pl.Int64) * len(sources) + pl.col("source").cast(pl.Enum(sources)).to_physical()
+                ).alias("_key"),
+            )
+        )
         if labs.height == 0:
             return records
         period = f"{round(self.confirm_days * 86_400)}s"
-        recent = labs.rolling(index_column="time", period=period, group_by=["subject_id", "source"]).agg(
+        recent = labs.rolling(index_column="time", period=period, group_by="_key").agg(
             pl.col("_order").last(), pl.col("stage").min().alias("_recent")
         )  # readings in (t - confirm_days, t]
         shift = pl.duration(seconds=round(self.confirm_days * 86_400))
-        anchors = labs.select(
-            "subject_id", "source", pl.col("time").alias("_anchor_time"), pl.col("stage").alias("_anchor")
-        )
+        anchors = labs.select("_key", pl.col("time").alias("_anchor_time"), pl.col("stage").alias("_anchor"))
         confirmed = (
             recent.with_columns((pl.col("time") - shift).alias("_back"))
             .sort("_back")
@@ -414,7 +429,7 @@ class ProgressionTask:
                 anchors.sort("_anchor_time"),
                 left_on="_back",
                 right_on="_anchor_time",
-                by=["subject_id", "source"],
+                by="_key",
                 strategy="backward",
                 check_sortedness=False,  # sorted by time as a whole, so within every group
             )
@@ -430,11 +445,11 @@ class ProgressionTask:
             counts[
                 f"lab stages with no reading of that lab {self.confirm_days:g}+ days earlier (not yet sustained)"
             ] = unconfirmed
-        merged = numbered.join(confirmed, on="_order", how="left").sort("_order")
-        stage = pl.when(is_lab).then(pl.col("_confirmed").cast(pl.Int8)).otherwise(pl.col("stage"))
-        return (
-            merged.with_columns(stage.alias("stage")).filter(pl.col("stage").is_not_null()).drop("_order", "_confirmed")
-        )
+        # Each lab row's confirmed stage put back at its position (no join or sort of the records).
+        sustained = pl.Series("_confirmed", [None], pl.Int8).extend_constant(None, records.height - 1)
+        sustained = sustained.scatter(confirmed["_order"], confirmed["_confirmed"].cast(pl.Int8))
+        stage = pl.when(is_lab).then(sustained).otherwise(pl.col("stage"))
+        return records.with_columns(stage.alias("stage")).filter(pl.col("stage").is_not_null())
 
 
 def _in_lab_unit(rows: pl.DataFrame, lab, counts: dict[str, int]) -> pl.DataFrame:
