@@ -3,7 +3,7 @@
 table, with its Breslow baseline. With it,
 :meth:`~ehrprog.models.estimator.VisitProgressionEstimator.predict_cumulative_incidence` combines the
 model's progression hazard and this one into the cumulative incidence of progression
-(:func:`~ehrprog.models.competing.incidence_from_hazards`); it is saved in ``config.json``
+(:func:`~ehrprog.models.incidence.incidence_from_hazards`); it is saved in ``config.json``
 (numbers only) and loaded with the model.
 """
 

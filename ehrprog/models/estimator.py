@@ -123,6 +123,9 @@ class VisitProgressionEstimator(RoutedParams, ExplanationMixin, PersistenceMixin
         history_trial_gain_: the best history epoch's validation gain over the tabular model,
             whether it was kept or not (0.0 when no epoch beat epoch 0).
         event_times_, cumulative_baseline_hazard_: Breslow baseline (``target`` progression/both).
+        death_: where ``y`` had a ``death`` column (death competing), the model of death
+            (:class:`~ehrprog.models.death.DeathHazard`) behind :meth:`predict_cumulative_incidence`;
+            ``None`` otherwise (or with fewer than 5 training deaths).
         n_features_in_: 1 (inputs are visit histories, not a feature matrix).
     """
 
