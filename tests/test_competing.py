@@ -225,7 +225,7 @@ def test_the_comparison_scores_every_method_on_the_incidence_with_death_competin
     names = [row.name for row in rows]
     assert any(n.startswith("cause-specific Cox PH (") for n in names)
     assert any(n.startswith("Fine-Gray (") for n in names)
-    assert fitted["notes"] == [f"{COMPETING_LINE} (the model's own Cox model of death (on its clinical table))"]
+    assert fitted["notes"] == [f"{COMPETING_LINE} (the model's own Cox model of death, on its clinical table)"]
     for row in rows:  # every C-index is Wolbers' of the row's own risks
         if "c_index" in row.metrics:
             assert row.metrics["c_index"] == pytest.approx(wolbers_c(causes, time, fitted["risks"][row.name]))

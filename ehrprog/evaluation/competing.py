@@ -77,7 +77,7 @@ class CompetingScoring:
         if own is not None:
             return cls(
                 lambda points: own.risk(model.tabular_, points), own.baseline_at, grid, causes, times,
-                "the model's own Cox model of death (on its clinical table)",
+                "the model's own Cox model of death, on its clinical table",
             )  # fmt: skip
         death = CoxBaseline()._fit_arrays(X, causes == DEATH, times)
         return cls(
