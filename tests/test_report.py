@@ -350,3 +350,16 @@ def test_death_competing_is_scored_and_drawn_as_cumulative_incidence(sim_omop, t
     assert "Death: competing" in (out_dir / "model" / "MODEL_CARD.md").read_text()
     dom = _browse(out_dir / "report.html", tmp_path, "report_competing.png")
     assert "cumulative incidence (Aalen-Johansen)" in dom and "at risk" in dom
+    # The saved model's report and predictions on the data, death competing: its own model of death.
+    model = ep.VisitProgressionEstimator.load(out_dir / "model")
+    assert model.death_ is not None
+    data = ["--data", str(sim_omop), "--death", "competing"]
+    assert main(["report", "--model", str(out_dir / "model"), *data, "--out", str(tmp_path / "r")]) == 0
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert "Cumulative incidence of progression by predicted-risk group" in page
+    assert "own Cox model of death, on its clinical table" in page  # the line under the table
+    assert main(["predict", "--model", str(out_dir / "model"), *data, "--out", str(tmp_path / "p")]) == 0
+    predicted = pl.read_parquet(tmp_path / "p" / "predictions" / "00000.parquet")
+    cohort = ep.tasks.CKDProgression(death="competing").build(ep.read_omop(sim_omop))
+    incidence = model.predict_cumulative_incidence(cohort.X, 730.5)
+    np.testing.assert_allclose(predicted["predicted_boolean_probability"].to_numpy(), incidence, rtol=1e-5)

@@ -260,9 +260,7 @@ def _load_cohort(args: argparse.Namespace):
         cohort = load_cohort(args.data)
     else:
         events = read_events(args.data, args.format, **read_options(args, args.data))
-        cohort = CKDProgression(visits=args.visits, death=getattr(args, "death", "censor")).build(
-            events, group_visits(events, args.visits)
-        )
+        cohort = CKDProgression(visits=args.visits, death=args.death).build(events, group_visits(events, args.visits))
     if len(cohort.X) == 0:
         raise InputError("the data hold no CKD prediction point (no staged visit): nothing to fit or score")
     print(f"cohort of {redact(str(args.data))} in {time.perf_counter() - started:.1f} s:")
@@ -459,6 +457,7 @@ def run_predict(args: argparse.Namespace) -> int:
 def run_report(args: argparse.Namespace) -> int:
     """A saved model's report on some data: the cohort charts and one patient."""
     from ehrprog.evaluation import report
+    from ehrprog.evaluation.competing import CompetingScoring
     from ehrprog.evaluation.heldout import MODEL, Scorer
     from ehrprog.models.estimator import VisitProgressionEstimator
 
@@ -467,8 +466,11 @@ def run_report(args: argparse.Namespace) -> int:
     cohort = _load_cohort(args)
     if args.subject is not None and args.subject not in set(cohort.groups.tolist()):
         raise InputError(f"--subject {args.subject}: no prediction point of this subject in the data")
-    row = Scorer(cohort.y, cohort.y, cohort.groups).model(MODEL, model, cohort.X)
-    charts, patient = report.sections(model, cohort.X, cohort.y, cohort.stages, args.subject)
+    # With death competing: the model's own model of death (else one fitted on these data).
+    competing = CompetingScoring.fit(cohort.X, cohort.y, model) if "death" in cohort.y.columns else None
+    scorer = Scorer(cohort.y, cohort.y, cohort.groups, competing=(competing, cohort.X) if competing else None)
+    row = scorer.model(MODEL, model, cohort.X)
+    charts, patient = report.sections(model, cohort.X, cohort.y, cohort.stages, args.subject, competing=competing)
     with out.writing() as folder:
         report.render_report(
             folder,
@@ -476,7 +478,8 @@ def run_report(args: argparse.Namespace) -> int:
             rows=[row],
             lines=[
                 "Scores on every point of these data: optimistic if the model was trained on any of them "
-                "(`ehrprog evaluate` holds subjects out)."
+                "(`ehrprog evaluate` holds subjects out).",
+                *([competing.line()] if competing else []),
             ],
             summary=cohort.summary(),
             charts=charts,

@@ -36,6 +36,15 @@ class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+#: ``--death`` of build, fit, evaluate, report and predict.
+DEATH_OPTION = {
+    "choices": ["censor", "competing"],
+    "default": "censor",
+    "help": "death censors the time to progression (censor), or competes with it: scored as the cumulative "
+    "incidence (Aalen-Johansen, Wolbers' C; a cohort saved by build keeps its own)",
+}
+
+
 def _command(sub, name: str, **options) -> argparse.ArgumentParser:
     """A sub-command whose ``--help`` shows each option's default."""
     return sub.add_parser(name, formatter_class=_Defaults, **options)
@@ -74,19 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
             "--codes", choices=["standard", "source", "concept_id"], default=None, help="OMOP codes (standard)"
         )
         command.add_argument("--visits", type=visit_strategy, default="same_day", help="same_day, visit_id or gap:H")
+        command.add_argument("--death", **DEATH_OPTION)
         add_database_options(command)
     for command in (evaluate, fit):
         command.add_argument("--test-size", type=real(0, 1), default=0.3 if command is evaluate else 0.2,
                              help="share of subjects held out and scored")  # fmt: skip
         command.add_argument("--seed", type=SEED, default=0, help="seeds the split and the model")
         command.add_argument("--max-epochs", type=whole(1), default=None, help="override the model's epochs (30)")
-        command.add_argument(
-            "--death",
-            choices=["censor", "competing"],
-            default="censor",
-            help="death censors the time to progression (censor), or competes with it: scored as the cumulative "
-            "incidence (Aalen-Johansen, Wolbers' C; a cohort saved by build keeps its own)",
-        )
         command.add_argument(
             "--target", choices=["stage", "progression", "both"], default=None, help="the model's heads (both)"
         )
@@ -224,13 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--format", choices=["auto", "omop", "meds"], default="auto")
     build.add_argument("--codes", choices=["standard", "source", "concept_id"], default=None, help="OMOP code spelling")
     build.add_argument("--visits", type=visit_strategy, default="same_day", help="same_day, visit_id or gap:HOURS")
-    build.add_argument(
-        "--death",
-        choices=["censor", "competing"],
-        default="censor",
-        help="death censors the time to progression (censor), or competes with it: scored as the cumulative "
-        "incidence (Aalen-Johansen, Wolbers' C; a cohort saved by build keeps its own)",
-    )
+    build.add_argument("--death", **DEATH_OPTION)
     build.add_argument(
         "--subjects-per-shard", type=whole(1), default=5000, help="OMOP: persons per shard (MEDS keeps its own shards)"
     )
