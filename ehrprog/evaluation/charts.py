@@ -306,8 +306,7 @@ def cohort_charts(
             risk_by = {y: by[:, i] for i, y in enumerate(horizons)}
             charts.append(survival_calibration_chart(event, time, risk_by, causes))
         train = y_train if y_train is not None else y_test
-        if competing is None:
-            charts.append(auc_over_time(concordance_targets(train.drop("death", strict=False)), (event, time), risks))
-        else:  # the dead are controls at every time (Blanche et al. 2013's second definition)
-            charts.append(auc_over_time(concordance_targets(train), concordance_targets(y_test), risks))
+        # With death (y's death column) the dead are controls at every time (Blanche et al. 2013's
+        # second definition), as the table's Wolbers' C counts them.
+        charts.append(auc_over_time(concordance_targets(train), concordance_targets(y_test), risks))
     return charts

@@ -81,7 +81,7 @@ class CompetingScoring:
             )  # fmt: skip
         death = CoxBaseline()._fit_arrays(X, causes == DEATH, times)
         return cls(
-            death.predict, lambda days: death.breslow_.cumulative_hazard(np.zeros(1), days)[0], grid, causes, times,
+            death.predict, death.breslow_.baseline_at, grid, causes, times,
             "one Cox model of death on the history features",
         )  # fmt: skip
 

@@ -223,14 +223,15 @@ class Scorer:
         causes, t_te, times = self.causes_te, self.t_te, self.times
         if (incidence is None and survival_fn is None) or not len(times):
             return
-        horizons = [years * 365.25 for years in CALIBRATION_YEARS if years * 365.25 < t_te.max()]
+        years = [y for y in CALIBRATION_YEARS if y * 365.25 < t_te.max()]
+        horizons = [y * 365.25 for y in years]
         days = np.concatenate([times, horizons])
         at = incidence(days) if incidence is not None else scoring.incidence(survival_fn, X_te, days)
         train = (scoring.causes, scoring.times)
         row.metrics["ibs"] = integrated_brier_competing(train, (causes, t_te), at[:, : len(times)], times)
         for k, horizon in enumerate(horizons):
             calibration = incidence_calibration(causes, t_te, at[:, len(times) + k], horizon)
-            row.metrics[f"ici_{round(horizon / 365.25)}y"] = calibration["ici"]
+            row.metrics[f"ici_{years[k]}y"] = calibration["ici"]
 
     def model(self, name: str, model: Any, X_te: CohortX) -> Row:
         """Score a fitted :class:`~ehrprog.VisitProgressionEstimator` on the test points ``X_te``."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ehrprog.cohorts.targets import breslow_baseline
+from ehrprog.models.incidence import step_at
 
 
 class BreslowSurvival:
@@ -41,9 +42,11 @@ class BreslowSurvival:
     def cumulative_hazard(self, risk: np.ndarray, times: np.ndarray) -> np.ndarray:
         """``H(t | x) = H0(t) exp(r)`` ``[n, len(times)]`` at ``times`` (days; ``H0`` a right-continuous
         step, 0 before the first event time) for log relative risks ``risk`` ``[n]``."""
-        index = np.searchsorted(self.event_times_, np.asarray(times, dtype=np.float64), side="right") - 1
-        baseline = np.where(index >= 0, self.cumulative_baseline_hazard_[np.maximum(index, 0)], 0.0)
-        return np.outer(np.exp(np.asarray(risk, dtype=np.float64)), baseline)
+        return np.outer(np.exp(np.asarray(risk, dtype=np.float64)), self.baseline_at(times))
+
+    def baseline_at(self, times: np.ndarray) -> np.ndarray:
+        """``H0`` at ``times`` (days) ``[len(times)]``: a right-continuous step, 0 before the first event time."""
+        return step_at(self.event_times_, self.cumulative_baseline_hazard_, times)
 
     def survival_function(self, risk: np.ndarray, return_array: bool = False):
         """scikit-survival ``StepFunction`` objects over ``event_times_`` (or, with

@@ -16,6 +16,7 @@ import numpy as np
 from ehrprog.cohorts.cohort import CohortX
 from ehrprog.cohorts.targets import breslow_baseline
 from ehrprog.core.memory import release_free_memory
+from ehrprog.models.incidence import step_at
 from ehrprog.models.tabular import TabularModel, _Linear, fit_ridge_cox
 
 #: Training follow-ups ended by death below which no model of death is fitted (the incidence
@@ -61,8 +62,7 @@ class DeathHazard:
 
     def baseline_at(self, times: np.ndarray) -> np.ndarray:
         """``H20`` at ``times`` (days) ``[len(times)]``: a right-continuous step, 0 before the first death."""
-        index = np.searchsorted(self.event_times, np.asarray(times, dtype=np.float64), side="right") - 1
-        return np.where(index >= 0, self.cumulative_hazard[np.maximum(index, 0)], 0.0)
+        return step_at(self.event_times, self.cumulative_hazard, times)
 
     def state(self) -> dict[str, Any]:
         return {
